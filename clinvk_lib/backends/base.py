@@ -1,0 +1,278 @@
+"""What every backend module provides, and the registry of the three.
+
+A backend knows one CLI and nothing else: how to build argv (new run and resume) from
+unified ``Options``, which environment the child needs, and how to parse the CLI's JSON
+result and its stream lines into unified events. No processes, HTTP, sessions or config
+files here; ``runner.py`` and ``execute.py`` own those.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any, Dict, List, Optional
+
+from .. import events as ev
+
+APPROVAL_MODES = ("default", "auto", "none", "always")
+SANDBOX_MODES = ("default", "read-only", "workspace", "full")
+# What the backend is asked to print. "json" = one result object (or the CLI's nearest
+# equivalent); "stream-json" = one JSON event per line as they happen.
+BACKEND_FORMATS = ("json", "stream-json")
+
+# Variables that make a nested CLI refuse to start or behave as if it were a sub-agent
+# (claude 2.x refuses to run inside another Claude Code session when CLAUDECODE is set).
+NESTED_RUN_VARIABLES = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
+
+
+class Options:
+    """Unified options for one backend run. Empty / zero means "the CLI's default"."""
+
+    __slots__ = ("model", "workdir", "approval_mode", "sandbox_mode", "output_format",
+                 "max_turns", "system_prompt", "verbose", "ephemeral", "extra", "resume_id",
+                 "allowed_tools")
+
+    def __init__(self, model: str = "", workdir: str = "", approval_mode: str = "default",
+                 sandbox_mode: str = "default", output_format: str = "json", max_turns: int = 0,
+                 system_prompt: str = "", verbose: bool = False, ephemeral: bool = False,
+                 extra: Optional[List[str]] = None, resume_id: str = "",
+                 allowed_tools: str = "") -> None:
+        self.model = model
+        self.workdir = workdir
+        self.approval_mode = approval_mode or "default"
+        self.sandbox_mode = sandbox_mode or "default"
+        self.output_format = output_format
+        self.max_turns = max_turns
+        self.system_prompt = system_prompt
+        self.verbose = verbose
+        self.ephemeral = ephemeral
+        self.extra = list(extra or [])
+        self.resume_id = resume_id          # the backend's own session id; "" = new session
+        self.allowed_tools = allowed_tools
+
+    def __repr__(self) -> str:
+        return "Options(%s)" % ", ".join("%s=%r" % (k, getattr(self, k)) for k in self.__slots__)
+
+
+class Result:
+    """The outcome of one finished run, parsed from the backend's output."""
+
+    __slots__ = ("backend", "text", "backend_session_id", "model", "usage", "error",
+                 "exit_code", "duration_ms", "events")
+
+    def __init__(self, backend: str, text: str = "", backend_session_id: str = "",
+                 model: str = "", usage: Optional[ev.Usage] = None, error: str = "",
+                 exit_code: int = 0, duration_ms: int = 0,
+                 events: Optional[List[ev.Event]] = None) -> None:
+        self.backend = backend
+        self.text = text
+        self.backend_session_id = backend_session_id
+        self.model = model
+        self.usage = usage or ev.Usage()
+        self.error = error
+        self.exit_code = exit_code
+        self.duration_ms = duration_ms
+        self.events = events or []
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.error
+
+    def __repr__(self) -> str:
+        return ("Result(backend=%r, text=%r, sid=%r, exit=%r, error=%r)"
+                % (self.backend, self.text[:60], self.backend_session_id, self.exit_code, self.error))
+
+
+class StreamParser:
+    """Turns one run's stdout lines into unified events, keeping what it learns.
+
+    ``feed(line)`` returns the events for that line (possibly none); ``finish(exit_code,
+    stderr)`` returns the closing events (an ``error`` if the run failed and none was seen,
+    then exactly one ``done``). After ``finish``, ``result()`` gives the collected Result.
+    Subclasses implement ``parse_line``; the bookkeeping here is shared.
+    """
+
+    backend_name = ""
+
+    def __init__(self) -> None:
+        self.events: List[ev.Event] = []
+        self.backend_session_id = ""
+        self.model = ""
+        self.usage = ev.Usage()
+        self.error = ""
+        self._finished = False
+
+    def parse_line(self, obj: Any, line: str) -> List[ev.Event]:
+        """Events for one decoded JSON value (``obj``) from stdout. Override per backend."""
+        raise NotImplementedError
+
+    def feed(self, line: str) -> List[ev.Event]:
+        line = line.strip()
+        if not line:
+            return []
+        obj = decode_json_line(line)
+        if obj is None:
+            return []               # CLI noise on stdout: never shown as model output
+        out = self.parse_line(obj, line)
+        for e in out:
+            if e.type == ev.ERROR and e.content.get("fatal", True) and not self.error:
+                self.error = e.content.get("message", "")
+        self.events.extend(out)
+        return out
+
+    def finish(self, exit_code: int, stderr: str = "") -> List[ev.Event]:
+        if self._finished:
+            return []
+        self._finished = True
+        out: List[ev.Event] = []
+        if exit_code != 0 and not self.error:
+            self.error = failure_message(self.backend_name, exit_code, stderr)
+            out.append(ev.error(self.backend_name, self.error, code="exit_%d" % exit_code))
+        out.append(ev.done(self.backend_name, self.usage, self.model, self.backend_session_id,
+                           exit_code))
+        self.events.extend(out)
+        return out
+
+    def result(self, exit_code: int, duration_ms: int = 0) -> Result:
+        return Result(self.backend_name, ev.collect_text(self.events), self.backend_session_id,
+                      self.model, self.usage, self.error, exit_code, duration_ms,
+                      list(self.events))
+
+
+class Backend:
+    """One agent CLI. Subclasses fill the class attributes and the four methods."""
+
+    name = ""
+    executable = ""
+    vendor = ""                  # owned_by in the OpenAI models list
+    display_name = ""
+    # Flags a request's ``extra`` list may carry (the HTTP API checks them; see policy).
+    # Maps a flag to True when it takes a value.
+    allowed_extra_flags: Dict[str, bool] = {}
+
+    def find_executable(self, path: Optional[str] = None) -> Optional[str]:
+        """Absolute path of the CLI on PATH, or None."""
+        return shutil.which(self.executable, path=path)
+
+    def build_argv(self, opts: Options, executable: str = "") -> List[str]:
+        """The full argv (executable first) for a new run, or a resume when ``opts.resume_id``.
+
+        The prompt is never in argv: it goes to stdin.
+        """
+        raise NotImplementedError
+
+    def child_env(self, base: Dict[str, str]) -> Dict[str, str]:
+        """The child's environment: ``base`` minus nested-run variables plus what this CLI needs."""
+        env = dict(base)
+        for key in NESTED_RUN_VARIABLES:
+            env.pop(key, None)
+        return env
+
+    def new_stream_parser(self) -> StreamParser:
+        """A parser for ``--output-format stream-json`` style output."""
+        raise NotImplementedError
+
+    def parse_json_output(self, stdout: str, stderr: str, exit_code: int) -> Result:
+        """Parse the whole stdout of a ``json`` format run into a Result."""
+        raise NotImplementedError
+
+    def version_argv(self, executable: str = "") -> List[str]:
+        return [executable or self.executable, "--version"]
+
+
+def decode_json_line(line: str) -> Any:
+    """The JSON value of one stdout line, or None when the line is not JSON (CLI noise)."""
+    import json
+    if not line or line[0] not in "{[":
+        return None
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+def decode_json_document(text: str) -> Any:
+    """The JSON value in a whole stdout, tolerating noise lines before and after it.
+
+    Accepts one (possibly pretty-printed) object or array, or NDJSON (returns the list of
+    decoded lines). Returns None when nothing decodes.
+    """
+    import json
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    decoder = json.JSONDecoder()
+    values = []
+    i = 0
+    while i < len(text):
+        start = min((p for p in (text.find("{", i), text.find("[", i)) if p >= 0), default=-1)
+        if start < 0:
+            break
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except ValueError:
+            i = start + 1
+            continue
+        values.append(value)
+        i = end
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def failure_message(backend: str, exit_code: int, stderr: str) -> str:
+    """A one-line error for a run that failed without saying why on stdout."""
+    tail = last_meaningful_line(stderr)
+    if exit_code < 0:
+        what = "%s was killed by signal %d" % (backend, -exit_code)
+    else:
+        what = "%s exited with code %d" % (backend, exit_code)
+    return "%s: %s" % (what, tail) if tail else what
+
+
+def last_meaningful_line(text: str, limit: int = 500) -> str:
+    for line in reversed((text or "").splitlines()):
+        line = line.strip()
+        if line:
+            return line[:limit]
+    return ""
+
+
+def as_int(value: Any) -> int:
+    """A JSON number as int; anything else is 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, (int, float)):
+        return int(value)
+    return 0
+
+
+_REGISTRY: Dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> Backend:
+    _REGISTRY[backend.name] = backend
+    return backend
+
+
+def names() -> List[str]:
+    """Backend names in the stable order used everywhere (claude, codex, gemini)."""
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Backend:
+    """The backend called ``name``; KeyError with a message listing the known ones."""
+    _load_all()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError("unknown backend %r (expected one of: %s)" % (name, ", ".join(names())))
+
+
+def _load_all() -> None:
+    if len(_REGISTRY) < 3:
+        from . import claude, codex, gemini  # noqa: F401  (they register themselves)

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Run every test: the unit tier under Python 3.8 and 3.13, then the whole suite (unit,
+# integration with the official SDKs, end-to-end with the real claude/codex/gemini CLIs
+# against a fake model API on 127.0.0.1) under the default python3.
+#
+# Installs what the tests need by itself, into a cache outside the clone
+# (${CLINVK_TEST_CACHE:-~/.cache/clinvk-test}): Python virtualenvs and the pinned CLIs from npm.
+# With CI=true the end-to-end tier must run: a failure to install it fails the run.
+set -uo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+CACHE="${CLINVK_TEST_CACHE:-$HOME/.cache/clinvk-test}"
+export CLINVK_TEST_CACHE="$CACHE"
+mkdir -p "$CACHE"
+PYENV_ROOT="${PYENV_ROOT:-$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")}"
+status=0
+
+log() { printf '\n=== %s\n' "$*"; }
+
+# venv NAME PYTHON REQUIREMENTS -> prints the venv's python
+venv() {
+    local dir="$CACHE/venv-$1" py="$2" req="$3" stamp
+    stamp="$dir/.req-$(sha256sum "$req" | cut -c1-16)"
+    if [ ! -f "$stamp" ]; then
+        rm -rf "$dir"
+        "$py" -m venv "$dir" >&2 || return 1
+        "$dir/bin/python" -m pip install -q --disable-pip-version-check -r "$req" >&2 || return 1
+        touch "$stamp"
+    fi
+    echo "$dir/bin/python"
+}
+
+# pytest with exit code 5 ("no tests collected") turned into a failure.
+run_pytest() {
+    local py="$1"; shift
+    "$py" -m pytest "$@"
+    local rc=$?
+    if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: failing" >&2; return 1; fi
+    return "$rc"
+}
+
+log "building dist/clinvk.pyz"
+./build_pyz.sh || status=1
+
+log "installing the pinned real CLIs (npm) for the end-to-end tier"
+if command -v npm >/dev/null 2>&1; then
+    python3 -m tests.e2e.realclis install || { echo "installing the real CLIs failed" >&2; [ "${CI:-}" = "true" ] && status=1; }
+elif [ "${CI:-}" = "true" ]; then
+    echo "npm is not installed: the end-to-end tier cannot run, and CI requires it" >&2
+    status=1
+else
+    echo "npm not found: the end-to-end tier will be SKIPPED (install Node.js + npm to run it)" >&2
+fi
+
+for v in 3.8.18 3.13.0; do
+    py="$PYENV_ROOT/versions/$v/bin/python3"
+    if [ ! -x "$py" ]; then
+        echo "Python $v not found at $py" >&2
+        [ "${CI:-}" = "true" ] && status=1
+        continue
+    fi
+    log "unit tier under Python $v"
+    vpy=$(venv "unit-$v" "$py" tests/requirements-unit.txt) || { status=1; continue; }
+    run_pytest "$vpy" -q -p no:cacheprovider --ignore=tests/e2e -m "not sdk" tests || status=1
+done
+
+log "whole suite under $(python3 --version)"
+dpy=$(venv dev python3 tests/requirements-dev.txt) || { echo "installing dev requirements failed" >&2; exit 1; }
+run_pytest "$dpy" -q -p no:cacheprovider -rs tests "$@" || status=1
+
+if [ "$status" -ne 0 ]; then log "FAILED"; else log "all tiers passed"; fi
+exit "$status"

@@ -1,0 +1,37 @@
+"""Shared fixtures: an isolated CLINVK_HOME, and the fake CLIs on PATH."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAKE_BIN = os.path.join(ROOT, "tests", "fakes", "bin")
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sdk: needs the official openai/anthropic SDKs (dev venv)")
+
+
+@pytest.fixture
+def clinvk_home(tmp_path, monkeypatch):
+    """A private CLINVK_HOME with no config file, and no CLINVK_* leaking in from the host."""
+    for key in list(os.environ):
+        if key.startswith("CLINVK_") and key != "CLINVK_TEST_CACHE":
+            monkeypatch.delenv(key)
+    home = tmp_path / "clinvk-home"
+    home.mkdir()
+    monkeypatch.setenv("CLINVK_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def fake_path(monkeypatch, tmp_path):
+    """PATH with only the fake claude/codex/gemini (plus the system dirs for python3)."""
+    monkeypatch.setenv("PATH", FAKE_BIN + os.pathsep + "/usr/local/bin:/usr/bin:/bin")
+    monkeypatch.setenv("FAKE_CLI_STATE_DIR", str(tmp_path / "fake-state"))
+    return FAKE_BIN
