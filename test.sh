@@ -39,6 +39,23 @@ run_pytest() {
     return "$rc"
 }
 
+# Debian packages some tests drive for real: promtool (metrics format), headless Chromium
+# (/docs renders), nginx (reverse-proxy tests).
+log "checking Debian packages: prometheus chromium nginx"
+missing=""
+command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing; } >&2 \
+            || { echo "apt-get install$missing failed" >&2; [ "${CI:-}" = "true" ] && status=1; }
+    else
+        echo "missing Debian packages:$missing (tests that need them will be skipped)" >&2
+        [ "${CI:-}" = "true" ] && status=1
+    fi
+fi
+
 log "building dist/clinvk.pyz"
 ./build_pyz.sh || status=1
 

@@ -8,7 +8,7 @@ nothing a request says can make a backend run outside it.
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 # Where no agent should ever be pointed by a remote request. The operator may remove entries
 # explicitly (server.blocked_workdir_prefixes: []), never by accident.
@@ -55,38 +55,48 @@ def under_prefix(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
 
-def check_extra_flags(backend_name: str, flags: Sequence[str],
-                      allowed: Dict[str, bool]) -> List[str]:
+def check_extra_flags(backend_name: str, flags: Sequence[str], allowed: Dict[str, bool],
+                      path_flags: Iterable[str] = (),
+                      check_path: Optional[Callable[[str, str], str]] = None) -> List[str]:
     """Check a request's ``extra`` list flag by flag against ``allowed`` (flag -> takes a value).
 
     ``--flag=value`` forms are checked by their name. A value must follow a flag that takes
-    one; a bare word anywhere else is refused (it could be read as a prompt or a subcommand).
+    one and may not itself start with ``-`` (the CLI would read it as another flag: use
+    ``--flag=value`` for such values); a bare word anywhere else is refused (it could be read
+    as a prompt or a subcommand). Values of ``path_flags`` go through ``check_path(field,
+    value)``, which returns the path to pass on.
     """
+    path_flags = frozenset(path_flags)
     out: List[str] = []
-    expect_value = False
+    pending = ""                # the flag waiting for its value
     for i, tok in enumerate(flags):
         field = "extra[%d]" % i
         if not isinstance(tok, str):
             raise PolicyError(field, "expected a string")
         if "\x00" in tok or "\n" in tok:
             raise PolicyError(field, "must not contain NUL or newline characters")
-        if expect_value:
-            expect_value = False
-            out.append(tok)
+        if pending:
+            if tok.startswith("-"):
+                raise PolicyError(field, "value of %s must not start with '-' (write %s=VALUE)"
+                                  % (pending, pending))
+            out.append(check_path(field, tok) if pending in path_flags and check_path else tok)
+            pending = ""
             continue
         if not tok.startswith("-") or tok in ("-", "--"):
             raise PolicyError(field, "expected a flag starting with '-', got %r" % tok)
-        name, has_value, _ = tok.partition("=")
+        name, has_value, value = tok.partition("=")
         if name not in allowed:
             raise PolicyError(field, "flag %r is not allowed for %s (allowed: %s)"
                               % (name, backend_name, ", ".join(sorted(allowed)) or "none"))
         if allowed[name] and not has_value:
-            expect_value = True
+            pending = name
         elif not allowed[name] and has_value:
             raise PolicyError(field, "flag %r takes no value" % name)
+        elif has_value and name in path_flags and check_path:
+            tok = "%s=%s" % (name, check_path(field, value))
         out.append(tok)
-    if expect_value:
-        raise PolicyError("extra[%d]" % (len(flags) - 1), "flag %r needs a value" % flags[-1])
+    if pending:
+        raise PolicyError("extra[%d]" % (len(flags) - 1), "flag %r needs a value" % pending)
     return out
 
 
@@ -108,12 +118,19 @@ class Policy:
 
     def check_workdir(self, path: str) -> str:
         """The resolved workdir, if this policy allows it."""
-        real = resolve_workdir(path, require_absolute=True)
+        return self.check_path("workdir", resolve_workdir(path, require_absolute=True))
+
+    def check_path(self, field: str, path: str) -> str:
+        """A path given to a backend flag (``--add-dir``): absolute, and inside the same
+        prefixes as a workdir (it need not exist or be a directory)."""
+        if not os.path.isabs(path):
+            raise PolicyError(field, "must be an absolute path: got %r" % path)
+        real = os.path.realpath(path)
         for prefix in self.blocked_prefixes:
             if under_prefix(real, prefix):
-                raise PolicyError("workdir", "%s is inside the blocked prefix %s" % (real, prefix))
+                raise PolicyError(field, "%s is inside the blocked prefix %s" % (real, prefix))
         if self.allowed_prefixes and not any(under_prefix(real, p) for p in self.allowed_prefixes):
-            raise PolicyError("workdir", "%s is not inside an allowed prefix (%s)"
+            raise PolicyError(field, "%s is not inside an allowed prefix (%s)"
                               % (real, ", ".join(self.allowed_prefixes)))
         return real
 

@@ -163,10 +163,12 @@ class Process:
         try:
             for raw in self._proc.stdout:
                 yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        finally:
+        except GeneratorExit:
+            # The consumer stopped early (generator closed): the run is abandoned. Only then:
+            # at the end of stdout the child may simply not have been reaped yet.
             if self._proc.poll() is None and not self._kill_started:
-                # The consumer stopped early (generator closed): the run is abandoned.
                 self.cancel()
+            raise
 
     def wait(self) -> Outcome:
         """Wait for the end of the child (draining stdout if nobody read it) and reap it."""
@@ -197,12 +199,21 @@ def run(argv: List[str], stdin_text: str = "", cwd: Optional[str] = None,
     return out, proc.wait()
 
 
-def kill_all() -> int:
-    """Cancel every live child of this process (Ctrl-C, SIGTERM); returns how many."""
+def kill_all(grace: float = DEFAULT_GRACE) -> int:
+    """Cancel every live child of this process (Ctrl-C, SIGTERM) and wait until each group
+    is gone (SIGKILL after ``grace`` seconds), so the caller may exit; returns how many."""
     with _live_lock:
         procs = list(_live)
     for p in procs:
         p.cancel()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p._proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(p.pid, signal.SIGKILL)
+            p._proc.wait()
+        _signal_group(p.pid, signal.SIGKILL)     # whatever the child left in its group
     return len(procs)
 
 

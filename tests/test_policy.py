@@ -88,6 +88,7 @@ def test_allowed_flags_with_values_in_both_forms_pass():
     (["--verbose=yes"], "extra[0]", "takes no value"),
     (["--"], "extra[0]", "expected a flag"),
     (["--add-dir", "a\nb"], "extra[1]", "NUL or newline"),
+    (["--add-dir", "--yolo"], "extra[1]", "must not start with '-'"),
 ])
 def test_refused_flags_name_the_index(flags, field, fragment):
     with pytest.raises(PolicyError) as info:
@@ -103,3 +104,14 @@ def test_dangerous_modes_need_the_operator_to_allow_them():
         Policy().check_modes("auto", "full")
     Policy().check_modes("auto", "workspace")
     Policy(allow_dangerous_modes=True).check_modes("none", "full")
+
+
+def test_path_flag_values_are_checked_in_both_forms(tmp_path):
+    policy = Policy(allowed_prefixes=[str(tmp_path)], blocked_prefixes=["/etc"])
+    ok = str(tmp_path / "docs")
+    assert check_extra_flags("claude", ["--add-dir", ok, "--add-dir=" + ok], ALLOWED,
+                             {"--add-dir"}, policy.check_path) == ["--add-dir", ok, "--add-dir=" + ok]
+    for flags in (["--add-dir", "/etc"], ["--add-dir=/etc/ssh"], ["--add-dir", "relative"],
+                  ["--add-dir", "/srv/elsewhere"]):
+        with pytest.raises(PolicyError):
+            check_extra_flags("claude", flags, ALLOWED, {"--add-dir"}, policy.check_path)

@@ -138,3 +138,12 @@ def test_abandoning_the_line_iterator_cancels_the_child():
     outcome = proc.wait()
     assert outcome.cancelled
     assert not alive(proc.pid)
+
+
+def test_a_child_that_closes_stdout_before_exiting_is_not_reported_cancelled():
+    code = "import os,time\nprint('done', flush=True)\nos.close(1)\ntime.sleep(0.3)"
+    proc = runner.Process([PY, "-c", code])
+    assert list(proc.lines()) == ["done"]
+    outcome = proc.wait()
+    assert outcome.exit_code == 0
+    assert not outcome.cancelled

@@ -9,7 +9,7 @@ files here; ``runner.py`` and ``execute.py`` own those.
 from __future__ import annotations
 
 import shutil
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from .. import events as ev
 
@@ -112,6 +112,10 @@ class StreamParser:
         obj = decode_json_line(line)
         if obj is None:
             return []               # CLI noise on stdout: never shown as model output
+        return self.feed_value(obj, line)
+
+    def feed_value(self, obj: Any, line: str = "") -> List[ev.Event]:
+        """Like ``feed`` for a value already decoded (an element of a JSON array output)."""
         out = self.parse_line(obj, line)
         for e in out:
             if e.type == ev.ERROR and e.content.get("fatal", True) and not self.error:
@@ -148,6 +152,16 @@ class Backend:
     # Flags a request's ``extra`` list may carry (the HTTP API checks them; see policy).
     # Maps a flag to True when it takes a value.
     allowed_extra_flags: Dict[str, bool] = {}
+    # The allowed extra flags whose value is a filesystem path (the policy checks it like a
+    # workdir: it widens what the agent can read or write).
+    path_extra_flags: FrozenSet[str] = frozenset()
+    # What each approval / sandbox mode really does on this CLI ({"approval_mode": {mode:
+    # text}, "sandbox_mode": {...}}) and how the other options map (option -> text): the
+    # README and --help are generated from these.
+    mode_notes: Dict[str, Dict[str, str]] = {}
+    option_notes: Dict[str, str] = {}
+    # Lower-case pieces of the CLI's message when a resumed session's transcript is gone.
+    missing_session_markers: Tuple[str, ...] = ()
 
     def find_executable(self, path: Optional[str] = None) -> Optional[str]:
         """Absolute path of the CLI on PATH, or None."""
@@ -159,6 +173,10 @@ class Backend:
         The prompt is never in argv: it goes to stdin.
         """
         raise NotImplementedError
+
+    def ignored_options(self, opts: Options) -> List[str]:
+        """One warning per option in ``opts`` this CLI cannot honour (it maps to no flag)."""
+        return []
 
     def child_env(self, base: Dict[str, str]) -> Dict[str, str]:
         """The child's environment: ``base`` minus nested-run variables plus what this CLI needs."""
@@ -177,6 +195,31 @@ class Backend:
 
     def version_argv(self, executable: str = "") -> List[str]:
         return [executable or self.executable, "--version"]
+
+
+def checked_format(fmt: str) -> str:
+    """``fmt`` when it is one of BACKEND_FORMATS, else ValueError naming the choices."""
+    if fmt not in BACKEND_FORMATS:
+        raise ValueError("output_format must be one of %s: got %r"
+                         % (", ".join(BACKEND_FORMATS), fmt))
+    return fmt
+
+
+def mode_flags(modes: Dict[str, Dict[str, Tuple[Tuple[str, ...], str]]], option: str,
+               value: str) -> List[str]:
+    """The flags a backend's mode table gives ``option`` = ``value`` (ValueError if unknown)."""
+    table = modes[option]
+    try:
+        return list(table[value or "default"][0])
+    except KeyError:
+        raise ValueError("%s must be one of %s: got %r" % (option, ", ".join(table), value))
+
+
+def mode_notes_of(modes: Dict[str, Dict[str, Tuple[Tuple[str, ...], str]]]
+                  ) -> Dict[str, Dict[str, str]]:
+    """The "what it really does" texts of a mode table: {option: {mode: text}}."""
+    return {option: {mode: note for mode, (_, note) in table.items()}
+            for option, table in modes.items()}
 
 
 def decode_json_line(line: str) -> Any:
@@ -225,12 +268,49 @@ def decode_json_document(text: str) -> Any:
 
 def failure_message(backend: str, exit_code: int, stderr: str) -> str:
     """A one-line error for a run that failed without saying why on stdout."""
-    tail = last_meaningful_line(stderr)
+    tail = error_line(stderr)
     if exit_code < 0:
         what = "%s was killed by signal %d" % (backend, -exit_code)
     else:
         what = "%s exited with code %d" % (backend, exit_code)
     return "%s: %s" % (what, tail) if tail else what
+
+
+def api_error_detail(message: str) -> Tuple[str, str]:
+    """(readable message, code) from an error text that embeds a JSON API error body.
+
+    The CLIs pass a model API's error body through (codex-cli 0.169.0:
+    '{"error": {"message": "...", "type": "invalid_request_error"}}'; gemini 0.61.0:
+    '[API Error: {"error":{"code":400,"message":"...","status":"INVALID_ARGUMENT"}}]').
+    Other texts come back unchanged with an empty code.
+    """
+    import json
+    start, end = message.find("{"), message.rfind("}")
+    if start < 0 or end < start:
+        return message, ""
+    try:
+        body = json.loads(message[start:end + 1])
+    except ValueError:
+        return message, ""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return message, ""
+    code = error.get("status") or error.get("type") or error.get("code") or ""
+    return error["message"], str(code)
+
+
+def error_line(text: str, limit: int = 500) -> str:
+    """The line of a CLI's stderr that best says what went wrong.
+
+    The first line starting with "error" (clap's "error: unexpected argument ...", codex's
+    "Error: thread/resume ...", gemini's "Error resuming session ..."), which comes before
+    usage texts and stack traces; otherwise the last non-blank line.
+    """
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if line[:5].lower() == "error":
+            return line[:limit]
+    return last_meaningful_line(text, limit)
 
 
 def last_meaningful_line(text: str, limit: int = 500) -> str:

@@ -1,0 +1,271 @@
+"""Codex CLI (``codex exec --json``): argv, environment and output parsing.
+
+Checked against codex-cli 0.169.0. The prompt goes on stdin through the ``-`` positional.
+``exec`` has no single-object JSON mode: ``--json`` prints JSON lines, and both of clinvk's
+formats read them with the same parser.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from .. import events as ev
+from . import base
+
+NAME = "codex"
+
+# One table for the approval and sandbox modes: mode -> (flags, what it really does).
+# codex-cli 0.169.0: `exec` forces approval policy "never" whatever the config or `-c` says,
+# rejects -a/--ask-for-approval and --full-auto, and its sandbox flag (-s) is an `exec`
+# option that must come before the `resume` subcommand (after it: "unexpected argument").
+MODES = {
+    "approval_mode": {
+        "default": ((), "No flag: codex exec never asks for approval. What the agent may do "
+                        "is decided by the sandbox; a command the sandbox forbids fails."),
+        "auto": ((), "No flag: codex exec never asks. Choose sandbox_mode workspace to let "
+                     "the agent edit files in the working directory."),
+        "none": ((), "No flag: codex exec never asks. Choose sandbox_mode full to let the "
+                     "agent run anything."),
+        "always": ((), "No flag: codex exec cannot ask. Choose sandbox_mode read-only to "
+                       "keep the agent from changing anything."),
+    },
+    "sandbox_mode": {
+        "default": ((), "No flag: sandbox_mode from codex's config.toml, read-only when unset."),
+        "read-only": (("--sandbox=read-only",),
+                      "--sandbox read-only: commands may read files but not write them or "
+                      "use the network."),
+        "workspace": (("--sandbox=workspace-write",),
+                      "--sandbox workspace-write: commands may write inside the working "
+                      "directory (and --add-dir directories), no network."),
+        "full": (("--sandbox=danger-full-access",),
+                 "--sandbox danger-full-access: no sandbox, commands run with the user's "
+                 "rights."),
+    },
+}
+
+OPTION_NOTES = {
+    "model": "--model <name>.",
+    "system_prompt": "-c developer_instructions=<text>: added as developer instructions; "
+                     "codex keeps its own base instructions (model_instructions_file would "
+                     "replace them, and with them the agent's knowledge of its tools).",
+    "max_turns": "Not supported: codex exec has no turn limit (one turn runs to "
+                 "completion); use a timeout.",
+    "ephemeral": "--ephemeral: no session files are written, the run cannot be resumed.",
+    "resume": "codex exec ... resume <thread id> -; the id is thread.started's thread_id. "
+              "codex 0.169.0 starts a NEW thread, silently, when given an unknown thread "
+              "name, so clinvk only passes the ids codex reported.",
+    "verbose": "No effect: codex exec --json has no more verbose output.",
+    "allowed_tools": "Not supported: codex has no tool allowlist flag.",
+    "streaming": "No token deltas: codex prints each agent message whole.",
+}
+
+_TOOL_ITEMS = ("command_execution", "mcp_tool_call", "file_change", "web_search")
+
+
+class CodexStreamParser(base.StreamParser):
+    """Parses ``codex exec --json`` lines (JSONL ``ThreadEvent``s)."""
+
+    backend_name = NAME
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._started_tools: Dict[str, str] = {}    # item id -> tool name
+
+    def parse_line(self, obj: Any, line: str) -> List[ev.Event]:
+        if not isinstance(obj, dict):
+            return []
+        kind = obj.get("type")
+        if kind == "thread.started":
+            self.backend_session_id = _str(obj.get("thread_id")) or self.backend_session_id
+            return [ev.init(NAME, self.model, self.backend_session_id)]
+        if kind in ("item.started", "item.updated", "item.completed"):
+            item = obj.get("item")
+            return self._item(kind, item) if isinstance(item, dict) else []
+        if kind == "turn.completed":
+            self._add_usage(obj.get("usage") or {})
+            return []
+        if kind == "turn.failed":
+            error = obj.get("error") or {}
+            return self._fatal(_str(error.get("message")) or "codex turn failed")
+        if kind == "error":
+            message = _str(obj.get("message"))
+            if message.startswith("Reconnecting"):
+                # codex-cli 0.169.0 reports its own retries ("Reconnecting... 2/5 ...") as
+                # top-level errors; the run may still succeed.
+                return [ev.error(NAME, message, code="retry", fatal=False)]
+            return self._fatal(message or "codex reported an error")
+        return []                     # turn.started, item.plan.delta, request_user_input
+
+    def _fatal(self, message: str) -> List[ev.Event]:
+        message, code = base.api_error_detail(message)
+        if message == self.error:
+            return []                 # turn.failed repeats the error line before it
+        return [ev.error(NAME, message, code=code)]
+
+    def _item(self, kind: str, item: Dict[str, Any]) -> List[ev.Event]:
+        item_type = item.get("type")
+        item_id = _str(item.get("id"))
+        if item_type in _TOOL_ITEMS:
+            out: List[ev.Event] = []
+            if item_id not in self._started_tools:
+                name, tool_input = _tool_call(item)
+                self._started_tools[item_id] = name
+                out.append(ev.tool_use(NAME, item_id, name, tool_input))
+            if kind == "item.completed":
+                output, is_error = _tool_outcome(item)
+                out.append(ev.tool_result(NAME, item_id, output, is_error,
+                                          self._started_tools[item_id]))
+            return out
+        if kind != "item.completed":
+            return []
+        if item_type == "agent_message":
+            text = _str(item.get("text"))
+            return [ev.message(NAME, text)] if text else []
+        if item_type == "reasoning":
+            text = _str(item.get("text"))
+            return [ev.thinking(NAME, text)] if text else []
+        if item_type == "error":
+            # A warning (e.g. "Model metadata for `x` not found"), the turn goes on.
+            return [ev.error(NAME, _str(item.get("message")), code="warning", fatal=False)]
+        return []                     # todo_list, plan, collab_tool_call
+
+    def _add_usage(self, usage: Dict[str, Any]) -> None:
+        """Adds one turn's usage; codex's input_tokens already include the cached ones."""
+        self.usage = ev.Usage(
+            self.usage.input_tokens + base.as_int(usage.get("input_tokens")),
+            self.usage.output_tokens + base.as_int(usage.get("output_tokens")),
+            self.usage.cached_tokens + base.as_int(usage.get("cached_input_tokens")),
+            self.usage.reasoning_tokens + base.as_int(usage.get("reasoning_output_tokens")))
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _tool_call(item: Dict[str, Any]) -> Any:
+    """(tool name, input) of a tool item."""
+    item_type = item.get("type")
+    if item_type == "command_execution":
+        return "command_execution", {"command": item.get("command")}
+    if item_type == "mcp_tool_call":
+        return _str(item.get("tool")), {"server": item.get("server"),
+                                        "arguments": item.get("arguments")}
+    if item_type == "file_change":
+        return "file_change", {"changes": item.get("changes") or []}
+    return "web_search", {"query": item.get("query")}
+
+
+def _tool_outcome(item: Dict[str, Any]) -> Any:
+    """(output text, is_error) of a completed tool item."""
+    status = item.get("status")
+    item_type = item.get("type")
+    if item_type == "command_execution":
+        exit_code = item.get("exit_code")
+        failed = status in ("failed", "declined") or (
+            isinstance(exit_code, int) and exit_code != 0)
+        return _str(item.get("aggregated_output")), failed
+    if item_type == "mcp_tool_call":
+        error = item.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return _str(error.get("message")), True
+        result = item.get("result") or {}
+        parts = result.get("content") if isinstance(result, dict) else None
+        text = "".join(_str(p.get("text")) for p in parts or [] if isinstance(p, dict))
+        return text, status == "failed"
+    if item_type == "file_change":
+        changes = item.get("changes") or []
+        text = "\n".join("%s %s" % (_str(c.get("kind")), _str(c.get("path")))
+                         for c in changes if isinstance(c, dict))
+        return text, status == "failed"
+    return "", status == "failed"
+
+
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string (what codex's ``-c key=value`` parses the value as)."""
+    out = ['"']
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append("\\u%04X" % ord(ch))
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+class CodexBackend(base.Backend):
+    name = NAME
+    executable = "codex"
+    vendor = "openai"
+    display_name = "Codex CLI"
+    # Left out on purpose: -c/--config, --enable/--disable, -p/--profile (they can set
+    # anything, the sandbox and the model provider included), --dangerously-*, --full-auto,
+    # --approve-for-me, --ignore-rules / --ignore-user-config (drop the user's restrictions),
+    # -C/--cd (escapes the workdir policy), --oss / --local-provider, -o (writes a file),
+    # --trust (persists trust), --json / --color (clinvk parses the output), and the flags
+    # of clinvk's own options: codex-cli 0.169.0 refuses -m/--model or --ephemeral given
+    # twice ("cannot be used multiple times").
+    allowed_extra_flags = {
+        "--add-dir": True,
+        "-i": True,
+        "--image": True,
+        "--output-schema": True,
+    }
+    path_extra_flags = frozenset({"--add-dir", "-i", "--image", "--output-schema"})
+    mode_notes = base.mode_notes_of(MODES)
+    option_notes = OPTION_NOTES
+    # codex-cli 0.169.0, stderr: "Error: thread/resume: thread/resume failed: no rollout
+    # found for thread id <id> (code -32600)".
+    missing_session_markers = ("no rollout found for thread id",)
+
+    def build_argv(self, opts: base.Options, executable: str = "") -> List[str]:
+        base.checked_format(opts.output_format)
+        # --skip-git-repo-check: codex refuses to run outside a git repository otherwise.
+        argv = [executable or self.executable, "exec", "--json", "--skip-git-repo-check"]
+        if opts.model:
+            argv.append("--model=" + opts.model)
+        argv += base.mode_flags(MODES, "approval_mode", opts.approval_mode)
+        argv += base.mode_flags(MODES, "sandbox_mode", opts.sandbox_mode)
+        if opts.system_prompt:
+            argv += ["-c", "developer_instructions=" + toml_string(opts.system_prompt)]
+        if opts.ephemeral:
+            argv.append("--ephemeral")
+        argv += opts.extra
+        if opts.resume_id:
+            if opts.resume_id.startswith("-"):
+                raise ValueError("codex session id must not start with '-': got %r"
+                                 % opts.resume_id)
+            argv += ["resume", opts.resume_id]
+        # "-": read the prompt from stdin (codex also waits for stdin's EOF).
+        return argv + ["-"]
+
+    def ignored_options(self, opts: base.Options) -> List[str]:
+        out = []
+        if opts.approval_mode not in ("", "default"):
+            out.append("codex exec never asks for approval: approval_mode %r maps to no flag "
+                       "(%s)" % (opts.approval_mode,
+                                 MODES["approval_mode"][opts.approval_mode][1]))
+        if opts.max_turns > 0:
+            out.append("codex has no turn limit: max_turns=%d is ignored (use a timeout)"
+                       % opts.max_turns)
+        if opts.allowed_tools:
+            out.append("codex has no tool allowlist flag: allowed_tools is ignored")
+        return out
+
+    def new_stream_parser(self) -> CodexStreamParser:
+        return CodexStreamParser()
+
+    def parse_json_output(self, stdout: str, stderr: str, exit_code: int) -> base.Result:
+        parser = CodexStreamParser()
+        for line in stdout.splitlines():
+            parser.feed(line)
+        parser.finish(exit_code, stderr)
+        return parser.result(exit_code)
+
+
+BACKEND = base.register(CodexBackend())

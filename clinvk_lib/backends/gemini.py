@@ -1,0 +1,277 @@
+"""Gemini CLI (``gemini``, headless): argv, environment and output parsing.
+
+Checked against gemini 0.61.0. The prompt goes on stdin: gemini runs headless when stdin is
+not a terminal and reads the whole of it as the prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from .. import events as ev
+from . import base
+
+NAME = "gemini"
+
+# One table for the approval and sandbox modes: mode -> (flags, what it really does).
+MODES = {
+    "approval_mode": {
+        "default": ((), "No flag: gemini's default from settings.json, normally 'default': in "
+                        "a headless run tools that need confirmation (shell commands, file "
+                        "writes and edits) are refused; read-only tools run."),
+        "auto": (("--approval-mode=auto_edit",),
+                 "--approval-mode auto_edit: file edits and writes are approved "
+                 "automatically; shell commands are still refused."),
+        "none": (("--approval-mode=yolo",),
+                 "--approval-mode yolo: every tool call is approved."),
+        "always": (("--approval-mode=default",),
+                   "--approval-mode default, overriding a default from settings.json: tools "
+                   "that need confirmation are refused."),
+    },
+    "sandbox_mode": {
+        "default": ((), "No flag: no container unless settings.json or GEMINI_SANDBOX asks "
+                        "for one."),
+        "read-only": (("--sandbox",),
+                      "--sandbox: tools run in a docker or podman container (gemini 0.61.0 "
+                      "exits with code 44 when neither is installed). NOT read-only: the "
+                      "working directory is mounted writable in the container; gemini has "
+                      "no read-only sandbox."),
+        "workspace": (("--sandbox",),
+                      "--sandbox: tools run in a docker or podman container with the working "
+                      "directory mounted writable (exit code 44 when neither is installed)."),
+        "full": ((), "No flag: no container, tools run with the user's rights."),
+    },
+}
+
+OPTION_NOTES = {
+    "model": "--model <name> (or an alias: auto, pro, flash, flash-lite).",
+    "system_prompt": "Not supported: gemini has no system prompt flag (GEMINI_SYSTEM_MD "
+                     "would replace its whole built-in prompt, tool guidance included).",
+    "max_turns": "Not supported: only the settings.json key model.maxSessionTurns limits "
+                 "turns.",
+    "ephemeral": "Not supported: gemini always saves the session (in ~/.gemini/tmp); "
+                 "clinvk does not resume it.",
+    "resume": "--resume <session id> (the session_id of init or of the json result); "
+              "gemini must run in the same working directory.",
+    "verbose": "--debug (debug logs go to stderr in a headless run).",
+    "allowed_tools": "Not supported: --allowed-tools is deprecated in favour of gemini's "
+                     "policy engine.",
+    "streaming": "--output-format stream-json: assistant text arrives in delta pieces.",
+}
+
+
+class GeminiStreamParser(base.StreamParser):
+    """Parses ``--output-format stream-json`` lines.
+
+    The first ``message`` line echoes the user's prompt (``role: user``); it is never
+    output. ``init`` names the requested model (often an alias such as ``auto``); the model
+    that answered comes from the result's per-model stats.
+    """
+
+    backend_name = NAME
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tool_names: Dict[str, str] = {}
+
+    def parse_line(self, obj: Any, line: str) -> List[ev.Event]:
+        if not isinstance(obj, dict):
+            return []
+        kind = obj.get("type")
+        if kind == "init":
+            self.backend_session_id = _str(obj.get("session_id")) or self.backend_session_id
+            self.model = _str(obj.get("model")) or self.model
+            return [ev.init(NAME, self.model, self.backend_session_id)]
+        if kind == "message":
+            text = _str(obj.get("content"))
+            if obj.get("role") != "assistant" or not text:
+                return []
+            return [ev.message(NAME, text, partial=bool(obj.get("delta")))]
+        if kind == "tool_use":
+            tool_id = _str(obj.get("tool_id"))
+            name = _str(obj.get("tool_name"))
+            self._tool_names[tool_id] = name
+            return [ev.tool_use(NAME, tool_id, name, obj.get("parameters"))]
+        if kind == "tool_result":
+            tool_id = _str(obj.get("tool_id"))
+            failed = obj.get("status") == "error"
+            error = obj.get("error") if isinstance(obj.get("error"), dict) else {}
+            output = _str(error.get("message")) if failed and error else _str(obj.get("output"))
+            return [ev.tool_result(NAME, tool_id, output, failed,
+                                   self._tool_names.get(tool_id, ""))]
+        if kind == "error":
+            message = _str(obj.get("message")) or "gemini reported an error"
+            fatal = obj.get("severity") == "error"
+            return self._error(message, "", fatal)
+        if kind == "result":
+            return self._result(obj)
+        if kind is None and ("session_id" in obj or "response" in obj or "error" in obj):
+            return self._json_output(obj)
+        return []
+
+    def _error(self, message: str, code: str, fatal: bool) -> List[ev.Event]:
+        message, api_code = base.api_error_detail(message)
+        if fatal and message == self.error:
+            return []                 # the result repeats a fatal error line
+        return [ev.error(NAME, message, code=code or api_code, fatal=fatal)]
+
+    def _json_output(self, obj: Dict[str, Any]) -> List[ev.Event]:
+        """The one object of ``--output-format json``."""
+        self.backend_session_id = _str(obj.get("session_id")) or self.backend_session_id
+        stats = obj.get("stats") if isinstance(obj.get("stats"), dict) else {}
+        self.usage = _json_usage(stats.get("models"))
+        self.model = _main_model(stats.get("models"), "total") or self.model
+        error = obj.get("error")
+        if isinstance(error, dict):
+            return self._error(_str(error.get("message")) or "gemini run failed",
+                               _str(error.get("type")), True)
+        text = _str(obj.get("response"))
+        return [ev.message(NAME, text)] if text else []
+
+    def _result(self, obj: Dict[str, Any]) -> List[ev.Event]:
+        stats = obj.get("stats") or {}
+        self.usage = ev.Usage(base.as_int(stats.get("input_tokens")),
+                              base.as_int(stats.get("output_tokens")),
+                              base.as_int(stats.get("cached")))
+        self.model = _main_model(stats.get("models"), "total_tokens") or self.model
+        if obj.get("status") == "error":
+            error = obj.get("error") if isinstance(obj.get("error"), dict) else {}
+            return self._error(_str(error.get("message")) or "gemini run failed",
+                               _str(error.get("type")), True)
+        return []
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _main_model(models: Any, key: str) -> str:
+    """The model with the most tokens (gemini also calls a small router model)."""
+    best, most = "", -1
+    for name, stats in (models.items() if isinstance(models, dict) else ()):
+        tokens = stats.get("tokens", stats) if isinstance(stats, dict) else {}
+        total = base.as_int(tokens.get(key)) if isinstance(tokens, dict) else 0
+        if total > most:
+            best, most = name, total
+    return best
+
+
+def _json_usage(models: Any) -> ev.Usage:
+    """Usage summed over ``stats.models.<name>.tokens`` of the json output.
+
+    ``prompt`` counts every input token (``input`` leaves the cached ones out);
+    ``candidates`` leaves the thinking tokens out, so they are added to the output.
+    """
+    usage = ev.Usage()
+    for stats in (models.values() if isinstance(models, dict) else ()):
+        tokens = stats.get("tokens") if isinstance(stats, dict) else None
+        if not isinstance(tokens, dict):
+            continue
+        cached = base.as_int(tokens.get("cached"))
+        prompt = base.as_int(tokens.get("prompt")) or base.as_int(tokens.get("input")) + cached
+        thoughts = base.as_int(tokens.get("thoughts"))
+        usage.input_tokens += prompt
+        usage.output_tokens += base.as_int(tokens.get("candidates")) + thoughts
+        usage.cached_tokens += cached
+        usage.reasoning_tokens += thoughts
+    return usage
+
+
+def _json_objects(text: str) -> List[Dict[str, Any]]:
+    """The JSON objects in ``text``, skipping the noise around and between them."""
+    doc = base.decode_json_document(text)
+    return [v for v in (doc if isinstance(doc, list) else [doc]) if isinstance(v, dict)]
+
+
+def _output_objects(stdout: str, stderr: str) -> List[Dict[str, Any]]:
+    """What to parse of a json-format run: stream-json lines as they are, else the one
+    output object (from stdout, or from stderr after a fatal error), else nothing."""
+    objects = _json_objects(stdout)
+    if any("type" in o for o in objects):
+        return objects
+    for candidates in (objects, _json_objects(stderr)):
+        for wanted in ("session_id", "response", "error"):
+            found = [o for o in candidates if wanted in o]
+            if found:
+                return found[-1:]
+    return []
+
+
+class GeminiBackend(base.Backend):
+    name = NAME
+    executable = "gemini"
+    vendor = "google"
+    display_name = "Gemini CLI"
+    # Left out on purpose: --yolo / --approval-mode / --policy / --admin-policy /
+    # --allowed-tools (they approve tools past the server's approval policy), --sandbox
+    # (use sandbox_mode), --resume / --session-id / --session-file / --delete-session
+    # (sessions are clinvk's), --output-format / --raw-output (clinvk parses the output),
+    # -i / --acp / --worktree (other run modes), -m / --model and -d / --debug (the model and
+    # verbose options).
+    allowed_extra_flags = {
+        "--include-directories": True,
+        "-e": True,
+        "--extensions": True,
+        "--allowed-mcp-server-names": True,
+    }
+    path_extra_flags = frozenset({"--include-directories"})
+    mode_notes = base.mode_notes_of(MODES)
+    option_notes = OPTION_NOTES
+    # gemini 0.61.0, stderr, exit code 42: "Error resuming session: No previous sessions
+    # found for this project." or "... Invalid session identifier ...".
+    missing_session_markers = ("error resuming session",)
+
+    def build_argv(self, opts: base.Options, executable: str = "") -> List[str]:
+        fmt = base.checked_format(opts.output_format)
+        # --skip-trust: gemini 0.61.0 exits 55 before any output in an untrusted folder.
+        argv = [executable or self.executable, "--skip-trust", "--output-format=" + fmt]
+        if opts.resume_id:
+            argv.append("--resume=" + opts.resume_id)
+        if opts.model:
+            argv.append("--model=" + opts.model)
+        argv += base.mode_flags(MODES, "approval_mode", opts.approval_mode)
+        argv += base.mode_flags(MODES, "sandbox_mode", opts.sandbox_mode)
+        if opts.verbose:
+            argv.append("--debug")
+        return argv + list(opts.extra)
+
+    def ignored_options(self, opts: base.Options) -> List[str]:
+        out = []
+        if opts.sandbox_mode == "read-only":
+            out.append("gemini has no read-only sandbox: " + MODES["sandbox_mode"]["read-only"][1])
+        if opts.system_prompt:
+            out.append("gemini has no system prompt flag: system_prompt is ignored")
+        if opts.max_turns > 0:
+            out.append("gemini has no turn limit flag: max_turns=%d is ignored" % opts.max_turns)
+        if opts.ephemeral:
+            out.append("gemini cannot run without saving its session: ephemeral only means "
+                       "clinvk will not resume it")
+        if opts.allowed_tools:
+            out.append("gemini's --allowed-tools is deprecated: allowed_tools is ignored")
+        return out
+
+    def child_env(self, base_env: Dict[str, str]) -> Dict[str, str]:
+        env = super().child_env(base_env)
+        env["GEMINI_CLI_TRUST_WORKSPACE"] = "true"      # same as --skip-trust, for old builds
+        return env
+
+    def new_stream_parser(self) -> GeminiStreamParser:
+        return GeminiStreamParser()
+
+    def parse_json_output(self, stdout: str, stderr: str, exit_code: int) -> base.Result:
+        """Reads the pretty-printed object (from stdout or, after a fatal error, stderr),
+        or stream-json lines."""
+        # gemini 0.61.0 prints the json object of a failed run (with "error") on stderr,
+        # after a stack trace, and nothing on stdout.
+        objects = _output_objects(stdout, stderr)
+        parser = GeminiStreamParser()
+        for obj in objects:
+            parser.feed_value(obj)
+        if not objects and exit_code == 0:
+            parser.error = ("gemini printed no JSON result%s"
+                            % (": " + base.last_meaningful_line(stdout) if stdout.strip() else ""))
+        parser.finish(exit_code, stderr)
+        return parser.result(exit_code)
+
+
+BACKEND = base.register(GeminiBackend())

@@ -1,0 +1,384 @@
+"""The one path every front end (CLI, HTTP, MCP) uses to run a prompt.
+
+``prepare()`` resolves the options (request > ``backends.<name>.*`` > ``unified_flags.*`` >
+defaults), validates them (policy when given), picks the backend and the session, and builds
+the exact argv. ``run()`` executes it and returns the collected result; ``stream()`` yields
+unified events (``init`` first, ``done`` last). Both update the session afterwards. Nothing
+here knows about HTTP or the terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Dict, Iterator, List, Optional
+
+from . import events as ev
+from . import runner
+from .backends import base
+from .policy import Policy, PolicyError, check_extra_flags, resolve_workdir
+
+
+class ExecError(Exception):
+    """A run that could not start. ``kind`` decides the CLI exit code and the HTTP status:
+
+    invalid (bad value; names ``field``), unknown_backend, disabled, not_installed,
+    session (not found / not resumable / transcript gone), start (the OS refused to start it).
+    """
+
+    def __init__(self, kind: str, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.field = field
+
+
+class Request:
+    """What a front end asks for. Empty / zero / None means "use the configured default"."""
+
+    FIELDS = ("backend", "prompt", "model", "workdir", "approval_mode", "sandbox_mode",
+              "max_turns", "system_prompt", "verbose", "ephemeral", "extra", "session_id",
+              "dry_run", "timeout", "metadata", "tags")
+
+    def __init__(self, **kw: Any) -> None:
+        self.backend = kw.pop("backend", "") or ""
+        self.prompt = kw.pop("prompt", "") or ""
+        self.model = kw.pop("model", "") or ""
+        self.workdir = kw.pop("workdir", "") or ""
+        self.approval_mode = kw.pop("approval_mode", "") or ""
+        self.sandbox_mode = kw.pop("sandbox_mode", "") or ""
+        self.max_turns = kw.pop("max_turns", 0) or 0
+        self.system_prompt = kw.pop("system_prompt", "") or ""
+        self.verbose = bool(kw.pop("verbose", False))
+        self.ephemeral = bool(kw.pop("ephemeral", False))
+        self.extra = list(kw.pop("extra", None) or [])
+        self.session_id = kw.pop("session_id", "") or ""
+        self.dry_run = kw.pop("dry_run", None)
+        self.timeout = kw.pop("timeout", None)
+        self.metadata = dict(kw.pop("metadata", None) or {})
+        self.tags = list(kw.pop("tags", None) or [])
+        if kw:
+            raise TypeError("unknown request fields: %s" % ", ".join(sorted(kw)))
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Request":
+        return cls(**{k: d[k] for k in cls.FIELDS if k in d})
+
+
+class Prepared:
+    """A validated run: everything needed to start it, and what a dry run shows."""
+
+    def __init__(self, request: Request, backend: base.Backend, opts: base.Options,
+                 argv: List[str], env: Dict[str, str], cwd: str, session: Any,
+                 stream: bool, dry_run: bool, timeout: Optional[float]) -> None:
+        self.request = request
+        self.backend = backend
+        self.opts = opts
+        self.argv = argv
+        self.env = env
+        self.cwd = cwd
+        self.session = session          # sessions.Session being continued, or None
+        self.stream = stream
+        self.dry_run = dry_run
+        self.timeout = timeout
+
+    def describe(self) -> Dict[str, Any]:
+        """The dry-run view: the exact command, where it would run, the session it continues."""
+        return {"backend": self.backend.name, "command": list(self.argv), "workdir": self.cwd,
+                "session_id": self.session.id if self.session else "",
+                "stdin": "<prompt: %d characters>" % len(self.request.prompt)}
+
+
+class Outcome:
+    """A finished run as front ends render it."""
+
+    def __init__(self, result: base.Result, session_id: str, timed_out: bool = False,
+                 cancelled: bool = False, timeout: Optional[float] = None) -> None:
+        self.result = result
+        self.session_id = session_id
+        self.timed_out = timed_out
+        self.cancelled = cancelled
+        self.timeout = timeout
+
+    @property
+    def ok(self) -> bool:
+        return self.result.ok and not self.timed_out and not self.cancelled
+
+
+class Cancel:
+    """A cancellation token a front end can fire from another thread (client gone, Ctrl-C)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._procs: List[runner.Process] = []
+        self._lock = threading.Lock()
+
+    def attach(self, proc: runner.Process) -> None:
+        with self._lock:
+            self._procs.append(proc)
+            fired = self._event.is_set()
+        if fired:
+            proc.cancel()
+
+    def fire(self) -> None:
+        with self._lock:
+            self._event.set()
+            procs = list(self._procs)
+        for p in procs:
+            p.cancel()
+
+    @property
+    def fired(self) -> bool:
+        return self._event.is_set()
+
+
+def backend_enabled(cfg, name: str) -> bool:
+    return cfg.get("backends.%s.enabled" % name) is not False
+
+
+def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
+            stream: bool = False, base_env: Optional[Dict[str, str]] = None) -> Prepared:
+    """Resolve and validate ``req``; raises ExecError (or PolicyError) naming what is wrong."""
+    session = None
+    if req.session_id:
+        if store is None:
+            raise ExecError("invalid", "sessions are not available here", "session_id")
+        session = _resumable_session(store, req.session_id)
+        if req.backend and req.backend != session.backend:
+            raise ExecError("invalid", "session %s belongs to backend %s, not %s"
+                            % (session.id, session.backend, req.backend), "backend")
+    name = session.backend if session else (req.backend or cfg.get("default_backend") or "claude")
+    try:
+        backend = base.get(name)
+    except KeyError as exc:
+        raise ExecError("unknown_backend", exc.args[0], "backend")
+    if not backend_enabled(cfg, name):
+        raise ExecError("disabled", "backend %r is disabled in the configuration "
+                        "(backends.%s.enabled: false)" % (name, name), "backend")
+
+    def setting(key: str) -> Any:
+        return cfg.get("backends.%s.%s" % (name, key))
+
+    approval = _first_mode(req.approval_mode, setting("approval_mode"),
+                           cfg.get("unified_flags.approval_mode"))
+    sandbox = _first_mode(req.sandbox_mode, setting("sandbox_mode"),
+                          cfg.get("unified_flags.sandbox_mode"))
+    if approval not in base.APPROVAL_MODES:
+        raise ExecError("invalid", "expected one of %s, got %r"
+                        % (", ".join(base.APPROVAL_MODES), approval), "approval_mode")
+    if sandbox not in base.SANDBOX_MODES:
+        raise ExecError("invalid", "expected one of %s, got %r"
+                        % (", ".join(base.SANDBOX_MODES), sandbox), "sandbox_mode")
+    extra = list(req.extra)
+    try:
+        if policy is not None:
+            policy.check_modes(approval, sandbox)
+            extra = check_extra_flags(name, extra, backend.allowed_extra_flags,
+                                      backend.path_extra_flags, policy.check_path)
+        if session is not None:
+            cwd = session.working_dir
+            if not os.path.isdir(cwd):
+                raise ExecError("session", "session %s: its working directory %s no longer "
+                                "exists" % (session.id, cwd))
+        elif req.workdir:
+            cwd = policy.check_workdir(req.workdir) if policy is not None \
+                else resolve_workdir(req.workdir, require_absolute=False)
+        else:
+            cwd = os.getcwd()
+    except PolicyError as exc:
+        raise ExecError("invalid", str(exc), exc.field)
+
+    dry_run = bool(cfg.get("unified_flags.dry_run")) if req.dry_run is None else bool(req.dry_run)
+    opts = base.Options(
+        model=req.model or setting("model") or "",
+        workdir=cwd,
+        approval_mode=approval,
+        sandbox_mode=sandbox,
+        output_format="stream-json" if stream else "json",
+        max_turns=int(req.max_turns or cfg.get("unified_flags.max_turns") or 0),
+        system_prompt=req.system_prompt or setting("system_prompt") or "",
+        verbose=req.verbose or bool(cfg.get("unified_flags.verbose")),
+        ephemeral=req.ephemeral,
+        extra=extra + list(setting("extra_flags") or []),
+        resume_id=session.backend_session_id if session else "",
+        allowed_tools=setting("allowed_tools") or "",
+    )
+    executable = backend.find_executable()
+    if executable is None and not dry_run:
+        raise ExecError("not_installed", "backend %r is not installed (no %r on PATH)"
+                        % (name, backend.executable), "backend")
+    argv = backend.build_argv(opts, executable or backend.executable)
+    env = backend.child_env(dict(os.environ if base_env is None else base_env))
+    timeout = req.timeout or cfg.get("unified_flags.command_timeout_secs") or None
+    return Prepared(req, backend, opts, argv, env, cwd, session, stream, dry_run, timeout)
+
+
+def _first_mode(*values: Any) -> str:
+    for v in values:
+        if v and v != "default":
+            return v
+    return "default"
+
+
+def _resumable_session(store, session_id: str):
+    from .sessions import SessionError
+    try:
+        session = store.resolve(session_id)
+    except SessionError as exc:
+        raise ExecError("session", str(exc), "session_id")
+    if not session.backend_session_id:
+        raise ExecError("session", "session %s has no %s session id to resume (its first run "
+                        "did not report one); start a new session instead"
+                        % (session.id, session.backend), "session_id")
+    return session
+
+
+def find_last_session(store, backend: str = "", workdir: str = ""):
+    """The most recent resumable session (optionally same backend / same working dir)."""
+    for s in store.list(backend=backend or None)[0]:
+        if s.backend_session_id and (not workdir or s.working_dir == workdir):
+            return s
+    return None
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+class _SessionScope:
+    """Creates the session of a new run or holds the lock of a resumed one for the whole run,
+    then records the turn."""
+
+    def __init__(self, prepared: Prepared, store) -> None:
+        self.prepared = prepared
+        self.store = store if not prepared.request.ephemeral or prepared.session else None
+        self.session_id = ""
+        self._lock_cm = None
+
+    def __enter__(self) -> "_SessionScope":
+        p = self.prepared
+        if self.store is None:
+            return self
+        if p.session is not None:
+            self._lock_cm = self.store.lock(p.session.id)
+            self._lock_cm.__enter__()
+            self.session_id = p.session.id
+        else:
+            s = self.store.create(p.backend.name, p.cwd, model=p.opts.model,
+                                  initial_prompt=p.request.prompt, tags=p.request.tags,
+                                  metadata=p.request.metadata)
+            self.session_id = s.id
+        return self
+
+    def record(self, result: base.Result) -> None:
+        if self.store is None or not self.session_id:
+            return
+        self.store.record_turn(self.session_id, result.backend_session_id or
+                               (self.prepared.session.backend_session_id
+                                if self.prepared.session else ""),
+                               result.usage.to_dict(), error=result.error, model=result.model)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._lock_cm is not None:
+            self._lock_cm.__exit__(*exc)
+
+
+def _start(p: Prepared, cancel: Optional[Cancel]) -> runner.Process:
+    try:
+        proc = runner.Process(p.argv, p.request.prompt, p.cwd, p.env, p.timeout)
+    except runner.StartError as exc:
+        raise ExecError("start", str(exc))
+    if cancel is not None:
+        cancel.attach(proc)
+    return proc
+
+
+def _stop_reason(p: Prepared, proc: runner.Process) -> str:
+    if proc.timed_out:
+        return "%s timed out after %gs and was stopped" % (p.backend.name, p.timeout)
+    if proc.cancelled:
+        return "%s run was cancelled" % p.backend.name
+    return ""
+
+
+def _explain_missing_transcript(p: Prepared, result: base.Result, stderr: str) -> None:
+    if p.session is None or result.ok:
+        return
+    text = (result.error + "\n" + stderr).lower()
+    if any(m in text for m in getattr(p.backend, "missing_session_markers", ())):
+        result.error = ("session %s: %s no longer has its conversation %s (%s). Start a new "
+                        "session, or remove this one with: clinvk sessions delete %s"
+                        % (p.session.id, p.backend.name, p.session.backend_session_id,
+                           result.error or "transcript not found", p.session.id))
+
+
+def run(p: Prepared, store=None, cancel: Optional[Cancel] = None) -> Outcome:
+    """Run to completion with the backend's ``json`` output and return the parsed result."""
+    with _SessionScope(p, store) as scope:
+        proc = _start(p, cancel)
+        stdout = "\n".join(proc.lines())
+        out = proc.wait()
+        result = p.backend.parse_json_output(stdout, out.stderr, out.exit_code)
+        result.duration_ms = out.duration_ms
+        reason = _stop_reason(p, proc)
+        if reason:
+            result.error = reason
+        elif out.exit_code != 0 and result.exit_code == 0:
+            result.exit_code = out.exit_code
+        _explain_missing_transcript(p, result, out.stderr)
+        scope.record(result)
+        return Outcome(result, scope.session_id, proc.timed_out, proc.cancelled, p.timeout)
+
+
+def stream(p: Prepared, store=None, cancel: Optional[Cancel] = None,
+           outcome: Optional[List[Outcome]] = None) -> Iterator[ev.Event]:
+    """Yield unified events as the backend produces them: ``init`` first, ``done`` last.
+
+    The backend's own init is merged into ours (session id, model). An ``error`` event
+    precedes ``done`` when the run fails. When ``outcome`` is a list, the final Outcome is
+    appended to it. Closing the generator early cancels the run.
+    """
+    with _SessionScope(p, store) as scope:
+        parser = p.backend.new_stream_parser()
+        proc = _start(p, cancel)
+        sid = scope.session_id
+        sent_init = False
+
+        def stamp(e: ev.Event) -> ev.Event:
+            e.session_id = sid
+            return e
+
+        finished = False
+        try:
+            for line in proc.lines():
+                for e in parser.feed(line):
+                    if e.type == ev.INIT:
+                        if not sent_init:
+                            sent_init = True
+                            yield stamp(e)
+                        continue
+                    if not sent_init:
+                        sent_init = True
+                        yield stamp(ev.init(p.backend.name, p.opts.model))
+                    if e.type != ev.DONE:
+                        yield stamp(e)
+            finished = True
+        finally:
+            if not finished:
+                proc.cancel()       # the consumer went away (client gone, generator closed)
+            out = proc.wait()
+        if not sent_init:
+            yield stamp(ev.init(p.backend.name, p.opts.model))
+        reason = _stop_reason(p, proc)
+        if reason:
+            parser.error = reason
+            yield stamp(ev.error(p.backend.name, reason,
+                                 code="timeout" if proc.timed_out else "cancelled"))
+        closing = parser.finish(out.exit_code, out.stderr)
+        result = parser.result(out.exit_code, out.duration_ms)
+        _explain_missing_transcript(p, result, out.stderr)
+        for e in closing:
+            if e.type == ev.ERROR and result.error:
+                e.content["message"] = result.error
+            yield stamp(e)
+        scope.record(result)
+        if outcome is not None:
+            outcome.append(Outcome(result, sid, proc.timed_out, proc.cancelled, p.timeout))

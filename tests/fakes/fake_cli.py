@@ -1,0 +1,602 @@
+"""Fake ``claude``, ``codex`` and ``gemini`` for unit tests (run through tests/fakes/bin/*).
+
+Each fake parses the flags clinvk's argv builders emit (and the extra flags clinvk allows)
+the way the real CLI does, rejects unknown flags with the real CLI's message, reads the whole
+prompt from stdin and prints the real CLI's output format (claude 2.1.197, codex-cli 0.169.0,
+gemini 0.61.0). The reply is ``"echo: " + prompt``; a resumed session's reply starts with
+``"[history: N turns] "`` where N counts the earlier turns of that session.
+
+Environment variables:
+  FAKE_CLI_RECORD=<path>     append one JSON line per run: {backend, argv, stdin, cwd, env}
+                             (env: the variables whose names start with CLAUDE, CODEX,
+                             GEMINI, ANTHROPIC, OPENAI, GOOGLE, FAKE_CLI, CLINVK, plus HOME)
+  FAKE_CLI_MODE=<mode>       ok (default) | fail (exit 1, error on stderr) | error_exit0
+                             (the CLI's error report, exit code 0) | slow (FAKE_CLI_DELAY
+                             seconds before each line) | hang (first line, then sleep
+                             forever) | noise (non-JSON lines mixed into stdout) |
+                             invalid_json (broken JSON on stdout, exit 0) | crash_midstream
+                             (some lines, then SIGKILL itself) | stderr_flood
+                             (FAKE_CLI_STDERR_BYTES, default 4 MiB, on stderr first)
+  FAKE_CLI_DELAY=<seconds>   pause per line in slow mode (default 0.5)
+  FAKE_CLI_CHUNKS=<n>        stream the reply in n pieces where the CLI streams (default 3)
+  FAKE_CLI_TOOL=1            make one tool call (and get its result) before replying
+  FAKE_CLI_PIDFILE=<path>    write the fake's pid there at start
+  FAKE_CLI_STATE_DIR=<dir>   where sessions are kept for resume (default: a folder in the
+                             system temp dir)
+"""
+
+import datetime
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import uuid
+
+VERSIONS = {"claude": "2.1.197 (Claude Code)", "codex": "codex-cli 0.169.0",
+            "gemini": "0.61.0"}
+RECORD_PREFIXES = ("CLAUDE", "CODEX", "GEMINI", "ANTHROPIC", "OPENAI", "GOOGLE", "FAKE_CLI",
+                   "CLINVK")
+
+# Flag specs: name -> kind. "bool" takes no value, "value" takes one, "many" takes one or
+# more (commander variadic / yargs array: every following word that is not a flag),
+# "optional" takes the next word unless it is a flag.
+CLAUDE_FLAGS = {
+    "-p": "bool", "--print": "bool", "--verbose": "bool", "--include-partial-messages": "bool",
+    "--no-session-persistence": "bool", "--disable-slash-commands": "bool",
+    "--exclude-dynamic-system-prompt-sections": "bool", "--strict-mcp-config": "bool",
+    "--dangerously-skip-permissions": "bool", "--bare": "bool", "-c": "bool",
+    "--continue": "bool", "--fork-session": "bool", "-v": "bool", "--version": "bool",
+    "--output-format": "value", "--input-format": "value", "--model": "value",
+    "--permission-mode": "value", "--max-turns": "value", "--system-prompt": "value",
+    "--append-system-prompt": "value", "--fallback-model": "value", "--effort": "value",
+    "--max-budget-usd": "value", "--json-schema": "value", "--session-id": "value",
+    "--settings": "value", "--allowedTools": "many", "--allowed-tools": "many",
+    "--disallowedTools": "many", "--disallowed-tools": "many", "--tools": "many",
+    "--add-dir": "many", "--mcp-config": "many", "-r": "optional", "--resume": "optional",
+}
+CODEX_GLOBAL_FLAGS = {
+    "--json": "bool", "--experimental-json": "bool", "--skip-git-repo-check": "bool",
+    "--ephemeral": "bool", "--ignore-user-config": "bool", "--ignore-rules": "bool",
+    "--strict-config": "bool", "--dangerously-bypass-approvals-and-sandbox": "bool",
+    "--dangerously-bypass-hook-trust": "bool", "--worktree": "bool", "--trust": "bool",
+    "-c": "value", "--config": "value", "-m": "value", "--model": "value", "-i": "value",
+    "--image": "value", "--output-schema": "value", "-o": "value",
+    "--output-last-message": "value", "--enable": "value", "--disable": "value",
+    "--thread-source": "value",
+}
+# Only `codex exec` itself takes these: after `resume` they are "unexpected argument"s.
+CODEX_EXEC_ONLY_FLAGS = {
+    "-s": "value", "--sandbox": "value", "--add-dir": "value", "-C": "value", "--cd": "value",
+    "-p": "value", "--profile": "value", "--color": "value", "--oss": "bool",
+    "--local-provider": "value", "--approve-for-me": "bool", "-V": "bool", "--version": "bool",
+}
+CODEX_RESUME_ONLY_FLAGS = {"--last": "bool", "--all": "bool"}
+GEMINI_FLAGS = {
+    "--skip-trust": "bool", "-s": "bool", "--sandbox": "bool", "-y": "bool", "--yolo": "bool",
+    "-d": "bool", "--debug": "bool", "--screen-reader": "bool", "--raw-output": "bool",
+    "--accept-raw-output-risk": "bool", "--list-sessions": "bool", "-v": "bool",
+    "--version": "bool", "-m": "value", "--model": "value", "-o": "value",
+    "--output-format": "value", "--approval-mode": "value", "-r": "value", "--resume": "value",
+    "-p": "value", "--prompt": "value", "--session-id": "value",
+    "--include-directories": "many", "-e": "many", "--extensions": "many",
+    "--allowed-mcp-server-names": "many", "--allowed-tools": "many", "--policy": "many",
+}
+CHOICES = {
+    ("claude", "--output-format"): ("text", "json", "stream-json"),
+    ("claude", "--permission-mode"): ("acceptEdits", "auto", "bypassPermissions", "default",
+                                      "dontAsk", "plan"),
+    ("claude", "--effort"): ("low", "medium", "high", "xhigh", "max"),
+    ("codex", "--sandbox"): ("read-only", "workspace-write", "danger-full-access"),
+    ("gemini", "--output-format"): ("text", "json", "stream-json"),
+    ("gemini", "--approval-mode"): ("default", "auto_edit", "yolo", "plan"),
+}
+CLAUDE_ALIASES = {"-p": "--print", "-r": "--resume", "-v": "--version", "-c": "--continue",
+           "--allowed-tools": "--allowedTools", "--disallowed-tools": "--disallowedTools"}
+CODEX_ALIASES = {"-s": "--sandbox", "-m": "--model", "-c": "--config", "-i": "--image",
+                 "-C": "--cd", "-p": "--profile", "-o": "--output-last-message",
+                 "-V": "--version", "--experimental-json": "--json"}
+GEMINI_ALIASES = {"-s": "--sandbox", "-y": "--yolo", "-d": "--debug", "-m": "--model",
+                  "-o": "--output-format", "-r": "--resume", "-p": "--prompt",
+                  "-e": "--extensions", "-v": "--version"}
+
+
+class UsageError(Exception):
+    """A command line the real CLI would refuse; args: (message, exit code)."""
+
+
+def parse_flags(backend, words, spec, aliases, stop_at=()):
+    """(flags, positionals, rest): flags maps a flag's long name to its value(s).
+
+    Parsing stops at the first positional in ``stop_at`` (codex's ``resume``); ``rest``
+    holds it and what follows. Repeated flags collect their values in a list.
+    """
+    flags, positionals = {}, []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if word == "--":
+            positionals.extend(words[i:])
+            return flags, positionals, []
+        if not word.startswith("-") or word == "-":
+            if word in stop_at and not positionals:
+                return flags, positionals, words[i - 1:]
+            positionals.append(word)
+            continue
+        name, has_value, value = word.partition("=")
+        kind = spec.get(name)
+        if kind is None:
+            raise UsageError(unknown_flag_message(backend, name), usage_exit_code(backend))
+        key = aliases.get(name, name)
+        if kind == "bool":
+            if has_value:
+                raise UsageError("error: option '%s' does not take a value" % name,
+                                 usage_exit_code(backend))
+            flags[key] = True
+            continue
+        values = [value] if has_value else []
+        if kind in ("value", "many") and not has_value:
+            if i >= len(words):
+                raise UsageError("error: option '%s' argument missing" % name,
+                                 usage_exit_code(backend))
+            values.append(words[i])
+            i += 1
+        if kind == "optional" and not has_value and i < len(words) \
+                and not words[i].startswith("-"):
+            values.append(words[i])
+            i += 1
+        while kind == "many" and i < len(words) and not words[i].startswith("-"):
+            values.append(words[i])
+            i += 1
+        choices = CHOICES.get((backend, key))
+        if choices and values and values[0] not in choices:
+            raise UsageError("error: option '%s' argument '%s' is invalid. Allowed choices "
+                             "are %s." % (name, values[0], ", ".join(choices)),
+                             usage_exit_code(backend))
+        flags.setdefault(key, []).extend(values or [""])
+    return flags, positionals, []
+
+
+def usage_exit_code(backend):
+    return 2 if backend == "codex" else 1      # clap exits 2, commander and yargs 1
+
+
+def unknown_flag_message(backend, name):
+    if backend == "claude":
+        return "error: unknown option '%s'" % name
+    if backend == "codex":
+        return ("error: unexpected argument '%s' found\n\nUsage: codex exec [OPTIONS] "
+                "[PROMPT]\n\nFor more information, try '--help'." % name)
+    return "Unknown argument: %s" % name.lstrip("-")
+
+
+def last(flags, key, default=""):
+    values = flags.get(key)
+    return values[-1] if isinstance(values, list) and values else default
+
+
+class Run:
+    """One invocation: the prompt, the session and the output helpers."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.mode = os.environ.get("FAKE_CLI_MODE", "ok")
+        self.delay = float(os.environ.get("FAKE_CLI_DELAY", "0.5"))
+        self.chunks = max(1, int(os.environ.get("FAKE_CLI_CHUNKS", "3")))
+        self.tool = os.environ.get("FAKE_CLI_TOOL") == "1"
+        self.state_dir = os.environ.get("FAKE_CLI_STATE_DIR") or os.path.join(
+            tempfile.gettempdir(), "clinvk-fake-cli-state")
+        self.prompt = ""
+        self.session_id = str(uuid.uuid4())
+        self.history = 0
+        self.lines_written = 0
+        self.streaming = True       # one JSON event per line (else one whole document)
+
+    # -- sessions --
+
+    def _state_file(self, session_id):
+        return os.path.join(self.state_dir, "%s-%s.json" % (self.backend, session_id))
+
+    def resume(self, session_id):
+        """Loads the session; False when it does not exist."""
+        try:
+            with open(self._state_file(session_id)) as f:
+                self.history = json.load(f)["turns"]
+        except (OSError, ValueError, KeyError):
+            return False
+        self.session_id = session_id
+        return True
+
+    def any_sessions(self):
+        try:
+            return any(n.startswith(self.backend + "-") for n in os.listdir(self.state_dir))
+        except OSError:
+            return False
+
+    def save(self):
+        os.makedirs(self.state_dir, exist_ok=True)
+        tmp = self._state_file(self.session_id) + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"turns": self.history + 1}, f)
+        os.replace(tmp, self._state_file(self.session_id))
+
+    # -- reply --
+
+    @property
+    def reply(self):
+        prefix = "[history: %d turns] " % self.history if self.history else ""
+        return prefix + "echo: " + self.prompt
+
+    def pieces(self):
+        text = self.reply
+        n = min(self.chunks, max(1, len(text)))
+        size = -(-len(text) // n)
+        return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+    # -- output --
+
+    def emit(self, obj):
+        self.line(compact(obj))
+
+    def line(self, text):
+        """One line of a stream: the modes act per line."""
+        if self.mode == "slow":
+            time.sleep(self.delay)
+        if self.mode == "noise" and self.lines_written % 2 == 0:
+            self._write("noise: this line is not JSON\n")
+        self._write(text + "\n")
+        self.lines_written += 1
+        if self.mode == "hang":
+            hang()
+        if self.mode == "crash_midstream" and self.lines_written >= 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def document(self, text):
+        """A whole output (json or text format): the modes act around it."""
+        if self.mode == "slow":
+            time.sleep(self.delay)
+        if self.mode == "hang":
+            hang()
+        if self.mode == "crash_midstream":
+            self._write(text[:len(text) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+        noise = "noise: this line is not JSON\n" if self.mode == "noise" else ""
+        self._write(noise + text + "\n" + noise)
+
+    def _write(self, text):
+        sys.stdout.buffer.write(text.encode("utf-8"))
+        sys.stdout.buffer.flush()
+
+    def invalid_json(self):
+        self._write('{"type":"result","result":"broken\n')
+
+
+def compact(obj):
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def hang():
+    while True:
+        time.sleep(3600)
+
+
+def tokens(text):
+    return len(text) // 4 + 1
+
+
+def now():
+    t = datetime.datetime.now(datetime.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (t.microsecond // 1000)
+
+
+def fail(message, code=1):
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    return code
+
+
+# -- claude ------------------------------------------------------------------------------
+
+
+def run_claude(run, args, stdin_text):
+    flags, positionals, _ = parse_flags("claude", args, CLAUDE_FLAGS, CLAUDE_ALIASES)
+    if "--version" in flags:
+        print(VERSIONS["claude"])
+        return 0
+    if "--print" not in flags:
+        return fail("fake claude: only print mode (-p) is supported")
+    fmt = last(flags, "--output-format", "text")
+    if fmt == "stream-json" and "--verbose" not in flags:
+        return fail("Error: When using --print, --output-format=stream-json requires --verbose")
+    bypass = last(flags, "--permission-mode") == "bypassPermissions" \
+        or "--dangerously-skip-permissions" in flags
+    if bypass and os.geteuid() == 0:
+        return fail("--dangerously-skip-permissions cannot be used with root/sudo privileges "
+                    "for security reasons")
+    run.prompt = positionals[0] if positionals else stdin_text
+    resume_id = last(flags, "--resume")
+    model = last(flags, "--model") or "claude-fake-opus"
+    if resume_id and not run.resume(resume_id):
+        message = "No conversation found with session ID: %s" % resume_id
+        if fmt == "stream-json":
+            run.emit(claude_result(run, model, error="error_during_execution",
+                                   errors=[message]))
+        return fail(message)
+    if run.mode == "fail":
+        return fail("API Error: fake failure (FAKE_CLI_MODE=fail)")
+    if run.mode == "invalid_json":
+        run.invalid_json()
+        return 0
+    messages = [] if run.mode == "error_exit0" else claude_messages(run, model, flags, fmt)
+    result = claude_result(run, model, error="error_during_execution"
+                           if run.mode == "error_exit0" else "",
+                           errors=["fake failure (FAKE_CLI_MODE=error_exit0)"])
+    init = {"type": "system", "subtype": "init", "cwd": os.getcwd(),
+            "session_id": run.session_id, "tools": ["Bash", "Edit", "Read"],
+            "mcp_servers": [], "model": model,
+            "permissionMode": last(flags, "--permission-mode", "default"),
+            "apiKeySource": "ANTHROPIC_API_KEY", "claude_code_version": "2.1.197",
+            "uuid": str(uuid.uuid4())}
+    run.streaming = fmt == "stream-json"
+    if run.streaming:
+        for obj in [init] + messages + [result]:
+            run.emit(obj)
+    elif fmt == "json" and "--verbose" in flags:
+        # claude 2.x: --verbose turns the json output into an array of every message.
+        run.document(compact([init] + [m for m in messages if m["type"] != "stream_event"]
+                             + [result]))
+    elif fmt == "json":
+        run.document(compact(result))
+    else:
+        run.document(run.reply)
+    if "--no-session-persistence" not in flags and run.mode != "error_exit0":
+        run.save()
+    return 0
+
+
+def claude_messages(run, model, flags, fmt):
+    partial = fmt == "stream-json" and "--include-partial-messages" in flags
+    common = {"parent_tool_use_id": None, "session_id": run.session_id}
+    out = []
+
+    def stream(event):
+        if partial:
+            out.append(dict(type="stream_event", event=event, uuid=str(uuid.uuid4()), **common))
+
+    def assistant(message_id, blocks):
+        stream({"type": "message_start", "message": {
+            "id": message_id, "type": "message", "role": "assistant", "model": model,
+            "content": [], "usage": {"input_tokens": 1, "output_tokens": 1}}})
+        for index, block in enumerate(blocks):
+            start = dict(block, text="") if block["type"] == "text" else dict(block, input={})
+            stream({"type": "content_block_start", "index": index, "content_block": start})
+            if block["type"] == "text":
+                for piece in run.pieces():
+                    stream({"type": "content_block_delta", "index": index,
+                            "delta": {"type": "text_delta", "text": piece}})
+            else:
+                stream({"type": "content_block_delta", "index": index, "delta": {
+                    "type": "input_json_delta", "partial_json": json.dumps(block["input"])}})
+            out.append(dict(type="assistant", uuid=str(uuid.uuid4()), **common, message={
+                "id": message_id, "type": "message", "role": "assistant", "model": model,
+                "content": [block], "stop_reason": None}))
+            stream({"type": "content_block_stop", "index": index})
+        stream({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                "usage": {"output_tokens": tokens(run.reply)}})
+        stream({"type": "message_stop"})
+
+    if run.tool:
+        assistant("msg_fake_tool", [{"type": "tool_use", "id": "toolu_fake_1", "name": "Read",
+                                     "input": {"file_path": "note.txt"}}])
+        out.append(dict(type="user", uuid=str(uuid.uuid4()), **common, message={
+            "role": "user", "content": [{"tool_use_id": "toolu_fake_1", "type": "tool_result",
+                                         "content": "fake file content", "is_error": False}]}))
+    assistant("msg_fake_reply", [{"type": "text", "text": run.reply}])
+    return out
+
+
+def claude_result(run, model, error="", errors=()):
+    result = {"type": "result", "subtype": error or "success", "is_error": bool(error),
+              "duration_ms": 12, "duration_api_ms": 10, "num_turns": 1 + run.tool,
+              "stop_reason": "end_turn", "session_id": run.session_id,
+              "total_cost_usd": 0.001,
+              "usage": {"input_tokens": tokens(run.prompt), "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 4, "output_tokens": tokens(run.reply)},
+              "modelUsage": {model: {"inputTokens": tokens(run.prompt),
+                                     "outputTokens": tokens(run.reply), "costUSD": 0.001}},
+              "permission_denials": [], "uuid": str(uuid.uuid4())}
+    if error:
+        result["errors"] = list(errors)
+    else:
+        result["result"] = run.reply
+    return result
+
+
+# -- codex -------------------------------------------------------------------------------
+
+
+def run_codex(run, args, stdin_text):
+    if args[:1] in (["--version"], ["-V"]):
+        print(VERSIONS["codex"])
+        return 0
+    if args[:1] != ["exec"]:
+        return fail("fake codex: only `codex exec` is supported")
+    exec_spec = dict(CODEX_GLOBAL_FLAGS, **CODEX_EXEC_ONLY_FLAGS)
+    flags, positionals, rest = parse_flags("codex", args[1:], exec_spec, CODEX_ALIASES,
+                                           stop_at=("resume",))
+    resume_id = None
+    if rest:
+        resume_spec = dict(CODEX_GLOBAL_FLAGS, **CODEX_RESUME_ONLY_FLAGS)
+        more, positionals, _ = parse_flags("codex", rest[1:], resume_spec, CODEX_ALIASES)
+        for key, value in more.items():
+            flags[key] = flags.get(key, []) + value if isinstance(value, list) else value
+        resume_id = positionals.pop(0) if positionals else ""
+    if "--version" in flags:
+        print(VERSIONS["codex"])
+        return 0
+    if "--skip-git-repo-check" not in flags and not os.path.isdir(".git"):
+        return fail("Not inside a trusted directory and --skip-git-repo-check was not "
+                    "specified.")
+    prompt = positionals[0] if positionals else "-"
+    run.prompt = stdin_text if prompt == "-" else prompt
+    if resume_id is not None and not run.resume(resume_id):
+        return fail("Error: thread/resume: thread/resume failed: no rollout found for thread "
+                    "id %s (code -32600)" % resume_id)
+    if run.mode == "fail":
+        return fail("Error: fake failure (FAKE_CLI_MODE=fail)")
+    if run.mode == "invalid_json":
+        run.invalid_json()
+        return 0
+    if "--json" not in flags:
+        run.streaming = False
+        run.document(run.reply)
+        return 0
+    run.emit({"type": "thread.started", "thread_id": run.session_id})
+    run.emit({"type": "turn.started"})
+    if run.mode == "error_exit0":
+        run.emit({"type": "error", "message": "fake failure (FAKE_CLI_MODE=error_exit0)"})
+        run.emit({"type": "turn.failed",
+                  "error": {"message": "fake failure (FAKE_CLI_MODE=error_exit0)"}})
+        return 0
+    if run.tool:
+        item = {"id": "item_0", "type": "command_execution", "command": "bash -lc ls",
+                "aggregated_output": "", "exit_code": None, "status": "in_progress"}
+        run.emit({"type": "item.started", "item": item})
+        run.emit({"type": "item.completed", "item": dict(
+            item, aggregated_output="fake file content\n", exit_code=0, status="completed")})
+    run.emit({"type": "item.completed", "item": {"id": "item_1", "type": "agent_message",
+                                                  "text": run.reply}})
+    run.emit({"type": "turn.completed", "usage": {
+        "input_tokens": tokens(run.prompt) + 4, "cached_input_tokens": 4,
+        "output_tokens": tokens(run.reply), "reasoning_output_tokens": 0}})
+    if "--ephemeral" not in flags:
+        run.save()
+    return 0
+
+
+# -- gemini ------------------------------------------------------------------------------
+
+
+def run_gemini(run, args, stdin_text):
+    flags, positionals, _ = parse_flags("gemini", args, GEMINI_FLAGS, GEMINI_ALIASES)
+    if "--version" in flags:
+        print(VERSIONS["gemini"])
+        return 0
+    if "--skip-trust" not in flags and os.environ.get("GEMINI_CLI_TRUST_WORKSPACE") != "true":
+        return fail("Gemini CLI is not running in a trusted directory. To proceed, either use "
+                    "`--skip-trust`, set the `GEMINI_CLI_TRUST_WORKSPACE=true` environment "
+                    "variable, or trust this directory in interactive mode.", 55)
+    parts = [stdin_text] + positionals + [last(flags, "--prompt")]
+    run.prompt = "\n".join(p for p in parts if p)
+    fmt = last(flags, "--output-format", "text")
+    model = last(flags, "--model") or "auto"
+    answered_by = last(flags, "--model") or "gemini-fake-pro"
+    resume_id = last(flags, "--resume")
+    if resume_id and not run.resume(resume_id):
+        if not run.any_sessions():
+            return fail("Error resuming session: No previous sessions found for this project.",
+                        42)
+        return fail('Error resuming session: Invalid session identifier "%s".' % resume_id, 42)
+    sys.stderr.write("Warning: 256-color support not detected. Using a terminal with at least "
+                     "256-color support is recommended for a better visual experience.\n")
+    if run.mode == "fail":
+        return fail("Error when talking to Gemini API: fake failure (FAKE_CLI_MODE=fail)")
+    if run.mode == "invalid_json":
+        run.invalid_json()
+        return 0
+    error = {"type": "FakeError", "message": "fake failure (FAKE_CLI_MODE=error_exit0)"} \
+        if run.mode == "error_exit0" else None
+    run.streaming = fmt == "stream-json"
+    if run.streaming:
+        gemini_stream(run, model, answered_by, error)
+    elif fmt == "json":
+        gemini_json(run, answered_by, error)
+    else:
+        run.document(run.reply)
+    if not error:
+        run.save()
+    return 0
+
+
+def gemini_stream(run, model, answered_by, error):
+    run.emit({"type": "init", "timestamp": now(), "session_id": run.session_id,
+              "model": model})
+    run.emit({"type": "message", "timestamp": now(), "role": "user", "content": run.prompt})
+    if not error:
+        if run.tool:
+            run.emit({"type": "tool_use", "timestamp": now(), "tool_name": "read_file",
+                      "tool_id": "read_file-1", "parameters": {"file_path": "note.txt"}})
+            run.emit({"type": "tool_result", "timestamp": now(), "tool_id": "read_file-1",
+                      "status": "success", "output": "fake file content"})
+        for piece in run.pieces():
+            run.emit({"type": "message", "timestamp": now(), "role": "assistant",
+                      "content": piece, "delta": True})
+    stats = {"total_tokens": tokens(run.prompt) + 4 + tokens(run.reply),
+             "input_tokens": tokens(run.prompt) + 4, "output_tokens": tokens(run.reply),
+             "cached": 4, "input": tokens(run.prompt), "duration_ms": 12,
+             "tool_calls": int(run.tool)}
+    result = {"type": "result", "timestamp": now(), "status": "error" if error else "success",
+              "stats": dict(stats, models={answered_by: dict(stats)})}
+    if error:
+        result["error"] = error
+    run.emit(result)
+
+
+def gemini_json(run, answered_by, error):
+    tokens_ = {"input": tokens(run.prompt), "prompt": tokens(run.prompt) + 4,
+               "candidates": tokens(run.reply), "total": tokens(run.prompt) + 4
+               + tokens(run.reply), "cached": 4, "thoughts": 0, "tool": 0}
+    out = {"session_id": run.session_id}
+    if error:
+        out["error"] = dict(error, code=1)
+    else:
+        out["response"] = run.reply
+        out["stats"] = {"models": {answered_by: {
+            "api": {"totalRequests": 1, "totalErrors": 0, "totalLatencyMs": 12},
+            "tokens": tokens_}}, "tools": {"totalCalls": int(run.tool)}}
+    # gemini 0.61.0 pretty-prints the one object over many lines.
+    run.document(json.dumps(out, ensure_ascii=False, indent=2))
+
+
+# -- entry point -------------------------------------------------------------------------
+
+
+def record(backend, args, stdin_text):
+    path = os.environ.get("FAKE_CLI_RECORD")
+    if not path:
+        return
+    import fcntl
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith(RECORD_PREFIXES) or k == "HOME"}
+    entry = {"backend": backend, "argv": [backend] + list(args), "stdin": stdin_text,
+             "cwd": os.getcwd(), "env": env}
+    with open(path, "a", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+
+def main(backend, args):
+    # Die of SIGPIPE when the reader goes away, as the real CLIs do (Python ignores it).
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    pidfile = os.environ.get("FAKE_CLI_PIDFILE")
+    if pidfile:
+        with open(pidfile, "w") as f:
+            f.write(str(os.getpid()))
+    run = Run(backend)
+    reads_stdin = "--version" not in args and "-V" not in args and "-v" not in args
+    stdin_text = sys.stdin.buffer.read().decode("utf-8", "replace") if reads_stdin else ""
+    record(backend, args, stdin_text)
+    if run.mode == "stderr_flood":
+        size = int(os.environ.get("FAKE_CLI_STDERR_BYTES", str(4 << 20)))
+        block = b"stderr flood " * 4096 + b"\n"
+        while size > 0:
+            sys.stderr.buffer.write(block[:size])
+            size -= len(block)
+        sys.stderr.buffer.flush()
+    runner = {"claude": run_claude, "codex": run_codex, "gemini": run_gemini}[backend]
+    try:
+        return runner(run, args, stdin_text)
+    except UsageError as exc:
+        return fail(*exc.args)
