@@ -1,0 +1,105 @@
+"""clinvk (the built zipapp) driving the REAL claude, codex and gemini against the fake model API.
+
+Each test runs `python3 dist/clinvk.pyz ...` as a user would, with the no-egress environment
+and a private CLINVK_HOME, and checks both what clinvk prints and what the model received.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Dict, List
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYZ = os.path.join(ROOT, "dist", "clinvk.pyz")
+BACKENDS = ["claude", "codex", "gemini"]
+KIND = {"claude": "anthropic", "codex": "openai", "gemini": "gemini"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built_pyz():
+    subprocess.run([os.path.join(ROOT, "build_pyz.sh")], check=True, stdout=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def clinvk_env(real_env, tmp_path) -> Dict[str, str]:
+    env = dict(real_env)
+    env["CLINVK_HOME"] = str(tmp_path / "clinvk-home")
+    return env
+
+
+def clinvk(env: Dict[str, str], args: List[str], stdin: str = "", cwd: str = None,
+           timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, PYZ] + args, input=stdin.encode("utf-8"),
+                          capture_output=True, env=env, cwd=cwd, timeout=timeout)
+
+
+def user_texts(fake_api, backend: str) -> List[str]:
+    return [r["user_text"] for r in fake_api.main_requests(KIND[backend])]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_json_output_from_the_real_cli(backend, fake_api, clinvk_env, workdir):
+    p = clinvk(clinvk_env, ["-b", backend, "-o", "json", "-w", workdir, "what is two plus two"])
+    assert p.returncode == 0, p.stderr.decode()
+    d = json.loads(p.stdout)
+    assert d["content"] == "FAKE-REPLY: what is two plus two"
+    assert d["backend"] == backend and d["session_id"] and d["backend_session_id"]
+    assert d["usage"]["output_tokens"] > 0
+    assert user_texts(fake_api, backend) == ["what is two plus two"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stream_json_from_the_real_cli(backend, fake_api, clinvk_env, workdir):
+    p = clinvk(clinvk_env, ["-b", backend, "-o", "stream-json", "-w", workdir, "stream please"])
+    assert p.returncode == 0, p.stderr.decode()
+    events = [json.loads(line) for line in p.stdout.decode().splitlines()]
+    assert events[0]["type"] == "init" and events[-1]["type"] == "done"
+    messages = [e for e in events if e["type"] == "message"]
+    text = "".join(e["content"]["text"] for e in messages if e["content"]["is_partial"]) or \
+        "".join(e["content"]["text"] for e in messages)
+    assert text == "FAKE-REPLY: stream please"
+    if backend != "codex":        # codex prints its message whole (no token deltas)
+        assert sum(1 for e in messages if e["content"]["is_partial"]) >= 2
+    assert "stream please" not in [e["content"]["text"] for e in messages]  # gemini's echo
+    assert events[-1]["content"]["usage"]["output_tokens"] > 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dash_leading_prompt_reaches_the_model(backend, fake_api, clinvk_env, workdir):
+    p = clinvk(clinvk_env, ["-b", backend, "-w", workdir, "--ephemeral", "--", "--version -h"])
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout.decode().strip() == "FAKE-REPLY: --version -h"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_large_non_ascii_prompt_on_stdin_reaches_the_model(backend, fake_api, clinvk_env, workdir):
+    prompt = "Grüße ✓ " + "lorem ipsum dolor " * 12000   # ~210 kB
+    p = clinvk(clinvk_env, ["-b", backend, "-w", workdir, "--ephemeral"], stdin=prompt)
+    assert p.returncode == 0, p.stderr.decode()
+    assert prompt.strip() in user_texts(fake_api, backend)[-1]
+
+
+def test_missing_backend_is_reported_with_exit_3(clinvk_env, workdir):
+    env = dict(clinvk_env, PATH="/usr/bin:/bin")
+    p = clinvk(env, ["-b", "codex", "-w", workdir, "hi"])
+    assert p.returncode == 3
+    assert b"backend 'codex' is not installed (no 'codex' on PATH)" in p.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_resume_last_gives_the_model_the_first_turn(backend, fake_api, clinvk_env, workdir):
+    p = clinvk(clinvk_env, ["-b", backend, "-w", workdir, "remember the code word PELICAN-42"])
+    assert p.returncode == 0, p.stderr.decode()
+    p = clinvk(clinvk_env, ["resume", "--last", "-b", backend, "what was the code word?"],
+               cwd=workdir)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout.decode().strip() == "FAKE-REPLY: what was the code word?"
+    second = fake_api.main_requests(KIND[backend])[-1]
+    assert "PELICAN-42" in json.dumps(second["json"])
+    listing = json.loads(clinvk(clinvk_env, ["sessions", "list", "--json"]).stdout)
+    assert listing["total"] == 1 and listing["sessions"][0]["turn_count"] == 2
