@@ -285,11 +285,10 @@ def cmd_prompt(argv: List[str]) -> int:
     store = open_store(cfg)
     session_id = ""
     if args.continue_last or (cfg.get("session.auto_resume") and not args.ephemeral):
-        from .execute import find_last_session
         here = os.path.realpath(args.workdir) if args.workdir else os.getcwd()
-        last = find_last_session(store, args.backend or
-                                 ("" if args.continue_last else cfg.get("default_backend")),
-                                 "" if args.continue_last else here)
+        last = store.last(args.backend or
+                          (None if args.continue_last else cfg.get("default_backend")),
+                          None if args.continue_last else here)
         if last is None and args.continue_last:
             _err("no resumable session found%s; start one with: clinvk %s\"PROMPT\""
                  % (" for backend %s" % args.backend if args.backend else "",
@@ -453,8 +452,7 @@ def cmd_resume(argv: List[str]) -> int:
     store = open_store(cfg)
     words = list(args.words)
     if args.last:
-        from .execute import find_last_session
-        s = find_last_session(store, args.backend or "", os.getcwd() if args.here else "")
+        s = store.last(args.backend or None, os.getcwd() if args.here else None)
         if s is None:
             _err("no resumable session found%s%s"
                  % (" for backend %s" % args.backend if args.backend else "",
@@ -556,7 +554,8 @@ def _age(ts: str) -> str:
         t = datetime.datetime.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")
     except (ValueError, TypeError):
         return "?"
-    secs = (datetime.datetime.utcnow() - t).total_seconds()
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    secs = (now - t).total_seconds()
     if secs < 60:
         return "just now"
     if secs < 3600:

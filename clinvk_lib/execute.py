@@ -232,14 +232,6 @@ def _resumable_session(store, session_id: str):
     return session
 
 
-def find_last_session(store, backend: str = "", workdir: str = ""):
-    """The most recent resumable session (optionally same backend / same working dir)."""
-    for s in store.list(backend=backend or None)[0]:
-        if s.backend_session_id and (not workdir or s.working_dir == workdir):
-            return s
-    return None
-
-
 # -- running ---------------------------------------------------------------------------------
 
 
@@ -310,6 +302,20 @@ def _explain_missing_transcript(p: Prepared, result: base.Result, stderr: str) -
                            result.error or "transcript not found", p.session.id))
 
 
+def _forget_if_ephemeral(p: Prepared, result: base.Result) -> None:
+    if not p.request.ephemeral or not result.backend_session_id or p.session is not None:
+        return
+
+    def run_in_place(argv: List[str]) -> str:
+        try:
+            out, _ = runner.run(argv, "", p.cwd, p.env, timeout=60)
+        except runner.StartError:
+            return ""
+        return out
+
+    p.backend.forget_session(result.backend_session_id, p.argv[0], run_in_place)
+
+
 def run(p: Prepared, store=None, cancel: Optional[Cancel] = None) -> Outcome:
     """Run to completion with the backend's ``json`` output and return the parsed result."""
     with _SessionScope(p, store) as scope:
@@ -325,6 +331,7 @@ def run(p: Prepared, store=None, cancel: Optional[Cancel] = None) -> Outcome:
             result.exit_code = out.exit_code
         _explain_missing_transcript(p, result, out.stderr)
         scope.record(result)
+        _forget_if_ephemeral(p, result)
         return Outcome(result, scope.session_id, proc.timed_out, proc.cancelled, p.timeout)
 
 
@@ -380,5 +387,6 @@ def stream(p: Prepared, store=None, cancel: Optional[Cancel] = None,
                 e.content["message"] = result.error
             yield stamp(e)
         scope.record(result)
+        _forget_if_ephemeral(p, result)
         if outcome is not None:
             outcome.append(Outcome(result, sid, proc.timed_out, proc.cancelled, p.timeout))

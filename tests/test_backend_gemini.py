@@ -334,3 +334,28 @@ def test_every_real_capture_parses_to_a_reply_or_an_error(case):
         assert result.ok and result.text.startswith("FAKE-REPLY: ") and result.backend_session_id
     else:
         assert not result.ok and result.error
+
+
+def test_forget_session_deletes_the_listed_index_of_that_session():
+    from clinvk_lib.backends import gemini
+    listing = ("Available sessions for this project (3):\n"
+               "  1. first (2h ago) [11111111-aaaa-bbbb-cccc-000000000001]\n"
+               "  2. [x] odd title (Just now) [22222222-aaaa-bbbb-cccc-000000000002]\n"
+               "  3. last (Just now) [33333333-aaaa-bbbb-cccc-000000000003]\n")
+    ran = []
+
+    def run(argv):
+        ran.append(argv)
+        return listing if "--list-sessions" in argv else "Deleted session 2"
+
+    gemini.BACKEND.forget_session("22222222-aaaa-bbbb-cccc-000000000002", "/bin/gemini", run)
+    assert ran == [["/bin/gemini", "--skip-trust", "--list-sessions"],
+                   ["/bin/gemini", "--skip-trust", "--delete-session", "2"]]
+
+
+def test_forget_session_deletes_nothing_when_the_session_is_not_listed():
+    from clinvk_lib.backends import gemini
+    ran = []
+    gemini.BACKEND.forget_session("not-there", "gemini",
+                                  lambda argv: ran.append(argv) or "No sessions found")
+    assert ran == [["gemini", "--skip-trust", "--list-sessions"]]

@@ -9,7 +9,7 @@ files here; ``runner.py`` and ``execute.py`` own those.
 from __future__ import annotations
 
 import shutil
-from typing import Any, Dict, FrozenSet, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from .. import events as ev
 
@@ -177,6 +177,12 @@ class Backend:
     def ignored_options(self, opts: Options) -> List[str]:
         """One warning per option in ``opts`` this CLI cannot honour (it maps to no flag)."""
         return []
+
+    def forget_session(self, backend_session_id: str, executable: str,
+                       run: Callable[[List[str]], str]) -> None:
+        """After an ephemeral run, delete the session the CLI saved anyway (only for CLIs with
+        no way to be told not to save one). ``run(argv)`` runs a command in the run's working
+        directory and environment and returns its stdout."""
 
     def child_env(self, base: Dict[str, str]) -> Dict[str, str]:
         """The child's environment: ``base`` minus nested-run variables plus what this CLI needs."""

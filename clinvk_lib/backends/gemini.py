@@ -6,7 +6,13 @@ not a terminal and reads the whole of it as the prompt.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+import contextlib
+import fcntl
+import os
+import re
+import tempfile
+import threading
+from typing import Any, Callable, Dict, Iterator, List
 
 from .. import events as ev
 from . import base
@@ -49,8 +55,9 @@ OPTION_NOTES = {
                      "would replace its whole built-in prompt, tool guidance included).",
     "max_turns": "Not supported: only the settings.json key model.maxSessionTurns limits "
                  "turns.",
-    "ephemeral": "Not supported: gemini always saves the session (in ~/.gemini/tmp); "
-                 "clinvk does not resume it.",
+    "ephemeral": "gemini has no flag to skip saving the session, so after the run clinvk "
+                 "deletes it: gemini --list-sessions finds its index, gemini "
+                 "--delete-session <index> removes it (two short extra gemini runs).",
     "resume": "--resume <session id> (the session_id of init or of the json result); "
               "gemini must run in the same working directory.",
     "verbose": "--debug (debug logs go to stderr in a headless run).",
@@ -243,12 +250,21 @@ class GeminiBackend(base.Backend):
             out.append("gemini has no system prompt flag: system_prompt is ignored")
         if opts.max_turns > 0:
             out.append("gemini has no turn limit flag: max_turns=%d is ignored" % opts.max_turns)
-        if opts.ephemeral:
-            out.append("gemini cannot run without saving its session: ephemeral only means "
-                       "clinvk will not resume it")
         if opts.allowed_tools:
             out.append("gemini's --allowed-tools is deprecated: allowed_tools is ignored")
         return out
+
+    def forget_session(self, backend_session_id: str, executable: str,
+                       run: Callable[[List[str]], str]) -> None:
+        # gemini 0.61.0 deletes by index only ("--delete-session 3"); --list-sessions prints
+        # "  3. <title> (<age>) [<uuid>]". The lock keeps two clinvk cleanups in one project
+        # from shifting each other's indexes between the list and the delete.
+        with _cleanup_lock():
+            listing = run([executable, "--skip-trust", "--list-sessions"])
+            m = re.search(r"^\s*(\d+)\..*\[%s\]\s*$" % re.escape(backend_session_id),
+                          listing, re.MULTILINE)
+            if m:
+                run([executable, "--skip-trust", "--delete-session", m.group(1)])
 
     def child_env(self, base_env: Dict[str, str]) -> Dict[str, str]:
         env = super().child_env(base_env)
@@ -272,6 +288,22 @@ class GeminiBackend(base.Backend):
                             % (": " + base.last_meaningful_line(stdout) if stdout.strip() else ""))
         parser.finish(exit_code, stderr)
         return parser.result(exit_code)
+
+
+_THREAD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _cleanup_lock() -> Iterator[None]:
+    """Serialise gemini session deletions across threads and clinvk processes of one user."""
+    path = os.path.join(tempfile.gettempdir(), "clinvk-gemini-cleanup-%d.lock" % os.getuid())
+    with _THREAD_LOCK:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
 
 BACKEND = base.register(GeminiBackend())

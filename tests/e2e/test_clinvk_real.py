@@ -103,3 +103,15 @@ def test_resume_last_gives_the_model_the_first_turn(backend, fake_api, clinvk_en
     assert "PELICAN-42" in json.dumps(second["json"])
     listing = json.loads(clinvk(clinvk_env, ["sessions", "list", "--json"]).stdout)
     assert listing["total"] == 1 and listing["sessions"][0]["turn_count"] == 2
+
+
+def test_ephemeral_gemini_run_leaves_no_gemini_session(fake_api, clinvk_env, workdir):
+    from tests.e2e import realclis
+    p = clinvk(clinvk_env, ["-b", "gemini", "-w", workdir, "--ephemeral", "-o", "json", "hi"])
+    assert p.returncode == 0, p.stderr.decode()
+    sid = json.loads(p.stdout)["backend_session_id"]
+    listing = subprocess.run([os.path.join(realclis.bin_dir(), "gemini"), "--skip-trust",
+                              "--list-sessions"], capture_output=True, env=clinvk_env,
+                             cwd=workdir, stdin=subprocess.DEVNULL, timeout=120)
+    assert sid and sid not in listing.stdout.decode()
+    assert json.loads(clinvk(clinvk_env, ["sessions", "list", "--json"]).stdout)["total"] == 0
