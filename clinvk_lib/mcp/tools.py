@@ -1,0 +1,363 @@
+"""The clinvk tools an MCP client sees: their input schemas and what each call runs.
+
+Input schemas are cut from the HTTP API's schema table (``server/schema.py``), so a field is
+described and validated the same way on both front ends. Runs go through ``execute`` and
+``orchestrate`` with the server's ``Policy`` (workdir rules, extra-flag allowlist, dangerous
+modes only when configured), exactly as the HTTP routes do. A backend that fails, is missing or
+is refused by the policy is a tool result with ``isError``; only bad arguments are protocol
+errors.
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from .. import execute, orchestrate
+from ..backends.probe import probe_all
+from ..cli import format_session, format_session_table, outcome_to_json
+from ..cli_fanout import format_chain_text, format_compare_text, format_parallel_text
+from ..policy import Policy
+from ..server import schema as sc
+from ..sessions import SessionError
+from .protocol import INVALID_PARAMS, Call, RpcError, Tool, error_result
+
+# A model reads the listing; an unbounded session list would flood its context.
+SESSIONS_DEFAULT_LIMIT = 20
+
+
+class Context:
+    """What every tool run needs: the configuration, the policy and the session store."""
+
+    def __init__(self, cfg, store, policy: Optional[Policy] = None) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.policy = policy if policy is not None else Policy.from_config(cfg)
+        # The HTTP server's per-request limit applies to MCP calls too (0 = none).
+        self.timeout = float(cfg.get("server.request_timeout_secs") or 0) or None
+
+
+# -- schemas cut from the table ----------------------------------------------------------------
+
+
+def pick(obj: sc.Obj, *names: str) -> List[sc.Field]:
+    """The named fields of a table entry, in the order given."""
+    return [obj.field(n) for n in names]
+
+
+def optional(field: sc.Field, default: Any = None, description: str = "") -> sc.Field:
+    """A copy of a table field that is not required (with another default or description)."""
+    return sc.Field(field.name, field.node, required=False,
+                    default=field.default if default is None else default,
+                    description=description or field.description)
+
+
+def with_items(field: sc.Field, items: sc.Obj) -> sc.Field:
+    """A copy of a table field holding an array, with ``items`` as its element schema."""
+    return sc.Field(field.name, sc.Array(items, min_items=field.node.min_items),
+                    required=field.required, description=field.description)
+
+
+def plain_json_schema(node: Any) -> Any:
+    """The table's OpenAPI 3.0 dialect as plain JSON Schema: ``example`` becomes
+    ``examples`` and ``nullable`` becomes an ``anyOf`` with null (MCP clients and model APIs
+    validate tool schemas as JSON Schema, where those OpenAPI keywords mean nothing)."""
+    if isinstance(node, list):
+        return [plain_json_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out: Dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "example":
+            out["examples"] = [value]
+        elif key == "nullable":
+            continue
+        elif key == "properties":
+            out[key] = {name: plain_json_schema(s) for name, s in value.items()}
+        elif key in ("default", "enum", "examples", "const"):
+            out[key] = value
+        else:
+            out[key] = plain_json_schema(value)
+    if node.get("nullable"):
+        return {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+def _checked(tool: str, obj: sc.Obj) -> Callable[[Dict[str, Any]], Dict[str, Any]]:
+    def check(arguments: Dict[str, Any]) -> Dict[str, Any]:
+        try:
+            return sc.validate(obj, arguments)
+        except sc.ValidationError as exc:
+            raise RpcError(INVALID_PARAMS, "invalid arguments for %s: %s: %s"
+                           % (tool, exc.path or "arguments", exc.message))
+    return check
+
+
+PROMPT_ARGS = sc.Obj(*pick(sc.PromptRequest, "backend", "prompt", "model", "workdir",
+                           "approval_mode", "sandbox_mode", "session_id", "ephemeral"))
+COMPARE_ARGS = sc.Obj(*pick(sc.CompareRequest, "prompt", "backends", "model", "workdir",
+                            "sequential"))
+# A task as the HTTP API takes it, minus what means nothing over MCP (the output format, a
+# token budget no CLI honours, CLI verbosity).
+PARALLEL_ARGS = sc.Obj(
+    with_items(sc.ParallelRequest.field("tasks"),
+               sc.Obj(*[f for f in sc.ParallelTask.fields
+                        if f.name not in ("output_format", "max_tokens", "verbose")])),
+    *pick(sc.ParallelRequest, "max_parallel", "fail_fast"))
+CHAIN_ARGS = sc.Obj(*pick(sc.ChainRequest, "steps", "stop_on_failure", "pass_working_dir"))
+BACKENDS_ARGS = sc.Obj()
+SESSIONS_ARGS = sc.Obj(
+    sc.Field("action", sc.String(enum=("list", "show")), default="list",
+             description="list: recent sessions, most recently used first; show: one session."),
+    optional(sc.SessionPath.field("id"), description="Session id or unique prefix (for show)."),
+    sc.SessionsQuery.field("backend"),
+    optional(sc.SessionsQuery.field("limit"), default=SESSIONS_DEFAULT_LIMIT,
+             description="At most this many sessions (list); 0 = all."),
+)
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+def tool_result(text: str, structured: Dict[str, Any], is_error: bool = False) -> Dict[str, Any]:
+    """A CallToolResult: readable text plus the same facts as structured data.
+
+    Both carry the whole answer: clients differ in which one reaches the model (claude
+    2.1.197 passes ``structuredContent`` to the model when a result has it)."""
+    return {"content": [{"type": "text", "text": text}], "structuredContent": structured,
+            "isError": is_error}
+
+
+def _run_text(output: str, error: str, backend: str) -> str:
+    if not error:
+        return output
+    failure = "%s failed: %s" % (backend, error)
+    return "%s\n\n%s" % (output.rstrip(), failure) if output.strip() else failure
+
+
+# -- the tools ---------------------------------------------------------------------------------
+
+
+def prompt_tool(ctx: Context) -> Tool:
+    check = _checked("clinvk_prompt", PROMPT_ARGS)
+
+    def bind(arguments: Dict[str, Any]) -> Callable[[Call], Dict[str, Any]]:
+        args = check(arguments)
+        return lambda call: run_prompt(ctx, args, call)
+
+    return Tool(
+        "clinvk_prompt",
+        "Ask another coding agent CLI (claude, codex or gemini) to do something and return its "
+        "reply. The agent runs in workdir (default: the server's directory) with its own tools. "
+        "Each run creates a clinvk session unless ephemeral is true; pass the returned "
+        "session_id (and the same backend) to continue that conversation.",
+        plain_json_schema(sc.to_json_schema(PROMPT_ARGS)), bind,
+        annotations={"readOnlyHint": False, "openWorldHint": True})
+
+
+def run_prompt(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
+    """Run one prompt through ``execute`` and render its outcome as a tool result."""
+    req = execute.Request(timeout=ctx.timeout, **args)
+    try:
+        prepared = execute.prepare(req, ctx.cfg, ctx.store, ctx.policy)
+    except execute.ExecError as exc:
+        return error_result(str(exc))
+    if prepared.dry_run:
+        info = dict(prepared.describe(), dry_run=True)
+        return tool_result("dry run (unified_flags.dry_run is set): would run %s in %s"
+                           % (shlex.join(info["command"]), info["workdir"]), info)
+    call.progress("%s: running" % prepared.backend.name)
+    try:
+        outcome = execute.run(prepared, ctx.store, cancel=call.cancel)
+    except execute.ExecError as exc:
+        return error_result(str(exc))
+    r = outcome.result
+    return tool_result(_run_text(r.text, r.error, r.backend), outcome_to_json(outcome),
+                       is_error=not outcome.ok)
+
+
+def backends_tool(ctx: Context) -> Tool:
+    def bind(arguments: Dict[str, Any]) -> Callable[[Call], Dict[str, Any]]:
+        return lambda call: run_backends(ctx)
+
+    return Tool("clinvk_backends",
+                "List the agent CLIs clinvk can run here: installed or not, enabled or not, "
+                "path and version.",
+                plain_json_schema(sc.to_json_schema(BACKENDS_ARGS)), bind,
+                annotations={"readOnlyHint": True, "openWorldHint": False})
+
+
+def run_backends(ctx: Context) -> Dict[str, Any]:
+    rows = probe_all(ctx.cfg)
+    lines = []
+    for b in rows:
+        state = "installed" if b["available"] else "not installed"
+        if not b["enabled"]:
+            state += ", disabled in the configuration"
+        lines.append("%s: %s%s%s" % (b["name"], state, " at %s" % b["path"] if b["path"] else "",
+                                     " (%s)" % b["version"] if b["version"] else ""))
+    return tool_result("\n".join(lines), {"backends": rows})
+
+
+def sessions_tool(ctx: Context) -> Tool:
+    check = _checked("clinvk_sessions", SESSIONS_ARGS)
+
+    def bind(arguments: Dict[str, Any]) -> Callable[[Call], Dict[str, Any]]:
+        args = check(arguments)
+        if args["action"] == "show" and not args.get("id"):
+            raise RpcError(INVALID_PARAMS, "invalid arguments for clinvk_sessions: id: "
+                           "required when action is show")
+        return lambda call: run_sessions(ctx, args)
+
+    return Tool("clinvk_sessions",
+                "List clinvk's sessions (conversations that clinvk_prompt can continue with "
+                "session_id), or show one session's details.",
+                plain_json_schema(sc.to_json_schema(SESSIONS_ARGS)), bind,
+                annotations={"readOnlyHint": True, "openWorldHint": False})
+
+
+def run_sessions(ctx: Context, args: Dict[str, Any]) -> Dict[str, Any]:
+    try:
+        if args["action"] == "show":
+            s = ctx.store.resolve(args["id"])
+            return tool_result(format_session(s), s.to_dict())
+        limit = args["limit"] or None
+        found, total = ctx.store.list(backend=args.get("backend"), limit=limit)
+    except SessionError as exc:
+        return error_result(str(exc))
+    return tool_result(format_session_table(found, total, 0),
+                       {"sessions": [s.to_dict() for s in found], "total": total,
+                        "limit": args["limit"], "offset": 0})
+
+
+class _Progress:
+    """Turns orchestrate's on_progress callbacks into MCP progress notifications
+    (``noun``: task, step or backend)."""
+
+    def __init__(self, call: Call, noun: str, total: int) -> None:
+        self.call = call
+        self.noun = noun
+        self.total = total
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, kind: str, index: int, payload: Dict[str, Any]) -> None:
+        with self._lock:
+            if kind in ("finished", "skipped"):
+                self.done += 1
+            done = self.done
+        what = "%s %d (%s)" % (self.noun, index + 1, payload.get("backend", ""))
+        if kind == "started":
+            message = "%s started" % what
+        elif kind == "skipped":
+            message = "%s skipped" % what
+        else:
+            message = "%s %s" % (what, payload.get("status", "finished"))
+        self.call.progress("%s; %d of %d done" % (message, done, self.total), completed=done,
+                           total=self.total)
+
+
+def _with_timeout(ctx: Context, items: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return [dict(item, timeout=ctx.timeout) for item in items]
+
+
+def _spec_error(tool: str, exc: "orchestrate.SpecError") -> RpcError:
+    return RpcError(INVALID_PARAMS, "invalid arguments for %s: %s" % (tool, exc))
+
+
+def compare_tool(ctx: Context) -> Tool:
+    check = _checked("clinvk_compare", COMPARE_ARGS)
+
+    def bind(arguments: Dict[str, Any]) -> Callable[[Call], Dict[str, Any]]:
+        args = check(arguments)
+        try:
+            orchestrate.check_compare_request(args["prompt"], args["backends"])
+        except orchestrate.SpecError as exc:
+            raise _spec_error("clinvk_compare", exc)
+        return lambda call: run_compare(ctx, args, call)
+
+    return Tool(
+        "clinvk_compare",
+        "Ask several agent CLIs the same prompt (at once unless sequential) and get each "
+        "one's answer, for a second opinion. Backends that are not installed are skipped. "
+        "Runs are ephemeral (no session).",
+        plain_json_schema(sc.to_json_schema(COMPARE_ARGS)), bind,
+        annotations={"readOnlyHint": False, "openWorldHint": True})
+
+
+def run_compare(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
+    try:
+        summary = orchestrate.run_compare(
+            args["prompt"], args["backends"], ctx.cfg, model=args["model"],
+            workdir=args["workdir"], sequential=args["sequential"],
+            options={"timeout": ctx.timeout}, policy=ctx.policy, cancel=call.cancel,
+            on_progress=_Progress(call, "backend", len(args["backends"])))
+    except execute.ExecError as exc:
+        return error_result(str(exc))
+    text = format_compare_text(summary) + "".join(
+        "skipped %s: %s\n" % (s["backend"], s["reason"]) for s in summary["skipped"])
+    failed = any(r["status"] != "completed" for r in summary["results"])
+    return tool_result(text, summary, is_error=failed)
+
+
+def parallel_tool(ctx: Context) -> Tool:
+    check = _checked("clinvk_parallel", PARALLEL_ARGS)
+
+    def bind(arguments: Dict[str, Any]) -> Callable[[Call], Dict[str, Any]]:
+        args = check(arguments)
+        return lambda call: run_parallel(ctx, args, call)
+
+    return Tool(
+        "clinvk_parallel",
+        "Run several prompts at once, each on its own backend (claude, codex or gemini), "
+        "and get every result in the order given. A task that fails fails alone unless "
+        "fail_fast is true. Runs are ephemeral (no session).",
+        plain_json_schema(sc.to_json_schema(PARALLEL_ARGS)), bind,
+        annotations={"readOnlyHint": False, "openWorldHint": True})
+
+
+def run_parallel(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
+    tasks = args["tasks"]
+    summary = orchestrate.run_parallel(
+        _with_timeout(ctx, tasks), ctx.cfg, max_parallel=args.get("max_parallel") or 0,
+        fail_fast=args["fail_fast"], policy=ctx.policy, cancel=call.cancel,
+        on_progress=_Progress(call, "task", len(tasks)))
+    text = format_parallel_text(summary, tasks, quiet=False, table=False)
+    return tool_result(text, summary, is_error=summary["failed"] > 0)
+
+
+def chain_tool(ctx: Context) -> Tool:
+    check = _checked("clinvk_chain", CHAIN_ARGS)
+
+    def bind(arguments: Dict[str, Any]) -> Callable[[Call], Dict[str, Any]]:
+        args = check(arguments)
+        try:
+            orchestrate.check_chain_steps(args["steps"])
+        except orchestrate.SpecError as exc:
+            raise _spec_error("clinvk_chain", exc)
+        return lambda call: run_chain(ctx, args, call)
+
+    return Tool(
+        "clinvk_chain",
+        "Run steps one after another, each on its own backend; {{previous}} in a step's "
+        "prompt is replaced by the previous step's output (e.g. claude drafts, codex "
+        "reviews). Runs are ephemeral (no session).",
+        plain_json_schema(sc.to_json_schema(CHAIN_ARGS)), bind,
+        annotations={"readOnlyHint": False, "openWorldHint": True})
+
+
+def run_chain(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
+    steps = args["steps"]
+    summary = orchestrate.run_chain(
+        _with_timeout(ctx, steps), ctx.cfg, stop_on_failure=args["stop_on_failure"],
+        pass_working_dir=args["pass_working_dir"], policy=ctx.policy, cancel=call.cancel,
+        on_progress=_Progress(call, "step", len(steps)))
+    return tool_result(format_chain_text(summary), summary,
+                       is_error=summary["failed_step"] is not None)
+
+
+def all_tools(ctx: Context) -> List[Tool]:
+    """Every tool, in the order tools/list shows them."""
+    return [prompt_tool(ctx), compare_tool(ctx), parallel_tool(ctx), chain_tool(ctx),
+            backends_tool(ctx), sessions_tool(ctx)]

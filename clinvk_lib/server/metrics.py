@@ -1,0 +1,289 @@
+"""Prometheus metrics in the text exposition format 0.0.4, and the set clinvk exports.
+
+Recording is a lock and a dict update, so it never holds up a streaming response; all
+formatting happens in ``render()``, when ``GET /metrics`` asks.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import platform
+import re
+import threading
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..events import Usage
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def format_value(value: float) -> str:
+    """A sample value as Prometheus writes it: ``3``, ``0.25``, ``+Inf``, ``NaN``."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return "%d" % value
+    return repr(float(value))
+
+
+def escape_label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _label_text(names: Sequence[str], values: Sequence[str]) -> str:
+    if not names:
+        return ""
+    return "{" + ",".join('%s="%s"' % (n, escape_label_value(v))
+                          for n, v in zip(names, values)) + "}"
+
+
+class _Metric:
+    """A metric family: a name, help text, label names and one value per label combination."""
+
+    kind = ""
+
+    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
+        if not _NAME.match(name):
+            raise ValueError("invalid metric name %r" % (name,))
+        for label in labelnames:
+            if not _LABEL.match(label) or label.startswith("__") or label == "le":
+                raise ValueError("invalid label name %r for metric %s" % (label, name))
+        self.name = name
+        self.help = help
+        self.labelnames = tuple(labelnames)
+        self._lock = threading.Lock()
+
+    def _key(self, labelvalues: Sequence[object]) -> Tuple[str, ...]:
+        if len(labelvalues) != len(self.labelnames):
+            raise ValueError("%s takes labels %s: got %d value(s)"
+                             % (self.name, ", ".join(self.labelnames) or "(none)",
+                                len(labelvalues)))
+        return tuple(str(v) for v in labelvalues)
+
+    def render(self) -> List[str]:
+        lines = ["# HELP %s %s" % (self.name, _escape_help(self.help)),
+                 "# TYPE %s %s" % (self.name, self.kind)]
+        lines.extend(self._samples())
+        return lines
+
+    def _samples(self) -> List[str]:
+        raise NotImplementedError
+
+
+class _Scalar(_Metric):
+    """Counter and Gauge: one number per label combination."""
+
+    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
+        super().__init__(name, help, labelnames)
+        self._values: Dict[Tuple[str, ...], float] = {}
+        if not self.labelnames:
+            self._values[()] = 0.0          # an unlabelled series exists from the start
+
+    def _add(self, labelvalues: Sequence[object], amount: float) -> None:
+        key = self._key(labelvalues)
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
+    def value(self, *labelvalues: object) -> float:
+        """The current value for these label values (0 if never recorded)."""
+        key = self._key(labelvalues)
+        with self._lock:
+            return self._values.get(key, 0.0)
+
+    def _snapshot(self) -> List[Tuple[Tuple[str, ...], float]]:
+        with self._lock:
+            return sorted(self._values.items())
+
+    def _samples(self) -> List[str]:
+        return ["%s%s %s" % (self.name, _label_text(self.labelnames, key), format_value(v))
+                for key, v in self._snapshot()]
+
+
+class Counter(_Scalar):
+    """A count that only goes up."""
+
+    kind = "counter"
+
+    def inc(self, *labelvalues: object, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("counter %s cannot decrease (amount %r)" % (self.name, amount))
+        self._add(labelvalues, amount)
+
+
+class Gauge(_Scalar):
+    """A value that goes up and down, or (with ``callback``, unlabelled) one read at render
+    time."""
+
+    kind = "gauge"
+
+    def __init__(self, name: str, help: str, labelnames: Sequence[str] = (),
+                 callback: Optional[Callable[[], float]] = None) -> None:
+        if callback is not None and labelnames:
+            raise ValueError("gauge %s: a callback gauge has no labels" % (name,))
+        super().__init__(name, help, labelnames)
+        self._callback = callback
+
+    def set(self, value: float, *labelvalues: object) -> None:
+        key = self._key(labelvalues)
+        with self._lock:
+            self._values[key] = float(value)
+
+    def inc(self, *labelvalues: object, amount: float = 1.0) -> None:
+        self._add(labelvalues, amount)
+
+    def dec(self, *labelvalues: object, amount: float = 1.0) -> None:
+        self._add(labelvalues, -amount)
+
+    def _snapshot(self) -> List[Tuple[Tuple[str, ...], float]]:
+        if self._callback is None:
+            return super()._snapshot()
+        try:
+            return [((), float(self._callback()))]
+        except Exception:
+            # A failing source (say, an unreadable session store) must not take down the whole
+            # /metrics page; the series is left out and /health reports the cause.
+            return []
+
+
+class Histogram(_Metric):
+    """Observations counted into cumulative ``le`` buckets, with ``_sum`` and ``_count``."""
+
+    kind = "histogram"
+
+    def __init__(self, name: str, help: str, labelnames: Sequence[str] = (),
+                 buckets: Sequence[float] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                                             2.5, 5.0, 10.0)) -> None:
+        super().__init__(name, help, labelnames)
+        bounds = sorted(float(b) for b in buckets if not math.isinf(b))
+        if not bounds or len(set(bounds)) != len(bounds):
+            raise ValueError("histogram %s needs distinct finite buckets: got %r" % (name, buckets))
+        self.buckets = tuple(bounds)
+        # key -> [per-bucket counts (last one: above every bound), sum]
+        self._series: Dict[Tuple[str, ...], list] = {}
+        if not self.labelnames:
+            self._series[()] = [[0] * (len(bounds) + 1), 0.0]
+
+    def observe(self, value: float, *labelvalues: object) -> None:
+        key = self._key(labelvalues)
+        index = bisect.bisect_left(self.buckets, value)     # first bound >= value: le is <=
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = [[0] * (len(self.buckets) + 1), 0.0]
+            series[0][index] += 1
+            series[1] += value
+
+    def _samples(self) -> List[str]:
+        with self._lock:
+            snapshot = sorted((key, list(s[0]), s[1]) for key, s in self._series.items())
+        lines = []
+        names = self.labelnames + ("le",)
+        for key, counts, total in snapshot:
+            cumulative = 0
+            for bound, count in zip(self.buckets + (math.inf,), counts):
+                cumulative += count
+                lines.append("%s_bucket%s %d" % (
+                    self.name, _label_text(names, key + (format_value(bound),)), cumulative))
+            labels = _label_text(self.labelnames, key)
+            lines.append("%s_sum%s %s" % (self.name, labels, format_value(total)))
+            lines.append("%s_count%s %d" % (self.name, labels, cumulative))
+        return lines
+
+
+class Registry:
+    """The metrics one ``/metrics`` page shows, in registration order."""
+
+    def __init__(self) -> None:
+        self._metrics: List[_Metric] = []
+
+    def register(self, metric: _Metric) -> _Metric:
+        if any(m.name == metric.name for m in self._metrics):
+            raise ValueError("metric %s is already registered" % (metric.name,))
+        self._metrics.append(metric)
+        return metric
+
+    def render(self) -> str:
+        """The exposition text (format 0.0.4), ending in a newline."""
+        lines: List[str] = []
+        for metric in self._metrics:
+            lines.extend(metric.render())
+        return "\n".join(lines) + "\n"
+
+
+# Agent runs take seconds to many minutes; the defaults of Prometheus clients stop at 10 s.
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+RUN_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+# Any other method string is counted as OTHER: a client must not be able to mint label values.
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+TOKEN_KINDS = ("input", "output", "cached", "reasoning")
+
+
+class ServerMetrics:
+    """The clinvk metric set and the calls the server makes to record it."""
+
+    def __init__(self, version: str, session_count: Optional[Callable[[], float]] = None,
+                 python_version: str = platform.python_version()) -> None:
+        r = self.registry = Registry()
+        self.http_requests = r.register(Counter(
+            "clinvk_http_requests_total", "HTTP requests answered, by route template and status.",
+            ("method", "route", "status")))
+        self.http_duration = r.register(Histogram(
+            "clinvk_http_request_duration_seconds",
+            "Time from request to the end of the response (streams included).",
+            ("method", "route"), HTTP_BUCKETS))
+        self.in_flight = r.register(Gauge(
+            "clinvk_http_requests_in_flight", "HTTP requests being handled now."))
+        self.backend_runs = r.register(Counter(
+            "clinvk_backend_runs_total", "Backend CLI runs, by outcome.", ("backend", "outcome")))
+        self.backend_duration = r.register(Histogram(
+            "clinvk_backend_run_duration_seconds", "Duration of backend CLI runs.",
+            ("backend",), RUN_BUCKETS))
+        self.backend_tokens = r.register(Counter(
+            "clinvk_backend_tokens_total", "Tokens the backends reported, by kind.",
+            ("backend", "kind")))
+        self.rate_limited = r.register(Counter(
+            "clinvk_rate_limited_total", "Requests refused with 429 by the rate limiter."))
+        self.auth_failures = r.register(Counter(
+            "clinvk_auth_failures_total", "Requests refused with 401 (missing or wrong API key)."))
+        self.sessions = r.register(Gauge(
+            "clinvk_sessions", "Sessions in the session store.", callback=session_count))
+        self.build_info = r.register(Gauge(
+            "clinvk_build_info", "Always 1; the labels name the running build.",
+            ("version", "python")))
+        self.build_info.set(1, version, python_version)
+
+    def request_started(self) -> None:
+        self.in_flight.inc()
+
+    def request_finished(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Record a finished request. ``route`` is the matched template
+        (``/api/v1/sessions/{id}``), never the raw path, so ids do not become series."""
+        self.in_flight.dec()
+        method = method if method in _METHODS else "OTHER"
+        self.http_requests.inc(method, route, status)
+        self.http_duration.observe(seconds, method, route)
+
+    def run_finished(self, backend: str, outcome: str, seconds: float,
+                     usage: Optional[Usage] = None) -> None:
+        """Record a finished backend run and the tokens it reported."""
+        self.backend_runs.inc(backend, outcome)
+        self.backend_duration.observe(seconds, backend)
+        if usage is not None:
+            for kind in TOKEN_KINDS:
+                count = getattr(usage, kind + "_tokens", 0)
+                if count:
+                    self.backend_tokens.inc(backend, kind, amount=count)
+
+    def render(self) -> str:
+        return self.registry.render()

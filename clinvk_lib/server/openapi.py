@@ -1,0 +1,264 @@
+"""The OpenAPI 3.0.3 document of the HTTP API, generated from the route list and the schema
+tables in ``schema.py`` (the same tables that validate requests)."""
+
+from __future__ import annotations
+
+import http
+import re
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from .. import __version__
+from . import schema as s
+
+NATIVE = "Native API"
+OPENAI = "OpenAI Compatible"
+ANTHROPIC = "Anthropic Compatible"
+META = "Meta"
+
+NDJSON = "application/x-ndjson"
+SSE = "text/event-stream"
+
+TAG_DESCRIPTIONS = {
+    NATIVE: "Every clinvk feature with explicit backend selection; NDJSON streaming of "
+            "unified events.",
+    OPENAI: "Chat Completions for OpenAI SDKs and tools (base URL .../openai/v1).",
+    ANTHROPIC: "Messages for Anthropic SDKs and tools (base URL .../anthropic).",
+    META: "Health, metrics and this documentation.",
+}
+
+# Each API style answers errors in its own clients' shape.
+ERROR_SCHEMAS = {NATIVE: s.NativeError, META: s.NativeError, OPENAI: s.OpenAIError,
+                 ANTHROPIC: s.AnthropicError}
+
+_STREAM_NOTES = {NDJSON: "an NDJSON stream of unified events (one per line) when "
+                         "output_format is stream-json",
+                 SSE: "server-sent events when stream is true"}
+
+_ERROR_NOTES = {
+    400: "Unparsable JSON, a body that is not an object, or a field that is missing, of the "
+         "wrong type or out of range (the message names it)",
+    401: "Missing or invalid API key",
+    404: "Not found",
+    413: "Request body over server.max_request_body_bytes",
+    415: "Content-Type is not application/json",
+    429: "Rate limited; retry after Retry-After seconds",
+    500: "Internal error",
+    503: "Backend CLI not installed, or the server is at its concurrency limit",
+    504: "The backend run exceeded server.request_timeout_secs",
+}
+
+_RETRY_HEADERS = {
+    "Retry-After": {"description": "Seconds to wait before retrying.",
+                    "schema": {"type": "integer"}},
+}
+_RATE_HEADERS = dict(_RETRY_HEADERS, **{
+    "RateLimit-Limit": {"description": "Bucket size (requests).", "schema": {"type": "integer"}},
+    "RateLimit-Remaining": {"description": "Requests left in the bucket.",
+                            "schema": {"type": "integer"}},
+})
+_REQUEST_ID_HEADER = {"X-Request-Id": {"description": "The request's id, as in the access log.",
+                                       "schema": {"type": "string"}}}
+
+
+class Route(NamedTuple):
+    """One operation of the API, as the OpenAPI document describes it.
+
+    ``params`` declares path and query parameters: a field whose name appears as ``{name}`` in
+    ``path`` is a path parameter, any other a query parameter. ``response`` is the 200 body's
+    schema (``None``: a free-form object for JSON, a string for other media types).
+    """
+
+    method: str
+    path: str
+    operation_id: str
+    tag: str
+    summary: str
+    request: Optional[s.Obj] = None
+    response: Optional[s.Node] = None
+    errors: Tuple[int, ...] = ()
+    streaming: Tuple[str, ...] = ()
+    params: Optional[s.Obj] = None
+    media_type: str = "application/json"
+    public: bool = False
+    description: str = ""
+
+
+_BODY = (400, 401, 413, 415, 429)               # every route with a JSON body
+_RUN = (503, 504)                               # every route that runs a backend
+_COMPAT = (400, 401, 404, 413, 415, 429, 500, 503, 504)
+
+DEFAULT_ROUTES: Tuple[Route, ...] = (
+    Route("POST", "/api/v1/prompt", "executePrompt", NATIVE, "Execute a prompt",
+          request=s.PromptRequest, response=s.PromptResponse, errors=_BODY + (404,) + _RUN,
+          streaming=(NDJSON,),
+          description="Runs one prompt. Unless ephemeral, creates a session (or continues "
+                      "session_id; 404 if it does not exist). A backend that ran and failed is "
+                      "a 200 with exit_code and error."),
+    Route("POST", "/api/v1/parallel", "executeParallel", NATIVE, "Execute parallel tasks",
+          request=s.ParallelRequest, response=s.ParallelResponse, errors=_BODY + _RUN,
+          description="Runs the tasks concurrently (always ephemeral)."),
+    Route("POST", "/api/v1/chain", "executeChain", NATIVE, "Execute a chain of steps",
+          request=s.ChainRequest, response=s.ChainResponse, errors=_BODY + _RUN,
+          description="Runs the steps in order, replacing {{previous}} with the previous "
+                      "step's output (always ephemeral)."),
+    Route("POST", "/api/v1/compare", "executeCompare", NATIVE, "Compare backends",
+          request=s.CompareRequest, response=s.CompareResponse, errors=_BODY + _RUN,
+          description="Runs one prompt on several backends (always ephemeral)."),
+    Route("GET", "/api/v1/backends", "listBackends", NATIVE, "List backends",
+          response=s.BackendsResponse, errors=(401, 429)),
+    Route("GET", "/api/v1/sessions", "listSessions", NATIVE, "List sessions",
+          response=s.SessionsList, errors=(400, 401, 429), params=s.SessionsQuery),
+    Route("GET", "/api/v1/sessions/{id}", "getSession", NATIVE, "Get a session",
+          response=s.Session, errors=(401, 404, 429), params=s.SessionPath),
+    Route("DELETE", "/api/v1/sessions/{id}", "deleteSession", NATIVE, "Delete a session",
+          response=s.SessionDeleted, errors=(401, 404, 429), params=s.SessionPath),
+    Route("GET", "/openai/v1/models", "openaiListModels", OPENAI, "List models",
+          response=s.OpenAIModelList, errors=(401, 429),
+          description="The backends as models, plus backend/model entries for configured "
+                      "models."),
+    Route("GET", "/openai/v1/models/{id}", "openaiGetModel", OPENAI, "Get a model",
+          response=s.OpenAIModel, errors=(401, 404, 429), params=s.ModelPath),
+    Route("POST", "/openai/v1/chat/completions", "openaiChatCompletions", OPENAI,
+          "Create a chat completion", request=s.ChatCompletionRequest,
+          response=s.OpenAIChatCompletion, errors=_COMPAT, streaming=(SSE,),
+          description="The reply carries X-Clinvk-Session-Id; send it back as a request header "
+                      "to continue that session with only the newest user turn."),
+    Route("POST", "/anthropic/v1/messages", "anthropicCreateMessage", ANTHROPIC,
+          "Create a message", request=s.MessagesRequest, response=s.AnthropicMessageResponse,
+          errors=_COMPAT, streaming=(SSE,),
+          description="Also served at /anthropic/v1/v1/messages, the path the Anthropic SDK "
+                      "requests when its base_url ends in /v1."),
+    Route("POST", "/anthropic/v1/messages/count_tokens", "anthropicCountTokens", ANTHROPIC,
+          "Count tokens (estimate)", request=s.CountTokensRequest,
+          response=s.CountTokensResponse, errors=(400, 401, 404, 413, 415, 429)),
+    Route("GET", "/health", "healthCheck", META, "Health check", response=s.Health,
+          errors=(429,), public=True,
+          description="200 when ok or degraded; 503 with the same body when unhealthy. "
+                      "Needs no API key."),
+    Route("GET", "/metrics", "getMetrics", META, "Prometheus metrics", errors=(401, 404, 429),
+          media_type="text/plain",
+          description="Prometheus text exposition format 0.0.4. 404 unless "
+                      "server.metrics_enabled; needs an API key unless server.metrics_public."),
+    Route("GET", "/openapi.json", "getOpenAPI", META, "This OpenAPI document", errors=(429,),
+          public=True),
+    Route("GET", "/docs", "getDocs", META, "API documentation (HTML)", errors=(429,),
+          media_type="text/html", public=True,
+          description="A self-contained page: no external scripts, styles or fonts."),
+)
+
+_PATH_PARAM = re.compile(r"{([^}]+)}")
+
+
+def build_openapi(routes: Sequence[Route] = DEFAULT_ROUTES, version: str = __version__,
+                  server_url: str = "http://127.0.0.1:8080") -> Dict[str, Any]:
+    """The OpenAPI 3.0.3 document (a JSON-ready dict) describing ``routes``."""
+    refs: Dict[str, dict] = {}
+    paths: Dict[str, Dict[str, Any]] = {}
+    tags: List[str] = []
+    for route in routes:
+        if route.tag not in tags:
+            tags.append(route.tag)
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "clinvk API",
+            "version": version,
+            "description": "One HTTP API for the claude, codex and gemini agent CLIs: a native "
+                           "REST API plus OpenAI- and Anthropic-compatible endpoints. When the "
+                           "server has API keys configured, send one as X-Api-Key or as "
+                           "Authorization: Bearer.",
+        },
+        "servers": [{"url": server_url}],
+        "tags": [{"name": t, "description": TAG_DESCRIPTIONS.get(t, "")} for t in tags],
+        "paths": paths,
+        "components": {
+            "schemas": {name: refs[name] for name in sorted(refs)},
+            "securitySchemes": {
+                "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+                "BearerAuth": {"type": "http", "scheme": "bearer"},
+            },
+        },
+        "security": [{"ApiKeyAuth": []}, {"BearerAuth": []}],
+    }
+
+
+def _operation(route: Route, refs: Dict[str, dict]) -> Dict[str, Any]:
+    op: Dict[str, Any] = {"operationId": route.operation_id, "tags": [route.tag],
+                          "summary": route.summary}
+    if route.description:
+        op["description"] = route.description
+    parameters = _parameters(route, refs)
+    if parameters:
+        op["parameters"] = parameters
+    if route.request is not None:
+        media: Dict[str, Any] = {"schema": s.to_json_schema(route.request, refs)}
+        if route.request.example is not None:
+            media["example"] = route.request.example
+        op["requestBody"] = {"required": True, "content": {"application/json": media}}
+    op["responses"] = _responses(route, refs)
+    if route.public:
+        op["security"] = []
+    return op
+
+
+def _parameters(route: Route, refs: Dict[str, dict]) -> List[Dict[str, Any]]:
+    in_path = _PATH_PARAM.findall(route.path)
+    declared = {f.name: f for f in route.params.fields} if route.params else {}
+    out = []
+    for name in in_path:
+        field = declared.get(name)
+        param: Dict[str, Any] = {"name": name, "in": "path", "required": True,
+                                 "schema": field.node.json_schema(refs) if field else
+                                 {"type": "string"}}
+        if field is not None:
+            _describe_param(param, field)
+        out.append(param)
+    for name, field in declared.items():
+        if name in in_path:
+            continue
+        param = {"name": name, "in": "query", "required": field.required,
+                 "schema": field.json_schema(refs)}
+        _describe_param(param, field)
+        out.append(param)
+    return out
+
+
+def _describe_param(param: Dict[str, Any], field: s.Field) -> None:
+    if field.description:
+        param["description"] = field.description
+    if field.example is not None:
+        param["example"] = field.example
+
+
+def _responses(route: Route, refs: Dict[str, dict]) -> Dict[str, Any]:
+    if route.response is not None:
+        body = s.to_json_schema(route.response, refs)
+    elif route.media_type == "application/json":
+        body = {"type": "object"}
+    else:
+        body = {"type": "string"}
+    media: Dict[str, Any] = {"schema": body}
+    example = getattr(route.response, "example", None)
+    if example is not None:
+        media["example"] = example
+    content = {route.media_type: media}
+    notes = []
+    for streaming in route.streaming:
+        content[streaming] = {"schema": {"type": "string"}}
+        notes.append(_STREAM_NOTES.get(streaming, streaming))
+    ok = {"description": "; or ".join(["OK"] + notes), "headers": dict(_REQUEST_ID_HEADER),
+          "content": content}
+    responses: Dict[str, Any] = {"200": ok}
+    error_schema = s.to_json_schema(ERROR_SCHEMAS[route.tag], refs)
+    for status in sorted(set(route.errors)):
+        resp: Dict[str, Any] = {
+            "description": _ERROR_NOTES.get(status, http.HTTPStatus(status).phrase),
+            "content": {"application/json": {"schema": error_schema}},
+        }
+        if status == 429:
+            resp["headers"] = dict(_RATE_HEADERS)
+        elif status == 503:
+            resp["headers"] = dict(_RETRY_HEADERS)
+        responses[str(status)] = resp
+    return responses
