@@ -69,7 +69,8 @@ class Prepared:
 
     def __init__(self, request: Request, backend: base.Backend, opts: base.Options,
                  argv: List[str], env: Dict[str, str], cwd: str, session: Any,
-                 stream: bool, dry_run: bool, timeout: Optional[float]) -> None:
+                 stream: bool, dry_run: bool, timeout: Optional[float],
+                 tags: Optional[List[str]] = None) -> None:
         self.request = request
         self.backend = backend
         self.opts = opts
@@ -80,6 +81,7 @@ class Prepared:
         self.stream = stream
         self.dry_run = dry_run
         self.timeout = timeout
+        self.tags = list(tags or [])    # for a new session: session.default_tags + the request's
 
     def describe(self) -> Dict[str, Any]:
         """The dry-run view: the exact command, where it would run, the session it continues."""
@@ -209,7 +211,8 @@ def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
     argv = backend.build_argv(opts, executable or backend.executable)
     env = backend.child_env(dict(os.environ if base_env is None else base_env))
     timeout = req.timeout or cfg.get("unified_flags.command_timeout_secs") or None
-    return Prepared(req, backend, opts, argv, env, cwd, session, stream, dry_run, timeout)
+    tags = list(dict.fromkeys(list(cfg.get("session.default_tags") or []) + req.tags))
+    return Prepared(req, backend, opts, argv, env, cwd, session, stream, dry_run, timeout, tags)
 
 
 def _first_mode(*values: Any) -> str:
@@ -255,7 +258,7 @@ class _SessionScope:
             self.session_id = p.session.id
         else:
             s = self.store.create(p.backend.name, p.cwd, model=p.opts.model,
-                                  initial_prompt=p.request.prompt, tags=p.request.tags,
+                                  initial_prompt=p.request.prompt, tags=p.tags,
                                   metadata=p.request.metadata)
             self.session_id = s.id
         return self

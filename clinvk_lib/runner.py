@@ -125,7 +125,6 @@ class Process:
         # When the child itself is gone, anything it left in its group (helpers, grandchildren
         # holding our stdout open) is killed, so the run ends and nothing is orphaned.
         self._proc.wait()
-        time.sleep(0.05)
         _signal_group(self.pid, signal.SIGKILL)
 
     # -- stopping ------------------------------------------------------------------------------

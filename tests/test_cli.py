@@ -341,3 +341,10 @@ def test_backends_json_lists_all_three_with_paths(env, capsys):
     rows = json.loads(out)["backends"]
     assert [r["name"] for r in rows] == ["claude", "codex", "gemini"]
     assert all(r["available"] and r["path"] for r in rows)
+
+
+def test_new_sessions_get_the_configured_default_tags(env, capsys):
+    (env["home"] / "config.yaml").write_text("session:\n  default_tags: [team-a, nightly]\n")
+    _, out, _ = run(capsys, "-b", "claude", "-o", "json", "hi")
+    sid = json.loads(out)["session_id"]
+    assert json.loads(run(capsys, "sessions", "show", sid, "--json")[1])["tags"] == ["team-a", "nightly"]

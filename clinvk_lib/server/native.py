@@ -1,0 +1,312 @@
+"""The native REST API (``/api/v1/*``) and the meta endpoints (``/health``, ``/openapi.json``,
+``/docs``, ``/metrics``), in the shapes of the API contract.
+
+Handlers translate wire formats only: a single prompt runs through the request context
+(``ctx.prepare`` / ``ctx.run`` / ``ctx.stream``), fan-outs through ``orchestrate``, sessions
+through the store. Routes come from ``openapi.DEFAULT_ROUTES``, so the document at
+``/openapi.json`` and the server cannot disagree.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from typing import Any, Callable, Dict, List
+
+from .. import __version__, events as ev, execute, orchestrate
+from ..backends import base, probe
+from . import docs as docs_page
+from . import ndjson, openapi
+from .app import App, Context, Response, StreamResponse, json_response
+from .schema import Session as SessionSchema
+from .schema import SessionsQuery, validate_query
+
+USAGE_KEYS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
+
+
+def register(app: App) -> None:
+    """Add the native and meta routes (``/metrics`` only when metrics are enabled)."""
+    handlers: Dict[str, Callable[[Context], Any]] = {
+        "executePrompt": prompt, "executeParallel": parallel, "executeChain": chain,
+        "executeCompare": compare, "listBackends": list_backends,
+        "listSessions": list_sessions, "getSession": get_session,
+        "deleteSession": delete_session, "healthCheck": health,
+        "getOpenAPI": openapi_json, "getDocs": docs,
+    }
+    if app.metrics is not None:
+        handlers["getMetrics"] = metrics
+    for spec in openapi.DEFAULT_ROUTES:
+        handler = handlers.get(spec.operation_id)
+        if handler is not None:
+            app.add_route(spec, handler)
+
+
+# -- POST /api/v1/prompt -------------------------------------------------------------------------
+
+
+def prompt(ctx: Context) -> Any:
+    """One prompt: a JSON result, or with ``output_format: stream-json`` an NDJSON stream of
+    unified events. A backend that ran and failed is a 200 with ``exit_code`` and ``error``."""
+    body = ctx.json_body()
+    stream = body["output_format"] == "stream-json"
+    request = execute.Request.from_dict(dict(
+        body,
+        # An explicit false must not switch off the operator's unified_flags.dry_run.
+        dry_run=True if body["dry_run"] else None,
+        tags=["api"]))
+    prepared = ctx.prepare(request, stream=stream)
+    if prepared.dry_run:
+        return dry_run_answer(prepared, stream)
+    if stream:
+        events = ctx.stream(prepared)
+        return StreamResponse(
+            ndjson.ndjson_lines(events, prepared.backend.name,
+                                prepared.session.id if prepared.session else "",
+                                lambda exc: ctx.app.error_for(ctx, exc).message),
+            ndjson.CONTENT_TYPE)
+    return json_response(prompt_result(ctx.run(prepared)))
+
+
+def prompt_result(outcome: execute.Outcome) -> Dict[str, Any]:
+    """The JSON answer of a finished run: session_id (absent when ephemeral), backend,
+    exit_code, duration_ms, output, error (absent on success), token_usage (when reported)."""
+    r = outcome.result
+    body: Dict[str, Any] = {}
+    if outcome.session_id:
+        body["session_id"] = outcome.session_id
+    body["backend"] = r.backend
+    # A CLI that reports an error but exits 0 still failed.
+    body["exit_code"] = r.exit_code if r.exit_code or r.ok else 1
+    body["duration_ms"] = r.duration_ms
+    body["output"] = r.text
+    if r.error:
+        body["error"] = r.error
+    if r.usage:
+        body["token_usage"] = {k: v for k, v in r.usage.to_dict().items() if k in USAGE_KEYS}
+    return body
+
+
+def dry_run_text(command: List[str]) -> str:
+    return "would run: " + shlex.join(command)
+
+
+def dry_run_answer(prepared: execute.Prepared, stream: bool) -> Any:
+    """What a dry run answers: the exact command (argv, workdir, what goes to stdin) as the
+    output of an otherwise normal answer; nothing runs and no session is created."""
+    info = prepared.describe()
+    name = prepared.backend.name
+    text = dry_run_text(info["command"])
+    if stream:
+        events = [ev.init(name, prepared.opts.model), ev.message(name, text), ev.done(name)]
+        for e in events:
+            e.session_id = info["session_id"]
+        return StreamResponse((ndjson.encode_event(e) for e in events), ndjson.CONTENT_TYPE)
+    body: Dict[str, Any] = {}
+    if info["session_id"]:
+        body["session_id"] = info["session_id"]
+    body.update(backend=name, exit_code=0, duration_ms=0, output=text, dry_run=True,
+                command=info["command"], workdir=info["workdir"], stdin=info["stdin"])
+    return json_response(body)
+
+
+# -- POST /api/v1/parallel, /chain, /compare ------------------------------------------------------
+
+
+def parallel(ctx: Context) -> Response:
+    """Tasks at once (always ephemeral); results in request order."""
+    body = ctx.json_body()
+    tasks = [_with_timeout(ctx, t) for t in body["tasks"]]
+    width = min(len(tasks), orchestrate.resolve_max_parallel(body.get("max_parallel") or 0,
+                                                             ctx.app.cfg),
+                ctx.app.limiter.limit)
+    summary = _fan_out(ctx, width, body["dry_run"], lambda progress: orchestrate.run_parallel(
+        tasks, ctx.app.cfg, max_parallel=width, fail_fast=body["fail_fast"],
+        dry_run=body["dry_run"], policy=ctx.app.policy, cancel=ctx.cancel,
+        on_progress=progress))
+    return json_response({
+        "total_tasks": summary["total_tasks"], "completed": summary["completed"],
+        "failed": summary["failed"], "total_duration_ms": summary["total_duration_ms"],
+        "results": [run_item(r) for r in summary["results"]]})
+
+
+def chain(ctx: Context) -> Response:
+    """Steps in order, ``{{previous}}`` replaced by the previous step's output (ephemeral)."""
+    body = ctx.json_body()
+    steps = [_with_timeout(ctx, s) for s in body["steps"]]
+    summary = _fan_out(ctx, 1, body["dry_run"], lambda progress: orchestrate.run_chain(
+        steps, ctx.app.cfg, stop_on_failure=body["stop_on_failure"],
+        pass_working_dir=body["pass_working_dir"], dry_run=body["dry_run"],
+        policy=ctx.app.policy, cancel=ctx.cancel, on_progress=progress))
+    out: Dict[str, Any] = {"total_steps": summary["total_steps"],
+                           "completed_steps": summary["completed_steps"]}
+    if summary["failed_step"]:
+        out["failed_step"] = summary["failed_step"]
+    out["total_duration_ms"] = summary["total_duration_ms"]
+    out["results"] = [_named(r, {"step": r["step"]}) for r in summary["results"]]
+    return json_response(out)
+
+
+def compare(ctx: Context) -> Response:
+    """One prompt on several backends (ephemeral); results in request order. A backend that
+    is not installed is left out and listed under ``skipped``."""
+    body = ctx.json_body()
+    width = 1 if body["sequential"] else min(len(body["backends"]), ctx.app.limiter.limit)
+    options = {"timeout": ctx.app.request_timeout} if ctx.app.request_timeout else {}
+    summary = _fan_out(ctx, width, body["dry_run"], lambda progress: orchestrate.run_compare(
+        body["prompt"], body["backends"], ctx.app.cfg, model=body["model"],
+        workdir=body["workdir"], sequential=body["sequential"], dry_run=body["dry_run"],
+        options=options, policy=ctx.app.policy, cancel=ctx.cancel, on_progress=progress))
+    out: Dict[str, Any] = {"prompt": summary["prompt"], "backends": summary["backends"],
+                           "total_duration_ms": summary["total_duration_ms"],
+                           "results": [_compared(r) for r in summary["results"]]}
+    if summary["skipped"]:
+        out["skipped"] = summary["skipped"]
+    return json_response(out)
+
+
+def _fan_out(ctx: Context, width: int, dry_run: bool,
+             run: Callable[[Callable[[str, int, Dict[str, Any]], None]], Dict[str, Any]]
+             ) -> Dict[str, Any]:
+    """Run an orchestration holding ``width`` run slots (none for a dry run), cancelled when
+    the client hangs up, with each finished item counted in the metrics."""
+    def progress(kind: str, index: int, item: Dict[str, Any]) -> None:
+        if kind == "finished" and "dry_run" not in item and item["status"] != "cancelled":
+            ctx.app.record_run(item["backend"], "success" if item["status"] == "completed"
+                               else "failure", item["duration_ms"],
+                               ev.Usage.from_dict(item.get("usage")))
+    if dry_run:
+        return run(progress)
+    release = ctx.hold_run_slot(width)
+    try:
+        return run(progress)
+    finally:
+        release()
+
+
+def _with_timeout(ctx: Context, item: Dict[str, Any]) -> Dict[str, Any]:
+    return dict(item, timeout=ctx.app.request_timeout) if ctx.app.request_timeout else item
+
+
+def run_item(entry: Dict[str, Any]) -> Dict[str, Any]:
+    """One orchestration result in the contract's shape: backend, exit_code, duration_ms,
+    then output, error and token_usage when they have something to say."""
+    item: Dict[str, Any] = {"backend": entry["backend"], "exit_code": entry["exit_code"],
+                            "duration_ms": entry["duration_ms"]}
+    output = entry.get("output") or ""
+    if "dry_run" in entry:
+        output = dry_run_text(entry["dry_run"]["command"])
+    if output:
+        item["output"] = output
+    if entry.get("error"):
+        item["error"] = entry["error"]
+    usage = {k: v for k, v in (entry.get("usage") or {}).items() if k in USAGE_KEYS}
+    if any(usage.values()):
+        item["token_usage"] = usage
+    return item
+
+
+def _named(entry: Dict[str, Any], head: Dict[str, Any]) -> Dict[str, Any]:
+    if entry.get("name"):
+        head["name"] = entry["name"]
+    head.update(run_item(entry))
+    return head
+
+
+def _compared(entry: Dict[str, Any]) -> Dict[str, Any]:
+    item = run_item(entry)
+    if entry.get("model"):
+        return dict({"backend": item.pop("backend"), "model": entry["model"]}, **item)
+    return item
+
+
+# -- backends and sessions ------------------------------------------------------------------------
+
+
+def backend_rows(ctx: Context) -> List[Dict[str, Any]]:
+    """Every backend with ``available``: its CLI is on PATH and the config enables it."""
+    installed = probe.availability()
+    return [{"name": name, "available": bool(installed.get(name))
+             and execute.backend_enabled(ctx.app.cfg, name)} for name in base.names()]
+
+
+def list_backends(ctx: Context) -> Response:
+    return json_response({"backends": backend_rows(ctx)})
+
+
+def session_info(session) -> Dict[str, Any]:
+    """A stored session as the API shows it: the documented fields only (never the
+    backend's own session id or the metadata)."""
+    d = session.to_dict()
+    return {f.name: d[f.name] for f in SessionSchema.fields if f.name in d}
+
+
+def list_sessions(ctx: Context) -> Response:
+    """Sessions, most recently used first; ``limit`` 0 = all; ``total`` counts the matches."""
+    q = validate_query(SessionsQuery, ctx.query())
+    found, total = ctx.app.store.list(backend=q.get("backend"), status=q.get("status"),
+                                      limit=q["limit"] or None, offset=q["offset"])
+    return json_response({"sessions": [session_info(s) for s in found], "total": total,
+                          "limit": q["limit"], "offset": q["offset"]})
+
+
+def get_session(ctx: Context) -> Response:
+    return json_response(session_info(ctx.app.store.resolve(ctx.params["id"])))
+
+
+def delete_session(ctx: Context) -> Response:
+    session = ctx.app.store.resolve(ctx.params["id"])
+    ctx.app.store.delete(session.id)
+    return json_response({"deleted": True, "id": session.id})
+
+
+# -- meta -----------------------------------------------------------------------------------------
+
+
+def health(ctx: Context) -> Response:
+    """ok; degraded when an enabled backend's CLI is missing; unhealthy (HTTP 503) when the
+    session store cannot be used."""
+    rows = backend_rows(ctx)
+    available, count, problem = ctx.app.store.health()
+    missing = [r for r in rows if not r["available"]
+               and execute.backend_enabled(ctx.app.cfg, r["name"])]
+    status = "unhealthy" if not available else "degraded" if missing else "ok"
+    store: Dict[str, Any] = {"available": available, "session_count": count}
+    if problem:
+        store["error"] = problem
+    millis = int((time.monotonic() - ctx.app.started) * 1000)
+    return json_response({"status": status, "version": __version__,
+                          "uptime": format_uptime(millis), "uptime_millis": millis,
+                          "backends": rows, "session_store": store},
+                         503 if status == "unhealthy" else 200)
+
+
+def format_uptime(millis: int) -> str:
+    """``45s``, ``3m25s``, ``1h0m0s`` (whole seconds, rounded)."""
+    total = int(round(millis / 1000.0))
+    hours, rest = divmod(total, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return "%dh%dm%ds" % (hours, minutes, seconds)
+    if minutes:
+        return "%dm%ds" % (minutes, seconds)
+    return "%ds" % seconds
+
+
+def openapi_document(ctx: Context) -> Dict[str, Any]:
+    """The OpenAPI document of every route this server answers."""
+    return openapi.build_openapi(ctx.app.specs(), __version__, server_url=ctx.base_url())
+
+
+def openapi_json(ctx: Context) -> Response:
+    return json_response(openapi_document(ctx))
+
+
+def docs(ctx: Context) -> Response:
+    html = docs_page.render_docs_html(openapi_document(ctx))
+    return Response(200, html.encode("utf-8"), "text/html; charset=utf-8")
+
+
+def metrics(ctx: Context) -> Response:
+    from .metrics import CONTENT_TYPE
+    return Response(200, ctx.app.metrics.render().encode("utf-8"), CONTENT_TYPE)
+
