@@ -350,6 +350,8 @@ def run_prompt(args: argparse.Namespace, cfg, store, prompt: str, session_id: st
         prepared = execute.prepare(req, cfg, store, stream=(fmt == "stream-json"))
     except execute.ExecError as exc:
         return exec_error_exit(exc)
+    for warning in prepared.warnings:
+        _err("warning: %s" % warning)
     if prepared.dry_run:
         return _print_dry_run(prepared, fmt)
     try:

@@ -82,12 +82,14 @@ class Prepared:
         self.dry_run = dry_run
         self.timeout = timeout
         self.tags = list(tags or [])    # for a new session: session.default_tags + the request's
+        self.warnings = backend.ignored_options(opts)   # options this CLI cannot honour
 
     def describe(self) -> Dict[str, Any]:
         """The dry-run view: the exact command, where it would run, the session it continues."""
         return {"backend": self.backend.name, "command": list(self.argv), "workdir": self.cwd,
                 "session_id": self.session.id if self.session else "",
-                "stdin": "<prompt: %d characters>" % len(self.request.prompt)}
+                "stdin": "<prompt: %d characters>" % len(self.request.prompt),
+                "warnings": list(self.warnings)}
 
 
 class Outcome:

@@ -348,3 +348,9 @@ def test_new_sessions_get_the_configured_default_tags(env, capsys):
     _, out, _ = run(capsys, "-b", "claude", "-o", "json", "hi")
     sid = json.loads(out)["session_id"]
     assert json.loads(run(capsys, "sessions", "show", sid, "--json")[1])["tags"] == ["team-a", "nightly"]
+
+
+def test_options_the_backend_cannot_honour_are_warned_about(env, capsys):
+    code, out, err = run(capsys, "-b", "codex", "--max-turns", "3", "hi")
+    assert code == 0 and out == "echo: hi\n"
+    assert "warning:" in err and "max_turns" in err
