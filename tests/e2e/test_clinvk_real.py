@@ -115,3 +115,39 @@ def test_ephemeral_gemini_run_leaves_no_gemini_session(fake_api, clinvk_env, wor
                              cwd=workdir, stdin=subprocess.DEVNULL, timeout=120)
     assert sid and sid not in listing.stdout.decode()
     assert json.loads(clinvk(clinvk_env, ["sessions", "list", "--json"]).stdout)["total"] == 0
+
+
+def test_parallel_cli_across_the_three_real_clis(fake_api, clinvk_env, workdir, tmp_path):
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"tasks": [
+        {"backend": b, "prompt": "parallel task for %s" % b, "workdir": workdir}
+        for b in BACKENDS]}))
+    p = clinvk(clinvk_env, ["parallel", "--file", str(tasks), "--json"])
+    assert p.returncode == 0, p.stderr.decode()
+    d = json.loads(p.stdout)
+    assert (d["total_tasks"], d["completed"], d["failed"]) == (3, 3, 0)
+    assert [r["output"] for r in d["results"]] == ["FAKE-REPLY: parallel task for %s" % b
+                                                   for b in BACKENDS]
+
+
+def test_chain_cli_claude_then_codex_sends_step_one_reply_to_the_model(fake_api, clinvk_env,
+                                                                       workdir, tmp_path):
+    chain = tmp_path / "chain.yaml"
+    chain.write_text("steps:\n"
+                     "  - name: analyze\n    backend: claude\n    prompt: analyze the design\n"
+                     "    workdir: '%s'\n"
+                     "  - name: improve\n    backend: codex\n    prompt: 'improve: {{previous}}'\n"
+                     "    workdir: '%s'\n" % (workdir, workdir))
+    p = clinvk(clinvk_env, ["chain", "--file", str(chain), "--json"])
+    assert p.returncode == 0, p.stderr.decode() + p.stdout.decode()
+    assert json.loads(p.stdout)["completed_steps"] == 2
+    assert fake_api.main_requests("openai")[-1]["user_text"] == \
+        "improve: FAKE-REPLY: analyze the design"
+
+
+def test_compare_cli_on_all_three_real_clis(fake_api, clinvk_env, workdir):
+    p = clinvk(clinvk_env, ["compare", "--all-backends", "-w", workdir, "--json", "which is best?"])
+    assert p.returncode == 0, p.stderr.decode()
+    d = json.loads(p.stdout)
+    assert [r["backend"] for r in d["results"]] == BACKENDS
+    assert {r["output"] for r in d["results"]} == {"FAKE-REPLY: which is best?"}
