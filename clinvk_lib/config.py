@@ -15,14 +15,10 @@ clinvoker's ``config set`` wrote every value as a string.
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
 import os
 import re
-import tempfile
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
-from . import miniyaml
 from .backends.base import APPROVAL_MODES, SANDBOX_MODES
 
 BACKEND_NAMES = ("claude", "codex", "gemini")
@@ -153,6 +149,7 @@ class _NetworkList(_StrList):
 
     def check(self, value: Any) -> Any:
         items = super().check(value)
+        import ipaddress  # only needed to check server.trusted_proxies
         for item in items:
             try:
                 ipaddress.ip_network(item, strict=False)
@@ -386,6 +383,7 @@ def set_in_file(path: str, key: str, raw_value: str) -> None:
         text, mode = "", 0o600       # the file may come to hold API keys
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError("config %s: cannot read it: %s" % (path, e)) from None
+    from . import miniyaml
     try:
         new_text = miniyaml.set_key(text, key, value, filename=path)
     except miniyaml.YAMLError as e:
@@ -415,6 +413,7 @@ def _read_file(path: str, named_by: str) -> Optional[str]:
 
 
 def _values_from_file(text: str, path: str) -> Dict[str, Any]:
+    from . import miniyaml
     try:
         data, lines = miniyaml.loads_with_lines(text, filename=path)
     except miniyaml.YAMLError as e:
@@ -481,6 +480,7 @@ def _describe(value: Any) -> str:
         return "a list"
     if isinstance(value, dict):
         return "a section"
+    from . import miniyaml
     return miniyaml.dumps_inline(value)
 
 
@@ -488,6 +488,7 @@ def _suggestion(key: str) -> str:
     names = sorted(_BY_KEY) + sorted(_SECTIONS)
     folded = [n for n in names if n.lower() == key.lower()]
     same_depth = [n for n in names if n.count(".") == key.count(".")]
+    import difflib
     close = folded or difflib.get_close_matches(key, same_depth, n=1, cutoff=0.8)
     if not close:
         leaf = key.rsplit(".", 1)[-1]
@@ -504,6 +505,7 @@ def _mask(value: Any) -> Any:
 def _write_atomically(path: str, text: str, mode: int) -> None:
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
+    import tempfile
     fd, temp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:

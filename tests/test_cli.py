@@ -354,3 +354,23 @@ def test_options_the_backend_cannot_honour_are_warned_about(env, capsys):
     code, out, err = run(capsys, "-b", "codex", "--max-turns", "3", "hi")
     assert code == 0 and out == "echo: hi\n"
     assert "warning:" in err and "max_turns" in err
+
+
+def test_sessions_list_shows_the_newest_100_by_default_and_all_with_limit_0(env, capsys):
+    from clinvk_lib.sessions import SessionStore
+    store = SessionStore(str(env["home"]))
+    for i in range(103):
+        store.create("claude", str(env["tmp"]), initial_prompt="p%d" % i)
+    d = json.loads(run(capsys, "sessions", "list", "--json")[1])
+    assert (len(d["sessions"]), d["total"], d["limit"]) == (100, 103, 100)
+    assert len(json.loads(run(capsys, "sessions", "list", "--json", "--limit", "0")[1])["sessions"]) == 103
+    assert "(100 of 103 shown" in run(capsys, "sessions", "list")[1]
+
+
+def test_age_is_relative_for_recent_times_and_a_date_after_a_week():
+    now = 1_800_000_000.0
+    assert cli._age("2027-01-15T08:00:00Z", now) == "just now"
+    assert cli._age("2027-01-15T07:55:00.5Z", now) == "5m ago"
+    assert cli._age("2027-01-15T05:00:00Z", now) == "3h ago"
+    assert cli._age("2027-01-05T08:00:00Z", now) == "2027-01-05"
+    assert cli._age("garbage", now) == "?"

@@ -344,21 +344,22 @@ def register(backend: Backend) -> Backend:
     return backend
 
 
+# The backends, in the stable order used everywhere; each module registers itself on import.
+NAMES = ("claude", "codex", "gemini")
+
+
 def names() -> List[str]:
     """Backend names in the stable order used everywhere (claude, codex, gemini)."""
-    _load_all()
-    return sorted(_REGISTRY)
+    return list(NAMES)
 
 
 def get(name: str) -> Backend:
-    """The backend called ``name``; KeyError with a message listing the known ones."""
-    _load_all()
+    """The backend called ``name`` (importing only its module); KeyError with a message
+    listing the known ones."""
+    if name not in _REGISTRY and name in NAMES:
+        import importlib
+        importlib.import_module("%s.%s" % (__package__, name))
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError("unknown backend %r (expected one of: %s)" % (name, ", ".join(names())))
-
-
-def _load_all() -> None:
-    if len(_REGISTRY) < 3:
-        from . import claude, codex, gemini  # noqa: F401  (they register themselves)
+        raise KeyError("unknown backend %r (expected one of: %s)" % (name, ", ".join(NAMES)))

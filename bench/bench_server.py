@@ -1,0 +1,315 @@
+"""Issue 5 benchmarks: the HTTP server (run: python3 bench/bench_server.py).
+
+Every baseline spawns the very command the server runs (its argv from a ``dry_run`` request,
+the prompt on stdin, the same workdir), each in its own session like clinvk's runner.
+
+1. `POST /api/v1/prompt` on the zero-work fake against spawning that fake directly, median of
+   100 pairs, target <= 1.5x: once with ``ephemeral: true`` and once the default way (a
+   session is saved).
+2. First NDJSON event: how long after the backend printed its first line the client has the
+   event it became, against how long a direct reader of the backend's stdout takes to see that
+   line; target: at most 5 ms later. The fake runs in ``FAKE_CLI_MODE=slow`` (it stalls before
+   every line), through a wrapper that notes ``time.monotonic()`` (one clock for every process
+   on Linux) right after it flushed its first line.
+3. 500 concurrent streaming requests (sessions saved), each held 5 s by a zero-work shell
+   fake (the Python fake's own stream-json lines, a sleep after the first: 500 Python fakes
+   would spend seconds of CPU just starting on 2 cores, and the streams would not overlap):
+   all succeed, server peak RSS (VmHWM) <= 150 MB; ``CLINVK_SERVER_MAX_CONCURRENT_RUNS=600``.
+4. Throughput at concurrency 16 on the zero-work fake: at least 60% of the rate of the same
+   spawns from a plain 16-thread pool; once with the server's default run-slot limit
+   (``max(4, 2 x CPUs)``, so requests beyond it queue) and once with 16 slots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, List, Optional, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (FAKE_BIN, Server, dry_run_command, fake_env, holding_fake,  # noqa: E402
+                    need_pyz, paired, post_ok, raise_nofile, report, report_value)
+
+ISSUE = "5"
+PROMPT = "hi"
+STREAM_BODY = {"backend": "claude", "prompt": PROMPT, "output_format": "stream-json",
+               "ephemeral": True}
+
+# A fake claude that notes when its first line is out (see 2. above).
+MARKING_FAKE = """#!/usr/bin/env python3
+import os, sys, time
+sys.path.insert(0, %r)
+import fake_cli
+_write = fake_cli.Run._write
+def write(self, text):
+    _write(self, text)
+    if self.lines_written == 0:
+        with open(os.environ["BENCH_FIRST_LINE_FILE"], "a") as f:
+            f.write("%%.9f\\n" %% time.monotonic())
+fake_cli.Run._write = write
+sys.exit(fake_cli.main("claude", sys.argv[1:]))
+""" % os.path.dirname(FAKE_BIN)
+
+
+def spawn(command: List[str], workdir: str, env: Dict[str, str]) -> None:
+    """Run ``command`` the way the server's runner does; raise if it fails."""
+    subprocess.run(command, input=PROMPT.encode(), stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE, cwd=workdir, env=env, check=True,
+                   start_new_session=True)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# -- 1. prompt overhead --------------------------------------------------------------------------
+
+
+def bench_prompt_overhead() -> None:
+    with Server() as server:
+        conn = server.connect()
+        for label, body in (("ephemeral", {"backend": "claude", "prompt": PROMPT,
+                                           "ephemeral": True}),
+                            ("with session", {"backend": "claude", "prompt": PROMPT})):
+            command, workdir = dry_run_command(conn, body)
+            r = paired(lambda: timed(lambda: post_ok(conn, "/api/v1/prompt", body)),
+                       lambda: timed(lambda: spawn(command, workdir, server.env)), 100)
+            report(ISSUE, "POST /api/v1/prompt (%s) vs fake direct" % label, r, 1.5,
+                   "server", "fake direct")
+        conn.close()
+
+
+# -- 2. first NDJSON event ---------------------------------------------------------------------
+
+
+def _marks(path: str) -> List[float]:
+    try:
+        with open(path) as f:
+            return [float(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _first_line_direct(command: List[str], workdir: str, env: Dict[str, str],
+                       mark_file: str) -> float:
+    """Seconds between the fake's first line leaving it and this reader having it."""
+    os.truncate(mark_file, 0)
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, cwd=workdir, env=env,
+                            start_new_session=True)
+    proc.stdin.write(PROMPT.encode())
+    proc.stdin.close()
+    line = proc.stdout.readline()
+    got = time.monotonic()
+    mark = _wait_mark(mark_file) if line else 0.0
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    if not line:
+        raise RuntimeError("the fake printed nothing")
+    return got - mark
+
+
+def _first_event_server(server: Server, mark_file: str) -> float:
+    """Seconds between the fake's first line leaving it and the client having the NDJSON event
+    made from it (the ``init`` event carrying the backend's session id)."""
+    os.truncate(mark_file, 0)
+    conn = server.connect()
+    conn.request("POST", "/api/v1/prompt", body=json.dumps(STREAM_BODY).encode(),
+                 headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    line = resp.readline()
+    got = time.monotonic()
+    mark = _wait_mark(mark_file)
+    conn.close()                     # the server cancels the run when the client goes
+    event = json.loads(line)
+    if resp.status != 200 or event["type"] != "init" or not event["content"].get(
+            "backend_session_id"):
+        raise RuntimeError("unexpected first event (%d): %r" % (resp.status, line))
+    return got - mark
+
+
+def _wait_mark(mark_file: str) -> float:
+    # The mark is written just after the line is flushed: the reader may be a hair earlier,
+    # so wait for it before stopping the fake.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        marks = _marks(mark_file)
+        if marks:
+            return marks[0]
+        time.sleep(0.001)
+    raise RuntimeError("the fake left no first-line mark")
+
+
+def bench_first_event() -> None:
+    bindir = tempfile.mkdtemp(prefix="clinvk-bench-marking-fake-")
+    fake = os.path.join(bindir, "claude")
+    with open(fake, "w") as f:
+        f.write(MARKING_FAKE)
+    os.chmod(fake, 0o755)
+    mark_file = os.path.join(bindir, "first-line")
+    open(mark_file, "w").close()
+    extra = {"FAKE_CLI_MODE": "slow", "FAKE_CLI_DELAY": "0.1",
+             "BENCH_FIRST_LINE_FILE": mark_file}
+    env = fake_env(extra)
+    env["PATH"] = bindir + os.pathsep + env["PATH"]
+    with Server(env) as server:
+        conn = server.connect()
+        command, workdir = dry_run_command(conn, STREAM_BODY)
+        conn.close()
+        if command[0] != fake:
+            raise RuntimeError("the server would run %s, not the marking fake" % command[0])
+        r = paired(lambda: _first_event_server(server, mark_file),
+                   lambda: _first_line_direct(command, workdir, server.env, mark_file), 20)
+        report_value(ISSUE, "first NDJSON event after the backend's first line, minus a direct "
+                     "reader's", "server %.2f ms vs direct read %.2f ms after the line left the "
+                     "fake (median of %d pairs)" % (r["a_ms"], r["b_ms"], r["pairs"]),
+                     r["diff_ms"], "ms", 5.0, fmt="%.2f")
+
+
+# -- 3. 500 concurrent streams ------------------------------------------------------------------
+
+
+def _stream_lines(conn_factory, body: Dict[str, Any]) -> Tuple[int, List[Dict[str, Any]]]:
+    conn = conn_factory()
+    try:
+        conn.request("POST", "/api/v1/prompt", body=json.dumps(body).encode(),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            return resp.status, []
+        return resp.status, [json.loads(x) for x in data.splitlines() if x.strip()]
+    finally:
+        conn.close()
+
+
+def bench_concurrent_streams(clients: int = 500, hold: float = 5.0) -> None:
+    raise_nofile()
+    body = {"backend": "claude", "prompt": PROMPT, "output_format": "stream-json"}
+    with Server() as probe:
+        conn = probe.connect()
+        command, workdir = dry_run_command(conn, body)
+        conn.close()
+    lines = subprocess.run(command, input=PROMPT.encode(), stdout=subprocess.PIPE, cwd=workdir,
+                           env=probe.env, check=True).stdout.decode().splitlines()
+    bindir = tempfile.mkdtemp(prefix="clinvk-bench-holding-fake-")
+    holding_fake(bindir, "claude", lines, hold)
+    env = {"PATH": bindir + os.pathsep + fake_env()["PATH"],
+           "CLINVK_SERVER_MAX_CONCURRENT_RUNS": str(clients + 100)}
+    with Server(env) as server:
+        results: List[Tuple[int, List[Dict[str, Any]], float]] = []
+        lock = threading.Lock()
+        start_gate = threading.Barrier(clients)
+
+        def client() -> None:
+            start_gate.wait()
+            started = time.monotonic()
+            try:
+                status, events = _stream_lines(lambda: server.connect(timeout=120), body)
+            except Exception as exc:  # noqa: BLE001 - a failed client is counted, not raised
+                status, events = -1, [{"type": "client_error", "error": repr(exc)}]
+            with lock:
+                results.append((status, events, time.monotonic() - started))
+
+        threading.stack_size(256 * 1024)
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+        threading.stack_size(0)
+        peak = [0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.5):
+                peak[0] = max(peak[0], server.running_children())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        began = time.monotonic()
+        for t in threads:
+            t.start()
+        sampler.start()
+        for t in threads:
+            t.join(timeout=max(1.0, 180 - (time.monotonic() - began)))
+        wall = time.monotonic() - began
+        done.set()
+        sampler.join()
+        rss = server.peak_rss_mb()
+    succeeded = sum(1 for status, events, _ in results
+                    if status == 200 and events and events[-1]["type"] == "done"
+                    and events[-1]["content"].get("exit_code") == 0
+                    and not any(e["type"] == "error" for e in events))
+    held = sorted(d for _, _, d in results)
+    failures = [(s, e[-1] if e else None) for s, e, _ in results
+                if not (s == 200 and e and e[-1]["type"] == "done")][:3]
+    report_value(ISSUE, "%d concurrent streams held %gs: succeeded" % (clients, hold),
+                 "%d of %d streams ended with done/exit 0 in %.1f s wall (each held %.1f-%.1f s,"
+                 " median %.1f s; at most %d backends running at once)%s"
+                 % (succeeded, clients, wall, held[0] if held else 0, held[-1] if held else 0,
+                    statistics.median(held) if held else 0, peak[0],
+                    "; first failures: %r" % failures if failures else ""),
+                 succeeded, "streams", clients, at_least=True, fmt="%d")
+    report_value(ISSUE, "%d concurrent streams: server peak RSS (VmHWM)" % clients,
+                 "clinvk serve peak RSS %.1f MiB" % rss, rss, "MiB", 150)
+
+
+# -- 4. throughput at concurrency 16 -------------------------------------------------------------
+
+
+def bench_throughput(slots: Optional[int] = None, width: int = 16, requests: int = 128,
+                     rounds: int = 3) -> None:
+    """``slots``: server.max_concurrent_runs (None: the server's default)."""
+    body = {"backend": "claude", "prompt": PROMPT, "ephemeral": True}
+    env = {"CLINVK_SERVER_MAX_CONCURRENT_RUNS": str(slots)} if slots else {}
+    with Server(env) as server:
+        conn = server.connect()
+        command, workdir = dry_run_command(conn, body)
+        conn.close()
+        local = threading.local()
+
+        def request(_: int) -> None:
+            if getattr(local, "conn", None) is None:
+                local.conn = server.connect()
+            post_ok(local.conn, "/api/v1/prompt", body)
+
+        def via_server() -> float:
+            with ThreadPoolExecutor(width) as ex:
+                return timed(lambda: list(ex.map(request, range(requests))))
+
+        def via_pool() -> float:
+            with ThreadPoolExecutor(width) as ex:
+                return timed(lambda: list(ex.map(lambda _: spawn(command, workdir, server.env),
+                                                 range(requests))))
+
+        r = paired(via_server, via_pool, rounds)
+    server_rate = requests / (r["a_ms"] / 1000)
+    pool_rate = requests / (r["b_ms"] / 1000)
+    limit = ("max_concurrent_runs=%d" % slots if slots
+             else "default max_concurrent_runs=max(4, 2 x CPUs)=%d"
+             % max(4, 2 * (os.cpu_count() or 1)))
+    report_value(ISSUE, "throughput at concurrency %d (%s): server rate / %d-thread pool rate"
+                 % (width, limit, width),
+                 "server %.1f req/s vs pool %.1f spawns/s (%d requests per round, median of %d "
+                 "rounds)" % (server_rate, pool_rate, requests, rounds),
+                 100.0 * server_rate / pool_rate, "%", 60.0, at_least=True)
+
+
+def main() -> None:
+    need_pyz()
+    bench_prompt_overhead()
+    bench_first_event()
+    bench_concurrent_streams()
+    bench_throughput()
+    bench_throughput(slots=16)
+
+
+if __name__ == "__main__":
+    main()
