@@ -139,26 +139,46 @@ def done(backend: str, usage: Optional[Usage] = None, model: str = "",
                                  "exit_code": exit_code})
 
 
-def collect_text(events: List[Event]) -> str:
-    """The assistant's reply from a list of events.
+class ReplyText:
+    """The assistant's reply, assembled from message events as they arrive.
 
-    Partial message pieces are concatenated; a whole (non-partial) message that repeats
-    text already streamed as pieces is not counted twice.
+    ``add(event)`` returns the text the event adds to the reply ("" for none), so a stream
+    can forward each piece at once: partial message pieces are added as they are; a whole
+    (non-partial) message that repeats text already streamed as pieces adds nothing; other
+    whole messages are added after a blank line. ``text`` is the reply so far.
     """
-    parts: List[str] = []
-    streamed = ""
-    for ev in events:
-        if ev.type != MESSAGE:
-            continue
-        text = ev.content.get("text", "")
-        if ev.content.get("is_partial"):
-            streamed += text
-            parts.append(text)
-        elif streamed and text.strip() == streamed.strip():
-            streamed = ""
-        else:
-            streamed = ""
-            if parts and not parts[-1].endswith("\n"):
-                parts.append("\n\n")
-            parts.append(text)
-    return "".join(parts)
+
+    def __init__(self) -> None:
+        self._parts: List[str] = []
+        self._streamed = ""
+
+    def add(self, event: Event) -> str:
+        if event.type != MESSAGE:
+            return ""
+        text = event.content.get("text", "")
+        if event.content.get("is_partial"):
+            self._streamed += text
+            self._parts.append(text)
+            return text
+        if self._streamed and text.strip() == self._streamed.strip():
+            self._streamed = ""
+            return ""
+        self._streamed = ""
+        added = ""
+        if self._parts and not self._parts[-1].endswith("\n"):
+            self._parts.append("\n\n")
+            added = "\n\n"
+        self._parts.append(text)
+        return added + text
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+
+def collect_text(events: List[Event]) -> str:
+    """The assistant's reply from a list of events (the rules of ``ReplyText``)."""
+    reply = ReplyText()
+    for event in events:
+        reply.add(event)
+    return reply.text

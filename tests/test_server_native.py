@@ -397,7 +397,7 @@ def test_body_over_the_limit_is_413_before_reading(start_server):
 
 def test_announced_oversized_body_is_refused_before_100_continue(start_server):
     srv = start_server(**{"server.max_request_body_bytes": 100})
-    raw = raw_request(srv, b"POST /api/v1/prompt HTTP/1.1\r\nHost: x\r\nContent-Type: "
+    raw = raw_request(srv, b"POST /api/v1/prompt HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
                            b"application/json\r\nContent-Length: 5000\r\n"
                            b"Expect: 100-continue\r\n\r\n")
     assert status_of(raw) == 413 and b"100 Continue" not in raw
@@ -407,7 +407,7 @@ def test_announced_oversized_body_is_refused_before_100_continue(start_server):
 def test_chunked_body_over_the_limit_is_413(start_server):
     srv = start_server(**{"server.max_request_body_bytes": 100})
     chunk = b"{" + b" " * 150 + b"}"
-    raw = raw_request(srv, b"POST /api/v1/prompt HTTP/1.1\r\nHost: x\r\nContent-Type: "
+    raw = raw_request(srv, b"POST /api/v1/prompt HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
                            b"application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
                       + b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk))
     assert status_of(raw) == 413
@@ -415,7 +415,7 @@ def test_chunked_body_over_the_limit_is_413(start_server):
 
 def test_chunked_body_is_read(server):
     body = json.dumps({"backend": "claude", "prompt": "chunked"}).encode()
-    raw = raw_request(server, b"POST /api/v1/prompt HTTP/1.1\r\nHost: x\r\nContent-Type: "
+    raw = raw_request(server, b"POST /api/v1/prompt HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
                               b"application/json\r\nTransfer-Encoding: chunked\r\n"
                               b"Connection: close\r\n\r\n"
                       + b"5\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (body[:5], len(body) - 5,
@@ -630,7 +630,7 @@ def test_odd_paths_are_never_a_server_error(server, path):
 
 
 def test_request_line_too_long_is_414(server):
-    raw = raw_request(server, b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    raw = raw_request(server, b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert status_of(raw) == 414
 
 

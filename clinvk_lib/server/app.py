@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import datetime
 import email.utils
+import io
 import json
 import os
 import queue
@@ -126,6 +127,7 @@ class Context:
         self.path = path
         self.headers = headers               # email.message.Message: case-insensitive get()
         self.client = client                 # the peer address (issue 7 may refine it)
+        self.scheme = "http"                 # https when a trusted proxy terminated TLS
         self.request_id = ""
         self.endpoint: Optional[Endpoint] = None
         self.params: Dict[str, str] = {}
@@ -274,7 +276,7 @@ class Context:
         """``http://`` plus the Host the client used (when sane), else the bound address."""
         host = self.headers.get("Host", "")
         if _SANE_HOST.match(host):
-            return "http://" + host
+            return "%s://%s" % (self.scheme, host)
         return server_url(self._conn.server)
 
     def on_finish(self, fn: Callable[[], None]) -> None:
@@ -374,13 +376,16 @@ class App:
             assign_request_id, refuse_while_draining, refuse_oversized_body]
         self.response_hooks: List[Callable[[Context, List[Tuple[str, str]]], None]] = [
             echo_request_id]
+        from . import guards
+        self.guards = guards.install(self)      # auth, rate limit, Host, CORS (issue 7)
         self.watcher = DisconnectWatcher()
         self.started = time.monotonic()
         self.draining = False
         self._busy = threading.Condition()
         self._in_flight: Dict[Context, None] = {}
-        from . import native
-        native.register(self)
+        from . import anthropic, native, openai
+        for api in (native, openai, anthropic):
+            api.register(self)
 
     def add_route(self, spec: Spec, handler: Callable[[Context], Any], path: str = "",
                   documented: bool = True) -> None:
@@ -629,6 +634,22 @@ def _peer_gone(sock: socket.socket) -> bool:
 # -- connections -------------------------------------------------------------------------------
 
 
+class _DeadlineSocketIO(socket.SocketIO):
+    """The connection as the request reader sees it: while ``deadline`` (a monotonic time) is
+    set, each read waits only for what is left of it, so a client that trickles its request
+    a byte at a time is cut off at server.read_timeout_secs all the same."""
+
+    deadline: Optional[float] = None
+
+    def readinto(self, b) -> Optional[int]:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("the request took longer than server.read_timeout_secs")
+            self._sock.settimeout(left)
+        return super().readinto(b)
+
+
 class Handler(BaseHTTPRequestHandler):
     """One connection: reads requests (keep-alive), hands them to the App, writes responses."""
 
@@ -636,10 +657,21 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "clinvk/" + __version__
     sys_version = ""
 
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()        # replaced by a reader that honours the request deadline
+        self._reader = _DeadlineSocketIO(self.connection, "rb")
+        self.rfile = io.BufferedReader(self._reader)
+
     def handle_one_request(self) -> None:
         app: App = self.server.app
         try:
+            # Idle keep-alive: wait for the first byte; from then on the whole request
+            # (line, headers, body) must arrive within read_timeout.
+            self._reader.deadline = None
             self.connection.settimeout(app.idle_timeout)
+            self.rfile.peek(1)
+            self._reader.deadline = time.monotonic() + app.read_timeout
             self.raw_requestline = self.rfile.readline(MAX_LINE + 1)
         except OSError:
             self.close_connection = True
@@ -652,7 +684,6 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG, "request line too long")
             return
         try:
-            self.connection.settimeout(app.read_timeout)
             if not self.parse_request():
                 return
         except OSError:
@@ -709,6 +740,7 @@ class Handler(BaseHTTPRequestHandler):
         head = self._head(ctx, resp.status, headers)
         body = b"" if ctx.method == "HEAD" or resp.status in (204, 304) else resp.body
         try:
+            self.connection.settimeout(ctx.app.write_timeout)
             self.wfile.write(head + body)
         except OSError:
             self.close_connection = True
@@ -951,20 +983,33 @@ def serve_command(argv: List[str]) -> int:
     parser.add_argument("--config", metavar="PATH", help="config file")
     parser.add_argument("--log-format", choices=("text", "json"),
                         help="access log format on stderr (default: server.log_format)")
+    parser.add_argument("--allow-unauthenticated", action="store_true",
+                        help="serve a non-loopback address without API keys (only behind "
+                             "something that authenticates clients itself)")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     from .. import config
-    flags = {"server.log_format": args.log_format} if args.log_format else {}
+    from .guards import is_loopback_host
+    # --host goes into the config: the Host check needs to know whether the bind is loopback.
+    flags = {"server.log_format": args.log_format, "server.host": args.host or None}
     try:
         cfg = config.load(args.config, flags=flags)
+        app = App(cfg)
     except config.ConfigError as exc:
         sys.stderr.write("clinvk serve: %s\n" % exc)
         return 2
-    host = args.host or cfg.get("server.host")
+    host = cfg.get("server.host")
     port = cfg.get("server.port") if args.port is None else args.port
-    app = App(cfg)
+    if not app.guards.keys and not args.allow_unauthenticated and not is_loopback_host(host):
+        sys.stderr.write(
+            "clinvk serve: refusing to listen on %r without API keys: anyone who can reach it "
+            "could run agents on this machine. Set CLINVK_API_KEYS=KEY1,KEY2 (or "
+            "server.api_keys_file / server.api_keys_gopass_path), or pass "
+            "--allow-unauthenticated if something in front of the server authenticates "
+            "clients.\n" % host)
+        return 2
     try:
         server = make_server(app, host, port)
     except OSError as exc:
@@ -986,13 +1031,17 @@ def announce(app: App, server: Server) -> None:
     installed = probe.availability(ttl=0)
     have = [n for n, ok in installed.items() if ok]
     missing = [n for n, ok in installed.items() if not ok]
+    keys = app.guards.keys
+    auth = "on (%d key%s)" % (len(keys), "" if len(keys) == 1 else "s") if keys else \
+        "off (no API keys)"
     if app.log.json:
         app.log.info("listening", url=url, docs=url + "/docs", version=__version__,
-                     backends=installed)
+                     backends=installed, auth="on" if keys else "off", api_keys=len(keys))
     else:
-        app.log.info("clinvk %s listening on %s (docs: %s/docs); backends installed: %s%s"
-                     % (__version__, url, url, ", ".join(have) or "none",
-                        "; not installed: " + ", ".join(missing) if missing else ""))
+        app.log.info("clinvk %s listening on %s (docs: %s/docs); backends installed: %s%s; "
+                     "auth: %s" % (__version__, url, url, ", ".join(have) or "none",
+                                   "; not installed: " + ", ".join(missing) if missing else "",
+                                   auth))
 
 
 def run_until_signalled(app: App, server: Server) -> int:

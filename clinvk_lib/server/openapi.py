@@ -43,6 +43,8 @@ _ERROR_NOTES = {
     415: "Content-Type is not application/json",
     429: "Rate limited; retry after Retry-After seconds",
     500: "Internal error",
+    502: "The backend CLI ran and failed; the message carries its error (with "
+         "X-Should-Retry: false, so the SDKs do not re-run the turn)",
     503: "Backend CLI not installed, or the server is at its concurrency limit",
     504: "The backend run exceeded server.request_timeout_secs",
 }
@@ -85,7 +87,7 @@ class Route(NamedTuple):
 
 _BODY = (400, 401, 413, 415, 429)               # every route with a JSON body
 _RUN = (503, 504)                               # every route that runs a backend
-_COMPAT = (400, 401, 404, 413, 415, 429, 500, 503, 504)
+_COMPAT = (400, 401, 404, 413, 415, 429, 500, 502, 503, 504)
 
 DEFAULT_ROUTES: Tuple[Route, ...] = (
     Route("POST", "/api/v1/prompt", "executePrompt", NATIVE, "Execute a prompt",

@@ -467,9 +467,14 @@ _BACKEND = Field("backend", String(enum=BACKENDS), required=True,
 _PROMPT = Field("prompt", String(min_length=1), required=True,
                 description="The prompt (given to the CLI on stdin, never in argv).",
                 example="explain this code")
-_MODEL = Field("model", String(), default="",
+def _no_nul(value: AnyValue) -> Optional[str]:
+    """Values that reach a command line (argv) cannot hold NUL bytes."""
+    return "must not contain NUL bytes" if "\x00" in value else None
+
+
+_MODEL = Field("model", String(), default="", check=_no_nul,
                description="Model override; empty = the backend's configured model.")
-_WORKDIR = Field("workdir", String(), default="",
+_WORKDIR = Field("workdir", String(), default="", check=_no_nul,
                  description="Working directory: an absolute path inside the server's allowed "
                              "prefixes and outside its blocked ones; empty = the server's.")
 _APPROVAL = Field("approval_mode", String(enum=APPROVAL_MODES), default="default",
@@ -485,7 +490,7 @@ _MAX_TOKENS = Field("max_tokens", Integer(minimum=0), default=0,
                     description="Accepted for compatibility; no backend CLI has a flag for it.")
 _MAX_TURNS = Field("max_turns", Integer(minimum=0), default=0,
                    description="Maximum agentic turns (claude only); 0 = the CLI's default.")
-_SYSTEM_PROMPT = Field("system_prompt", String(), default="",
+_SYSTEM_PROMPT = Field("system_prompt", String(), default="", check=_no_nul,
                        description="System prompt, passed by the backend's own mechanism.")
 _VERBOSE = Field("verbose", Boolean(), default=False, description="Ask the CLI for verbose output.")
 _DRY_RUN = Field("dry_run", Boolean(), default=False,
@@ -640,7 +645,7 @@ ChatCompletionRequest = Obj(
     Field("top_p", Number(), description="Accepted and ignored."),
     Field("n", Integer(), check=_only_one_choice, description="Only 1 is supported."),
     Field("user", String(), description="Accepted and ignored."),
-    Field("metadata", Map(String()), description="Accepted and ignored."),
+    Field("metadata", Map(String()), description="Stored with the clinvk session."),
     Field("response_format", Obj(Field("type", String(), required=True),
                                  name="OpenAIResponseFormat"),
           description="Accepted and ignored."),
@@ -682,7 +687,7 @@ MessagesRequest = Obj(
     _ANTHROPIC_SYSTEM,
     Field("stream", Boolean(), default=False, description="Answer with server-sent events."),
     Field("metadata", Obj(Field("user_id", String(), nullable=True), name="AnthropicMetadata"),
-          description="Accepted and ignored."),
+          description="user_id is stored with the clinvk session."),
     Field("stop_sequences", Array(String()), description="Accepted and ignored."),
     Field("temperature", Number(), description="Accepted and ignored."),
     Field("top_p", Number(), description="Accepted and ignored."),

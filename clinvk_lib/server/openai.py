@@ -1,0 +1,172 @@
+"""The OpenAI-compatible API (``/openai/v1``): models and Chat Completions, so the OpenAI SDKs
+and the tools built on them work with ``base_url=http://HOST:PORT/openai/v1``.
+
+What a request may carry and what happens to it:
+- ``model`` picks the backend (``compat.resolve_model``); the reply echoes it.
+- ``messages`` become one prompt (``compat.render_prompt``); content is a string, an array of
+  text parts (other part types are a 400 naming the part) or null.
+- ``stream`` / ``stream_options.include_usage`` are honoured; ``n`` must be 1.
+- ``metadata`` is stored with the clinvk session.
+- Accepted and ignored (no backend CLI has a flag for them): ``max_tokens``,
+  ``max_completion_tokens``, ``stop``, ``temperature``, ``top_p``, ``user``,
+  ``response_format``, and every other field (``tools``, ``tool_choice``, ``seed``,
+  ``logit_bias``, ``presence_penalty``, ...). The agent uses its own tools; the reply never
+  holds ``tool_calls``, and ``finish_reason`` is ``stop``.
+Errors have OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, Iterator, List, Optional
+
+from .. import events as ev
+from . import compat, errors, openapi, sse
+from .app import App, Context, Response, json_response
+from .openapi import OPENAI
+
+# OpenAI's error types by status (https://platform.openai.com/docs/guides/error-codes).
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                403: "permission_error", 404: "invalid_request_error",
+                409: "invalid_request_error", 413: "invalid_request_error",
+                415: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def error_body(err: errors.ApiError) -> Dict[str, Any]:
+    """``{"error": {"message", "type", "param", "code"}}`` as the OpenAI API writes it."""
+    kind = _ERROR_TYPES.get(err.status, "server_error" if err.status >= 500
+                            else "invalid_request_error")
+    return {"error": {"message": err.message, "type": kind, "param": err.field or None,
+                      "code": err.code}}
+
+
+def register(app: App) -> None:
+    """Add the /openai/v1 routes and OpenAI-shaped errors for every path under /openai/."""
+    errors.register_style(OPENAI, error_body, "/openai/")
+    handlers = {"openaiListModels": list_models, "openaiGetModel": get_model,
+                "openaiChatCompletions": chat_completions}
+    for spec in openapi.DEFAULT_ROUTES:
+        if spec.operation_id in handlers:
+            app.add_route(spec, handlers[spec.operation_id])
+            if spec.operation_id == "openaiGetModel":
+                # Older SDKs and curl users send backend/model unencoded: two segments.
+                app.add_route(spec, get_model, path="/openai/v1/models/{backend}/{model}",
+                              documented=False)
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+def model_entry(model_id: str, backend: str, created: int) -> Dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created,
+            "owned_by": compat.vendor(backend)}
+
+
+def _started(ctx: Context) -> int:
+    """The server's start time (Unix seconds): the ``created`` of every listed model."""
+    return int(time.time() - (time.monotonic() - ctx.app.started))
+
+
+def list_models(ctx: Context) -> Response:
+    created = _started(ctx)
+    return json_response({"object": "list", "data": [
+        model_entry(model_id, backend, created)
+        for model_id, backend in compat.listed_models(ctx.app.cfg)]})
+
+
+def get_model(ctx: Context) -> Response:
+    """Any id a chat completion accepts, listed or not; 404 ``model_not_found`` otherwise."""
+    model_id = ctx.params.get("id") or "%s/%s" % (ctx.params["backend"], ctx.params["model"])
+    backend, _ = compat.resolve_model(model_id, ctx.app.cfg)
+    return json_response(model_entry(model_id, backend, _started(ctx)))
+
+
+# -- chat completions -----------------------------------------------------------------------
+
+
+def conversation(messages: List[Dict[str, Any]]) -> compat.Conversation:
+    """System and developer messages become the system prompt; the rest are turns (the
+    deprecated ``function`` role counts as ``tool``)."""
+    system: List[str] = []
+    turns: List[compat.Turn] = []
+    for index, message in enumerate(messages):
+        role = message["role"]
+        text = compat.content_text(message.get("content"))
+        if role in ("system", "developer"):
+            if text.strip():
+                system.append(text)
+        else:
+            turns.append(compat.Turn("tool" if role == "function" else role, text, index))
+    return compat.Conversation("\n\n".join(system), turns)
+
+
+def chat_completions(ctx: Context) -> Any:
+    body = ctx.json_body()
+    run = compat.prepare(ctx, "openai", body["model"], conversation(body["messages"]),
+                         stream=body["stream"], metadata=body.get("metadata"))
+    completion_id = compat.new_id("chatcmpl-")
+    created = compat.created_now()
+    if not body["stream"]:
+        reply = compat.complete(ctx, run)
+        return json_response({
+            "id": completion_id, "object": "chat.completion", "created": created,
+            "model": body["model"],
+            "choices": [{"index": 0,
+                         "message": {"role": "assistant", "content": reply.text,
+                                     "refusal": None},
+                         "logprobs": None, "finish_reason": "stop"}],
+            "usage": usage_body(reply.usage)}, headers=compat.session_headers(reply.session_id))
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    session_id, pieces = compat.stream(ctx, run)
+    chunks = ChunkWriter(completion_id, created, body["model"], include_usage)
+    return sse.response(chunks.stream(pieces), sse.COMMENT_KEEPALIVE,
+                        compat.keepalive_secs(ctx), compat.session_headers(session_id))
+
+
+def usage_body(usage: ev.Usage) -> Dict[str, Any]:
+    """OpenAI's usage object; the details only when the backend reported them."""
+    body: Dict[str, Any] = {"prompt_tokens": usage.input_tokens,
+                            "completion_tokens": usage.output_tokens,
+                            "total_tokens": usage.input_tokens + usage.output_tokens}
+    if usage.cached_tokens:
+        body["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    if usage.reasoning_tokens:
+        body["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return body
+
+
+class ChunkWriter:
+    """The ``chat.completion.chunk`` events of one streamed completion."""
+
+    def __init__(self, completion_id: str, created: int, model: str,
+                 include_usage: bool) -> None:
+        self.head = {"id": completion_id, "object": "chat.completion.chunk",
+                     "created": created, "model": model}
+        self.include_usage = include_usage
+
+    def chunk(self, delta: Dict[str, Any], finish_reason: Optional[str] = None) -> bytes:
+        body = dict(self.head, choices=[{"index": 0, "delta": delta, "logprobs": None,
+                                         "finish_reason": finish_reason}])
+        if self.include_usage:
+            body["usage"] = None        # as OpenAI: null on every chunk but the last
+        return sse.frame(body)
+
+    def stream(self, pieces: Iterator[Any]) -> Iterator[bytes]:
+        """Role first, then each piece of content as the backend produced it, then the
+        finish_reason chunk, the usage chunk (with include_usage) and ``[DONE]``. A failure
+        ends the stream with an error event and ``[DONE]`` (the SDKs raise APIError)."""
+        try:
+            yield self.chunk({"role": "assistant", "content": ""})
+            for piece in pieces:
+                if isinstance(piece, compat.Delta):
+                    yield self.chunk({"content": piece.text})
+                elif isinstance(piece, compat.Failed):
+                    yield sse.frame(error_body(piece.error))
+                else:
+                    yield self.chunk({}, "stop")
+                    if self.include_usage:
+                        yield sse.frame(dict(self.head, choices=[],
+                                             usage=usage_body(piece.usage)))
+            yield sse.frame("[DONE]")
+        finally:
+            compat.close_source(pieces)
