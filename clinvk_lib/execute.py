@@ -172,6 +172,9 @@ def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
     if sandbox not in base.SANDBOX_MODES:
         raise ExecError("invalid", "expected one of %s, got %r"
                         % (", ".join(base.SANDBOX_MODES), sandbox), "sandbox_mode")
+    for field in ("model", "system_prompt"):         # they go into argv, where NUL cannot
+        if "\x00" in getattr(req, field):
+            raise ExecError("invalid", "%s: must not contain NUL bytes" % field, field)
     extra = list(req.extra)
     try:
         if policy is not None:

@@ -73,8 +73,9 @@ class Process:
                 self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, cwd=cwd or None, env=env, start_new_session=True,
                 close_fds=True)
-        except OSError as exc:
-            raise StartError("cannot start %s: %s" % (self.argv[0], exc.strerror or exc))
+        except (OSError, ValueError) as exc:   # ValueError: a NUL byte in argv or env
+            raise StartError("cannot start %s: %s" % (self.argv[0],
+                                                      getattr(exc, "strerror", None) or exc))
         self.pid = self._proc.pid
         with _live_lock:
             _live.add(self)

@@ -374,3 +374,8 @@ def test_age_is_relative_for_recent_times_and_a_date_after_a_week():
     assert cli._age("2027-01-15T05:00:00Z", now) == "3h ago"
     assert cli._age("2027-01-05T08:00:00Z", now) == "2027-01-05"
     assert cli._age("garbage", now) == "?"
+
+
+def test_nul_byte_in_a_value_bound_for_argv_is_refused_naming_the_field(env, capsys):
+    code, _, err = run(capsys, "-b", "claude", "-m", "son\x00net", "hi")
+    assert code == cli.EXIT_USAGE and "model: must not contain NUL bytes" in err

@@ -92,6 +92,10 @@ class StreamParser:
     """
 
     backend_name = ""
+    # The ``type`` values of the line a complete run always ends with. A run that exits 0
+    # without one printed something else than its protocol (invalid JSON, a crash message),
+    # and that is a failure, not an empty answer.
+    final_types: Tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.events: List[ev.Event] = []
@@ -99,6 +103,8 @@ class StreamParser:
         self.model = ""
         self.usage = ev.Usage()
         self.error = ""
+        self.saw_final = False
+        self.first_noise = ""         # the first stdout line that was not JSON
         self._finished = False
 
     def parse_line(self, obj: Any, line: str) -> List[ev.Event]:
@@ -111,11 +117,14 @@ class StreamParser:
             return []
         obj = decode_json_line(line)
         if obj is None:
+            self.first_noise = self.first_noise or line[:200]
             return []               # CLI noise on stdout: never shown as model output
         return self.feed_value(obj, line)
 
     def feed_value(self, obj: Any, line: str = "") -> List[ev.Event]:
         """Like ``feed`` for a value already decoded (an element of a JSON array output)."""
+        if isinstance(obj, dict) and obj.get("type") in self.final_types:
+            self.saw_final = True
         out = self.parse_line(obj, line)
         for e in out:
             if e.type == ev.ERROR and e.content.get("fatal", True) and not self.error:
@@ -131,6 +140,12 @@ class StreamParser:
         if exit_code != 0 and not self.error:
             self.error = failure_message(self.backend_name, exit_code, stderr)
             out.append(ev.error(self.backend_name, self.error, code="exit_%d" % exit_code))
+        elif exit_code == 0 and not self.error and not self.saw_final:
+            self.error = ("%s printed no JSON result: it exited 0 without the line that "
+                          "ends a run%s" % (self.backend_name, (
+                              " (first line that is not JSON: %r)" % self.first_noise)
+                              if self.first_noise else ""))
+            out.append(ev.error(self.backend_name, self.error, code="no_result"))
         out.append(ev.done(self.backend_name, self.usage, self.model, self.backend_session_id,
                            exit_code))
         self.events.extend(out)

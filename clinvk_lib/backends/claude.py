@@ -66,6 +66,7 @@ class ClaudeStreamParser(base.StreamParser):
     """
 
     backend_name = NAME
+    final_types = ("result",)
 
     def __init__(self) -> None:
         super().__init__()

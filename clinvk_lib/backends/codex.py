@@ -66,6 +66,7 @@ class CodexStreamParser(base.StreamParser):
     """Parses ``codex exec --json`` lines (JSONL ``ThreadEvent``s)."""
 
     backend_name = NAME
+    final_types = ("turn.completed", "turn.failed")
 
     def __init__(self) -> None:
         super().__init__()

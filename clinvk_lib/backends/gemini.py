@@ -76,6 +76,7 @@ class GeminiStreamParser(base.StreamParser):
     """
 
     backend_name = NAME
+    final_types = ("result",)
 
     def __init__(self) -> None:
         super().__init__()
@@ -124,6 +125,7 @@ class GeminiStreamParser(base.StreamParser):
 
     def _json_output(self, obj: Dict[str, Any]) -> List[ev.Event]:
         """The one object of ``--output-format json``."""
+        self.saw_final = True
         self.backend_session_id = _str(obj.get("session_id")) or self.backend_session_id
         stats = obj.get("stats") if isinstance(obj.get("stats"), dict) else {}
         self.usage = _json_usage(stats.get("models"))
