@@ -222,6 +222,22 @@ def _parse(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespa
         raise _HelpShown(exc.code or 0)
 
 
+def _parse_action(parser: argparse.ArgumentParser, actions, argv: List[str]):
+    """Parse a command with actions (``sessions list``): ``(args, None)``, or ``(None, exit
+    code)`` when help was shown or no action was given. Every action takes ``--config``."""
+    for action in actions:
+        add_config_flag(action)
+    add_config_flag(parser)
+    try:
+        args = _parse(parser, argv)
+    except _HelpShown as h:
+        return None, h.code
+    if not args.action:
+        parser.print_help()
+        return None, EXIT_USAGE
+    return args, None
+
+
 class _HelpShown(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
@@ -502,16 +518,9 @@ def cmd_sessions(argv: List[str]) -> int:
     cl = sub.add_parser("clean", help="delete sessions not used for a while")
     cl.add_argument("--older-than", metavar="AGE",
                     help="e.g. 30d, 12h, 2w (default: config session.retention_days)")
-    for sp in (ls, show, de, cl):
-        add_config_flag(sp)
-    add_config_flag(p)
-    try:
-        args = _parse(p, argv)
-    except _HelpShown as h:
-        return h.code
-    if not args.action:
-        p.print_help()
-        return EXIT_USAGE
+    args, code = _parse_action(p, (ls, show, de, cl), argv)
+    if args is None:
+        return code
     cfg = load_config(args)
     store = open_store(cfg)
     from . import sessions
@@ -639,16 +648,9 @@ def cmd_config(argv: List[str]) -> int:
     st.add_argument("key", help="dotted key, e.g. backends.claude.model")
     st.add_argument("value")
     pa = sub.add_parser("path", help="the config file in use")
-    for sp in (show, st, pa):
-        add_config_flag(sp)
-    add_config_flag(p)
-    try:
-        args = _parse(p, argv)
-    except _HelpShown as h:
-        return h.code
-    if not args.action:
-        p.print_help()
-        return EXIT_USAGE
+    args, code = _parse_action(p, (show, st, pa), argv)
+    if args is None:
+        return code
     from . import config
     cfg = load_config(args)
     if args.action == "path":
