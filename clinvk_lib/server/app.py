@@ -1072,11 +1072,13 @@ def drain(app: App, server: Server, hurry: Callable[[], bool] = lambda: False) -
     """Stop accepting, wait for in-flight requests (up to the grace period, or until
     ``hurry()``), then cancel every backend still running and wait for the answers."""
     grace = app.cfg.get("server.shutdown_grace_secs")
+    # Close the listener first: a connection nginx opens meanwhile is refused (and retried on
+    # another instance), not accepted only to be answered 503.
+    server.shutdown()
+    server.server_close()
     app.draining = True
     app.log.info("shutting down: %d request(s) in flight, up to %ds to finish"
                  % (app.in_flight, grace))
-    server.shutdown()
-    server.server_close()
     if not app.wait_idle(grace, hurry):
         cancelled = app.cancel_all()
         app.log.info("grace period over: cancelled %d request(s) still running" % cancelled)
