@@ -43,8 +43,8 @@ def test_archive_holds_only_our_modules_and_a_python3_shebang(pyz):
     assert os.stat(pyz).st_mode & stat.S_IXUSR
 
 
-@pytest.mark.parametrize("version", ["3.8.18", "3.13.0"])
-def test_runs_a_prompt_on_the_oldest_and_newest_python(pyz, version, fake_path, clinvk_home,
+@pytest.mark.parametrize("version", ["3.8.18", "3.9.18", "3.10.13", "3.11.7", "3.12.1", "3.13.0"])
+def test_runs_a_prompt_on_every_supported_python(pyz, version, fake_path, clinvk_home,
                                                        tmp_path):
     py = os.path.join(PYENV, "versions", version, "bin", "python3")
     if not os.path.exists(py):
