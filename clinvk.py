@@ -12,38 +12,46 @@ def use_unpacked_copy(archive):
     """Import clinvk_lib from a per-user copy of the zipapp's modules, so Python can keep
     their bytecode (zipimport compiles every module from source at every start: ~80 ms).
 
-    The copy lives in ``$XDG_CACHE_HOME/clinvk/<archive hash>`` (``~/.cache`` by default),
-    is made once per build (unpacked under a temporary name, then renamed), and is used only
-    when that directory is a real directory owned by this user with mode 0700. Anything
-    unusual (read-only home, other owner, CLINVK_NO_CACHE=1) keeps the in-zip import.
+    The copy lives in ``$XDG_CACHE_HOME/clinvk/<archive size>-<archive mtime>`` (``~/.cache``
+    by default), is made once per archive file (unpacked under a temporary name, then
+    renamed), and is used only when that directory is a real directory owned by this user
+    with mode 0700. Anything unusual (read-only home, other owner, CLINVK_NO_CACHE=1) keeps
+    the in-zip import.
     """
-    import hashlib
-    import zipfile
     try:
-        with open(archive, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()[:24]
+        st = os.stat(archive)
         root = os.path.join(os.environ.get("XDG_CACHE_HOME") or
                             os.path.join(os.path.expanduser("~"), ".cache"), "clinvk")
-        target = os.path.join(root, digest)
+        target = os.path.join(root, "%d-%d" % (st.st_size, st.st_mtime_ns))
         if not os.path.isdir(target):
-            os.makedirs(root, mode=0o700, exist_ok=True)
-            tmp = "%s.tmp-%d" % (target, os.getpid())
-            with zipfile.ZipFile(archive) as z:
-                for name in z.namelist():
-                    if name.startswith("clinvk_lib/") and name.endswith(".py"):
-                        z.extract(name, tmp)
-            os.chmod(tmp, 0o700)
-            try:
-                os.rename(tmp, target)
-            except OSError:            # another process won the race: use its copy
-                import shutil
-                shutil.rmtree(tmp, ignore_errors=True)
+            unpack(archive, root, target)
         st = os.lstat(target)
         if os.path.islink(target) or st.st_uid != os.getuid() or st.st_mode & 0o077:
             return
-    except (OSError, ValueError, zipfile.BadZipFile):
+    except (OSError, ValueError):
         return
     sys.path.insert(0, target)
+
+
+def unpack(archive, root, target):
+    """Extract clinvk_lib/ from the archive into ``target`` (atomically, mode 0700)."""
+    import shutil
+    import zipfile
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    tmp = "%s.tmp-%d" % (target, os.getpid())
+    try:
+        with zipfile.ZipFile(archive) as z:
+            for name in z.namelist():
+                if name.startswith("clinvk_lib/") and name.endswith(".py"):
+                    z.extract(name, tmp)
+    except zipfile.BadZipFile as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValueError(str(exc))
+    os.chmod(tmp, 0o700)
+    try:
+        os.rename(tmp, target)
+    except OSError:                    # another process won the race: use its copy
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

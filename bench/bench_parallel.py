@@ -3,7 +3,7 @@
 `clinvk parallel --file tasks.json --max-parallel 8 --json` with 50 tasks on the zero-work
 fake claude, against the same 50 commands (from `--dry-run`, so the argv, stdin and workdir
 are exactly what clinvk runs) spawned by a plain 8-thread pool (subprocess.run in a
-ThreadPoolExecutor, each in its own session like clinvk's runner): wall time, median of 5
+ThreadPoolExecutor, each in its own session like clinvk's runner): wall time, median of 9
 alternating rounds, target <= 1.3x.
 """
 
@@ -23,7 +23,7 @@ from common import PY, PYZ, fake_env, need_pyz, paired, report  # noqa: E402
 ISSUE = "4"
 TASKS = 50
 WIDTH = 8
-ROUNDS = 5
+ROUNDS = 9
 
 
 def main() -> None:
