@@ -35,9 +35,10 @@ from typing import Any, Dict, List, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
-from bench_server import MARKING_FAKE  # noqa: E402
-from common import (Server, dry_run_command, fake_env, machine, need_pyz, paired,  # noqa: E402
-                    raise_nofile, report_value)
+from bench_server import wait_mark, write_marking_fake  # noqa: E402
+from common import (Server, concurrent_clients, dry_run_command, fake_env,  # noqa: E402
+                    holding_fake, machine, need_pyz, paired, raise_nofile, report_value,
+                    stream_outcomes)
 from tests.test_nginx import (HOSTNAME, NGINX, free_port, main_config,  # noqa: E402
                               self_signed_certificate, site_config)
 
@@ -110,16 +111,7 @@ def first_event_after_mark(conn: http.client.HTTPConnection, mark_file: str) -> 
         got = time.monotonic()
         if resp.status != 200 or json.loads(line)["type"] != "init":
             raise RuntimeError("unexpected first event (%d): %r" % (resp.status, line))
-        # The mark is written just after the line is flushed: wait for it before the fake
-        # is stopped.
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            with open(mark_file) as f:
-                marks = f.read().split()
-            if marks:
-                return got - float(marks[0])
-            time.sleep(0.001)
-        raise RuntimeError("the fake left no first-line mark")
+        return got - wait_mark(mark_file)
     finally:
         conn.close()
 
@@ -129,12 +121,7 @@ def bench_proxy_first_event(pairs: int = 100) -> None:
         print("SKIP | %s | nginx is not installed (apt-get install nginx)" % ISSUE)
         return
     bindir = tempfile.mkdtemp(prefix="clinvk-bench-marking-fake-")
-    fake = os.path.join(bindir, "claude")
-    with open(fake, "w") as f:
-        f.write(MARKING_FAKE)
-    os.chmod(fake, 0o755)
-    mark_file = os.path.join(bindir, "first-line")
-    open(mark_file, "w").close()
+    _, mark_file = write_marking_fake(bindir)
     home = tempfile.mkdtemp(prefix="clinvk-bench-home-")
     env = {"CLINVK_HOME": home, "FAKE_CLI_MODE": "slow", "FAKE_CLI_DELAY": "0.05",
            "BENCH_FIRST_LINE_FILE": mark_file, "CLINVK_SERVER_TRUSTED_PROXIES": "127.0.0.1",
@@ -198,22 +185,6 @@ def stream(server: Server, body: bytes) -> Tuple[int, List[Dict[str, Any]]]:
         conn.close()
 
 
-def holding_fake(bindir: str, command: List[str], workdir: str, hold: float) -> None:
-    """A zero-work claude in ``bindir``: a shell script printing what the Python fake prints
-    for ``command`` (stream-json), with ``hold`` seconds after the first line. A shell and a
-    sleep cost a few hundred kilobytes, so 1,000 of them run at once where 1,000 Python fakes
-    could not on a small machine."""
-    lines = subprocess.run(command, input=b"hi", stdout=subprocess.PIPE, cwd=workdir,
-                           env=fake_env(), check=True).stdout.decode().splitlines()
-    quoted = ["'%s'" % line.replace("'", "'\\''") for line in lines]
-    script = ("#!/bin/sh\nwhile IFS= read -r _; do :; done\nprintf '%%s\\n' %s\nsleep %g\n"
-              "printf '%%s\\n' %s\n" % (quoted[0], hold, " ".join(quoted[1:])))
-    path = os.path.join(bindir, "claude")
-    with open(path, "w") as f:
-        f.write(script)
-    os.chmod(path, 0o755)
-
-
 def bench_concurrent_streams(clients: int = 1000, hold: float = 5.0) -> None:
     limit = raise_nofile()
     body = {"backend": "claude", "prompt": "hi", "output_format": "stream-json",
@@ -223,48 +194,25 @@ def bench_concurrent_streams(clients: int = 1000, hold: float = 5.0) -> None:
         command, workdir = dry_run_command(conn, body)
         conn.close()
     bindir = tempfile.mkdtemp(prefix="clinvk-bench-holding-fake-")
-    holding_fake(bindir, command, workdir, hold)
+    # What the Python fake prints for this stream-json run, replayed by a zero-work shell fake
+    # so 1,000 of them run at once where 1,000 Python fakes could not on a small machine.
+    lines = subprocess.run(command, input=b"hi", stdout=subprocess.PIPE, cwd=workdir,
+                           env=fake_env(), check=True).stdout.decode().splitlines()
+    holding_fake(bindir, "claude", lines, hold)
     env = {"PATH": bindir + os.pathsep + fake_env()["PATH"],
            "CLINVK_SERVER_MAX_CONCURRENT_RUNS": str(clients + 100),
            "CLINVK_SERVER_QUEUE_TIMEOUT_SECS": "120"}
     data = json.dumps(body).encode()
-    results: List[Tuple[int, List[Dict[str, Any]], float]] = []
-    lock = threading.Lock()
-    gate = threading.Barrier(clients)
     try:
         with Server(env) as server:
             sampler = Sampler(server.proc.pid)
-
-            def client() -> None:
-                gate.wait()
-                started = time.monotonic()
-                try:
-                    status, events = stream(server, data)
-                except Exception as exc:  # noqa: BLE001 - a failed client is counted, not raised
-                    status, events = -1, [{"type": "client_error", "error": repr(exc)}]
-                with lock:
-                    results.append((status, events, time.monotonic() - started))
-
-            threading.stack_size(256 * 1024)
-            threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-            threading.stack_size(0)
-            began = time.monotonic()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(timeout=max(1.0, 300 - (time.monotonic() - began)))
-            wall = time.monotonic() - began
+            results, wall = concurrent_clients(clients, lambda: stream(server, data), 300)
             sampler.stop()
             rss = server.peak_rss_mb()
     finally:
         shutil.rmtree(bindir, ignore_errors=True)
-    ok = sum(1 for status, events, _ in results
-             if status == 200 and events and events[-1]["type"] == "done"
-             and events[-1]["content"].get("exit_code") == 0
-             and not any(e["type"] == "error" for e in events))
-    held = sorted(d for _, _, d in results) or [0.0]
-    failures = [(s, e[-1] if e else None) for s, e, _ in results
-                if not (s == 200 and e and e[-1]["type"] == "done")][:3]
+    ok, held, failures = stream_outcomes(results)
+    held = held or [0.0]
     report_value(ISSUE, "%d concurrent streams held %gs on one instance: succeeded"
                  % (clients, hold),
                  "%d of %d ended with done/exit 0 in %.1f s wall (each held %.1f-%.1f s, median "

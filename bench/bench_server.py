@@ -35,8 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (FAKE_BIN, Server, dry_run_command, fake_env, holding_fake,  # noqa: E402
-                    need_pyz, paired, post_ok, raise_nofile, report, report_value)
+from common import (FAKE_BIN, Server, concurrent_clients, dry_run_command,  # noqa: E402
+                    fake_env, holding_fake, need_pyz, paired, post_ok, raise_nofile, report,
+                    report_value, stream_outcomes)
 
 ISSUE = "5"
 PROMPT = "hi"
@@ -111,7 +112,7 @@ def _first_line_direct(command: List[str], workdir: str, env: Dict[str, str],
     proc.stdin.close()
     line = proc.stdout.readline()
     got = time.monotonic()
-    mark = _wait_mark(mark_file) if line else 0.0
+    mark = wait_mark(mark_file) if line else 0.0
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     proc.stdout.close()
@@ -130,7 +131,7 @@ def _first_event_server(server: Server, mark_file: str) -> float:
     resp = conn.getresponse()
     line = resp.readline()
     got = time.monotonic()
-    mark = _wait_mark(mark_file)
+    mark = wait_mark(mark_file)
     conn.close()                     # the server cancels the run when the client goes
     event = json.loads(line)
     if resp.status != 200 or event["type"] != "init" or not event["content"].get(
@@ -139,9 +140,20 @@ def _first_event_server(server: Server, mark_file: str) -> float:
     return got - mark
 
 
-def _wait_mark(mark_file: str) -> float:
-    # The mark is written just after the line is flushed: the reader may be a hair earlier,
-    # so wait for it before stopping the fake.
+def write_marking_fake(bindir: str) -> Tuple[str, str]:
+    """MARKING_FAKE as ``bindir/claude``: (its path, the empty file it writes its marks to)."""
+    fake = os.path.join(bindir, "claude")
+    with open(fake, "w") as f:
+        f.write(MARKING_FAKE)
+    os.chmod(fake, 0o755)
+    mark_file = os.path.join(bindir, "first-line")
+    open(mark_file, "w").close()
+    return fake, mark_file
+
+
+def wait_mark(mark_file: str) -> float:
+    """The first mark in ``mark_file``. The mark is written just after the line is flushed:
+    the reader may be a hair earlier, so it waits for it (before the fake is stopped)."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         marks = _marks(mark_file)
@@ -153,12 +165,7 @@ def _wait_mark(mark_file: str) -> float:
 
 def bench_first_event() -> None:
     bindir = tempfile.mkdtemp(prefix="clinvk-bench-marking-fake-")
-    fake = os.path.join(bindir, "claude")
-    with open(fake, "w") as f:
-        f.write(MARKING_FAKE)
-    os.chmod(fake, 0o755)
-    mark_file = os.path.join(bindir, "first-line")
-    open(mark_file, "w").close()
+    fake, mark_file = write_marking_fake(bindir)
     extra = {"FAKE_CLI_MODE": "slow", "FAKE_CLI_DELAY": "0.1",
              "BENCH_FIRST_LINE_FILE": mark_file}
     env = fake_env(extra)
@@ -208,23 +215,6 @@ def bench_concurrent_streams(clients: int = 500, hold: float = 5.0) -> None:
     env = {"PATH": bindir + os.pathsep + fake_env()["PATH"],
            "CLINVK_SERVER_MAX_CONCURRENT_RUNS": str(clients + 100)}
     with Server(env) as server:
-        results: List[Tuple[int, List[Dict[str, Any]], float]] = []
-        lock = threading.Lock()
-        start_gate = threading.Barrier(clients)
-
-        def client() -> None:
-            start_gate.wait()
-            started = time.monotonic()
-            try:
-                status, events = _stream_lines(lambda: server.connect(timeout=120), body)
-            except Exception as exc:  # noqa: BLE001 - a failed client is counted, not raised
-                status, events = -1, [{"type": "client_error", "error": repr(exc)}]
-            with lock:
-                results.append((status, events, time.monotonic() - started))
-
-        threading.stack_size(256 * 1024)
-        threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-        threading.stack_size(0)
         peak = [0]
         done = threading.Event()
 
@@ -233,23 +223,13 @@ def bench_concurrent_streams(clients: int = 500, hold: float = 5.0) -> None:
                 peak[0] = max(peak[0], server.running_children())
 
         sampler = threading.Thread(target=sample, daemon=True)
-        began = time.monotonic()
-        for t in threads:
-            t.start()
         sampler.start()
-        for t in threads:
-            t.join(timeout=max(1.0, 180 - (time.monotonic() - began)))
-        wall = time.monotonic() - began
+        results, wall = concurrent_clients(
+            clients, lambda: _stream_lines(lambda: server.connect(timeout=120), body), 180)
         done.set()
         sampler.join()
         rss = server.peak_rss_mb()
-    succeeded = sum(1 for status, events, _ in results
-                    if status == 200 and events and events[-1]["type"] == "done"
-                    and events[-1]["content"].get("exit_code") == 0
-                    and not any(e["type"] == "error" for e in events))
-    held = sorted(d for _, _, d in results)
-    failures = [(s, e[-1] if e else None) for s, e, _ in results
-                if not (s == 200 and e and e[-1]["type"] == "done")][:3]
+    succeeded, held, failures = stream_outcomes(results)
     report_value(ISSUE, "%d concurrent streams held %gs: succeeded" % (clients, hold),
                  "%d of %d streams ended with done/exit 0 in %.1f s wall (each held %.1f-%.1f s,"
                  " median %.1f s; at most %d backends running at once)%s"

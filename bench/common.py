@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -146,6 +147,53 @@ def holding_fake(bindir: str, name: str, lines: Sequence[str], hold: float) -> s
         f.write(script)
     os.chmod(path, 0o755)
     return path
+
+
+# (status, NDJSON events, seconds the client waited) of one streaming client.
+StreamResult = Tuple[int, List[Dict[str, Any]], float]
+
+
+def concurrent_clients(clients: int, one: Callable[[], Tuple[int, List[Dict[str, Any]]]],
+                       seconds: float) -> Tuple[List[StreamResult], float]:
+    """Run ``one()`` -> (status, events) in ``clients`` threads (256 KiB stacks) released
+    together, waiting for them until ``seconds`` after the start; a client that raises counts
+    as status -1 with one client_error event. ([StreamResult], wall seconds)."""
+    results: List[StreamResult] = []
+    lock = threading.Lock()
+    gate = threading.Barrier(clients)
+
+    def client() -> None:
+        gate.wait()
+        started = time.monotonic()
+        try:
+            status, events = one()
+        except Exception as exc:  # noqa: BLE001 - a failed client is counted, not raised
+            status, events = -1, [{"type": "client_error", "error": repr(exc)}]
+        with lock:
+            results.append((status, events, time.monotonic() - started))
+
+    threading.stack_size(256 * 1024)
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    threading.stack_size(0)
+    began = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=max(1.0, seconds - (time.monotonic() - began)))
+    return results, time.monotonic() - began
+
+
+def stream_outcomes(results: List[StreamResult]) -> Tuple[int, List[float], List[Any]]:
+    """(how many streams ended with done, exit code 0 and no error event; every client's
+    wait, sorted; the first three failures as (status, last event))."""
+    succeeded = sum(1 for status, events, _ in results
+                    if status == 200 and events and events[-1]["type"] == "done"
+                    and events[-1]["content"].get("exit_code") == 0
+                    and not any(e["type"] == "error" for e in events))
+    held = sorted(d for _, _, d in results)
+    failures = [(s, e[-1] if e else None) for s, e, _ in results
+                if not (s == 200 and e and e[-1]["type"] == "done")][:3]
+    return succeeded, held, failures
 
 
 def raise_nofile() -> int:

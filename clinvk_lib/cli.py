@@ -14,7 +14,7 @@ import os
 import shlex
 import signal
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from . import version_line
 
@@ -76,7 +76,7 @@ def add_run_flags(p: argparse.ArgumentParser, backend: bool = True, workdir: boo
                    help="what the agent may do without asking (see README per backend)")
     p.add_argument("--sandbox-mode", choices=("default", "read-only", "workspace", "full"),
                    help="where the agent may write (see README per backend)")
-    p.add_argument("--max-turns", type=_non_negative_int, metavar="N",
+    p.add_argument("--max-turns", type=_int_at_least(0), metavar="N",
                    help="maximum agentic turns (claude only; others ignore it, see README)")
     p.add_argument("--system-prompt", metavar="TEXT", help="system prompt for the backend")
     p.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
@@ -94,14 +94,17 @@ def add_output_flag(p: argparse.ArgumentParser) -> None:
                         "default: config output.format")
 
 
-def _non_negative_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number, got %r" % s)
-    if v < 0:
-        raise argparse.ArgumentTypeError("expected a number >= 0, got %d" % v)
-    return v
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum``."""
+    def convert(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError("expected a whole number, got %r" % s)
+        if v < minimum:
+            raise argparse.ArgumentTypeError("expected a number >= %d, got %d" % (minimum, v))
+        return v
+    return convert
 
 
 def _positive_float(s: str) -> float:
@@ -175,6 +178,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         previous = None          # not the main thread (tests): leave signals alone
     try:
         return _dispatch(argv)
+    except _HelpShown as h:
+        return h.code
     except UsageError as exc:
         _err("%s" % exc)
         return EXIT_USAGE
@@ -224,14 +229,12 @@ def _parse(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespa
 
 def _parse_action(parser: argparse.ArgumentParser, actions, argv: List[str]):
     """Parse a command with actions (``sessions list``): ``(args, None)``, or ``(None, exit
-    code)`` when help was shown or no action was given. Every action takes ``--config``."""
+    code)`` when no action was given (help raises _HelpShown, as in _parse). Every action
+    takes ``--config``."""
     for action in actions:
         add_config_flag(action)
     add_config_flag(parser)
-    try:
-        args = _parse(parser, argv)
-    except _HelpShown as h:
-        return None, h.code
+    args = _parse(parser, argv)
     if not args.action:
         parser.print_help()
         return None, EXIT_USAGE
@@ -239,6 +242,8 @@ def _parse_action(parser: argparse.ArgumentParser, actions, argv: List[str]):
 
 
 class _HelpShown(Exception):
+    """argparse printed help and wanted to exit with ``code``; main() returns that code."""
+
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
@@ -287,10 +292,7 @@ def cmd_prompt(argv: List[str]) -> int:
     if not argv:
         root_parser().print_help()
         return EXIT_OK
-    try:
-        args = _parse(root_parser(), argv)
-    except _HelpShown as h:
-        return h.code
+    args = _parse(root_parser(), argv)
     if args.version:
         return cmd_version([])
     flags = {}
@@ -465,10 +467,7 @@ def cmd_resume(argv: List[str]) -> int:
                    help="with --last: only sessions of the current directory")
     add_run_flags(p, workdir=False)
     add_output_flag(p)
-    try:
-        args = _parse(p, argv)
-    except _HelpShown as h:
-        return h.code
+    args = _parse(p, argv)
     cfg = load_config(args)
     store = open_store(cfg)
     words = list(args.words)
@@ -506,9 +505,9 @@ def cmd_sessions(argv: List[str]) -> int:
     ls = sub.add_parser("list", help="list sessions, most recent first")
     ls.add_argument("-b", "--backend")
     ls.add_argument("--status", choices=("active", "completed", "error", "paused"))
-    ls.add_argument("-n", "--limit", type=_non_negative_int, default=DEFAULT_LIST_LIMIT,
+    ls.add_argument("-n", "--limit", type=_int_at_least(0), default=DEFAULT_LIST_LIMIT,
                     help="at most N sessions (default %d; 0 = all)" % DEFAULT_LIST_LIMIT)
-    ls.add_argument("--offset", type=_non_negative_int, default=0)
+    ls.add_argument("--offset", type=_int_at_least(0), default=0)
     ls.add_argument("--json", action="store_true", help="JSON: {sessions, total, limit, offset}")
     show = sub.add_parser("show", help="one session's details")
     show.add_argument("id", help="session id or unique prefix")
@@ -681,10 +680,7 @@ def cmd_backends(argv: List[str]) -> int:
     p = Parser(prog="clinvk backends", description="Which backends are installed.")
     p.add_argument("--json", action="store_true")
     add_config_flag(p)
-    try:
-        args = _parse(p, argv)
-    except _HelpShown as h:
-        return h.code
+    args = _parse(p, argv)
     cfg = load_config(args)
     from .backends.probe import probe_all
     found = probe_all(cfg)
@@ -740,8 +736,6 @@ def run_main() -> None:
     """Entry point: exit with main()'s code; a bug prints one line, never a traceback."""
     try:
         code = main()
-    except _HelpShown as h:
-        code = h.code
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if os.environ.get("CLINVK_DEBUG"):
             raise

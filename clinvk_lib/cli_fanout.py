@@ -21,9 +21,9 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import execute, miniyaml, orchestrate
-from .cli import (EXIT_FAILED, EXIT_OK, Interrupted, Parser, UsageError, _err, _HelpShown,
-                  _json_out, _parse, _positive_float, _read_prompt, _write, add_config_flag,
-                  add_run_flags, exec_error_exit, load_config)
+from .cli import (EXIT_FAILED, EXIT_OK, Interrupted, Parser, UsageError, _err,
+                  _int_at_least, _json_out, _parse, _positive_float, _read_prompt, _write,
+                  add_config_flag, add_run_flags, exec_error_exit, load_config)
 
 TICK_SECONDS = 0.2      # how often the status line's elapsed time is redrawn
 
@@ -409,16 +409,6 @@ def _write_json_atomically(path: str, obj: Any) -> None:
 # -- the commands ---------------------------------------------------------------------------------
 
 
-def _at_least_one(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number, got %r" % s)
-    if v < 1:
-        raise argparse.ArgumentTypeError("expected a number >= 1, got %d" % v)
-    return v
-
-
 def _add_file_flags(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("-f", "--file", metavar="PATH",
                    help="%s, JSON or YAML ('-' or none: read it from stdin)" % what)
@@ -441,7 +431,7 @@ def cmd_parallel(argv: List[str]) -> int:
                            "printed in input order.",
                epilog=TASK_FILE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_file_flags(p, "task file")
-    p.add_argument("--max-parallel", type=_at_least_one, metavar="N",
+    p.add_argument("--max-parallel", type=_int_at_least(1), metavar="N",
                    help="tasks run at once (default: the file's max_parallel, else config "
                         "parallel.max_workers)")
     p.add_argument("--fail-fast", action="store_true",
@@ -450,10 +440,7 @@ def cmd_parallel(argv: List[str]) -> int:
                    help="no progress and no answers: only the results table")
     p.add_argument("--output-dir", metavar="DIR",
                    help="also write summary.json and one JSON file per task into DIR")
-    try:
-        args = _parse(p, argv)
-    except _HelpShown as h:
-        return h.code
+    args = _parse(p, argv)
     cfg = load_config(args)
     spec = _load_spec(args.file, "task file", "tasks.json", orchestrate.validate_parallel_spec)
     tasks = spec["tasks"]
@@ -497,10 +484,7 @@ def cmd_chain(argv: List[str]) -> int:
                            "replaced by the previous step's output.",
                epilog=CHAIN_FILE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_file_flags(p, "chain file")
-    try:
-        args = _parse(p, argv)
-    except _HelpShown as h:
-        return h.code
+    args = _parse(p, argv)
     cfg = load_config(args)
     spec = _load_spec(args.file, "chain file", "chain.json", orchestrate.validate_chain_spec)
     steps = spec["steps"]
@@ -539,10 +523,7 @@ def cmd_compare(argv: List[str]) -> int:
                    help="one backend after the other instead of all at once")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_run_flags(p, backend=False)
-    try:
-        args = _parse(p, argv)
-    except _HelpShown as h:
-        return h.code
+    args = _parse(p, argv)
     if args.backends and args.all_backends:
         raise UsageError("clinvk compare: give --backends or --all-backends, not both")
     if not args.backends and not args.all_backends:

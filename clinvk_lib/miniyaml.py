@@ -244,6 +244,13 @@ def _comment_start(text: str, start: int) -> int:
     return len(text)
 
 
+def _skip_blanks(text: str, pos: int) -> int:
+    """Index of the first character at or after ``pos`` that is not a space or a tab."""
+    while pos < len(text) and text[pos] in " \t":
+        pos += 1
+    return pos
+
+
 # --- structure ----------------------------------------------------------------------------
 
 class _Line:
@@ -428,8 +435,7 @@ class _Parser:
         text = line.text
         if text[0] in "\"'":
             key, end = self._quoted(line, 0)
-            while end < len(text) and text[end] in " \t":
-                end += 1
+            end = _skip_blanks(text, end)
             if end < len(text) and text[end] == ":" and (
                     end + 1 == len(text) or text[end + 1] in " \t"):
                 return key, end + 1
@@ -454,27 +460,33 @@ class _Parser:
         Returns ``_NOTHING`` when only whitespace or a comment follows.
         """
         text = line.text
-        while pos < len(text) and text[pos] in " \t":
-            pos += 1
+        pos = _skip_blanks(text, pos)
         if pos == len(text) or text[pos] == "#":
             return _NOTHING, pos, pos
-        first = text[pos]
-        if first in "\"'":
-            value, end = self._quoted(line, pos)
-        elif first == "[":
-            value, end = self._flow_list(line, pos)
-        elif first == "{":
-            value, end = self._flow_mapping(line, pos)
-        else:
+        delimited = self._delimited(line, pos)
+        if delimited is None:
             self._check_plain_start(line, text[pos:])
             raw = text[pos:_comment_start(text, pos)].rstrip(" \t")
             if _find_colon(raw) >= 0:
                 raise self.error(line, "': ' cannot appear in an unquoted value; quote the value")
             return _resolve_plain(raw), pos, pos + len(raw)
+        value, end = delimited
         rest = text[end:]
         if rest.strip() and not (rest[0] in " \t" and rest.strip().startswith("#")):
             raise self.error(line, "unexpected text after the value: %r" % rest.strip())
         return value, pos, end
+
+    def _delimited(self, line: _Line, pos: int) -> Optional[Tuple[Any, int]]:
+        """The quoted scalar, flow list or flow mapping starting at ``pos``: (value, index
+        after its closing character); None when a plain scalar starts there."""
+        first = line.text[pos]
+        if first in "\"'":
+            return self._quoted(line, pos)
+        if first == "[":
+            return self._flow_list(line, pos)
+        if first == "{":
+            return self._flow_mapping(line, pos)
+        return None
 
     def _check_plain_start(self, line: _Line, text: str) -> None:
         first = text[0]
@@ -546,8 +558,7 @@ class _Parser:
         items = []  # type: List[Any]
         index = pos + 1
         while True:
-            while index < len(text) and text[index] in " \t":
-                index += 1
+            index = _skip_blanks(text, index)
             if index == len(text) or (text[index] == "#" and text[index - 1] in " \t"):
                 raise self.error(line, "'[' is not closed on the same line; a flow list must "
                                        "fit on one line (or use '- item' lines)")
@@ -556,12 +567,9 @@ class _Parser:
                 return items, index + 1
             if first == ",":
                 raise self.error(line, "empty item in a flow list")
-            if first in "\"'":
-                value, index = self._quoted(line, index)
-            elif first == "[":
-                value, index = self._flow_list(line, index)
-            elif first == "{":
-                value, index = self._flow_mapping(line, index)
+            delimited = self._delimited(line, index)
+            if delimited is not None:
+                value, index = delimited
             else:
                 self._check_plain_start(line, text[index:])
                 end = index
@@ -573,8 +581,7 @@ class _Parser:
                     raise self.error(line, "mappings inside a flow list are not supported")
                 value, index = _resolve_plain(raw), index + len(raw)
             items.append(value)
-            while index < len(text) and text[index] in " \t":
-                index += 1
+            index = _skip_blanks(text, index)
             if index < len(text) and text[index] == ",":
                 index += 1
             elif index < len(text) and text[index] == "]":
@@ -587,9 +594,7 @@ class _Parser:
 
     def _flow_mapping(self, line: _Line, pos: int) -> Tuple[Dict[str, Any], int]:
         text = line.text
-        index = pos + 1
-        while index < len(text) and text[index] in " \t":
-            index += 1
+        index = _skip_blanks(text, pos + 1)
         if text[index:index + 1] == "}":
             return {}, index + 1
         raise self.error(line, "flow mappings ({key: value}) are not supported; write the keys "

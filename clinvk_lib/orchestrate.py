@@ -70,7 +70,7 @@ def _text(value: Any) -> Any:
     return value
 
 
-def _prompt(value: Any) -> Any:
+def _non_empty_text(value: Any) -> Any:
     if not _text(value).strip():
         raise ValueError("must not be empty")
     return value
@@ -124,7 +124,7 @@ def _shown(value: Any) -> str:
 # the field lists in error messages; TASK_FIELDS and STEP_FIELDS are taken from here.
 FIELD_CHECKS: Dict[str, Callable[[Any], Any]] = {
     "backend": _backend,
-    "prompt": _prompt,
+    "prompt": _non_empty_text,
     "model": _text,
     "workdir": _text,
     "approval_mode": _choice(*base.APPROVAL_MODES),
@@ -193,12 +193,6 @@ def _at_least_one(value: Any) -> Any:
     return value
 
 
-def _path(value: Any) -> Any:
-    if not _text(value).strip():
-        raise ValueError("must not be empty")
-    return value
-
-
 PARALLEL_KEYS = ("tasks", "max_parallel", "fail_fast", "output_dir")
 CHAIN_KEYS = ("steps", "stop_on_failure", "pass_working_dir", "pass_session_id",
               "persist_sessions")
@@ -212,7 +206,7 @@ def validate_parallel_spec(data: Any) -> Dict[str, Any]:
     return {"tasks": tasks,
             "max_parallel": _optional(data, "max_parallel", _at_least_one, 0),
             "fail_fast": _optional(data, "fail_fast", _flag, None),
-            "output_dir": _optional(data, "output_dir", _path, "")}
+            "output_dir": _optional(data, "output_dir", _non_empty_text, "")}
 
 
 def validate_chain_spec(data: Any) -> Dict[str, Any]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from typing import Any, Dict, List
 
 import pytest
 
@@ -29,6 +31,23 @@ def clinvk_home(tmp_path, monkeypatch):
     home.mkdir()
     monkeypatch.setenv("CLINVK_HOME", str(home))
     return home
+
+
+def records(path) -> List[Dict[str, Any]]:
+    """What each fake CLI run received (argv, stdin, cwd, env), in order, as recorded in
+    ``path`` (FAKE_CLI_RECORD); [] before the first run."""
+    if not os.path.exists(str(path)):
+        return []
+    with open(str(path), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture
+def record(monkeypatch, tmp_path):
+    """The FAKE_CLI_RECORD file of this test; read it with ``records``."""
+    path = tmp_path / "record.jsonl"
+    monkeypatch.setenv("FAKE_CLI_RECORD", str(path))
+    return path
 
 
 @pytest.fixture

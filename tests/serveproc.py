@@ -9,8 +9,6 @@ The fake CLIs are first on PATH and the process runs under this interpreter.
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import re
 import signal
@@ -20,7 +18,7 @@ import threading
 from typing import Any, Dict, List, Optional
 
 from clinvk_lib import miniyaml
-from tests.serverutil import Reply
+from tests.serverutil import HttpClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE_BIN = os.path.join(ROOT, "tests", "fakes", "bin")
@@ -40,9 +38,10 @@ def fake_cli_env(home: str, state_dir: str, extra: Optional[Dict[str, str]] = No
     return env
 
 
-class ServeProcess:
+class ServeProcess(HttpClient):
     """A started ``clinvk serve --host 127.0.0.1 --port 0``; ``port`` is read from its
-    start-up line, and every later line of its stderr lands in ``log_lines``."""
+    start-up line, and every later line of its stderr lands in ``log_lines``. Requests go
+    through HttpClient (``srv.post(path, body)``)."""
 
     def __init__(self, home: str, env: Optional[Dict[str, str]] = None,
                  config: Optional[Dict[str, Any]] = None, state_dir: str = "") -> None:
@@ -77,21 +76,6 @@ class ServeProcess:
 
     def log_lines_with(self, text: str) -> List[str]:
         return [line for line in list(self.log_lines) if text in line]
-
-    # -- requests ---------------------------------------------------------------------------
-
-    def connection(self, timeout: float = 30.0) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-
-    def request(self, method: str, path: str, body: Any = None,
-                headers: Optional[Dict[str, str]] = None, timeout: float = 30.0) -> Reply:
-        return request(self.connection(timeout), method, path, body, headers)
-
-    def post(self, path: str, body: Any, **kw: Any) -> Reply:
-        return self.request("POST", path, body, **kw)
-
-    def get(self, path: str, **kw: Any) -> Reply:
-        return self.request("GET", path, **kw)
 
     # -- the process as /proc shows it --------------------------------------------------------
 
@@ -132,22 +116,6 @@ class ServeProcess:
             code = self.proc.wait()
         self._reader.join(5)
         return code
-
-
-def request(conn: http.client.HTTPConnection, method: str, path: str, body: Any = None,
-            headers: Optional[Dict[str, str]] = None) -> Reply:
-    """One request on ``conn`` (closed afterwards); a dict or list body is sent as JSON."""
-    try:
-        data = body
-        sent = dict(headers or {})
-        if isinstance(body, (dict, list)):
-            data = json.dumps(body).encode("utf-8")
-            sent.setdefault("Content-Type", "application/json")
-        conn.request(method, path, data, sent)
-        resp = conn.getresponse()
-        return Reply(resp.status, resp.headers, resp.read())
-    finally:
-        conn.close()
 
 
 def children_of(pid: int) -> List[int]:

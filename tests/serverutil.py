@@ -3,6 +3,8 @@ PATH, a private CLINVK_HOME. Use the ``server`` fixture (default settings) or
 ``start_server`` (``start_server(**{"server.max_concurrent_runs": 1})``).
 
 Test modules import the fixtures: ``from tests.serverutil import server, start_server``.
+``HttpClient`` (JSON requests on fresh connections) also serves ``serveproc.ServeProcess``;
+``raw_request`` and ``stream_until`` are for what the client classes cannot say.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -35,7 +38,50 @@ class Reply:
         return "Reply(%d, %r)" % (self.status, self.body[:300])
 
 
-class RunningServer:
+def encode_body(body: Any, headers: Optional[Dict[str, str]] = None
+                ) -> Tuple[Any, Dict[str, str]]:
+    """(data, headers) to send: a dict or list ``body`` as JSON, with Content-Type
+    application/json unless ``headers`` names one; anything else as it is."""
+    sent = dict(headers or {})
+    if isinstance(body, (dict, list)):
+        sent.setdefault("Content-Type", "application/json")
+        return json.dumps(body).encode("utf-8"), sent
+    return body, sent
+
+
+def send_request(conn: http.client.HTTPConnection, method: str, path: str, body: Any = None,
+                 headers: Optional[Dict[str, str]] = None) -> Reply:
+    """One request on ``conn``, closed afterwards; ``body`` as ``encode_body`` sends it."""
+    try:
+        conn.request(method, path, *encode_body(body, headers))
+        resp = conn.getresponse()
+        return Reply(resp.status, resp.headers, resp.read())
+    finally:
+        conn.close()
+
+
+class HttpClient:
+    """Requests, each on a fresh connection, to a server on 127.0.0.1 at ``self.port``."""
+
+    port = 0
+
+    def connection(self, timeout: float = 30.0) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method: str, path: str, body: Any = None,
+                headers: Optional[Dict[str, str]] = None, timeout: float = 30.0) -> Reply:
+        """One request on a fresh connection. A dict or list ``body`` is sent as JSON with
+        Content-Type application/json; bytes are sent as they are."""
+        return send_request(self.connection(timeout), method, path, body, headers)
+
+    def post(self, path: str, body: Any, **kw: Any) -> Reply:
+        return self.request("POST", path, body, **kw)
+
+    def get(self, path: str, **kw: Any) -> Reply:
+        return self.request("GET", path, **kw)
+
+
+class RunningServer(HttpClient):
     """A started server; ``stop()`` shuts it down like SIGTERM would (drain, then cancel)."""
 
     def __init__(self, app: server_app.App, httpd: server_app.Server) -> None:
@@ -47,32 +93,6 @@ class RunningServer:
                                         kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         self._stopped = False
-
-    def connection(self, timeout: float = 30.0) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-
-    def request(self, method: str, path: str, body: Any = None,
-                headers: Optional[Dict[str, str]] = None, timeout: float = 30.0) -> Reply:
-        """One request on a fresh connection. A dict or list ``body`` is sent as JSON with
-        Content-Type application/json; bytes are sent as they are."""
-        conn = self.connection(timeout)
-        try:
-            data = body
-            sent_headers = dict(headers or {})
-            if isinstance(body, (dict, list)):
-                data = json.dumps(body).encode("utf-8")
-                sent_headers.setdefault("Content-Type", "application/json")
-            conn.request(method, path, data, sent_headers)
-            resp = conn.getresponse()
-            return Reply(resp.status, resp.headers, resp.read())
-        finally:
-            conn.close()
-
-    def post(self, path: str, body: Any, **kw: Any) -> Reply:
-        return self.request("POST", path, body, **kw)
-
-    def get(self, path: str, **kw: Any) -> Reply:
-        return self.request("GET", path, **kw)
 
     def stop(self) -> None:
         if not self._stopped:
@@ -149,3 +169,61 @@ def read_pid(path: str, seconds: float = 5.0) -> int:
         "the fake CLI never wrote %s" % path
     with open(path) as f:
         return int(f.read().strip())
+
+
+def raw_request(srv: HttpClient, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes to ``srv`` (a RunningServer or a ServeProcess); everything the server
+    answers until it closes."""
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=timeout) as s:
+        s.sendall(data)
+        return read_until_closed(s)
+
+
+def read_until_closed(s: socket.socket) -> bytes:
+    """Everything ``s`` receives until the peer closes (or is silent for the socket's
+    timeout)."""
+    chunks = []
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def status_of(raw: bytes) -> int:
+    """The status code of a raw HTTP answer."""
+    return int(raw.split(b" ", 2)[1])
+
+
+def stream_until(srv: HttpClient, path: str, body: Any, marker: bytes) -> Tuple[int, bytes]:
+    """POST ``body`` and read the streamed answer line by line until ``marker`` has arrived
+    or the stream ends: (status, what was read; nothing unless the status is 200)."""
+    conn = srv.connection()
+    try:
+        conn.request("POST", path, *encode_body(body))
+        resp = conn.getresponse()
+        seen = b""
+        while resp.status == 200 and marker not in seen:
+            line = resp.readline()
+            if not line:
+                break
+            seen += line
+        return resp.status, seen
+    finally:
+        conn.close()
+
+
+def metrics_once_counted(srv, needle: str, headers: Optional[Dict[str, str]] = None,
+                         timeout: float = 5.0) -> str:
+    """/metrics once ``needle`` is in it (or after ``timeout``): a request is counted just
+    after its response has gone out, so a scrape right behind it may not see it yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = srv.get("/metrics", headers=headers).body.decode()
+        if needle in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.02)

@@ -3,12 +3,12 @@ against an in-process server with the fake CLIs."""
 
 from __future__ import annotations
 
-import http.client
 import json
 
 import pytest
 
-from tests.serverutil import server, start_server  # noqa: F401 (fixtures)
+from tests.conftest import records
+from tests.serverutil import server, start_server, stream_until  # noqa: F401 (fixtures)
 
 anthropic = pytest.importorskip("anthropic")
 pytestmark = pytest.mark.sdk
@@ -17,19 +17,6 @@ BACKENDS = ["claude", "codex", "gemini"]
 HI = [{"role": "user", "content": "hi"}]
 # The base URL as the README writes it, and as the seeds do (the SDK then adds another /v1).
 BASE_PATHS = ["/anthropic", "/anthropic/v1"]
-
-
-@pytest.fixture
-def runs(monkeypatch, tmp_path):
-    """``runs()``: what each fake CLI run received (argv, stdin), in order."""
-    path = tmp_path / "fake-runs.jsonl"
-    monkeypatch.setenv("FAKE_CLI_RECORD", str(path))
-
-    def read():
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
-    return read
 
 
 def client(srv, base="/anthropic", **kw):
@@ -134,35 +121,35 @@ def test_every_field_a_client_sends_is_accepted(server):
 # -- what the backend receives -------------------------------------------------------------------
 
 
-def test_text_blocks_become_one_prompt(server, runs):
+def test_text_blocks_become_one_prompt(server, record):
     create(server, messages=[{"role": "user", "content": [
         {"type": "text", "text": "block one"}, {"type": "text", "text": "block two"}]}])
-    assert runs()[-1]["stdin"] == "block one\nblock two"
+    assert records(record)[-1]["stdin"] == "block one\nblock two"
 
 
-def test_multi_turn_history_becomes_one_tagged_prompt(server, runs):
+def test_multi_turn_history_becomes_one_tagged_prompt(server, record):
     create(server, model="gemini", messages=[
         {"role": "user", "content": "first"}, {"role": "assistant", "content": "answer"},
         {"role": "user", "content": "second"}])
-    assert runs()[-1]["stdin"] == ("<conversation_history>\n<user>\nfirst\n</user>\n"
+    assert records(record)[-1]["stdin"] == ("<conversation_history>\n<user>\nfirst\n</user>\n"
                                    "<assistant>\nanswer\n</assistant>\n"
                                    "</conversation_history>\n\nsecond")
 
 
-def test_system_goes_to_claudes_system_prompt(server, runs):
+def test_system_goes_to_claudes_system_prompt(server, record):
     create(server, system="Be brief.")
-    run = runs()[-1]
+    run = records(record)[-1]
     assert "--system-prompt=Be brief." in run["argv"] and run["stdin"] == "hi"
 
 
-def test_system_blocks_open_the_prompt_on_gemini(server, runs):
+def test_system_blocks_open_the_prompt_on_gemini(server, record):
     create(server, model="gemini", system=[{"type": "text", "text": "Be brief."}])
-    assert runs()[-1]["stdin"] == "<system>\nBe brief.\n</system>\n\nhi"
+    assert records(record)[-1]["stdin"] == "<system>\nBe brief.\n</system>\n\nhi"
 
 
-def test_vendor_model_id_runs_claude_with_that_model(server, runs):
+def test_vendor_model_id_runs_claude_with_that_model(server, record):
     message, _ = create(server, model="claude-sonnet-4-5")
-    assert "--model=claude-sonnet-4-5" in runs()[-1]["argv"]
+    assert "--model=claude-sonnet-4-5" in records(record)[-1]["argv"]
     assert message.model == "claude-sonnet-4-5"
 
 
@@ -170,7 +157,7 @@ def test_vendor_model_id_runs_claude_with_that_model(server, runs):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_session_header_continues_with_only_the_newest_user_turn(server, runs, backend):
+def test_session_header_continues_with_only_the_newest_user_turn(server, record, backend):
     first, headers = create(server, model=backend, messages=[{"role": "user",
                                                               "content": "first"}])
     session = headers["x-clinvk-session-id"]
@@ -180,7 +167,7 @@ def test_session_header_continues_with_only_the_newest_user_turn(server, runs, b
                                        {"role": "assistant", "content": first.content[0].text},
                                        {"role": "user", "content": "second"}])
     assert text == "[history: 1 turns] echo: second"
-    assert runs()[-1]["stdin"] == "second"
+    assert records(record)[-1]["stdin"] == "second"
     assert again["x-clinvk-session-id"] == session
 
 
@@ -256,7 +243,7 @@ def test_trailing_assistant_prefill_is_a_bad_request(server):
     assert "messages[1].role" in error_of(info)["message"]
 
 
-def test_failed_backend_run_is_a_502_not_retried_by_the_sdk(server, runs, monkeypatch):
+def test_failed_backend_run_is_a_502_not_retried_by_the_sdk(server, record, monkeypatch):
     monkeypatch.setenv("FAKE_CLI_MODE", "fail")
     with pytest.raises(anthropic.InternalServerError) as info:
         client(server, max_retries=2).messages.create(model="gemini", max_tokens=5,
@@ -264,7 +251,7 @@ def test_failed_backend_run_is_a_502_not_retried_by_the_sdk(server, runs, monkey
     assert info.value.status_code == 502
     assert error_of(info)["type"] == "api_error"
     assert "fake failure (FAKE_CLI_MODE=fail)" in error_of(info)["message"]
-    assert len(runs()) == 1
+    assert len(records(record)) == 1
 
 
 def test_backend_not_installed_is_an_overloaded_503(server, monkeypatch):
@@ -339,20 +326,11 @@ def test_failed_stream_ends_with_an_error_event(server, monkeypatch):
 def test_silent_backend_gets_ping_events(start_server, monkeypatch):
     monkeypatch.setenv("FAKE_CLI_MODE", "hang")
     srv = start_server(**{"server.sse_keepalive_secs": 1})
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
-    try:
-        conn.request("POST", "/anthropic/v1/messages", json.dumps(
-            {"model": "codex", "max_tokens": 5, "messages": HI, "stream": True}),
-            {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        assert resp.status == 200
-        seen = b""
-        while b'event: ping\ndata: {"type":"ping"}\n\n' not in seen:
-            line = resp.readline()
-            assert line, "the stream ended before a ping"
-            seen += line
-    finally:
-        conn.close()
+    ping = b'event: ping\ndata: {"type":"ping"}\n\n'
+    status, seen = stream_until(srv, "/anthropic/v1/messages", {
+        "model": "codex", "max_tokens": 5, "messages": HI, "stream": True}, ping)
+    assert status == 200
+    assert ping in seen, "the stream ended before a ping"
 
 
 def test_sdk_reads_a_slow_stream_with_pings(start_server, monkeypatch):

@@ -4,42 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 
 import pytest
 
 from clinvk_lib import events as ev
 from clinvk_lib.backends import base
+from tests.backendutil import BackendKit, fixture, help_flags
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-FIXTURES = os.path.join(HERE, "fixtures")
-FAKE = os.path.join(HERE, "fakes", "bin", "claude")
-BACKEND = base.get("claude")
-
-
-def fixture(*parts: str) -> str:
-    with open(os.path.join(FIXTURES, *parts), encoding="utf-8") as f:
-        return f.read()
-
-
-def real(case: str):
-    """(stdout, stderr, exit code) of a capture from the real claude."""
-    return (fixture("real", "claude", case + ".stdout"),
-            fixture("real", "claude", case + ".stderr"),
-            int(fixture("real", "claude", case + ".exit")))
-
-
-def stream(stdout: str, stderr: str = "", exit_code: int = 0):
-    """(events, Result) of feeding ``stdout`` line by line to a fresh stream parser."""
-    parser = BACKEND.new_stream_parser()
-    events = [e for line in stdout.splitlines() for e in parser.feed(line)]
-    events += parser.finish(exit_code, stderr)
-    return events, parser.result(exit_code)
-
-
-def argv(**kw) -> list:
-    return BACKEND.build_argv(base.Options(**kw), "claude")
+KIT = BackendKit("claude")
+BACKEND, FAKE = KIT.backend, KIT.fake
+real, stream, argv, run_fake = KIT.real, KIT.stream, KIT.argv, KIT.run_fake
 
 
 # -- argv --------------------------------------------------------------------------------
@@ -101,10 +76,6 @@ def test_unknown_option_values_are_refused_with_the_choices(kw, field):
         argv(**kw)
 
 
-def help_flags() -> set:
-    return set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", fixture("help", "claude.txt")))
-
-
 def flag_names(args) -> set:
     return {a.split("=", 1)[0] for a in args if a.startswith("-")}
 
@@ -116,11 +87,11 @@ def test_every_emitted_flag_is_in_claude_help_except_the_hidden_max_turns():
                                    max_turns=2, system_prompt="s", allowed_tools="Read",
                                    ephemeral=True, verbose=True, output_format="stream-json"))
     # --max-turns is accepted by claude 2.1.197 (checked) although --help does not list it.
-    assert emitted - help_flags() == {"--max-turns"}
+    assert emitted - help_flags("claude.txt") == {"--max-turns"}
 
 
 def test_every_allowed_extra_flag_is_in_claude_help():
-    assert set(BACKEND.allowed_extra_flags) - help_flags() == set()
+    assert set(BACKEND.allowed_extra_flags) - help_flags("claude.txt") == set()
 
 
 @pytest.mark.parametrize("flag", [
@@ -317,16 +288,6 @@ def test_json_resume_of_a_lost_session_reports_claudes_stderr():
 
 # -- against the fake claude -------------------------------------------------------------
 
-def run_fake(tmp_path, prompt: str, env=None, **kw):
-    """(stdout, stderr, exit code) of the fake claude run with the argv clinvk builds."""
-    args = BACKEND.build_argv(base.Options(**kw), FAKE)
-    environ = BACKEND.child_env(dict(os.environ, FAKE_CLI_STATE_DIR=str(tmp_path / "state"),
-                                     **(env or {})))
-    p = subprocess.run(args, input=prompt.encode("utf-8"), stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, cwd=str(tmp_path), env=environ, timeout=60)
-    return p.stdout.decode("utf-8"), p.stderr.decode("utf-8"), p.returncode
-
-
 def test_fake_stream_reaches_the_parser_as_deltas_with_the_prompt_verbatim(tmp_path):
     events, result = stream(*run_fake(tmp_path, "--help me", {"FAKE_CLI_CHUNKS": "4"},
                                       output_format="stream-json"))
@@ -391,16 +352,9 @@ def test_fake_hang_prints_init_then_keeps_running_under_its_pidfile(tmp_path):
         proc.stdout.close()
 
 
-REAL_CASES = sorted(f[:-len(".stdout")]
-                    for f in os.listdir(os.path.join(FIXTURES, "real", "claude"))
-                    if f.endswith(".stdout"))
-
-
-@pytest.mark.parametrize("case", REAL_CASES)
+@pytest.mark.parametrize("case", KIT.real_cases())
 def test_every_real_capture_parses_to_a_reply_or_an_error(case):
-    out, err, code = real(case)
-    result = stream(out, err, code)[1] if "stream" in case else \
-        BACKEND.parse_json_output(out, err, code)
+    code, result = KIT.parse_real(case)
     if code == 0:
         assert result.ok and result.text.startswith("FAKE-REPLY: ") and result.backend_session_id
     else:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import subprocess
 
 import pytest
@@ -12,36 +10,12 @@ import pytest
 from clinvk_lib import events as ev
 from clinvk_lib.backends import base
 from clinvk_lib.backends import codex
+from tests.backendutil import BackendKit, fixture, help_flags
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-FIXTURES = os.path.join(HERE, "fixtures")
-FAKE = os.path.join(HERE, "fakes", "bin", "codex")
-BACKEND = base.get("codex")
+KIT = BackendKit("codex")
+BACKEND, FAKE = KIT.backend, KIT.fake
 HEAD = ["codex", "exec", "--json", "--skip-git-repo-check"]
-
-
-def fixture(*parts: str) -> str:
-    with open(os.path.join(FIXTURES, *parts), encoding="utf-8") as f:
-        return f.read()
-
-
-def real(case: str):
-    """(stdout, stderr, exit code) of a capture from the real codex."""
-    return (fixture("real", "codex", case + ".stdout"),
-            fixture("real", "codex", case + ".stderr"),
-            int(fixture("real", "codex", case + ".exit")))
-
-
-def stream(stdout: str, stderr: str = "", exit_code: int = 0):
-    """(events, Result) of feeding ``stdout`` line by line to a fresh stream parser."""
-    parser = BACKEND.new_stream_parser()
-    events = [e for line in stdout.splitlines() for e in parser.feed(line)]
-    events += parser.finish(exit_code, stderr)
-    return events, parser.result(exit_code)
-
-
-def argv(**kw) -> list:
-    return BACKEND.build_argv(base.Options(**kw), "codex")
+real, stream, argv, run_fake = KIT.real, KIT.stream, KIT.argv, KIT.run_fake
 
 
 # -- argv --------------------------------------------------------------------------------
@@ -104,10 +78,6 @@ def test_system_prompt_is_a_toml_string_codex_decodes_to_the_same_text(text):
 def test_unknown_option_values_are_refused_with_the_choices(kw, field):
     with pytest.raises(ValueError, match=field + " must be one of"):
         argv(**kw)
-
-
-def help_flags(name: str) -> set:
-    return set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", fixture("help", name)))
 
 
 def test_every_emitted_flag_is_in_codex_exec_help():
@@ -261,16 +231,6 @@ def test_resume_of_a_lost_thread_reports_codexs_message():
 
 # -- against the fake codex --------------------------------------------------------------
 
-def run_fake(tmp_path, prompt: str, env=None, **kw):
-    """(stdout, stderr, exit code) of the fake codex run with the argv clinvk builds."""
-    args = BACKEND.build_argv(base.Options(**kw), FAKE)
-    environ = BACKEND.child_env(dict(os.environ, FAKE_CLI_STATE_DIR=str(tmp_path / "state"),
-                                     **(env or {})))
-    p = subprocess.run(args, input=prompt.encode("utf-8"), stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, cwd=str(tmp_path), env=environ, timeout=60)
-    return p.stdout.decode("utf-8"), p.stderr.decode("utf-8"), p.returncode
-
-
 def test_fake_run_reads_the_prompt_from_stdin_verbatim(tmp_path):
     prompt = "-c model=evil\n\nünïcode " * 50000
     result = BACKEND.parse_json_output(*run_fake(tmp_path, prompt, sandbox_mode="workspace"))
@@ -338,16 +298,9 @@ def test_fake_noise_between_lines_is_ignored(tmp_path):
     assert "noise:" in out and BACKEND.parse_json_output(out, err, code).text == "echo: hi"
 
 
-REAL_CASES = sorted(f[:-len(".stdout")]
-                    for f in os.listdir(os.path.join(FIXTURES, "real", "codex"))
-                    if f.endswith(".stdout"))
-
-
-@pytest.mark.parametrize("case", REAL_CASES)
+@pytest.mark.parametrize("case", KIT.real_cases())
 def test_every_real_capture_parses_to_a_reply_or_an_error(case):
-    out, err, code = real(case)
-    result = stream(out, err, code)[1] if "stream" in case else \
-        BACKEND.parse_json_output(out, err, code)
+    code, result = KIT.parse_real(case)
     if code == 0:
         assert result.ok and result.text.startswith("FAKE-REPLY: ") and result.backend_session_id
     else:

@@ -2,44 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-
 import pytest
 
 from clinvk_lib import events as ev
 from clinvk_lib.backends import base
+from tests.backendutil import BackendKit, fixture, help_flags
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-FIXTURES = os.path.join(HERE, "fixtures")
-FAKE = os.path.join(HERE, "fakes", "bin", "gemini")
-BACKEND = base.get("gemini")
+KIT = BackendKit("gemini")
+BACKEND = KIT.backend
 HEAD = ["gemini", "--skip-trust"]
-
-
-def fixture(*parts: str) -> str:
-    with open(os.path.join(FIXTURES, *parts), encoding="utf-8") as f:
-        return f.read()
-
-
-def real(case: str):
-    """(stdout, stderr, exit code) of a capture from the real gemini."""
-    return (fixture("real", "gemini", case + ".stdout"),
-            fixture("real", "gemini", case + ".stderr"),
-            int(fixture("real", "gemini", case + ".exit")))
-
-
-def stream(stdout: str, stderr: str = "", exit_code: int = 0):
-    """(events, Result) of feeding ``stdout`` line by line to a fresh stream parser."""
-    parser = BACKEND.new_stream_parser()
-    events = [e for line in stdout.splitlines() for e in parser.feed(line)]
-    events += parser.finish(exit_code, stderr)
-    return events, parser.result(exit_code)
-
-
-def argv(**kw) -> list:
-    return BACKEND.build_argv(base.Options(**kw), "gemini")
+real, stream, argv, run_fake = KIT.real, KIT.stream, KIT.argv, KIT.run_fake
 
 
 # -- argv --------------------------------------------------------------------------------
@@ -88,21 +60,17 @@ def test_unknown_option_values_are_refused_with_the_choices(kw, field):
         argv(**kw)
 
 
-def help_flags() -> set:
-    return set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", fixture("help", "gemini.txt")))
-
-
 def test_every_emitted_flag_is_in_gemini_help():
     emitted = set()
     for approval in base.APPROVAL_MODES:
         emitted |= {a.split("=", 1)[0] for a in argv(resume_id="r", model="m",
                                                      approval_mode=approval,
                                                      sandbox_mode="workspace", verbose=True)}
-    assert emitted - help_flags() == {"gemini"}
+    assert emitted - help_flags("gemini.txt") == {"gemini"}
 
 
 def test_every_allowed_extra_flag_is_in_gemini_help():
-    assert set(BACKEND.allowed_extra_flags) - help_flags() == set()
+    assert set(BACKEND.allowed_extra_flags) - help_flags("gemini.txt") == set()
 
 
 @pytest.mark.parametrize("flag", [
@@ -262,16 +230,6 @@ def test_resume_of_a_lost_session_reports_geminis_message():
 
 # -- against the fake gemini -------------------------------------------------------------
 
-def run_fake(tmp_path, prompt: str, env=None, **kw):
-    """(stdout, stderr, exit code) of the fake gemini run with the argv clinvk builds."""
-    args = BACKEND.build_argv(base.Options(**kw), FAKE)
-    environ = BACKEND.child_env(dict(os.environ, FAKE_CLI_STATE_DIR=str(tmp_path / "state"),
-                                     **(env or {})))
-    p = subprocess.run(args, input=prompt.encode("utf-8"), stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, cwd=str(tmp_path), env=environ, timeout=60)
-    return p.stdout.decode("utf-8"), p.stderr.decode("utf-8"), p.returncode
-
-
 def test_fake_stream_never_outputs_the_echoed_prompt(tmp_path):
     events, result = stream(*run_fake(tmp_path, "secret-prompt", {"FAKE_CLI_CHUNKS": "2"},
                                       output_format="stream-json"))
@@ -321,16 +279,9 @@ def test_fake_failure_exits_nonzero_with_its_stderr_message(tmp_path):
     assert code == 1 and result.error.startswith("gemini exited with code 1: Error when talking")
 
 
-REAL_CASES = sorted(f[:-len(".stdout")]
-                    for f in os.listdir(os.path.join(FIXTURES, "real", "gemini"))
-                    if f.endswith(".stdout"))
-
-
-@pytest.mark.parametrize("case", REAL_CASES)
+@pytest.mark.parametrize("case", KIT.real_cases())
 def test_every_real_capture_parses_to_a_reply_or_an_error(case):
-    out, err, code = real(case)
-    result = stream(out, err, code)[1] if "stream" in case else \
-        BACKEND.parse_json_output(out, err, code)
+    code, result = KIT.parse_real(case)
     if code == 0:
         assert result.ok and result.text.startswith("FAKE-REPLY: ") and result.backend_session_id
     else:

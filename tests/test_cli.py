@@ -10,21 +10,16 @@ import sys
 import pytest
 
 from clinvk_lib import cli
+from tests.conftest import records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLINVK = [sys.executable, os.path.join(ROOT, "clinvk.py")]
 
 
 @pytest.fixture
-def env(clinvk_home, fake_path, tmp_path, monkeypatch):
-    record = tmp_path / "record.jsonl"
-    monkeypatch.setenv("FAKE_CLI_RECORD", str(record))
+def env(clinvk_home, fake_path, record, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     return {"home": clinvk_home, "record": record, "tmp": tmp_path}
-
-
-def calls(record):
-    return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
 
 
 def run(capsys, *argv):
@@ -73,7 +68,7 @@ def test_stream_json_prints_init_first_done_last_with_our_session_id(env, capsys
 def test_prompt_starting_with_dashes_reaches_backend_verbatim(env, capsys):
     code, out, _ = run(capsys, "-b", "codex", "--", "--help --version")
     assert code == 0 and out == "echo: --help --version\n"
-    call = calls(env["record"])[-1]
+    call = records(env["record"])[-1]
     assert call["stdin"] == "--help --version"
     assert "--help --version" not in call["argv"]
 
@@ -82,7 +77,7 @@ def test_large_non_ascii_prompt_on_stdin_reaches_backend_verbatim(env):
     prompt = ("ünïcødé ✓ 漢字 " * 70000)[:1024 * 1024]
     p = run_process("-b", "claude", "-o", "json", stdin=prompt.encode("utf-8"))
     assert p.returncode == 0, p.stderr
-    assert calls(env["record"])[-1]["stdin"] == prompt
+    assert records(env["record"])[-1]["stdin"] == prompt
     assert json.loads(p.stdout)["content"] == "echo: " + prompt
 
 
@@ -91,7 +86,7 @@ def test_dry_run_prints_the_exact_argv_and_runs_nothing(env, capsys):
     assert code == 0
     assert "would run: " in out and "--model=sonnet" in out
     assert "secret prompt" not in out
-    assert calls(env["record"]) == []
+    assert records(env["record"]) == []
 
 
 def test_missing_backend_names_the_command_not_found(env, capsys, monkeypatch):
@@ -110,7 +105,7 @@ def test_disabled_backend_is_refused(env, capsys):
     (env["home"] / "config.yaml").write_text("backends:\n  codex:\n    enabled: false\n")
     code, _, err = run(capsys, "-b", "codex", "hi")
     assert code == cli.EXIT_NOT_INSTALLED and "disabled" in err
-    assert calls(env["record"]) == []
+    assert records(env["record"]) == []
 
 
 def test_bad_workdir_names_the_path(env, capsys):
@@ -122,7 +117,7 @@ def test_workdir_becomes_the_child_cwd(env, capsys, tmp_path):
     work = tmp_path / "project"
     work.mkdir()
     code, _, _ = run(capsys, "-b", "claude", "-w", str(work), "hi")
-    assert code == 0 and calls(env["record"])[-1]["cwd"] == str(work.resolve())
+    assert code == 0 and records(env["record"])[-1]["cwd"] == str(work.resolve())
 
 
 def test_backend_failure_exits_1_with_its_error_on_stderr(env, capsys, monkeypatch):
@@ -186,7 +181,7 @@ def test_nested_claude_variables_are_removed_from_the_child_env(env, capsys, mon
     monkeypatch.setenv("CLAUDECODE", "1")
     monkeypatch.setenv("CLAUDE_CODE_ENTRYPOINT", "cli")
     run(capsys, "-b", "claude", "hi")
-    child_env = calls(env["record"])[-1]["env"]
+    child_env = records(env["record"])[-1]["env"]
     assert "CLAUDECODE" not in child_env and "CLAUDE_CODE_ENTRYPOINT" not in child_env
 
 
@@ -208,7 +203,7 @@ def test_resume_by_prefix_continues_the_backend_conversation(env, capsys):
     sid = json.loads(out)["session_id"]
     code, out, _ = run(capsys, "resume", sid[:6], "second")
     assert code == 0 and out == "[history: 1 turns] echo: second\n"
-    assert "--resume=" in " ".join(calls(env["record"])[-1]["argv"])
+    assert "--resume=" in " ".join(records(env["record"])[-1]["argv"])
     code, out, _ = run(capsys, "sessions", "show", sid, "--json")
     shown = json.loads(out)
     assert shown["turn_count"] == 2 and shown["status"] == "active"
@@ -220,7 +215,7 @@ def test_resume_last_picks_the_most_recent_session_of_a_backend(env, capsys, bac
     run(capsys, "-b", "claude" if backend != "claude" else "codex", "other backend")
     code, out, _ = run(capsys, "resume", "--last", "-b", backend, "two")
     assert code == 0 and out.startswith("[history: 1 turns]")
-    assert os.path.basename(calls(env["record"])[-1]["argv"][0]) == backend
+    assert os.path.basename(records(env["record"])[-1]["argv"][0]) == backend
 
 
 def test_continue_flag_continues_the_last_session(env, capsys):
@@ -256,7 +251,7 @@ def test_ephemeral_run_stores_no_session_and_asks_the_backend_not_to(env, capsys
     code, _, _ = run(capsys, "-b", "claude", "--ephemeral", "hi")
     assert code == 0
     assert json.loads(run(capsys, "sessions", "list", "--json")[1])["total"] == 0
-    assert "--no-session-persistence" in calls(env["record"])[-1]["argv"]
+    assert "--no-session-persistence" in records(env["record"])[-1]["argv"]
 
 
 def test_resume_of_a_gone_transcript_explains_what_to_do(env, capsys):

@@ -16,8 +16,9 @@ import time
 import pytest
 
 from clinvk_lib import cli, cli_fanout
-from tests.conftest import FAKE_BIN, ROOT
-from tests.test_orchestrate import alive, only_installed, pids_of, records, use_per_backend
+from tests.conftest import FAKE_BIN, ROOT, records
+from tests.serverutil import pid_alive
+from tests.test_orchestrate import only_installed, pids_of, use_per_backend
 
 CLINVK = os.path.join(ROOT, "clinvk.py")
 
@@ -37,13 +38,6 @@ max_parallel: 2
 def env(clinvk_home, fake_path, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-@pytest.fixture
-def record(monkeypatch, tmp_path):
-    path = tmp_path / "record.jsonl"
-    monkeypatch.setenv("FAKE_CLI_RECORD", str(path))
-    return path
 
 
 def write(path, text):
@@ -295,7 +289,7 @@ def test_ctrl_c_prints_what_finished_kills_the_rest_and_exits_130(env, monkeypat
     assert [r["status"] for r in summary["results"]] == ["completed", "cancelled"]
     assert summary["results"][0]["output"] == "echo: quick"
     assert b"interrupted" in err
-    assert not alive(pids_of(pids, "claude")[0])
+    assert not pid_alive(pids_of(pids, "claude")[0])
 
 
 # -- chain ----------------------------------------------------------------------------------------

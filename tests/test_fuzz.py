@@ -10,12 +10,12 @@ reach, keep their contents and mtimes).
 from __future__ import annotations
 
 import os
-import socket
 from typing import Dict, List, Tuple
 
 import pytest
 
 from tests.serveproc import ServeProcess
+from tests.serverutil import raw_request, status_of
 
 KEY = "fuzz-key-0123456789"
 AUTH = {"Authorization": "Bearer " + KEY}
@@ -157,25 +157,14 @@ ODD_TARGETS = TRAVERSALS + [
 METHODS = ["GET", "DELETE", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "TRACE", "FOO"]
 
 
-def raw_exchange(port: int, request: bytes) -> Tuple[int, bytes]:
+def raw_exchange(srv: ServeProcess, request: bytes) -> Tuple[int, bytes]:
     """Send raw bytes; the status and the whole answer (the server closes afterwards)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(request)
-        chunks = []
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    answer = b"".join(chunks)
+    answer = raw_request(srv, request)
     assert answer.startswith(b"HTTP/1."), "no HTTP answer to %r: %r" % (request[:80], answer[:80])
-    return int(answer.split(b" ", 2)[1]), answer
+    return status_of(answer), answer
 
 
-def raw_request(method: bytes, target: bytes, body: bytes = b"") -> bytes:
+def request_bytes(method: bytes, target: bytes, body: bytes = b"") -> bytes:
     head = b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" % (method, target)
     head += b"Authorization: Bearer " + KEY.encode() + b"\r\n"
     if body:
@@ -189,8 +178,8 @@ def test_odd_request_targets_get_no_5xx_no_traceback_and_touch_no_file(fuzz_targ
     for target in ODD_TARGETS:
         body = b'{"backend": "claude", "prompt": "x", "dry_run": true}' if method == "POST" \
             else b""
-        status, answer = raw_exchange(srv.port, raw_request(method.encode(), target.encode(),
-                                                            body))
+        status, answer = raw_exchange(srv, request_bytes(method.encode(), target.encode(),
+                                                         body))
         assert_sane_answer(status, answer, "%s %s" % (method, target[:80]))
     assert canary.changes() == []
 
@@ -204,7 +193,7 @@ def test_odd_request_targets_get_no_5xx_no_traceback_and_touch_no_file(fuzz_targ
 @pytest.mark.parametrize("method", [b"GET", b"DELETE", b"\xff\xfe", b"G\x00T"])
 def test_raw_bytes_in_the_request_line_get_no_5xx_and_no_traceback(fuzz_target, method, target):
     srv, canary = fuzz_target
-    status, answer = raw_exchange(srv.port, raw_request(method, target))
+    status, answer = raw_exchange(srv, request_bytes(method, target))
     assert_sane_answer(status, answer, "%r %r" % (method, target[:80]))
     assert canary.changes() == []
 
@@ -228,7 +217,7 @@ def test_odd_headers_get_no_5xx_and_no_traceback(fuzz_target, header):
         body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
     elif b"Content-Length" not in header:
         request += b"Content-Length: %d\r\n" % len(body)
-    status, answer = raw_exchange(srv.port, request + b"\r\n" + body)
+    status, answer = raw_exchange(srv, request + b"\r\n" + body)
     if header == b"Transfer-Encoding: gzip, chunked":
         # RFC 9112 6.1: a transfer coding the server does not implement is answered with 501.
         assert status == 501 and b"not_implemented" in answer

@@ -21,6 +21,7 @@ from clinvk_lib.mcp.protocol import Server, Tool
 from clinvk_lib.mcp.tools import Context, all_tools, plain_json_schema
 from clinvk_lib.server import schema as sc
 from clinvk_lib.sessions import SessionStore
+from tests.serverutil import pid_alive
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WAIT = 15.0          # upper bound for anything to arrive; tests never wait this long when green
@@ -151,14 +152,6 @@ def mcp(start):
 
 def text_of(result: Dict[str, Any]) -> str:
     return "".join(c["text"] for c in result["content"] if c["type"] == "text")
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def wait_for(predicate, what: str) -> None:
@@ -442,15 +435,13 @@ def test_dangerous_approval_mode_runs_when_configured(start):
     assert result["isError"] is False
 
 
-def test_configured_dry_run_describes_the_command_and_runs_nothing(start, monkeypatch,
-                                                                   tmp_path):
-    monkeypatch.setenv("FAKE_CLI_RECORD", str(tmp_path / "runs"))
+def test_configured_dry_run_describes_the_command_and_runs_nothing(start, record):
     client = start(flags={"unified_flags.dry_run": True})
     client.initialize()
     result = client.call("clinvk_prompt", {"backend": "codex", "prompt": "hi"})["result"]
     assert result["isError"] is False
     assert result["structuredContent"]["command"][1:3] == ["exec", "--json"]
-    assert not (tmp_path / "runs").exists()
+    assert not record.exists()
 
 
 def test_compare_returns_each_backends_answer(mcp):
@@ -555,7 +546,7 @@ def test_cancelled_call_kills_the_backend_and_gets_no_response(mcp, monkeypatch,
     call_id = mcp.start_call("clinvk_prompt", {"backend": "codex", "prompt": "wait"})
     pid = read_pid(tmp_path / "pid")
     mcp.notify("notifications/cancelled", {"requestId": call_id, "reason": "user stop"})
-    wait_for(lambda: not alive(pid), "the cancelled backend to die")
+    wait_for(lambda: not pid_alive(pid), "the cancelled backend to die")
     wait_for(lambda: not mcp.server._calls, "the cancelled call to end")
     assert mcp.request("ping") == {"jsonrpc": "2.0", "id": call_id + 1, "result": {}}
 
@@ -570,10 +561,10 @@ def test_cancelling_a_parallel_call_kills_every_task(mcp, monkeypatch, tmp_path)
             {"backend": "claude", "prompt": name}]}))
         pids.append(read_pid(tmp_path / name))
     mcp.notify("notifications/cancelled", {"requestId": call_ids[0]})
-    wait_for(lambda: not alive(pids[0]), "the cancelled task to die")
-    assert alive(pids[1])
+    wait_for(lambda: not pid_alive(pids[0]), "the cancelled task to die")
+    assert pid_alive(pids[1])
     mcp.notify("notifications/cancelled", {"requestId": call_ids[1]})
-    wait_for(lambda: not alive(pids[1]), "the second task to die")
+    wait_for(lambda: not pid_alive(pids[1]), "the second task to die")
 
 
 def test_end_of_input_kills_running_backends(mcp, monkeypatch, tmp_path):
@@ -583,7 +574,7 @@ def test_end_of_input_kills_running_backends(mcp, monkeypatch, tmp_path):
     pid = read_pid(tmp_path / "pid")
     mcp.close()
     assert not mcp.thread.is_alive()
-    wait_for(lambda: not alive(pid), "the backend to die after end of input")
+    wait_for(lambda: not pid_alive(pid), "the backend to die after end of input")
 
 
 def test_cancel_for_an_unknown_request_is_ignored(mcp):

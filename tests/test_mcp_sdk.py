@@ -23,6 +23,8 @@ from mcp import ClientSession, StdioServerParameters, types  # noqa: E402
 from mcp.client.stdio import stdio_client  # noqa: E402
 from mcp.shared.exceptions import McpError  # noqa: E402
 
+from tests.serverutil import pid_alive  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE_BIN = os.path.join(ROOT, "tests", "fakes", "bin")
 WAIT = 20.0     # bound on any one call; the fakes answer in well under a second
@@ -64,14 +66,6 @@ def call(env: Dict[str, str], name: str, arguments: Dict[str, Any]) -> types.Cal
 
 def text_of(result: types.CallToolResult) -> str:
     return "".join(c.text for c in result.content if isinstance(c, types.TextContent))
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_sdk_negotiates_and_lists_the_tools(server_env):
@@ -189,7 +183,7 @@ def test_sdk_cancelling_a_slow_call_kills_its_backend(server_env, tmp_path):
             await session.send_notification(types.ClientNotification(types.CancelledNotification(
                 params=types.CancelledNotificationParams(requestId=tokens[0],
                                                          reason="test cancels"))))
-            while alive(pid):
+            while pid_alive(pid):
                 await anyio.sleep(0.02)
             pong = await session.send_ping()
             tg.cancel_scope.cancel()     # the cancelled call never gets a response
@@ -197,6 +191,6 @@ def test_sdk_cancelling_a_slow_call_kills_its_backend(server_env, tmp_path):
 
     started = time.monotonic()
     pid, pong = with_session(env, body, message_handler=on_message)
-    assert not alive(pid)
+    assert not pid_alive(pid)
     assert isinstance(pong, types.EmptyResult)
     assert time.monotonic() - started < WAIT * 2

@@ -227,6 +227,8 @@ def test_concurrent_increments_are_not_lost():
 
 # --- the clinvk set ---------------------------------------------------------------------------
 
+# Every family clinvk exports, with its type (test_server_hardening checks a live server's
+# /metrics against it too).
 FAMILIES = {
     "clinvk_http_requests_total": "counter",
     "clinvk_http_request_duration_seconds": "histogram",

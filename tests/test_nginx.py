@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from tests.serveproc import ServeProcess
-from tests.serverutil import Reply, pid_alive, read_pid, wait_for
+from tests.serverutil import Reply, encode_body, pid_alive, read_pid, send_request, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY_CONF = os.path.join(ROOT, "deploy", "nginx.conf")
@@ -154,13 +154,7 @@ class Cluster:
 
     def request(self, source: str, method: str, path: str, body: Any = None,
                 headers: Optional[Dict[str, str]] = None) -> Reply:
-        conn = self.connection(source)
-        try:
-            conn.request(method, path, *encode(body, headers))
-            resp = conn.getresponse()
-            return Reply(resp.status, resp.headers, resp.read())
-        finally:
-            conn.close()
+        return send_request(self.connection(source), method, path, body, with_host(headers))
 
     def served_by(self, request_id: str) -> "ServeProcess":
         """The instance that answered the request with this X-Request-Id (nginx's log)."""
@@ -192,13 +186,13 @@ class Cluster:
             instance.stop()
 
 
+def with_host(headers: Optional[Dict[str, str]]) -> Dict[str, str]:
+    """``headers`` after the Host name nginx serves clinvk under."""
+    return dict({"Host": HOSTNAME}, **(headers or {}))
+
+
 def encode(body: Any, headers: Optional[Dict[str, str]]):
-    sent = {"Host": HOSTNAME}
-    sent.update(headers or {})
-    if isinstance(body, (dict, list)):
-        sent.setdefault("Content-Type", "application/json")
-        return json.dumps(body).encode("utf-8"), sent
-    return body, sent
+    return encode_body(body, with_host(headers))
 
 
 def request_id() -> str:

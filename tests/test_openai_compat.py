@@ -11,26 +11,15 @@ import subprocess
 
 import pytest
 
-from tests.serverutil import pid_alive, read_pid, server, start_server, wait_for  # noqa: F401
+from tests.conftest import records
+from tests.serverutil import (  # noqa: F401 (fixtures)
+    pid_alive, read_pid, server, start_server, stream_until, wait_for)
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.sdk
 
 BACKENDS = ["claude", "codex", "gemini"]
 HI = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-def runs(monkeypatch, tmp_path):
-    """``runs()``: what each fake CLI run received (argv, stdin), in order."""
-    path = tmp_path / "fake-runs.jsonl"
-    monkeypatch.setenv("FAKE_CLI_RECORD", str(path))
-
-    def read():
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
-    return read
 
 
 def client(srv, **kw):
@@ -127,58 +116,59 @@ def test_stop_as_a_list_and_null_content_are_accepted(server):
 # -- what the backend receives -------------------------------------------------------------------
 
 
-def test_array_content_parts_become_one_prompt(server, runs):
+def test_array_content_parts_become_one_prompt(server, record):
     chat(server, messages=[{"role": "user", "content": [
         {"type": "text", "text": "part one"}, {"type": "text", "text": "part two"}]}])
-    assert runs()[-1]["stdin"] == "part one\npart two"
+    assert records(record)[-1]["stdin"] == "part one\npart two"
 
 
-def test_multi_turn_history_becomes_one_tagged_prompt(server, runs):
+def test_multi_turn_history_becomes_one_tagged_prompt(server, record):
     completion, _ = chat(server, model="codex", messages=[
         {"role": "user", "content": "first"}, {"role": "assistant", "content": "answer"},
         {"role": "tool", "tool_call_id": "c1", "content": "42"},
         {"role": "user", "content": "second"}])
     expected = ("<conversation_history>\n<user>\nfirst\n</user>\n<assistant>\nanswer\n"
                 "</assistant>\n<tool>\n42\n</tool>\n</conversation_history>\n\nsecond")
-    assert runs()[-1]["stdin"] == expected
+    assert records(record)[-1]["stdin"] == expected
     assert completion.choices[0].message.content == "echo: " + expected
 
 
-def test_system_and_developer_messages_go_to_claudes_system_prompt(server, runs):
+def test_system_and_developer_messages_go_to_claudes_system_prompt(server, record):
     chat(server, messages=[{"role": "system", "content": "Be brief."},
                            {"role": "developer", "content": "Use English."},
                            {"role": "user", "content": "hi"}])
-    run = runs()[-1]
+    run = records(record)[-1]
     assert "--system-prompt=Be brief.\n\nUse English." in run["argv"]
     assert run["stdin"] == "hi"
 
 
-def test_system_message_goes_to_codex_developer_instructions(server, runs):
+def test_system_message_goes_to_codex_developer_instructions(server, record):
     chat(server, model="codex", messages=[{"role": "system", "content": "Be brief."}] + HI)
-    argv = runs()[-1]["argv"]
+    argv = records(record)[-1]["argv"]
     assert argv[argv.index("-c") + 1] == 'developer_instructions="Be brief."'
 
 
-def test_system_message_opens_the_prompt_on_gemini(server, runs):
+def test_system_message_opens_the_prompt_on_gemini(server, record):
     chat(server, model="gemini", messages=[{"role": "system", "content": "Be brief."}] + HI)
-    assert runs()[-1]["stdin"] == "<system>\nBe brief.\n</system>\n\nhi"
+    assert records(record)[-1]["stdin"] == "<system>\nBe brief.\n</system>\n\nhi"
 
 
-def test_backend_slash_model_passes_the_model_to_the_cli(server, runs):
+def test_backend_slash_model_passes_the_model_to_the_cli(server, record):
     completion, _ = chat(server, model="claude/claude-sonnet-4-5")
-    assert "--model=claude-sonnet-4-5" in runs()[-1]["argv"]
+    assert "--model=claude-sonnet-4-5" in records(record)[-1]["argv"]
     assert completion.model == "claude/claude-sonnet-4-5"
 
 
-def test_vendor_model_id_is_mapped_by_prefix(server, runs):
+def test_vendor_model_id_is_mapped_by_prefix(server, record):
     chat(server, model="gpt-5")
-    assert runs()[-1]["backend"] == "codex" and "--model=gpt-5" in runs()[-1]["argv"]
+    assert (records(record)[-1]["backend"] == "codex"
+            and "--model=gpt-5" in records(record)[-1]["argv"])
 
 
 # -- sessions ------------------------------------------------------------------------------------
 
 
-def test_session_header_continues_with_only_the_newest_user_turn(server, runs):
+def test_session_header_continues_with_only_the_newest_user_turn(server, record):
     first, headers = chat(server, messages=[{"role": "user", "content": "first"}])
     session = headers["x-clinvk-session-id"]
     second, again = chat(server, headers={"X-Clinvk-Session-Id": session}, messages=[
@@ -186,7 +176,7 @@ def test_session_header_continues_with_only_the_newest_user_turn(server, runs):
         {"role": "assistant", "content": first.choices[0].message.content},
         {"role": "user", "content": "second"}])
     assert second.choices[0].message.content == "[history: 1 turns] echo: second"
-    assert runs()[-1]["stdin"] == "second"
+    assert records(record)[-1]["stdin"] == "second"
     assert again["x-clinvk-session-id"] == session
 
 
@@ -283,13 +273,13 @@ def test_trailing_assistant_message_is_a_bad_request(server):
     assert info.value.param == "messages[1].role"
 
 
-def test_failed_backend_run_is_a_502_not_retried_by_the_sdk(server, runs, monkeypatch):
+def test_failed_backend_run_is_a_502_not_retried_by_the_sdk(server, record, monkeypatch):
     monkeypatch.setenv("FAKE_CLI_MODE", "fail")
     with pytest.raises(openai.InternalServerError) as info:
         client(server, max_retries=2).chat.completions.create(model="claude", messages=HI)
     assert info.value.status_code == 502 and info.value.code == "backend_failed"
     assert "fake failure (FAKE_CLI_MODE=fail)" in info.value.message
-    assert len(runs()) == 1
+    assert len(records(record)) == 1
 
 
 def test_backend_error_reported_with_exit_code_0_is_still_a_502(server, monkeypatch):
@@ -392,20 +382,10 @@ def test_client_leaving_mid_stream_stops_the_backend(server, monkeypatch, tmp_pa
 def test_silent_backend_gets_keepalive_comments(start_server, monkeypatch):
     monkeypatch.setenv("FAKE_CLI_MODE", "hang")
     srv = start_server(**{"server.sse_keepalive_secs": 1})
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
-    try:
-        conn.request("POST", "/openai/v1/chat/completions", json.dumps(
-            {"model": "codex", "messages": HI, "stream": True}),
-            {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        assert resp.status == 200
-        seen = b""
-        while b": keep-alive\n\n" not in seen:
-            line = resp.readline()
-            assert line, "the stream ended before a keep-alive"
-            seen += line
-    finally:
-        conn.close()
+    status, seen = stream_until(srv, "/openai/v1/chat/completions", {
+        "model": "codex", "messages": HI, "stream": True}, b": keep-alive\n\n")
+    assert status == 200
+    assert b": keep-alive\n\n" in seen, "the stream ended before a keep-alive"
 
 
 def test_sdk_reads_a_slow_stream_with_keepalives(start_server, monkeypatch):

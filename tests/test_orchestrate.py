@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import threading
@@ -11,7 +10,8 @@ import time
 import pytest
 
 from clinvk_lib import config, execute, orchestrate
-from tests.conftest import FAKE_BIN
+from tests.conftest import FAKE_BIN, records
+from tests.serverutil import pid_alive
 
 
 def per_backend(tmp_path, **envs):
@@ -46,31 +46,9 @@ def pids_of(pids_dir, name):
     return [int(p.name.split("-")[1]) for p in pids_dir.iterdir() if p.name.startswith(name)]
 
 
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def records(path):
-    if not os.path.exists(str(path)):
-        return []
-    with open(str(path)) as f:
-        return [json.loads(line) for line in f]
-
-
 @pytest.fixture
 def cfg(clinvk_home, fake_path):
     return config.load()
-
-
-@pytest.fixture
-def record(monkeypatch, tmp_path):
-    path = tmp_path / "record.jsonl"
-    monkeypatch.setenv("FAKE_CLI_RECORD", str(path))
-    return path
 
 
 def flag_value(argv, flag):
@@ -143,7 +121,7 @@ def test_fail_fast_kills_running_tasks_and_never_starts_the_rest(cfg, monkeypatc
     assert "tasks[1] failed" in summary["results"][2]["error"]
     hung = pids_of(pids, "claude")
     assert len(hung) == 1
-    assert not alive(hung[0])
+    assert not pid_alive(hung[0])
 
 
 def test_fail_fast_with_a_task_that_cannot_be_prepared_starts_nothing(cfg, record):
@@ -166,7 +144,7 @@ def test_firing_cancel_stops_a_parallel_run_and_its_processes(cfg, monkeypatch, 
     summary = orchestrate.run_parallel([task("claude", "a"), task("claude", "b")], cfg,
                                        max_parallel=1, cancel=cancel)
     assert [r["status"] for r in summary["results"]] == ["cancelled", "cancelled"]
-    assert [alive(pid) for pid in pids_of(pids, "claude")] == [False]
+    assert [pid_alive(pid) for pid in pids_of(pids, "claude")] == [False]
 
 
 def test_parallel_runs_at_most_max_parallel_tasks_at_once(cfg, monkeypatch, tmp_path):

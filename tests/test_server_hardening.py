@@ -17,8 +17,10 @@ import time
 import pytest
 
 from clinvk_lib.config import ConfigError
+from tests.test_metrics import FAMILIES
 from tests.serverutil import (  # noqa: F401 (fixtures)
-    make_server, pid_alive, read_pid, server, start_server, wait_for)
+    make_server, metrics_once_counted, pid_alive, raw_request, read_pid, read_until_closed,
+    server, start_server, status_of, wait_for)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE_BIN = os.path.join(ROOT, "tests", "fakes", "bin")
@@ -31,30 +33,6 @@ MESSAGE = {"model": "claude", "max_tokens": 64, "messages": [{"role": "user", "c
 
 def prompt(srv, headers=None, **fields):
     return srv.post("/api/v1/prompt", dict(PROMPT, **fields), headers=headers)
-
-
-def raw_request(srv, data: bytes, timeout: float = 10.0) -> bytes:
-    """Send raw bytes, return everything the server answers until it closes."""
-    with socket.create_connection(("127.0.0.1", srv.port), timeout=timeout) as s:
-        s.sendall(data)
-        return read_until_closed(s)
-
-
-def read_until_closed(s: socket.socket) -> bytes:
-    chunks = []
-    while True:
-        try:
-            chunk = s.recv(65536)
-        except socket.timeout:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def status_of(raw: bytes) -> int:
-    return int(raw.split(b" ", 2)[1])
 
 
 def log_text(srv) -> str:
@@ -673,19 +651,6 @@ def test_dangerous_mode_runs_when_allowed(start_server, field, value):
 
 # -- metrics -----------------------------------------------------------------------------------
 
-METRIC_TYPES = {
-    "clinvk_http_requests_total": "counter",
-    "clinvk_http_request_duration_seconds": "histogram",
-    "clinvk_http_requests_in_flight": "gauge",
-    "clinvk_backend_runs_total": "counter",
-    "clinvk_backend_run_duration_seconds": "histogram",
-    "clinvk_backend_tokens_total": "counter",
-    "clinvk_rate_limited_total": "counter",
-    "clinvk_auth_failures_total": "counter",
-    "clinvk_sessions": "gauge",
-    "clinvk_build_info": "gauge",
-}
-
 
 def busy_server_metrics(start_server) -> str:
     """/metrics of a server that answered a bit of everything: runs, streams, sessions,
@@ -702,18 +667,12 @@ def busy_server_metrics(start_server) -> str:
     srv.post("/openai/v1/chat/completions", CHAT, headers=key)
     prompt(srv)
     srv.request("BREW", "/api/v1/prompt", headers=key)
-    # A request is counted just after its response is sent: give the last one a moment.
-    deadline = time.monotonic() + 5
-    while True:
-        text = srv.get("/metrics", headers=key).body.decode()
-        if 'method="OTHER"' in text or time.monotonic() > deadline:
-            return text
-        time.sleep(0.02)
+    return metrics_once_counted(srv, 'method="OTHER"', headers=key)
 
 
 def test_metrics_list_every_series_with_its_type(start_server):
     text = busy_server_metrics(start_server)
-    for name, kind in METRIC_TYPES.items():
+    for name, kind in FAMILIES.items():
         assert "# TYPE %s %s\n" % (name, kind) in text
     assert re.search(r'^clinvk_build_info\{version="[^"]+",python="[^"]+"\} 1$', text, re.M)
     assert re.search(r'^clinvk_backend_tokens_total\{backend="claude",kind="output"\} \d+$',

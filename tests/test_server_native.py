@@ -21,7 +21,8 @@ from clinvk_lib.server import errors
 from clinvk_lib.server.app import StreamResponse, json_response
 from clinvk_lib.server.openapi import Route as Spec
 from tests.serverutil import (  # noqa: F401 (fixtures)
-    Reply, pid_alive, read_pid, server, start_server, wait_for)
+    Reply, metrics_once_counted, pid_alive, raw_request, read_pid, server, start_server,
+    status_of, wait_for)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE_BIN = os.path.join(ROOT, "tests", "fakes", "bin")
@@ -62,26 +63,6 @@ def prompt(srv, **fields) -> Reply:
 
 def ndjson(reply: Reply):
     return [json.loads(line) for line in reply.body.splitlines() if line.strip()]
-
-
-def raw_request(srv, data: bytes, timeout: float = 10.0) -> bytes:
-    """Send raw bytes, return everything the server answers until it closes."""
-    with socket.create_connection(("127.0.0.1", srv.port), timeout=timeout) as s:
-        s.sendall(data)
-        chunks = []
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def status_of(raw: bytes) -> int:
-    return int(raw.split(b" ", 2)[1])
 
 
 def post_bytes(path: str, body: bytes, extra: str = "") -> bytes:
@@ -149,9 +130,7 @@ def test_unknown_fields_are_ignored(server):
     assert prompt(server, colour="blue", nested={"x": 1}).status == 200
 
 
-def test_dry_run_returns_the_command_and_runs_nothing(server, monkeypatch, tmp_path):
-    record = tmp_path / "record.jsonl"
-    monkeypatch.setenv("FAKE_CLI_RECORD", str(record))
+def test_dry_run_returns_the_command_and_runs_nothing(server, record):
     body = prompt(server, backend="codex", dry_run=True).json()
     assert body["dry_run"] is True and body["exit_code"] == 0
     assert body["command"][0].endswith("/codex")
@@ -264,11 +243,9 @@ def test_stream_timeout_ends_with_timeout_error_then_done(start_server, monkeypa
 
 
 def test_shutdown_after_the_grace_period_starts_no_further_task(start_server, monkeypatch,
-                                                                 tmp_path, pidfile):
+                                                                 record, pidfile):
     srv = start_server(**{"server.shutdown_grace_secs": 0})
-    record = tmp_path / "runs.jsonl"
     monkeypatch.setenv("FAKE_CLI_MODE", "hang")
-    monkeypatch.setenv("FAKE_CLI_RECORD", str(record))
     replies = []
     caller = threading.Thread(target=lambda: replies.append(srv.post("/api/v1/parallel", {
         "tasks": [{"backend": "claude", "prompt": str(i)} for i in range(3)],
@@ -592,9 +569,10 @@ def test_metrics_count_requests_by_route_template(start_server):
     srv = start_server(**{"server.metrics_enabled": True})
     sid = prompt(srv).json()["session_id"]
     srv.get("/api/v1/sessions/" + sid)
-    text = srv.get("/metrics").body.decode()
-    assert 'clinvk_http_requests_total{method="GET",route="/api/v1/sessions/{id}",' \
-           'status="200"} 1' in text
+    counted = 'clinvk_http_requests_total{method="GET",route="/api/v1/sessions/{id}",' \
+              'status="200"} 1'
+    text = metrics_once_counted(srv, counted)
+    assert counted in text
     assert sid not in text
     assert 'clinvk_backend_runs_total{backend="claude",outcome="success"} 1' in text
 

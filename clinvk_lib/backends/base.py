@@ -342,6 +342,11 @@ def last_meaningful_line(text: str, limit: int = 500) -> str:
     return ""
 
 
+def as_str(value: Any) -> str:
+    """A JSON string as it is; anything else is ""."""
+    return value if isinstance(value, str) else ""
+
+
 def as_int(value: Any) -> int:
     """A JSON number as int; anything else is 0."""
     if isinstance(value, bool):

@@ -97,8 +97,8 @@ class ClaudeStreamParser(base.StreamParser):
     def _system(self, obj: Dict[str, Any]) -> List[ev.Event]:
         if obj.get("subtype") != "init":
             return []                 # status, api_retry, hook_*, task_*: progress noise
-        self.backend_session_id = _str(obj.get("session_id")) or self.backend_session_id
-        self.model = _str(obj.get("model")) or self.model
+        self.backend_session_id = base.as_str(obj.get("session_id")) or self.backend_session_id
+        self.model = base.as_str(obj.get("model")) or self.model
         return [ev.init(NAME, self.model, self.backend_session_id)]
 
     def _stream_event(self, obj: Dict[str, Any]) -> List[ev.Event]:
@@ -108,7 +108,7 @@ class ClaudeStreamParser(base.StreamParser):
         kind = event.get("type")
         if kind == "message_start":
             message = event.get("message") or {}
-            self._message_id = _str(message.get("id"))
+            self._message_id = base.as_str(message.get("id"))
             return []
         if kind == "content_block_start":
             block = event.get("content_block") or {}
@@ -118,7 +118,7 @@ class ClaudeStreamParser(base.StreamParser):
             return []
         delta = event.get("delta") or {}
         if delta.get("type") == "text_delta":
-            text = _str(delta.get("text"))
+            text = base.as_str(delta.get("text"))
             if not text:
                 return []
             self._remember("text", text)
@@ -130,7 +130,7 @@ class ClaudeStreamParser(base.StreamParser):
             self._last_delta = text
             return [ev.message(NAME, text, partial=True)]
         if delta.get("type") == "thinking_delta":
-            text = _str(delta.get("thinking"))
+            text = base.as_str(delta.get("thinking"))
             if not text:
                 return []
             self._remember("thinking", text)
@@ -157,7 +157,7 @@ class ClaudeStreamParser(base.StreamParser):
         content = message.get("content")
         if not isinstance(content, list):
             return []
-        message_id = _str(message.get("id"))
+        message_id = base.as_str(message.get("id"))
         subagent = bool(obj.get("parent_tool_use_id"))
         out: List[ev.Event] = []
         for block in content:
@@ -165,7 +165,7 @@ class ClaudeStreamParser(base.StreamParser):
                 continue
             kind = block.get("type")
             if kind == "text":
-                text = _str(block.get("text"))
+                text = base.as_str(block.get("text"))
                 if obj.get("error"):
                     # claude 2.1.197 reports an API failure as an assistant text ("API
                     # Error: 400 ...") with an "error" field; the result line repeats it.
@@ -174,13 +174,13 @@ class ClaudeStreamParser(base.StreamParser):
                                                                           text):
                     out.append(ev.message(NAME, text))
             elif kind == "thinking":
-                text = _str(block.get("thinking"))
+                text = base.as_str(block.get("thinking"))
                 if text and not subagent and not self._already_streamed(message_id,
                                                                         "thinking", text):
                     out.append(ev.thinking(NAME, text))
             elif kind in ("tool_use", "server_tool_use"):
-                tool_id = _str(block.get("id"))
-                name = _str(block.get("name"))
+                tool_id = base.as_str(block.get("id"))
+                name = base.as_str(block.get("name"))
                 self._tool_names[tool_id] = name
                 out.append(ev.tool_use(NAME, tool_id, name, block.get("input")))
         return out
@@ -193,33 +193,29 @@ class ClaudeStreamParser(base.StreamParser):
         out: List[ev.Event] = []
         for block in content:
             if isinstance(block, dict) and block.get("type") == "tool_result":
-                tool_id = _str(block.get("tool_use_id"))
+                tool_id = base.as_str(block.get("tool_use_id"))
                 out.append(ev.tool_result(NAME, tool_id, _tool_output(block.get("content")),
                                           bool(block.get("is_error")),
                                           self._tool_names.get(tool_id, "")))
         return out
 
     def _result(self, obj: Dict[str, Any]) -> List[ev.Event]:
-        self.backend_session_id = _str(obj.get("session_id")) or self.backend_session_id
+        self.backend_session_id = base.as_str(obj.get("session_id")) or self.backend_session_id
         self.usage = _usage(obj)
         if not self.model:
             self.model = _main_model(obj.get("modelUsage"))
-        subtype = _str(obj.get("subtype"))
+        subtype = base.as_str(obj.get("subtype"))
         if obj.get("is_error") or subtype not in ("", "success"):
-            errors = [_str(e) for e in obj.get("errors") or [] if _str(e)]
-            message = ("; ".join(errors) or _str(obj.get("result")) or self._api_error
+            errors = [base.as_str(e) for e in obj.get("errors") or [] if base.as_str(e)]
+            message = ("; ".join(errors) or base.as_str(obj.get("result")) or self._api_error
                        or "claude reported an error (%s)" % (subtype or "is_error"))
             code = "api_error_%s" % obj["api_error_status"] if obj.get("api_error_status") \
                 else subtype
             return [ev.error(NAME, message, code=code)]
-        self.final_text = _str(obj.get("result"))
+        self.final_text = base.as_str(obj.get("result"))
         if self.final_text and not any(e.type == ev.MESSAGE for e in self.events):
             return [ev.message(NAME, self.final_text)]
         return []
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _tool_output(content: Any) -> str:
@@ -227,7 +223,7 @@ def _tool_output(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(_str(part.get("text")) for part in content
+        return "".join(base.as_str(part.get("text")) for part in content
                        if isinstance(part, dict) and part.get("type") == "text")
     return ""
 

@@ -77,7 +77,7 @@ class CodexStreamParser(base.StreamParser):
             return []
         kind = obj.get("type")
         if kind == "thread.started":
-            self.backend_session_id = _str(obj.get("thread_id")) or self.backend_session_id
+            self.backend_session_id = base.as_str(obj.get("thread_id")) or self.backend_session_id
             return [ev.init(NAME, self.model, self.backend_session_id)]
         if kind in ("item.started", "item.updated", "item.completed"):
             item = obj.get("item")
@@ -87,9 +87,9 @@ class CodexStreamParser(base.StreamParser):
             return []
         if kind == "turn.failed":
             error = obj.get("error") or {}
-            return self._fatal(_str(error.get("message")) or "codex turn failed")
+            return self._fatal(base.as_str(error.get("message")) or "codex turn failed")
         if kind == "error":
-            message = _str(obj.get("message"))
+            message = base.as_str(obj.get("message"))
             if message.startswith("Reconnecting"):
                 # codex-cli 0.169.0 reports its own retries ("Reconnecting... 2/5 ...") as
                 # top-level errors; the run may still succeed.
@@ -105,7 +105,7 @@ class CodexStreamParser(base.StreamParser):
 
     def _item(self, kind: str, item: Dict[str, Any]) -> List[ev.Event]:
         item_type = item.get("type")
-        item_id = _str(item.get("id"))
+        item_id = base.as_str(item.get("id"))
         if item_type in _TOOL_ITEMS:
             out: List[ev.Event] = []
             if item_id not in self._started_tools:
@@ -120,14 +120,14 @@ class CodexStreamParser(base.StreamParser):
         if kind != "item.completed":
             return []
         if item_type == "agent_message":
-            text = _str(item.get("text"))
+            text = base.as_str(item.get("text"))
             return [ev.message(NAME, text)] if text else []
         if item_type == "reasoning":
-            text = _str(item.get("text"))
+            text = base.as_str(item.get("text"))
             return [ev.thinking(NAME, text)] if text else []
         if item_type == "error":
             # A warning (e.g. "Model metadata for `x` not found"), the turn goes on.
-            return [ev.error(NAME, _str(item.get("message")), code="warning", fatal=False)]
+            return [ev.error(NAME, base.as_str(item.get("message")), code="warning", fatal=False)]
         return []                     # todo_list, plan, collab_tool_call
 
     def _add_usage(self, usage: Dict[str, Any]) -> None:
@@ -139,18 +139,14 @@ class CodexStreamParser(base.StreamParser):
             self.usage.reasoning_tokens + base.as_int(usage.get("reasoning_output_tokens")))
 
 
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
 def _tool_call(item: Dict[str, Any]) -> Any:
     """(tool name, input) of a tool item."""
     item_type = item.get("type")
     if item_type == "command_execution":
         return "command_execution", {"command": item.get("command")}
     if item_type == "mcp_tool_call":
-        return _str(item.get("tool")), {"server": item.get("server"),
-                                        "arguments": item.get("arguments")}
+        return base.as_str(item.get("tool")), {"server": item.get("server"),
+                                               "arguments": item.get("arguments")}
     if item_type == "file_change":
         return "file_change", {"changes": item.get("changes") or []}
     return "web_search", {"query": item.get("query")}
@@ -164,18 +160,18 @@ def _tool_outcome(item: Dict[str, Any]) -> Any:
         exit_code = item.get("exit_code")
         failed = status in ("failed", "declined") or (
             isinstance(exit_code, int) and exit_code != 0)
-        return _str(item.get("aggregated_output")), failed
+        return base.as_str(item.get("aggregated_output")), failed
     if item_type == "mcp_tool_call":
         error = item.get("error")
         if isinstance(error, dict) and error.get("message"):
-            return _str(error.get("message")), True
+            return base.as_str(error.get("message")), True
         result = item.get("result") or {}
         parts = result.get("content") if isinstance(result, dict) else None
-        text = "".join(_str(p.get("text")) for p in parts or [] if isinstance(p, dict))
+        text = "".join(base.as_str(p.get("text")) for p in parts or [] if isinstance(p, dict))
         return text, status == "failed"
     if item_type == "file_change":
         changes = item.get("changes") or []
-        text = "\n".join("%s %s" % (_str(c.get("kind")), _str(c.get("path")))
+        text = "\n".join("%s %s" % (base.as_str(c.get("kind")), base.as_str(c.get("path")))
                          for c in changes if isinstance(c, dict))
         return text, status == "failed"
     return "", status == "failed"

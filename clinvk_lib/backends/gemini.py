@@ -87,28 +87,29 @@ class GeminiStreamParser(base.StreamParser):
             return []
         kind = obj.get("type")
         if kind == "init":
-            self.backend_session_id = _str(obj.get("session_id")) or self.backend_session_id
-            self.model = _str(obj.get("model")) or self.model
+            self.backend_session_id = base.as_str(obj.get("session_id")) or self.backend_session_id
+            self.model = base.as_str(obj.get("model")) or self.model
             return [ev.init(NAME, self.model, self.backend_session_id)]
         if kind == "message":
-            text = _str(obj.get("content"))
+            text = base.as_str(obj.get("content"))
             if obj.get("role") != "assistant" or not text:
                 return []
             return [ev.message(NAME, text, partial=bool(obj.get("delta")))]
         if kind == "tool_use":
-            tool_id = _str(obj.get("tool_id"))
-            name = _str(obj.get("tool_name"))
+            tool_id = base.as_str(obj.get("tool_id"))
+            name = base.as_str(obj.get("tool_name"))
             self._tool_names[tool_id] = name
             return [ev.tool_use(NAME, tool_id, name, obj.get("parameters"))]
         if kind == "tool_result":
-            tool_id = _str(obj.get("tool_id"))
+            tool_id = base.as_str(obj.get("tool_id"))
             failed = obj.get("status") == "error"
             error = obj.get("error") if isinstance(obj.get("error"), dict) else {}
-            output = _str(error.get("message")) if failed and error else _str(obj.get("output"))
+            output = (base.as_str(error.get("message")) if failed and error
+                      else base.as_str(obj.get("output")))
             return [ev.tool_result(NAME, tool_id, output, failed,
                                    self._tool_names.get(tool_id, ""))]
         if kind == "error":
-            message = _str(obj.get("message")) or "gemini reported an error"
+            message = base.as_str(obj.get("message")) or "gemini reported an error"
             fatal = obj.get("severity") == "error"
             return self._error(message, "", fatal)
         if kind == "result":
@@ -126,15 +127,15 @@ class GeminiStreamParser(base.StreamParser):
     def _json_output(self, obj: Dict[str, Any]) -> List[ev.Event]:
         """The one object of ``--output-format json``."""
         self.saw_final = True
-        self.backend_session_id = _str(obj.get("session_id")) or self.backend_session_id
+        self.backend_session_id = base.as_str(obj.get("session_id")) or self.backend_session_id
         stats = obj.get("stats") if isinstance(obj.get("stats"), dict) else {}
         self.usage = _json_usage(stats.get("models"))
         self.model = _main_model(stats.get("models"), "total") or self.model
         error = obj.get("error")
         if isinstance(error, dict):
-            return self._error(_str(error.get("message")) or "gemini run failed",
-                               _str(error.get("type")), True)
-        text = _str(obj.get("response"))
+            return self._error(base.as_str(error.get("message")) or "gemini run failed",
+                               base.as_str(error.get("type")), True)
+        text = base.as_str(obj.get("response"))
         return [ev.message(NAME, text)] if text else []
 
     def _result(self, obj: Dict[str, Any]) -> List[ev.Event]:
@@ -145,13 +146,9 @@ class GeminiStreamParser(base.StreamParser):
         self.model = _main_model(stats.get("models"), "total_tokens") or self.model
         if obj.get("status") == "error":
             error = obj.get("error") if isinstance(obj.get("error"), dict) else {}
-            return self._error(_str(error.get("message")) or "gemini run failed",
-                               _str(error.get("type")), True)
+            return self._error(base.as_str(error.get("message")) or "gemini run failed",
+                               base.as_str(error.get("type")), True)
         return []
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _main_model(models: Any, key: str) -> str:

@@ -22,7 +22,7 @@ INSTRUCTIONS = (
 
 def mcp_command(argv: List[str]) -> int:
     """Serve MCP on stdin/stdout until the client closes stdin; returns the exit code."""
-    from ..cli import EXIT_OK, Parser, _HelpShown, _parse, add_config_flag, load_config, open_store
+    from ..cli import EXIT_OK, Parser, _parse, add_config_flag, load_config, open_store
     from .protocol import Server
     from .tools import Context, all_tools
 
@@ -32,10 +32,7 @@ def mcp_command(argv: List[str]) -> int:
                            "/path/clinvk.pyz mcp. The server's policy (server.* settings: "
                            "workdir prefixes, dangerous modes, request timeout) applies.")
     add_config_flag(p)
-    try:
-        args = _parse(p, argv)
-    except _HelpShown as h:
-        return h.code
+    args = _parse(p, argv)
     cfg = load_config(args)
     _log_to_stderr()
     out = sys.stdout.buffer

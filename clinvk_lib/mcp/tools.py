@@ -84,16 +84,6 @@ def plain_json_schema(node: Any) -> Any:
     return out
 
 
-def _checked(tool: str, obj: sc.Obj) -> Callable[[Dict[str, Any]], Dict[str, Any]]:
-    def check(arguments: Dict[str, Any]) -> Dict[str, Any]:
-        try:
-            return sc.validate(obj, arguments)
-        except sc.ValidationError as exc:
-            raise RpcError(INVALID_PARAMS, "invalid arguments for %s: %s: %s"
-                           % (tool, exc.path or "arguments", exc.message))
-    return check
-
-
 PROMPT_ARGS = sc.Obj(*pick(sc.PromptRequest, "backend", "prompt", "model", "workdir",
                            "approval_mode", "sandbox_mode", "session_id", "ephemeral"))
 COMPARE_ARGS = sc.Obj(*pick(sc.CompareRequest, "prompt", "backends", "model", "workdir",
@@ -139,21 +129,44 @@ def _run_text(output: str, error: str, backend: str) -> str:
 # -- the tools ---------------------------------------------------------------------------------
 
 
-def prompt_tool(ctx: Context) -> Tool:
-    check = _checked("clinvk_prompt", PROMPT_ARGS)
+# Tools that run agents may change files in workdir and reach the models' services; the others
+# only read clinvk's own state.
+RUNS_AGENTS = {"readOnlyHint": False, "openWorldHint": True}
+READS_STATE = {"readOnlyHint": True, "openWorldHint": False}
 
+
+def make_tool(name: str, description: str, args_schema: sc.Obj,
+              run: Callable[[Dict[str, Any], Call], Dict[str, Any]],
+              annotations: Dict[str, bool],
+              check: Optional[Callable[[Dict[str, Any]], None]] = None) -> Tool:
+    """A tool listed with ``args_schema`` as its input schema. A call's arguments are
+    validated against that schema and then by ``check`` (which raises sc.ValidationError or
+    orchestrate.SpecError); either failure is an INVALID_PARAMS error naming the tool and the
+    field. Valid arguments are bound to ``run(args, call)``."""
     def bind(arguments: Dict[str, Any]) -> Callable[[Call], Dict[str, Any]]:
-        args = check(arguments)
-        return lambda call: run_prompt(ctx, args, call)
+        try:
+            args = sc.validate(args_schema, arguments)
+            if check is not None:
+                check(args)
+        except sc.ValidationError as exc:
+            raise RpcError(INVALID_PARAMS, "invalid arguments for %s: %s: %s"
+                           % (name, exc.path or "arguments", exc.message))
+        except orchestrate.SpecError as exc:
+            raise RpcError(INVALID_PARAMS, "invalid arguments for %s: %s" % (name, exc))
+        return lambda call: run(args, call)
 
-    return Tool(
+    return Tool(name, description, plain_json_schema(sc.to_json_schema(args_schema)), bind,
+                annotations=annotations)
+
+
+def prompt_tool(ctx: Context) -> Tool:
+    return make_tool(
         "clinvk_prompt",
         "Ask another coding agent CLI (claude, codex or gemini) to do something and return its "
         "reply. The agent runs in workdir (default: the server's directory) with its own tools. "
         "Each run creates a clinvk session unless ephemeral is true; pass the returned "
         "session_id (and the same backend) to continue that conversation.",
-        plain_json_schema(sc.to_json_schema(PROMPT_ARGS)), bind,
-        annotations={"readOnlyHint": False, "openWorldHint": True})
+        PROMPT_ARGS, lambda args, call: run_prompt(ctx, args, call), RUNS_AGENTS)
 
 
 def run_prompt(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
@@ -178,14 +191,10 @@ def run_prompt(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]
 
 
 def backends_tool(ctx: Context) -> Tool:
-    def bind(arguments: Dict[str, Any]) -> Callable[[Call], Dict[str, Any]]:
-        return lambda call: run_backends(ctx)
-
-    return Tool("clinvk_backends",
-                "List the agent CLIs clinvk can run here: installed or not, enabled or not, "
-                "path and version.",
-                plain_json_schema(sc.to_json_schema(BACKENDS_ARGS)), bind,
-                annotations={"readOnlyHint": True, "openWorldHint": False})
+    return make_tool("clinvk_backends",
+                     "List the agent CLIs clinvk can run here: installed or not, enabled or not, "
+                     "path and version.",
+                     BACKENDS_ARGS, lambda args, call: run_backends(ctx), READS_STATE)
 
 
 def run_backends(ctx: Context) -> Dict[str, Any]:
@@ -200,21 +209,17 @@ def run_backends(ctx: Context) -> Dict[str, Any]:
     return tool_result("\n".join(lines), {"backends": rows})
 
 
+def _check_sessions_args(args: Dict[str, Any]) -> None:
+    if args["action"] == "show" and not args.get("id"):
+        raise sc.ValidationError("id", "required when action is show")
+
+
 def sessions_tool(ctx: Context) -> Tool:
-    check = _checked("clinvk_sessions", SESSIONS_ARGS)
-
-    def bind(arguments: Dict[str, Any]) -> Callable[[Call], Dict[str, Any]]:
-        args = check(arguments)
-        if args["action"] == "show" and not args.get("id"):
-            raise RpcError(INVALID_PARAMS, "invalid arguments for clinvk_sessions: id: "
-                           "required when action is show")
-        return lambda call: run_sessions(ctx, args)
-
-    return Tool("clinvk_sessions",
-                "List clinvk's sessions (conversations that clinvk_prompt can continue with "
-                "session_id), or show one session's details.",
-                plain_json_schema(sc.to_json_schema(SESSIONS_ARGS)), bind,
-                annotations={"readOnlyHint": True, "openWorldHint": False})
+    return make_tool("clinvk_sessions",
+                     "List clinvk's sessions (conversations that clinvk_prompt can continue with "
+                     "session_id), or show one session's details.",
+                     SESSIONS_ARGS, lambda args, call: run_sessions(ctx, args), READS_STATE,
+                     check=_check_sessions_args)
 
 
 def run_sessions(ctx: Context, args: Dict[str, Any]) -> Dict[str, Any]:
@@ -262,28 +267,14 @@ def _with_timeout(ctx: Context, items: Sequence[Dict[str, Any]]) -> List[Dict[st
     return [dict(item, timeout=ctx.timeout) for item in items]
 
 
-def _spec_error(tool: str, exc: "orchestrate.SpecError") -> RpcError:
-    return RpcError(INVALID_PARAMS, "invalid arguments for %s: %s" % (tool, exc))
-
-
 def compare_tool(ctx: Context) -> Tool:
-    check = _checked("clinvk_compare", COMPARE_ARGS)
-
-    def bind(arguments: Dict[str, Any]) -> Callable[[Call], Dict[str, Any]]:
-        args = check(arguments)
-        try:
-            orchestrate.check_compare_request(args["prompt"], args["backends"])
-        except orchestrate.SpecError as exc:
-            raise _spec_error("clinvk_compare", exc)
-        return lambda call: run_compare(ctx, args, call)
-
-    return Tool(
+    return make_tool(
         "clinvk_compare",
         "Ask several agent CLIs the same prompt (at once unless sequential) and get each "
         "one's answer, for a second opinion. Backends that are not installed are skipped. "
         "Runs are ephemeral (no session).",
-        plain_json_schema(sc.to_json_schema(COMPARE_ARGS)), bind,
-        annotations={"readOnlyHint": False, "openWorldHint": True})
+        COMPARE_ARGS, lambda args, call: run_compare(ctx, args, call), RUNS_AGENTS,
+        check=lambda args: orchestrate.check_compare_request(args["prompt"], args["backends"]))
 
 
 def run_compare(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
@@ -302,19 +293,12 @@ def run_compare(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any
 
 
 def parallel_tool(ctx: Context) -> Tool:
-    check = _checked("clinvk_parallel", PARALLEL_ARGS)
-
-    def bind(arguments: Dict[str, Any]) -> Callable[[Call], Dict[str, Any]]:
-        args = check(arguments)
-        return lambda call: run_parallel(ctx, args, call)
-
-    return Tool(
+    return make_tool(
         "clinvk_parallel",
         "Run several prompts at once, each on its own backend (claude, codex or gemini), "
         "and get every result in the order given. A task that fails fails alone unless "
         "fail_fast is true. Runs are ephemeral (no session).",
-        plain_json_schema(sc.to_json_schema(PARALLEL_ARGS)), bind,
-        annotations={"readOnlyHint": False, "openWorldHint": True})
+        PARALLEL_ARGS, lambda args, call: run_parallel(ctx, args, call), RUNS_AGENTS)
 
 
 def run_parallel(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
@@ -328,23 +312,13 @@ def run_parallel(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, An
 
 
 def chain_tool(ctx: Context) -> Tool:
-    check = _checked("clinvk_chain", CHAIN_ARGS)
-
-    def bind(arguments: Dict[str, Any]) -> Callable[[Call], Dict[str, Any]]:
-        args = check(arguments)
-        try:
-            orchestrate.check_chain_steps(args["steps"])
-        except orchestrate.SpecError as exc:
-            raise _spec_error("clinvk_chain", exc)
-        return lambda call: run_chain(ctx, args, call)
-
-    return Tool(
+    return make_tool(
         "clinvk_chain",
         "Run steps one after another, each on its own backend; {{previous}} in a step's "
         "prompt is replaced by the previous step's output (e.g. claude drafts, codex "
         "reviews). Runs are ephemeral (no session).",
-        plain_json_schema(sc.to_json_schema(CHAIN_ARGS)), bind,
-        annotations={"readOnlyHint": False, "openWorldHint": True})
+        CHAIN_ARGS, lambda args, call: run_chain(ctx, args, call), RUNS_AGENTS,
+        check=lambda args: orchestrate.check_chain_steps(args["steps"]))
 
 
 def run_chain(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:

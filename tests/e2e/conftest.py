@@ -6,8 +6,12 @@ so a CI run can never pass by silently skipping every end-to-end test.
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
+import time
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Dict, Iterator, List
 
 import pytest
 
@@ -17,6 +21,15 @@ from tests.fakes.fake_model_api import FakeModelAPI
 NOT_INSTALLED = ("real CLIs not installed; run ./test.sh or python3 -m tests.e2e.realclis install"
                  " (pinned: %s)" % ", ".join("%s@%s" % kv for kv in realclis.PACKAGES.items()))
 E2E_DIR = Path(__file__).resolve().parent
+PYZ = str(realclis.REPO_ROOT / "dist" / "clinvk.pyz")
+BACKENDS = ["claude", "codex", "gemini"]
+# The API style each backend's CLI speaks to the fake model API (FakeModelAPI.main_requests).
+KIND = {"claude": "anthropic", "codex": "openai", "gemini": "gemini"}
+
+
+def user_texts(fake_api: FakeModelAPI, backend: str) -> List[str]:
+    """The user turns the model API received from ``backend``'s CLI, in order."""
+    return [r["user_text"] for r in fake_api.main_requests(KIND[backend])]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,3 +80,42 @@ def workdir(tmp_path: Path) -> str:
 def real_env(real_clis: str, fake_api: FakeModelAPI, real_home: str) -> Dict[str, str]:
     """The no-egress environment for the real CLIs, bound to this test's fake_api and real_home."""
     return realclis.no_egress_env(fake_api.url, real_home)
+
+
+@pytest.fixture(scope="module")
+def built_pyz() -> str:
+    """dist/clinvk.pyz, built from this checkout (once per test module)."""
+    subprocess.run([str(realclis.REPO_ROOT / "build_pyz.sh")], check=True,
+                   stdout=subprocess.DEVNULL)
+    return PYZ
+
+
+@pytest.fixture
+def clinvk_env(real_env: Dict[str, str], tmp_path: Path) -> Dict[str, str]:
+    """real_env with a private CLINVK_HOME."""
+    return dict(real_env, CLINVK_HOME=str(tmp_path / "clinvk-home"))
+
+
+@pytest.fixture
+def serve_port(built_pyz: str, clinvk_env: Dict[str, str], tmp_path: Path,
+               workdir: str) -> Iterator[int]:
+    """The port of a running ``clinvk serve --port 0`` (the built zipapp, clinvk_env). It runs
+    in the empty ``workdir`` (compat runs use the server's working directory) and must exit 0
+    when terminated."""
+    log = open(str(tmp_path / "serve.log"), "w+")
+    proc = subprocess.Popen([sys.executable, built_pyz, "serve", "--port", "0"], env=clinvk_env,
+                            cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    port = 0
+    deadline = time.monotonic() + 30
+    while not port and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        log.seek(0)
+        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read())
+        port = int(m.group(1)) if m else 0
+    assert port, "server did not start"
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+        log.close()

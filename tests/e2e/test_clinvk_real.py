@@ -14,32 +14,15 @@ from typing import Dict, List
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PYZ = os.path.join(ROOT, "dist", "clinvk.pyz")
-BACKENDS = ["claude", "codex", "gemini"]
-KIND = {"claude": "anthropic", "codex": "openai", "gemini": "gemini"}
+from tests.e2e.conftest import BACKENDS, KIND, PYZ, user_texts
 
-
-@pytest.fixture(scope="module", autouse=True)
-def built_pyz():
-    subprocess.run([os.path.join(ROOT, "build_pyz.sh")], check=True, stdout=subprocess.DEVNULL)
-
-
-@pytest.fixture
-def clinvk_env(real_env, tmp_path) -> Dict[str, str]:
-    env = dict(real_env)
-    env["CLINVK_HOME"] = str(tmp_path / "clinvk-home")
-    return env
+pytestmark = pytest.mark.usefixtures("built_pyz")
 
 
 def clinvk(env: Dict[str, str], args: List[str], stdin: str = "", cwd: str = None,
            timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, PYZ] + args, input=stdin.encode("utf-8"),
                           capture_output=True, env=env, cwd=cwd, timeout=timeout)
-
-
-def user_texts(fake_api, backend: str) -> List[str]:
-    return [r["user_text"] for r in fake_api.main_requests(KIND[backend])]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

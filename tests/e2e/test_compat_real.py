@@ -7,52 +7,20 @@ header, and a model API failure raised by the SDK.
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
-import time
-from typing import Iterator
 
 import pytest
+
+from tests.e2e.conftest import BACKENDS, KIND, user_texts
 
 openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
 pytestmark = pytest.mark.sdk
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PYZ = os.path.join(ROOT, "dist", "clinvk.pyz")
-BACKENDS = ["claude", "codex", "gemini"]
-KIND = {"claude": "anthropic", "codex": "openai", "gemini": "gemini"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def built_pyz():
-    subprocess.run([os.path.join(ROOT, "build_pyz.sh")], check=True, stdout=subprocess.DEVNULL)
-
 
 @pytest.fixture
-def base_url(real_env, tmp_path, workdir) -> Iterator[str]:
-    """A running ``clinvk serve --port 0`` (compat runs use the server's working directory:
-    an empty one here)."""
-    env = dict(real_env, CLINVK_HOME=str(tmp_path / "clinvk-home"))
-    log = open(str(tmp_path / "serve.log"), "w+")
-    proc = subprocess.Popen([sys.executable, PYZ, "serve", "--port", "0"], env=env, cwd=workdir,
-                            stdout=log, stderr=subprocess.STDOUT)
-    port = 0
-    deadline = time.monotonic() + 30
-    while not port and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-        log.seek(0)
-        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read())
-        port = int(m.group(1)) if m else 0
-    assert port, "server did not start"
-    try:
-        yield "http://127.0.0.1:%d" % port
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=60) == 0
-        log.close()
+def base_url(serve_port: int) -> str:
+    """The URL of a running ``clinvk serve`` (see serve_port)."""
+    return "http://127.0.0.1:%d" % serve_port
 
 
 def oa(base_url: str):
@@ -63,10 +31,6 @@ def oa(base_url: str):
 def an(base_url: str):
     return anthropic.Anthropic(base_url=base_url + "/anthropic", api_key="unused",
                                max_retries=0, timeout=240)
-
-
-def user_texts(fake_api, backend):
-    return [r["user_text"] for r in fake_api.main_requests(KIND[backend])]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

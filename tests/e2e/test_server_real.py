@@ -8,42 +8,11 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import re
-import subprocess
-import sys
-import time
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PYZ = os.path.join(ROOT, "dist", "clinvk.pyz")
-BACKENDS = ["claude", "codex", "gemini"]
-KIND = {"claude": "anthropic", "codex": "openai", "gemini": "gemini"}
-
-
-@pytest.fixture
-def server(real_env, tmp_path) -> Iterator[Dict[str, Any]]:
-    subprocess.run([os.path.join(ROOT, "build_pyz.sh")], check=True, stdout=subprocess.DEVNULL)
-    env = dict(real_env, CLINVK_HOME=str(tmp_path / "clinvk-home"))
-    log = open(str(tmp_path / "serve.log"), "w+")
-    proc = subprocess.Popen([sys.executable, PYZ, "serve", "--port", "0"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    port = 0
-    deadline = time.monotonic() + 30
-    while not port and time.monotonic() < deadline:
-        time.sleep(0.1)
-        log.seek(0)
-        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read())
-        port = int(m.group(1)) if m else 0
-    assert port, "server did not start"
-    try:
-        yield {"port": port, "env": env}
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=60) == 0
-        log.close()
+from tests.e2e.conftest import BACKENDS, user_texts
 
 
 def post(port: int, path: str, body: Dict[str, Any], timeout: float = 240):
@@ -62,17 +31,17 @@ def post_json(port: int, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_prompt_json_on_the_real_cli(backend, server, fake_api, workdir):
-    d = post_json(server["port"], "/api/v1/prompt",
+def test_prompt_json_on_the_real_cli(backend, serve_port, fake_api, workdir):
+    d = post_json(serve_port, "/api/v1/prompt",
                   {"backend": backend, "prompt": "hello server", "workdir": workdir})
     assert d["exit_code"] == 0 and d["output"] == "FAKE-REPLY: hello server"
     assert d["session_id"] and d["token_usage"]["output_tokens"] > 0
-    assert [r["user_text"] for r in fake_api.main_requests(KIND[backend])] == ["hello server"]
+    assert user_texts(fake_api, backend) == ["hello server"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_prompt_stream_json_on_the_real_cli(backend, server, fake_api, workdir):
-    resp, conn = post(server["port"], "/api/v1/prompt",
+def test_prompt_stream_json_on_the_real_cli(backend, serve_port, fake_api, workdir):
+    resp, conn = post(serve_port, "/api/v1/prompt",
                       {"backend": backend, "prompt": "stream it", "workdir": workdir,
                        "output_format": "stream-json"})
     assert resp.status == 200
@@ -85,15 +54,16 @@ def test_prompt_stream_json_on_the_real_cli(backend, server, fake_api, workdir):
     assert (partial or "".join(m["text"] for m in messages)) == "FAKE-REPLY: stream it"
 
 
-def test_parallel_across_the_three_real_clis(server, fake_api, workdir):
-    d = post_json(server["port"], "/api/v1/parallel", {"tasks": [
+def test_parallel_across_the_three_real_clis(serve_port, fake_api, workdir):
+    d = post_json(serve_port, "/api/v1/parallel", {"tasks": [
         {"backend": b, "prompt": "task for %s" % b, "workdir": workdir} for b in BACKENDS]})
     assert d["total_tasks"] == 3 and d["completed"] == 3 and d["failed"] == 0
     assert [r["output"] for r in d["results"]] == ["FAKE-REPLY: task for %s" % b for b in BACKENDS]
 
 
-def test_chain_claude_then_codex_passes_the_first_reply_to_the_model(server, fake_api, workdir):
-    d = post_json(server["port"], "/api/v1/chain", {"steps": [
+def test_chain_claude_then_codex_passes_the_first_reply_to_the_model(serve_port, fake_api,
+                                                                     workdir):
+    d = post_json(serve_port, "/api/v1/chain", {"steps": [
         {"name": "analyze", "backend": "claude", "prompt": "analyze X", "workdir": workdir},
         {"name": "improve", "backend": "codex", "prompt": "improve on: {{previous}}",
          "workdir": workdir}]})
@@ -102,8 +72,8 @@ def test_chain_claude_then_codex_passes_the_first_reply_to_the_model(server, fak
     assert codex_turn == "improve on: FAKE-REPLY: analyze X"
 
 
-def test_compare_on_all_three_real_clis(server, fake_api, workdir):
-    d = post_json(server["port"], "/api/v1/compare",
+def test_compare_on_all_three_real_clis(serve_port, fake_api, workdir):
+    d = post_json(serve_port, "/api/v1/compare",
                   {"prompt": "compare me", "backends": BACKENDS, "workdir": workdir})
     assert [r["backend"] for r in d["results"]] == BACKENDS
     assert all(r["exit_code"] == 0 and r["output"] == "FAKE-REPLY: compare me"
