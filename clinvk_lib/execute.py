@@ -186,6 +186,10 @@ def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
             if not os.path.isdir(cwd):
                 raise ExecError("session", "session %s: its working directory %s no longer "
                                 "exists" % (session.id, cwd))
+            if policy is not None:
+                # A session made elsewhere (the CLI shares the store) must not carry a run
+                # outside the server's workdir policy.
+                cwd = policy.check_workdir(cwd)
         elif req.workdir:
             cwd = policy.check_workdir(req.workdir) if policy is not None \
                 else resolve_workdir(req.workdir, require_absolute=False)

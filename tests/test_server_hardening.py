@@ -593,6 +593,18 @@ def test_symlink_into_the_allowed_prefix_runs_in_the_resolved_directory(start_se
     assert reply.status == 200
 
 
+def test_a_session_made_outside_the_allowed_prefixes_cannot_be_resumed_over_http(
+        start_server, tree, clinvk_home):
+    from clinvk_lib.sessions import SessionStore
+    store = SessionStore(str(clinvk_home))      # as `clinvk` on the command line would
+    made_by_cli = store.create("claude", str(tree / "outside"), initial_prompt="hi")
+    store.record_turn(made_by_cli.id, "f9954454-b602-4fab-b326-b6992b171aac", {})
+    reply = prompt(policy_server(start_server, tree), session_id=made_by_cli.id)
+    assert reply.status == 400 and reply.json()["field"] == "workdir"
+    assert "not inside an allowed prefix" in reply.json()["message"]
+    assert store.get(made_by_cli.id).turn_count == 1
+
+
 def test_symlink_into_a_blocked_prefix_is_400(start_server, tree):
     reply = prompt(start_server(), workdir=str(tree / "allowed" / "etc"))
     assert reply.status == 400 and "blocked prefix /etc" in reply.json()["message"]
