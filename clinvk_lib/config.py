@@ -319,6 +319,10 @@ class Config:
         """Where the value came from: "default", "file", "env" or "flag"."""
         return self._sources[setting(key).key]
 
+    def backend_enabled(self, name: str) -> bool:
+        """False only when ``backends.<name>.enabled`` is false."""
+        return self.get("backends.%s.enabled" % name) is not False
+
     def backend_settings(self, name: str) -> Dict[str, Any]:
         """The ``backends.<name>.*`` settings as {field: value}."""
         if name not in BACKEND_NAMES:

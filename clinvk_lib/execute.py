@@ -135,10 +135,6 @@ class Cancel:
         return self._event.is_set()
 
 
-def backend_enabled(cfg, name: str) -> bool:
-    return cfg.get("backends.%s.enabled" % name) is not False
-
-
 def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
             stream: bool = False, base_env: Optional[Dict[str, str]] = None) -> Prepared:
     """Resolve and validate ``req``; raises ExecError (or PolicyError) naming what is wrong."""
@@ -155,7 +151,7 @@ def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
         backend = base.get(name)
     except KeyError as exc:
         raise ExecError("unknown_backend", exc.args[0], "backend")
-    if not backend_enabled(cfg, name):
+    if not cfg.backend_enabled(name):
         raise ExecError("disabled", "backend %r is disabled in the configuration "
                         "(backends.%s.enabled: false)" % (name, name), "backend")
 

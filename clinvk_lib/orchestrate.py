@@ -256,7 +256,7 @@ def check_compare_request(prompt: str, backends: Sequence[str]) -> None:
 def all_installed_backends(cfg) -> List[str]:
     """Every backend that is enabled in the config and whose CLI is on PATH, in stable order."""
     return [name for name in base.names()
-            if execute.backend_enabled(cfg, name) and base.get(name).find_executable()]
+            if cfg.backend_enabled(name) and base.get(name).find_executable()]
 
 
 def resolve_max_parallel(requested: int, cfg) -> int:

@@ -32,7 +32,7 @@ def probe_all(cfg=None, with_version: bool = True) -> List[Dict[str, Any]]:
     for name in base.names():
         b = base.get(name)
         path = b.find_executable()
-        enabled = cfg is None or cfg.get("backends.%s.enabled" % name) is not False
+        enabled = cfg is None or cfg.backend_enabled(name)
         rows.append({"name": name, "available": path is not None, "enabled": enabled,
                      "path": path or "", "version": ""})
     if with_version:

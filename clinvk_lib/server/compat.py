@@ -94,7 +94,7 @@ def resolve_model(model: str, cfg) -> Tuple[str, str]:
                                      "(claude/claude-sonnet-4-5), or a model id starting with "
                                      "claude-, gpt-, o<digit>, codex- or gemini-"
                               % ", ".join(names))
-    if not execute.backend_enabled(cfg, backend):
+    if not cfg.backend_enabled(backend):
         raise model_not_found(model, "its backend %r is disabled in the configuration "
                                      "(backends.%s.enabled: false)" % (backend, backend))
     return backend, cli_model
@@ -110,7 +110,7 @@ def listed_models(cfg) -> List[Tuple[str, str]]:
     ``backends.<name>.model`` is configured."""
     out: List[Tuple[str, str]] = []
     for name in base.names():
-        if not execute.backend_enabled(cfg, name):
+        if not cfg.backend_enabled(name):
             continue
         out.append((name, name))
         configured = cfg.get("backends.%s.model" % name)

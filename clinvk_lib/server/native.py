@@ -226,7 +226,7 @@ def backend_rows(ctx: Context) -> List[Dict[str, Any]]:
     """Every backend with ``available``: its CLI is on PATH and the config enables it."""
     installed = probe.availability()
     return [{"name": name, "available": bool(installed.get(name))
-             and execute.backend_enabled(ctx.app.cfg, name)} for name in base.names()]
+             and ctx.app.cfg.backend_enabled(name)} for name in base.names()]
 
 
 def list_backends(ctx: Context) -> Response:
@@ -268,7 +268,7 @@ def health(ctx: Context) -> Response:
     rows = backend_rows(ctx)
     available, count, problem = ctx.app.store.health()
     missing = [r for r in rows if not r["available"]
-               and execute.backend_enabled(ctx.app.cfg, r["name"])]
+               and ctx.app.cfg.backend_enabled(r["name"])]
     status = "unhealthy" if not available else "degraded" if missing else "ok"
     store: Dict[str, Any] = {"available": available, "session_count": count}
     if problem:
