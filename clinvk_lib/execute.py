@@ -22,7 +22,8 @@ from .policy import Policy, PolicyError, check_extra_flags, resolve_workdir
 class ExecError(Exception):
     """A run that could not start. ``kind`` decides the CLI exit code and the HTTP status:
 
-    invalid (bad value; names ``field``), unknown_backend, disabled, not_installed,
+    invalid (bad value; names ``field``), unknown_backend, disabled (by the configuration, or
+    this host cannot run it as safely as asked: backends.base.SetupError), not_installed,
     session (not found / not resumable / transcript gone), start (the OS refused to start it).
     """
 
@@ -56,6 +57,12 @@ class Request:
         self.timeout = kw.pop("timeout", None)
         self.metadata = dict(kw.pop("metadata", None) or {})
         self.tags = list(kw.pop("tags", None) or [])
+        # Set by a front end, never read from a request body (not in FIELDS):
+        # the sessions.Access of the caller (None: every session) ...
+        self.access = kw.pop("access", None)
+        # ... and how many seconds a turn waits for a session another turn holds before
+        # SessionBusy (None: as long as it takes, as on the command line).
+        self.session_wait = kw.pop("session_wait", None)
         if kw:
             raise TypeError("unknown request fields: %s" % ", ".join(sorted(kw)))
 
@@ -142,7 +149,7 @@ def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
     if req.session_id:
         if store is None:
             raise ExecError("invalid", "sessions are not available here", "session_id")
-        session = _resumable_session(store, req.session_id)
+        session = _resumable_session(store, req.session_id, req.access)
         if req.backend and req.backend != session.backend:
             raise ExecError("invalid", "session %s belongs to backend %s, not %s"
                             % (session.id, session.backend, req.backend), "backend")
@@ -171,6 +178,10 @@ def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
     for field in ("model", "system_prompt"):         # they go into argv, where NUL cannot
         if "\x00" in getattr(req, field):
             raise ExecError("invalid", "%s: must not contain NUL bytes" % field, field)
+    try:
+        runner.encode_stdin(req.prompt)     # checked here so no session is made for it either
+    except runner.InputError as exc:
+        raise _invalid_prompt(exc)
     extra = list(req.extra)
     try:
         if policy is not None:
@@ -189,8 +200,12 @@ def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
         elif req.workdir:
             cwd = policy.check_workdir(req.workdir) if policy is not None \
                 else resolve_workdir(req.workdir, require_absolute=False)
+        elif policy is not None:
+            # The server's default directory is checked like any workdir (the compatible
+            # APIs have no workdir field, so every one of their runs lands here).
+            cwd = policy.default_workdir()
         else:
-            cwd = os.getcwd()
+            cwd = os.getcwd()           # the command line: the user's own directory
     except PolicyError as exc:
         raise ExecError("invalid", str(exc), exc.field)
 
@@ -208,15 +223,23 @@ def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
         extra=extra + list(setting("extra_flags") or []),
         resume_id=session.backend_session_id if session else "",
         allowed_tools=setting("allowed_tools") or "",
+        # The command line runs its user's own workdirs as the CLI would; the server and MCP
+        # load a workdir's configuration only when the operator opts in.
+        project_config=policy is None or policy.allow_project_config,
     )
     executable = backend.find_executable()
     if executable is None and not dry_run:
         raise ExecError("not_installed", "backend %r is not installed (no %r on PATH)"
                         % (name, backend.executable), "backend")
     argv = backend.build_argv(opts, executable or backend.executable)
-    env = backend.child_env(dict(os.environ if base_env is None else base_env))
+    try:
+        env = backend.child_env(dict(os.environ if base_env is None else base_env), opts)
+    except base.SetupError as exc:
+        raise ExecError("disabled", str(exc), "backend")
     timeout = req.timeout or cfg.get("unified_flags.command_timeout_secs") or None
     tags = list(dict.fromkeys(list(cfg.get("session.default_tags") or []) + req.tags))
+    if store is not None and not dry_run and (session is not None or not req.ephemeral):
+        _check_session_store(store, session, req.session_wait)
     return Prepared(req, backend, opts, argv, env, cwd, session, stream, dry_run, timeout, tags)
 
 
@@ -227,10 +250,12 @@ def _first_mode(*values: Any) -> str:
     return "default"
 
 
-def _resumable_session(store, session_id: str):
+def _resumable_session(store, session_id: str, access):
+    """The session ``session_id`` (an id or a unique prefix) names among those ``access`` may
+    use, if it can be continued."""
     from .sessions import SessionError
     try:
-        session = store.resolve(session_id)
+        session = store.resolve(session_id, access)
     except SessionError as exc:
         raise ExecError("session", str(exc), "session_id")
     if not session.backend_session_id:
@@ -240,12 +265,28 @@ def _resumable_session(store, session_id: str):
     return session
 
 
+def _check_session_store(store, session, wait: Optional[float]) -> None:
+    """Refuse, before any run starts, a run whose turn could not be recorded (the store cannot
+    be written) or, with ``wait``, whose session another turn still holds after ``wait``
+    seconds. The session is only waited for here, not held: the run takes its lock again
+    (waiting ``wait`` at most) where it starts, in the thread that will release it."""
+    from .sessions import SessionError
+    try:
+        store.check_writable()
+        if session is not None and wait is not None:
+            with store.lock(session.id, timeout=wait):
+                pass
+    except SessionError as exc:
+        raise ExecError("session", str(exc), "session_id" if session is not None else "")
+
+
 # -- running ---------------------------------------------------------------------------------
 
 
 class _SessionScope:
-    """Creates the session of a new run or holds the lock of a resumed one for the whole run,
-    then records the turn."""
+    """Creates the session of a new run (recorded as its caller's) or holds the lock of a
+    resumed one for the whole run (SessionBusy after the request's ``session_wait``), then
+    records the turn."""
 
     def __init__(self, prepared: Prepared, store) -> None:
         self.prepared = prepared
@@ -258,13 +299,13 @@ class _SessionScope:
         if self.store is None:
             return self
         if p.session is not None:
-            self._lock_cm = self.store.lock(p.session.id)
+            self._lock_cm = self.store.lock(p.session.id, timeout=p.request.session_wait)
             self._lock_cm.__enter__()
             self.session_id = p.session.id
         else:
             s = self.store.create(p.backend.name, p.cwd, model=p.opts.model,
                                   initial_prompt=p.request.prompt, tags=p.tags,
-                                  metadata=p.request.metadata)
+                                  metadata=p.request.metadata, access=p.request.access)
             self.session_id = s.id
         return self
 
@@ -282,13 +323,24 @@ class _SessionScope:
 
 
 def _start(p: Prepared, cancel: Optional[Cancel]) -> runner.Process:
+    """The started run, or ExecError with nothing left running."""
     try:
         proc = runner.Process(p.argv, p.request.prompt, p.cwd, p.env, p.timeout)
+    except runner.InputError as exc:
+        raise _invalid_prompt(exc)
     except runner.StartError as exc:
         raise ExecError("start", str(exc))
     if cancel is not None:
-        cancel.attach(proc)
+        try:
+            cancel.attach(proc)
+        except BaseException:
+            proc.kill()
+            raise
     return proc
+
+
+def _invalid_prompt(exc: runner.InputError) -> ExecError:
+    return ExecError("invalid", "prompt: %s" % exc, "prompt")
 
 
 def _stop_reason(p: Prepared, proc: runner.Process) -> str:

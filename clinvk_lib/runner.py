@@ -1,34 +1,66 @@
 """Run one backend CLI as a child process; knows processes, nothing about backends.
 
 Promises:
-- argv is a list (never a shell); the child gets its own process group (session);
+- argv is a list (never a shell); the prompt is encoded (UTF-8, strict) before anything is
+  started, so a prompt with no UTF-8 form is an ``InputError`` and no process;
+- the child runs under a supervisor (``supervisor.py``) that leads a process group of its
+  own (a new session) and exits with the child's status. When this process dies, even by
+  SIGKILL or the OOM killer, the supervisor SIGKILLs the whole group: no backend, and nothing
+  it started in its group, outlives us;
 - the prompt is written to the child's stdin, which is then closed;
 - stdout is yielded line by line as it arrives; stderr is collected apart, keeping at most
   ``stderr_limit`` bytes (the tail);
 - a timeout, a ``cancel()`` from another thread, or ``kill_all()`` (the CLI's Ctrl-C) sends
   SIGTERM to the whole group, then SIGKILL after ``grace`` seconds;
 - when the child exits, whatever is left of its group is killed and the child is reaped, so
-  nothing outlives a run (no orphans, no zombies).
+  nothing outlives a run (no orphans, no zombies); a descendant that left the group
+  (``setsid``) and still holds the pipes cannot hold up the run either: they are read for at
+  most ``PIPE_GRACE`` seconds after the exit;
+- nothing that can raise runs between starting a process and handing it to the code that
+  kills and reaps it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import select
 import signal
 import subprocess
+import sys
+import termios
 import threading
 import time
 from typing import Dict, Iterator, List, Optional
 
+from . import supervisor
+from .supervisor import close_fds, signal_group
+from .supervisor import StartError  # noqa: F401 (callers catch runner.StartError)
+
 DEFAULT_STDERR_LIMIT = 256 * 1024
 DEFAULT_GRACE = 2.0
+PIPE_GRACE = 1.0          # seconds the pipes are still read after the child has exited
 
 _live_lock = threading.Lock()
 _live: "set" = set()
 
+class InputError(ValueError):
+    """The text for the child's stdin has no UTF-8 form (a lone surrogate)."""
 
-class StartError(Exception):
-    """The child could not be started (missing executable, bad cwd, permissions)."""
+
+def encode_stdin(text: str) -> bytes:
+    """``text`` as UTF-8; InputError naming the first character that cannot be encoded."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        at = exc.start
+    code = ord(text[at])
+    if 0xDC80 <= code <= 0xDCFF:        # os.fsdecode's stand-in for a byte that is not UTF-8
+        raise InputError("cannot be encoded as UTF-8: the byte 0x%02x at character %d is not "
+                         "UTF-8 text (convert the text to UTF-8)" % (code - 0xDC00, at))
+    raise InputError("cannot be encoded as UTF-8: lone surrogate \\u%04x at character %d "
+                     "(\\uD800-\\uDFFF are valid only as the halves of a surrogate pair)"
+                     % (code, at))
 
 
 class Outcome:
@@ -52,39 +84,43 @@ class Outcome:
 
 
 class Process:
-    """A started child. Iterate ``lines()`` (or call ``wait()``) exactly once."""
+    """A started child. Iterate ``lines()`` (or call ``wait()``) exactly once.
+
+    ``pid`` is the process group's id: its leader is the supervisor, the child's parent."""
 
     def __init__(self, argv: List[str], stdin_text: str = "", cwd: Optional[str] = None,
                  env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None,
                  stderr_limit: int = DEFAULT_STDERR_LIMIT, grace: float = DEFAULT_GRACE) -> None:
+        data = encode_stdin(stdin_text)
         self.argv = list(argv)
         self._grace = grace
         self._stderr_limit = stderr_limit
         self._stderr_chunks: List[bytes] = []
         self._stderr_size = 0
         self._stderr_truncated = False
+        self._stdout_done = False
+        self._exited_at: Optional[float] = None
         self._kill_lock = threading.Lock()
         self._kill_started = False
         self.timed_out = False
         self.cancelled = False
+        self._threads: List[threading.Thread] = []
+        self._timer: Optional[threading.Timer] = None
         self._started = time.monotonic()
-        try:
-            self._proc = subprocess.Popen(
-                self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, cwd=cwd or None, env=env, start_new_session=True,
-                close_fds=True)
-        except (OSError, ValueError) as exc:   # ValueError: a NUL byte in argv or env
-            raise StartError("cannot start %s: %s" % (self.argv[0],
-                                                      getattr(exc, "strerror", None) or exc))
+        self._proc, self._lifeline, self._exit_fd = supervisor.start(self.argv, cwd, env)
         self.pid = self._proc.pid
+        try:
+            self._adopt(data, timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _adopt(self, data: bytes, timeout: Optional[float]) -> None:
         with _live_lock:
             _live.add(self)
-        self._threads = [
-            _daemon(self._feed_stdin, stdin_text.encode("utf-8")),
-            _daemon(self._drain_stderr),
-            _daemon(self._reap_group),
-        ]
-        self._timer: Optional[threading.Timer] = None
+        self._threads.append(_daemon(self._feed_stdin, data))
+        self._threads.append(_daemon(self._drain_stderr))
+        self._threads.append(_daemon(self._reap_group))
         if timeout and timeout > 0:
             self._timer = threading.Timer(timeout, self._on_timeout)
             self._timer.daemon = True
@@ -93,24 +129,33 @@ class Process:
     # -- the child's three pipes -------------------------------------------------------------
 
     def _feed_stdin(self, data: bytes) -> None:
-        # A thread, so a 1 MB prompt cannot deadlock against a child that writes before reading.
+        # A thread, so a 1 MB prompt cannot deadlock against a child that writes before reading;
+        # non-blocking, so a descendant that holds stdin open unread cannot keep it past the exit.
+        fd = self._proc.stdin.fileno()
+        view = memoryview(data)
         try:
-            if data:
-                self._proc.stdin.write(data)
-        except (BrokenPipeError, OSError, ValueError):
+            os.set_blocking(fd, False)
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            poller.register(self._exit_fd, select.POLLIN)
+            while view:
+                ready = dict(poller.poll())
+                if self._exit_fd in ready:
+                    break
+                try:
+                    view = view[os.write(fd, view[:65536]):]
+                except BlockingIOError:
+                    continue
+        except OSError:             # EPIPE: the child closed its stdin
             pass
         finally:
             try:
                 self._proc.stdin.close()
-            except (BrokenPipeError, OSError, ValueError):
+            except OSError:
                 pass
 
     def _drain_stderr(self) -> None:
-        while True:
-            chunk = self._proc.stderr.read1(65536) if hasattr(self._proc.stderr, "read1") \
-                else self._proc.stderr.read(65536)
-            if not chunk:
-                break
+        for chunk in self._pipe_chunks(self._proc.stderr.fileno()):
             self._stderr_chunks.append(chunk)
             self._stderr_size += len(chunk)
             while self._stderr_size > self._stderr_limit and len(self._stderr_chunks) > 1:
@@ -122,11 +167,38 @@ class Process:
                 self._stderr_truncated = True
         self._proc.stderr.close()
 
+    def _pipe_chunks(self, fd: int) -> Iterator[bytes]:
+        """What arrives on ``fd`` until end of file or, once the child has exited, until the
+        pipe is empty PIPE_GRACE seconds later: then what it holds is read and no more (a
+        descendant that left the group may keep it open, or writing, for ever)."""
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(self._exit_fd, select.POLLIN)
+        while True:
+            if self._exited_at is not None and time.monotonic() >= self._exited_at + PIPE_GRACE:
+                yield from _buffered_chunks(fd)
+                return
+            wait_ms = None if self._exited_at is None else \
+                max(0, int((self._exited_at + PIPE_GRACE - time.monotonic()) * 1000) + 1)
+            ready = dict(poller.poll(wait_ms))
+            if self._exit_fd in ready:
+                poller.unregister(self._exit_fd)
+                if self._exited_at is None:
+                    self._exited_at = time.monotonic()
+            if fd in ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:         # closed under us by wait() after its join timed out
+                    return
+                if not chunk:
+                    return
+                yield chunk
+
     def _reap_group(self) -> None:
         # When the child itself is gone, anything it left in its group (helpers, grandchildren
         # holding our stdout open) is killed, so the run ends and nothing is orphaned.
         self._proc.wait()
-        _signal_group(self.pid, signal.SIGKILL)
+        signal_group(self.pid, signal.SIGKILL)
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -147,22 +219,41 @@ class Process:
             self._kill_started = True
         if self._proc.poll() is not None:
             return
-        _signal_group(self.pid, signal.SIGTERM)
+        signal_group(self.pid, signal.SIGTERM)
         _daemon(self._kill_after_grace)
 
     def _kill_after_grace(self) -> None:
         try:
             self._proc.wait(timeout=self._grace)
         except subprocess.TimeoutExpired:
-            _signal_group(self.pid, signal.SIGKILL)
+            signal_group(self.pid, signal.SIGKILL)
+
+    def kill(self) -> Outcome:
+        """SIGKILL the group at once, then ``wait()``: for a caller that must give up on a
+        child it has just started."""
+        with self._kill_lock:
+            self._kill_started = True
+        signal_group(self.pid, signal.SIGKILL)
+        return self.wait()
 
     # -- results -------------------------------------------------------------------------------
 
     def lines(self) -> Iterator[str]:
         """stdout, one decoded line (without its newline) at a time, as the child prints it."""
+        pending: List[bytes] = []
         try:
-            for raw in self._proc.stdout:
-                yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            for chunk in self._pipe_chunks(self._proc.stdout.fileno()):
+                *complete, rest = chunk.split(b"\n")
+                if complete:
+                    complete[0] = b"".join(pending + complete[:1])
+                    pending = []
+                    for raw in complete:
+                        yield _decode_line(raw)
+                if rest:
+                    pending.append(rest)
+            self._stdout_done = True
+            if pending:
+                yield _decode_line(b"".join(pending))
         except GeneratorExit:
             # The consumer stopped early (generator closed): the run is abandoned. Only then:
             # at the end of stdout the child may simply not have been reaped yet.
@@ -172,17 +263,22 @@ class Process:
 
     def wait(self) -> Outcome:
         """Wait for the end of the child (draining stdout if nobody read it) and reap it."""
-        if not self._proc.stdout.closed:
-            for _ in self._proc.stdout:
+        if not self._stdout_done:
+            for _ in self._pipe_chunks(self._proc.stdout.fileno()):
                 pass
+            self._stdout_done = True
         self._proc.stdout.close()
         self._proc.wait()
         for t in self._threads:
             t.join(timeout=5)
+        for pipe in (self._proc.stdin, self._proc.stderr):   # when their thread never ran
+            pipe.close()
         if self._timer is not None:
             self._timer.cancel()
         with _live_lock:
             _live.discard(self)
+        close_fds(self._lifeline, self._exit_fd)
+        self._lifeline = self._exit_fd = -1
         stderr = b"".join(self._stderr_chunks).decode("utf-8", errors="replace")
         return Outcome(self._proc.returncode, stderr, self._stderr_truncated, self.timed_out,
                        self.cancelled, int((time.monotonic() - self._started) * 1000))
@@ -211,9 +307,9 @@ def kill_all(grace: float = DEFAULT_GRACE) -> int:
         try:
             p._proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            _signal_group(p.pid, signal.SIGKILL)
+            signal_group(p.pid, signal.SIGKILL)
             p._proc.wait()
-        _signal_group(p.pid, signal.SIGKILL)     # whatever the child left in its group
+        signal_group(p.pid, signal.SIGKILL)     # whatever the child left in its group
     return len(procs)
 
 
@@ -222,11 +318,22 @@ def live_count() -> int:
         return len(_live)
 
 
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _buffered_chunks(fd: int) -> Iterator[bytes]:
+    """What the pipe ``fd`` holds right now, and no more."""
+    left = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
+    while left > 0:
+        chunk = os.read(fd, min(left, 65536))
+        if not chunk:
+            return
+        left -= len(chunk)
+        yield chunk
+
+
+def _decode_line(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
 def _daemon(target, *args) -> threading.Thread:

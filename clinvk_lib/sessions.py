@@ -28,10 +28,20 @@ Why listing is fast: index.json is one JSON document laid out in lines, sessions
 used first. Line 1 holds a random ``stamp`` (new on every write, so a process re-parses the file
 only when it changed), the format version and the ids of unreadable session files; the next
 lines hold one column each of the fields that lookups filter on (id, last_used, backend, status,
-working_dir, backend_session_id) and the byte offset of every row; then comes one line per
-session with its row (the listing fields; the initial prompt cut to INDEX_PROMPT_CHARS). Counting
-and prefix lookup parse the id column only, filters parse their column, and rows are parsed just
-for the sessions returned. With 10,000 sessions the file is about 5 MB and a write rewrites it.
+working_dir, backend_session_id, api_key_id) and the byte offset of every row; then comes one
+line per session with its row (the listing fields; the initial prompt cut to
+INDEX_PROMPT_CHARS). Counting and prefix lookup parse the id column only, filters parse their
+column, and rows are parsed just for the sessions returned. With 10,000 sessions the file is
+about 5 MB and a write rewrites it.
+
+Whose sessions: a session made by a request authenticated with an API key records that key's
+id (``api_key_id``, never the key). Lookups, listing and deletion take an ``Access``: the
+command line and a server without keys see everything; a key sees only its own sessions (an
+admin key everything), and a session it may not use is reported not found.
+
+When the disk refuses (read-only or full, lost permissions), store methods raise
+``StoreUnavailable`` rather than a bare OSError, and ``check_writable`` finds out before a run
+starts by writing a small file: permission bits say nothing when running as root.
 """
 
 from __future__ import annotations
@@ -66,14 +76,15 @@ _MARKER_RE = re.compile(r"^\.(" + _ID_PATTERN + r")\.pending$", re.M)
 _SESSION_TEMP_RE = re.compile(r"^(\.(" + _ID_PATTERN + r")\.json\.tmp-[0-9a-f]+)$", re.M)
 _INDEX_TEMP_RE = re.compile(r"^(\.index\.json\.tmp-[0-9a-f]+)$", re.M)
 _INDEX_STAMP_RE = re.compile(rb'\{"stamp":"([0-9a-f]{32})"')
-_INDEX_VERSION = 4  # the Go original writes version 1 with another layout; either side rebuilds
+_INDEX_VERSION = 5  # the Go original writes version 1 with another layout; either side rebuilds
 _ROWS_OPEN_LINE = b'"rows":['
 _ROW_FIELDS = ("id", "backend", "created_at", "last_used", "working_dir", "backend_session_id",
                "model", "initial_prompt", "title", "status", "turn_count") + USAGE_KEYS + (
-               "tags", "metadata", "last_error")
+               "tags", "metadata", "last_error", "api_key_id")
 # The index's columns; a session's "head" is the tuple of these values.
-_HEAD_FIELDS = ("id", "last_used", "backend", "status", "working_dir", "backend_session_id")
-_ID, _LAST_USED, _BACKEND, _STATUS, _WORKING_DIR, _BACKEND_SESSION_ID = range(6)
+_HEAD_FIELDS = ("id", "last_used", "backend", "status", "working_dir", "backend_session_id",
+                "api_key_id")
+_ID, _LAST_USED, _BACKEND, _STATUS, _WORKING_DIR, _BACKEND_SESSION_ID, _API_KEY_ID = range(7)
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _EPOCH = "1970-01-01T00:00:00.000000Z"
@@ -85,7 +96,28 @@ _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 class SessionError(Exception):
-    """A session store failure; the message says what to do."""
+    """A session store failure; the message says what to do. ``public`` is the same message
+    without the server's own file paths, for callers on another machine (HTTP, MCP)."""
+
+    def __init__(self, message: str, public: str = "") -> None:
+        super().__init__(message)
+        self.public = public or message
+
+
+class StoreUnavailable(SessionError):
+    """The store's directory cannot be read or written (read-only or full disk, lost
+    permissions, a file where a directory should be): no session can be used until the
+    operator fixes it."""
+
+    def __init__(self, directory: str, exc: OSError, action: str) -> None:
+        reason = exc.strerror or type(exc).__name__   # str(exc) would repeat the path
+        super().__init__(
+            "the session store %s cannot be %s: %s; check that its disk is neither full nor "
+            "read-only and that clinvk may write there (CLINVK_HOME sets where it is)"
+            % (directory, action, reason),
+            "the session store (the sessions directory under the server's CLINVK_HOME) cannot "
+            "be %s: %s; the server's operator must fix it" % (action, reason))
+        self.reason = reason
 
 
 class SessionNotFound(SessionError, LookupError):
@@ -111,6 +143,30 @@ class SessionBusy(SessionError, TimeoutError):
         super().__init__("session %s is in use by another clinvk run (waited %gs); try again "
                          "when it finishes" % (session_id, timeout))
         self.session_id = session_id
+
+
+class Access:
+    """Which sessions a caller may use. With ``everything`` (the command line, a server
+    without API keys, an admin key) all of them; otherwise only the sessions recorded with
+    its ``key_id``, and none if that is empty. The sessions it creates are recorded with
+    ``key_id`` ("" = nobody's). A session another caller may not use is reported not found,
+    never forbidden, so its existence does not leak."""
+
+    __slots__ = ("key_id", "everything")
+
+    def __init__(self, key_id: str = "", everything: bool = True) -> None:
+        self.key_id = key_id
+        self.everything = everything
+
+    def allows(self, owner: str) -> bool:
+        """True if a session recorded with ``owner`` (its ``api_key_id``) may be used."""
+        return self.everything or (bool(self.key_id) and owner == self.key_id)
+
+    def __repr__(self) -> str:
+        return "Access(%r, everything=%r)" % (self.key_id, self.everything)
+
+
+EVERYTHING = Access()
 
 
 def now_rfc3339() -> str:
@@ -184,14 +240,14 @@ class Session:
 
     __slots__ = ("id", "backend", "created_at", "last_used", "working_dir", "backend_session_id",
                  "model", "initial_prompt", "title", "status", "turn_count", "token_usage",
-                 "tags", "metadata", "last_error")
+                 "tags", "metadata", "last_error", "api_key_id")
 
     def __init__(self, id: str, backend: str, working_dir: str = "", created_at: str = "",
                  last_used: str = "", backend_session_id: str = "", model: str = "",
                  initial_prompt: str = "", title: str = "", status: str = "active",
                  turn_count: int = 0, token_usage: Optional[Mapping[str, int]] = None,
                  tags: Optional[Iterable[str]] = None, metadata: Optional[Mapping[str, Any]] = None,
-                 last_error: str = "") -> None:
+                 last_error: str = "", api_key_id: str = "") -> None:
         self.id = id
         self.backend = backend
         self.created_at = created_at or now_rfc3339()
@@ -208,6 +264,9 @@ class Session:
         self.tags = list(dict.fromkeys(tags or ()))
         self.metadata = dict(metadata or {})
         self.last_error = last_error
+        # The id (keys.key_id) of the API key whose request created it; "" = nobody's (the
+        # command line, a server without keys, files older than this field).
+        self.api_key_id = api_key_id
 
     def to_dict(self) -> Dict[str, Any]:
         """Every field, in file order; containers are copies."""
@@ -218,7 +277,7 @@ class Session:
             "initial_prompt": self.initial_prompt, "title": self.title, "status": self.status,
             "turn_count": self.turn_count, "token_usage": dict(self.token_usage),
             "tags": list(self.tags), "metadata": dict(self.metadata),
-            "last_error": self.last_error,
+            "last_error": self.last_error, "api_key_id": self.api_key_id,
         }
 
     @classmethod
@@ -235,7 +294,8 @@ class Session:
             title=str(d.get("title") or ""), status=str(d.get("status") or "active"),
             turn_count=int(d.get("turn_count") or 0), token_usage=d.get("token_usage"),
             tags=[str(t) for t in d.get("tags") or ()], metadata=d.get("metadata"),
-            last_error=str(d.get("last_error") or d.get("error_message") or ""))
+            last_error=str(d.get("last_error") or d.get("error_message") or ""),
+            api_key_id=str(d.get("api_key_id") or ""))
 
     def to_row(self) -> List[Any]:
         """The index row, to be encoded at once: the fields in ``_ROW_FIELDS`` order, the
@@ -245,7 +305,7 @@ class Session:
                 self.backend_session_id, self.model, self.initial_prompt[:INDEX_PROMPT_CHARS],
                 self.title, self.status, self.turn_count, u["input_tokens"], u["output_tokens"],
                 u["cached_tokens"], u["reasoning_tokens"], self.tags or None,
-                self.metadata or None, self.last_error]
+                self.metadata or None, self.last_error, self.api_key_id]
 
     @classmethod
     def from_row(cls, row: List[Any]) -> "Session":
@@ -254,7 +314,7 @@ class Session:
         s = cls.__new__(cls)
         (s.id, s.backend, s.created_at, s.last_used, s.working_dir, s.backend_session_id,
          s.model, s.initial_prompt, s.title, s.status, s.turn_count, inp, out, cached, reasoning,
-         tags, metadata, s.last_error) = row
+         tags, metadata, s.last_error, s.api_key_id) = row
         s.tags = tags or []
         s.metadata = metadata or {}
         s.token_usage = {"input_tokens": inp, "output_tokens": out, "cached_tokens": cached,
@@ -264,7 +324,7 @@ class Session:
     def head(self) -> Tuple[str, ...]:
         """The values of the index's columns (``_HEAD_FIELDS``)."""
         return (self.id, self.last_used, self.backend, self.status, self.working_dir,
-                self.backend_session_id)
+                self.backend_session_id, self.api_key_id)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Session) and self.to_dict() == other.to_dict()
@@ -580,6 +640,18 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
+def _write_probe(directory: str) -> None:
+    """Create, write and remove a small file in ``directory``; OSError if the disk refuses.
+    It is named like an index temp file, so one left behind by a crash is swept."""
+    path = os.path.join(directory, ".index.json.tmp-" + os.urandom(8).hex())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, b"clinvk write probe\n" * 64)   # data, not just a name: a full disk
+    finally:                                         # still has inodes for empty files
+        os.close(fd)
+        _unlink_quietly(path)
+
+
 def _write_file(path: str, data: bytes, temp_prefix: str) -> None:
     """Replace ``path`` with ``data`` atomically (temp file in the same directory, fsync,
     rename). The caller fsyncs the directory."""
@@ -613,17 +685,18 @@ class SessionStore:
 
     def create(self, backend: str, working_dir: str, model: str = "", initial_prompt: str = "",
                tags: Optional[Iterable[str]] = None, metadata: Optional[Mapping[str, Any]] = None,
-               backend_session_id: str = "") -> Session:
-        """A new active session, saved; ``working_dir`` must be absolute."""
+               backend_session_id: str = "", access: Optional[Access] = None) -> Session:
+        """A new active session, saved, recorded as created by ``access.key_id``;
+        ``working_dir`` must be absolute. StoreUnavailable if it cannot be written."""
         if not backend:
             raise ValueError("a session needs a backend name (claude, codex or gemini)")
         if not os.path.isabs(working_dir):
             raise ValueError("working_dir must be an absolute path: got %r" % (working_dir,))
         session = Session(new_session_id(), backend, os.path.normpath(working_dir),
                           backend_session_id=backend_session_id, model=model,
-                          initial_prompt=initial_prompt, tags=tags, metadata=metadata)
-        self._ensure_dirs()
-        with _locked(self._session_lock(session.id), None):
+                          initial_prompt=initial_prompt, tags=tags, metadata=metadata,
+                          api_key_id=(access or EVERYTHING).key_id)
+        with self._holding(session.id, None):
             self._commit({session.id: session})
         return session
 
@@ -631,21 +704,11 @@ class SessionStore:
         """The session with this exact id; SessionNotFound if there is none."""
         return self._read(_check_id(session_id))
 
-    def resolve(self, id_or_prefix: str) -> Session:
-        """The session with this id, or the only one whose id starts with it;
-        SessionNotFound or AmbiguousSession otherwise."""
-        sid = _check_id(id_or_prefix)
-        try:
-            return self._read(sid)
-        except SessionNotFound:
-            pass
-        matches = sorted(i for i in self._query(lambda index: index.column("id"))
-                         if i.startswith(sid))
-        if not matches:
-            raise SessionNotFound(id_or_prefix)
-        if len(matches) > 1:
-            raise AmbiguousSession(id_or_prefix, matches)
-        return self._read(matches[0])
+    def resolve(self, id_or_prefix: str, access: Optional[Access] = None) -> Session:
+        """The session with this id, or the only one whose id starts with it, among those
+        ``access`` may use (default: all); SessionNotFound or AmbiguousSession otherwise, and
+        SessionError if its file is damaged."""
+        return self._read(self._match(id_or_prefix, access or EVERYTHING))
 
     @contextlib.contextmanager
     def lock(self, session_id: str, timeout: Optional[float] = None) -> Iterator[Session]:
@@ -653,18 +716,14 @@ class SessionStore:
         read under it. Other threads and processes wait; this thread may still call update()
         and record_turn(). SessionBusy after ``timeout`` seconds (None = wait forever)."""
         sid = _check_id(session_id)
-        self._ensure_dirs()
-        with _locked(self._session_lock(sid), timeout) as acquired:
-            if not acquired:
-                raise SessionBusy(sid, timeout or 0)
+        with self._holding(sid, timeout):
             yield self._read(sid)
 
     def update(self, session_id: str, fn: Callable[[Session], Any]) -> Session:
         """Read the session, let ``fn`` change it, save it, all under the session's lock;
         returns the saved session. If ``fn`` raises, nothing is saved."""
         sid = _check_id(session_id)
-        self._ensure_dirs()
-        with _locked(self._session_lock(sid), None):
+        with self._holding(sid, None):
             session = self._read(sid)
             fn(session)
             if session.id != sid:
@@ -694,26 +753,37 @@ class SessionStore:
             s.last_error = error
         return self.update(session_id, apply)
 
-    def delete(self, session_id: str) -> None:
-        """Remove the session; SessionNotFound if there is none."""
-        sid = _check_id(session_id)
-        self._ensure_dirs()
-        with _locked(self._session_lock(sid), None):
+    def delete(self, id_or_prefix: str, access: Optional[Access] = None,
+               timeout: Optional[float] = None) -> str:
+        """Remove the session with this id (or the only one whose id starts with it) among
+        those ``access`` may use, and return its id. A damaged file is removed too (only by
+        an ``access`` to every session: whose it was cannot be read). SessionNotFound if there
+        is none; SessionBusy if a run holds it for longer than ``timeout`` seconds (None =
+        wait for the run to finish)."""
+        sid = self._match(id_or_prefix, access or EVERYTHING)
+        with self._holding(sid, timeout):
             if not os.path.exists(self._file(sid)):
-                raise SessionNotFound(session_id)
+                raise SessionNotFound(id_or_prefix)
             self._commit({sid: None})
+        return sid
 
     def list(self, backend: Optional[str] = None, status: Optional[str] = None,
-             limit: Optional[int] = None, offset: int = 0) -> Tuple[List[Session], int]:
-        """Sessions matching the filters, most recently used first, and how many matched
-        before ``limit``/``offset``. Built from the index: ``initial_prompt`` is cut to
-        INDEX_PROMPT_CHARS characters (get() has the full text)."""
+             limit: Optional[int] = None, offset: int = 0,
+             access: Optional[Access] = None) -> Tuple[List[Session], int]:
+        """Sessions matching the filters that ``access`` may use (default: all), most
+        recently used first, and how many matched before ``limit``/``offset``. Built from the
+        index: ``initial_prompt`` is cut to INDEX_PROMPT_CHARS characters (get() has the full
+        text)."""
         if offset < 0 or (limit is not None and limit < 0):
             raise ValueError("limit and offset must not be negative: got limit=%r, offset=%r"
                              % (limit, offset))
+        access = access or EVERYTHING
 
         def page(index: _Index) -> Tuple[List[Session], int]:
             matching = range(len(index))  # type: Sequence[int]
+            if not access.everything:
+                matching = [i for i, owner in zip(matching, index.column("api_key_id"))
+                            if access.allows(owner)]
             if backend:
                 matching = [i for i, b in zip(matching, index.column("backend")) if b == backend]
             if status:
@@ -752,13 +822,14 @@ class SessionStore:
                              % (older_than_seconds,))
         cutoff = (datetime.datetime.now(datetime.timezone.utc)
                   - datetime.timedelta(seconds=older_than_seconds)).strftime(_TIME_FORMAT)
-        self._ensure_dirs()
+        with self._store_errors("written"):
+            self._ensure_dirs()
         candidates = self._query(lambda index: [
             sid for sid, used in zip(index.column("id"), index.column("last_used"))
             if used < cutoff])
         deleted = []  # type: List[str]
         for start in range(0, len(candidates), CLEAN_BATCH):
-            with contextlib.ExitStack() as held:
+            with contextlib.ExitStack() as held, self._store_errors("written"):
                 doomed = {}  # type: Dict[str, Optional[Session]]
                 for sid in candidates[start:start + CLEAN_BATCH]:
                     if not held.enter_context(_locked(self._session_lock(sid), 0)):
@@ -777,16 +848,90 @@ class SessionStore:
         """How many readable sessions there are."""
         return self._query(len)
 
-    def health(self) -> Tuple[bool, int, str]:
-        """(available, session_count, error) for /health: available means the store's
-        directory exists or can be created, is writable, and its sessions can be listed."""
-        try:
+    def check_writable(self) -> None:
+        """StoreUnavailable unless new files can be written in the store's directories right
+        now. Trying is the only test that holds for every cause (a read-only mount, a full
+        disk, lost permissions, a file in a directory's place) and for root, whom permission
+        bits do not stop."""
+        with self._store_errors("written"):
             self._ensure_dirs()
-            if not os.access(self.dir, os.W_OK | os.X_OK):
-                return False, self.count(), "session directory %s is not writable" % self.dir
+            _write_probe(self.dir)
+            with _locked(os.path.join(self._locks_dir, "probe.lock"), 0):
+                pass   # creating the lock file is the test; another prober holding it is fine
+
+    def health(self) -> Tuple[bool, int, str]:
+        """(available, session_count, problem) for /health: available means a file can be
+        written in the store now (see check_writable) and its sessions can be listed. The
+        problem names no path: /health answers callers without a key too."""
+        try:
+            self.check_writable()
             return True, self.count(), ""
-        except (OSError, SessionError) as e:
-            return False, 0, "session store %s is not usable: %s" % (self.dir, e)
+        except SessionError as exc:
+            problem = exc.public
+        try:
+            count = self.count()    # a read-only store still lists its sessions
+        except SessionError:
+            count = 0
+        return False, count, problem
+
+    # ---- lookups and locks -----------------------------------------------------------------
+
+    def _match(self, id_or_prefix: str, access: Access) -> str:
+        """The id of the one session ``id_or_prefix`` names among those ``access`` may use:
+        the exact id first, else a unique prefix. Damaged files count only for an access to
+        every session (whose they are cannot be read). SessionNotFound or AmbiguousSession
+        otherwise; the sessions of others never make a prefix ambiguous."""
+        sid = _check_id(id_or_prefix)
+        if self._visible(sid, access):
+            return sid
+
+        def candidates(index: _Index) -> List[str]:
+            ids = index.column("id")
+            if access.everything:
+                return [i for i in itertools.chain(ids, index.broken) if i.startswith(sid)]
+            return [i for i, owner in zip(ids, index.column("api_key_id"))
+                    if i.startswith(sid) and access.allows(owner)]
+
+        matches = sorted(set(self._query(candidates)))
+        if not matches:
+            raise SessionNotFound(id_or_prefix)
+        if len(matches) > 1:
+            raise AmbiguousSession(id_or_prefix, matches)
+        if not access.everything and not self._visible(matches[0], access):
+            raise SessionNotFound(id_or_prefix)    # the index is a cache: the file decides
+        return matches[0]
+
+    def _visible(self, sid: str, access: Access) -> bool:
+        """True if session ``sid`` has a file and ``access`` may use it."""
+        if access.everything:
+            return os.path.exists(self._file(sid))
+        try:
+            return access.allows(self._read(sid).api_key_id)
+        except SessionError:
+            return False
+
+    @contextlib.contextmanager
+    def _holding(self, sid: str, timeout: Optional[float]) -> Iterator[None]:
+        """Hold session ``sid``'s lock for the block: StoreUnavailable if its lock file cannot
+        be made, SessionBusy after ``timeout`` seconds (None = wait as long as it takes)."""
+        with contextlib.ExitStack() as held:
+            with self._store_errors("written"):
+                self._ensure_dirs()
+                acquired = held.enter_context(_locked(self._session_lock(sid), timeout))
+            if not acquired:
+                raise SessionBusy(sid, timeout or 0)
+            yield
+
+    @contextlib.contextmanager
+    def _store_errors(self, action: str) -> Iterator[None]:
+        """The block's OSErrors (the disk refused) as StoreUnavailable; ``action`` is "read"
+        or "written"."""
+        try:
+            yield
+        except SessionError:
+            raise               # SessionBusy is a TimeoutError, hence an OSError: keep it
+        except OSError as exc:
+            raise StoreUnavailable(self.dir, exc, action) from None
 
     # ---- session files ---------------------------------------------------------------------
 
@@ -815,14 +960,18 @@ class SessionStore:
                 raw = f.read()
         except FileNotFoundError:
             raise SessionNotFound(sid) from None
+        except OSError as exc:
+            raise StoreUnavailable(self.dir, exc, "read") from None
         try:
             data = json.loads(raw.decode("utf-8"))
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
             session = Session.from_dict(data)
         except (ValueError, TypeError, AttributeError) as e:
-            raise SessionError("session file %s is damaged (%s); fix it or delete it"
-                               % (path, e)) from None
+            raise SessionError("session %s: its file %s is damaged (%s); fix or delete that "
+                               "file" % (sid, path, e),
+                               "session %s is damaged (%s); delete it to remove it"
+                               % (sid, e)) from None
         session.id = sid  # the file name is what every lookup uses
         return session
 
@@ -834,16 +983,19 @@ class SessionStore:
 
     def _commit(self, changes: Mapping[str, Optional[Session]]) -> None:
         """Save (or, for None, delete) sessions whose locks this thread holds, then the index,
-        with each id's marker present in between (see the module docstring)."""
-        for sid in changes:
-            os.close(os.open(self._marker(sid), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        for sid, session in changes.items():
-            if session is None:
-                _unlink_quietly(self._file(sid))
-            else:
-                data = json.dumps(session.to_dict(), indent=2, ensure_ascii=False) + "\n"
-                _write_file(self._file(sid), data.encode("utf-8"), "." + sid + ".json.tmp-")
-        _fsync_dir(self.dir)  # makes the markers and the renames durable together
+        with each id's marker present in between (see the module docstring).
+        StoreUnavailable if the disk refuses."""
+        with self._store_errors("written"):
+            for sid in changes:
+                os.close(os.open(self._marker(sid),
+                                 os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            for sid, session in changes.items():
+                if session is None:
+                    _unlink_quietly(self._file(sid))
+                else:
+                    data = json.dumps(session.to_dict(), indent=2, ensure_ascii=False) + "\n"
+                    _write_file(self._file(sid), data.encode("utf-8"), "." + sid + ".json.tmp-")
+            _fsync_dir(self.dir)  # makes the markers and the renames durable together
         try:
             self._update_index(changes)
         except OSError:
@@ -874,11 +1026,12 @@ class SessionStore:
 
     def _query(self, answer: Callable[[_Index], Any]) -> Any:
         """``answer`` applied to the current index; if that finds part of index.json damaged,
-        to an index rebuilt from the files."""
-        try:
-            return answer(self._snapshot())
-        except _DamagedIndex:
-            return answer(self._snapshot(rebuild=True))
+        to an index rebuilt from the files. StoreUnavailable if the store cannot be read."""
+        with self._store_errors("read"):
+            try:
+                return answer(self._snapshot())
+            except _DamagedIndex:
+                return answer(self._snapshot(rebuild=True))
 
     def _read_index(self) -> Optional[_Index]:
         """The index on disk (from memory if unchanged since last read), or None if it is

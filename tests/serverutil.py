@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 
 from clinvk_lib import config
+from clinvk_lib.backends import probe
 from clinvk_lib.server import app as server_app
 
 
@@ -120,6 +121,15 @@ def make_server(settings: Dict[str, Any]) -> RunningServer:
     cfg = config.load(None, env=dict(os.environ), flags=settings)
     app = server_app.App(cfg, log=_NullLog(cfg.get("server.log_format")))
     return RunningServer(app, server_app.make_server(app, "127.0.0.1", 0))
+
+
+@pytest.fixture
+def fresh_backend_probe():
+    """The server caches which CLIs are on PATH for a few seconds; tests change PATH. A module
+    that changes PATH between servers uses it as ``pytest.mark.usefixtures`` or autouse."""
+    probe._cache.clear()
+    yield
+    probe._cache.clear()
 
 
 @pytest.fixture

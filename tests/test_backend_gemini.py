@@ -301,8 +301,8 @@ def test_forget_session_deletes_the_listed_index_of_that_session():
         return listing if "--list-sessions" in argv else "Deleted session 2"
 
     gemini.BACKEND.forget_session("22222222-aaaa-bbbb-cccc-000000000002", "/bin/gemini", run)
-    assert ran == [["/bin/gemini", "--skip-trust", "--list-sessions"],
-                   ["/bin/gemini", "--skip-trust", "--delete-session", "2"]]
+    assert ran == [["/bin/gemini", "--list-sessions"],
+                   ["/bin/gemini", "--delete-session", "2"]]
 
 
 def test_forget_session_deletes_nothing_when_the_session_is_not_listed():
@@ -310,4 +310,4 @@ def test_forget_session_deletes_nothing_when_the_session_is_not_listed():
     ran = []
     gemini.BACKEND.forget_session("not-there", "gemini",
                                   lambda argv: ran.append(argv) or "No sessions found")
-    assert ran == [["gemini", "--skip-trust", "--list-sessions"]]
+    assert ran == [["gemini", "--list-sessions"]]

@@ -158,17 +158,18 @@ def test_credentials_with_any_origin_is_a_config_error(tmp_path):
 # -- what a configuration switches on ----------------------------------------------------------
 
 
-def test_default_settings_check_only_the_host(tmp_path):
+def test_default_settings_check_the_host_cross_site_requests_and_json_bodies(tmp_path):
     g = make_guards(tmp_path)
-    assert g.steps == [g.check_host] and g.hooks == []
+    assert g.steps == [g.check_host, g.refuse_cross_site, guards.require_json_body]
+    assert g.hooks == []
 
 
 def test_every_guard_is_on_when_configured_in_pipeline_order(tmp_path):
     g = make_guards(tmp_path, ["k"], **{"server.trusted_proxies": ["10.0.0.0/8"],
                                         "server.rate_limit_enabled": True,
                                         "server.cors_allowed_origins": ["https://a.example"]})
-    assert g.steps == [g.resolve_client, g.limit_rate, g.check_host, g.answer_preflight,
-                       g.authenticate]
+    assert g.steps == [g.resolve_client, g.limit_rate, g.check_host, g.refuse_cross_site,
+                       g.answer_preflight, g.authenticate, guards.require_json_body]
     assert g.hooks == [g.add_cors_headers, g.add_rate_limit_headers]
 
 

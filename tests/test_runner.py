@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -11,6 +12,9 @@ import time
 import pytest
 
 from clinvk_lib import runner
+from tests.conftest import ROOT
+from tests.serveproc import children_of
+from tests.serverutil import wait_for
 
 PY = sys.executable
 
@@ -147,3 +151,127 @@ def test_a_child_that_closes_stdout_before_exiting_is_not_reported_cancelled():
     outcome = proc.wait()
     assert outcome.exit_code == 0
     assert not outcome.cancelled
+
+
+# -- the supervisor: exit status, environment, start-up failures --------------------------------
+
+
+def test_exit_code_and_death_signal_of_the_child_are_reported_as_its_own():
+    assert runner.run([PY, "-c", "import sys; sys.exit(7)"])[1].exit_code == 7
+    suicide = "import os,signal; os.kill(os.getpid(), signal.SIGUSR1)"
+    assert runner.run([PY, "-c", suicide])[1].exit_code == -signal.SIGUSR1
+
+
+def test_child_environment_is_exactly_the_one_given():
+    # /usr/bin/env, not Python: Python would add LC_CTYPE itself in a C locale (PEP 538).
+    out, outcome = runner.run(["/usr/bin/env"], env={"PATH": "/usr/bin:/bin", "ONLY": "1"})
+    assert outcome.exit_code == 0
+    assert sorted(out.splitlines()) == ["ONLY=1", "PATH=/usr/bin:/bin"]
+
+
+def test_modules_in_the_working_directory_are_never_imported_by_the_supervisor(tmp_path):
+    marker = tmp_path / "imported"
+    for name in ("signal", "encodings", "site", "sitecustomize", "resource"):
+        (tmp_path / (name + ".py")).write_text("open(%r, 'w').close()\n" % str(marker))
+    out, outcome = runner.run(["/bin/sh", "-c", "exit 3"], cwd=str(tmp_path))
+    assert outcome.exit_code == 3
+    assert not marker.exists()
+
+
+def test_prompt_with_a_lone_surrogate_starts_no_process(tmp_path):
+    marker = tmp_path / "started"
+    before = set(children_of(os.getpid()))
+    with pytest.raises(runner.InputError) as info:
+        runner.Process([PY, "-c", "open(%r, 'w').close()" % str(marker)], "ok \ud800")
+    assert "\\ud800 at character 3" in str(info.value)
+    time.sleep(0.5)
+    assert not marker.exists()
+    assert set(children_of(os.getpid())) <= before
+    assert runner.live_count() == 0
+
+
+def test_a_failure_right_after_the_start_kills_and_reaps_the_child(monkeypatch):
+    def no_threads(target, *args):
+        raise RuntimeError("can't start new thread")
+
+    before = set(children_of(os.getpid()))
+    monkeypatch.setattr(runner, "_daemon", no_threads)
+    with pytest.raises(RuntimeError):
+        runner.Process([PY, "-c", "import time; time.sleep(60)"])
+    assert set(children_of(os.getpid())) <= before    # killed and reaped: not even a zombie
+    assert runner.live_count() == 0
+
+
+def test_child_and_its_group_die_when_the_parent_is_killed_with_sigkill(tmp_path):
+    pidfile = tmp_path / "pids"
+    backend = ("import subprocess,sys,os,time\n"
+               "p=subprocess.Popen([sys.executable,'-c','import time; time.sleep(60)'])\n"
+               "open(%r,'w').write('%%d %%d' %% (os.getpid(), p.pid))\n"
+               "time.sleep(60)\n" % str(pidfile))
+    parent_code = ("import sys; from clinvk_lib import runner\n"
+                   "p = runner.Process([sys.executable, '-c', %r])\n"
+                   "print('started', flush=True)\n"
+                   "p.wait()\n" % backend)
+    parent = subprocess.Popen([PY, "-c", parent_code], cwd=ROOT, stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout.readline() == b"started\n"
+        assert wait_for(lambda: len(pidfile.read_text().split()) == 2 if pidfile.exists()
+                        else False)
+        pids = [int(p) for p in pidfile.read_text().split()]
+        assert all(alive(p) for p in pids)
+        parent.kill()
+        parent.wait()
+        assert all(wait_gone(p) for p in pids)
+    finally:
+        parent.kill()
+        parent.wait()
+        kill_pids_in(pidfile)
+
+
+def test_a_descendant_that_left_the_group_cannot_hold_the_run_after_the_child_exits(tmp_path):
+    pidfile = tmp_path / "stray.pid"
+    code = ("import subprocess,sys\n"
+            "p=subprocess.Popen([sys.executable,'-c','import time; time.sleep(60)'],"
+            " start_new_session=True)\n"
+            "open(%r,'w').write(str(p.pid))\n"
+            "print('bye', flush=True)\n"
+            "sys.stderr.write('last words')\n" % str(pidfile))
+    try:
+        started = time.monotonic()
+        out, outcome = runner.run([PY, "-c", code], timeout=120)
+        assert time.monotonic() - started < 5
+        assert out == "bye" and outcome.exit_code == 0 and outcome.stderr == "last words"
+        assert alive(int(pidfile.read_text()))       # it really held the pipes all along
+    finally:
+        kill_pids_in(pidfile)
+
+
+def test_output_written_just_before_the_exit_is_read_even_by_a_slow_reader(tmp_path):
+    pidfile = tmp_path / "stray.pid"
+    code = ("import subprocess,sys\n"
+            "p=subprocess.Popen([sys.executable,'-c','import time; time.sleep(60)'],"
+            " start_new_session=True)\n"
+            "open(%r,'w').write(str(p.pid))\n"
+            "print('line 0', flush=True)\n"
+            "time.sleep(0.3)\n"
+            "for i in range(1, 2000): print('line %%d' %% i)\n" % str(pidfile))
+    try:
+        proc = runner.Process([PY, "-c", "import time\n" + code])
+        lines = proc.lines()
+        assert next(lines) == "line 0"
+        assert wait_for(lambda: proc.poll() is not None)
+        time.sleep(runner.PIPE_GRACE + 0.5)      # the pipe holds the rest of the output
+        assert list(lines) == ["line %d" % i for i in range(1, 2000)]
+        assert proc.wait().exit_code == 0
+    finally:
+        kill_pids_in(pidfile)
+
+
+def kill_pids_in(path) -> None:
+    """SIGKILL every pid listed in the file at ``path`` (a test's strays), if it exists."""
+    if os.path.exists(str(path)):
+        for pid in open(str(path)).read().split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import stat
 import subprocess
@@ -15,10 +16,11 @@ import time
 import pytest
 
 from clinvk_lib import sessions
-from clinvk_lib.sessions import (AmbiguousSession, Session, SessionBusy, SessionNotFound,
-                                 SessionStore, parse_age)
+from clinvk_lib.sessions import (Access, AmbiguousSession, Session, SessionBusy, SessionError,
+                                 SessionNotFound, SessionStore, StoreUnavailable, parse_age)
 
 WRITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "session_writer.py")
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 
 
 @pytest.fixture
@@ -84,7 +86,8 @@ def test_create_saves_a_session_file_with_every_field(store):
         "turn_count": 0,
         "token_usage": {"input_tokens": 0, "output_tokens": 0, "cached_tokens": 0,
                         "reasoning_tokens": 0},
-        "tags": ["api", "x"], "metadata": {"ticket": "T-1"}, "last_error": ""}
+        "tags": ["api", "x"], "metadata": {"ticket": "T-1"}, "last_error": "",
+        "api_key_id": ""}
 
 
 def test_new_session_ids_are_32_lowercase_hex_characters(store):
@@ -679,3 +682,137 @@ def test_health_reports_an_unusable_store(home):
         f.write("a file where the directory should be")
     available, count, error = SessionStore(home).health()
     assert available is False and count == 0 and "sessions" in error
+
+
+def test_health_reports_a_store_where_no_file_can_be_made_even_for_root(store):
+    store.create("claude", "/w")
+    locks = os.path.join(store.dir, "locks")
+    os.rmdir(locks)
+    with open(locks, "w") as f:               # ENOTDIR stops root too, unlike a chmod
+        f.write("not a directory")
+    available, count, error = store.health()
+    assert (available, count) == (False, 1)
+    assert "cannot be written" in error and store.dir not in error
+
+
+def test_write_probe_leaves_nothing_behind(store):
+    store.create("claude", "/w")
+    before = sorted(os.listdir(store.dir)), sorted(os.listdir(os.path.join(store.dir, "locks")))
+    store.check_writable()
+    assert (sorted(os.listdir(store.dir)),
+            sorted(os.listdir(os.path.join(store.dir, "locks")))) == before
+
+
+def test_store_errors_name_the_directory_for_the_cli_but_not_for_remote_callers(home):
+    os.makedirs(home)
+    with open(os.path.join(home, "sessions"), "w") as f:
+        f.write("not a directory")
+    store = SessionStore(home)
+    with pytest.raises(StoreUnavailable) as info:
+        store.create("claude", "/w")
+    assert store.dir in str(info.value) and "Not a directory" in str(info.value)
+    assert home not in info.value.public and "CLINVK_HOME" in info.value.public
+
+
+# ---- who may use a session -------------------------------------------------------------------
+
+ALICE, BOB = Access("a1" * 8, everything=False), Access("b2" * 8, everything=False)
+
+
+def test_a_session_records_the_key_id_of_its_creator(store):
+    s = store.create("claude", "/w", access=ALICE)
+    assert store.get(s.id).api_key_id == ALICE.key_id
+    assert store.create("claude", "/w").api_key_id == ""
+
+
+def test_lookups_see_only_the_sessions_the_access_allows(store):
+    mine = store.create("claude", "/w", access=ALICE)
+    theirs = store.create("codex", "/w", access=BOB)
+    nobodys = store.create("gemini", "/w")
+    assert store.resolve(mine.id[:3], ALICE).id == mine.id
+    for hidden in (theirs, nobodys):
+        with pytest.raises(SessionNotFound):
+            store.resolve(hidden.id, ALICE)
+        with pytest.raises(SessionNotFound):
+            store.delete(hidden.id, ALICE)
+    assert [s.id for s in store.list(access=ALICE)[0]] == [mine.id]
+    assert store.list(access=Access("", everything=False)) == ([], 0)
+    assert store.list()[1] == 3 and store.resolve(theirs.id).id == theirs.id
+
+
+def test_a_prefix_is_not_ambiguous_because_of_another_keys_session(store, monkeypatch):
+    ids = iter(["abc1" + "0" * 28, "abc2" + "0" * 28])
+    monkeypatch.setattr(sessions, "new_session_id", lambda: next(ids))
+    mine = store.create("claude", "/w", access=ALICE)
+    store.create("claude", "/w", access=BOB)
+    assert store.resolve("abc", ALICE).id == mine.id
+    with pytest.raises(AmbiguousSession):
+        store.resolve("abc")
+
+
+def test_session_file_without_the_key_field_loads_as_nobodys(store, home):
+    s = store.create("claude", "/w")
+    path = os.path.join(store.dir, s.id + ".json")
+    with open(path) as f:
+        data = json.load(f)
+    del data["api_key_id"]
+    with open(path, "w") as f:
+        json.dump(data, f)
+    os.unlink(os.path.join(store.dir, "index.json"))
+    fresh = SessionStore(home)
+    assert fresh.get(s.id).api_key_id == "" and fresh.list()[1] == 1
+    assert fresh.list(access=ALICE) == ([], 0)
+
+
+def test_a_store_written_before_the_key_field_loads_as_nobodys_sessions(home):
+    shutil.copytree(os.path.join(FIXTURES, "sessions-v4"), home)
+    store = SessionStore(home)
+    found, total = store.list()
+    assert total == 2 and {s.api_key_id for s in found} == {""}
+    assert store.resolve("4f0c").backend_session_id == "3f0c2a9e-8d41-4c1b-9a77-0e5f3b2d1c4a"
+    assert store.list(access=ALICE) == ([], 0)
+    store.create("gemini", "/w", access=ALICE)
+    assert SessionStore(home).list(access=ALICE)[1] == 1 and SessionStore(home).count() == 3
+
+
+def damage(store, sid):
+    with open(os.path.join(store.dir, sid + ".json"), "w") as f:
+        f.write("{not json")
+
+
+def test_delete_removes_a_damaged_session_file_by_id_or_prefix(store):
+    s = store.create("claude", "/w")
+    damage(store, s.id)
+    SessionStore(store.home).list()                  # the index now knows the file is damaged
+    assert store.delete(s.id[:6]) == s.id
+    assert session_files(store) == [] and store.list() == ([], 0)
+
+
+def test_damaged_session_is_hidden_from_a_key_scoped_access(store):
+    s = store.create("claude", "/w", access=ALICE)
+    damage(store, s.id)
+    with pytest.raises(SessionNotFound):
+        store.resolve(s.id, ALICE)
+    with pytest.raises(SessionNotFound):
+        store.delete(s.id[:6], ALICE)
+    assert store.delete(s.id) == s.id
+
+
+def test_damaged_session_message_names_the_file_only_for_the_cli(store):
+    s = store.create("claude", "/w")
+    damage(store, s.id)
+    with pytest.raises(SessionError) as info:
+        store.resolve(s.id)
+    assert store.dir in str(info.value) and store.dir not in info.value.public
+    assert s.id in info.value.public and "damaged" in info.value.public
+
+
+def test_delete_of_a_busy_session_times_out_with_session_busy(store, home):
+    s = store.create("claude", "/w")
+    holder = start_writer(home, "hold", s.id)
+    try:
+        with pytest.raises(SessionBusy):
+            store.delete(s.id, timeout=0.2)
+    finally:
+        finish(holder)
+    assert store.delete(s.id) == s.id

@@ -9,7 +9,7 @@ files here; ``runner.py`` and ``execute.py`` own those.
 from __future__ import annotations
 
 import shutil
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import events as ev
 
@@ -23,19 +23,31 @@ BACKEND_FORMATS = ("json", "stream-json")
 # (claude 2.x refuses to run inside another Claude Code session when CLAUDECODE is set).
 NESTED_RUN_VARIABLES = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
 
+# The server's API keys and where it reads them from, in every spelling config.py reads
+# (derived name and alias). An agent may run any shell command, so none of these reach a
+# backend. Every secret setting and every key source must be listed (a test checks it); the
+# other CLINVK_* variables are plain configuration and stay, so a clinvk that an agent runs
+# itself finds the same home and settings.
+SERVER_SECRET_VARIABLES = (
+    "CLINVK_API_KEYS", "CLINVK_SERVER_API_KEYS",
+    "CLINVK_ADMIN_API_KEYS", "CLINVK_SERVER_ADMIN_API_KEYS",
+    "CLINVK_SERVER_API_KEYS_FILE",
+    "CLINVK_API_KEYS_GOPASS_PATH", "CLINVK_SERVER_API_KEYS_GOPASS_PATH",
+)
+
 
 class Options:
     """Unified options for one backend run. Empty / zero means "the CLI's default"."""
 
     __slots__ = ("model", "workdir", "approval_mode", "sandbox_mode", "output_format",
                  "max_turns", "system_prompt", "verbose", "ephemeral", "extra", "resume_id",
-                 "allowed_tools")
+                 "allowed_tools", "project_config")
 
     def __init__(self, model: str = "", workdir: str = "", approval_mode: str = "default",
                  sandbox_mode: str = "default", output_format: str = "json", max_turns: int = 0,
                  system_prompt: str = "", verbose: bool = False, ephemeral: bool = False,
                  extra: Optional[List[str]] = None, resume_id: str = "",
-                 allowed_tools: str = "") -> None:
+                 allowed_tools: str = "", project_config: bool = True) -> None:
         self.model = model
         self.workdir = workdir
         self.approval_mode = approval_mode or "default"
@@ -48,9 +60,18 @@ class Options:
         self.extra = list(extra or [])
         self.resume_id = resume_id          # the backend's own session id; "" = new session
         self.allowed_tools = allowed_tools
+        # False: the CLI must not load the configuration the workdir holds (project settings,
+        # hooks, MCP servers, .env files): a run's workdir may hold what an earlier run or a
+        # cloned repository wrote. True: the CLI's own behaviour.
+        self.project_config = project_config
 
     def __repr__(self) -> str:
         return "Options(%s)" % ", ".join("%s=%r" % (k, getattr(self, k)) for k in self.__slots__)
+
+
+class SetupError(RuntimeError):
+    """This host cannot run the CLI as safely as the options ask; the message names the fix.
+    Nothing was started."""
 
 
 class Result:
@@ -157,6 +178,37 @@ class StreamParser:
                       list(self.events))
 
 
+# What String.prototype.trim() removes (ECMA-262: WhiteSpace and LineTerminator), for the
+# Node CLIs that trim the pieces of a list value.
+JS_TRIMMED = ("\t\n\v\f\r \xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+              "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff")
+
+
+class PathFlag:
+    """How a CLI reads the value of one of its path-valued flags.
+
+    ``separator``: the CLI splits one value into several paths on it ("" = the value is one
+    path). ``trims``: it strips JavaScript whitespace around each piece and drops empty
+    pieces. ``variadic``: in the two-word form (``--flag VALUE``) it also takes each
+    following word that does not start with '-' as another value.
+    """
+
+    __slots__ = ("separator", "trims", "variadic")
+
+    def __init__(self, separator: str = "", trims: bool = False, variadic: bool = False) -> None:
+        self.separator = separator
+        self.trims = trims
+        self.variadic = variadic
+
+    def split(self, value: str) -> List[str]:
+        """The paths the CLI reads from one value, in order."""
+        pieces = value.split(self.separator) if self.separator else [value]
+        if self.trims:
+            pieces = [p.strip(JS_TRIMMED) for p in pieces]
+            pieces = [p for p in pieces if p]
+        return pieces
+
+
 class Backend:
     """One agent CLI. Subclasses fill the class attributes and the four methods."""
 
@@ -167,9 +219,10 @@ class Backend:
     # Flags a request's ``extra`` list may carry (the HTTP API checks them; see policy).
     # Maps a flag to True when it takes a value.
     allowed_extra_flags: Dict[str, bool] = {}
-    # The allowed extra flags whose value is a filesystem path (the policy checks it like a
-    # workdir: it widens what the agent can read or write).
-    path_extra_flags: FrozenSet[str] = frozenset()
+    # The allowed extra flags whose value is a filesystem path, and how the CLI reads each
+    # one (the policy checks every path the CLI will see like a workdir: it widens what the
+    # agent can read or write).
+    path_extra_flags: Dict[str, PathFlag] = {}
     # What each approval / sandbox mode really does on this CLI ({"approval_mode": {mode:
     # text}, "sandbox_mode": {...}}) and how the other options map (option -> text): the
     # README and --help are generated from these.
@@ -199,10 +252,12 @@ class Backend:
         no way to be told not to save one). ``run(argv)`` runs a command in the run's working
         directory and environment and returns its stdout."""
 
-    def child_env(self, base: Dict[str, str]) -> Dict[str, str]:
-        """The child's environment: ``base`` minus nested-run variables plus what this CLI needs."""
+    def child_env(self, base: Dict[str, str], opts: Optional[Options] = None) -> Dict[str, str]:
+        """The child's environment: ``base`` minus nested-run variables and the server's
+        secrets (SERVER_SECRET_VARIABLES), plus what this CLI needs for ``opts`` (None: the
+        defaults). SetupError when the run cannot be made as safe as ``opts`` asks."""
         env = dict(base)
-        for key in NESTED_RUN_VARIABLES:
+        for key in NESTED_RUN_VARIABLES + SERVER_SECRET_VARIABLES:
             env.pop(key, None)
         return env
 

@@ -54,6 +54,10 @@ OPTION_NOTES = {
     "allowed_tools": "--allowedTools <list>: tools that run without asking.",
     "streaming": "--output-format stream-json --verbose --include-partial-messages: real "
                  "token deltas.",
+    "project_config": "Off (server and MCP runs): --setting-sources user: the user's "
+                      "~/.claude settings and managed policy apply; the workdir's "
+                      ".claude/settings*.json (hooks, permissions, env, plugins), .mcp.json "
+                      "servers, project agents, commands, skills and CLAUDE.md are not loaded.",
 }
 
 
@@ -276,7 +280,10 @@ class ClaudeBackend(base.Backend):
         "--json-schema": True,
         "--disable-slash-commands": False,
     }
-    path_extra_flags = frozenset({"--add-dir"})
+    # claude 2.1.197 (commander, "--add-dir <directories...>"): no comma splitting ("a,b" is
+    # one directory), and "--add-dir A B" takes B as a second directory; "--add-dir=A B"
+    # does not (B becomes part of the prompt).
+    path_extra_flags = {"--add-dir": base.PathFlag(variadic=True)}
     mode_notes = base.mode_notes_of(MODES)
     option_notes = OPTION_NOTES
     # claude 2.1.197: "No conversation found with session ID: <id>" (stderr, and in the
@@ -307,6 +314,10 @@ class ClaudeBackend(base.Backend):
             argv.append("--allowedTools=" + opts.allowed_tools)
         if opts.ephemeral:
             argv.append("--no-session-persistence")
+        if not opts.project_config:
+            # claude 2.1.197: without it, a plain -p run executes the workdir's
+            # .claude/settings.json hooks and starts its .mcp.json servers.
+            argv.append("--setting-sources=user")
         return argv + list(opts.extra)
 
     def ignored_options(self, opts: base.Options) -> List[str]:

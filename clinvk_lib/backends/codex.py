@@ -57,6 +57,10 @@ OPTION_NOTES = {
     "verbose": "No effect: codex exec --json has no more verbose output.",
     "allowed_tools": "Not supported: codex has no tool allowlist flag.",
     "streaming": "No token deltas: codex prints each agent message whole.",
+    "project_config": "No flag, on or off: codex 0.169.0 ignores the .codex/config.toml of "
+                      "a project its user config does not trust (MCP servers, notify, sandbox "
+                      "and approval settings). clinvk never passes --trust nor writes a trust "
+                      "entry. AGENTS.md is still read: it is instructions, not commands.",
 }
 
 _TOOL_ITEMS = ("command_execution", "mcp_tool_call", "file_change", "web_search")
@@ -213,7 +217,15 @@ class CodexBackend(base.Backend):
         "--image": True,
         "--output-schema": True,
     }
-    path_extra_flags = frozenset({"--add-dir", "-i", "--image", "--output-schema"})
+    # codex-cli 0.169.0 (clap): -i/--image has value_delimiter ',' and takes several values
+    # ("-i A B" reads B, and even a following "-" or "resume", as images); --add-dir and
+    # --output-schema take one value each, commas included.
+    path_extra_flags = {
+        "--add-dir": base.PathFlag(),
+        "-i": base.PathFlag(separator=",", variadic=True),
+        "--image": base.PathFlag(separator=",", variadic=True),
+        "--output-schema": base.PathFlag(),
+    }
     mode_notes = base.mode_notes_of(MODES)
     option_notes = OPTION_NOTES
     # codex-cli 0.169.0, stderr: "Error: thread/resume: thread/resume failed: no rollout

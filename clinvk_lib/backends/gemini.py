@@ -12,10 +12,10 @@ import os
 import re
 import tempfile
 import threading
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from .. import events as ev
-from . import base
+from . import base, gemini_trust
 
 NAME = "gemini"
 
@@ -64,6 +64,13 @@ OPTION_NOTES = {
     "allowed_tools": "Not supported: --allowed-tools is deprecated in favour of gemini's "
                      "policy engine.",
     "streaming": "--output-format stream-json: assistant text arrives in delta pieces.",
+    "project_config": "Off (server and MCP runs): gemini runs untrusted (no --skip-trust, "
+                      "GEMINI_CLI_TRUST_WORKSPACE=false, and a system defaults file that "
+                      "turns folder trust off so it does not exit 55): the workdir's "
+                      ".gemini/settings.json (hooks, MCP servers, tools.discoveryCommand, "
+                      "tool grants), .gemini/.env, project agents and GEMINI.md are not "
+                      "loaded. Untrusted, gemini 0.61.0 also skips the user's hooks and MCP "
+                      "servers and runs approval_mode auto and none as default.",
 }
 
 
@@ -220,7 +227,9 @@ class GeminiBackend(base.Backend):
         "--extensions": True,
         "--allowed-mcp-server-names": True,
     }
-    path_extra_flags = frozenset({"--include-directories"})
+    # gemini 0.61.0 (yargs array, nargs 1, coerceCommaSeparated): each value is split on ','
+    # and every piece trimmed, empty pieces dropped; the flag may be repeated.
+    path_extra_flags = {"--include-directories": base.PathFlag(separator=",", trims=True)}
     mode_notes = base.mode_notes_of(MODES)
     option_notes = OPTION_NOTES
     # gemini 0.61.0, stderr, exit code 42: "Error resuming session: No previous sessions
@@ -229,8 +238,11 @@ class GeminiBackend(base.Backend):
 
     def build_argv(self, opts: base.Options, executable: str = "") -> List[str]:
         fmt = base.checked_format(opts.output_format)
-        # --skip-trust: gemini 0.61.0 exits 55 before any output in an untrusted folder.
-        argv = [executable or self.executable, "--skip-trust", "--output-format=" + fmt]
+        argv = [executable or self.executable]
+        if opts.project_config:
+            # --skip-trust: gemini 0.61.0 exits 55 before any output in an untrusted folder.
+            argv.append("--skip-trust")
+        argv.append("--output-format=" + fmt)
         if opts.resume_id:
             argv.append("--resume=" + opts.resume_id)
         if opts.model:
@@ -251,23 +263,35 @@ class GeminiBackend(base.Backend):
             out.append("gemini has no turn limit flag: max_turns=%d is ignored" % opts.max_turns)
         if opts.allowed_tools:
             out.append("gemini's --allowed-tools is deprecated: allowed_tools is ignored")
+        if not opts.project_config and opts.approval_mode in ("auto", "none"):
+            out.append("gemini runs untrusted here so that the workdir's configuration is not "
+                       "loaded, and untrusted it runs approval_mode %r as 'default': file "
+                       "edits and shell commands are refused (server.allow_project_config: "
+                       "true lifts this)" % opts.approval_mode)
         return out
 
     def forget_session(self, backend_session_id: str, executable: str,
                        run: Callable[[List[str]], str]) -> None:
         # gemini 0.61.0 deletes by index only ("--delete-session 3"); --list-sessions prints
         # "  3. <title> (<age>) [<uuid>]". The lock keeps two clinvk cleanups in one project
-        # from shifting each other's indexes between the list and the delete.
+        # from shifting each other's indexes between the list and the delete. No
+        # --skip-trust: they run in the run's environment, which says whether to trust.
         with _cleanup_lock():
-            listing = run([executable, "--skip-trust", "--list-sessions"])
+            listing = run([executable, "--list-sessions"])
             m = re.search(r"^\s*(\d+)\..*\[%s\]\s*$" % re.escape(backend_session_id),
                           listing, re.MULTILINE)
             if m:
-                run([executable, "--skip-trust", "--delete-session", m.group(1)])
+                run([executable, "--delete-session", m.group(1)])
 
-    def child_env(self, base_env: Dict[str, str]) -> Dict[str, str]:
-        env = super().child_env(base_env)
-        env["GEMINI_CLI_TRUST_WORKSPACE"] = "true"      # same as --skip-trust, for old builds
+    def child_env(self, base_env: Dict[str, str],
+                  opts: Optional[base.Options] = None) -> Dict[str, str]:
+        env = super().child_env(base_env, opts)
+        if opts is None or opts.project_config:
+            env["GEMINI_CLI_TRUST_WORKSPACE"] = "true"      # same as --skip-trust
+            return env
+        # Untrusted, gemini reads none of the workdir's configuration (see gemini_trust).
+        env["GEMINI_CLI_TRUST_WORKSPACE"] = "false"
+        env["GEMINI_CLI_SYSTEM_DEFAULTS_PATH"] = gemini_trust.untrusted_defaults_file()
         return env
 
     def new_stream_parser(self) -> GeminiStreamParser:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
+import os
 import threading
 import time
 from typing import Any, Dict, List, Optional
 
+from .. import runner
 from . import base
 
 VERSION_TIMEOUT = 10.0
@@ -15,15 +16,16 @@ _cache: Dict[str, Any] = {}
 
 
 def cli_version(backend: base.Backend, executable: str) -> str:
-    """The first line the CLI prints for ``--version`` ("" when it fails or is slow)."""
+    """The first line the CLI prints for ``--version`` ("" when it fails or is slow). It runs
+    like a backend run: supervised, in the backend's environment (no server secrets)."""
     try:
-        out = subprocess.run(backend.version_argv(executable), stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             timeout=VERSION_TIMEOUT, start_new_session=True)
-    except (OSError, subprocess.TimeoutExpired):
+        out, outcome = runner.run(backend.version_argv(executable),
+                                  env=backend.child_env(dict(os.environ)),
+                                  timeout=VERSION_TIMEOUT)
+    except runner.StartError:
         return ""
-    lines = out.stdout.decode("utf-8", "replace").strip().splitlines()
-    return lines[0].strip() if lines else ""
+    lines = out.strip().splitlines()
+    return lines[0].strip() if lines and not outcome.timed_out else ""
 
 
 def probe_all(cfg=None, with_version: bool = True) -> List[Dict[str, Any]]:

@@ -30,7 +30,8 @@ def mcp_command(argv: List[str]) -> int:
                description="MCP server over stdio (JSON-RPC, one message per line). Register "
                            "it with an MCP client, e.g.: claude mcp add clinvk -- python3 "
                            "/path/clinvk.pyz mcp. The server's policy (server.* settings: "
-                           "workdir prefixes, dangerous modes, request timeout) applies.")
+                           "workdir prefixes, dangerous modes, request timeout, run slots) "
+                           "applies.")
     add_config_flag(p)
     args = _parse(p, argv)
     cfg = load_config(args)
@@ -40,7 +41,8 @@ def mcp_command(argv: List[str]) -> int:
     sys.stdout = sys.stderr
     ctx = Context(cfg, open_store(cfg))
     server = Server(all_tools(ctx), out, name="clinvk", version=__version__,
-                    instructions=INSTRUCTIONS)
+                    instructions=INSTRUCTIONS,
+                    max_message_bytes=cfg.get("server.max_request_body_bytes"))
     server.serve(sys.stdin.buffer)
     return EXIT_OK
 

@@ -3,6 +3,11 @@
 Knows the wire and nothing about backends. Promises:
 - one JSON object per line in both directions (MCP stdio transport); stdout carries protocol
   messages only, each written whole under a lock and flushed;
+- no input stops the reader: a line that is not JSON (invalid UTF-8, nested too deeply to
+  parse) gets a parse error, a line longer than ``max_message_bytes`` an invalid request
+  error (and is never held in memory whole), a message with a string that is not Unicode
+  text (a lone surrogate) an invalid request or params error naming where, and anything
+  unforeseen an internal error for that request alone;
 - ``initialize`` negotiates the protocol version (the client's when we speak it, else our
   newest); any other request before it, except ``ping``, is refused;
 - ``tools/call`` runs in a worker thread, so the reader keeps reading: a
@@ -19,8 +24,9 @@ import json
 import logging
 import threading
 import time
-from typing import Any, BinaryIO, Callable, Dict, List, Optional
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional
 
+from .. import jsontext
 from ..execute import Cancel
 
 log = logging.getLogger("clinvk.mcp")
@@ -131,7 +137,8 @@ class Server:
     """An MCP server over a pair of byte streams (stdin/stdout in ``clinvk mcp``)."""
 
     def __init__(self, tools: List[Tool], out: BinaryIO, name: str, version: str,
-                 instructions: str = "", progress_interval: float = PROGRESS_INTERVAL) -> None:
+                 instructions: str = "", progress_interval: float = PROGRESS_INTERVAL,
+                 max_message_bytes: int = 0) -> None:
         self.tools = {t.name: t for t in tools}
         self._tool_order = [t.name for t in tools]
         self.out = out
@@ -139,6 +146,7 @@ class Server:
         self.version = version
         self.instructions = instructions
         self.progress_interval = progress_interval
+        self.max_message_bytes = max_message_bytes      # 0 = no limit
         self.protocol_version = ""          # set by initialize
         self._write_lock = threading.Lock()
         self._closed = False
@@ -151,22 +159,52 @@ class Server:
     def serve(self, inp: BinaryIO) -> None:
         """Read messages until end of input, then cancel what is still running."""
         try:
-            for raw in iter(inp.readline, b""):
+            for raw in self._lines(inp):
                 if self._closed:
                     break
-                self.handle_line(raw)
+                if raw is None:
+                    self._error(None, INVALID_REQUEST, "message longer than %d bytes "
+                                "(server.max_request_body_bytes): send less text in one call"
+                                % self.max_message_bytes)
+                else:
+                    self.handle_line(raw)
         finally:
             self.shutdown()
 
+    def _lines(self, inp: BinaryIO) -> Iterator[Optional[bytes]]:
+        """Each line of input, or None for one longer than ``max_message_bytes``, which is
+        read to its end in pieces and dropped, so memory holds at most the limit."""
+        limit = self.max_message_bytes
+        while True:
+            raw = inp.readline(limit + 1) if limit else inp.readline()
+            if not raw:
+                return
+            if not limit or len(raw) <= limit or raw.endswith(b"\n"):
+                yield raw
+                continue
+            while raw and not raw.endswith(b"\n"):
+                raw = inp.readline(65536)
+            yield None
+
     def handle_line(self, raw: bytes) -> None:
-        """Handle one line of input (one JSON-RPC message)."""
+        """Handle one line of input (one JSON-RPC message). Whatever the line holds, it costs
+        at most one error response, never the server."""
         if not raw.strip():
             return
         try:
-            msg = json.loads(raw.decode("utf-8"))
+            msg = jsontext.loads(raw.decode("utf-8"))
         except ValueError as exc:      # UnicodeDecodeError is a ValueError too
             self._error(None, PARSE_ERROR, "parse error: %s" % exc)
             return
+        try:
+            self._dispatch(msg)
+        except Exception:              # a bug must cost one request, not the session
+            log.exception("unexpected error handling a message")
+            if isinstance(msg, dict) and "id" in msg:
+                self._error(_id_of(msg), INTERNAL_ERROR, "internal error: see the server's "
+                            "log (stderr)")
+
+    def _dispatch(self, msg: Any) -> None:
         if isinstance(msg, list):
             # Batches existed only in protocol 2025-03-26 and no client sends them.
             self._error(None, INVALID_REQUEST, "JSON-RPC batches are not supported: send one "
@@ -178,6 +216,11 @@ class Server:
             return
         if "method" not in msg:
             return                     # a response to us; we never send requests
+        not_text = _not_text(msg)
+        if not_text is not None:
+            if "id" in msg:
+                self._error(_id_of(msg), not_text.code, not_text.message)
+            return
         method = msg["method"]
         has_id = "id" in msg
         if has_id and not _valid_id(msg["id"]):
@@ -234,7 +277,8 @@ class Server:
             raise RpcError(INVALID_PARAMS, "protocolVersion: expected a string such as %r"
                            % PROTOCOL_VERSIONS[0])
         self.protocol_version = asked if asked in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[0]
-        client = params.get("clientInfo") or {}
+        client = params.get("clientInfo")
+        client = client if isinstance(client, dict) else {}
         log.info("initialize: client %s %s, protocol %s (asked %s)",
                  client.get("name", "?"), client.get("version", "?"),
                  self.protocol_version, asked)
@@ -295,6 +339,8 @@ class Server:
 
     def cancel(self, request_id: Any, reason: str = "") -> bool:
         """Cancel a running call; False when no call has that id (finished or never seen)."""
+        if not _valid_id(request_id):
+            return False
         with self._calls_lock:
             call = self._calls.get(request_id)
         if call is None:
@@ -327,8 +373,7 @@ class Server:
                                                                   "message": message}})
 
     def _send(self, msg: Dict[str, Any]) -> None:
-        # json.dumps escapes newlines inside strings, so one message is always one line.
-        data = (json.dumps(msg, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        data = _encode(msg)
         with self._write_lock:
             if self._closed:
                 return
@@ -348,6 +393,18 @@ class Server:
             call.cancel.fire()
 
 
+def _encode(msg: Dict[str, Any]) -> bytes:
+    """One message as one line of UTF-8 (json.dumps escapes newlines inside strings). Text
+    stays readable (no ``\\u`` escapes), except in a message holding a lone surrogate (a
+    client's id echoed back), which UTF-8 cannot encode: that one is all ASCII escapes, which
+    a JSON parser reads back to the very value the client sent."""
+    text = json.dumps(msg, ensure_ascii=False, separators=(",", ":")) + "\n"
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(msg, separators=(",", ":")) + "\n").encode("ascii")
+
+
 def error_result(text: str) -> Dict[str, Any]:
     """A tool result that reports a failure to the model (not a protocol error)."""
     return {"content": [{"type": "text", "text": text}], "isError": True}
@@ -355,6 +412,21 @@ def error_result(text: str) -> Dict[str, Any]:
 
 def _valid_id(value: Any) -> bool:
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _not_text(msg: Dict[str, Any]) -> Optional[RpcError]:
+    """The error for a message with a string that is not Unicode text (a lone surrogate
+    such as ``"\\ud800"``): nothing downstream (a prompt on a pipe, a session file, a log
+    line) could encode it. Invalid params when it is in params, else an invalid request."""
+    where = jsontext.lone_surrogate_path({k: v for k, v in msg.items() if k != "params"})
+    code = INVALID_REQUEST
+    if where is None:
+        where = jsontext.lone_surrogate_path(msg.get("params"), "params")
+        code = INVALID_PARAMS
+    if where is None:
+        return None
+    return RpcError(code, "%s holds a lone surrogate (such as \\ud800), which is not Unicode "
+                    "text: send text that can be encoded as UTF-8" % where)
 
 
 def _id_of(msg: Any) -> Any:

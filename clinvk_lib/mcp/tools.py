@@ -20,6 +20,7 @@ from ..cli import format_session, format_session_table, outcome_to_json
 from ..cli_fanout import format_chain_text, format_compare_text, format_parallel_text
 from ..policy import Policy
 from ..server import schema as sc
+from ..server.limits import Abandoned, Busy, RunLimiter
 from ..sessions import SessionError
 from .protocol import INVALID_PARAMS, Call, RpcError, Tool, error_result
 
@@ -28,7 +29,8 @@ SESSIONS_DEFAULT_LIMIT = 20
 
 
 class Context:
-    """What every tool run needs: the configuration, the policy and the session store."""
+    """What every tool run needs: the configuration, the policy, the session store and the
+    run slots."""
 
     def __init__(self, cfg, store, policy: Optional[Policy] = None) -> None:
         self.cfg = cfg
@@ -36,6 +38,10 @@ class Context:
         self.policy = policy if policy is not None else Policy.from_config(cfg)
         # The HTTP server's per-request limit applies to MCP calls too (0 = none).
         self.timeout = float(cfg.get("server.request_timeout_secs") or 0) or None
+        # So do its run slots and queue: a model may fire many tool calls at once, and one
+        # parallel call may ask for any max_parallel.
+        self.limiter = RunLimiter(cfg.get("server.max_concurrent_runs"),
+                                  cfg.get("server.queue_timeout_secs"))
 
 
 # -- schemas cut from the table ----------------------------------------------------------------
@@ -119,6 +125,25 @@ def tool_result(text: str, structured: Dict[str, Any], is_error: bool = False) -
             "isError": is_error}
 
 
+def in_run_slots(ctx: Context, call: Call, count: int,
+                 run: Callable[[int], Dict[str, Any]]) -> Dict[str, Any]:
+    """``run(taken)`` holding ``count`` run slots, as an HTTP request does: one per backend
+    process the call may run at once, ``taken`` of them (never more than
+    server.max_concurrent_runs), waiting in line first come, first served. An error result
+    when none free up within server.queue_timeout_secs or the call is cancelled meanwhile."""
+    try:
+        taken = ctx.limiter.acquire(count, abandoned=lambda: call.cancel.fired)
+    except Busy as exc:
+        return error_result("%s (server.max_concurrent_runs, server.queue_timeout_secs); try "
+                            "again later" % exc)
+    except Abandoned:
+        return error_result("cancelled while waiting for a run slot")
+    try:
+        return run(taken)
+    finally:
+        ctx.limiter.release(taken)
+
+
 def _run_text(output: str, error: str, backend: str) -> str:
     if not error:
         return output
@@ -163,7 +188,8 @@ def prompt_tool(ctx: Context) -> Tool:
     return make_tool(
         "clinvk_prompt",
         "Ask another coding agent CLI (claude, codex or gemini) to do something and return its "
-        "reply. The agent runs in workdir (default: the server's directory) with its own tools. "
+        "reply. The agent runs in workdir (default: server.default_workdir, else the server's "
+        "directory) with its own tools. "
         "Each run creates a clinvk session unless ephemeral is true; pass the returned "
         "session_id (and the same backend) to continue that conversation.",
         PROMPT_ARGS, lambda args, call: run_prompt(ctx, args, call), RUNS_AGENTS)
@@ -180,6 +206,10 @@ def run_prompt(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]
         info = dict(prepared.describe(), dry_run=True)
         return tool_result("dry run (unified_flags.dry_run is set): would run %s in %s"
                            % (shlex.join(info["command"]), info["workdir"]), info)
+    return in_run_slots(ctx, call, 1, lambda taken: _run_prepared(ctx, prepared, call))
+
+
+def _run_prepared(ctx: Context, prepared: execute.Prepared, call: Call) -> Dict[str, Any]:
     call.progress("%s: running" % prepared.backend.name)
     try:
         outcome = execute.run(prepared, ctx.store, cancel=call.cancel)
@@ -278,10 +308,20 @@ def compare_tool(ctx: Context) -> Tool:
 
 
 def run_compare(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
+    backends = args["backends"]
+    width = 1 if args["sequential"] else len(backends)
+    # run_compare runs every backend at once or one at a time, so with fewer slots than
+    # backends it runs them one at a time.
+    return in_run_slots(ctx, call, width, lambda taken: _compare(
+        ctx, args, call, sequential=taken < len(backends)))
+
+
+def _compare(ctx: Context, args: Dict[str, Any], call: Call, sequential: bool
+             ) -> Dict[str, Any]:
     try:
         summary = orchestrate.run_compare(
             args["prompt"], args["backends"], ctx.cfg, model=args["model"],
-            workdir=args["workdir"], sequential=args["sequential"],
+            workdir=args["workdir"], sequential=sequential,
             options={"timeout": ctx.timeout}, policy=ctx.policy, cancel=call.cancel,
             on_progress=_Progress(call, "backend", len(args["backends"])))
     except execute.ExecError as exc:
@@ -303,8 +343,15 @@ def parallel_tool(ctx: Context) -> Tool:
 
 def run_parallel(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
     tasks = args["tasks"]
+    width = min(len(tasks), orchestrate.resolve_max_parallel(args.get("max_parallel") or 0,
+                                                             ctx.cfg))
+    return in_run_slots(ctx, call, width, lambda taken: _parallel(ctx, args, call, taken))
+
+
+def _parallel(ctx: Context, args: Dict[str, Any], call: Call, width: int) -> Dict[str, Any]:
+    tasks = args["tasks"]
     summary = orchestrate.run_parallel(
-        _with_timeout(ctx, tasks), ctx.cfg, max_parallel=args.get("max_parallel") or 0,
+        _with_timeout(ctx, tasks), ctx.cfg, max_parallel=width,
         fail_fast=args["fail_fast"], policy=ctx.policy, cancel=call.cancel,
         on_progress=_Progress(call, "task", len(tasks)))
     text = format_parallel_text(summary, tasks, quiet=False, table=False)
@@ -322,6 +369,10 @@ def chain_tool(ctx: Context) -> Tool:
 
 
 def run_chain(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
+    return in_run_slots(ctx, call, 1, lambda taken: _chain(ctx, args, call))
+
+
+def _chain(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
     steps = args["steps"]
     summary = orchestrate.run_chain(
         _with_timeout(ctx, steps), ctx.cfg, stop_on_failure=args["stop_on_failure"],

@@ -31,6 +31,7 @@ import json
 import os
 import queue
 import re
+import select
 import selectors
 import signal
 import socket
@@ -44,17 +45,26 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 from urllib.parse import parse_qs
 
-from .. import __version__, execute, runner
+from .. import __version__, execute, jsontext, runner
 from ..backends import probe
 from ..policy import Policy
-from . import errors
-from .limits import Abandoned, Busy, RunLimiter
+from . import errors, framing
+from .limits import Abandoned, Busy, ConnectionLimiter, RunLimiter
 from .openapi import NATIVE, Route as Spec
 from .router import Router
 from .schema import validate
 
 JSON_TYPE = "application/json"
 MAX_LINE = 65536                   # request line and header line limit, as http.server's
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """True for ``application/json`` and ``application/*+json`` (RFC 6839), any case, with
+    or without parameters (``; charset=utf-8``). False for a missing Content-Type: a browser
+    page can send a Blob body with none and no CORS preflight, so a body is JSON only when it
+    says so."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == JSON_TYPE or (media.startswith("application/") and media.endswith("+json"))
 
 
 # -- responses ---------------------------------------------------------------------------------
@@ -128,6 +138,7 @@ class Context:
         self.headers = headers               # email.message.Message: case-insensitive get()
         self.client = client                 # the peer address (issue 7 may refine it)
         self.scheme = "http"                 # https when a trusted proxy terminated TLS
+        self.api_key = None                  # keys.KeyIdentity, set by the authenticate guard
         self.request_id = ""
         self.endpoint: Optional[Endpoint] = None
         self.params: Dict[str, str] = {}
@@ -154,9 +165,13 @@ class Context:
         parsed = parse_qs(self.query_string, keep_blank_values=True, errors="replace")
         return {k: v[0] for k, v in parsed.items()}
 
+    @property
+    def declared_length(self) -> Optional[int]:
+        """The Content-Length the connection layer checked (None when chunked or absent)."""
+        return self._conn.body_length
+
     def has_body(self) -> bool:
-        return bool(self.headers.get("Transfer-Encoding")) or \
-            self.headers.get("Content-Length", "0").strip() not in ("", "0")
+        return self._conn.chunked or bool(self._conn.body_length)
 
     def read_body(self) -> bytes:
         """The raw body (Content-Length or chunked), at most ``max_body`` bytes (else 413)."""
@@ -169,34 +184,54 @@ class Context:
         """The body as a JSON object, validated against the route's request schema (unknown
         fields dropped, defaults filled in). 415 / 400 / 413 otherwise."""
         content_type = self.headers.get("Content-Type", "")
-        media = content_type.split(";", 1)[0].strip().lower()
-        if media and media != JSON_TYPE and not media.endswith("+json"):
+        if not is_json_media_type(content_type):
             raise errors.unsupported_media_type(content_type)
         raw = self.read_body()
         if not raw.strip():
             raise errors.bad_body("the request body is empty: send a JSON object")
         try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
+            data = jsontext.loads(raw)
+        except ValueError as exc:
             raise errors.bad_body("the request body is not valid JSON: %s" % exc)
         if not isinstance(data, dict):
             raise errors.bad_body("the request body must be a JSON object, got %s"
                                   % _json_kind(data))
+        # Checked on the whole body, unknown fields included, before any handler sees it: a
+        # lone surrogate cannot be written to a backend's stdin, a session file or a reply.
+        where = jsontext.lone_surrogate_path(data)
+        if where is not None:
+            raise errors.invalid("not Unicode text: it holds a lone surrogate escape (one of "
+                                 "\\ud800-\\udfff without its pair), which cannot be encoded "
+                                 "as UTF-8; send the character itself or a complete pair",
+                                 where)
         schema = self.endpoint.spec.request if self.endpoint is not None else None
         return validate(schema, data) if schema is not None else data
 
     # -- running backends -------------------------------------------------------------------
 
     def prepare(self, request: execute.Request, stream: bool = False) -> execute.Prepared:
-        """``execute.prepare`` with the server's policy and request timeout; engine errors
-        become ApiErrors (400 / 404 / 409 / 503)."""
+        """``execute.prepare`` with the server's policy and request timeout, the sessions the
+        caller may use and how long a busy session is waited for; engine errors become
+        ApiErrors (400 / 404 / 409 / 503)."""
         if not request.timeout and self.app.request_timeout:
             request.timeout = self.app.request_timeout
+        request.access = self.session_access()
+        request.session_wait = self.app.cfg.get("server.session_busy_wait_secs")
         try:
             return execute.prepare(request, self.app.cfg, self.app.store, self.app.policy,
                                    stream=stream)
         except Exception as exc:
             raise errors.from_exception(exc) or exc
+
+    def session_access(self):
+        """The sessions this request may use (a ``sessions.Access``): without API keys, all;
+        with keys, those created with its key, or all of them for an admin key."""
+        from ..sessions import Access
+        if not self.app.guards.keys:
+            return Access()
+        if self.api_key is None:             # a public route: no key was checked
+            return Access("", everything=False)
+        return Access(self.api_key.key_id, everything=self.api_key.admin)
 
     def run(self, prepared: execute.Prepared) -> execute.Outcome:
         """Run to completion in a run slot, cancelled if the client hangs up. A run killed by
@@ -337,8 +372,8 @@ def refuse_while_draining(ctx: Context) -> Optional[Response]:
 
 def refuse_oversized_body(ctx: Context) -> Optional[Response]:
     """A Content-Length over the limit is refused before reading any of the body."""
-    length = ctx.headers.get("Content-Length", "")
-    if length.strip().isdigit() and int(length) > ctx.max_body:
+    length = ctx.declared_length
+    if length is not None and length > ctx.max_body:
         raise errors.too_large(ctx.max_body)
     return None
 
@@ -622,6 +657,16 @@ class DisconnectWatcher:
                     w.on_gone()
 
 
+def _no_request_arriving(sock: socket.socket) -> bool:
+    """True unless bytes (or an end) wait on ``sock``: an idle connection whose request has
+    just started to arrive is spared when a slot is reclaimed. poll, not recv: a socket with
+    a timeout makes Python's recv wait for data even with MSG_DONTWAIT, and select() cannot
+    take descriptors past 1023."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return not poller.poll(0)
+
+
 def _peer_gone(sock: socket.socket) -> bool:
     try:
         return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
@@ -665,12 +710,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         app: App = self.server.app
+        slots: ConnectionLimiter = self.server.connections
         try:
             # Idle keep-alive: wait for the first byte; from then on the whole request
             # (line, headers, body) must arrive within read_timeout.
             self._reader.deadline = None
             self.connection.settimeout(app.idle_timeout)
+            slots.mark_idle(self.connection)
             self.rfile.peek(1)
+            if not slots.mark_head(self.connection):
+                self.close_connection = True        # its slot went to a newer connection
+                return
             self._reader.deadline = time.monotonic() + app.read_timeout
             self.raw_requestline = self.rfile.readline(MAX_LINE + 1)
         except OSError:
@@ -683,16 +733,34 @@ class Handler(BaseHTTPRequestHandler):
             self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
             self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG, "request line too long")
             return
-        try:
-            if not self.parse_request():
-                return
-        except OSError:
-            self.close_connection = True
+        if not self._parse_head():
             return
         if self.request_version == "HTTP/0.9":
             self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not supported")
             return
+        if not self._check_framing():
+            return
+        if not slots.mark_served(self.connection):
+            self.close_connection = True            # too slow: its slot went to a newcomer
+            return
         self._serve(app)
+
+    def _parse_head(self) -> bool:
+        """``parse_request`` with the raw header lines kept for ``_check_framing``: the
+        stdlib's parser (an e-mail parser) silently drops what it cannot read as a header."""
+        recorder = framing.LineRecorder(self.rfile)
+        self._header_lines = recorder.lines
+        self.body_length: Optional[int] = None
+        self.chunked = False
+        self._framing_checked = False
+        self.rfile = recorder
+        try:
+            return self.parse_request()
+        except OSError:
+            self.close_connection = True
+            return False
+        finally:
+            self.rfile = recorder.inner
 
     def _serve(self, app: App) -> None:
         target = self.path
@@ -779,24 +847,32 @@ class Handler(BaseHTTPRequestHandler):
                 close()
         return resp.status
 
-    def read_body(self, ctx: Context) -> bytes:
-        """The request body, honouring Content-Length or chunked transfer coding."""
-        encoding = self.headers.get("Transfer-Encoding", "")
+    # -- the request head and body (RFC 9112 5, 6 and 7.1) -----------------------------------
+
+    def _check_framing(self) -> bool:
+        """Refuse (and close) a request whose header lines or body framing are not exactly
+        what RFC 9112 allows; else set ``body_length`` / ``chunked`` and return True."""
+        if self._framing_checked:
+            return True
+        self._framing_checked = True
         try:
-            if encoding:
-                if encoding.strip().lower() != "chunked":
-                    self.close_connection = True
-                    raise errors.ApiError(501, "not_implemented",
-                                          "Transfer-Encoding %r is not supported; send the body "
-                                          "with Content-Length or chunked" % encoding)
+            self.body_length, self.chunked = framing.request_framing(
+                self._header_lines, self.headers, self.request_version)
+        except framing.FramingError as exc:
+            self.send_error(exc.status, exc.message)
+            return False
+        return True
+
+    def read_body(self, ctx: Context) -> bytes:
+        """The request body as ``_check_framing`` found it framed (Content-Length or
+        chunked), at most ``ctx.max_body`` bytes (413 beyond); a framing error is a 400 and
+        ends the connection."""
+        try:
+            if self.chunked:
                 return self._read_chunked(ctx.max_body)
-            lengths = set(v.strip() for v in self.headers.get_all("Content-Length", []))
-            if not lengths:
+            if self.body_length is None:
                 return b""
-            if len(lengths) > 1 or not next(iter(lengths)).isdigit():
-                self.close_connection = True
-                raise errors.bad_body("invalid Content-Length header")
-            length = int(next(iter(lengths)))
+            length = self.body_length
             if length > ctx.max_body:
                 raise errors.too_large(ctx.max_body)
             body = self.rfile.read(length)
@@ -814,29 +890,16 @@ class Handler(BaseHTTPRequestHandler):
         return body
 
     def _read_chunked(self, limit: int) -> bytes:
-        parts: List[bytes] = []
-        total = 0
-        while True:
-            line = self.rfile.readline(MAX_LINE + 1)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                self.close_connection = True
-                raise errors.bad_body("malformed chunked request body")
-            if size == 0:
-                while self.rfile.readline(MAX_LINE + 1) not in (b"\r\n", b"\n", b""):
-                    pass                    # trailers: ignored
-                return b"".join(parts)
-            total += size
-            if total > limit:
-                self.close_connection = True
+        """A chunked body (RFC 9112 7.1), refused as soon as it passes ``limit`` bytes; any
+        deviation from the grammar is a 400 that ends the connection (the rest of the
+        stream can no longer be trusted to start a request)."""
+        try:
+            return framing.read_chunked(self.rfile, limit)
+        except framing.FramingError as exc:
+            self.close_connection = True
+            if exc.status == 413:
                 raise errors.too_large(limit)
-            data = self.rfile.read(size)
-            self.rfile.readline(MAX_LINE + 1)
-            if len(data) < size:
-                self.close_connection = True
-                raise errors.bad_body("the chunked request body ended early")
-            parts.append(data)
+            raise errors.ApiError(exc.status, "bad_request", exc.message)
 
     # -- http.server hooks -------------------------------------------------------------------
 
@@ -858,10 +921,11 @@ class Handler(BaseHTTPRequestHandler):
         self.server.app.log.info("rejected malformed request: %d %s" % (code, message or ""))
 
     def handle_expect_100(self) -> bool:
-        """Refuse an announced oversized body before the client sends it."""
-        length = self.headers.get("Content-Length", "").strip()
+        """Refuse a malformed or an announced oversized body before the client sends it."""
+        if not self._check_framing():
+            return False
         limit = self.server.app.max_body
-        if length.isdigit() and int(length) > limit:
+        if self.body_length is not None and self.body_length > limit:
             self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, errors.too_large(limit).message)
             return False
         return super().handle_expect_100()
@@ -872,13 +936,22 @@ class Handler(BaseHTTPRequestHandler):
 
 # The codes of the errors http.server detects before a request reaches the App.
 _PROTOCOL_ERRORS = {413: "request_too_large", 414: "request_line_too_long",
-                    431: "headers_too_large", 505: "http_version_not_supported"}
+                    431: "headers_too_large", 501: "not_implemented",
+                    505: "http_version_not_supported"}
+
+
+# How many chunks a stream's producer may run ahead of the client. Past it the producer waits,
+# so the backend's stdout pipe fills and the backend itself waits: a client that stops reading
+# holds this many chunks plus the socket buffers, however much the backend prints.
+STREAM_BUFFER_CHUNKS = 16
 
 
 def _with_keepalive(resp: StreamResponse) -> Iterator[bytes]:
     """``resp.chunks`` read by a helper thread, so that silence longer than
-    ``resp.keepalive_secs`` can be filled with ``resp.keepalive_chunk``."""
-    items: "queue.Queue[Any]" = queue.Queue()
+    ``resp.keepalive_secs`` can be filled with ``resp.keepalive_chunk``. The thread runs at
+    most STREAM_BUFFER_CHUNKS ahead of the writer, and when the writer stops (client gone) it
+    stops too and closes ``resp.chunks``."""
+    items: "queue.Queue[Any]" = queue.Queue(STREAM_BUFFER_CHUNKS)
     end = object()
     stop = threading.Event()
 
@@ -886,7 +959,7 @@ def _with_keepalive(resp: StreamResponse) -> Iterator[bytes]:
         source = iter(resp.chunks)
         try:
             for chunk in source:
-                items.put(chunk)
+                items.put(chunk)            # waits while the writer is STREAM_BUFFER_CHUNKS behind
                 if stop.is_set():
                     break
         finally:
@@ -908,6 +981,11 @@ def _with_keepalive(resp: StreamResponse) -> Iterator[bytes]:
             yield item
     finally:
         stop.set()
+        # Free the queue so a pump waiting in put() wakes, sees ``stop`` and closes the
+        # source; after ``stop`` it puts at most two more items (a chunk and ``end``).
+        with contextlib.suppress(queue.Empty):
+            while True:
+                items.get_nowait()
 
 
 def _phrase(status: int) -> str:
@@ -924,15 +1002,69 @@ def _header_value(value: str) -> str:
 
 class Server(ThreadingHTTPServer):
     """ThreadingHTTPServer with the App attached, TCP_NODELAY on every connection, a deep
-    listen backlog, and no reverse-DNS lookup of the bind address at start."""
+    listen backlog, no reverse-DNS lookup of the bind address at start, and at most
+    ``server.max_connections`` connections (``connections``, a ConnectionLimiter): past it,
+    an idle connection (or one dripping its request head) is closed to make room, and when
+    there is none the newcomer gets a 503 and is closed at once, by the accepting thread,
+    without starting a thread."""
 
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 1024
+    # Refusals are logged at most this often (a flood must not flood the log too).
+    REFUSAL_LOG_SECS = 10.0
 
     def __init__(self, address: Tuple[str, int], app: App) -> None:
         self.app = app
+        self.connections = ConnectionLimiter(app.cfg.get("server.max_connections"))
+        self._refused = 0
+        self._refusal_logged = 0.0
         super().__init__(address, Handler)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Admit a new connection within ``server.max_connections`` (closing an idle or a
+        dripping one to make room if needed); False refuses it with a 503."""
+        admitted, victim = self.connections.admit(request, quiet=_no_request_arriving)
+        if victim is not None:
+            with contextlib.suppress(OSError):
+                victim.shutdown(socket.SHUT_RDWR)   # its thread wakes, closes and ends
+        if not admitted:
+            self._refuse(request)
+        return admitted
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.connections.release(request)       # no thread started to release it
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connections.release(request)
+
+    def _refuse(self, sock: socket.socket) -> None:
+        """A minimal 503 without waiting (a new socket's send buffer is empty); the caller
+        closes the connection."""
+        limit = self.connections.limit
+        err = errors.ApiError(503, "too_many_connections",
+                              "the server has all %d connections busy (server.max_connections); "
+                              "retry shortly" % limit)
+        body = errors.render(err, NATIVE)
+        head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: %s\r\nContent-Length: %d"
+                "\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" % (JSON_TYPE, len(body)))
+        with contextlib.suppress(OSError):
+            sock.setblocking(False)
+            sock.send(head.encode("ascii") + body)
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refusal_logged >= self.REFUSAL_LOG_SECS:
+            self._refusal_logged = now
+            self.app.log.info("refused %d connection(s): all %d busy (server.max_connections)"
+                              % (self._refused, limit))
+            self._refused = 0
 
     def server_bind(self) -> None:
         socketserver.TCPServer.server_bind(self)

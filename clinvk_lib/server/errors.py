@@ -120,10 +120,14 @@ def from_exception(exc: BaseException) -> Optional[ApiError]:
 
 def _session_error(cause: Optional[BaseException], message: str, field: str) -> ApiError:
     from .. import sessions
+    if isinstance(cause, sessions.SessionError):
+        message = cause.public                  # the same words without the server's paths
     if isinstance(cause, LookupError):          # not found, or an ambiguous prefix
         return ApiError(404, "session_not_found", message, field)
     if isinstance(cause, sessions.SessionBusy):
         return ApiError(409, "session_busy", message, field)
+    if isinstance(cause, sessions.StoreUnavailable):
+        return ApiError(503, "session_store_unavailable", message, field)
     # The session exists but cannot be continued (no backend session id, workdir gone, ...).
     return ApiError(409, "session_not_resumable", message, field)
 
@@ -141,9 +145,11 @@ def bad_body(message: str) -> ApiError:
 
 
 def unsupported_media_type(content_type: str) -> ApiError:
+    """415: a body not declared JSON (``content_type`` is "" when the header is missing)."""
+    got = "got %r" % content_type[:100] if content_type.strip() else "the header is missing"
     return ApiError(415, "unsupported_media_type",
                     "the request body must be JSON: send Content-Type: application/json "
-                    "(got %r)" % content_type)
+                    "(or another application/*+json type); %s" % got)
 
 
 def too_large(limit: int) -> ApiError:

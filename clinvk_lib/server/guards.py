@@ -1,5 +1,5 @@
 """The checks a request passes before its handler: client address behind trusted proxies,
-rate limit, Host header, CORS, API key.
+rate limit, Host header, cross-site refusal, CORS, API key, JSON body.
 
 ``install(app)`` puts the steps into ``App.steps`` right after the request id is assigned, in
 this order, each only when its settings switch it on:
@@ -11,11 +11,19 @@ this order, each only when its settings switch it on:
    throttled too.
 3. ``check_host``      - on a loopback bind, a Host that is not a loopback name is 403: a web
    page cannot reach the server through DNS rebinding.
-4. ``answer_preflight``- CORS preflights for ``server.cors_allowed_origins`` (browsers send no
+4. ``refuse_cross_site`` - always: a request a browser sent for a page on another origin
+   (another site, or another port of this host) is 403 unless that origin is in
+   ``server.cors_allowed_origins``. Before the key check and every handler, so no web page
+   can drive an agent, read sessions or probe keys (see ``cross_site_refusal``).
+5. ``answer_preflight``- CORS preflights for ``server.cors_allowed_origins`` (browsers send no
    credentials on a preflight, so it must come before the key check).
-5. ``authenticate``    - ``X-Api-Key: KEY`` or ``Authorization: Bearer KEY`` (401 otherwise);
+6. ``authenticate``    - ``X-Api-Key: KEY`` or ``Authorization: Bearer KEY`` (401 otherwise),
+   remembered on the request as ``ctx.api_key`` (its ``keys.KeyIdentity``);
    routes marked ``public`` (``/health``, ``/openapi.json``, ``/docs``) are exempt, and
    ``/metrics`` when ``server.metrics_public``.
+7. ``require_json_body`` - always: a request with a body, or any POST, PUT or PATCH, on a
+   known route must send ``Content-Type: application/json`` (or ``application/*+json``),
+   else 415 before the handler reads anything.
 
 Response hooks add the CORS headers (allowed origins only) and ``RateLimit-Limit`` /
 ``RateLimit-Remaining`` to every response. Errors are ``ApiError``s, so each is rendered in
@@ -27,12 +35,13 @@ from __future__ import annotations
 import ipaddress
 import socket
 from typing import Callable, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 from ..config import ConfigError
-from .app import Response
-from .errors import ApiError
+from .app import Response, is_json_media_type
+from .errors import ApiError, unsupported_media_type
 from .keys import ApiKeys, digest
-from .ratelimit import RateLimiter, client_ip, parse_trusted
+from .ratelimit import RateLimiter, client_ip, parse_trusted, rate_key
 
 # Request headers a browser page may send cross-origin (lower case). The OpenAI and Anthropic
 # SDKs add their own telemetry headers (x-stainless-*), allowed by prefix.
@@ -151,6 +160,73 @@ def header_allowed(name: str) -> bool:
     return name in ALLOWED_REQUEST_HEADERS or name.startswith(ALLOWED_REQUEST_HEADER_PREFIXES)
 
 
+# -- cross-site requests -----------------------------------------------------------------------
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Sec-Fetch-Site values that mean the page and the URL share an origin, or that no page is
+# involved at all (the user typed the URL or opened a bookmark). W3C Fetch Metadata, 2.1.
+_SAME_ORIGIN_SITES = ("same-origin", "none")
+
+
+def origin_parts(origin: str) -> Optional[Tuple[str, str, int]]:
+    """``(scheme, host, port)`` of an http(s) origin (``http://LocalHost`` ->
+    ``("http", "localhost", 80)``); None for ``null``, another scheme, or anything that is not
+    a bare origin."""
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if (scheme not in _DEFAULT_PORTS or not parts.hostname or parts.username is not None
+            or parts.path not in ("", "/") or parts.query or parts.fragment):
+        return None
+    return scheme, parts.hostname, _DEFAULT_PORTS[scheme] if port is None else port
+
+
+def same_origin(origin: str, own_origin: str) -> bool:
+    """True when ``origin`` is ``own_origin`` (RFC 6454: scheme, host and port; default ports
+    filled in)."""
+    parts = origin_parts(origin)
+    return parts is not None and parts == origin_parts(own_origin)
+
+
+def cross_site_refusal(origin: Optional[str], fetch_site: str, own_origin: str,
+                       allowed: Tuple[str, ...]) -> str:
+    """Why a request must be refused as sent by a web page on another origin, or "" when it
+    may go on. ``origin`` is the Origin header (None when absent), ``fetch_site`` the
+    Sec-Fetch-Site header (lower case, "" when absent), ``own_origin`` this server's origin as
+    the client reached it (``scheme://Host``, the scheme from a trusted proxy's
+    X-Forwarded-Proto), ``allowed`` the normalised server.cors_allowed_origins.
+
+    The decisions, in order:
+
+    - An Origin listed in server.cors_allowed_origins is a CORS request the operator allowed.
+    - Sec-Fetch-Site other than ``same-origin`` or ``none`` is refused. ``same-site`` too:
+      browsers send it for another port of the same host, and a page on 127.0.0.1:9000
+      calling a server on 127.0.0.1:8080 is exactly the attack on a loopback server.
+    - ``Sec-Fetch-Site: same-origin`` is the browser vouching that the page and the URL it
+      fetched share an origin; it is believed even when a proxy rewrote Host (nginx's
+      default), because a page cannot set Sec-Fetch-* headers.
+    - Otherwise (a browser without Fetch Metadata) an Origin must equal ``own_origin``.
+    - A request with neither header comes from no browser page (curl, the SDKs, scripts),
+      or is an old browser's no-cors GET whose answer the page cannot read: it goes on.
+    """
+    if origin is not None and origin_allowed(origin, allowed):
+        return ""
+    shown = "Origin %r" % origin[:200] if origin is not None else "no Origin"
+    if fetch_site and fetch_site not in _SAME_ORIGIN_SITES:
+        return ("cross-site request refused: the browser marked it 'Sec-Fetch-Site: %s' (sent "
+                "for a page on another site, or on another port of this host) with %s, which "
+                "is not in server.cors_allowed_origins; a web page may only call this server "
+                "from an origin listed there" % (fetch_site[:40], shown))
+    if fetch_site == "same-origin" or origin is None or same_origin(origin, own_origin):
+        return ""
+    return ("cross-origin request refused: %s is neither this server's own origin (%s) nor in "
+            "server.cors_allowed_origins; add it there if that page may call this server"
+            % (shown, own_origin))
+
+
 # -- the guards --------------------------------------------------------------------------------
 
 
@@ -168,7 +244,8 @@ class Guards:
         self.limiter: Optional[RateLimiter] = None
         if cfg.get("server.rate_limit_enabled"):
             self.limiter = RateLimiter(cfg.get("server.rate_limit_rps"),
-                                       cfg.get("server.rate_limit_burst"))
+                                       cfg.get("server.rate_limit_burst"),
+                                       max_clients=cfg.get("server.rate_limit_max_clients"))
         self.check_hosts = is_loopback_host(cfg.get("server.host"))
         self.allowed_hosts = frozenset(host_name(h) for h in cfg.get("server.allowed_hosts"))
         self.origins = tuple(normalize_origin(o) for o in cfg.get("server.cors_allowed_origins"))
@@ -188,10 +265,12 @@ class Guards:
             steps.append(self.limit_rate)
         if self.check_hosts:
             steps.append(self.check_host)
+        steps.append(self.refuse_cross_site)
         if self.origins:
             steps.append(self.answer_preflight)
         if self.keys:
             steps.append(self.authenticate)
+        steps.append(require_json_body)
         return steps
 
     @property
@@ -218,14 +297,18 @@ class Guards:
 
     def limit_rate(self, ctx) -> None:
         """Take a token from the client's bucket, or 429. The client is its API key when it
-        sent a valid one (so it is limited the same from every address), else its address;
-        an invalid key counts against the address, so guessing keys is throttled too."""
+        sent a valid one (so it is limited the same from every address), else its address
+        (an IPv6 client by its /64); an invalid key counts against the address, so guessing
+        keys is throttled too."""
         key = presented_key(ctx.headers) if self.keys else None
-        if key is not None and self.keys.matches(key):
+        valid_key = key is not None and self.keys.matches(key)
+        if valid_key:
             client = "key:" + digest(key).hex()
         else:
-            client = "ip:" + ctx.client
-        decision = self.limiter.check(client)
+            client = "ip:" + rate_key(ctx.client)
+        # A valid key always has a bucket of its own: a flood of new addresses filling the
+        # table must not push an authenticated client into the shared overflow bucket.
+        decision = self.limiter.check(client, reserved=valid_key)
         # Read by add_rate_limit_headers when the response goes out.
         ctx.rate_limit = decision
         if not decision.allowed:
@@ -249,6 +332,16 @@ class Guards:
                            "answers requests for localhost or a loopback address (protection "
                            "against DNS rebinding); add the name to server.allowed_hosts if "
                            "clients reach the server under it" % host[:100])
+
+    def refuse_cross_site(self, ctx) -> None:
+        """403 for a request a browser sent for a page on another origin that
+        server.cors_allowed_origins does not list (``cross_site_refusal`` decides), on every
+        route, keys or not: it does not depend on anything else guarding the route."""
+        reason = cross_site_refusal(ctx.headers.get("Origin"),
+                                    (ctx.headers.get("Sec-Fetch-Site") or "").strip().lower(),
+                                    ctx.base_url(), self.origins)
+        if reason:
+            raise ApiError(403, "cross_site_forbidden", reason)
 
     def answer_preflight(self, ctx):
         """Answer a CORS preflight (OPTIONS with Origin and Access-Control-Request-Method) for
@@ -293,9 +386,11 @@ class Guards:
             self._count_auth_failure()
             raise unauthorized("missing API key: send it as 'X-Api-Key: KEY' or "
                                "'Authorization: Bearer KEY'")
-        if not self.keys.matches(key):
+        identity = self.keys.identify(key)
+        if identity is None:
             self._count_auth_failure()
             raise unauthorized("invalid API key")
+        ctx.api_key = identity      # whose sessions the request may use (Context.session_access)
 
     def _count_auth_failure(self) -> None:
         if self.metrics is not None:
@@ -323,6 +418,23 @@ class Guards:
         if decision is not None:
             headers.append(("RateLimit-Limit", str(decision.limit)))
             headers.append(("RateLimit-Remaining", str(decision.remaining)))
+
+
+# Methods whose requests carry a body by definition, so a missing Content-Type is refused
+# even when the body is empty.
+_BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+def require_json_body(ctx) -> None:
+    """415 when a request to a known route carries a body, or is a POST, PUT or PATCH, and
+    its Content-Type is not JSON. A missing Content-Type is refused too: a page's
+    ``fetch(url, {method: "POST", mode: "no-cors", body: new Blob([json])})`` sends none,
+    and needs no CORS preflight. Unknown paths and methods keep their 404 / 405."""
+    if ctx.endpoint is None or not (ctx.method in _BODY_METHODS or ctx.has_body()):
+        return
+    content_type = ctx.headers.get("Content-Type") or ""
+    if not is_json_media_type(content_type):
+        raise unsupported_media_type(content_type)
 
 
 def install(app) -> Guards:

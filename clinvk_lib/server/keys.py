@@ -7,6 +7,8 @@ error message.
 
 Sources, all merged:
 - ``server.api_keys`` (``CLINVK_API_KEYS``, comma-separated), read at start.
+- ``server.admin_api_keys`` (``CLINVK_ADMIN_API_KEYS``), read at start: keys that are accepted
+  like the others and may also use every session, not just those their own requests created.
 - ``server.api_keys_file``: one key per line, ``#`` comments; re-read when the file changes
   (its inode, size or mtime, checked at most once a second). A file that disappears or
   cannot be read later contributes no keys until it is fixed: revoking beats a stale list.
@@ -15,6 +17,10 @@ Sources, all merged:
 
 A source that is configured but unusable at start is a ``ConfigError``: the server does not
 come up with fewer keys than the operator meant it to have.
+
+A key is known elsewhere (on the sessions its requests create) by its id, ``key_id(key)``: the
+first 16 hex digits of HMAC-SHA-256 keyed with the fixed label ``clinvk-key-id`` over the key.
+It is stable, names no secret, and an operator can compute it from the key alone.
 """
 
 from __future__ import annotations
@@ -27,10 +33,11 @@ import shutil
 import subprocess
 import threading
 import time
-from typing import Callable, Iterable, List, Optional, Tuple
+from typing import Callable, Iterable, List, NamedTuple, Optional, Tuple
 
 from ..config import ConfigError
 
+KEY_ID_LABEL = b"clinvk-key-id"
 GOPASS_TIMEOUT_SECS = 10.0
 FILE_CHECK_SECS = 1.0           # how often the key file's stat is looked at, at most
 
@@ -41,6 +48,20 @@ _GOPASS_PATH = re.compile(r"[A-Za-z0-9_.@][A-Za-z0-9/_.@-]*\Z")
 def digest(key: str) -> bytes:
     """The form a key is kept and compared in."""
     return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+def key_id(key: str) -> str:
+    """The stable, non-secret id of ``key``: the first 16 hex digits of HMAC-SHA-256 keyed
+    with KEY_ID_LABEL over the key, as ``printf %s KEY | openssl dgst -sha256 -hmac
+    clinvk-key-id -r | cut -c1-16`` prints it."""
+    return hmac.new(KEY_ID_LABEL, key.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+
+class KeyIdentity(NamedTuple):
+    """Who a valid key is: its ``key_id`` and whether it is an admin key (one that may use
+    every session)."""
+    key_id: str
+    admin: bool
 
 
 def split_keys(text: str) -> List[str]:
@@ -121,8 +142,11 @@ class ApiKeys:
 
     def __init__(self, keys: Iterable[str] = (), key_file: str = "",
                  on_error: Callable[[str], None] = lambda message: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._fixed: Tuple[bytes, ...] = tuple(sorted({digest(k) for k in keys}))
+                 clock: Callable[[], float] = time.monotonic,
+                 admin_keys: Iterable[str] = ()) -> None:
+        self._admin: Tuple[bytes, ...] = tuple(sorted({digest(k) for k in admin_keys}))
+        self._fixed: Tuple[bytes, ...] = tuple(sorted({digest(k) for k in keys}
+                                                      | set(self._admin)))
         self._file = key_file
         self._on_error = on_error
         self._clock = clock
@@ -142,11 +166,13 @@ class ApiKeys:
         """The keys the ``server.api_keys*`` settings name; ConfigError when a configured
         source cannot be used."""
         keys = [k.strip() for k in cfg.get("server.api_keys") if k.strip()]
+        admin_keys = [k.strip() for k in cfg.get("server.admin_api_keys") if k.strip()]
         gopass_path = cfg.get("server.api_keys_gopass_path")
         if gopass_path:
             keys += read_gopass(gopass_path)
         key_file = cfg.get("server.api_keys_file")
-        return cls(keys, os.path.expanduser(key_file) if key_file else "", on_error)
+        return cls(keys, os.path.expanduser(key_file) if key_file else "", on_error,
+                   admin_keys=admin_keys)
 
     def __bool__(self) -> bool:
         return bool(self._fixed) or bool(self._file)
@@ -159,11 +185,16 @@ class ApiKeys:
         """True when ``candidate`` is one of the keys; takes the same time whichever key it
         matches, or none."""
         self._refresh()
+        return _one_of(digest(candidate), self._all)
+
+    def identify(self, candidate: str) -> Optional[KeyIdentity]:
+        """Who ``candidate`` is when it is one of the keys, else None; takes the same time
+        whichever key it matches, or none."""
+        self._refresh()
         given = digest(candidate)
-        found = False
-        for known in self._all:
-            found |= hmac.compare_digest(given, known)
-        return found
+        if not _one_of(given, self._all):
+            return None
+        return KeyIdentity(key_id(candidate), _one_of(given, self._admin))
 
     def _use_file_keys(self, keys: List[str]) -> None:
         self._file_digests = tuple(sorted({digest(k) for k in keys}))
@@ -198,6 +229,14 @@ class ApiKeys:
                 self._on_error("%s; its keys are no longer accepted" % exc)
                 return
             self._use_file_keys(keys)
+
+
+def _one_of(given: bytes, known: Tuple[bytes, ...]) -> bool:
+    """True if ``given`` is in ``known``, compared with every entry (no early exit)."""
+    found = False
+    for entry in known:
+        found |= hmac.compare_digest(given, entry)
+    return found
 
 
 def _signature(path: str) -> Tuple[int, int, int]:

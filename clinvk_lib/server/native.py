@@ -241,22 +241,29 @@ def session_info(session) -> Dict[str, Any]:
 
 
 def list_sessions(ctx: Context) -> Response:
-    """Sessions, most recently used first; ``limit`` 0 = all; ``total`` counts the matches."""
+    """The sessions the caller may use (``Context.session_access``), most recently used
+    first; ``limit`` 0 = all; ``total`` counts the matches."""
     q = validate_query(SessionsQuery, ctx.query())
     found, total = ctx.app.store.list(backend=q.get("backend"), status=q.get("status"),
-                                      limit=q["limit"] or None, offset=q["offset"])
+                                      limit=q["limit"] or None, offset=q["offset"],
+                                      access=ctx.session_access())
     return json_response({"sessions": [session_info(s) for s in found], "total": total,
                           "limit": q["limit"], "offset": q["offset"]})
 
 
 def get_session(ctx: Context) -> Response:
-    return json_response(session_info(ctx.app.store.resolve(ctx.params["id"])))
+    """One session by id or unique prefix; another key's session is a 404 like an unknown
+    one, so that its existence does not leak."""
+    return json_response(session_info(ctx.app.store.resolve(ctx.params["id"],
+                                                            ctx.session_access())))
 
 
 def delete_session(ctx: Context) -> Response:
-    session = ctx.app.store.resolve(ctx.params["id"])
-    ctx.app.store.delete(session.id)
-    return json_response({"deleted": True, "id": session.id})
+    """Delete one session by id or unique prefix, a damaged one included; 409 when a turn
+    holds it for longer than server.session_busy_wait_secs."""
+    deleted = ctx.app.store.delete(ctx.params["id"], ctx.session_access(),
+                                   timeout=ctx.app.cfg.get("server.session_busy_wait_secs"))
+    return json_response({"deleted": True, "id": deleted})
 
 
 # -- meta -----------------------------------------------------------------------------------------
@@ -264,7 +271,9 @@ def delete_session(ctx: Context) -> Response:
 
 def health(ctx: Context) -> Response:
     """ok; degraded when an enabled backend's CLI is missing; unhealthy (HTTP 503) when the
-    session store cannot be used."""
+    session store cannot be used: a file cannot be written in it right now (read-only or full
+    disk) or it cannot be listed. Needs no key, so the store's problem is told without the
+    server's paths."""
     rows = backend_rows(ctx)
     available, count, problem = ctx.app.store.health()
     missing = [r for r in rows if not r["available"]

@@ -38,14 +38,20 @@ _ERROR_NOTES = {
     400: "Unparsable JSON, a body that is not an object, or a field that is missing, of the "
          "wrong type or out of range (the message names it)",
     401: "Missing or invalid API key",
-    404: "Not found",
+    403: "Refused: a request a browser sent for a page on another origin (an Origin not in "
+         "server.cors_allowed_origins, or Sec-Fetch-Site cross-site or same-site), a refused "
+         "CORS preflight, or a non-loopback Host on a loopback bind",
+    404: "Not found (a session of another API key is not found either)",
+    409: "The session is busy: another turn still holds it after "
+         "server.session_busy_wait_secs; or it cannot be resumed",
     413: "Request body over server.max_request_body_bytes",
-    415: "Content-Type is not application/json",
+    415: "Content-Type is missing or not application/json (or application/*+json)",
     429: "Rate limited; retry after Retry-After seconds",
     500: "Internal error",
     502: "The backend CLI ran and failed; the message carries its error (with "
          "X-Should-Retry: false, so the SDKs do not re-run the turn)",
-    503: "Backend CLI not installed, or the server is at its concurrency limit",
+    503: "Backend CLI not installed, the server is at its concurrency limit, or the session "
+         "store cannot be written (session_store_unavailable)",
     504: "The backend run exceeded server.request_timeout_secs",
 }
 
@@ -85,17 +91,22 @@ class Route(NamedTuple):
     description: str = ""
 
 
+_EVERY_ROUTE = (403,)                           # the cross-site refusal guards every route
 _BODY = (400, 401, 413, 415, 429)               # every route with a JSON body
 _RUN = (503, 504)                               # every route that runs a backend
-_COMPAT = (400, 401, 404, 413, 415, 429, 500, 502, 503, 504)
+_COMPAT = (400, 401, 404, 409, 413, 415, 429, 500, 502, 503, 504)
+_SCOPED = (" With API keys, only the sessions the caller's key created are seen (every session "
+           "for a key in server.admin_api_keys).")
 
 DEFAULT_ROUTES: Tuple[Route, ...] = (
     Route("POST", "/api/v1/prompt", "executePrompt", NATIVE, "Execute a prompt",
-          request=s.PromptRequest, response=s.PromptResponse, errors=_BODY + (404,) + _RUN,
-          streaming=(NDJSON,),
+          request=s.PromptRequest, response=s.PromptResponse,
+          errors=_BODY + (404, 409) + _RUN, streaming=(NDJSON,),
           description="Runs one prompt. Unless ephemeral, creates a session (or continues "
-                      "session_id; 404 if it does not exist). A backend that ran and failed is "
-                      "a 200 with exit_code and error."),
+                      "session_id, an id or unique prefix; 404 if the caller has no such "
+                      "session, 409 if another turn holds it past "
+                      "server.session_busy_wait_secs). A backend that ran and failed is a 200 "
+                      "with exit_code and error."),
     Route("POST", "/api/v1/parallel", "executeParallel", NATIVE, "Execute parallel tasks",
           request=s.ParallelRequest, response=s.ParallelResponse, errors=_BODY + _RUN,
           description="Runs the tasks concurrently (always ephemeral)."),
@@ -109,11 +120,15 @@ DEFAULT_ROUTES: Tuple[Route, ...] = (
     Route("GET", "/api/v1/backends", "listBackends", NATIVE, "List backends",
           response=s.BackendsResponse, errors=(401, 429)),
     Route("GET", "/api/v1/sessions", "listSessions", NATIVE, "List sessions",
-          response=s.SessionsList, errors=(400, 401, 429), params=s.SessionsQuery),
+          response=s.SessionsList, errors=(400, 401, 429, 503), params=s.SessionsQuery,
+          description="Most recently used first." + _SCOPED),
     Route("GET", "/api/v1/sessions/{id}", "getSession", NATIVE, "Get a session",
-          response=s.Session, errors=(401, 404, 429), params=s.SessionPath),
+          response=s.Session, errors=(401, 404, 409, 429, 503), params=s.SessionPath,
+          description="By id or unique prefix; 409 if its file is damaged." + _SCOPED),
     Route("DELETE", "/api/v1/sessions/{id}", "deleteSession", NATIVE, "Delete a session",
-          response=s.SessionDeleted, errors=(401, 404, 429), params=s.SessionPath),
+          response=s.SessionDeleted, errors=(401, 404, 409, 429, 503), params=s.SessionPath,
+          description="By id or unique prefix, a damaged session file included; 409 if a "
+                      "turn holds it past server.session_busy_wait_secs." + _SCOPED),
     Route("GET", "/openai/v1/models", "openaiListModels", OPENAI, "List models",
           response=s.OpenAIModelList, errors=(401, 429),
           description="The backends as models, plus backend/model entries for configured "
@@ -135,8 +150,9 @@ DEFAULT_ROUTES: Tuple[Route, ...] = (
           response=s.CountTokensResponse, errors=(400, 401, 404, 413, 415, 429)),
     Route("GET", "/health", "healthCheck", META, "Health check", response=s.Health,
           errors=(429,), public=True,
-          description="200 when ok or degraded; 503 with the same body when unhealthy. "
-                      "Needs no API key."),
+          description="200 when ok or degraded; 503 with the same body when unhealthy (the "
+                      "session store cannot be written or listed). Needs no API key, so no "
+                      "server path appears in it."),
     Route("GET", "/metrics", "getMetrics", META, "Prometheus metrics", errors=(401, 404, 429),
           media_type="text/plain",
           description="Prometheus text exposition format 0.0.4. 404 unless "
@@ -169,7 +185,10 @@ def build_openapi(routes: Sequence[Route] = DEFAULT_ROUTES, version: str = __ver
             "description": "One HTTP API for the claude, codex and gemini agent CLIs: a native "
                            "REST API plus OpenAI- and Anthropic-compatible endpoints. When the "
                            "server has API keys configured, send one as X-Api-Key or as "
-                           "Authorization: Bearer.",
+                           "Authorization: Bearer. Send request bodies with Content-Type: "
+                           "application/json. Requests a web browser sends for a page on "
+                           "another origin are refused (403) unless that origin is in "
+                           "server.cors_allowed_origins.",
         },
         "servers": [{"url": server_url}],
         "tags": [{"name": t, "description": TAG_DESCRIPTIONS.get(t, "")} for t in tags],
@@ -253,7 +272,7 @@ def _responses(route: Route, refs: Dict[str, dict]) -> Dict[str, Any]:
           "content": content}
     responses: Dict[str, Any] = {"200": ok}
     error_schema = s.to_json_schema(ERROR_SCHEMAS[route.tag], refs)
-    for status in sorted(set(route.errors)):
+    for status in sorted(set(route.errors) | set(_EVERY_ROUTE)):
         resp: Dict[str, Any] = {
             "description": _ERROR_NOTES.get(status, http.HTTPStatus(status).phrase),
             "content": {"application/json": {"schema": error_schema}},

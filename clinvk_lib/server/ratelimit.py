@@ -1,11 +1,13 @@
-"""Per-client rate limiting: a token bucket per client key, and the client address to key on
-when the server sits behind trusted reverse proxies."""
+"""Per-client rate limiting: a token bucket per client key, the address to key on when the
+server sits behind trusted reverse proxies, and the share of the address space one client is
+(an IPv4 address, or an IPv6 /64)."""
 
 from __future__ import annotations
 
 import collections
 import email.message
 import ipaddress
+import logging
 import math
 import re
 import threading
@@ -14,6 +16,8 @@ from typing import Callable, Iterable, List, NamedTuple, Optional, Tuple, Union
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+log = logging.getLogger("clinvk.server")
 
 
 class Decision(NamedTuple):
@@ -29,6 +33,11 @@ class Decision(NamedTuple):
         return str(max(1, math.ceil(self.retry_after)))
 
 
+# Clients with a bucket of their own, unless configured (server.rate_limit_max_clients): one
+# bucket costs about 300 bytes (measured on CPython 3.12), so the table stays near 30 MB.
+DEFAULT_MAX_CLIENTS = 100000
+
+
 class RateLimiter:
     """A token bucket per client key: ``burst`` tokens, refilled at ``rps`` tokens a second;
     each request takes one. Thread-safe.
@@ -36,41 +45,68 @@ class RateLimiter:
     A bucket idle long enough to have refilled completely (``burst / rps`` seconds) is the same
     as a new one, so it is dropped: memory holds only clients seen within that window, and
     dropping one never lets a client past its limit.
+
+    At most ``max_clients`` buckets are kept, and a bucket that has not refilled is never
+    evicted to make room: evicting a drained bucket hands its client a fresh burst, and with
+    least-recently-seen eviction anyone who can send from ``max_clients`` new keys (an IPv6 /48
+    holds 65,536 /64s) could reset every limited client, himself included, at will. Instead,
+    while the table is full, clients without a bucket share one overflow bucket of the same
+    size. A flood of new addresses thus slows down only clients that are new while it lasts;
+    it cannot reset or enlarge anyone's allowance, nor grow memory. Keys from a small fixed
+    set (the configured API keys) are ``reserved``: they get a bucket of their own even then.
     """
 
-    def __init__(self, rps: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+    # Seconds between two warnings that the table is full.
+    WARN_EVERY_SECS = 60.0
+
+    def __init__(self, rps: float, burst: int, clock: Callable[[], float] = time.monotonic,
+                 max_clients: int = DEFAULT_MAX_CLIENTS) -> None:
         if not rps > 0:
             raise ValueError("rate_limit_rps must be greater than 0: got %r" % (rps,))
         if int(burst) < 1:
             raise ValueError("rate_limit_burst must be at least 1: got %r" % (burst,))
+        if int(max_clients) < 1:
+            raise ValueError("rate_limit_max_clients must be at least 1: got %r"
+                             % (max_clients,))
         self.rps = float(rps)
         self.burst = int(burst)
+        self.max_clients = int(max_clients)
         self._clock = clock
         self._full_after = self.burst / self.rps
         # key -> [tokens, last seen]; least recently seen first, so idle buckets are at the front.
         self._buckets: "collections.OrderedDict[str, List[float]]" = collections.OrderedDict()
+        self._overflow = [float(self.burst), clock()]
+        self._warned_at: Optional[float] = None
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._buckets)
 
-    def check(self, key: str) -> Decision:
-        """Take one token from ``key``'s bucket if it has one."""
+    def check(self, key: str, reserved: bool = False) -> Decision:
+        """Take one token from ``key``'s bucket if it has one. Without a bucket, ``key`` gets
+        a new one while the table has room (or when ``reserved``), else it draws from the
+        shared overflow bucket."""
         with self._lock:
             now = self._clock()
             self._drop_full_buckets(now)
             bucket = self._buckets.get(key)
-            if bucket is None:
+            if bucket is not None:
+                self._buckets.move_to_end(key)
+            elif reserved or len(self._buckets) < self.max_clients:
                 bucket = self._buckets[key] = [float(self.burst), now]
             else:
-                bucket[0] = min(float(self.burst), bucket[0] + (now - bucket[1]) * self.rps)
-                bucket[1] = now
-                self._buckets.move_to_end(key)
-            if bucket[0] >= 1.0:
-                bucket[0] -= 1.0
-                return Decision(True, self.burst, int(bucket[0]), 0.0)
-            return Decision(False, self.burst, 0, (1.0 - bucket[0]) / self.rps)
+                bucket = self._overflow
+                self._warn_full(now)
+            return self._take(bucket, now)
+
+    def _take(self, bucket: List[float], now: float) -> Decision:
+        bucket[0] = min(float(self.burst), bucket[0] + (now - bucket[1]) * self.rps)
+        bucket[1] = now
+        if bucket[0] >= 1.0:
+            bucket[0] -= 1.0
+            return Decision(True, self.burst, int(bucket[0]), 0.0)
+        return Decision(False, self.burst, 0, (1.0 - bucket[0]) / self.rps)
 
     def _drop_full_buckets(self, now: float) -> None:
         # Amortised O(1): each bucket is dropped at most once after being created.
@@ -80,6 +116,13 @@ class RateLimiter:
             if now - buckets[key][1] < self._full_after:
                 return
             del buckets[key]
+
+    def _warn_full(self, now: float) -> None:
+        if self._warned_at is None or now - self._warned_at >= self.WARN_EVERY_SECS:
+            self._warned_at = now
+            log.warning("rate limiting: %d clients seen within %gs, the table is full "
+                        "(server.rate_limit_max_clients); new clients share one bucket until "
+                        "entries expire", self.max_clients, self._full_after)
 
 
 class TrustedProxies:
@@ -142,6 +185,20 @@ def client_ip(peer_ip: str, headers: email.message.Message, trusted: TrustedProx
         if hop not in trusted:
             return str(hop)
     return str(hops[0]) if hops else str(peer)
+
+
+def rate_key(client: str) -> str:
+    """The share of the address space that counts as one client for rate limiting: an IPv4
+    address, or the /64 network of an IPv6 address, since a host owns a whole /64 (SLAAC,
+    RFC 4862) and may send from as many addresses in it as it likes (temporary addresses,
+    RFC 8981). An IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4 peer) is
+    its IPv4 address. Anything that is not an IP address is returned unchanged."""
+    address = _parse_address(client)
+    if address is None:
+        return client
+    if address.version == 6:
+        return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+    return str(address)
 
 
 def _x_forwarded_for_hops(lines: List[str]) -> List[Optional[Address]]:

@@ -410,7 +410,10 @@ def validate_query(schema: Obj, params: Mapping[str, str]) -> Dict[str, AnyValue
         if f.name not in params:
             continue
         raw = params[f.name]
-        if isinstance(f.node, Integer) and re.match(r"^[+-]?\d+$", raw.strip()):
+        # ASCII digits only (\d also takes "٣"), and few enough that int() is cheap and never
+        # refuses (Python 3.11+ raises past 4300 digits); anything else stays a string and
+        # is reported as "expected an integer".
+        if isinstance(f.node, Integer) and re.match(r"[+-]?[0-9]{1,18}\Z", raw.strip()):
             converted[f.name] = int(raw)
         elif isinstance(f.node, Boolean) and raw.lower() in ("true", "false", "1", "0"):
             converted[f.name] = raw.lower() in ("true", "1")
@@ -476,7 +479,8 @@ _MODEL = Field("model", String(), default="", check=_no_nul,
                description="Model override; empty = the backend's configured model.")
 _WORKDIR = Field("workdir", String(), default="", check=_no_nul,
                  description="Working directory: an absolute path inside the server's allowed "
-                             "prefixes and outside its blocked ones; empty = the server's.")
+                             "prefixes, outside its blocked ones and not containing one; empty = "
+                             "the server's server.default_workdir, checked the same way.")
 _APPROVAL = Field("approval_mode", String(enum=APPROVAL_MODES), default="default",
                   description="When the agent asks before acting. 'none' (never asks) is refused "
                               "unless the server sets allow_dangerous_modes.")

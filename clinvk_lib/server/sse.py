@@ -6,7 +6,9 @@ silent (nginx's default proxy_read_timeout is 60 s). While the backend is silent
 ``server.sse_keepalive_secs``, the stream sends a keep-alive the client's SDK skips: a comment
 line for OpenAI clients, a ``ping`` event for Anthropic ones (as the real APIs do). The waiting
 happens in the server's stream writer (``StreamResponse.keepalive_secs``): a producer thread
-feeds a queue that the writer reads with a timeout, so there is no polling.
+feeds a queue that the writer reads with a timeout, so there is no polling. The queue is
+small (``app.STREAM_BUFFER_CHUNKS``): a client that stops reading holds the producer, and so
+the backend, back instead of making the server buffer the whole reply.
 """
 
 from __future__ import annotations

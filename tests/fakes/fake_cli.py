@@ -21,6 +21,9 @@ Environment variables:
   FAKE_CLI_CHUNKS=<n>        stream the reply in n pieces where the CLI streams (default 3)
   FAKE_CLI_TOOL=1            make one tool call (and get its result) before replying
   FAKE_CLI_PIDFILE=<path>    write the fake's pid there at start
+  FAKE_CLI_CHILD=<path>      at start, leave a child that sleeps FAKE_CLI_CHILD_SECS (default
+                             60) holding the fake's stdout and stderr; append its pid there
+  FAKE_CLI_CHILD_SETSID=1    that child calls setsid() first (leaves the process group)
   FAKE_CLI_STATE_DIR=<dir>   where sessions are kept for resume (default: a folder in the
                              system temp dir)
 """
@@ -52,7 +55,8 @@ CLAUDE_FLAGS = {
     "--permission-mode": "value", "--max-turns": "value", "--system-prompt": "value",
     "--append-system-prompt": "value", "--fallback-model": "value", "--effort": "value",
     "--max-budget-usd": "value", "--json-schema": "value", "--session-id": "value",
-    "--settings": "value", "--allowedTools": "many", "--allowed-tools": "many",
+    "--settings": "value", "--setting-sources": "value", "--allowedTools": "many",
+    "--allowed-tools": "many",
     "--disallowedTools": "many", "--disallowed-tools": "many", "--tools": "many",
     "--add-dir": "many", "--mcp-config": "many", "-r": "optional", "--resume": "optional",
 }
@@ -479,12 +483,24 @@ def run_codex(run, args, stdin_text):
 # -- gemini ------------------------------------------------------------------------------
 
 
+def gemini_folder_trust_off():
+    """gemini 0.61.0 runs an untrusted folder headless (instead of exit 55) when a settings
+    layer turns folder trust off; the fake reads only the system defaults file (clinvk checks
+    who owns it, the fake does not)."""
+    try:
+        with open(os.environ.get("GEMINI_CLI_SYSTEM_DEFAULTS_PATH", "")) as f:
+            return json.load(f)["security"]["folderTrust"]["enabled"] is False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def run_gemini(run, args, stdin_text):
     flags, positionals, _ = parse_flags("gemini", args, GEMINI_FLAGS, GEMINI_ALIASES)
     if "--version" in flags:
         print(VERSIONS["gemini"])
         return 0
-    if "--skip-trust" not in flags and os.environ.get("GEMINI_CLI_TRUST_WORKSPACE") != "true":
+    trusted = "--skip-trust" in flags or os.environ.get("GEMINI_CLI_TRUST_WORKSPACE") == "true"
+    if not trusted and not gemini_folder_trust_off():
         return fail("Gemini CLI is not running in a trusted directory. To proceed, either use "
                     "`--skip-trust`, set the `GEMINI_CLI_TRUST_WORKSPACE=true` environment "
                     "variable, or trust this directory in interactive mode.", 55)
@@ -577,6 +593,16 @@ def record(backend, args, stdin_text):
         f.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
 
+def leave_child(pid_path):
+    import subprocess
+    secs = float(os.environ.get("FAKE_CLI_CHILD_SECS", "60"))
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(%r)" % secs],
+                             stdin=subprocess.DEVNULL,
+                             start_new_session=os.environ.get("FAKE_CLI_CHILD_SETSID") == "1")
+    with open(pid_path, "a") as f:
+        f.write("%d\n" % child.pid)
+
+
 def main(backend, args):
     # Die of SIGPIPE when the reader goes away, as the real CLIs do (Python ignores it).
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -584,6 +610,8 @@ def main(backend, args):
     if pidfile:
         with open(pidfile, "w") as f:
             f.write(str(os.getpid()))
+    if os.environ.get("FAKE_CLI_CHILD"):
+        leave_child(os.environ["FAKE_CLI_CHILD"])
     run = Run(backend)
     reads_stdin = "--version" not in args and "-V" not in args and "-v" not in args
     stdin_text = sys.stdin.buffer.read().decode("utf-8", "replace") if reads_stdin else ""
