@@ -541,9 +541,8 @@ def cmd_sessions(argv: List[str]) -> int:
             else:
                 _write(format_session(s))
         elif args.action == "delete":
-            s = store.resolve(args.id)
-            store.delete(s.id)
-            _write("deleted session %s\n" % s.id)
+            # delete() resolves the id itself, so a damaged session file can be removed too.
+            _write("deleted session %s\n" % store.delete(args.id))
         elif args.action == "clean":
             if args.older_than:
                 try:

@@ -380,8 +380,13 @@ def run(p: Prepared, store=None, cancel: Optional[Cancel] = None) -> Outcome:
     """Run to completion with the backend's ``json`` output and return the parsed result."""
     with _SessionScope(p, store) as scope:
         proc = _start(p, cancel)
-        stdout = "\n".join(proc.lines())
-        out = proc.wait()
+        stdout = None
+        try:
+            stdout = "\n".join(proc.lines())
+        finally:
+            if stdout is None:
+                proc.cancel()       # interrupted while reading (Ctrl-C): stop the group
+            out = proc.wait()
         result = p.backend.parse_json_output(stdout, out.stderr, out.exit_code)
         result.duration_ms = out.duration_ms
         reason = _stop_reason(p, proc)

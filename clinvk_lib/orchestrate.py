@@ -476,8 +476,10 @@ def run_compare(prompt: str, backends: Sequence[str], cfg, model: str = "", work
                 sequential: bool = False, dry_run: bool = False,
                 options: Optional[Dict[str, Any]] = None, policy: Optional[Policy] = None,
                 cancel: Optional[execute.Cancel] = None,
-                on_progress: Optional[ProgressFn] = None) -> Dict[str, Any]:
-    """Ask every backend in ``backends`` the same prompt, all at once unless ``sequential``.
+                on_progress: Optional[ProgressFn] = None,
+                max_parallel: int = 0) -> Dict[str, Any]:
+    """Ask every backend in ``backends`` the same prompt, all at once unless ``sequential``
+    (or, with ``max_parallel``, at most that many at once: the run slots a server holds).
 
     ``model`` and ``workdir`` (and ``options``: further request fields such as
     approval_mode, max_turns, timeout) apply to every backend. A backend that is not
@@ -526,12 +528,12 @@ def run_compare(prompt: str, backends: Sequence[str], cfg, model: str = "", work
         results[index] = result
         _notify(on_progress, "finished", position, result)
 
-    if sequential:
+    width = 1 if sequential else min(len(runs), max_parallel or len(runs))
+    if width == 1:
         for i in range(len(runs)):
             work(i)
     else:
-        with ThreadPoolExecutor(max_workers=len(runs),
-                                thread_name_prefix="clinvk-compare") as pool:
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="clinvk-compare") as pool:
             for future in [pool.submit(work, i) for i in range(len(runs))]:
                 future.result()
     return {"prompt": prompt,

@@ -34,7 +34,7 @@ real, stream, argv, run_fake = KIT.real, KIT.stream, KIT.argv, KIT.run_fake
     ({"ephemeral": True}, HEAD + ["--ephemeral", "-"]),
     ({"max_turns": 4, "verbose": True, "allowed_tools": "Read"}, HEAD + ["-"]),
     ({"extra": ["--add-dir", "/srv"], "ephemeral": True},
-     HEAD + ["--ephemeral", "--add-dir", "/srv", "-"]),
+     HEAD[:2] + ["--add-dir", "/srv"] + HEAD[2:] + ["--ephemeral", "-"]),
     ({"resume_id": "0199a213"}, HEAD + ["resume", "0199a213", "-"]),
 ])
 def test_argv_maps_each_option(kw, expected):
@@ -45,9 +45,16 @@ def test_resume_puts_exec_options_and_extras_before_the_resume_subcommand():
     # codex-cli 0.169.0 rejects -s (and --add-dir) after `resume`; before it they apply.
     got = argv(resume_id="T-1", model="m", sandbox_mode="workspace", system_prompt="S",
                ephemeral=True, extra=["--add-dir", "/srv"])
-    assert got == HEAD + ["--model=m", "--sandbox=workspace-write", "-c",
-                          'developer_instructions="S"', "--ephemeral", "--add-dir", "/srv",
-                          "resume", "T-1", "-"]
+    assert got == HEAD[:2] + ["--add-dir", "/srv"] + HEAD[2:] + [
+        "--model=m", "--sandbox=workspace-write", "-c", 'developer_instructions="S"',
+        "--ephemeral", "resume", "T-1", "-"]
+
+
+def test_a_multi_word_extra_flag_ends_before_the_resume_subcommand_and_the_stdin_dash():
+    # codex-cli 0.169.0: "-i A resume T -" would read "resume", "T" and "-" as images.
+    got = argv(resume_id="T-1", extra=["-i", "/img/a.png"])
+    assert got[2:4] == ["-i", "/img/a.png"] and got[4].startswith("--")
+    assert got[-3:] == ["resume", "T-1", "-"]
 
 
 def test_the_only_positionals_are_resume_its_id_and_the_stdin_dash():

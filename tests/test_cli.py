@@ -287,6 +287,16 @@ def test_sessions_delete_and_clean(env, capsys):
     assert run(capsys, "sessions", "show", sid)[0] == cli.EXIT_SESSION
 
 
+def test_sessions_delete_removes_a_damaged_session_file(env, capsys):
+    _, out, _ = run(capsys, "-b", "claude", "-o", "json", "one")
+    sid = json.loads(out)["session_id"]
+    path = env["home"] / "sessions" / (sid + ".json")
+    path.write_text("{half a sess")
+    code, out, _ = run(capsys, "sessions", "delete", sid[:8])
+    assert code == 0 and sid in out
+    assert not path.exists()
+
+
 def test_clean_with_retention_zero_keeps_everything(env, capsys):
     (env["home"] / "config.yaml").write_text("session:\n  retention_days: 0\n")
     run(capsys, "-b", "claude", "one")

@@ -21,6 +21,7 @@ from tests.test_guards import Ctx, make_guards
 from tests.test_mcp import (  # noqa: F401  (start: a fixture)
     WAIT, Client, read_pid, start, text_of)
 from tests.test_ratelimit import FakeClock
+from tests.serverutil import start_server  # noqa: F401  (a fixture)
 
 # -- clinvk mcp: odd input ------------------------------------------------------------------------
 
@@ -135,21 +136,22 @@ def test_lone_surrogate_path_names_where_the_string_that_is_not_text_is(value, w
 # -- clinvk mcp: run slots -------------------------------------------------------------------------
 
 
-def marking_claude(tmp_path, monkeypatch):
-    """Put a claude first on PATH that appends ``start`` and ``stop`` to a log around the fake
-    claude's whole run; returns the log's path."""
+def marking_backends(tmp_path, monkeypatch, *names):
+    """Put first on PATH, for each backend named, a wrapper that appends ``start`` and
+    ``stop`` to one log around the fake CLI's whole run; returns the log's path."""
     log = tmp_path / "runs.log"
     bindir = tmp_path / "marking-bin"
     bindir.mkdir()
-    script = bindir / "claude"
-    script.write_text("\n".join([
-        "#!/bin/sh",
-        "echo start >> %s" % shlex.quote(str(log)),
-        '%s "$@"' % shlex.quote(os.path.join(FAKE_BIN, "claude")),
-        "status=$?",
-        "echo stop >> %s" % shlex.quote(str(log)),
-        'exit "$status"']) + "\n")
-    script.chmod(0o755)
+    for name in names:
+        script = bindir / name
+        script.write_text("\n".join([
+            "#!/bin/sh",
+            "echo start >> %s" % shlex.quote(str(log)),
+            '%s "$@"' % shlex.quote(os.path.join(FAKE_BIN, name)),
+            "status=$?",
+            "echo stop >> %s" % shlex.quote(str(log)),
+            'exit "$status"']) + "\n")
+        script.chmod(0o755)
     monkeypatch.setenv("PATH", str(bindir) + os.pathsep + os.environ["PATH"])
     return log
 
@@ -165,7 +167,7 @@ def most_at_once(log) -> int:
 
 def test_mcp_parallel_with_max_parallel_1000_runs_at_most_max_concurrent_runs_at_once(
         start, monkeypatch, tmp_path):
-    log = marking_claude(tmp_path, monkeypatch)
+    log = marking_backends(tmp_path, monkeypatch, "claude")
     monkeypatch.setenv("FAKE_CLI_MODE", "slow")
     monkeypatch.setenv("FAKE_CLI_DELAY", "0.3")
     client = start({"server.max_concurrent_runs": 2})
@@ -175,6 +177,48 @@ def test_mcp_parallel_with_max_parallel_1000_runs_at_most_max_concurrent_runs_at
     assert result["structuredContent"]["completed"] == 6
     assert log.read_text().split().count("stop") == 6
     assert most_at_once(log) == 2
+
+
+def test_mcp_compare_runs_at_most_max_concurrent_runs_backends_at_once(start, monkeypatch,
+                                                                      tmp_path):
+    log = marking_backends(tmp_path, monkeypatch, "claude", "codex")
+    monkeypatch.setenv("FAKE_CLI_MODE", "slow")
+    monkeypatch.setenv("FAKE_CLI_DELAY", "0.3")
+    client = start({"server.max_concurrent_runs": 1})
+    client.initialize()
+    result = client.call("clinvk_compare", {"prompt": "same question",
+                                            "backends": ["claude", "codex"]})["result"]
+    assert [r["status"] for r in result["structuredContent"]["results"]] == ["completed"] * 2
+    assert most_at_once(log) == 1
+
+
+def test_http_compare_runs_at_most_max_concurrent_runs_backends_at_once(start_server,
+                                                                       monkeypatch, tmp_path):
+    log = marking_backends(tmp_path, monkeypatch, "claude", "codex")
+    monkeypatch.setenv("FAKE_CLI_MODE", "slow")
+    monkeypatch.setenv("FAKE_CLI_DELAY", "0.3")
+    srv = start_server(**{"server.max_concurrent_runs": 1})
+    reply = srv.post("/api/v1/compare", {"prompt": "same question",
+                                          "backends": ["claude", "codex"]})
+    assert reply.status == 200, reply.body
+    assert [r["exit_code"] for r in reply.json()["results"]] == [0, 0]
+    assert most_at_once(log) == 1
+
+
+def test_mcp_resume_of_a_busy_session_is_an_error_result_after_the_busy_wait(
+        start, monkeypatch, tmp_path):
+    client = start({"server.session_busy_wait_secs": 0})
+    client.initialize()
+    first = client.call("clinvk_prompt", {"backend": "claude", "prompt": "one"})["result"]
+    sid = first["structuredContent"]["session_id"]
+    monkeypatch.setenv("FAKE_CLI_MODE", "hang")
+    monkeypatch.setenv("FAKE_CLI_PIDFILE", str(tmp_path / "pid"))
+    client.start_call("clinvk_prompt", {"backend": "claude", "prompt": "two",
+                                        "session_id": sid})
+    read_pid(tmp_path / "pid")
+    result = client.call("clinvk_prompt", {"backend": "claude", "prompt": "three",
+                                           "session_id": sid})["result"]
+    assert result["isError"] is True and "in use by another clinvk run" in text_of(result)
 
 
 def test_mcp_prompt_call_finding_every_run_slot_taken_is_an_error_result(start, monkeypatch,

@@ -79,7 +79,8 @@ def test_an_allowed_path_list_reaches_the_cli_one_checked_path_per_word(
 def test_codex_images_cannot_swallow_the_stdin_marker(server, record, dirs):
     # codex-cli 0.169.0 reads "-i A -" as two images; clinvk's "-" must stay the prompt marker.
     assert prompt(server, backend="codex", extra=["-i", dirs[0]]).status == 200
-    assert records(record)[-1]["argv"][-2:] == ["-i=" + dirs[0], "-"]
+    argv = records(record)[-1]["argv"]
+    assert "-i=" + dirs[0] in argv and argv[-1] == "-"
 
 
 @pytest.mark.parametrize("name", ["claude", "codex", "gemini"])

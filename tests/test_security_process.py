@@ -167,3 +167,23 @@ def test_descendant_that_calls_setsid_and_holds_stdout_does_not_hold_the_request
         assert len(pids) == 2 and all(pid_alive(p) for p in pids)   # they held stdout
     finally:
         kill_pids_in(strays)
+
+
+def test_an_interrupt_while_reading_a_json_run_stops_and_reaps_the_backend(
+        clinvk_home, fake_path, monkeypatch, tmp_path):
+    """A KeyboardInterrupt (Ctrl-C) that lands while execute.run reads the backend's output
+    must not leave the process group running."""
+    monkeypatch.setenv("FAKE_CLI_MODE", "hang")
+    monkeypatch.setenv("FAKE_CLI_PIDFILE", str(tmp_path / "pid"))
+
+    def interrupted(self):
+        read_pid(tmp_path / "pid")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.Process, "lines", interrupted)
+    prepared = execute.prepare(execute.Request(backend="claude", prompt="hi", ephemeral=True),
+                               config.load())
+    with pytest.raises(KeyboardInterrupt):
+        execute.run(prepared)
+    assert wait_for(lambda: not pid_alive(int((tmp_path / "pid").read_text())))
+    assert runner.live_count() == 0

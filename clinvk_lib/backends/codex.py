@@ -235,7 +235,11 @@ class CodexBackend(base.Backend):
     def build_argv(self, opts: base.Options, executable: str = "") -> List[str]:
         base.checked_format(opts.output_format)
         # --skip-git-repo-check: codex refuses to run outside a git repository otherwise.
-        argv = [executable or self.executable, "exec", "--json", "--skip-git-repo-check"]
+        # The request's extra flags come first: a flag of codex's that takes several words
+        # ("-i A B") then ends at --json instead of eating "resume" or the stdin marker "-"
+        # (codex-cli 0.169.0).
+        argv = [executable or self.executable, "exec"] + list(opts.extra)
+        argv += ["--json", "--skip-git-repo-check"]
         if opts.model:
             argv.append("--model=" + opts.model)
         argv += base.mode_flags(MODES, "approval_mode", opts.approval_mode)
@@ -244,7 +248,6 @@ class CodexBackend(base.Backend):
             argv += ["-c", "developer_instructions=" + toml_string(opts.system_prompt)]
         if opts.ephemeral:
             argv.append("--ephemeral")
-        argv += opts.extra
         if opts.resume_id:
             if opts.resume_id.startswith("-"):
                 raise ValueError("codex session id must not start with '-': got %r"

@@ -197,7 +197,10 @@ def prompt_tool(ctx: Context) -> Tool:
 
 def run_prompt(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
     """Run one prompt through ``execute`` and render its outcome as a tool result."""
-    req = execute.Request(timeout=ctx.timeout, **args)
+    # A busy session fails after server.session_busy_wait_secs, as over HTTP: the call holds
+    # a run slot meanwhile.
+    req = execute.Request(timeout=ctx.timeout,
+                          session_wait=ctx.cfg.get("server.session_busy_wait_secs"), **args)
     try:
         prepared = execute.prepare(req, ctx.cfg, ctx.store, ctx.policy)
     except execute.ExecError as exc:
@@ -213,7 +216,7 @@ def _run_prepared(ctx: Context, prepared: execute.Prepared, call: Call) -> Dict[
     call.progress("%s: running" % prepared.backend.name)
     try:
         outcome = execute.run(prepared, ctx.store, cancel=call.cancel)
-    except execute.ExecError as exc:
+    except (execute.ExecError, SessionError) as exc:
         return error_result(str(exc))
     r = outcome.result
     return tool_result(_run_text(r.text, r.error, r.backend), outcome_to_json(outcome),
@@ -310,20 +313,16 @@ def compare_tool(ctx: Context) -> Tool:
 def run_compare(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
     backends = args["backends"]
     width = 1 if args["sequential"] else len(backends)
-    # run_compare runs every backend at once or one at a time, so with fewer slots than
-    # backends it runs them one at a time.
-    return in_run_slots(ctx, call, width, lambda taken: _compare(
-        ctx, args, call, sequential=taken < len(backends)))
+    return in_run_slots(ctx, call, width, lambda taken: _compare(ctx, args, call, taken))
 
 
-def _compare(ctx: Context, args: Dict[str, Any], call: Call, sequential: bool
-             ) -> Dict[str, Any]:
+def _compare(ctx: Context, args: Dict[str, Any], call: Call, width: int) -> Dict[str, Any]:
     try:
         summary = orchestrate.run_compare(
             args["prompt"], args["backends"], ctx.cfg, model=args["model"],
-            workdir=args["workdir"], sequential=sequential,
+            workdir=args["workdir"], sequential=args["sequential"],
             options={"timeout": ctx.timeout}, policy=ctx.policy, cancel=call.cancel,
-            on_progress=_Progress(call, "backend", len(args["backends"])))
+            on_progress=_Progress(call, "backend", len(args["backends"])), max_parallel=width)
     except execute.ExecError as exc:
         return error_result(str(exc))
     text = format_compare_text(summary) + "".join(

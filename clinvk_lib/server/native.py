@@ -155,7 +155,8 @@ def compare(ctx: Context) -> Response:
     summary = _fan_out(ctx, width, body["dry_run"], lambda progress: orchestrate.run_compare(
         body["prompt"], body["backends"], ctx.app.cfg, model=body["model"],
         workdir=body["workdir"], sequential=body["sequential"], dry_run=body["dry_run"],
-        options=options, policy=ctx.app.policy, cancel=ctx.cancel, on_progress=progress))
+        options=options, policy=ctx.app.policy, cancel=ctx.cancel, on_progress=progress,
+        max_parallel=width))
     out: Dict[str, Any] = {"prompt": summary["prompt"], "backends": summary["backends"],
                            "total_duration_ms": summary["total_duration_ms"],
                            "results": [_compared(r) for r in summary["results"]]}
