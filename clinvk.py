@@ -35,8 +35,8 @@ def use_unpacked_copy(archive):
 
 def unpack(archive, root, target):
     """Extract clinvk_lib/ from the archive into ``target`` (atomically, mode 0700)."""
-    import shutil
-    import zipfile
+    import shutil   # lazy: start-up (only the first run of an archive unpacks it)
+    import zipfile  # lazy: start-up
     os.makedirs(root, mode=0o700, exist_ok=True)
     tmp = "%s.tmp-%d" % (target, os.getpid())
     try:
@@ -67,5 +67,5 @@ if __name__ == "__main__":
     here = os.path.dirname(os.path.abspath(__file__))
     if os.path.isfile(here) and not os.environ.get("CLINVK_NO_CACHE"):
         use_unpacked_copy(here)
-    from clinvk_lib.cli import run_main
+    from clinvk_lib.cli.main import run_main
     run_main()

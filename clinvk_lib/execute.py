@@ -19,13 +19,22 @@ from .backends import base
 from .policy import Policy, PolicyError, check_extra_flags, resolve_workdir
 
 
-class ExecError(Exception):
-    """A run that could not start. ``kind`` decides the CLI exit code and the HTTP status:
+class ErrorKind:
+    """What went wrong, as ``ExecError.kind`` and ``Outcome.error_kind`` say it. Each front end
+    maps a kind to its own answer: the CLI to an exit code, the HTTP server to a status."""
 
-    invalid (bad value; names ``field``), unknown_backend, disabled (by the configuration, or
-    this host cannot run it as safely as asked: backends.base.SetupError), not_installed,
-    session (not found / not resumable / transcript gone), start (the OS refused to start it).
-    """
+    INVALID = "invalid"                  # a bad value; ExecError.field names it
+    UNKNOWN_BACKEND = "unknown_backend"
+    DISABLED = "disabled"                # by the configuration, or this host cannot run it as
+                                         # safely as asked (backends.base.SetupError)
+    NOT_INSTALLED = "not_installed"
+    SESSION = "session"                  # not found / not resumable / transcript gone
+    START = "start"                      # the OS refused to start the backend
+
+
+class ExecError(Exception):
+    """A run that could not start; ``kind`` is an ``ErrorKind`` (``field``: the request field
+    at fault, "" when none)."""
 
     def __init__(self, kind: str, message: str, field: str = "") -> None:
         super().__init__(message)
@@ -100,15 +109,19 @@ class Prepared:
 
 
 class Outcome:
-    """A finished run as front ends render it."""
+    """A finished run as front ends render it. ``error_kind`` is the ``ErrorKind`` a failed
+    run amounts to when one fits (SESSION: the backend lost the session's conversation), else
+    ""."""
 
     def __init__(self, result: base.Result, session_id: str, timed_out: bool = False,
-                 cancelled: bool = False, timeout: Optional[float] = None) -> None:
+                 cancelled: bool = False, timeout: Optional[float] = None,
+                 error_kind: str = "") -> None:
         self.result = result
         self.session_id = session_id
         self.timed_out = timed_out
         self.cancelled = cancelled
         self.timeout = timeout
+        self.error_kind = error_kind
 
     @property
     def ok(self) -> bool:
@@ -148,18 +161,18 @@ def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
     session = None
     if req.session_id:
         if store is None:
-            raise ExecError("invalid", "sessions are not available here", "session_id")
+            raise ExecError(ErrorKind.INVALID, "sessions are not available here", "session_id")
         session = _resumable_session(store, req.session_id, req.access)
         if req.backend and req.backend != session.backend:
-            raise ExecError("invalid", "session %s belongs to backend %s, not %s"
+            raise ExecError(ErrorKind.INVALID, "session %s belongs to backend %s, not %s"
                             % (session.id, session.backend, req.backend), "backend")
     name = session.backend if session else (req.backend or cfg.get("default_backend") or "claude")
     try:
         backend = base.get(name)
     except KeyError as exc:
-        raise ExecError("unknown_backend", exc.args[0], "backend")
+        raise ExecError(ErrorKind.UNKNOWN_BACKEND, exc.args[0], "backend")
     if not cfg.backend_enabled(name):
-        raise ExecError("disabled", "backend %r is disabled in the configuration "
+        raise ExecError(ErrorKind.DISABLED, "backend %r is disabled in the configuration "
                         "(backends.%s.enabled: false)" % (name, name), "backend")
 
     def setting(key: str) -> Any:
@@ -170,14 +183,14 @@ def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
     sandbox = _first_mode(req.sandbox_mode, setting("sandbox_mode"),
                           cfg.get("unified_flags.sandbox_mode"))
     if approval not in base.APPROVAL_MODES:
-        raise ExecError("invalid", "expected one of %s, got %r"
+        raise ExecError(ErrorKind.INVALID, "expected one of %s, got %r"
                         % (", ".join(base.APPROVAL_MODES), approval), "approval_mode")
     if sandbox not in base.SANDBOX_MODES:
-        raise ExecError("invalid", "expected one of %s, got %r"
+        raise ExecError(ErrorKind.INVALID, "expected one of %s, got %r"
                         % (", ".join(base.SANDBOX_MODES), sandbox), "sandbox_mode")
     for field in ("model", "system_prompt"):         # they go into argv, where NUL cannot
         if "\x00" in getattr(req, field):
-            raise ExecError("invalid", "%s: must not contain NUL bytes" % field, field)
+            raise ExecError(ErrorKind.INVALID, "%s: must not contain NUL bytes" % field, field)
     try:
         runner.encode_stdin(req.prompt)     # checked here so no session is made for it either
     except runner.InputError as exc:
@@ -191,8 +204,8 @@ def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
         if session is not None:
             cwd = session.working_dir
             if not os.path.isdir(cwd):
-                raise ExecError("session", "session %s: its working directory %s no longer "
-                                "exists" % (session.id, cwd))
+                raise ExecError(ErrorKind.SESSION, "session %s: its working directory %s no "
+                                "longer exists" % (session.id, cwd))
             if policy is not None:
                 # A session made elsewhere (the CLI shares the store) must not carry a run
                 # outside the server's workdir policy.
@@ -207,7 +220,7 @@ def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
         else:
             cwd = os.getcwd()           # the command line: the user's own directory
     except PolicyError as exc:
-        raise ExecError("invalid", str(exc), exc.field)
+        raise ExecError(ErrorKind.INVALID, str(exc), exc.field)
 
     dry_run = bool(cfg.get("unified_flags.dry_run")) if req.dry_run is None else bool(req.dry_run)
     opts = base.Options(
@@ -229,13 +242,13 @@ def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
     )
     executable = backend.find_executable()
     if executable is None and not dry_run:
-        raise ExecError("not_installed", "backend %r is not installed (no %r on PATH)"
+        raise ExecError(ErrorKind.NOT_INSTALLED, "backend %r is not installed (no %r on PATH)"
                         % (name, backend.executable), "backend")
     argv = backend.build_argv(opts, executable or backend.executable)
     try:
         env = backend.child_env(dict(os.environ if base_env is None else base_env), opts)
     except base.SetupError as exc:
-        raise ExecError("disabled", str(exc), "backend")
+        raise ExecError(ErrorKind.DISABLED, str(exc), "backend")
     timeout = req.timeout or cfg.get("unified_flags.command_timeout_secs") or None
     tags = list(dict.fromkeys(list(cfg.get("session.default_tags") or []) + req.tags))
     if store is not None and not dry_run and (session is not None or not req.ephemeral):
@@ -257,10 +270,10 @@ def _resumable_session(store, session_id: str, access):
     try:
         session = store.resolve(session_id, access)
     except SessionError as exc:
-        raise ExecError("session", str(exc), "session_id")
+        raise ExecError(ErrorKind.SESSION, str(exc), "session_id")
     if not session.backend_session_id:
-        raise ExecError("session", "session %s has no %s session id to resume (its first run "
-                        "did not report one); start a new session instead"
+        raise ExecError(ErrorKind.SESSION, "session %s has no %s session id to resume (its "
+                        "first run did not report one); start a new session instead"
                         % (session.id, session.backend), "session_id")
     return session
 
@@ -277,7 +290,7 @@ def _check_session_store(store, session, wait: Optional[float]) -> None:
             with store.lock(session.id, timeout=wait):
                 pass
     except SessionError as exc:
-        raise ExecError("session", str(exc), "session_id" if session is not None else "")
+        raise ExecError(ErrorKind.SESSION, str(exc), "session_id" if session is not None else "")
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -329,7 +342,7 @@ def _start(p: Prepared, cancel: Optional[Cancel]) -> runner.Process:
     except runner.InputError as exc:
         raise _invalid_prompt(exc)
     except runner.StartError as exc:
-        raise ExecError("start", str(exc))
+        raise ExecError(ErrorKind.START, str(exc))
     if cancel is not None:
         try:
             cancel.attach(proc)
@@ -340,7 +353,7 @@ def _start(p: Prepared, cancel: Optional[Cancel]) -> runner.Process:
 
 
 def _invalid_prompt(exc: runner.InputError) -> ExecError:
-    return ExecError("invalid", "prompt: %s" % exc, "prompt")
+    return ExecError(ErrorKind.INVALID, "prompt: %s" % exc, "prompt")
 
 
 def _stop_reason(p: Prepared, proc: runner.Process) -> str:
@@ -351,15 +364,19 @@ def _stop_reason(p: Prepared, proc: runner.Process) -> str:
     return ""
 
 
-def _explain_missing_transcript(p: Prepared, result: base.Result, stderr: str) -> None:
+def _explain_missing_transcript(p: Prepared, result: base.Result, stderr: str) -> str:
+    """ErrorKind.SESSION (and an error saying what to do) when the backend no longer has the
+    continued session's conversation, else ""."""
     if p.session is None or result.ok:
-        return
+        return ""
     text = (result.error + "\n" + stderr).lower()
-    if any(m in text for m in getattr(p.backend, "missing_session_markers", ())):
-        result.error = ("session %s: %s no longer has its conversation %s (%s). Start a new "
-                        "session, or remove this one with: clinvk sessions delete %s"
-                        % (p.session.id, p.backend.name, p.session.backend_session_id,
-                           result.error or "transcript not found", p.session.id))
+    if not any(m in text for m in getattr(p.backend, "missing_session_markers", ())):
+        return ""
+    result.error = ("session %s: %s no longer has its conversation %s (%s). Start a new "
+                    "session, or remove this one with: clinvk sessions delete %s"
+                    % (p.session.id, p.backend.name, p.session.backend_session_id,
+                       result.error or "transcript not found", p.session.id))
+    return ErrorKind.SESSION
 
 
 def _forget_if_ephemeral(p: Prepared, result: base.Result) -> None:
@@ -394,10 +411,11 @@ def run(p: Prepared, store=None, cancel: Optional[Cancel] = None) -> Outcome:
             result.error = reason
         elif out.exit_code != 0 and result.exit_code == 0:
             result.exit_code = out.exit_code
-        _explain_missing_transcript(p, result, out.stderr)
+        error_kind = _explain_missing_transcript(p, result, out.stderr)
         scope.record(result)
         _forget_if_ephemeral(p, result)
-        return Outcome(result, scope.session_id, proc.timed_out, proc.cancelled, p.timeout)
+        return Outcome(result, scope.session_id, proc.timed_out, proc.cancelled, p.timeout,
+                       error_kind)
 
 
 def stream(p: Prepared, store=None, cancel: Optional[Cancel] = None,
@@ -446,7 +464,7 @@ def stream(p: Prepared, store=None, cancel: Optional[Cancel] = None,
                                  code="timeout" if proc.timed_out else "cancelled"))
         closing = parser.finish(out.exit_code, out.stderr)
         result = parser.result(out.exit_code, out.duration_ms)
-        _explain_missing_transcript(p, result, out.stderr)
+        error_kind = _explain_missing_transcript(p, result, out.stderr)
         for e in closing:
             if e.type == ev.ERROR and result.error:
                 e.content["message"] = result.error
@@ -454,4 +472,5 @@ def stream(p: Prepared, store=None, cancel: Optional[Cancel] = None,
         scope.record(result)
         _forget_if_ephemeral(p, result)
         if outcome is not None:
-            outcome.append(Outcome(result, sid, proc.timed_out, proc.cancelled, p.timeout))
+            outcome.append(Outcome(result, sid, proc.timed_out, proc.cancelled, p.timeout,
+                                   error_kind))

@@ -1,9 +1,10 @@
 """Fan work out: parallel tasks, chained steps, one prompt compared across backends.
 
 The one engine behind ``clinvk parallel|chain|compare``, the HTTP routes and the MCP tools.
-Plain data in (task / step dicts), plain data out (summary dicts); nothing is printed. Every
-run goes through ``execute.prepare`` and ``execute.run`` as an ephemeral run, so config
-defaults per backend apply and no session is stored. A front end may pass:
+Plain data in (task / step dicts), plain data out (summary dicts, whose every result carries
+``output`` and ``error``, ``""`` when there is none); nothing is printed. Every run goes
+through ``execute.prepare`` and ``execute.run`` as an ephemeral run, so config defaults per
+backend apply and no session is stored. A front end may pass:
 
 - ``cancel``: an ``execute.Cancel``; firing it kills every running backend process group and
   marks what has not started as cancelled (client gone, Ctrl-C). ``fail_fast`` fires it too.
@@ -422,7 +423,7 @@ def run_chain(steps: Sequence[Dict[str, Any]], cfg, stop_on_failure: bool = True
     previous step's.
 
     Returns ``{total_steps, completed_steps, failed_step, total_duration_ms, results}``;
-    ``failed_step`` is the 1-based number of the first failed step (None when none failed);
+    ``failed_step`` is the 1-based number of the first failed step (0 when none failed);
     ``results`` holds the steps that ran: ``{step, name, backend, status, exit_code, output,
     error, duration_ms, usage}``. The chain stops at a failure when ``stop_on_failure``, and
     always when ``cancel`` fires. Raises SpecError for ``{{session}}`` or a ``{{previous}}``
@@ -432,7 +433,7 @@ def run_chain(steps: Sequence[Dict[str, Any]], cfg, stop_on_failure: bool = True
     started = time.monotonic()
     cancel = cancel if cancel is not None else execute.Cancel()
     results: List[Dict[str, Any]] = []
-    failed_step = None
+    failed_step = 0
     previous_output: Optional[str] = None
     previous_workdir = ""
     for i, step in enumerate(steps):

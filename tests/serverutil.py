@@ -21,7 +21,10 @@ import pytest
 
 from clinvk_lib import config
 from clinvk_lib.backends import probe
-from clinvk_lib.server import app as server_app
+from clinvk_lib.server import serve
+from clinvk_lib.server.accesslog import AccessLog
+from clinvk_lib.server.app import App
+from clinvk_lib.server.listener import HttpServer, make_server as listen
 
 
 class Reply:
@@ -85,7 +88,7 @@ class HttpClient:
 class RunningServer(HttpClient):
     """A started server; ``stop()`` shuts it down like SIGTERM would (drain, then cancel)."""
 
-    def __init__(self, app: server_app.App, httpd: server_app.Server) -> None:
+    def __init__(self, app: App, httpd: HttpServer) -> None:
         self.app = app
         self.httpd = httpd
         self.port = httpd.server_address[1]
@@ -98,11 +101,11 @@ class RunningServer(HttpClient):
     def stop(self) -> None:
         if not self._stopped:
             self._stopped = True
-            server_app.drain(self.app, self.httpd)
+            serve.drain(self.app, self.httpd)
             self._thread.join(5)
 
 
-class _NullLog(server_app.AccessLog):
+class _NullLog(AccessLog):
     """Keeps access-log lines in memory instead of stderr (tests read them)."""
 
     def __init__(self, fmt: str = "text") -> None:
@@ -119,8 +122,8 @@ def make_server(settings: Dict[str, Any]) -> RunningServer:
     short unless given, so a test that leaves a run behind does not hold up the next."""
     settings = dict({"server.shutdown_grace_secs": 2}, **settings)
     cfg = config.load(None, env=dict(os.environ), flags=settings)
-    app = server_app.App(cfg, log=_NullLog(cfg.get("server.log_format")))
-    return RunningServer(app, server_app.make_server(app, "127.0.0.1", 0))
+    app = serve.build_app(cfg, log=_NullLog(cfg.get("server.log_format")))
+    return RunningServer(app, listen(app, "127.0.0.1", 0))
 
 
 @pytest.fixture

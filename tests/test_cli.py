@@ -9,7 +9,11 @@ import sys
 
 import pytest
 
-from clinvk_lib import cli
+from clinvk_lib import execute, render
+from clinvk_lib.backends import base
+from clinvk_lib.cli import common
+from clinvk_lib.cli import run as run_module
+from clinvk_lib.cli.main import main
 from tests.conftest import records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,7 +27,7 @@ def env(clinvk_home, fake_path, record, tmp_path, monkeypatch):
 
 
 def run(capsys, *argv):
-    code = cli.main(list(argv))
+    code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -92,25 +96,25 @@ def test_dry_run_prints_the_exact_argv_and_runs_nothing(env, capsys):
 def test_missing_backend_names_the_command_not_found(env, capsys, monkeypatch):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     code, _, err = run(capsys, "-b", "gemini", "hi")
-    assert code == cli.EXIT_NOT_INSTALLED
+    assert code == common.EXIT_NOT_INSTALLED
     assert "backend 'gemini' is not installed (no 'gemini' on PATH)" in err
 
 
 def test_unknown_backend_is_a_usage_error(env, capsys):
     code, _, err = run(capsys, "-b", "gpt", "hi")
-    assert code == cli.EXIT_USAGE and "invalid choice: 'gpt'" in err
+    assert code == common.EXIT_USAGE and "invalid choice: 'gpt'" in err
 
 
 def test_disabled_backend_is_refused(env, capsys):
     (env["home"] / "config.yaml").write_text("backends:\n  codex:\n    enabled: false\n")
     code, _, err = run(capsys, "-b", "codex", "hi")
-    assert code == cli.EXIT_NOT_INSTALLED and "disabled" in err
+    assert code == common.EXIT_NOT_INSTALLED and "disabled" in err
     assert records(env["record"]) == []
 
 
 def test_bad_workdir_names_the_path(env, capsys):
     code, _, err = run(capsys, "-b", "claude", "-w", "/no/such/dir", "hi")
-    assert code == cli.EXIT_USAGE and "/no/such/dir" in err
+    assert code == common.EXIT_USAGE and "/no/such/dir" in err
 
 
 def test_workdir_becomes_the_child_cwd(env, capsys, tmp_path):
@@ -123,13 +127,13 @@ def test_workdir_becomes_the_child_cwd(env, capsys, tmp_path):
 def test_backend_failure_exits_1_with_its_error_on_stderr(env, capsys, monkeypatch):
     monkeypatch.setenv("FAKE_CLI_MODE", "fail")
     code, _, err = run(capsys, "-b", "codex", "hi")
-    assert code == cli.EXIT_FAILED and "codex" in err
+    assert code == common.EXIT_FAILED and "codex" in err
 
 
 def test_error_reported_with_exit_0_still_fails(env, capsys, monkeypatch):
     monkeypatch.setenv("FAKE_CLI_MODE", "error_exit0")
     code, out, err = run(capsys, "-b", "claude", "-o", "json", "hi")
-    assert code == cli.EXIT_FAILED
+    assert code == common.EXIT_FAILED
     assert json.loads(out)["error"]
 
 
@@ -138,7 +142,7 @@ def test_timeout_kills_the_backend_and_exits_124(env, capsys, monkeypatch, tmp_p
     monkeypatch.setenv("FAKE_CLI_MODE", "hang")
     monkeypatch.setenv("FAKE_CLI_PIDFILE", str(pidfile))
     code, _, err = run(capsys, "-b", "gemini", "--timeout", "0.5", "hi")
-    assert code == cli.EXIT_TIMEOUT and "timed out after 0.5s" in err
+    assert code == common.EXIT_TIMEOUT and "timed out after 0.5s" in err
     pid = int(pidfile.read_text())
     assert not os.path.exists("/proc/%d" % pid) or "Z" in open("/proc/%d/stat" % pid).read().split()[2]
 
@@ -155,25 +159,25 @@ def test_sigterm_kills_the_backend_and_exits_130(env, tmp_path):
         time.sleep(0.05)
     p.terminate()
     _, err = p.communicate(timeout=20)
-    assert p.returncode == cli.EXIT_INTERRUPTED and b"interrupted" in err
+    assert p.returncode == common.EXIT_INTERRUPTED and b"interrupted" in err
     assert not os.path.exists("/proc/%s" % pidfile.read_text())
 
 
 def test_bad_flag_value_is_a_usage_error_without_traceback(env):
     p = run_process("--max-turns", "lots", "hi")
-    assert p.returncode == cli.EXIT_USAGE
+    assert p.returncode == common.EXIT_USAGE
     assert b"--max-turns" in p.stderr and b"Traceback" not in p.stderr
 
 
 def test_no_prompt_on_a_closed_stdin_is_a_usage_error(env):
     p = run_process("-b", "claude", stdin=b"")
-    assert p.returncode == cli.EXIT_USAGE and b"prompt" in p.stderr
+    assert p.returncode == common.EXIT_USAGE and b"prompt" in p.stderr
 
 
 def test_bad_config_value_names_key_and_file(env, capsys):
     (env["home"] / "config.yaml").write_text("server:\n  port: lots\n")
     code, _, err = run(capsys, "-b", "claude", "hi")
-    assert code == cli.EXIT_USAGE
+    assert code == common.EXIT_USAGE
     assert "server.port" in err and "config.yaml line 2" in err
 
 
@@ -226,7 +230,7 @@ def test_continue_flag_continues_the_last_session(env, capsys):
 
 def test_continue_with_no_session_says_how_to_start_one(env, capsys):
     code, _, err = run(capsys, "-c", "two")
-    assert code == cli.EXIT_SESSION and "no resumable session" in err
+    assert code == common.EXIT_SESSION and "no resumable session" in err
 
 
 def test_plain_prompt_starts_a_new_session_unless_auto_resume(env, capsys):
@@ -260,13 +264,58 @@ def test_resume_of_a_gone_transcript_explains_what_to_do(env, capsys):
     for f in os.listdir(os.environ["FAKE_CLI_STATE_DIR"]):
         os.remove(os.path.join(os.environ["FAKE_CLI_STATE_DIR"], f))
     code, _, err = run(capsys, "resume", sid, "again")
-    assert code == cli.EXIT_SESSION
+    assert code == common.EXIT_SESSION
     assert sid in err and "clinvk sessions delete" in err
+
+
+def test_a_failed_run_exits_by_its_error_kind_not_by_the_wording_of_its_error():
+    lost = execute.Outcome(base.Result("claude", error="the conversation is gone"), "s1",
+                           error_kind=execute.ErrorKind.SESSION)
+    quoting = execute.Outcome(base.Result("claude", error="try: clinvk sessions delete s1"), "s1")
+    assert run_module.outcome_exit_code(lost) == common.EXIT_SESSION
+    assert run_module.outcome_exit_code(quoting) == common.EXIT_FAILED
+
+
+def test_every_error_kind_has_an_exit_code():
+    kinds = {v for k, v in vars(execute.ErrorKind).items() if k.isupper()}
+    assert set(run_module.EXIT_BY_KIND) == kinds
+
+
+def test_every_root_flag_that_takes_a_value_is_skipped_when_finding_the_command():
+    takes_value = {flag for action in common.root_parser()._actions if action.nargs != 0
+                   for flag in action.option_strings}
+    assert takes_value == common.ROOT_VALUE_FLAGS
+
+
+@pytest.mark.parametrize("argv, never", [
+    (["version"], ["execute", "runner", "server", "mcp", "cli.prompt"]),
+    (["help"], ["execute", "runner", "server", "mcp", "cli.prompt"]),
+    (["-b", "claude", "--dry-run", "hi"], ["orchestrate", "server", "mcp", "cli.fanout",
+                                          "cli.manage"]),
+    (["sessions", "list"], ["execute", "runner", "orchestrate", "server", "mcp",
+                            "cli.prompt"]),
+])
+def test_a_command_imports_only_the_modules_it_runs(env, argv, never):
+    script = ("import sys; from clinvk_lib.cli.main import main; main(%r); "
+              "print(' '.join(sys.modules))" % argv)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    loaded = set(out.stdout.split())
+    assert "clinvk_lib.cli.main" in loaded, out.stderr
+    assert [m for m in never if "clinvk_lib." + m in loaded] == []
+
+
+@pytest.mark.parametrize("command, usage", [("version", "usage: clinvk version"),
+                                            ("sessions", "usage: clinvk sessions"),
+                                            ("help", "usage: clinvk [flags]")])
+def test_help_with_a_command_shows_that_commands_help(env, capsys, command, usage):
+    code, out, _ = run(capsys, "help", command)
+    assert code == 0 and out.startswith(usage)
 
 
 def test_resume_unknown_session_is_a_session_error(env, capsys):
     code, _, err = run(capsys, "resume", "deadbeef", "x")
-    assert code == cli.EXIT_SESSION and "deadbeef" in err
+    assert code == common.EXIT_SESSION and "deadbeef" in err
 
 
 def test_sessions_list_table_fits_80_columns(env, capsys):
@@ -281,10 +330,10 @@ def test_sessions_delete_and_clean(env, capsys):
     _, out, _ = run(capsys, "-b", "claude", "-o", "json", "one")
     sid = json.loads(out)["session_id"]
     assert run(capsys, "sessions", "clean", "--older-than", "1d")[1] == "deleted 0 sessions\n"
-    assert run(capsys, "sessions", "clean", "--older-than", "soon")[0] == cli.EXIT_USAGE
+    assert run(capsys, "sessions", "clean", "--older-than", "soon")[0] == common.EXIT_USAGE
     code, out, _ = run(capsys, "sessions", "delete", sid)
     assert code == 0 and sid in out
-    assert run(capsys, "sessions", "show", sid)[0] == cli.EXIT_SESSION
+    assert run(capsys, "sessions", "show", sid)[0] == common.EXIT_SESSION
 
 
 def test_sessions_delete_removes_a_damaged_session_file(env, capsys):
@@ -324,7 +373,7 @@ def test_config_set_validates_and_keeps_comments(env, capsys):
     assert run(capsys, "config", "set", "server.port", "9100")[0] == 0
     assert "# my settings" in path.read_text() and "9100" in path.read_text()
     code, _, err = run(capsys, "config", "set", "server.port", "high")
-    assert code == cli.EXIT_USAGE and "server.port" in err
+    assert code == common.EXIT_USAGE and "server.port" in err
     assert "9100" in path.read_text()
 
 
@@ -338,7 +387,7 @@ def test_config_set_writes_to_the_named_config_file(env, capsys, tmp_path):
 
 def test_explicit_missing_config_file_is_an_error(env, capsys):
     code, _, err = run(capsys, "--config", "/no/such.yaml", "-b", "claude", "hi")
-    assert code == cli.EXIT_USAGE and "/no/such.yaml" in err
+    assert code == common.EXIT_USAGE and "/no/such.yaml" in err
 
 
 def test_backends_json_lists_all_three_with_paths(env, capsys):
@@ -374,13 +423,13 @@ def test_sessions_list_shows_the_newest_100_by_default_and_all_with_limit_0(env,
 
 def test_age_is_relative_for_recent_times_and_a_date_after_a_week():
     now = 1_800_000_000.0
-    assert cli._age("2027-01-15T08:00:00Z", now) == "just now"
-    assert cli._age("2027-01-15T07:55:00.5Z", now) == "5m ago"
-    assert cli._age("2027-01-15T05:00:00Z", now) == "3h ago"
-    assert cli._age("2027-01-05T08:00:00Z", now) == "2027-01-05"
-    assert cli._age("garbage", now) == "?"
+    assert render.age("2027-01-15T08:00:00Z", now) == "just now"
+    assert render.age("2027-01-15T07:55:00.5Z", now) == "5m ago"
+    assert render.age("2027-01-15T05:00:00Z", now) == "3h ago"
+    assert render.age("2027-01-05T08:00:00Z", now) == "2027-01-05"
+    assert render.age("garbage", now) == "?"
 
 
 def test_nul_byte_in_a_value_bound_for_argv_is_refused_naming_the_field(env, capsys):
     code, _, err = run(capsys, "-b", "claude", "-m", "son\x00net", "hi")
-    assert code == cli.EXIT_USAGE and "model: must not contain NUL bytes" in err
+    assert code == common.EXIT_USAGE and "model: must not contain NUL bytes" in err

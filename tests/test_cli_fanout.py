@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from clinvk_lib import cli, cli_fanout
+from clinvk_lib.cli import common, fanout
+from clinvk_lib.cli.main import main
 from tests.conftest import FAKE_BIN, ROOT, records
 from tests.serverutil import pid_alive
 from tests.test_orchestrate import only_installed, pids_of, use_per_backend
@@ -50,7 +51,7 @@ def tasks_json(*tasks, **top):
 
 
 def run_json(capsys, argv):
-    code = cli.main(argv)
+    code = main(argv)
     out = capsys.readouterr().out
     return code, json.loads(out)
 
@@ -89,7 +90,7 @@ def test_parallel_reads_piped_stdin_without_file_flag(env, capsys, monkeypatch):
 
 def test_parallel_without_file_on_a_terminal_says_how_to_give_tasks(env, capsys, monkeypatch):
     set_stdin(monkeypatch, "", tty=True)
-    assert cli.main(["parallel"]) == cli.EXIT_USAGE
+    assert main(["parallel"]) == common.EXIT_USAGE
     assert "give --file tasks.json" in capsys.readouterr().err
 
 
@@ -97,7 +98,7 @@ def test_parallel_exits_1_when_a_task_failed(env, capsys, monkeypatch, tmp_path)
     use_per_backend(monkeypatch, tmp_path, codex={"FAKE_CLI_MODE": "fail"})
     path = write(env / "t.json", tasks_json(("claude", "a"), ("codex", "b")))
     code, summary = run_json(capsys, ["parallel", "--file", path, "--json"])
-    assert code == cli.EXIT_FAILED
+    assert code == common.EXIT_FAILED
     assert (summary["completed"], summary["failed"]) == (1, 1)
 
 
@@ -106,13 +107,13 @@ def test_parallel_fail_fast_flag_cancels_the_rest(env, capsys, monkeypatch, tmp_
     path = write(env / "t.json", tasks_json(("claude", "a"), ("codex", "b"), ("gemini", "c")))
     code, summary = run_json(capsys, ["parallel", "--file", path, "--json", "--fail-fast",
                                       "--max-parallel", "1"])
-    assert code == cli.EXIT_FAILED
+    assert code == common.EXIT_FAILED
     assert [r["status"] for r in summary["results"]] == ["failed", "cancelled", "cancelled"]
 
 
 def test_a_bad_yaml_task_file_names_file_line_index_and_field(env, capsys):
     path = write(env / "t.yaml", TASKS_YAML.replace("backend: codex", "backend: gpt"))
-    assert cli.main(["parallel", "--file", path]) == cli.EXIT_USAGE
+    assert main(["parallel", "--file", path]) == common.EXIT_USAGE
     assert capsys.readouterr().err == (
         "clinvk: %s line 6: tasks[1].backend: expected one of claude, codex, gemini, got "
         "'gpt'\n" % path)
@@ -120,20 +121,20 @@ def test_a_bad_yaml_task_file_names_file_line_index_and_field(env, capsys):
 
 def test_invalid_json_names_line_and_column(env, capsys):
     path = write(env / "t.json", '{"tasks": [\n  {"backend": "claude",}\n]}')
-    assert cli.main(["parallel", "--file", path]) == cli.EXIT_USAGE
+    assert main(["parallel", "--file", path]) == common.EXIT_USAGE
     assert re.search(r"t\.json line 2 column \d+: invalid JSON", capsys.readouterr().err)
 
 
 def test_no_task_runs_when_any_task_is_invalid(env, capsys, record):
     path = write(env / "t.json", json.dumps({"tasks": [{"backend": "claude", "prompt": "a"},
                                                        {"backend": "claude"}]}))
-    assert cli.main(["parallel", "--file", path]) == cli.EXIT_USAGE
+    assert main(["parallel", "--file", path]) == common.EXIT_USAGE
     assert records(record) == []
 
 
 def test_max_parallel_must_be_at_least_one(env, capsys):
     path = write(env / "t.json", tasks_json(("claude", "a")))
-    assert cli.main(["parallel", "--file", path, "--max-parallel", "0"]) == cli.EXIT_USAGE
+    assert main(["parallel", "--file", path, "--max-parallel", "0"]) == common.EXIT_USAGE
     assert "expected a number >= 1" in capsys.readouterr().err
 
 
@@ -146,7 +147,7 @@ def capture_run_parallel(monkeypatch):
         return {"total_tasks": 0, "completed": 0, "failed": 0, "cancelled": 0,
                 "total_duration_ms": 0, "results": []}
 
-    monkeypatch.setattr(cli_fanout.orchestrate, "run_parallel", fake_run_parallel)
+    monkeypatch.setattr(fanout.orchestrate, "run_parallel", fake_run_parallel)
     return seen
 
 
@@ -156,7 +157,7 @@ def test_max_parallel_flag_beats_the_file(env, capsys, monkeypatch, flag, in_fil
     seen = capture_run_parallel(monkeypatch)
     top = {"max_parallel": in_file} if in_file else {}
     path = write(env / "t.json", tasks_json(("claude", "a"), **top))
-    cli.main(["parallel", "--file", path, "--json"] + flag)
+    main(["parallel", "--file", path, "--json"] + flag)
     assert seen["max_parallel"] == expected       # 0: the engine uses parallel.max_workers
 
 
@@ -168,13 +169,13 @@ def test_fail_fast_flag_beats_the_file_and_the_file_beats_config(
     seen = capture_run_parallel(monkeypatch)
     top = {"fail_fast": in_file} if in_file is not None else {}
     path = write(env / "t.json", tasks_json(("claude", "a"), **top))
-    cli.main(["parallel", "--file", path, "--json"] + flag)
+    main(["parallel", "--file", path, "--json"] + flag)
     assert seen["fail_fast"] is expected
 
 
 def test_output_dir_holds_the_summary_and_one_file_per_task(env, capsys):
     path = write(env / "t.yaml", TASKS_YAML)
-    assert cli.main(["parallel", "--file", path, "--output-dir", "out", "--quiet"]) == 0
+    assert main(["parallel", "--file", path, "--output-dir", "out", "--quiet"]) == 0
     out = env / "out"
     assert sorted(os.listdir(str(out))) == ["001_auth.json", "002_task-2.json", "summary.json"]
     first = json.loads((out / "001_auth.json").read_text())
@@ -187,13 +188,13 @@ def test_output_dir_holds_the_summary_and_one_file_per_task(env, capsys):
 def test_output_dir_that_cannot_be_created_fails_before_running(env, capsys, record):
     (env / "file").write_text("")
     path = write(env / "t.json", tasks_json(("claude", "a"), output_dir="file/sub"))
-    assert cli.main(["parallel", "--file", path]) == cli.EXIT_USAGE
+    assert main(["parallel", "--file", path]) == common.EXIT_USAGE
     assert records(record) == []
 
 
 def test_parallel_text_shows_each_answer_then_the_table(env, capsys):
     path = write(env / "t.yaml", TASKS_YAML)
-    assert cli.main(["parallel", "--file", path]) == 0
+    assert main(["parallel", "--file", path]) == 0
     out = capsys.readouterr().out
     assert out.index("=== [1] auth (claude): completed") < out.index("echo: review auth.py") \
         < out.index("=== [2] write tests (codex)") < out.index("#    BACKEND")
@@ -202,7 +203,7 @@ def test_parallel_text_shows_each_answer_then_the_table(env, capsys):
 
 
 def test_quiet_hides_answers_but_keeps_the_table(env, capsys):
-    assert cli.main(["parallel", "--file", write(env / "t.yaml", TASKS_YAML), "-q"]) == 0
+    assert main(["parallel", "--file", write(env / "t.yaml", TASKS_YAML), "-q"]) == 0
     captured = capsys.readouterr()
     assert "echo:" not in captured.out
     assert "#    BACKEND" in captured.out
@@ -285,7 +286,7 @@ def test_ctrl_c_prints_what_finished_kills_the_rest_and_exits_130(env, monkeypat
     out, err = p.communicate(timeout=30)
     assert out, err
     summary = json.loads(out)
-    assert p.returncode == cli.EXIT_INTERRUPTED
+    assert p.returncode == common.EXIT_INTERRUPTED
     assert [r["status"] for r in summary["results"]] == ["completed", "cancelled"]
     assert summary["results"][0]["output"] == "echo: quick"
     assert b"interrupted" in err
@@ -313,7 +314,7 @@ def test_chain_stops_on_failure_by_default_and_exits_1(env, capsys, monkeypatch,
     use_per_backend(monkeypatch, tmp_path, claude={"FAKE_CLI_MODE": "fail"})
     code, summary = run_json(capsys, ["chain", "--file", write(env / "c.json", json.dumps(CHAIN)),
                                       "--json"])
-    assert code == cli.EXIT_FAILED
+    assert code == common.EXIT_FAILED
     assert (summary["failed_step"], len(summary["results"])) == (1, 1)
 
 
@@ -322,18 +323,18 @@ def test_chain_file_may_turn_stop_on_failure_off(env, capsys, monkeypatch, tmp_p
     chain = dict(CHAIN, stop_on_failure=False)
     code, summary = run_json(capsys, ["chain", "--file", write(env / "c.json", json.dumps(chain)),
                                       "--json"])
-    assert (code, len(summary["results"])) == (cli.EXIT_FAILED, 2)
+    assert (code, len(summary["results"])) == (common.EXIT_FAILED, 2)
 
 
 def test_chain_refuses_persist_sessions_with_a_clear_message(env, capsys):
     chain = dict(CHAIN, persist_sessions=True)
-    assert cli.main(["chain", "--file", write(env / "c.json", json.dumps(chain))]) == \
-        cli.EXIT_USAGE
+    assert main(["chain", "--file", write(env / "c.json", json.dumps(chain))]) == \
+        common.EXIT_USAGE
     assert "persist_sessions: not supported: chain steps are ephemeral" in capsys.readouterr().err
 
 
 def test_chain_text_shows_each_step_under_its_name(env, capsys):
-    assert cli.main(["chain", "--file", write(env / "c.json", json.dumps(CHAIN))]) == 0
+    assert main(["chain", "--file", write(env / "c.json", json.dumps(CHAIN))]) == 0
     out = capsys.readouterr().out
     assert "=== step 1/2 draft (claude): completed" in out
     assert "=== step 2/2 review (codex): completed" in out
@@ -344,7 +345,7 @@ def test_chain_text_shows_each_step_under_its_name(env, capsys):
 
 
 def test_compare_shows_each_answer_under_its_backend_with_duration_and_tokens(env, capsys):
-    assert cli.main(["compare", "--backends", "claude,codex", "hello"]) == 0
+    assert main(["compare", "--backends", "claude,codex", "hello"]) == 0
     out = capsys.readouterr().out
     claude_header = out.splitlines()[0]
     assert claude_header.startswith("=== claude (") and " in / " in claude_header
@@ -354,7 +355,7 @@ def test_compare_shows_each_answer_under_its_backend_with_duration_and_tokens(en
 
 def test_compare_skips_a_missing_backend_with_a_warning(env, capsys, monkeypatch, tmp_path):
     only_installed(monkeypatch, tmp_path, "claude", "codex")
-    code = cli.main(["compare", "--backends", "claude,gemini", "--json", "hi"])
+    code = main(["compare", "--backends", "claude,gemini", "--json", "hi"])
     captured = capsys.readouterr()
     assert code == 0
     assert json.loads(captured.out)["backends"] == ["claude"]
@@ -369,24 +370,24 @@ def test_compare_all_backends_runs_every_installed_one(env, capsys, monkeypatch,
 
 def test_compare_with_nothing_installed_exits_3(env, capsys, monkeypatch, tmp_path):
     only_installed(monkeypatch, tmp_path)
-    assert cli.main(["compare", "--all-backends", "hi"]) == cli.EXIT_NOT_INSTALLED
+    assert main(["compare", "--all-backends", "hi"]) == common.EXIT_NOT_INSTALLED
     assert "no backend to compare" in capsys.readouterr().err
 
 
 def test_compare_needs_backends_or_all_backends(env, capsys):
-    assert cli.main(["compare", "hi"]) == cli.EXIT_USAGE
+    assert main(["compare", "hi"]) == common.EXIT_USAGE
     assert "--backends claude,codex or --all-backends" in capsys.readouterr().err
 
 
 def test_compare_unknown_backend_is_a_usage_error(env, capsys):
-    assert cli.main(["compare", "--backends", "claude,gpt", "hi"]) == cli.EXIT_USAGE
+    assert main(["compare", "--backends", "claude,gpt", "hi"]) == common.EXIT_USAGE
     assert "backends[1]: expected one of claude, codex, gemini" in capsys.readouterr().err
 
 
 def test_compare_exits_1_when_a_backend_failed(env, capsys, monkeypatch, tmp_path):
     use_per_backend(monkeypatch, tmp_path, codex={"FAKE_CLI_MODE": "fail"})
-    assert cli.main(["compare", "--backends", "claude,codex", "--sequential", "hi"]) == \
-        cli.EXIT_FAILED
+    assert main(["compare", "--backends", "claude,codex", "--sequential", "hi"]) == \
+        common.EXIT_FAILED
     assert "error: codex exited with code 1" in capsys.readouterr().out
 
 

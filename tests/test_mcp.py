@@ -18,7 +18,7 @@ from clinvk_lib import config
 from clinvk_lib.backends.base import APPROVAL_MODES
 from clinvk_lib.mcp import protocol
 from clinvk_lib.mcp.protocol import Server, Tool
-from clinvk_lib.mcp.tools import Context, all_tools, plain_json_schema
+from clinvk_lib.mcp.tools import ToolContext, all_tools, plain_json_schema
 from clinvk_lib.server import schema as sc
 from clinvk_lib.sessions import SessionStore
 from tests.serverutil import pid_alive
@@ -131,7 +131,7 @@ def start(clinvk_home, fake_path):
     def make(flags: Optional[Dict[str, Any]] = None, progress_interval: float = 60.0,
              tools: Optional[List[Tool]] = None) -> Client:
         cfg = config.load(flags=flags or {})
-        ctx = Context(cfg, SessionStore(cfg.home))
+        ctx = ToolContext(cfg, SessionStore(cfg.home))
         client = Client(lambda out: Server(tools if tools is not None else all_tools(ctx), out,
                                            name="clinvk", version="9.9",
                                            progress_interval=progress_interval))
@@ -642,3 +642,22 @@ def test_clinvk_mcp_keeps_stdout_for_protocol_and_exits_0_at_end_of_input(clinvk
     replies = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["id"] for r in replies] == [1, 2]
     assert "initialize" in proc.stderr
+
+
+def test_clinvk_mcp_serves_without_loading_the_terminal_cli(clinvk_home, fake_path):
+    script = ("import sys; from clinvk_lib.mcp.command import mcp_command; mcp_command([]); "
+              "sys.stderr.write(' '.join(sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, input="",
+                          capture_output=True, text=True, timeout=WAIT)
+    loaded = proc.stderr.split()
+    assert "clinvk_lib.mcp.tools" in loaded, proc.stderr
+    assert [m for m in loaded if m.startswith("clinvk_lib.cli")] == []
+
+
+def test_a_bad_config_file_for_clinvk_mcp_exits_2_naming_it(clinvk_home, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server:\n  port: many\n")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "clinvk.py"), "mcp", "--config",
+                           str(bad)], input="", capture_output=True, text=True, timeout=WAIT)
+    assert proc.returncode == 2
+    assert str(bad) in proc.stderr and "server.port" in proc.stderr

@@ -15,7 +15,7 @@ from tests.serverutil import start_server  # noqa: F401  (fixture)
 
 from clinvk_lib.server import schema as s
 from clinvk_lib.server.docs import render_docs_html
-from clinvk_lib.server.openapi import DEFAULT_ROUTES, Route, build_openapi
+from clinvk_lib.server.openapi import DEFAULT_ROUTES, Operation, build_openapi
 
 EVERY_ROUTE = {
     ("get", "/health"), ("get", "/metrics"), ("get", "/openapi.json"), ("get", "/docs"),
@@ -164,6 +164,69 @@ def test_session_list_query_parameters_are_documented(doc):
         [("backend", "query"), ("status", "query"), ("limit", "query"), ("offset", "query")]
 
 
+def required_of(doc, name):
+    return set(doc["components"]["schemas"][name].get("required", []))
+
+
+@pytest.mark.parametrize("schema,fields", [
+    ("PromptResponse", {"output", "error"}),
+    ("TaskResult", {"output", "error"}),
+    ("ChainStepResult", {"output", "error"}),
+    ("CompareResult", {"output", "error"}),
+    ("ParallelResponse", {"completed", "failed", "cancelled", "total_tasks"}),
+    ("ChainResponse", {"failed_step"}),
+    ("SessionStoreHealth", {"error"}),
+    ("SessionsList", {"limit"}),
+    ("SessionDetail", {"metadata"}),
+])
+def test_fields_every_reply_carries_are_required_in_the_document(doc, schema, fields):
+    assert fields <= required_of(doc, schema)
+
+
+def missing_required(doc, schema, value, path=""):
+    """The paths of the required properties ``value`` (a reply or an example) lacks, through
+    the $ref, allOf, objects and arrays of ``schema`` in the OpenAPI document ``doc``."""
+    while "$ref" in schema or "allOf" in schema:
+        schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]] \
+            if "$ref" in schema else schema["allOf"][0]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value)
+                for p in missing_required(doc, schema.get("items", {}), v, "%s[%d]" % (path, i))]
+    if not isinstance(value, dict):
+        return []
+    out = ["%s.%s" % (path, k) for k in schema.get("required", []) if k not in value]
+    for k, prop in schema.get("properties", {}).items():
+        if k in value:
+            out += missing_required(doc, prop, value[k], path + "." + k)
+    return out
+
+
+def test_every_response_example_has_every_required_field(doc):
+    for method, path, op in operations(doc):
+        media = op["responses"]["200"]["content"].get("application/json", {})
+        if "example" in media:
+            assert missing_required(doc, media["schema"], media["example"]) == [], \
+                (method, path)
+
+
+def test_session_details_document_the_metadata(doc):
+    schema = doc["paths"]["/api/v1/sessions/{id}"]["get"]["responses"]["200"]["content"][
+        "application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/SessionDetail"}
+    assert "metadata" in doc["components"]["schemas"]["SessionDetail"]["properties"]
+    assert "metadata" not in doc["components"]["schemas"]["Session"]["properties"]
+
+
+def test_session_list_limit_defaults_to_100(doc):
+    limit = [p for p in doc["paths"]["/api/v1/sessions"]["get"]["parameters"]
+             if p["name"] == "limit"][0]
+    assert limit["schema"]["default"] == 100
+
+
+def test_no_example_carries_a_made_up_path_that_would_be_refused(doc):
+    assert "/path/to/" not in json.dumps(doc)
+
+
 def test_non_json_routes_declare_their_media_type(doc):
     assert set(doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
     assert set(doc["paths"]["/docs"]["get"]["responses"]["200"]["content"]) == {"text/html"}
@@ -207,12 +270,19 @@ def test_docs_page_shows_a_curl_example_with_the_json_body(page):
 
 
 def test_docs_curl_fills_path_parameters_with_their_example(page):
-    assert "curl -X DELETE http://127.0.0.1:8080/api/v1/sessions/abc123" in html.unescape(page)
+    assert "curl http://127.0.0.1:8080/openai/v1/models/claude" in html.unescape(page)
+
+
+def test_docs_curl_marks_a_session_id_as_a_placeholder_to_replace(page):
+    text = html.unescape(page)
+    assert "curl -X DELETE http://127.0.0.1:8080/api/v1/sessions/ID" in text
+    assert "Replace ID in the URL with a real {id}: Session id, or a unique prefix of one." \
+        in text
 
 
 def test_docs_page_escapes_every_text():
-    route = Route("GET", "/x", "x", "Meta", "<script>alert(1)</script>",
-                  description='"quoted" & <b>')
+    route = Operation("GET", "/x", "x", "Meta", "<script>alert(1)</script>",
+                      description='"quoted" & <b>')
     page = render_docs_html(build_openapi([route]))
     assert "<script>" not in page and "<b>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page

@@ -200,7 +200,7 @@ def test_previous_is_replaced_by_the_previous_steps_output(cfg, record):
     assert records(record)[1]["stdin"] == "summarise: echo: first"
     assert summary["results"][1]["output"] == "echo: summarise: echo: first"
     assert (summary["total_steps"], summary["completed_steps"], summary["failed_step"]) == \
-        (2, 2, None)
+        (2, 2, 0)
 
 
 def test_chain_stops_at_the_first_failure(cfg, monkeypatch, tmp_path, record):

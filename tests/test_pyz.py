@@ -77,7 +77,7 @@ def test_a_cache_others_can_write_is_not_used(pyz, fake_path, clinvk_home, tmp_p
     subprocess.run([sys.executable, pyz, "backends"], check=True, env=env, capture_output=True)
     (copy,) = list((tmp_path / "cache" / "clinvk").iterdir())
     os.chmod(str(copy), 0o777)
-    (copy / "clinvk_lib" / "cli.py").write_text("raise SystemExit('tampered copy was imported')")
+    (copy / "clinvk_lib" / "cli" / "main.py").write_text("raise SystemExit('tampered copy was imported')")
     out = subprocess.run([sys.executable, pyz, "-b", "claude", "hi"], capture_output=True,
                          env=env, timeout=60)
     assert out.returncode == 0 and out.stdout == b"echo: hi\n", out.stderr

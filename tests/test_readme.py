@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from clinvk_lib import cli, config
+from clinvk_lib import config
+from clinvk_lib.cli import common, main
 from clinvk_lib.backends import base
 from clinvk_lib.server.openapi import DEFAULT_ROUTES
 
@@ -26,7 +27,7 @@ def test_every_setting_is_documented(readme):
 
 
 def test_every_command_has_a_usage_example(readme):
-    for command in cli.COMMANDS:
+    for command in list(main.COMMANDS) + list(main.BUILT_IN):
         if command != "help":
             assert re.search(r"clinvk %s\b" % command, readme), command
 
@@ -37,7 +38,7 @@ def test_every_route_is_documented(readme):
 
 
 def test_every_exit_code_is_documented(readme):
-    codes = [v for k, v in vars(cli).items() if k.startswith("EXIT_") and isinstance(v, int)]
+    codes = [v for k, v in vars(common).items() if k.startswith("EXIT_") and isinstance(v, int)]
     for code in codes:
         assert re.search(r"^\| %d \|" % code, readme, re.M), code
 

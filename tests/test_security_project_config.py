@@ -13,7 +13,7 @@ import pytest
 
 from clinvk_lib import config, execute
 from clinvk_lib.backends import base, gemini_trust
-from clinvk_lib.mcp.tools import Context, all_tools
+from clinvk_lib.mcp.tools import ToolContext, all_tools
 from clinvk_lib.mcp.protocol import Server
 from clinvk_lib.policy import Policy
 from clinvk_lib.sessions import SessionStore
@@ -88,7 +88,7 @@ def test_server_parallel_tasks_read_only_user_level_settings(server, record, wor
 
 def test_mcp_prompt_reads_only_user_level_claude_settings(clinvk_home, fake_path, record, work):
     cfg = config.load(flags={})
-    ctx = Context(cfg, SessionStore(cfg.home))
+    ctx = ToolContext(cfg, SessionStore(cfg.home))
     client = Client(lambda out: Server(all_tools(ctx), out, name="clinvk", version="9.9"))
     try:
         client.initialize()

@@ -14,10 +14,9 @@ from typing import List
 
 import pytest
 
-from clinvk_lib.server import app as server_app
-from clinvk_lib.server import sse
+from clinvk_lib.server import http, sse
 from clinvk_lib.server.limits import ConnectionLimiter
-from clinvk_lib.server.openapi import Route as Spec
+from clinvk_lib.server.openapi import Operation as Spec
 from tests.serverutil import (  # noqa: F401 (fixtures)
     raw_request, read_until_closed, server, start_server, status_of, wait_for)
 
@@ -299,13 +298,13 @@ class CountingChunks:
 
 def test_keepalive_stream_buffers_a_bounded_number_of_chunks_for_a_reader_that_stops():
     source = CountingChunks(100000)
-    resp = server_app.StreamResponse(source, sse.CONTENT_TYPE, keepalive_secs=30,
-                                     keepalive_chunk=sse.COMMENT_KEEPALIVE)
-    reader = server_app._with_keepalive(resp)
+    resp = http.StreamResponse(source, sse.CONTENT_TYPE, keepalive_secs=30,
+                               keepalive_chunk=sse.COMMENT_KEEPALIVE)
+    reader = http.with_keepalive(resp)
     next(reader)                                  # the writer took one chunk, then stalls
     # With nobody reading, an unbounded pump would take all 100000 chunks in a moment.
     wait_for(lambda: source.taken >= source.total, 2.0)
-    assert source.taken <= server_app.STREAM_BUFFER_CHUNKS + 2
+    assert source.taken <= http.STREAM_BUFFER_CHUNKS + 2
     reader.close()
     assert source.closed.wait(5), "the source was not closed after the writer gave up"
 
@@ -316,9 +315,9 @@ def test_keepalive_stream_still_fills_silence_and_then_delivers_everything():
         for i in range(100):
             yield b"%d\n" % i
 
-    resp = server_app.StreamResponse(slow(), sse.CONTENT_TYPE, keepalive_secs=0.05,
-                                     keepalive_chunk=b": k\n")
-    out = list(server_app._with_keepalive(resp))
+    resp = http.StreamResponse(slow(), sse.CONTENT_TYPE, keepalive_secs=0.05,
+                               keepalive_chunk=b": k\n")
+    out = list(http.with_keepalive(resp))
     assert out[0] == b": k\n"
     assert [c for c in out if c != b": k\n"] == [b"%d\n" % i for i in range(100)]
 

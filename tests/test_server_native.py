@@ -18,8 +18,8 @@ import pytest
 
 from clinvk_lib.backends import probe
 from clinvk_lib.server import errors
-from clinvk_lib.server.app import StreamResponse, json_response
-from clinvk_lib.server.openapi import Route as Spec
+from clinvk_lib.server.http import StreamResponse, json_response
+from clinvk_lib.server.openapi import Operation as Spec
 from tests.serverutil import (  # noqa: F401 (fixtures)
     Reply, fresh_backend_probe, metrics_once_counted, pid_alive, raw_request, read_pid, server, start_server,
     status_of, wait_for)
@@ -78,7 +78,7 @@ def test_prompt_returns_the_contract_shape(server):
     assert body["output"] == "echo: hello" and isinstance(body["duration_ms"], int)
     assert set(body["token_usage"]) == {"input_tokens", "output_tokens", "cached_tokens",
                                         "reasoning_tokens"}
-    assert "error" not in body
+    assert body["error"] == ""
 
 
 def test_prompt_creates_a_session_tagged_api(server):
@@ -400,7 +400,8 @@ def test_parallel_returns_results_in_request_order(server):
         {"backend": "claude", "prompt": "three"}]})
     body = reply.json()
     assert reply.status == 200
-    assert (body["total_tasks"], body["completed"], body["failed"]) == (3, 3, 0)
+    assert (body["total_tasks"], body["completed"], body["failed"], body["cancelled"]) == \
+        (3, 3, 0, 0)
     assert [(r["backend"], r["output"]) for r in body["results"]] == [
         ("codex", "echo: one"), ("gemini", "echo: two"), ("claude", "echo: three")]
     assert all("session_id" not in r for r in body["results"])
@@ -420,7 +421,7 @@ def test_chain_passes_the_previous_output_on(server):
         {"name": "first", "backend": "claude", "prompt": "alpha"},
         {"backend": "codex", "prompt": "got {{previous}}"}]}).json()
     assert body["total_steps"] == 2 and body["completed_steps"] == 2
-    assert "failed_step" not in body
+    assert body["failed_step"] == 0
     assert body["results"][0]["name"] == "first"
     assert body["results"][1]["output"] == "echo: got echo: alpha"
 
@@ -520,7 +521,7 @@ def test_health_ok_when_every_backend_is_installed(server):
     assert reply.status == 200 and body["status"] == "ok"
     assert re.fullmatch(r"(\d+h)?(\d+m)?\d+s", body["uptime"])
     assert isinstance(body["uptime_millis"], int) and body["version"]
-    assert body["session_store"] == {"available": True, "session_count": 0}
+    assert body["session_store"] == {"available": True, "session_count": 0, "error": ""}
 
 
 def test_health_degraded_when_a_backend_is_missing(start_server, only_backends):
@@ -683,10 +684,9 @@ def test_response_hook_adds_headers_to_errors_and_streams(server):
         assert reply.headers["X-Extra"] == "1"
 
 
-def test_registered_error_style_renders_errors_under_its_prefix(server, monkeypatch):
-    monkeypatch.setattr(errors, "_RENDERERS", dict(errors._RENDERERS))
-    monkeypatch.setattr(errors, "_PREFIXES", list(errors._PREFIXES))
-    errors.register_style("Other", lambda err: {"failure": {"why": err.message}}, "/other/")
+def test_registered_error_style_renders_errors_under_its_prefix(server):
+    server.app.error_styles.register("Other", lambda err: {"failure": {"why": err.message}},
+                                     "/other/")
     assert "failure" in server.get("/other/v1/nothing").json()
     assert "error" in server.get("/api/v1/nothing").json()
 

@@ -10,14 +10,11 @@ errors.
 
 from __future__ import annotations
 
-import shlex
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .. import execute, orchestrate
+from .. import execute, orchestrate, render
 from ..backends.probe import probe_all
-from ..cli import format_session, format_session_table, outcome_to_json
-from ..cli_fanout import format_chain_text, format_compare_text, format_parallel_text
 from ..policy import Policy
 from ..server import schema as sc
 from ..server.limits import Abandoned, Busy, RunLimiter
@@ -28,7 +25,7 @@ from .protocol import INVALID_PARAMS, Call, RpcError, Tool, error_result
 SESSIONS_DEFAULT_LIMIT = 20
 
 
-class Context:
+class ToolContext:
     """What every tool run needs: the configuration, the policy, the session store and the
     run slots."""
 
@@ -125,7 +122,7 @@ def tool_result(text: str, structured: Dict[str, Any], is_error: bool = False) -
             "isError": is_error}
 
 
-def in_run_slots(ctx: Context, call: Call, count: int,
+def in_run_slots(ctx: ToolContext, call: Call, count: int,
                  run: Callable[[int], Dict[str, Any]]) -> Dict[str, Any]:
     """``run(taken)`` holding ``count`` run slots, as an HTTP request does: one per backend
     process the call may run at once, ``taken`` of them (never more than
@@ -142,13 +139,6 @@ def in_run_slots(ctx: Context, call: Call, count: int,
         return run(taken)
     finally:
         ctx.limiter.release(taken)
-
-
-def _run_text(output: str, error: str, backend: str) -> str:
-    if not error:
-        return output
-    failure = "%s failed: %s" % (backend, error)
-    return "%s\n\n%s" % (output.rstrip(), failure) if output.strip() else failure
 
 
 # -- the tools ---------------------------------------------------------------------------------
@@ -184,7 +174,7 @@ def make_tool(name: str, description: str, args_schema: sc.Obj,
                 annotations=annotations)
 
 
-def prompt_tool(ctx: Context) -> Tool:
+def prompt_tool(ctx: ToolContext) -> Tool:
     return make_tool(
         "clinvk_prompt",
         "Ask another coding agent CLI (claude, codex or gemini) to do something and return its "
@@ -195,7 +185,7 @@ def prompt_tool(ctx: Context) -> Tool:
         PROMPT_ARGS, lambda args, call: run_prompt(ctx, args, call), RUNS_AGENTS)
 
 
-def run_prompt(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
+def run_prompt(ctx: ToolContext, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
     """Run one prompt through ``execute`` and render its outcome as a tool result."""
     # A busy session fails after server.session_busy_wait_secs, as over HTTP: the call holds
     # a run slot meanwhile.
@@ -207,39 +197,32 @@ def run_prompt(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]
         return error_result(str(exc))
     if prepared.dry_run:
         info = dict(prepared.describe(), dry_run=True)
-        return tool_result("dry run (unified_flags.dry_run is set): would run %s in %s"
-                           % (shlex.join(info["command"]), info["workdir"]), info)
+        return tool_result("dry run (unified_flags.dry_run is set):\n%s"
+                           % render.dry_run_text(info), info)
     return in_run_slots(ctx, call, 1, lambda taken: _run_prepared(ctx, prepared, call))
 
 
-def _run_prepared(ctx: Context, prepared: execute.Prepared, call: Call) -> Dict[str, Any]:
+def _run_prepared(ctx: ToolContext, prepared: execute.Prepared, call: Call) -> Dict[str, Any]:
     call.progress("%s: running" % prepared.backend.name)
     try:
         outcome = execute.run(prepared, ctx.store, cancel=call.cancel)
     except (execute.ExecError, SessionError) as exc:
         return error_result(str(exc))
     r = outcome.result
-    return tool_result(_run_text(r.text, r.error, r.backend), outcome_to_json(outcome),
-                       is_error=not outcome.ok)
+    return tool_result(render.reply_text(r.text, r.error, r.backend),
+                       render.outcome_to_json(outcome), is_error=not outcome.ok)
 
 
-def backends_tool(ctx: Context) -> Tool:
+def backends_tool(ctx: ToolContext) -> Tool:
     return make_tool("clinvk_backends",
                      "List the agent CLIs clinvk can run here: installed or not, enabled or not, "
                      "path and version.",
                      BACKENDS_ARGS, lambda args, call: run_backends(ctx), READS_STATE)
 
 
-def run_backends(ctx: Context) -> Dict[str, Any]:
+def run_backends(ctx: ToolContext) -> Dict[str, Any]:
     rows = probe_all(ctx.cfg)
-    lines = []
-    for b in rows:
-        state = "installed" if b["available"] else "not installed"
-        if not b["enabled"]:
-            state += ", disabled in the configuration"
-        lines.append("%s: %s%s%s" % (b["name"], state, " at %s" % b["path"] if b["path"] else "",
-                                     " (%s)" % b["version"] if b["version"] else ""))
-    return tool_result("\n".join(lines), {"backends": rows})
+    return tool_result(render.format_backends_text(rows), {"backends": rows})
 
 
 def _check_sessions_args(args: Dict[str, Any]) -> None:
@@ -247,7 +230,7 @@ def _check_sessions_args(args: Dict[str, Any]) -> None:
         raise sc.ValidationError("id", "required when action is show")
 
 
-def sessions_tool(ctx: Context) -> Tool:
+def sessions_tool(ctx: ToolContext) -> Tool:
     return make_tool("clinvk_sessions",
                      "List clinvk's sessions (conversations that clinvk_prompt can continue with "
                      "session_id), or show one session's details.",
@@ -255,18 +238,17 @@ def sessions_tool(ctx: Context) -> Tool:
                      check=_check_sessions_args)
 
 
-def run_sessions(ctx: Context, args: Dict[str, Any]) -> Dict[str, Any]:
+def run_sessions(ctx: ToolContext, args: Dict[str, Any]) -> Dict[str, Any]:
     try:
         if args["action"] == "show":
             s = ctx.store.resolve(args["id"])
-            return tool_result(format_session(s), s.to_dict())
+            return tool_result(render.format_session(s), s.to_dict())
         limit = args["limit"] or None
         found, total = ctx.store.list(backend=args.get("backend"), limit=limit)
     except SessionError as exc:
         return error_result(str(exc))
-    return tool_result(format_session_table(found, total, 0),
-                       {"sessions": [s.to_dict() for s in found], "total": total,
-                        "limit": args["limit"], "offset": 0})
+    return tool_result(render.format_session_table(found, total, 0),
+                       render.session_list_json(found, total, args["limit"], 0))
 
 
 class _Progress:
@@ -296,11 +278,11 @@ class _Progress:
                            total=self.total)
 
 
-def _with_timeout(ctx: Context, items: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def _with_timeout(ctx: ToolContext, items: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return [dict(item, timeout=ctx.timeout) for item in items]
 
 
-def compare_tool(ctx: Context) -> Tool:
+def compare_tool(ctx: ToolContext) -> Tool:
     return make_tool(
         "clinvk_compare",
         "Ask several agent CLIs the same prompt (at once unless sequential) and get each "
@@ -310,13 +292,13 @@ def compare_tool(ctx: Context) -> Tool:
         check=lambda args: orchestrate.check_compare_request(args["prompt"], args["backends"]))
 
 
-def run_compare(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
+def run_compare(ctx: ToolContext, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
     backends = args["backends"]
     width = 1 if args["sequential"] else len(backends)
     return in_run_slots(ctx, call, width, lambda taken: _compare(ctx, args, call, taken))
 
 
-def _compare(ctx: Context, args: Dict[str, Any], call: Call, width: int) -> Dict[str, Any]:
+def _compare(ctx: ToolContext, args: Dict[str, Any], call: Call, width: int) -> Dict[str, Any]:
     try:
         summary = orchestrate.run_compare(
             args["prompt"], args["backends"], ctx.cfg, model=args["model"],
@@ -325,13 +307,12 @@ def _compare(ctx: Context, args: Dict[str, Any], call: Call, width: int) -> Dict
             on_progress=_Progress(call, "backend", len(args["backends"])), max_parallel=width)
     except execute.ExecError as exc:
         return error_result(str(exc))
-    text = format_compare_text(summary) + "".join(
-        "skipped %s: %s\n" % (s["backend"], s["reason"]) for s in summary["skipped"])
+    text = render.format_compare_text(summary) + render.skipped_text(summary["skipped"])
     failed = any(r["status"] != "completed" for r in summary["results"])
     return tool_result(text, summary, is_error=failed)
 
 
-def parallel_tool(ctx: Context) -> Tool:
+def parallel_tool(ctx: ToolContext) -> Tool:
     return make_tool(
         "clinvk_parallel",
         "Run several prompts at once, each on its own backend (claude, codex or gemini), "
@@ -340,24 +321,24 @@ def parallel_tool(ctx: Context) -> Tool:
         PARALLEL_ARGS, lambda args, call: run_parallel(ctx, args, call), RUNS_AGENTS)
 
 
-def run_parallel(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
+def run_parallel(ctx: ToolContext, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
     tasks = args["tasks"]
     width = min(len(tasks), orchestrate.resolve_max_parallel(args.get("max_parallel") or 0,
                                                              ctx.cfg))
     return in_run_slots(ctx, call, width, lambda taken: _parallel(ctx, args, call, taken))
 
 
-def _parallel(ctx: Context, args: Dict[str, Any], call: Call, width: int) -> Dict[str, Any]:
+def _parallel(ctx: ToolContext, args: Dict[str, Any], call: Call, width: int) -> Dict[str, Any]:
     tasks = args["tasks"]
     summary = orchestrate.run_parallel(
         _with_timeout(ctx, tasks), ctx.cfg, max_parallel=width,
         fail_fast=args["fail_fast"], policy=ctx.policy, cancel=call.cancel,
         on_progress=_Progress(call, "task", len(tasks)))
-    text = format_parallel_text(summary, tasks, quiet=False, table=False)
+    text = render.format_parallel_text(summary, tasks, quiet=False, table=False)
     return tool_result(text, summary, is_error=summary["failed"] > 0)
 
 
-def chain_tool(ctx: Context) -> Tool:
+def chain_tool(ctx: ToolContext) -> Tool:
     return make_tool(
         "clinvk_chain",
         "Run steps one after another, each on its own backend; {{previous}} in a step's "
@@ -367,21 +348,21 @@ def chain_tool(ctx: Context) -> Tool:
         check=lambda args: orchestrate.check_chain_steps(args["steps"]))
 
 
-def run_chain(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
+def run_chain(ctx: ToolContext, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
     return in_run_slots(ctx, call, 1, lambda taken: _chain(ctx, args, call))
 
 
-def _chain(ctx: Context, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
+def _chain(ctx: ToolContext, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
     steps = args["steps"]
     summary = orchestrate.run_chain(
         _with_timeout(ctx, steps), ctx.cfg, stop_on_failure=args["stop_on_failure"],
         pass_working_dir=args["pass_working_dir"], policy=ctx.policy, cancel=call.cancel,
         on_progress=_Progress(call, "step", len(steps)))
-    return tool_result(format_chain_text(summary), summary,
-                       is_error=summary["failed_step"] is not None)
+    return tool_result(render.format_chain_text(summary), summary,
+                       is_error=summary["failed_step"] != 0)
 
 
-def all_tools(ctx: Context) -> List[Tool]:
+def all_tools(ctx: ToolContext) -> List[Tool]:
     """Every tool, in the order tools/list shows them."""
     return [prompt_tool(ctx), compare_tool(ctx), parallel_tool(ctx), chain_tool(ctx),
             backends_tool(ctx), sessions_tool(ctx)]

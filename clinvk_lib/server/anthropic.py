@@ -21,7 +21,9 @@ from typing import Any, Dict, Iterator
 
 from .. import events as ev
 from . import compat, errors, openapi, sse
-from .app import App, Context, Response, json_response
+from .app import App
+from .context import Context
+from .http import Response, json_response
 from .openapi import ANTHROPIC
 
 # Anthropic's error types by status (https://docs.anthropic.com/en/api/errors).
@@ -45,7 +47,7 @@ def error_body(err: errors.ApiError) -> Dict[str, Any]:
 def register(app: App) -> None:
     """Add the /anthropic/v1 routes (and their /anthropic/v1/v1 twins) and Anthropic-shaped
     errors for every path under /anthropic/."""
-    errors.register_style(ANTHROPIC, error_body, "/anthropic/")
+    app.error_styles.register(ANTHROPIC, error_body, "/anthropic/")
     handlers = {"anthropicCreateMessage": create_message,
                 "anthropicCountTokens": count_tokens}
     for spec in openapi.DEFAULT_ROUTES:

@@ -55,7 +55,7 @@ from .. import events as ev
 from .. import execute
 from ..backends import base
 from . import errors
-from .app import Context
+from .context import Context
 
 SESSION_HEADER = "X-Clinvk-Session-Id"
 EPHEMERAL_HEADER = "X-Clinvk-Ephemeral"

@@ -138,6 +138,9 @@ def _render_operation(doc: Dict[str, Any], base_url: str, method: str, path: str
     out.append("</ul>")
 
     out.append("<h4>Example</h4><pre>%s</pre>" % _e(_curl(base_url, method, path, op)))
+    placeholders = _placeholder_notes(op)
+    if placeholders:
+        out.append('<p class="muted">%s</p>' % _e(" ".join(placeholders)))
     out.append("</section>")
     return "\n".join(out)
 
@@ -215,11 +218,27 @@ def _fields(doc: Dict[str, Any], schema: dict, prefix: str) -> List[Tuple[str, s
     return rows
 
 
+def _path_value(param: dict) -> str:
+    """What the example puts in the URL for a path parameter: its example value, else its
+    name in capitals, a placeholder the page tells the reader to replace."""
+    return str(param.get("example", param["name"].upper()))
+
+
+def _placeholder_notes(op: dict) -> List[str]:
+    """One sentence per path parameter without an example value (a session id, which no
+    example can know): the curl example runs once the reader puts a real one in its place."""
+    return ["Replace %s in the URL with a real {%s}%s" % (
+                _path_value(p), p["name"], ": " + p["description"] if p.get("description")
+                else ".")
+            for p in op.get("parameters", []) if p.get("in") == "path" and "example" not in p]
+
+
 def _curl(base_url: str, method: str, path: str, op: dict) -> str:
+    """A curl command that runs as written (path parameters without an example aside: see
+    _placeholder_notes)."""
     for param in op.get("parameters", []):
         if param.get("in") == "path":
-            value = str(param.get("example", param["name"].upper()))
-            path = path.replace("{%s}" % param["name"], value)
+            path = path.replace("{%s}" % param["name"], _path_value(param))
     parts = ["curl"]
     streams = op.get("responses", {}).get("200", {}).get("content", {})
     if "text/event-stream" in streams or "application/x-ndjson" in streams:

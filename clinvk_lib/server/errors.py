@@ -5,8 +5,8 @@ Handlers and pipeline steps raise ``ApiError`` (or let an engine error through:
 ``orchestrate.SpecError``, ``policy.PolicyError`` and session errors). The status decision
 lives here once; the body shape belongs to the API style of the route, chosen by the route's
 OpenAPI tag, or for a path without a route by its prefix. The native style is
-``{"error": <code>, "message": <text>}``; the OpenAI and Anthropic layers call
-``register_style`` with their own renderers.
+``{"error": <code>, "message": <text>}``; the OpenAI and Anthropic layers register their own
+renderers on the App's ``ErrorStyles``.
 
 Validation errors are 400, not 422: a bad value is a bad request whether the schema or the
 engine catches it (``backend: "foo"`` is 400 either way), and the OpenAI and Anthropic APIs,
@@ -15,10 +15,15 @@ whose clients must see the same statuses, answer 400 too.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .openapi import ANTHROPIC, META, NATIVE, OPENAI  # noqa: F401 (the style names)
+from .. import execute, sessions
+from ..execute import ErrorKind
+from ..orchestrate import SpecError
+from ..policy import PolicyError
+from .http import dump_json
+from .openapi import META, NATIVE
+from .schema import ValidationError
 
 
 class ApiError(Exception):
@@ -54,52 +59,58 @@ def native_body(err: ApiError) -> Dict[str, Any]:
     return body
 
 
-_RENDERERS: Dict[str, Renderer] = {NATIVE: native_body, META: native_body}
-_PREFIXES: List[Tuple[str, str]] = []
+def native_json(err: ApiError) -> bytes:
+    """The native body as JSON bytes: for the errors answered before any route is known."""
+    return dump_json(native_body(err))
 
 
-def register_style(style: str, renderer: Renderer, path_prefix: str = "") -> None:
-    """Render errors of routes tagged ``style`` with ``renderer``; with ``path_prefix``, also
-    errors of unmatched paths under it (a 404 under ``/openai/`` is an OpenAI error)."""
-    _RENDERERS[style] = renderer
-    if path_prefix:
-        _PREFIXES[:] = [p for p in _PREFIXES if p[0] != path_prefix] + [(path_prefix, style)]
-        _PREFIXES.sort(key=lambda p: -len(p[0]))
+class ErrorStyles:
+    """The error body each API style writes, and the style of each path prefix. Every App
+    owns one; an API style's ``register(app)`` adds its renderer. Native (and meta) routes,
+    unknown styles and unclaimed paths get the native body."""
 
+    def __init__(self) -> None:
+        self._renderers: Dict[str, Renderer] = {NATIVE: native_body, META: native_body}
+        self._prefixes: List[Tuple[str, str]] = []
 
-def style_for_path(path: str) -> str:
-    """The API style of a path no route matched (native unless a style claimed its prefix)."""
-    for prefix, style in _PREFIXES:
-        if path.startswith(prefix):
-            return style
-    return NATIVE
+    def register(self, style: str, renderer: Renderer, path_prefix: str = "") -> None:
+        """Render errors of routes tagged ``style`` with ``renderer``; with ``path_prefix``,
+        also errors of unmatched paths under it (a 404 under ``/openai/`` is an OpenAI
+        error). The longest registered prefix wins."""
+        self._renderers[style] = renderer
+        if path_prefix:
+            kept = [p for p in self._prefixes if p[0] != path_prefix]
+            self._prefixes = sorted(kept + [(path_prefix, style)], key=lambda p: -len(p[0]))
 
+    def for_path(self, path: str) -> str:
+        """The API style of a path no route matched (native unless a style claimed its
+        prefix)."""
+        for prefix, style in self._prefixes:
+            if path.startswith(prefix):
+                return style
+        return NATIVE
 
-def render(err: ApiError, style: str) -> bytes:
-    """The JSON body of ``err`` in ``style`` (the native style for an unknown one)."""
-    body = _RENDERERS.get(style, native_body)(err)
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    def render(self, err: ApiError, style: str) -> bytes:
+        """The JSON body of ``err`` in ``style`` (the native style for an unknown one)."""
+        return dump_json(self._renderers.get(style, native_body)(err))
 
 
 # -- the status of each failure ----------------------------------------------------------------
 
-# execute.ExecError kinds -> (status, code). A backend the server cannot run is 503, so a
-# client can tell "this server cannot do that now" from "you asked for nonsense".
+# execute.ExecError kinds -> (status, code); SESSION depends on the cause (below). A backend
+# the server cannot run is 503, so a client can tell "this server cannot do that now" from
+# "you asked for nonsense".
 _EXEC_KINDS = {
-    "invalid": (400, "invalid_request"),
-    "unknown_backend": (400, "unknown_backend"),
-    "disabled": (503, "backend_disabled"),
-    "not_installed": (503, "backend_not_installed"),
-    "start": (500, "backend_start_failed"),
+    ErrorKind.INVALID: (400, "invalid_request"),
+    ErrorKind.UNKNOWN_BACKEND: (400, "unknown_backend"),
+    ErrorKind.DISABLED: (503, "backend_disabled"),
+    ErrorKind.NOT_INSTALLED: (503, "backend_not_installed"),
+    ErrorKind.START: (500, "backend_start_failed"),
 }
 
 
 def from_exception(exc: BaseException) -> Optional[ApiError]:
     """The ApiError for an engine exception, or None when it is not one we know (a bug)."""
-    from .. import execute, sessions
-    from ..orchestrate import SpecError
-    from ..policy import PolicyError
-    from .schema import ValidationError
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, ValidationError):
@@ -109,7 +120,7 @@ def from_exception(exc: BaseException) -> Optional[ApiError]:
     if isinstance(exc, PolicyError):
         return invalid(str(exc), exc.field)
     if isinstance(exc, execute.ExecError):
-        if exc.kind == "session":
+        if exc.kind == ErrorKind.SESSION:
             return _session_error(exc.__context__, str(exc), exc.field)
         status, code = _EXEC_KINDS.get(exc.kind, (500, "internal_error"))
         return ApiError(status, code, str(exc), exc.field)
@@ -119,7 +130,6 @@ def from_exception(exc: BaseException) -> Optional[ApiError]:
 
 
 def _session_error(cause: Optional[BaseException], message: str, field: str) -> ApiError:
-    from .. import sessions
     if isinstance(cause, sessions.SessionError):
         message = cause.public                  # the same words without the server's paths
     if isinstance(cause, LookupError):          # not found, or an ambiguous prefix

@@ -38,7 +38,8 @@ from typing import Callable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from ..config import ConfigError
-from .app import Response, is_json_media_type
+from .app import App
+from .http import Response, is_json_media_type
 from .errors import ApiError, unsupported_media_type
 from .keys import ApiKeys, digest
 from .ratelimit import RateLimiter, client_ip, parse_trusted, rate_key
@@ -414,7 +415,7 @@ class Guards:
 
     def add_rate_limit_headers(self, ctx, headers: List[Tuple[str, str]]) -> None:
         # A request answered before limit_rate ran (none today) carries no decision.
-        decision = getattr(ctx, "rate_limit", None)
+        decision = ctx.rate_limit
         if decision is not None:
             headers.append(("RateLimit-Limit", str(decision.limit)))
             headers.append(("RateLimit-Remaining", str(decision.remaining)))
@@ -437,7 +438,7 @@ def require_json_body(ctx) -> None:
         raise unsupported_media_type(content_type)
 
 
-def install(app) -> Guards:
+def install(app: App) -> Guards:
     """Build the guards from ``app.cfg`` and add their steps (after the request id) and
     hooks to ``app``. ConfigError when a key source or the CORS settings cannot be used."""
     guards = Guards(app.cfg, ApiKeys.from_config(app.cfg, on_error=app.log.error),
@@ -448,7 +449,6 @@ def install(app) -> Guards:
 
 
 def _is_trusted(peer: str, trusted) -> bool:
-    import ipaddress
     try:
         return ipaddress.ip_address(peer.split("%", 1)[0]) in trusted
     except ValueError:

@@ -9,17 +9,19 @@ through the store. Routes come from ``openapi.DEFAULT_ROUTES``, so the document 
 
 from __future__ import annotations
 
-import shlex
 import time
 from typing import Any, Callable, Dict, List
 
-from .. import __version__, events as ev, execute, orchestrate
+from .. import __version__, events as ev, execute, orchestrate, render
 from ..backends import base, probe
 from . import docs as docs_page
 from . import ndjson, openapi
-from .app import App, Context, Response, StreamResponse, json_response
+from .app import App
+from .context import Context
+from .http import Response, StreamResponse, json_response
+from .schema import Obj
 from .schema import Session as SessionSchema
-from .schema import SessionsQuery, validate_query
+from .schema import SessionDetail, SessionsQuery, validate_query
 
 USAGE_KEYS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
 
@@ -69,7 +71,8 @@ def prompt(ctx: Context) -> Any:
 
 def prompt_result(outcome: execute.Outcome) -> Dict[str, Any]:
     """The JSON answer of a finished run: session_id (absent when ephemeral), backend,
-    exit_code, duration_ms, output, error (absent on success), token_usage (when reported)."""
+    exit_code, duration_ms, output and error (always; "" when there is none), token_usage
+    (when reported)."""
     r = outcome.result
     body: Dict[str, Any] = {}
     if outcome.session_id:
@@ -79,15 +82,10 @@ def prompt_result(outcome: execute.Outcome) -> Dict[str, Any]:
     body["exit_code"] = r.exit_code if r.exit_code or r.ok else 1
     body["duration_ms"] = r.duration_ms
     body["output"] = r.text
-    if r.error:
-        body["error"] = r.error
+    body["error"] = r.error
     if r.usage:
         body["token_usage"] = {k: v for k, v in r.usage.to_dict().items() if k in USAGE_KEYS}
     return body
-
-
-def dry_run_text(command: List[str]) -> str:
-    return "would run: " + shlex.join(command)
 
 
 def dry_run_answer(prepared: execute.Prepared, stream: bool) -> Any:
@@ -95,7 +93,7 @@ def dry_run_answer(prepared: execute.Prepared, stream: bool) -> Any:
     output of an otherwise normal answer; nothing runs and no session is created."""
     info = prepared.describe()
     name = prepared.backend.name
-    text = dry_run_text(info["command"])
+    text = render.would_run(info["command"])
     if stream:
         events = [ev.init(name, prepared.opts.model), ev.message(name, text), ev.done(name)]
         for e in events:
@@ -104,7 +102,7 @@ def dry_run_answer(prepared: execute.Prepared, stream: bool) -> Any:
     body: Dict[str, Any] = {}
     if info["session_id"]:
         body["session_id"] = info["session_id"]
-    body.update(backend=name, exit_code=0, duration_ms=0, output=text, dry_run=True,
+    body.update(backend=name, exit_code=0, duration_ms=0, output=text, error="", dry_run=True,
                 command=info["command"], workdir=info["workdir"], stdin=info["stdin"])
     return json_response(body)
 
@@ -113,7 +111,8 @@ def dry_run_answer(prepared: execute.Prepared, stream: bool) -> Any:
 
 
 def parallel(ctx: Context) -> Response:
-    """Tasks at once (always ephemeral); results in request order."""
+    """Tasks at once (always ephemeral); results in request order; completed + failed +
+    cancelled == total_tasks."""
     body = ctx.json_body()
     tasks = [_with_timeout(ctx, t) for t in body["tasks"]]
     width = min(len(tasks), orchestrate.resolve_max_parallel(body.get("max_parallel") or 0,
@@ -125,25 +124,25 @@ def parallel(ctx: Context) -> Response:
         on_progress=progress))
     return json_response({
         "total_tasks": summary["total_tasks"], "completed": summary["completed"],
-        "failed": summary["failed"], "total_duration_ms": summary["total_duration_ms"],
+        "failed": summary["failed"], "cancelled": summary["cancelled"],
+        "total_duration_ms": summary["total_duration_ms"],
         "results": [run_item(r) for r in summary["results"]]})
 
 
 def chain(ctx: Context) -> Response:
-    """Steps in order, ``{{previous}}`` replaced by the previous step's output (ephemeral)."""
+    """Steps in order, ``{{previous}}`` replaced by the previous step's output (ephemeral);
+    ``failed_step`` is the first failed step's number, 0 when none failed."""
     body = ctx.json_body()
     steps = [_with_timeout(ctx, s) for s in body["steps"]]
     summary = _fan_out(ctx, 1, body["dry_run"], lambda progress: orchestrate.run_chain(
         steps, ctx.app.cfg, stop_on_failure=body["stop_on_failure"],
         pass_working_dir=body["pass_working_dir"], dry_run=body["dry_run"],
         policy=ctx.app.policy, cancel=ctx.cancel, on_progress=progress))
-    out: Dict[str, Any] = {"total_steps": summary["total_steps"],
-                           "completed_steps": summary["completed_steps"]}
-    if summary["failed_step"]:
-        out["failed_step"] = summary["failed_step"]
-    out["total_duration_ms"] = summary["total_duration_ms"]
-    out["results"] = [_named(r, {"step": r["step"]}) for r in summary["results"]]
-    return json_response(out)
+    return json_response({
+        "total_steps": summary["total_steps"], "completed_steps": summary["completed_steps"],
+        "failed_step": summary["failed_step"],
+        "total_duration_ms": summary["total_duration_ms"],
+        "results": [_named(r, {"step": r["step"]}) for r in summary["results"]]})
 
 
 def compare(ctx: Context) -> Response:
@@ -190,16 +189,13 @@ def _with_timeout(ctx: Context, item: Dict[str, Any]) -> Dict[str, Any]:
 
 def run_item(entry: Dict[str, Any]) -> Dict[str, Any]:
     """One orchestration result in the contract's shape: backend, exit_code, duration_ms,
-    then output, error and token_usage when they have something to say."""
-    item: Dict[str, Any] = {"backend": entry["backend"], "exit_code": entry["exit_code"],
-                            "duration_ms": entry["duration_ms"]}
-    output = entry.get("output") or ""
+    output and error (always; "" when there is none), then token_usage when reported."""
+    output = entry["output"]
     if "dry_run" in entry:
-        output = dry_run_text(entry["dry_run"]["command"])
-    if output:
-        item["output"] = output
-    if entry.get("error"):
-        item["error"] = entry["error"]
+        output = render.would_run(entry["dry_run"]["command"])
+    item: Dict[str, Any] = {"backend": entry["backend"], "exit_code": entry["exit_code"],
+                            "duration_ms": entry["duration_ms"], "output": output,
+                            "error": entry["error"]}
     usage = {k: v for k, v in (entry.get("usage") or {}).items() if k in USAGE_KEYS}
     if any(usage.values()):
         item["token_usage"] = usage
@@ -234,16 +230,17 @@ def list_backends(ctx: Context) -> Response:
     return json_response({"backends": backend_rows(ctx)})
 
 
-def session_info(session) -> Dict[str, Any]:
-    """A stored session as the API shows it: the documented fields only (never the
-    backend's own session id or the metadata)."""
+def session_info(session, schema: Obj = SessionSchema) -> Dict[str, Any]:
+    """A stored session as the API shows it: the fields ``schema`` documents only (never the
+    backend's own session id; the metadata in SessionDetail only)."""
     d = session.to_dict()
-    return {f.name: d[f.name] for f in SessionSchema.fields if f.name in d}
+    return {f.name: d[f.name] for f in schema.fields if f.name in d}
 
 
 def list_sessions(ctx: Context) -> Response:
     """The sessions the caller may use (``Context.session_access``), most recently used
-    first; ``limit`` 0 = all; ``total`` counts the matches."""
+    first; ``limit`` (the reply says the one applied: 100 unless given; 0 = all); ``total``
+    counts the matches."""
     q = validate_query(SessionsQuery, ctx.query())
     found, total = ctx.app.store.list(backend=q.get("backend"), status=q.get("status"),
                                       limit=q["limit"] or None, offset=q["offset"],
@@ -253,10 +250,11 @@ def list_sessions(ctx: Context) -> Response:
 
 
 def get_session(ctx: Context) -> Response:
-    """One session by id or unique prefix; another key's session is a 404 like an unknown
-    one, so that its existence does not leak."""
+    """One session by id or unique prefix, with its metadata; another key's session is a
+    404 like an unknown one, so that its existence does not leak."""
     return json_response(session_info(ctx.app.store.resolve(ctx.params["id"],
-                                                            ctx.session_access())))
+                                                            ctx.session_access()),
+                                      SessionDetail))
 
 
 def delete_session(ctx: Context) -> Response:
@@ -280,9 +278,7 @@ def health(ctx: Context) -> Response:
     missing = [r for r in rows if not r["available"]
                and ctx.app.cfg.backend_enabled(r["name"])]
     status = "unhealthy" if not available else "degraded" if missing else "ok"
-    store: Dict[str, Any] = {"available": available, "session_count": count}
-    if problem:
-        store["error"] = problem
+    store = {"available": available, "session_count": count, "error": problem}
     millis = int((time.monotonic() - ctx.app.started) * 1000)
     return json_response({"status": status, "version": __version__,
                           "uptime": format_uptime(millis), "uptime_millis": millis,
@@ -317,6 +313,6 @@ def docs(ctx: Context) -> Response:
 
 
 def metrics(ctx: Context) -> Response:
-    from .metrics import CONTENT_TYPE
+    from .metrics import CONTENT_TYPE      # lazy: start-up (see App.__init__)
     return Response(200, ctx.app.metrics.render().encode("utf-8"), CONTENT_TYPE)
 

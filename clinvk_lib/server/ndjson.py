@@ -8,18 +8,17 @@ never has to guess whether a stream was cut.
 
 from __future__ import annotations
 
-import json
 from typing import Callable, Iterable, Iterator, Optional
 
 from .. import events as ev
+from .http import dump_json
 
 CONTENT_TYPE = "application/x-ndjson"
 
 
 def encode_event(event: ev.Event) -> bytes:
     """One event as one compact JSON line (UTF-8, ending in ``\\n``)."""
-    return (json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
-            + "\n").encode("utf-8")
+    return dump_json(event.to_dict()) + b"\n"
 
 
 def ndjson_lines(events: Iterable[ev.Event], backend: str, session_id: str = "",

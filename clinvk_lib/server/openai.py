@@ -22,7 +22,9 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from .. import events as ev
 from . import compat, errors, openapi, sse
-from .app import App, Context, Response, json_response
+from .app import App
+from .context import Context
+from .http import Response, json_response
 from .openapi import OPENAI
 
 # OpenAI's error types by status (https://platform.openai.com/docs/guides/error-codes).
@@ -42,7 +44,7 @@ def error_body(err: errors.ApiError) -> Dict[str, Any]:
 
 def register(app: App) -> None:
     """Add the /openai/v1 routes and OpenAI-shaped errors for every path under /openai/."""
-    errors.register_style(OPENAI, error_body, "/openai/")
+    app.error_styles.register(OPENAI, error_body, "/openai/")
     handlers = {"openaiListModels": list_models, "openaiGetModel": get_model,
                 "openaiChatCompletions": chat_completions}
     for spec in openapi.DEFAULT_ROUTES:

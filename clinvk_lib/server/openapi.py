@@ -68,7 +68,7 @@ _REQUEST_ID_HEADER = {"X-Request-Id": {"description": "The request's id, as in t
                                        "schema": {"type": "string"}}}
 
 
-class Route(NamedTuple):
+class Operation(NamedTuple):
     """One operation of the API, as the OpenAPI document describes it.
 
     ``params`` declares path and query parameters: a field whose name appears as ``{name}`` in
@@ -98,76 +98,77 @@ _COMPAT = (400, 401, 404, 409, 413, 415, 429, 500, 502, 503, 504)
 _SCOPED = (" With API keys, only the sessions the caller's key created are seen (every session "
            "for a key in server.admin_api_keys).")
 
-DEFAULT_ROUTES: Tuple[Route, ...] = (
-    Route("POST", "/api/v1/prompt", "executePrompt", NATIVE, "Execute a prompt",
-          request=s.PromptRequest, response=s.PromptResponse,
-          errors=_BODY + (404, 409) + _RUN, streaming=(NDJSON,),
-          description="Runs one prompt. Unless ephemeral, creates a session (or continues "
-                      "session_id, an id or unique prefix; 404 if the caller has no such "
-                      "session, 409 if another turn holds it past "
-                      "server.session_busy_wait_secs). A backend that ran and failed is a 200 "
-                      "with exit_code and error."),
-    Route("POST", "/api/v1/parallel", "executeParallel", NATIVE, "Execute parallel tasks",
-          request=s.ParallelRequest, response=s.ParallelResponse, errors=_BODY + _RUN,
-          description="Runs the tasks concurrently (always ephemeral)."),
-    Route("POST", "/api/v1/chain", "executeChain", NATIVE, "Execute a chain of steps",
-          request=s.ChainRequest, response=s.ChainResponse, errors=_BODY + _RUN,
-          description="Runs the steps in order, replacing {{previous}} with the previous "
-                      "step's output (always ephemeral)."),
-    Route("POST", "/api/v1/compare", "executeCompare", NATIVE, "Compare backends",
-          request=s.CompareRequest, response=s.CompareResponse, errors=_BODY + _RUN,
-          description="Runs one prompt on several backends (always ephemeral)."),
-    Route("GET", "/api/v1/backends", "listBackends", NATIVE, "List backends",
-          response=s.BackendsResponse, errors=(401, 429)),
-    Route("GET", "/api/v1/sessions", "listSessions", NATIVE, "List sessions",
-          response=s.SessionsList, errors=(400, 401, 429, 503), params=s.SessionsQuery,
-          description="Most recently used first." + _SCOPED),
-    Route("GET", "/api/v1/sessions/{id}", "getSession", NATIVE, "Get a session",
-          response=s.Session, errors=(401, 404, 409, 429, 503), params=s.SessionPath,
-          description="By id or unique prefix; 409 if its file is damaged." + _SCOPED),
-    Route("DELETE", "/api/v1/sessions/{id}", "deleteSession", NATIVE, "Delete a session",
-          response=s.SessionDeleted, errors=(401, 404, 409, 429, 503), params=s.SessionPath,
-          description="By id or unique prefix, a damaged session file included; 409 if a "
-                      "turn holds it past server.session_busy_wait_secs." + _SCOPED),
-    Route("GET", "/openai/v1/models", "openaiListModels", OPENAI, "List models",
-          response=s.OpenAIModelList, errors=(401, 429),
-          description="The backends as models, plus backend/model entries for configured "
-                      "models."),
-    Route("GET", "/openai/v1/models/{id}", "openaiGetModel", OPENAI, "Get a model",
-          response=s.OpenAIModel, errors=(401, 404, 429), params=s.ModelPath),
-    Route("POST", "/openai/v1/chat/completions", "openaiChatCompletions", OPENAI,
-          "Create a chat completion", request=s.ChatCompletionRequest,
-          response=s.OpenAIChatCompletion, errors=_COMPAT, streaming=(SSE,),
-          description="The reply carries X-Clinvk-Session-Id; send it back as a request header "
-                      "to continue that session with only the newest user turn."),
-    Route("POST", "/anthropic/v1/messages", "anthropicCreateMessage", ANTHROPIC,
-          "Create a message", request=s.MessagesRequest, response=s.AnthropicMessageResponse,
-          errors=_COMPAT, streaming=(SSE,),
-          description="Also served at /anthropic/v1/v1/messages, the path the Anthropic SDK "
-                      "requests when its base_url ends in /v1."),
-    Route("POST", "/anthropic/v1/messages/count_tokens", "anthropicCountTokens", ANTHROPIC,
-          "Count tokens (estimate)", request=s.CountTokensRequest,
-          response=s.CountTokensResponse, errors=(400, 401, 404, 413, 415, 429)),
-    Route("GET", "/health", "healthCheck", META, "Health check", response=s.Health,
-          errors=(429,), public=True,
-          description="200 when ok or degraded; 503 with the same body when unhealthy (the "
-                      "session store cannot be written or listed). Needs no API key, so no "
-                      "server path appears in it."),
-    Route("GET", "/metrics", "getMetrics", META, "Prometheus metrics", errors=(401, 404, 429),
-          media_type="text/plain",
-          description="Prometheus text exposition format 0.0.4. 404 unless "
-                      "server.metrics_enabled; needs an API key unless server.metrics_public."),
-    Route("GET", "/openapi.json", "getOpenAPI", META, "This OpenAPI document", errors=(429,),
-          public=True),
-    Route("GET", "/docs", "getDocs", META, "API documentation (HTML)", errors=(429,),
-          media_type="text/html", public=True,
-          description="A self-contained page: no external scripts, styles or fonts."),
+DEFAULT_ROUTES: Tuple[Operation, ...] = (
+    Operation("POST", "/api/v1/prompt", "executePrompt", NATIVE, "Execute a prompt",
+              request=s.PromptRequest, response=s.PromptResponse,
+              errors=_BODY + (404, 409) + _RUN, streaming=(NDJSON,),
+              description="Runs one prompt. Unless ephemeral, creates a session (or continues "
+                          "session_id, an id or unique prefix; 404 if the caller has no such "
+                          "session, 409 if another turn holds it past "
+                          "server.session_busy_wait_secs). A backend that ran and failed is a 200 "
+                          "with exit_code and error."),
+    Operation("POST", "/api/v1/parallel", "executeParallel", NATIVE, "Execute parallel tasks",
+              request=s.ParallelRequest, response=s.ParallelResponse, errors=_BODY + _RUN,
+              description="Runs the tasks concurrently (always ephemeral)."),
+    Operation("POST", "/api/v1/chain", "executeChain", NATIVE, "Execute a chain of steps",
+              request=s.ChainRequest, response=s.ChainResponse, errors=_BODY + _RUN,
+              description="Runs the steps in order, replacing {{previous}} with the previous "
+                          "step's output (always ephemeral)."),
+    Operation("POST", "/api/v1/compare", "executeCompare", NATIVE, "Compare backends",
+              request=s.CompareRequest, response=s.CompareResponse, errors=_BODY + _RUN,
+              description="Runs one prompt on several backends (always ephemeral)."),
+    Operation("GET", "/api/v1/backends", "listBackends", NATIVE, "List backends",
+              response=s.BackendsResponse, errors=(401, 429)),
+    Operation("GET", "/api/v1/sessions", "listSessions", NATIVE, "List sessions",
+              response=s.SessionsList, errors=(400, 401, 429, 503), params=s.SessionsQuery,
+              description="Most recently used first." + _SCOPED),
+    Operation("GET", "/api/v1/sessions/{id}", "getSession", NATIVE, "Get a session",
+              response=s.SessionDetail, errors=(401, 404, 409, 429, 503), params=s.SessionPath,
+              description="By id or unique prefix, with the metadata it was created with; 409 if "
+                          "its file is damaged." + _SCOPED),
+    Operation("DELETE", "/api/v1/sessions/{id}", "deleteSession", NATIVE, "Delete a session",
+              response=s.SessionDeleted, errors=(401, 404, 409, 429, 503), params=s.SessionPath,
+              description="By id or unique prefix, a damaged session file included; 409 if a "
+                          "turn holds it past server.session_busy_wait_secs." + _SCOPED),
+    Operation("GET", "/openai/v1/models", "openaiListModels", OPENAI, "List models",
+              response=s.OpenAIModelList, errors=(401, 429),
+              description="The backends as models, plus backend/model entries for configured "
+                          "models."),
+    Operation("GET", "/openai/v1/models/{id}", "openaiGetModel", OPENAI, "Get a model",
+              response=s.OpenAIModel, errors=(401, 404, 429), params=s.ModelPath),
+    Operation("POST", "/openai/v1/chat/completions", "openaiChatCompletions", OPENAI,
+              "Create a chat completion", request=s.ChatCompletionRequest,
+              response=s.OpenAIChatCompletion, errors=_COMPAT, streaming=(SSE,),
+              description="The reply carries X-Clinvk-Session-Id; send it back as a request header "
+                          "to continue that session with only the newest user turn."),
+    Operation("POST", "/anthropic/v1/messages", "anthropicCreateMessage", ANTHROPIC,
+              "Create a message", request=s.MessagesRequest, response=s.AnthropicMessageResponse,
+              errors=_COMPAT, streaming=(SSE,),
+              description="Also served at /anthropic/v1/v1/messages, the path the Anthropic SDK "
+                          "requests when its base_url ends in /v1."),
+    Operation("POST", "/anthropic/v1/messages/count_tokens", "anthropicCountTokens", ANTHROPIC,
+              "Count tokens (estimate)", request=s.CountTokensRequest,
+              response=s.CountTokensResponse, errors=(400, 401, 404, 413, 415, 429)),
+    Operation("GET", "/health", "healthCheck", META, "Health check", response=s.Health,
+              errors=(429,), public=True,
+              description="200 when ok or degraded; 503 with the same body when unhealthy (the "
+                          "session store cannot be written or listed). Needs no API key, so no "
+                          "server path appears in it."),
+    Operation("GET", "/metrics", "getMetrics", META, "Prometheus metrics", errors=(401, 404, 429),
+              media_type="text/plain",
+              description="Prometheus text exposition format 0.0.4. 404 unless "
+                          "server.metrics_enabled; needs an API key unless server.metrics_public."),
+    Operation("GET", "/openapi.json", "getOpenAPI", META, "This OpenAPI document", errors=(429,),
+              public=True),
+    Operation("GET", "/docs", "getDocs", META, "API documentation (HTML)", errors=(429,),
+              media_type="text/html", public=True,
+              description="A self-contained page: no external scripts, styles or fonts."),
 )
 
 _PATH_PARAM = re.compile(r"{([^}]+)}")
 
 
-def build_openapi(routes: Sequence[Route] = DEFAULT_ROUTES, version: str = __version__,
+def build_openapi(routes: Sequence[Operation] = DEFAULT_ROUTES, version: str = __version__,
                   server_url: str = "http://127.0.0.1:8080") -> Dict[str, Any]:
     """The OpenAPI 3.0.3 document (a JSON-ready dict) describing ``routes``."""
     refs: Dict[str, dict] = {}
@@ -204,7 +205,7 @@ def build_openapi(routes: Sequence[Route] = DEFAULT_ROUTES, version: str = __ver
     }
 
 
-def _operation(route: Route, refs: Dict[str, dict]) -> Dict[str, Any]:
+def _operation(route: Operation, refs: Dict[str, dict]) -> Dict[str, Any]:
     op: Dict[str, Any] = {"operationId": route.operation_id, "tags": [route.tag],
                           "summary": route.summary}
     if route.description:
@@ -223,7 +224,7 @@ def _operation(route: Route, refs: Dict[str, dict]) -> Dict[str, Any]:
     return op
 
 
-def _parameters(route: Route, refs: Dict[str, dict]) -> List[Dict[str, Any]]:
+def _parameters(route: Operation, refs: Dict[str, dict]) -> List[Dict[str, Any]]:
     in_path = _PATH_PARAM.findall(route.path)
     declared = {f.name: f for f in route.params.fields} if route.params else {}
     out = []
@@ -252,7 +253,7 @@ def _describe_param(param: Dict[str, Any], field: s.Field) -> None:
         param["example"] = field.example
 
 
-def _responses(route: Route, refs: Dict[str, dict]) -> Dict[str, Any]:
+def _responses(route: Operation, refs: Dict[str, dict]) -> Dict[str, Any]:
     if route.response is not None:
         body = s.to_json_schema(route.response, refs)
     elif route.media_type == "application/json":

@@ -28,6 +28,7 @@ from ..backends.base import APPROVAL_MODES, SANDBOX_MODES
 BACKENDS = ("claude", "codex", "gemini")
 OUTPUT_FORMATS = ("default", "text", "json", "stream-json")
 SESSION_STATUSES = ("active", "completed", "error", "paused")
+SESSIONS_LIMIT = 100        # sessions a list shows unless the request says otherwise
 
 _MISSING = object()
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -517,11 +518,13 @@ PromptRequest = Obj(
     *_PROMPT_FIELDS,
     name="PromptRequest",
     description="Run one prompt on one backend.",
+    # No workdir: the example runs as written in server.default_workdir (a made-up path
+    # would be refused); extra holds a flag that needs no path for the same reason.
     example={"backend": "claude", "prompt": "explain this code",
-             "model": "claude-opus-4-5-20251101", "workdir": "/path/to/project",
-             "approval_mode": "auto", "sandbox_mode": "workspace", "output_format": "json",
-             "max_turns": 10, "system_prompt": "You are a helpful assistant.",
-             "extra": ["--add-dir", "/path/to/project"], "metadata": {"project": "demo"}},
+             "model": "claude-opus-4-5-20251101", "approval_mode": "auto",
+             "sandbox_mode": "workspace", "output_format": "json", "max_turns": 10,
+             "system_prompt": "You are a helpful assistant.", "extra": ["--effort", "high"],
+             "metadata": {"project": "demo"}},
 )
 
 ParallelTask = Obj(
@@ -594,15 +597,17 @@ CompareRequest = Obj(
 SessionsQuery = Obj(
     Field("backend", String(enum=BACKENDS), description="Only sessions of this backend."),
     Field("status", String(enum=SESSION_STATUSES), description="Only sessions in this status."),
-    Field("limit", Integer(minimum=0), default=0,
+    Field("limit", Integer(minimum=0), default=SESSIONS_LIMIT,
           description="At most this many sessions; 0 = all."),
     Field("offset", Integer(minimum=0), default=0, description="Skip this many sessions first."),
     name="SessionsQuery",
 )
 
 SessionPath = Obj(
+    # No example: no example value can name a session of the reader's, and /docs turns a
+    # path parameter without one into a placeholder it tells the reader to replace.
     Field("id", String(min_length=1), required=True,
-          description="Session id, or a unique prefix of one.", example="abc123"),
+          description="Session id, or a unique prefix of one."),
     name="SessionPath",
 )
 
@@ -726,8 +731,9 @@ _RUN_RESULT_FIELDS = (
     Field("exit_code", Integer(), required=True,
           description="The CLI's exit status; -1 when it was killed (timeout, cancel)."),
     Field("duration_ms", _INT, required=True),
-    Field("output", String(), description="The reply (or, for a dry run, the command)."),
-    Field("error", String(), description="Why the run failed; absent on success."),
+    Field("output", String(), required=True,
+          description="The reply (or, for a dry run, the command); \"\" when there is none."),
+    Field("error", String(), required=True, description="Why the run failed; \"\" on success."),
     Field("token_usage", TokenUsage),
 )
 
@@ -736,7 +742,7 @@ PromptResponse = Obj(
     *_RUN_RESULT_FIELDS,
     name="PromptResponse",
     example={"session_id": "abc123", "backend": "claude", "exit_code": 0, "duration_ms": 2500,
-             "output": "The code explanation...",
+             "output": "The code explanation...", "error": "",
              "token_usage": {"input_tokens": 123, "output_tokens": 456, "cached_tokens": 0,
                              "reasoning_tokens": 0}},
 )
@@ -747,14 +753,18 @@ ParallelResponse = Obj(
     Field("total_tasks", _INT, required=True),
     Field("completed", _INT, required=True),
     Field("failed", _INT, required=True),
+    Field("cancelled", _INT, required=True,
+          description="Tasks stopped or never started (fail_fast, client gone); completed + "
+                      "failed + cancelled = total_tasks."),
     Field("total_duration_ms", _INT, required=True),
     Field("results", Array(TaskResult), required=True, description="In request order."),
     name="ParallelResponse",
-    example={"total_tasks": 2, "completed": 2, "failed": 0, "total_duration_ms": 2000,
+    example={"total_tasks": 2, "completed": 2, "failed": 0, "cancelled": 0,
+             "total_duration_ms": 2000,
              "results": [{"backend": "claude", "exit_code": 0, "duration_ms": 2000,
-                          "output": "result 1"},
+                          "output": "result 1", "error": ""},
                          {"backend": "codex", "exit_code": 0, "duration_ms": 1800,
-                          "output": "result 2"}]},
+                          "output": "result 2", "error": ""}]},
 )
 
 ChainStepResult = Obj(
@@ -767,15 +777,17 @@ ChainStepResult = Obj(
 ChainResponse = Obj(
     Field("total_steps", _INT, required=True),
     Field("completed_steps", _INT, required=True),
-    Field("failed_step", _INT, description="Number of the failed step; absent when none failed."),
+    Field("failed_step", _INT, required=True,
+          description="Number of the first failed step; 0 when none failed."),
     Field("total_duration_ms", _INT, required=True),
     Field("results", Array(ChainStepResult), required=True),
     name="ChainResponse",
-    example={"total_steps": 2, "completed_steps": 2, "total_duration_ms": 3500,
+    example={"total_steps": 2, "completed_steps": 2, "failed_step": 0,
+             "total_duration_ms": 3500,
              "results": [{"step": 1, "name": "analyze", "backend": "claude", "exit_code": 0,
-                          "duration_ms": 2000, "output": "analysis result"},
+                          "duration_ms": 2000, "output": "analysis result", "error": ""},
                          {"step": 2, "name": "improve", "backend": "codex", "exit_code": 0,
-                          "duration_ms": 1500, "output": "improved code"}]},
+                          "duration_ms": 1500, "output": "improved code", "error": ""}]},
 )
 
 CompareResult = Obj(
@@ -794,9 +806,9 @@ CompareResponse = Obj(
     example={"prompt": "explain this algorithm", "backends": ["claude", "codex"],
              "total_duration_ms": 3200,
              "results": [{"backend": "claude", "exit_code": 0, "duration_ms": 2500,
-                          "output": "explanation from claude"},
+                          "output": "explanation from claude", "error": ""},
                          {"backend": "codex", "exit_code": 0, "duration_ms": 3100,
-                          "output": "explanation from codex"}]},
+                          "output": "explanation from codex", "error": ""}]},
 )
 
 BackendStatus = Obj(
@@ -835,10 +847,19 @@ Session = Obj(
              "title": "Review auth changes"},
 )
 
+SessionDetail = Obj(
+    *Session.fields,
+    Field("metadata", Map(String()), required=True,
+          description="The metadata the session was created with ({} when none)."),
+    name="SessionDetail",
+    example=dict(Session.example, metadata={"project": "demo"}),
+)
+
 SessionsList = Obj(
     Field("sessions", Array(Session), required=True, description="Most recently used first."),
     Field("total", _INT, required=True, description="Matching sessions before limit/offset."),
-    Field("limit", _INT, required=True),
+    Field("limit", _INT, required=True,
+          description="The limit applied: the request's, else %d; 0 = none." % SESSIONS_LIMIT),
     Field("offset", _INT, required=True),
     name="SessionsList",
 )
@@ -860,12 +881,14 @@ Health = Obj(
     Field("backends", Array(BackendStatus), required=True),
     Field("session_store", Obj(Field("available", Boolean(), required=True),
                                Field("session_count", _INT, required=True),
-                               Field("error", String()),
+                               Field("error", String(), required=True,
+                                     description="Why the store cannot be used; \"\" when "
+                                                 "it can."),
                                name="SessionStoreHealth"), required=True),
     name="Health",
     example={"status": "ok", "version": "0.1.0", "uptime": "2m31s", "uptime_millis": 151000,
              "backends": [{"name": "claude", "available": True}],
-             "session_store": {"available": True, "session_count": 15}},
+             "session_store": {"available": True, "session_count": 15, "error": ""}},
 )
 
 Event = Obj(

@@ -7,16 +7,15 @@ silent (nginx's default proxy_read_timeout is 60 s). While the backend is silent
 line for OpenAI clients, a ``ping`` event for Anthropic ones (as the real APIs do). The waiting
 happens in the server's stream writer (``StreamResponse.keepalive_secs``): a producer thread
 feeds a queue that the writer reads with a timeout, so there is no polling. The queue is
-small (``app.STREAM_BUFFER_CHUNKS``): a client that stops reading holds the producer, and so
+small (``http.STREAM_BUFFER_CHUNKS``): a client that stops reading holds the producer, and so
 the backend, back instead of making the server buffer the whole reply.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any, Iterable, Tuple
 
-from .app import StreamResponse
+from .http import StreamResponse, dump_json
 
 CONTENT_TYPE = "text/event-stream; charset=utf-8"
 
@@ -26,7 +25,7 @@ def frame(data: Any, event: str = "") -> bytes:
     ends it. ``data`` is sent as compact JSON (a ``str`` as it is, for ``[DONE]``); JSON
     escapes line breaks, so the data is always a single line."""
     if not isinstance(data, str):
-        data = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        data = dump_json(data).decode("utf-8")
     head = "event: %s\n" % event if event else ""
     return ("%sdata: %s\n\n" % (head, data)).encode("utf-8")
 

@@ -1,0 +1,246 @@
+"""What every command of the terminal front end shares: exit codes, the argument parser that
+raises instead of exiting, the flags and argument types, loading the configuration and the
+session store, and writing to stdout and stderr.
+
+Commands raise ``UsageError`` for anything the user typed wrong; ``main`` turns it into
+``clinvk: MESSAGE`` and exit code 2. No traceback ever reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .. import config
+from ..backends.base import APPROVAL_MODES, NAMES, SANDBOX_MODES
+from ..sessions import SessionStore
+
+EXIT_OK = 0             # the backend answered
+EXIT_FAILED = 1         # the backend ran and failed (or reported an error with exit 0)
+EXIT_USAGE = 2          # bad flags, arguments, configuration values, workdir or input file
+EXIT_NOT_INSTALLED = 3  # the backend's CLI is not on PATH, or the backend is disabled
+EXIT_SESSION = 4        # session not found, ambiguous, not resumable, or its transcript is gone
+EXIT_TIMEOUT = 124      # --timeout (or server.request_timeout_secs) expired; the run was killed
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; every backend process group was killed
+
+EXIT_CODES_HELP = """exit codes:
+  0    success
+  1    the backend ran and failed (or reported an error)
+  2    usage error: bad flag, argument, config value, workdir or input file
+  3    backend not installed (not on PATH) or disabled in the config
+  4    session error: not found, ambiguous prefix, not resumable, transcript gone
+  124  timed out (--timeout); the backend was killed
+  130  interrupted (Ctrl-C / SIGTERM); every backend was killed"""
+
+
+class UsageError(Exception):
+    """A problem with what the user typed; exit code 2."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM arrived; handled like Ctrl-C."""
+
+
+class HelpShown(Exception):
+    """argparse printed help and wanted to exit with ``code``; main() returns that code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting, so main() owns every exit code."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError("%s: %s" % (self.prog, message))
+
+
+def parse(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``; ``--help`` raises HelpShown after printing the help."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:
+        raise HelpShown(exc.code or 0)
+
+
+def parse_action(parser: argparse.ArgumentParser, actions: Sequence[argparse.ArgumentParser],
+                 argv: List[str]) -> Tuple[Optional[argparse.Namespace], int]:
+    """Parse a command with actions (``sessions list``): ``(args, EXIT_OK)``, or ``(None,
+    EXIT_USAGE)`` after printing the help when no action was given. Every action takes
+    ``--config``."""
+    for action in actions:
+        add_config_flag(action)
+    add_config_flag(parser)
+    args = parse(parser, argv)
+    if not args.action:
+        parser.print_help()
+        return None, EXIT_USAGE
+    return args, EXIT_OK
+
+
+# -- flags and argument types -----------------------------------------------------------------
+
+
+def add_config_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="PATH",
+                   help="config file (default: $CLINVK_CONFIG or ~/.clinvk/config.yaml)")
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum``."""
+    def convert(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError("expected a whole number, got %r" % s)
+        if v < minimum:
+            raise argparse.ArgumentTypeError("expected a number >= %d, got %d" % (minimum, v))
+        return v
+    return convert
+
+
+def positive_seconds(s: str) -> float:
+    """An argparse type: a number of seconds > 0."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of seconds, got %r" % s)
+    if v <= 0:
+        raise argparse.ArgumentTypeError("expected a number of seconds > 0, got %s" % s)
+    return v
+
+
+def add_run_flags(p: argparse.ArgumentParser, backend: bool = True, workdir: bool = True) -> None:
+    """The per-run flags shared by the root command, resume, parallel, chain and compare."""
+    if backend:
+        p.add_argument("-b", "--backend", choices=NAMES,
+                       help="backend (default: config default_backend)")
+    p.add_argument("-m", "--model", help="model name passed to the backend")
+    if workdir:
+        p.add_argument("-w", "--workdir", help="working directory of the backend")
+    p.add_argument("--approval-mode", choices=APPROVAL_MODES,
+                   help="what the agent may do without asking (see README per backend)")
+    p.add_argument("--sandbox-mode", choices=SANDBOX_MODES,
+                   help="where the agent may write (see README per backend)")
+    p.add_argument("--max-turns", type=int_at_least(0), metavar="N",
+                   help="maximum agentic turns (claude only; others ignore it, see README)")
+    p.add_argument("--system-prompt", metavar="TEXT", help="system prompt for the backend")
+    p.add_argument("--timeout", type=positive_seconds, metavar="SECONDS",
+                   help="kill the backend after this many seconds (exit code 124)")
+    p.add_argument("--verbose", action="store_true", default=None,
+                   help="ask the backend for verbose output")
+    p.add_argument("--dry-run", action="store_true", default=None,
+                   help="print the exact command that would run, run nothing")
+    add_config_flag(p)
+
+
+def add_output_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output-format", choices=("text", "json", "stream-json"),
+                   help="text (the reply), json (one object) or stream-json (NDJSON events); "
+                        "default: config output.format")
+
+
+# The root command's flags that take a value: the command finder skips their values, so
+# `clinvk -m sessions hi` is a prompt, not the sessions command.
+ROOT_VALUE_FLAGS = {"-b", "--backend", "-m", "--model", "-w", "--workdir", "-o",
+                    "--output-format", "--approval-mode", "--sandbox-mode", "--max-turns",
+                    "--system-prompt", "--timeout", "--config"}
+
+
+def root_parser() -> Parser:
+    """The root command's parser (``clinvk [flags] PROMPT``); its help, which lists every
+    command, is also ``clinvk help``. ROOT_VALUE_FLAGS must name its flags that take a value."""
+    p = Parser(
+        prog="clinvk",
+        usage="clinvk [flags] [--] PROMPT\n       clinvk COMMAND [flags] ...",
+        description="Run a prompt on claude, codex or gemini with one unified output. "
+                    "The prompt may also come on stdin (echo hi | clinvk -b codex).",
+        epilog="commands:\n"
+               "  resume     continue a session (ID or prefix, or --last)\n"
+               "  sessions   list, show, delete and clean sessions\n"
+               "  config     show, set and locate the configuration\n"
+               "  parallel   run many tasks at once (--file tasks.json)\n"
+               "  chain      run steps in order, {{previous}} = last output\n"
+               "  compare    ask several backends the same prompt\n"
+               "  backends   which backends are installed\n"
+               "  serve      HTTP server (native, OpenAI and Anthropic APIs)\n"
+               "  mcp        MCP server over stdio\n"
+               "  version    print the version\n\n"
+               "Run 'clinvk COMMAND --help' for a command's flags.\n\n" + EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("prompt", nargs="?", help="the prompt (default: read from stdin)")
+    add_run_flags(p)
+    add_output_flag(p)
+    p.add_argument("-c", "--continue", dest="continue_last", action="store_true",
+                   help="continue the most recent session (of -b's backend when given)")
+    p.add_argument("--ephemeral", action="store_true",
+                   help="store no session, and ask the backend not to persist one")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    return p
+
+
+# -- configuration and sessions ---------------------------------------------------------------
+
+
+def load_config(args: argparse.Namespace, flags: Optional[Dict[str, Any]] = None) -> config.Config:
+    """The effective configuration (``--config``, then ``flags`` over it); a bad file or
+    value is a UsageError naming it."""
+    try:
+        return config.load(getattr(args, "config", None), flags=flags or {})
+    except config.ConfigError as exc:
+        raise UsageError(str(exc))
+
+
+def open_store(cfg: config.Config) -> SessionStore:
+    """The session store under the configured home (nothing is created before a write)."""
+    return SessionStore(cfg.home)
+
+
+def read_prompt(positional: Optional[str]) -> str:
+    """The prompt argument, else all of stdin when it is not a terminal (UTF-8, not blank)."""
+    if positional is not None:
+        return positional
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UsageError("no prompt: give it as an argument (clinvk \"...\") or on stdin "
+                         "(echo ... | clinvk)")
+    data = sys.stdin.buffer.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError("the prompt on stdin is not valid UTF-8")
+    if not text.strip():
+        raise UsageError("the prompt on stdin is empty")
+    return text
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def write(text: str) -> None:
+    """Write to stdout now (a reader of a pipe sees each piece as it comes)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def write_json(obj: Any) -> None:
+    """``obj`` as indented JSON on stdout."""
+    write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def err(msg: str) -> None:
+    """``clinvk: MSG`` on stderr."""
+    sys.stderr.write("clinvk: %s\n" % msg)
+    sys.stderr.flush()
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null: its reader is gone, and a later flush must not fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

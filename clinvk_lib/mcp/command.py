@@ -1,0 +1,67 @@
+"""``clinvk mcp``, the MCP front end's composition root: reads the configuration, opens the
+session store, and serves the clinvk tools (``tools``) over stdio (``protocol``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List
+
+from .. import __version__, config
+from ..sessions import SessionStore
+from .protocol import Server
+from .tools import ToolContext, all_tools
+
+INSTRUCTIONS = (
+    "clinvk runs the coding-agent CLIs claude, codex and gemini on this machine. Use "
+    "clinvk_prompt to delegate a task or ask for a second opinion, clinvk_compare to ask "
+    "several agents the same question, clinvk_parallel and clinvk_chain for several runs, "
+    "clinvk_backends to see what is installed and clinvk_sessions to find a conversation to "
+    "continue (pass its session_id to clinvk_prompt).")
+
+
+def mcp_command(argv: List[str]) -> int:
+    """Serve MCP on stdin/stdout until the client closes stdin; returns the exit code (2 for
+    a bad flag or configuration, named on stderr)."""
+    try:
+        args = _argument_parser().parse_args(argv)
+    except SystemExit as exc:           # --help, or a bad flag (argparse said which)
+        return int(exc.code or 0)
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as exc:
+        sys.stderr.write("clinvk mcp: %s\n" % exc)
+        return 2
+    _log_to_stderr()
+    out = sys.stdout.buffer
+    # stdout is the protocol channel: anything printed by mistake goes to stderr instead.
+    sys.stdout = sys.stderr
+    ctx = ToolContext(cfg, SessionStore(cfg.home))
+    server = Server(all_tools(ctx), out, name="clinvk", version=__version__,
+                    instructions=INSTRUCTIONS,
+                    max_message_bytes=cfg.get("server.max_request_body_bytes"))
+    server.serve(sys.stdin.buffer)
+    return 0
+
+
+def _argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clinvk mcp",
+        description="MCP server over stdio (JSON-RPC, one message per line). Register it with "
+                    "an MCP client, e.g.: claude mcp add clinvk -- python3 /path/clinvk.pyz "
+                    "mcp. The server's policy (server.* settings: workdir prefixes, dangerous "
+                    "modes, request timeout, run slots) applies.")
+    parser.add_argument("--config", metavar="PATH",
+                        help="config file (default: $CLINVK_CONFIG or ~/.clinvk/config.yaml)")
+    return parser
+
+
+def _log_to_stderr() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("clinvk mcp: %(levelname)s %(message)s"))
+    log = logging.getLogger("clinvk.mcp")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False

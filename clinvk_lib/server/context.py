@@ -1,0 +1,280 @@
+"""One request as handlers and pipeline steps see it: what was asked (method, path, headers,
+body as validated JSON), who asked (client address, API key), and the server's way to run a
+backend for it (``prepare`` / ``run`` / ``stream``: the server's policy, timeout, run slots and
+the watch for a client hanging up).
+
+Handlers never start processes themselves: ``ctx.prepare`` / ``ctx.run`` / ``ctx.stream`` go
+through ``execute``. The Context reaches the App and the connection only through the
+attributes it is given (``ctx.app``, the connection layer's handler), so it imports neither.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import traceback
+from typing import Any, Callable, Dict, Iterator, List, Optional
+from urllib.parse import parse_qs
+
+from .. import execute, jsontext
+from ..sessions import Access
+from . import errors
+from .http import is_json_media_type
+from .keys import KeyIdentity
+from .limits import Abandoned, Busy
+from .openapi import NATIVE, Operation
+from .ratelimit import Decision
+from .schema import validate
+from .watcher import Watch
+
+_SANE_HOST = re.compile(r"([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(:[0-9]{1,5})?\Z")
+
+
+def new_request_id() -> str:
+    return os.urandom(8).hex()
+
+
+class Endpoint:
+    """What the router holds for a route: its OpenAPI operation, its handler, and whether the
+    OpenAPI document lists it (an alias path is served but not documented twice)."""
+
+    __slots__ = ("spec", "handler", "documented")
+
+    def __init__(self, spec: Operation, handler: Callable[["Context"], Any],
+                 documented: bool = True) -> None:
+        self.spec = spec
+        self.handler = handler
+        self.documented = documented
+
+
+class Context:
+    """One request as handlers and pipeline steps see it.
+
+    ``app`` is the App serving it (``app.App``); ``conn`` the connection that read it
+    (``connection.ConnectionHandler``: the body framing, the socket, the listening server).
+    The pipeline steps fill in ``request_id``, ``client`` and ``scheme`` (behind trusted
+    proxies), ``rate_limit`` and ``api_key``; routing fills in ``endpoint``, ``params`` and
+    ``style``."""
+
+    def __init__(self, app: Any, conn: Any, method: str, target: str,
+                 headers, client: str) -> None:
+        self.app = app
+        self.method = method
+        self.target = target
+        path, _, self.query_string = target.partition("?")
+        self.path = path
+        self.headers = headers               # email.message.Message: case-insensitive get()
+        self.client = client                 # the peer, or X-Forwarded-For behind a trusted proxy
+        self.scheme = "http"                 # https when a trusted proxy terminated TLS
+        # Set by the authenticate guard: whose sessions the request may use.
+        self.api_key: Optional[KeyIdentity] = None
+        # Set by the rate-limit guard, read by its response hook (RateLimit-* headers).
+        self.rate_limit: Optional[Decision] = None
+        self.request_id = ""
+        self.endpoint: Optional[Endpoint] = None
+        self.params: Dict[str, str] = {}
+        self.style = NATIVE
+        self.cancel = execute.Cancel()
+        self.started = time.monotonic()
+        self.max_body = app.max_body
+        self.body_consumed = False
+        self._conn = conn
+        self._body: Optional[bytes] = None
+        self._cleanups: List[Callable[[], None]] = []
+        self._watch_depth = 0
+        self._watch: Optional[Watch] = None
+
+    # -- reading the request ----------------------------------------------------------------
+
+    @property
+    def route_template(self) -> str:
+        """The matched template (for metrics and logs), or "unmatched"."""
+        return self.endpoint.spec.path if self.endpoint is not None else "unmatched"
+
+    def query(self) -> Dict[str, str]:
+        """The query parameters (the first value of each)."""
+        parsed = parse_qs(self.query_string, keep_blank_values=True, errors="replace")
+        return {k: v[0] for k, v in parsed.items()}
+
+    @property
+    def declared_length(self) -> Optional[int]:
+        """The Content-Length the connection layer checked (None when chunked or absent)."""
+        return self._conn.body_length
+
+    def has_body(self) -> bool:
+        return self._conn.chunked or bool(self._conn.body_length)
+
+    def read_body(self) -> bytes:
+        """The raw body (Content-Length or chunked), at most ``max_body`` bytes (else 413)."""
+        if self._body is None:
+            self._body = self._conn.read_body(self)
+            self.body_consumed = True
+        return self._body
+
+    def json_body(self) -> Dict[str, Any]:
+        """The body as a JSON object, validated against the route's request schema (unknown
+        fields dropped, defaults filled in). 415 / 400 / 413 otherwise."""
+        content_type = self.headers.get("Content-Type", "")
+        if not is_json_media_type(content_type):
+            raise errors.unsupported_media_type(content_type)
+        raw = self.read_body()
+        if not raw.strip():
+            raise errors.bad_body("the request body is empty: send a JSON object")
+        try:
+            data = jsontext.loads(raw)
+        except ValueError as exc:
+            raise errors.bad_body("the request body is not valid JSON: %s" % exc)
+        if not isinstance(data, dict):
+            raise errors.bad_body("the request body must be a JSON object, got %s"
+                                  % _json_kind(data))
+        # Checked on the whole body, unknown fields included, before any handler sees it: a
+        # lone surrogate cannot be written to a backend's stdin, a session file or a reply.
+        where = jsontext.lone_surrogate_path(data)
+        if where is not None:
+            raise errors.invalid("not Unicode text: it holds a lone surrogate escape (one of "
+                                 "\\ud800-\\udfff without its pair), which cannot be encoded "
+                                 "as UTF-8; send the character itself or a complete pair",
+                                 where)
+        schema = self.endpoint.spec.request if self.endpoint is not None else None
+        return validate(schema, data) if schema is not None else data
+
+    # -- running backends -------------------------------------------------------------------
+
+    def prepare(self, request: execute.Request, stream: bool = False) -> execute.Prepared:
+        """``execute.prepare`` with the server's policy and request timeout, the sessions the
+        caller may use and how long a busy session is waited for; engine errors become
+        ApiErrors (400 / 404 / 409 / 503)."""
+        if not request.timeout and self.app.request_timeout:
+            request.timeout = self.app.request_timeout
+        request.access = self.session_access()
+        request.session_wait = self.app.cfg.get("server.session_busy_wait_secs")
+        try:
+            return execute.prepare(request, self.app.cfg, self.app.store, self.app.policy,
+                                   stream=stream)
+        except Exception as exc:
+            raise errors.from_exception(exc) or exc
+
+    def session_access(self) -> Access:
+        """The sessions this request may use: without API keys, all; with keys, those created
+        with its key, or all of them for an admin key."""
+        guards = self.app.guards
+        if guards is None or not guards.keys:
+            return Access()
+        if self.api_key is None:             # a public route: no key was checked
+            return Access("", everything=False)
+        return Access(self.api_key.key_id, everything=self.api_key.admin)
+
+    def run(self, prepared: execute.Prepared) -> execute.Outcome:
+        """Run to completion in a run slot, cancelled if the client hangs up. A run killed by
+        the request timeout is a 504; one cancelled by the server (shutdown) a 503."""
+        release = self.hold_run_slot()
+        try:
+            outcome = execute.run(prepared, self.app.store, self.cancel)
+        except execute.ExecError as exc:
+            raise errors.from_exception(exc) or exc
+        finally:
+            release()
+        self.app.record_run(prepared.backend.name, outcome_label(outcome),
+                            outcome.result.duration_ms, outcome.result.usage)
+        if outcome.timed_out:
+            raise errors.timeout(outcome.result.error, outcome.session_id)
+        if outcome.cancelled:
+            raise errors.cancelled(outcome.result.error or "the run was cancelled")
+        return outcome
+
+    def stream(self, prepared: execute.Prepared) -> Iterator[Any]:
+        """The run's unified events. The run slot is taken now (so a full server is still a
+        503, before any byte is sent) and released when the events end or the response is
+        done, whichever comes first."""
+        release = self.hold_run_slot()
+        return self._events(prepared, release)
+
+    def _events(self, prepared: execute.Prepared, release: Callable[[], None]) -> Iterator[Any]:
+        collected: List[execute.Outcome] = []
+        events = execute.stream(prepared, self.app.store, self.cancel, collected)
+        try:
+            for event in events:
+                yield event
+        finally:
+            events.close()
+            release()
+        if collected:
+            outcome = collected[0]
+            self.app.record_run(prepared.backend.name, outcome_label(outcome),
+                                outcome.result.duration_ms, outcome.result.usage)
+
+    def hold_run_slot(self, count: int = 1) -> Callable[[], None]:
+        """Take ``count`` run slots (one per backend process the request may run at once),
+        waiting in the queue (503 when none free up in time) while watching for the client
+        hanging up; returns the idempotent release, which also runs when the request ends."""
+        self.watch_client()
+        try:
+            taken = self.app.limiter.acquire(count, abandoned=lambda: self.cancel.fired)
+        except Busy as exc:
+            self.unwatch_client()
+            raise errors.busy(exc.retry_after, exc.limit, exc.waited)
+        except Abandoned:
+            self.unwatch_client()
+            raise errors.cancelled("the request was cancelled while it waited for a run slot "
+                                   "(client gone or server shutting down)")
+        once = threading.Lock()
+
+        def release() -> None:
+            if once.acquire(blocking=False):
+                self.app.limiter.release(taken)
+                self.unwatch_client()
+        self._cleanups.append(release)
+        return release
+
+    def watch_client(self) -> None:
+        """Fire ``self.cancel`` if the client hangs up before ``unwatch_client``; nests."""
+        self._watch_depth += 1
+        if self._watch_depth == 1:
+            self._watch = self.app.watcher.watch(self._conn.connection, self.cancel.fire)
+
+    def unwatch_client(self) -> None:
+        self._watch_depth -= 1
+        if self._watch_depth == 0 and self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+
+    def base_url(self) -> str:
+        """``http://`` plus the Host the client used (when sane), else the bound address."""
+        host = self.headers.get("Host", "")
+        if _SANE_HOST.match(host):
+            return "%s://%s" % (self.scheme, host)
+        return self._conn.server.url
+
+    def on_finish(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once the response has been written (or abandoned)."""
+        self._cleanups.append(fn)
+
+    def finish(self) -> None:
+        while self._cleanups:
+            try:
+                self._cleanups.pop()()
+            except Exception:  # noqa: BLE001 - one failing cleanup must not skip the others
+                self.app.log.error("cleanup failed", self.request_id, traceback.format_exc())
+
+
+def outcome_label(outcome: execute.Outcome) -> str:
+    """The metrics label of a finished run."""
+    if outcome.timed_out:
+        return "timeout"
+    if outcome.cancelled:
+        return "cancelled"
+    return "success" if outcome.ok else "failure"
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "null"

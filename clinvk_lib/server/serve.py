@@ -1,0 +1,161 @@
+"""``clinvk serve``: the composition root of the HTTP server and its lifecycle.
+
+``build_app`` is the one place that joins the parts: the App, the guards in front of every
+route, and the API styles (native, OpenAI, Anthropic), each a module with a
+``register(app)`` that adds its routes and its error style. Adding an API style is one
+module plus one line in ``API_STYLES``. ``serve_command`` then binds, announces, serves
+until SIGTERM/SIGINT and drains. Only the command line imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, List, Optional
+
+from .. import __version__, config, runner
+from ..backends import probe
+from ..sessions import SessionStore
+from . import anthropic, guards, native, openai
+from .accesslog import AccessLog
+from .app import App
+from .listener import HttpServer, make_server
+
+# The API styles served, in registration order (the order of /openapi.json).
+API_STYLES = (native, openai, anthropic)
+
+
+def build_app(cfg: config.Config, store: Optional[SessionStore] = None,
+              log: Optional[AccessLog] = None) -> App:
+    """The App ``clinvk serve`` runs: guards installed (right after the request id step),
+    every API style's routes registered. ConfigError when a key source or the CORS settings
+    cannot be used."""
+    app = App(cfg, store, log)
+    app.guards = guards.install(app)
+    for api in API_STYLES:
+        api.register(app)
+    return app
+
+
+def serve_command(argv: List[str]) -> int:
+    """``clinvk serve [--host H] [--port P] [--config PATH] [--log-format text|json]``:
+    serve until SIGTERM/SIGINT, then drain; returns the exit code."""
+    try:
+        args = _argument_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    # --host goes into the config: the Host check needs to know whether the bind is loopback.
+    flags = {"server.log_format": args.log_format, "server.host": args.host or None}
+    try:
+        cfg = config.load(args.config, flags=flags)
+        app = build_app(cfg)
+    except config.ConfigError as exc:
+        sys.stderr.write("clinvk serve: %s\n" % exc)
+        return 2
+    host = cfg.get("server.host")
+    port = cfg.get("server.port") if args.port is None else args.port
+    if not app.guards.keys and not args.allow_unauthenticated and \
+            not guards.is_loopback_host(host):
+        sys.stderr.write(
+            "clinvk serve: refusing to listen on %r without API keys: anyone who can reach it "
+            "could run agents on this machine. Set CLINVK_API_KEYS=KEY1,KEY2 (or "
+            "server.api_keys_file / server.api_keys_gopass_path), or pass "
+            "--allow-unauthenticated if something in front of the server authenticates "
+            "clients.\n" % host)
+        return 2
+    try:
+        server = make_server(app, host, port)
+    except OSError as exc:
+        sys.stderr.write("clinvk serve: cannot listen on %s:%d: %s\n"
+                         % (host, port, exc.strerror or exc))
+        return 1
+    return run_until_signalled(app, server)
+
+
+def _argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clinvk serve",
+        description="HTTP server: the native REST API (/api/v1), the OpenAI- and "
+                    "Anthropic-compatible APIs, /health, /metrics, /openapi.json and /docs.")
+    parser.add_argument("--host", help="address to bind (default: server.host, 127.0.0.1)")
+    parser.add_argument("--port", "-p", type=_port, help="port (default: server.port, 8080; "
+                        "0 = any free port)")
+    parser.add_argument("--config", metavar="PATH", help="config file")
+    parser.add_argument("--log-format", choices=("text", "json"),
+                        help="access log format on stderr (default: server.log_format)")
+    parser.add_argument("--allow-unauthenticated", action="store_true",
+                        help="serve a non-loopback address without API keys (only behind "
+                             "something that authenticates clients itself)")
+    return parser
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError("expected a port number from 0 to 65535, got %r" % text)
+    return int(text)
+
+
+def announce(app: App, server: HttpServer) -> None:
+    """The start-up line: where the server listens, its docs, and which backends it can run."""
+    url = server.url
+    installed = probe.availability(ttl=0)
+    have = [n for n, ok in installed.items() if ok]
+    missing = [n for n, ok in installed.items() if not ok]
+    keys = app.guards.keys
+    auth = "on (%d key%s)" % (len(keys), "" if len(keys) == 1 else "s") if keys else \
+        "off (no API keys)"
+    if app.log.json:
+        app.log.info("listening", url=url, docs=url + "/docs", version=__version__,
+                     backends=installed, auth="on" if keys else "off", api_keys=len(keys))
+    else:
+        app.log.info("clinvk %s listening on %s (docs: %s/docs); backends installed: %s%s; "
+                     "auth: %s" % (__version__, url, url, ", ".join(have) or "none",
+                                   "; not installed: " + ", ".join(missing) if missing else "",
+                                   auth))
+
+
+def run_until_signalled(app: App, server: HttpServer) -> int:
+    """Serve until SIGTERM or SIGINT. Then: stop accepting, give in-flight requests
+    ``server.shutdown_grace_secs`` to finish, cancel the backends still running (their
+    requests answer at once), and return 0. A second signal skips the grace period."""
+    signals = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        signals.append(signum)            # only a list append: safe at any point of the loop
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        worker = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                  name="clinvk-accept", daemon=True)
+        worker.start()
+        announce(app, server)
+        while not signals:
+            time.sleep(0.1)
+        drain(app, server, lambda: len(signals) > 1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def drain(app: App, server: HttpServer, hurry: Callable[[], bool] = lambda: False) -> None:
+    """Stop accepting, wait for in-flight requests (up to the grace period, or until
+    ``hurry()``), then cancel every backend still running and wait for the answers."""
+    grace = app.cfg.get("server.shutdown_grace_secs")
+    # Close the listener first: a connection nginx opens meanwhile is refused (and retried on
+    # another instance), not accepted only to be answered 503.
+    server.shutdown()
+    server.server_close()
+    app.draining = True
+    app.log.info("shutting down: %d request(s) in flight, up to %ds to finish"
+                 % (app.in_flight, grace))
+    if not app.wait_idle(grace, hurry):
+        cancelled = app.cancel_all()
+        app.log.info("grace period over: cancelled %d request(s) still running" % cancelled)
+        app.wait_idle(runner.DEFAULT_GRACE + 3.0)
+    # Nothing this process started may outlive it (a run that slipped past the cancel).
+    runner.kill_all()
+    app.log.info("stopped")
