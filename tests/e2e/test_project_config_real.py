@@ -6,7 +6,9 @@ The workdir holds, for each CLI, configuration whose commands write a marker fil
 server and tools.discoveryCommand plus a .gemini/.env NODE_OPTIONS, codex's .codex/config.toml
 MCP server. After a server run no marker exists, while user-level configuration (in the CLIs'
 HOME) still takes effect. The control: with server.allow_project_config the claude and gemini
-markers appear; codex keeps an untrusted project's configuration off even then.
+markers appear; codex keeps an untrusted project's configuration off even then. Likewise a
+workdir repository whose .git/config names programs for the CLIs' start-up `git status`
+(core.fsmonitor, a filter driver) runs none of them through the server.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shlex
+import subprocess
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -160,3 +164,48 @@ def test_opted_in_server_codex_still_ignores_an_untrusted_project(opt_in, plante
                                                                   markers):
     run(serve_port, "codex", planted)
     assert found(markers) == []
+
+
+# What the planted repository configuration writes, per CLI: claude 2.1.197's start-up
+# `git status --short` runs both programs; codex 0.169.0 turns core.fsmonitor off itself but
+# its `git status --porcelain` runs the filter.
+GIT_PLANTED = {"claude": ["git-filter", "git-fsmonitor"], "codex": ["git-filter"]}
+
+
+@pytest.fixture
+def planted_repository(workdir: str, markers: Path) -> str:
+    """``workdir`` as a git repository whose own .git/config sets core.fsmonitor and a clean
+    filter that .gitattributes applies to its committed file, each writing a marker, with the
+    file's stat data changed so that status must run the filter."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+                       + list(args), cwd=workdir, env=env, check=True, capture_output=True)
+
+    work = Path(workdir)
+    git("init", "-q")
+    (work / ".gitattributes").write_text("*.txt filter=planted\n")
+    (work / "a.txt").write_text("a\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "one")
+    touch = lambda name: "touch %s" % shlex.quote(str(markers / name))  # noqa: E731
+    git("config", "core.fsmonitor", touch("git-fsmonitor") + "; false")
+    git("config", "filter.planted.clean", touch("git-filter") + "; cat")
+    os.utime(str(work / "a.txt"), (1000000000, 1000000000))
+    return workdir
+
+
+@pytest.mark.parametrize("backend", sorted(GIT_PLANTED))
+def test_server_run_starts_no_program_the_workdirs_git_configuration_names(
+        backend, planted_repository, serve_port, markers):
+    run(serve_port, backend, planted_repository)
+    assert found(markers) == []
+
+
+@pytest.mark.parametrize("opt_in", [True])
+@pytest.mark.parametrize("backend", sorted(GIT_PLANTED))
+def test_opted_in_server_run_starts_what_the_workdirs_git_configuration_names(
+        backend, opt_in, planted_repository, serve_port, markers):
+    run(serve_port, backend, planted_repository)
+    assert found(markers) == GIT_PLANTED[backend]
