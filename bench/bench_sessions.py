@@ -6,7 +6,7 @@ newest 100 of the 10,000), each against `clinvk version`, median of 10 pairs: at
 more. For context (no target), the same with `--limit 0`: all 10,000 sessions. The
 sessions are ``Session`` objects saved through the store's commit in batches (see
 ``_create``) by a few processes at once; the home holding them is kept in the temp dir, keyed
-by the contents of clinvk_lib/sessions.py, so later runs skip the seconds of making them.
+by the contents of the session store's modules, so later runs skip the seconds of making them.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from common import (CACHE, PY, PYZ, ROOT, fake_env, need_pyz, paired, record,  #
                     report_value, time_command)
 
 sys.path.insert(0, ROOT)
-from clinvk_lib import sessions  # noqa: E402
+from clinvk_lib import session_record, sessions  # noqa: E402
+from clinvk_lib.backends.base import NAMES  # noqa: E402
 
 ISSUE = "3"
 SESSIONS = 10000
 WORKERS = 4
 BATCH = 500
-BACKENDS = ("claude", "codex", "gemini")
 
 
 def _create(args) -> int:
@@ -40,24 +40,27 @@ def _create(args) -> int:
     """
     home, start, count = args
     store = sessions.SessionStore(home)
-    store._ensure_dirs()
+    store._files.ensure_dirs()
     for first in range(start, start + count, BATCH):
         batch = {}
         for i in range(first, min(first + BATCH, start + count)):
-            s = sessions.Session(sessions.new_session_id(), BACKENDS[i % 3],
-                                 "/srv/project-%d" % (i % 50), model="model-%d" % (i % 7),
-                                 initial_prompt="benchmark prompt number %d: refactor the "
-                                                "module" % i,
-                                 tags=["bench"], metadata={"n": i})
+            s = session_record.Session(session_record.new_session_id(), NAMES[i % 3],
+                                       "/srv/project-%d" % (i % 50), model="model-%d" % (i % 7),
+                                       initial_prompt="benchmark prompt number %d: refactor "
+                                                      "the module" % i,
+                                       tags=["bench"], metadata={"n": i})
             batch[s.id] = s
-        store._commit(batch)
+        store._files.commit(batch)
     return count
 
 
 def sessions_home() -> str:
-    """A CLINVK_HOME holding SESSIONS sessions (built once per version of sessions.py)."""
-    with open(os.path.join(ROOT, "clinvk_lib", "sessions.py"), "rb") as f:
-        key = hashlib.sha256(f.read()).hexdigest()[:12]
+    """A CLINVK_HOME holding SESSIONS sessions (built once per version of the store's files)."""
+    digest = hashlib.sha256()
+    for name in ("sessions.py", "session_files.py", "session_index.py", "session_record.py"):
+        with open(os.path.join(ROOT, "clinvk_lib", name), "rb") as f:
+            digest.update(f.read())
+    key = digest.hexdigest()[:12]
     home = os.path.join(CACHE, "sessions-%d-%s" % (SESSIONS, key))
     if os.path.exists(os.path.join(home, "complete")):
         return home

@@ -16,152 +16,17 @@ clinvoker's ``config set`` wrote every value as a string.
 from __future__ import annotations
 
 import os
-import re
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
-from .backends.base import APPROVAL_MODES, SANDBOX_MODES
-
-BACKEND_NAMES = ("claude", "codex", "gemini")
+from .backends.base import NAMES
+from .backends.options import APPROVAL_MODES, OUTPUT_FORMATS, SANDBOX_MODES
+from .config_types import (BOOL, COUNT, STR, STR_LIST, Choice, Int, Invalid, NetworkList, Positive,
+                           ValueType)
+from .fsutil import write_atomically
 
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names key, source and what is expected."""
-
-
-class _Invalid(Exception):
-    """Raised by a type's converter; the caller adds the key and the source."""
-
-
-# --- types: one converter per type, shared by file, environment, flags and `config set` ---
-
-class _Type:
-    """``parse_text`` reads a string (env var, ``config set``); ``check`` validates a value
-    that already has a Python type (from the file or a flag) and returns it normalised."""
-
-    expected = ""
-
-    def parse_text(self, raw: str) -> Any:
-        return self.check(raw)
-
-    def check(self, value: Any) -> Any:
-        raise NotImplementedError
-
-
-class _Str(_Type):
-    expected = "a string"
-
-    def check(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (bool, int, float)):
-            raise _Invalid("a string (put the value in quotes)")
-        raise _Invalid(self.expected)
-
-
-class _Int(_Type):
-    def __init__(self, low: Optional[int] = None, high: Optional[int] = None) -> None:
-        self.low, self.high = low, high
-        if high is not None:
-            self.expected = "an integer from %d to %d" % (low, high)
-        elif low is not None:
-            self.expected = "an integer >= %d" % low
-        else:
-            self.expected = "an integer"
-
-    def parse_text(self, raw: str) -> Any:
-        if not re.fullmatch(r"[-+]?[0-9]+", raw.strip()):
-            raise _Invalid(self.expected)
-        return self.check(int(raw))
-
-    def check(self, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid(self.expected)
-        if (self.low is not None and value < self.low) or (
-                self.high is not None and value > self.high):
-            raise _Invalid(self.expected)
-        return value
-
-
-class _Positive(_Type):
-    expected = "a number greater than 0"
-
-    def parse_text(self, raw: str) -> Any:
-        if not re.fullmatch(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?", raw.strip()):
-            raise _Invalid(self.expected)
-        return self.check(float(raw))
-
-    def check(self, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Invalid(self.expected)
-        if not 0 < value < float("inf"):
-            raise _Invalid(self.expected)
-        return float(value)
-
-
-class _Bool(_Type):
-    # The YAML 1.2 spellings, so a value means the same in the file and in the environment.
-    expected = "true or false"
-
-    def parse_text(self, raw: str) -> Any:
-        word = raw.strip()
-        if word in ("true", "True", "TRUE"):
-            return True
-        if word in ("false", "False", "FALSE"):
-            return False
-        raise _Invalid(self.expected)
-
-    def check(self, value: Any) -> Any:
-        if not isinstance(value, bool):
-            raise _Invalid(self.expected)
-        return value
-
-
-class _Choice(_Type):
-    def __init__(self, *choices: str) -> None:
-        self.choices = choices
-        self.expected = "one of " + ", ".join(c if c else '""' for c in choices)
-
-    def parse_text(self, raw: str) -> Any:
-        return self.check(raw.strip())
-
-    def check(self, value: Any) -> Any:
-        if not isinstance(value, str) or value not in self.choices:
-            raise _Invalid(self.expected)
-        return value
-
-
-class _StrList(_Type):
-    """A list of strings; as text, comma-separated (blank items dropped)."""
-
-    expected = "a list of strings, e.g. [a, b]"
-
-    def parse_text(self, raw: str) -> Any:
-        return self.check([item.strip() for item in raw.split(",") if item.strip()])
-
-    def check(self, value: Any) -> Any:
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise _Invalid(self.expected)
-        return list(value)
-
-
-class _NetworkList(_StrList):
-    expected = "a list of IP addresses or CIDR networks, e.g. [10.0.0.1, 192.168.0.0/16]"
-
-    def check(self, value: Any) -> Any:
-        items = super().check(value)
-        import ipaddress  # only needed to check server.trusted_proxies
-        for item in items:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise _Invalid(self.expected) from None
-        return items
-
-
-STR = _Str()
-BOOL = _Bool()
-STR_LIST = _StrList()
-COUNT = _Int(0)
 
 
 def _run_slots() -> int:
@@ -171,7 +36,7 @@ def _run_slots() -> int:
 
 class Setting(NamedTuple):
     key: str
-    kind: _Type
+    kind: ValueType
     default: Any          # a value, or a function of the host returning it
     meaning: str
     secret: bool = False  # masked by Config.rows()
@@ -189,8 +54,8 @@ class Setting(NamedTuple):
 _BACKEND_SETTINGS = (
     ("model",         STR,                          "",   "model used when a run names none"),
     ("allowed_tools", STR,                          "",   "tools allowed without asking (claude --allowedTools)"),
-    ("approval_mode", _Choice("", *APPROVAL_MODES), "",   'overrides unified_flags.approval_mode ("" = use it)'),
-    ("sandbox_mode",  _Choice("", *SANDBOX_MODES),  "",   'overrides unified_flags.sandbox_mode ("" = use it)'),
+    ("approval_mode", Choice("", *APPROVAL_MODES),  "",   'overrides unified_flags.approval_mode ("" = use it)'),
+    ("sandbox_mode",  Choice("", *SANDBOX_MODES),   "",   'overrides unified_flags.sandbox_mode ("" = use it)'),
     ("extra_flags",   STR_LIST,                     (),   "arguments appended to every command of this backend"),
     ("enabled",       BOOL,                         True, "false refuses runs on this backend"),
     ("system_prompt", STR,                          "",   "system prompt used when a run gives none"),
@@ -198,10 +63,10 @@ _BACKEND_SETTINGS = (
 
 _S = Setting
 SETTINGS = (
-    _S("default_backend",                  _Choice(*BACKEND_NAMES), "claude", "backend used when none is named"),
+    _S("default_backend",                  Choice(*NAMES), "claude", "backend used when none is named"),
     # Defaults for every backend run.
-    _S("unified_flags.approval_mode",      _Choice(*APPROVAL_MODES), "default", "when the agent asks before acting (none = never: it may run anything)"),
-    _S("unified_flags.sandbox_mode",       _Choice(*SANDBOX_MODES), "default", "what the agent may change"),
+    _S("unified_flags.approval_mode",      Choice(*APPROVAL_MODES), "default", "when the agent asks before acting (none = never: it may run anything)"),
+    _S("unified_flags.sandbox_mode",       Choice(*SANDBOX_MODES), "default", "what the agent may change"),
     _S("unified_flags.max_turns",          COUNT,            0,        "agent turns per run (0 = the CLI's own limit)"),
     _S("unified_flags.max_tokens",         COUNT,            0,        "token budget per run (0 = none; no backend CLI has a flag for it)"),
     _S("unified_flags.verbose",            BOOL,             False,    "ask the backend CLI for verbose output"),
@@ -209,36 +74,36 @@ SETTINGS = (
     _S("unified_flags.command_timeout_secs", COUNT,          0,        "seconds before a CLI run is killed (0 = no limit)"),
 ) + tuple(
     _S("backends.%s.%s" % (name, field), kind, default, meaning)
-    for name in BACKEND_NAMES for field, kind, default, meaning in _BACKEND_SETTINGS
+    for name in NAMES for field, kind, default, meaning in _BACKEND_SETTINGS
 ) + (
     _S("session.auto_resume",              BOOL,             False,    "a plain prompt continues the last session"),
     _S("session.retention_days",           COUNT,            30,       "sessions unused this many days are deleted (0 = keep forever)"),
     _S("session.store_token_usage",        BOOL,             True,     "record token usage in sessions"),
     _S("session.default_tags",             STR_LIST,         (),       "tags added to every new session"),
-    _S("output.format",                    _Choice("text", "json", "stream-json"), "text", "CLI output format"),
+    _S("output.format",                    Choice(*OUTPUT_FORMATS), "text", "CLI output format"),
     _S("output.show_tokens",               BOOL,             False,    "text output ends with a token-usage line"),
     _S("output.show_timing",               BOOL,             False,    "text output ends with a timing line"),
-    _S("output.color",                     _Choice("auto", "always", "never"), "auto", "colour in CLI output (auto = when a terminal)"),
-    _S("parallel.max_workers",             _Int(1),          3,        "tasks run at once by parallel"),
+    _S("output.color",                     Choice("auto", "always", "never"), "auto", "colour in CLI output (auto = when a terminal)"),
+    _S("parallel.max_workers",             Int(1),           3,        "tasks run at once by parallel"),
     _S("parallel.fail_fast",               BOOL,             False,    "parallel stops the other tasks after a failure"),
     _S("parallel.aggregate_output",        BOOL,             True,     "parallel prints one combined report"),
     _S("server.host",                      STR,              "127.0.0.1", "address the server binds"),
-    _S("server.port",                      _Int(1, 65535),   8080,     "port the server binds"),
+    _S("server.port",                      Int(1, 65535),    8080,     "port the server binds"),
     _S("server.request_timeout_secs",      COUNT,            300,      "seconds a request's backend run may take (0 = no limit)"),
-    _S("server.read_timeout_secs",         _Int(1),          30,       "seconds to receive a whole request"),
+    _S("server.read_timeout_secs",         Int(1),           30,       "seconds to receive a whole request"),
     _S("server.write_timeout_secs",        COUNT,            300,      "seconds to send a whole response, streams included (0 = no limit)"),
-    _S("server.idle_timeout_secs",         _Int(1),          120,      "seconds an idle keep-alive connection is kept"),
-    _S("server.max_connections",           _Int(1),          512,      "connections open at once (one thread each); past it an idle or stalled one makes room, else 503"),
-    _S("server.max_concurrent_runs",       _Int(1),          _run_slots, "backend runs at once; later requests wait (default max(4, 2 x CPUs))"),
+    _S("server.idle_timeout_secs",         Int(1),           120,      "seconds an idle keep-alive connection is kept"),
+    _S("server.max_connections",           Int(1),           512,      "connections open at once (one thread each); past it an idle or stalled one makes room, else 503"),
+    _S("server.max_concurrent_runs",       Int(1),           _run_slots, "backend runs at once; later requests wait (default max(4, 2 x CPUs))"),
     _S("server.queue_timeout_secs",        COUNT,            30,       "seconds a request waits for a run slot before 503 (0 = fail at once)"),
     _S("server.session_busy_wait_secs",    COUNT,            5,        "seconds a turn waits for a session another turn holds before 409 (0 = fail at once)"),
     _S("server.shutdown_grace_secs",       COUNT,            30,       "seconds running requests get to finish on shutdown"),
     _S("server.rate_limit_enabled",        BOOL,             False,    "limit requests per client IP"),
-    _S("server.rate_limit_rps",            _Positive(),      10.0,     "requests per second per client IP"),
-    _S("server.rate_limit_burst",          _Int(1),          20,       "requests a client IP may send at once"),
-    _S("server.rate_limit_max_clients",    _Int(1),          100000,   "clients with a bucket of their own; beyond, new clients share one"),
-    _S("server.trusted_proxies",           _NetworkList(),   (),       "proxies whose X-Forwarded-For is believed (IPs or CIDRs)"),
-    _S("server.max_request_body_bytes",    _Int(1),          10 * 1024 * 1024, "largest request body accepted"),
+    _S("server.rate_limit_rps",            Positive(),       10.0,     "requests per second per client IP"),
+    _S("server.rate_limit_burst",          Int(1),           20,       "requests a client IP may send at once"),
+    _S("server.rate_limit_max_clients",    Int(1),           100000,   "clients with a bucket of their own; beyond, new clients share one"),
+    _S("server.trusted_proxies",           NetworkList(),    (),       "proxies whose X-Forwarded-For is believed (IPs or CIDRs)"),
+    _S("server.max_request_body_bytes",    Int(1),           10 * 1024 * 1024, "largest request body accepted"),
     _S("server.cors_allowed_origins",      STR_LIST,         (),       "browser origins allowed to call the API (empty = none)"),
     _S("server.cors_allow_credentials",    BOOL,             False,    "CORS responses allow credentials"),
     _S("server.cors_max_age",              COUNT,            300,      "seconds a browser may cache a CORS preflight"),
@@ -254,7 +119,7 @@ SETTINGS = (
     _S("server.admin_api_keys",            STR_LIST,         (),       "keys accepted like server.api_keys that may also use every session", secret=True),
     _S("server.api_keys_file",             STR,              "",       "file with more API keys, one per line"),
     _S("server.api_keys_gopass_path",      STR,              "",       "gopass entry holding more API keys, comma-separated"),
-    _S("server.log_format",                _Choice("text", "json"), "text", "server log line format"),
+    _S("server.log_format",                Choice("text", "json"), "text", "server log line format"),
     _S("server.sse_keepalive_secs",        COUNT,            15,       "seconds between keep-alive comments on idle streams (0 = none)"),
 )
 
@@ -332,9 +197,9 @@ class Config:
 
     def backend_settings(self, name: str) -> Dict[str, Any]:
         """The ``backends.<name>.*`` settings as {field: value}."""
-        if name not in BACKEND_NAMES:
+        if name not in NAMES:
             raise ConfigError("unknown backend '%s': expected one of %s"
-                              % (name, ", ".join(BACKEND_NAMES)))
+                              % (name, ", ".join(NAMES)))
         return {field: self.get("backends.%s.%s" % (name, field))
                 for field, _, _, _ in _BACKEND_SETTINGS}
 
@@ -394,13 +259,14 @@ def set_in_file(path: str, key: str, raw_value: str) -> None:
         text, mode = "", 0o600       # the file may come to hold API keys
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError("config %s: cannot read it: %s" % (path, e)) from None
-    from . import miniyaml
+    from . import miniyaml, yamledit  # lazy: start-up (only a config file needs them)
     try:
-        new_text = miniyaml.set_key(text, key, value, filename=path)
+        new_text = yamledit.set_key(text, key, value, filename=path)
     except miniyaml.YAMLError as e:
         raise ConfigError("config %s; fix the file, then set %s again" % (e, key)) from None
     try:
-        _write_atomically(path, new_text, mode)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_atomically(path, new_text.encode("utf-8"), mode)
     except OSError as e:
         raise ConfigError("config %s: cannot write it: %s" % (path, e.strerror or e)) from None
 
@@ -424,7 +290,7 @@ def _read_file(path: str, named_by: str) -> Optional[str]:
 
 
 def _values_from_file(text: str, path: str) -> Dict[str, Any]:
-    from . import miniyaml
+    from . import miniyaml  # lazy: start-up (only a config file needs it)
     try:
         data, lines = miniyaml.loads_with_lines(text, filename=path)
     except miniyaml.YAMLError as e:
@@ -478,7 +344,7 @@ def _convert(row: Setting, value: Any, where: str) -> Any:
         if isinstance(value, str):
             return row.kind.parse_text(value)
         return row.kind.check(value)
-    except _Invalid as e:
+    except Invalid as e:
         prefix = where + ": " if where else ""
         raise ConfigError("%s%s: expected %s, got %s" % (prefix, row.key, e, _describe(value))) \
             from None
@@ -491,15 +357,15 @@ def _describe(value: Any) -> str:
         return "a list"
     if isinstance(value, dict):
         return "a section"
-    from . import miniyaml
-    return miniyaml.dumps_inline(value)
+    from . import yamledit  # lazy: start-up (only a bad value needs it)
+    return yamledit.dumps_inline(value)
 
 
 def _suggestion(key: str) -> str:
     names = sorted(_BY_KEY) + sorted(_SECTIONS)
     folded = [n for n in names if n.lower() == key.lower()]
     same_depth = [n for n in names if n.count(".") == key.count(".")]
-    import difflib
+    import difflib  # lazy: start-up (only a mistyped key needs it)
     close = folded or difflib.get_close_matches(key, same_depth, n=1, cutoff=0.8)
     if not close:
         leaf = key.rsplit(".", 1)[-1]
@@ -512,37 +378,3 @@ def _mask(value: Any) -> Any:
         return ["****"] * len(value)
     return "****" if value else value
 
-
-def _write_atomically(path: str, text: str, mode: int) -> None:
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    import tempfile
-    fd, temp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename durable; some filesystems cannot fsync a directory, which is fine."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

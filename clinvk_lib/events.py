@@ -7,8 +7,9 @@ type). Wire formats (NDJSON, OpenAI SSE, Anthropic SSE, the CLI's text) are adap
 
 from __future__ import annotations
 
-import datetime
 from typing import Any, Dict, List, Optional
+
+from .textutil import rfc3339
 
 INIT = "init"
 MESSAGE = "message"
@@ -20,17 +21,15 @@ DONE = "done"
 
 TYPES = (INIT, MESSAGE, THINKING, TOOL_USE, TOOL_RESULT, ERROR, DONE)
 
-
-def now_rfc3339() -> str:
-    """The current UTC time as RFC 3339 with milliseconds and a ``Z`` suffix."""
-    t = datetime.datetime.now(datetime.timezone.utc)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (t.microsecond // 1000)
+# The token counts of a run, in the order every report lists them (a session's token_usage,
+# the native API's); cost_usd is apart because only some backends report it.
+USAGE_KEYS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
 
 
 class Usage:
     """Token counts of one run. ``cost_usd`` is kept only when the backend reports it."""
 
-    __slots__ = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "cost_usd")
+    __slots__ = USAGE_KEYS + ("cost_usd",)
 
     def __init__(self, input_tokens: int = 0, output_tokens: int = 0, cached_tokens: int = 0,
                  reasoning_tokens: int = 0, cost_usd: Optional[float] = None) -> None:
@@ -41,12 +40,7 @@ class Usage:
         self.cost_usd = cost_usd
 
     def to_dict(self) -> Dict[str, Any]:
-        d = {
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cached_tokens": self.cached_tokens,
-            "reasoning_tokens": self.reasoning_tokens,
-        }
+        d = {key: getattr(self, key) for key in USAGE_KEYS}   # type: Dict[str, Any]
         if self.cost_usd is not None:
             d["cost_usd"] = self.cost_usd
         return d
@@ -89,7 +83,7 @@ class Event:
         self.backend = backend
         self.content = content if content is not None else {}
         self.session_id = session_id
-        self.timestamp = timestamp or now_rfc3339()
+        self.timestamp = timestamp or rfc3339()
 
     def to_dict(self) -> Dict[str, Any]:
         d = {"type": self.type, "backend": self.backend}

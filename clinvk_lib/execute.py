@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
 from . import events as ev
 from . import runner
-from .backends import base
+from .backends import base, options, parsing
+from .config import Config
 from .policy import Policy, PolicyError, check_extra_flags, resolve_workdir
+from .session_record import Session, SessionError
+
+if TYPE_CHECKING:
+    # Named for type checkers only: a run without sessions (fan-out, dry run) never loads the
+    # store's module.
+    from .sessions import Access, SessionStore
 
 
 class ErrorKind:
@@ -26,7 +33,7 @@ class ErrorKind:
     INVALID = "invalid"                  # a bad value; ExecError.field names it
     UNKNOWN_BACKEND = "unknown_backend"
     DISABLED = "disabled"                # by the configuration, or this host cannot run it as
-                                         # safely as asked (backends.base.SetupError)
+                                         # safely as asked (backends.options.SetupError)
     NOT_INSTALLED = "not_installed"
     SESSION = "session"                  # not found / not resumable / transcript gone
     START = "start"                      # the OS refused to start the backend
@@ -83,8 +90,8 @@ class Request:
 class Prepared:
     """A validated run: everything needed to start it, and what a dry run shows."""
 
-    def __init__(self, request: Request, backend: base.Backend, opts: base.Options,
-                 argv: List[str], env: Dict[str, str], cwd: str, session: Any,
+    def __init__(self, request: Request, backend: base.Backend, opts: options.Options,
+                 argv: List[str], env: Dict[str, str], cwd: str, session: Optional[Session],
                  stream: bool, dry_run: bool, timeout: Optional[float],
                  tags: Optional[List[str]] = None) -> None:
         self.request = request
@@ -93,7 +100,7 @@ class Prepared:
         self.argv = argv
         self.env = env
         self.cwd = cwd
-        self.session = session          # sessions.Session being continued, or None
+        self.session = session          # session_record.Session being continued, or None
         self.stream = stream
         self.dry_run = dry_run
         self.timeout = timeout
@@ -113,7 +120,7 @@ class Outcome:
     run amounts to when one fits (SESSION: the backend lost the session's conversation), else
     ""."""
 
-    def __init__(self, result: base.Result, session_id: str, timed_out: bool = False,
+    def __init__(self, result: parsing.Result, session_id: str, timed_out: bool = False,
                  cancelled: bool = False, timeout: Optional[float] = None,
                  error_kind: str = "") -> None:
         self.result = result
@@ -155,8 +162,9 @@ class Cancel:
         return self._event.is_set()
 
 
-def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
-            stream: bool = False, base_env: Optional[Dict[str, str]] = None) -> Prepared:
+def prepare(req: Request, cfg: Config, store: Optional[SessionStore] = None,
+            policy: Optional[Policy] = None, stream: bool = False,
+            base_env: Optional[Dict[str, str]] = None) -> Prepared:
     """Resolve and validate ``req``; raises ExecError (or PolicyError) naming what is wrong."""
     session = None
     if req.session_id:
@@ -182,12 +190,12 @@ def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
                            cfg.get("unified_flags.approval_mode"))
     sandbox = _first_mode(req.sandbox_mode, setting("sandbox_mode"),
                           cfg.get("unified_flags.sandbox_mode"))
-    if approval not in base.APPROVAL_MODES:
+    if approval not in options.APPROVAL_MODES:
         raise ExecError(ErrorKind.INVALID, "expected one of %s, got %r"
-                        % (", ".join(base.APPROVAL_MODES), approval), "approval_mode")
-    if sandbox not in base.SANDBOX_MODES:
+                        % (", ".join(options.APPROVAL_MODES), approval), "approval_mode")
+    if sandbox not in options.SANDBOX_MODES:
         raise ExecError(ErrorKind.INVALID, "expected one of %s, got %r"
-                        % (", ".join(base.SANDBOX_MODES), sandbox), "sandbox_mode")
+                        % (", ".join(options.SANDBOX_MODES), sandbox), "sandbox_mode")
     for field in ("model", "system_prompt"):         # they go into argv, where NUL cannot
         if "\x00" in getattr(req, field):
             raise ExecError(ErrorKind.INVALID, "%s: must not contain NUL bytes" % field, field)
@@ -223,7 +231,7 @@ def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
         raise ExecError(ErrorKind.INVALID, str(exc), exc.field)
 
     dry_run = bool(cfg.get("unified_flags.dry_run")) if req.dry_run is None else bool(req.dry_run)
-    opts = base.Options(
+    opts = options.Options(
         model=req.model or setting("model") or "",
         workdir=cwd,
         approval_mode=approval,
@@ -247,7 +255,7 @@ def prepare(req: Request, cfg, store=None, policy: Optional[Policy] = None,
     argv = backend.build_argv(opts, executable or backend.executable)
     try:
         env = backend.child_env(dict(os.environ if base_env is None else base_env), opts)
-    except base.SetupError as exc:
+    except options.SetupError as exc:
         raise ExecError(ErrorKind.DISABLED, str(exc), "backend")
     timeout = req.timeout or cfg.get("unified_flags.command_timeout_secs") or None
     tags = list(dict.fromkeys(list(cfg.get("session.default_tags") or []) + req.tags))
@@ -263,10 +271,10 @@ def _first_mode(*values: Any) -> str:
     return "default"
 
 
-def _resumable_session(store, session_id: str, access):
+def _resumable_session(store: SessionStore, session_id: str,
+                       access: Optional[Access]) -> Session:
     """The session ``session_id`` (an id or a unique prefix) names among those ``access`` may
     use, if it can be continued."""
-    from .sessions import SessionError
     try:
         session = store.resolve(session_id, access)
     except SessionError as exc:
@@ -278,12 +286,12 @@ def _resumable_session(store, session_id: str, access):
     return session
 
 
-def _check_session_store(store, session, wait: Optional[float]) -> None:
+def _check_session_store(store: SessionStore, session: Optional[Session],
+                         wait: Optional[float]) -> None:
     """Refuse, before any run starts, a run whose turn could not be recorded (the store cannot
     be written) or, with ``wait``, whose session another turn still holds after ``wait``
     seconds. The session is only waited for here, not held: the run takes its lock again
     (waiting ``wait`` at most) where it starts, in the thread that will release it."""
-    from .sessions import SessionError
     try:
         store.check_writable()
         if session is not None and wait is not None:
@@ -301,7 +309,7 @@ class _SessionScope:
     resumed one for the whole run (SessionBusy after the request's ``session_wait``), then
     records the turn."""
 
-    def __init__(self, prepared: Prepared, store) -> None:
+    def __init__(self, prepared: Prepared, store: Optional[SessionStore]) -> None:
         self.prepared = prepared
         self.store = store if not prepared.request.ephemeral or prepared.session else None
         self.session_id = ""
@@ -322,7 +330,7 @@ class _SessionScope:
             self.session_id = s.id
         return self
 
-    def record(self, result: base.Result) -> None:
+    def record(self, result: parsing.Result) -> None:
         if self.store is None or not self.session_id:
             return
         self.store.record_turn(self.session_id, result.backend_session_id or
@@ -364,7 +372,7 @@ def _stop_reason(p: Prepared, proc: runner.Process) -> str:
     return ""
 
 
-def _explain_missing_transcript(p: Prepared, result: base.Result, stderr: str) -> str:
+def _explain_missing_transcript(p: Prepared, result: parsing.Result, stderr: str) -> str:
     """ErrorKind.SESSION (and an error saying what to do) when the backend no longer has the
     continued session's conversation, else ""."""
     if p.session is None or result.ok:
@@ -379,7 +387,7 @@ def _explain_missing_transcript(p: Prepared, result: base.Result, stderr: str) -
     return ErrorKind.SESSION
 
 
-def _forget_if_ephemeral(p: Prepared, result: base.Result) -> None:
+def _forget_if_ephemeral(p: Prepared, result: parsing.Result) -> None:
     if not p.request.ephemeral or not result.backend_session_id or p.session is not None:
         return
 
@@ -393,7 +401,8 @@ def _forget_if_ephemeral(p: Prepared, result: base.Result) -> None:
     p.backend.forget_session(result.backend_session_id, p.argv[0], run_in_place)
 
 
-def run(p: Prepared, store=None, cancel: Optional[Cancel] = None) -> Outcome:
+def run(p: Prepared, store: Optional[SessionStore] = None,
+        cancel: Optional[Cancel] = None) -> Outcome:
     """Run to completion with the backend's ``json`` output and return the parsed result."""
     with _SessionScope(p, store) as scope:
         proc = _start(p, cancel)
@@ -418,7 +427,7 @@ def run(p: Prepared, store=None, cancel: Optional[Cancel] = None) -> Outcome:
                        error_kind)
 
 
-def stream(p: Prepared, store=None, cancel: Optional[Cancel] = None,
+def stream(p: Prepared, store: Optional[SessionStore] = None, cancel: Optional[Cancel] = None,
            outcome: Optional[List[Outcome]] = None) -> Iterator[ev.Event]:
     """Yield unified events as the backend produces them: ``init`` first, ``done`` last.
 

@@ -1,7 +1,8 @@
-"""JSON text from outside the process (an HTTP body, an MCP line): parsed so that every way it
-can fail is one exception, and checked for strings that are not Unicode text.
+"""JSON text in and out. In: text from outside the process (an HTTP body, an MCP line), parsed
+so that every way it can fail is one exception, and checked for strings that are not Unicode
+text. Out: the two ways clinvk writes JSON (compact lines, 2-space-indented files).
 
-A leaf: the standard library only, shared by every front end that reads JSON from a client.
+A leaf: the standard library only, shared by every module that reads or writes JSON.
 """
 
 from __future__ import annotations
@@ -19,6 +20,18 @@ def loads(text: Union[str, bytes]) -> Any:
         return json.loads(text)
     except RecursionError:
         raise ValueError("arrays and objects are nested too deeply") from None
+
+
+def dumps_compact(value: Any) -> str:
+    """``value`` as compact JSON (no spaces, non-ASCII kept as it is): one line, since strings
+    escape their newlines. For wire bodies, stream lines and the session index."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def dumps_pretty(value: Any) -> str:
+    """``value`` as JSON indented by 2 spaces (non-ASCII kept) ending with a newline: the
+    files and the terminal output a person reads."""
+    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
 
 
 def lone_surrogate_path(value: Any, root: str = "") -> Optional[str]:

@@ -1,4 +1,4 @@
-"""The YAML subset clinvk's config file uses: a strict reader and a line-preserving editor.
+"""The YAML subset clinvk's config file uses, and its strict reader (``yamledit`` writes it).
 
 Read: block mappings, block lists (items may be scalars, flow lists, mappings or lists),
 one-line flow lists ``[a, "b", 3]``, the empty flow mapping ``{}``, plain, 'single-quoted'
@@ -10,16 +10,15 @@ Everything else is a ``YAMLError`` naming the file and line rather than a guess:
 aliases, tags, block scalars (``|`` ``>``), multi-document streams, directives, flow mappings
 with content, scalars spanning lines, tabs in indentation, duplicate keys, bad indentation.
 A config file therefore never means something its author did not see.
+
+The parser also records where each mapping entry sits in the text (``Parser.spans``), so that
+``yamledit`` can change one value and keep every other line as it was.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from typing import Any, Dict, List, Optional, Tuple
-
-__all__ = ["YAMLError", "loads", "loads_with_lines", "set_key", "dumps_inline"]
 
 
 class YAMLError(ValueError):
@@ -39,7 +38,7 @@ class YAMLError(ValueError):
 
 def loads(text: str, filename: str = "<string>") -> Any:
     """Parse ``text``; an empty document (blank or only comments) is ``None``."""
-    return _Parser(text, filename).parse()
+    return Parser(text, filename).parse()
 
 
 def loads_with_lines(text: str, filename: str = "<string>") -> Tuple[Any, Dict[str, int]]:
@@ -48,132 +47,10 @@ def loads_with_lines(text: str, filename: str = "<string>") -> Tuple[Any, Dict[s
     Keys inside list items use the item's index as a path segment (``a.0.name``); the key
     ``""`` holds the line where the document's content starts (absent when empty).
     """
-    parser = _Parser(text, filename)
+    parser = Parser(text, filename)
     data = parser.parse()
     lines = {".".join(str(p) for p in path): span.line for path, span in parser.spans.items()}
     return data, lines
-
-
-def dumps_inline(value: Any) -> str:
-    """Render a scalar, or a list of them, as one line of YAML that reads back equal.
-
-    Strings stay plain when that is unambiguous and are double-quoted otherwise.
-    """
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return ".nan"
-        if math.isinf(value):
-            return ".inf" if value > 0 else "-.inf"
-        return repr(value)
-    if isinstance(value, str):
-        return value if _plain_is_safe(value) else json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(dumps_inline(item) for item in value) + "]"
-    if isinstance(value, dict) and not value:
-        return "{}"
-    raise ValueError("cannot write %s as one line of YAML" % type(value).__name__)
-
-
-def set_key(text: str, dotted_key: str, value: Any, filename: str = "<string>") -> str:
-    """Return ``text`` with ``dotted_key`` (``server.port``) set to ``value``.
-
-    Every other line, comment and blank line is kept as it was. An existing inline value is
-    replaced in place (its trailing comment kept); an existing nested block value is replaced
-    by the inline form and its lines (comments inside it included) removed. A missing key is
-    added, with any missing parent mappings, after the last line of its closest existing
-    parent. Raises ``YAMLError`` if ``text`` does not parse or a parent is not a mapping.
-    """
-    parts = tuple(dotted_key.split("."))
-    if not all(parts):
-        raise ValueError("empty segment in key %r" % dotted_key)
-    rendered = dumps_inline(value)
-    bom = "\ufeff" if text.startswith("\ufeff") else ""
-    text = text[len(bom):]
-    parser = _Parser(text, filename)
-    data = parser.parse()
-    if data is not None and not isinstance(data, dict):
-        raise YAMLError("the document is not a mapping, so %s cannot be set in it" % dotted_key,
-                        parser.spans[()].line, filename)
-    eol = "\r" if "\r\n" in text else ""
-    lines = text.split("\n")
-
-    known = len(parts)
-    while known and parts[:known] not in parser.spans:
-        known -= 1
-    if known == len(parts):
-        _replace_value(lines, parser.spans[parts], rendered)
-    else:
-        if known == 0 and not data:
-            if data == {}:                # the whole document was "{}"
-                del lines[parser.spans[()].line - 1]
-            at = len(lines) - 1 if lines[-1] == "" else len(lines)
-            indent = 0
-        else:
-            at, indent = _make_room(lines, parser.spans[parts[:known]], parts[:known], filename)
-        lines[at:at] = _nested_lines(parts[known:], rendered, indent, eol)
-    result = bom + "\n".join(lines)
-    if not result.endswith("\n"):
-        result += eol + "\n"
-    _check_written(result, parts, value, filename)
-    return result
-
-
-def _replace_value(lines: List[str], span: "_Span", rendered: str) -> None:
-    index = span.line - 1
-    line = lines[index]
-    if span.value_start is not None:
-        lines[index] = line[:span.value_start] + rendered + line[span.value_end:]
-        return
-    tail = line[span.colon:]
-    lines[index] = line[:span.colon] + " " + rendered + (tail if tail.strip() else tail.lstrip(" \t"))
-    del lines[span.line:span.last_line]
-
-
-def _make_room(lines: List[str], span: "_Span", path: Tuple[str, ...],
-               filename: str) -> Tuple[int, int]:
-    """Where (list index, indent) new children of the mapping at ``path`` go."""
-    if isinstance(span.value, dict) and span.value:
-        return span.last_line, span.child_indent
-    if span.value is None or span.value == {}:
-        if span.value_start is not None:      # "key: ~" or "key: {}" becomes "key:"
-            index = span.line - 1
-            lines[index] = lines[index][:span.colon] + lines[index][span.value_end:]
-        return span.line, span.indent + 2
-    raise YAMLError("%s holds %s, not a mapping, so keys cannot be added under it"
-                    % (".".join(path), _kind_name(span.value)), span.line, filename)
-
-
-def _nested_lines(keys: Tuple[str, ...], rendered: str, indent: int, eol: str) -> List[str]:
-    out = []
-    for depth, key in enumerate(keys):
-        pad = " " * (indent + 2 * depth)
-        last = depth == len(keys) - 1
-        out.append(pad + dumps_inline(key) + (": " + rendered if last else ":") + eol)
-    return out
-
-
-def _check_written(text: str, parts: Tuple[str, ...], value: Any, filename: str) -> None:
-    """Guard against an edit that would not read back as intended (a bug, never user error)."""
-    node = loads(text, filename)
-    for part in parts:
-        node = node[part]
-    if node != value and not (isinstance(value, tuple) and node == list(value)):
-        raise YAMLError("internal error: %s did not read back as written" % ".".join(parts),
-                        0, filename)
-
-
-def _kind_name(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return "the value %s" % dumps_inline(value)
 
 
 # --- scalars ------------------------------------------------------------------------------
@@ -194,7 +71,7 @@ _ESCAPES = {"0": "\0", "a": "\a", "b": "\b", "t": "\t", "\t": "\t", "n": "\n", "
 _HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
 
 
-def _resolve_plain(raw: str) -> Any:
+def resolve_plain(raw: str) -> Any:
     """The YAML 1.2 core-schema value of a plain scalar (so ``yes`` and ``on`` stay strings)."""
     if raw in _NULLS:
         return None
@@ -215,13 +92,6 @@ def _resolve_plain(raw: str) -> Any:
     if _NAN.fullmatch(raw):
         return float("nan")
     return raw
-
-
-def _plain_is_safe(text: str) -> bool:
-    return (text != "" and text == text.strip() and text.isprintable()
-            and _resolve_plain(text) == text and text[0] not in "-?:,[]{}#&*!|>'\"%@`"
-            and not any(c in text for c in ",[]{}") and ": " not in text
-            and " #" not in text and not text.endswith(":"))
 
 
 def _is_item(text: str) -> bool:
@@ -262,7 +132,7 @@ class _Line:
         self.text = text          # content, trailing whitespace removed, comments kept
 
 
-class _Span:
+class Span:
     """Where one mapping entry sits in the text (columns are physical, lines 1-based)."""
 
     __slots__ = ("line", "indent", "colon", "value_start", "value_end", "last_line",
@@ -282,10 +152,14 @@ class _Span:
 _NOTHING = object()   # a key or list item whose value is not on its own line
 
 
-class _Parser:
+class Parser:
+    """One document: ``parse()`` returns its value (None when empty) and fills ``spans``,
+    the Span of every mapping entry by its path (a tuple of keys and list indexes; ``()`` is
+    the document's content). YAMLError for anything outside the subset."""
+
     def __init__(self, text: str, filename: str) -> None:
         self.filename = filename
-        self.spans = {}  # type: Dict[Tuple[Any, ...], _Span]
+        self.spans = {}  # type: Dict[Tuple[Any, ...], Span]
         self.lines = self._split(text[1:] if text.startswith("\ufeff") else text)
 
     def error(self, line: _Line, message: str) -> YAMLError:
@@ -327,7 +201,7 @@ class _Parser:
             line = self.lines[index]
             raise self.error(line, "bad indentation: expected %d spaces, found %d"
                              % (first.indent, line.indent))
-        root = _Span(first.number, first.indent, first.indent)
+        root = Span(first.number, first.indent, first.indent)
         root.child_indent = first.indent
         root.last_line = self.lines[-1].number
         root.value = value
@@ -368,7 +242,7 @@ class _Parser:
             if key in result:
                 raise self.error(line, "duplicate key '%s' (first set on line %d)"
                                  % (key, self.spans[child].line))
-            span = _Span(line.number, line.indent, line.indent + colon)
+            span = Span(line.number, line.indent, line.indent + colon)
             self.spans[child] = span
             value, start, end = self._value(line, colon)
             index += 1
@@ -469,7 +343,7 @@ class _Parser:
             raw = text[pos:_comment_start(text, pos)].rstrip(" \t")
             if _find_colon(raw) >= 0:
                 raise self.error(line, "': ' cannot appear in an unquoted value; quote the value")
-            return _resolve_plain(raw), pos, pos + len(raw)
+            return resolve_plain(raw), pos, pos + len(raw)
         value, end = delimited
         rest = text[end:]
         if rest.strip() and not (rest[0] in " \t" and rest.strip().startswith("#")):
@@ -579,7 +453,7 @@ class _Parser:
                 raw = text[index:end].rstrip(" \t")
                 if _find_colon(raw) >= 0:
                     raise self.error(line, "mappings inside a flow list are not supported")
-                value, index = _resolve_plain(raw), index + len(raw)
+                value, index = resolve_plain(raw), index + len(raw)
             items.append(value)
             index = _skip_blanks(text, index)
             if index < len(text) and text[index] == ",":

@@ -4,8 +4,9 @@ terminal tables and summaries of the CLI, the text of the MCP tools' results, th
 
 Plain data in, text (or JSON-ready dicts) out: nothing here prints, runs or reads a file, so
 the CLI and the MCP server word every fact the same way. Objects come duck-typed (an
-``execute.Outcome``, a ``sessions.Session``, the fan-out summary dicts of ``orchestrate``), so
-this module imports nothing of clinvk's.
+``execute.Outcome``, a ``session_record.Session``) or typed (the fan-out results of
+``fanout_results``, named for type checkers only), so this module imports nothing of clinvk's
+at run time but the text helpers every layer shares (``textutil``).
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ import calendar
 import json
 import shlex
 import time
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Sequence, Tuple
+
+from .textutil import cut
+
+if TYPE_CHECKING:
+    from .fanout_results import (ChainSummary, CompareSummary, ItemResult, ParallelSummary,
+                                 Skipped)
 
 # -- small pieces --------------------------------------------------------------------------------
-
-
-def cut(text: str, width: int) -> str:
-    """``text`` on one line (runs of whitespace become one space), at most ``width``
-    characters: a longer one ends with an ellipsis."""
-    text = " ".join((text or "").split())
-    return text if len(text) <= width else text[:max(width - 1, 0)] + "\u2026"
 
 
 def seconds(ms: int) -> str:
@@ -210,89 +210,84 @@ def task_label(task: Dict[str, Any], index: int) -> str:
         or "task %d" % (index + 1)
 
 
-def format_block(title: str, r: Dict[str, Any]) -> str:
+def format_block(title: str, r: ItemResult) -> str:
     """One item's answer under a header naming it, its status, duration and tokens."""
-    if "dry_run" in r:
+    if r.dry_run is not None:
         facts = ["dry run"]
     else:
-        facts = ["%s in %s" % (r["status"], seconds(r["duration_ms"]))]
-    usage = r.get("usage") or {}
-    if usage.get("input_tokens") or usage.get("output_tokens"):
-        facts.append("%d in / %d out tokens" % (usage.get("input_tokens", 0),
-                                                usage.get("output_tokens", 0)))
+        facts = ["%s in %s" % (r.status, seconds(r.duration_ms))]
+    if r.usage.input_tokens or r.usage.output_tokens:
+        facts.append("%d in / %d out tokens" % (r.usage.input_tokens, r.usage.output_tokens))
     out = ["=== %s: %s ===\n" % (title, ", ".join(facts))]
-    if "dry_run" in r:
-        out.append(dry_run_text(r["dry_run"]))
-    if r.get("output"):
-        out.append(r["output"] if r["output"].endswith("\n") else r["output"] + "\n")
-    if r.get("error"):
-        out.append("error: %s\n" % r["error"])
+    if r.dry_run is not None:
+        out.append(dry_run_text(r.dry_run))
+    if r.output:
+        out.append(r.output if r.output.endswith("\n") else r.output + "\n")
+    if r.error:
+        out.append("error: %s\n" % r.error)
     return "".join(out) + "\n"
 
 
-def format_parallel_text(summary: Dict[str, Any], tasks: Sequence[Dict[str, Any]],
+def format_parallel_text(summary: ParallelSummary, tasks: Sequence[Dict[str, Any]],
                          quiet: bool, table: bool) -> str:
     """Each task's answer in input order (not with ``quiet``), then a table (with ``table``
     or ``quiet``; errors under failed rows when the answers are hidden), then the totals."""
     out = []
     if not quiet:
-        for r in summary["results"]:
-            title = "[%d] %s (%s)" % (r["index"] + 1, task_label(tasks[r["index"]], r["index"]),
-                                      r["backend"])
+        for r in summary.results:
+            title = "[%d] %s (%s)" % (r.index + 1, task_label(tasks[r.index], r.index), r.backend)
             out.append(format_block(title, r))
     if table or quiet:
         out.append(_parallel_table(summary, tasks, errors=quiet))
     out.append("%d tasks: %d completed, %d failed, %d cancelled in %s\n" % (
-        summary["total_tasks"], summary["completed"], summary["failed"], summary["cancelled"],
-        seconds(summary["total_duration_ms"])))
+        summary.total_tasks, summary.completed, summary.failed, summary.cancelled,
+        seconds(summary.total_duration_ms)))
     return "".join(out)
 
 
-def _parallel_table(summary: Dict[str, Any], tasks: Sequence[Dict[str, Any]],
+def _parallel_table(summary: ParallelSummary, tasks: Sequence[Dict[str, Any]],
                     errors: bool) -> str:
     out = ["%-4s %-8s %-10s %9s %7s  %s\n" % ("#", "BACKEND", "STATUS", "TIME", "TOKENS", "TASK")]
-    for r in summary["results"]:
-        usage = r.get("usage") or {}
-        tokens = usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
+    for r in summary.results:
+        tokens = r.usage.input_tokens + r.usage.output_tokens
         out.append("%-4d %-8s %-10s %9s %7s  %s\n" % (
-            r["index"] + 1, r["backend"], r["status"], seconds(r["duration_ms"]),
-            tokens or "-", cut(task_label(tasks[r["index"]], r["index"]), 36)))
-        if errors and r["error"]:
-            out.append("     error: %s\n" % cut(r["error"], 200))
+            r.index + 1, r.backend, r.status, seconds(r.duration_ms),
+            tokens or "-", cut(task_label(tasks[r.index], r.index), 36)))
+        if errors and r.error:
+            out.append("     error: %s\n" % cut(r.error, 200))
     return "".join(out)
 
 
-def format_chain_text(summary: Dict[str, Any]) -> str:
+def format_chain_text(summary: ChainSummary) -> str:
     """Each step's answer in order, then one line saying how far the chain got."""
-    n = summary["total_steps"]
-    out = [format_block("step %d/%d%s (%s)" % (r["step"], n, " " + r["name"] if r["name"] else "",
-                                               r["backend"]), r)
-           for r in summary["results"]]
-    line = "chain: %d of %d steps completed in %s" % (summary["completed_steps"], n,
-                                                       seconds(summary["total_duration_ms"]))
-    if summary["failed_step"]:
-        line += "; step %d failed" % summary["failed_step"]
-    elif len(summary["results"]) < n:
+    n = summary.total_steps
+    out = [format_block("step %d/%d%s (%s)" % (r.step, n, " " + r.name if r.name else "",
+                                               r.backend), r)
+           for r in summary.results]
+    line = "chain: %d of %d steps completed in %s" % (summary.completed_steps, n,
+                                                       seconds(summary.total_duration_ms))
+    if summary.failed_step:
+        line += "; step %d failed" % summary.failed_step
+    elif len(summary.results) < n:
         line += "; stopped"
     return "".join(out) + line + "\n"
 
 
-def format_compare_text(summary: Dict[str, Any]) -> str:
+def format_compare_text(summary: CompareSummary) -> str:
     """Each backend's answer under its name (and model), then the totals."""
-    out = [format_block("%s%s" % (r["backend"], " (%s)" % r["model"] if r["model"] else ""), r)
-           for r in summary["results"]]
+    out = [format_block("%s%s" % (r.backend, " (%s)" % r.model if r.model else ""), r)
+           for r in summary.results]
     counts: Dict[str, int] = {}
-    for r in summary["results"]:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    for r in summary.results:
+        counts[r.status] = counts.get(r.status, 0) + 1
     out.append("compared %d backend%s in %s: %s\n" % (
-        len(summary["results"]), "" if len(summary["results"]) == 1 else "s",
-        seconds(summary["total_duration_ms"]),
+        len(summary.results), "" if len(summary.results) == 1 else "s",
+        seconds(summary.total_duration_ms),
         ", ".join("%d %s" % (counts[s], s) for s in ("completed", "failed", "cancelled")
                   if counts.get(s))))
     return "".join(out)
 
 
-def skipped_text(skipped: Iterable[Dict[str, str]]) -> str:
+def skipped_text(skipped: Iterable[Skipped]) -> str:
     """``skipped BACKEND: REASON`` per backend a compare left out."""
-    return "".join("skipped %s: %s\n" % (s["backend"], s["reason"]) for s in skipped)
-
+    return "".join("skipped %s: %s\n" % (s.backend, s.reason) for s in skipped)

@@ -9,7 +9,7 @@ import re
 import subprocess
 from typing import List, Set, Tuple
 
-from clinvk_lib.backends import base
+from clinvk_lib.backends import base, options, parsing
 from tests.conftest import FAKE_BIN, ROOT
 
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -46,7 +46,7 @@ class BackendKit:
                       for f in os.listdir(os.path.join(FIXTURES, "real", self.name))
                       if f.endswith(".stdout"))
 
-    def parse_real(self, case: str) -> Tuple[int, base.Result]:
+    def parse_real(self, case: str) -> Tuple[int, parsing.Result]:
         """(exit code, Result) of a real capture, parsed the way it was run (stream-json
         when the case name says "stream", else json)."""
         out, err, code = self.real(case)
@@ -63,11 +63,11 @@ class BackendKit:
 
     def argv(self, **kw) -> list:
         """The argv clinvk builds for these Options, with the CLI's own name first."""
-        return self.backend.build_argv(base.Options(**kw), self.name)
+        return self.backend.build_argv(options.Options(**kw), self.name)
 
     def run_fake(self, tmp_path, prompt: str, env=None, **kw) -> Tuple[str, str, int]:
         """(stdout, stderr, exit code) of the fake CLI run with the argv clinvk builds."""
-        args = self.backend.build_argv(base.Options(**kw), self.fake)
+        args = self.backend.build_argv(options.Options(**kw), self.fake)
         environ = self.backend.child_env(dict(os.environ,
                                               FAKE_CLI_STATE_DIR=str(tmp_path / "state"),
                                               **(env or {})))

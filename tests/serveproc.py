@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import Any, Dict, List, Optional
 
-from clinvk_lib import miniyaml
+from clinvk_lib import yamledit
 from tests.serverutil import HttpClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -140,5 +140,5 @@ def dump_yaml(config: Dict[str, Any], indent: str = "") -> str:
         if isinstance(value, dict):
             lines.append("%s%s:\n%s" % (indent, key, dump_yaml(value, indent + "  ")))
         else:
-            lines.append("%s%s: %s\n" % (indent, key, miniyaml.dumps_inline(value)))
+            lines.append("%s%s: %s\n" % (indent, key, yamledit.dumps_inline(value)))
     return "".join(lines)

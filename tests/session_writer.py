@@ -19,7 +19,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from clinvk_lib.sessions import SessionNotFound, SessionStore  # noqa: E402
+from clinvk_lib.session_record import SessionNotFound  # noqa: E402
+from clinvk_lib.sessions import SessionStore  # noqa: E402
 
 USAGE = {"input_tokens": 3, "output_tokens": 2, "cached_tokens": 1, "reasoning_tokens": 0}
 
@@ -66,7 +67,7 @@ def hold(store: SessionStore, sid: str) -> None:
 def die_before_index(store: SessionStore, sid: str) -> None:
     def killed(changes):
         os.kill(os.getpid(), signal.SIGKILL)
-    store._update_index = killed  # the crash point under test: file saved, index not yet
+    store._files._update_index = killed  # the crash point under test: file saved, index not yet
     ready()
     store.record_turn(sid, "after-crash", USAGE)
 

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from clinvk_lib import events as ev
-from clinvk_lib.backends import base
+from clinvk_lib.backends import options
 from tests.backendutil import BackendKit, fixture, help_flags
 
 KIT = BackendKit("claude")
@@ -82,7 +82,7 @@ def flag_names(args) -> set:
 
 def test_every_emitted_flag_is_in_claude_help_except_the_hidden_max_turns():
     emitted = set()
-    for approval in base.APPROVAL_MODES:
+    for approval in options.APPROVAL_MODES:
         emitted |= flag_names(argv(resume_id="r", model="m", approval_mode=approval,
                                    max_turns=2, system_prompt="s", allowed_tools="Read",
                                    ephemeral=True, verbose=True, output_format="stream-json"))
@@ -105,15 +105,15 @@ def test_extra_flags_that_bypass_policy_or_parsing_or_clash_are_not_allowed(flag
 
 
 def test_mode_notes_describe_every_mode():
-    assert set(BACKEND.mode_notes["approval_mode"]) == set(base.APPROVAL_MODES)
-    assert set(BACKEND.mode_notes["sandbox_mode"]) == set(base.SANDBOX_MODES)
+    assert set(BACKEND.mode_notes["approval_mode"]) == set(options.APPROVAL_MODES)
+    assert set(BACKEND.mode_notes["sandbox_mode"]) == set(options.SANDBOX_MODES)
     assert "root" in BACKEND.mode_notes["approval_mode"]["none"]
 
 
 def test_sandbox_request_is_reported_as_not_enforced():
-    warnings = BACKEND.ignored_options(base.Options(sandbox_mode="read-only"))
+    warnings = BACKEND.ignored_options(options.Options(sandbox_mode="read-only"))
     assert len(warnings) == 1 and "not enforced" in warnings[0]
-    assert BACKEND.ignored_options(base.Options()) == []
+    assert BACKEND.ignored_options(options.Options()) == []
 
 
 def test_child_env_drops_the_nested_claude_session_markers():
@@ -338,7 +338,7 @@ def test_fake_hang_prints_init_then_keeps_running_under_its_pidfile(tmp_path):
     pidfile = tmp_path / "pid"
     env = BACKEND.child_env(dict(os.environ, FAKE_CLI_MODE="hang", FAKE_CLI_PIDFILE=str(pidfile),
                                  FAKE_CLI_STATE_DIR=str(tmp_path / "state")))
-    proc = subprocess.Popen(BACKEND.build_argv(base.Options(output_format="stream-json"), FAKE),
+    proc = subprocess.Popen(BACKEND.build_argv(options.Options(output_format="stream-json"), FAKE),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(tmp_path),
                             env=env)
     try:

@@ -8,8 +8,7 @@ import subprocess
 import pytest
 
 from clinvk_lib import events as ev
-from clinvk_lib.backends import base
-from clinvk_lib.backends import codex
+from clinvk_lib.backends import codex, options
 from tests.backendutil import BackendKit, fixture, help_flags
 
 KIT = BackendKit("codex")
@@ -89,7 +88,7 @@ def test_unknown_option_values_are_refused_with_the_choices(kw, field):
 
 def test_every_emitted_flag_is_in_codex_exec_help():
     emitted = set()
-    for sandbox in base.SANDBOX_MODES:
+    for sandbox in options.SANDBOX_MODES:
         emitted |= {a.split("=", 1)[0] for a in argv(model="m", sandbox_mode=sandbox,
                                                      system_prompt="s", ephemeral=True)
                     if a.startswith("-") and a != "-"}
@@ -117,17 +116,17 @@ def test_extra_flags_that_bypass_policy_or_parsing_or_clash_are_not_allowed(flag
 
 
 def test_mode_notes_describe_every_mode():
-    assert set(BACKEND.mode_notes["approval_mode"]) == set(base.APPROVAL_MODES)
-    assert set(BACKEND.mode_notes["sandbox_mode"]) == set(base.SANDBOX_MODES)
+    assert set(BACKEND.mode_notes["approval_mode"]) == set(options.APPROVAL_MODES)
+    assert set(BACKEND.mode_notes["sandbox_mode"]) == set(options.SANDBOX_MODES)
 
 
 def test_options_codex_cannot_honour_are_reported():
-    warnings = BACKEND.ignored_options(base.Options(approval_mode="none", max_turns=3,
+    warnings = BACKEND.ignored_options(options.Options(approval_mode="none", max_turns=3,
                                                     allowed_tools="Read"))
     assert [w.split(":")[0] for w in warnings] == [
         "codex exec never asks for approval", "codex has no turn limit",
         "codex has no tool allowlist flag"]
-    assert BACKEND.ignored_options(base.Options(sandbox_mode="full")) == []
+    assert BACKEND.ignored_options(options.Options(sandbox_mode="full")) == []
 
 
 # -- --json lines ------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clinvk_lib import events as ev
-from clinvk_lib.backends import base
+from clinvk_lib.backends import options
 from tests.backendutil import BackendKit, fixture, help_flags
 
 KIT = BackendKit("gemini")
@@ -62,7 +62,7 @@ def test_unknown_option_values_are_refused_with_the_choices(kw, field):
 
 def test_every_emitted_flag_is_in_gemini_help():
     emitted = set()
-    for approval in base.APPROVAL_MODES:
+    for approval in options.APPROVAL_MODES:
         emitted |= {a.split("=", 1)[0] for a in argv(resume_id="r", model="m",
                                                      approval_mode=approval,
                                                      sandbox_mode="workspace", verbose=True)}
@@ -83,18 +83,18 @@ def test_extra_flags_that_bypass_policy_or_parsing_or_clash_are_not_allowed(flag
 
 
 def test_mode_notes_describe_every_mode():
-    assert set(BACKEND.mode_notes["approval_mode"]) == set(base.APPROVAL_MODES)
-    assert set(BACKEND.mode_notes["sandbox_mode"]) == set(base.SANDBOX_MODES)
+    assert set(BACKEND.mode_notes["approval_mode"]) == set(options.APPROVAL_MODES)
+    assert set(BACKEND.mode_notes["sandbox_mode"]) == set(options.SANDBOX_MODES)
     assert "NOT read-only" in BACKEND.mode_notes["sandbox_mode"]["read-only"]
 
 
 def test_options_gemini_cannot_honour_are_reported():
-    warnings = BACKEND.ignored_options(base.Options(
+    warnings = BACKEND.ignored_options(options.Options(
         sandbox_mode="read-only", system_prompt="S", max_turns=2, ephemeral=True,
         allowed_tools="x"))
     assert len(warnings) == 4             # ephemeral is honoured: the session is deleted after
     assert not any("ephemeral" in w for w in warnings)
-    assert BACKEND.ignored_options(base.Options(sandbox_mode="workspace")) == []
+    assert BACKEND.ignored_options(options.Options(sandbox_mode="workspace")) == []
 
 
 def test_child_env_trusts_the_workspace_and_drops_nested_claude_markers():

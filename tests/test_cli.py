@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from clinvk_lib import execute, render
-from clinvk_lib.backends import base
+from clinvk_lib.backends import parsing
 from clinvk_lib.cli import common
 from clinvk_lib.cli import run as run_module
 from clinvk_lib.cli.main import main
@@ -269,9 +269,10 @@ def test_resume_of_a_gone_transcript_explains_what_to_do(env, capsys):
 
 
 def test_a_failed_run_exits_by_its_error_kind_not_by_the_wording_of_its_error():
-    lost = execute.Outcome(base.Result("claude", error="the conversation is gone"), "s1",
+    lost = execute.Outcome(parsing.Result("claude", error="the conversation is gone"), "s1",
                            error_kind=execute.ErrorKind.SESSION)
-    quoting = execute.Outcome(base.Result("claude", error="try: clinvk sessions delete s1"), "s1")
+    quoting = execute.Outcome(parsing.Result("claude", error="try: clinvk sessions delete s1"),
+                              "s1")
     assert run_module.outcome_exit_code(lost) == common.EXIT_SESSION
     assert run_module.outcome_exit_code(quoting) == common.EXIT_FAILED
 

@@ -17,6 +17,7 @@ import pytest
 
 from clinvk_lib.cli import common, fanout
 from clinvk_lib.cli.main import main
+from clinvk_lib.fanout_results import ParallelSummary
 from tests.conftest import FAKE_BIN, ROOT, records
 from tests.serverutil import pid_alive
 from tests.test_orchestrate import only_installed, pids_of, use_per_backend
@@ -144,8 +145,7 @@ def capture_run_parallel(monkeypatch):
 
     def fake_run_parallel(tasks, cfg, **kw):
         seen.update(kw)
-        return {"total_tasks": 0, "completed": 0, "failed": 0, "cancelled": 0,
-                "total_duration_ms": 0, "results": []}
+        return ParallelSummary([], 0)
 
     monkeypatch.setattr(fanout.orchestrate, "run_parallel", fake_run_parallel)
     return seen
@@ -330,7 +330,8 @@ def test_chain_refuses_persist_sessions_with_a_clear_message(env, capsys):
     chain = dict(CHAIN, persist_sessions=True)
     assert main(["chain", "--file", write(env / "c.json", json.dumps(chain))]) == \
         common.EXIT_USAGE
-    assert "persist_sessions: not supported: chain steps are ephemeral" in capsys.readouterr().err
+    assert "persist_sessions: not supported: chains are always ephemeral" in \
+        capsys.readouterr().err
 
 
 def test_chain_text_shows_each_step_under_its_name(env, capsys):

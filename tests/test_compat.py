@@ -65,7 +65,7 @@ def test_models_list_has_each_enabled_backend_and_its_configured_model():
 
 
 def test_vendor_of_each_backend():
-    assert [compat.vendor(n) for n in base.names()] == ["anthropic", "openai", "google"]
+    assert [compat.vendor(n) for n in base.NAMES] == ["anthropic", "openai", "google"]
 
 
 # -- the prompt ----------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def test_system_prompt_opens_the_prompt_only_when_the_backend_has_no_mechanism()
 
 
 def test_only_gemini_lacks_a_system_prompt_mechanism():
-    assert {n: compat.honours_system_prompt(base.get(n)) for n in base.names()} == \
+    assert {n: compat.honours_system_prompt(base.get(n)) for n in base.NAMES} == \
         {"claude": True, "codex": True, "gemini": False}
 
 

@@ -37,7 +37,7 @@ class Case(NamedTuple):
     backend: str
     argv: Optional[Tuple[str, ...]]  # the dry-run argv after the executable; None: refused
     request: Dict[str, Any] = {}    # request fields beyond backend, prompt and workdir
-    opts: Dict[str, Any] = {}       # base.Options attributes prepare resolved
+    opts: Dict[str, Any] = {}       # options.Options attributes prepare resolved
     prepared: Dict[str, Any] = {}   # execute.Prepared attributes (dry_run, timeout)
     warning: str = ""               # text one of the dry run's warnings contains
     refused: str = ""               # ExecError.kind when prepare refuses the run

@@ -1,4 +1,4 @@
-"""limits.py: run slots, a first-come-first-served wait queue, Busy after the queue timeout."""
+"""runslots.py: run slots, a first-come-first-served wait queue, Busy after the queue timeout."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from clinvk_lib.server.limits import Abandoned, Busy, RunLimiter
+from clinvk_lib.runslots import Abandoned, Busy, RunLimiter
 from tests.serverutil import wait_for
 
 

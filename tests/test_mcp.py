@@ -15,11 +15,11 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from clinvk_lib import config
-from clinvk_lib.backends.base import APPROVAL_MODES
+from clinvk_lib.backends.options import APPROVAL_MODES
 from clinvk_lib.mcp import protocol
 from clinvk_lib.mcp.protocol import Server, Tool
 from clinvk_lib.mcp.tools import ToolContext, all_tools, plain_json_schema
-from clinvk_lib.server import schema as sc
+from clinvk_lib.shapes import PromptRequest
 from clinvk_lib.sessions import SessionStore
 from tests.serverutil import pid_alive
 
@@ -310,7 +310,7 @@ def test_prompt_schema_is_cut_from_the_http_schema_table(mcp):
     assert schema["required"] == ["backend", "prompt"]
     assert schema["properties"]["approval_mode"]["enum"] == list(APPROVAL_MODES)
     assert schema["properties"]["workdir"]["description"] == \
-        sc.PromptRequest.field("workdir").description
+        PromptRequest.field("workdir").description
 
 
 def test_openapi_example_becomes_json_schema_examples():

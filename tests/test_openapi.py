@@ -13,7 +13,8 @@ import pytest
 
 from tests.serverutil import start_server  # noqa: F401  (fixture)
 
-from clinvk_lib.server import schema as s
+from clinvk_lib.schema import to_json_schema, validate
+from clinvk_lib.shapes import PromptRequest
 from clinvk_lib.server.docs import render_docs_html
 from clinvk_lib.server.openapi import DEFAULT_ROUTES, Operation, build_openapi
 
@@ -114,7 +115,7 @@ def test_version_and_server_url_are_the_callers():
 def test_request_bodies_come_from_the_schema_table(doc):
     media = doc["paths"]["/api/v1/prompt"]["post"]["requestBody"]["content"]["application/json"]
     assert media["schema"] == {"$ref": "#/components/schemas/PromptRequest"}
-    assert doc["components"]["schemas"]["PromptRequest"] == s.to_json_schema(s.PromptRequest)
+    assert doc["components"]["schemas"]["PromptRequest"] == to_json_schema(PromptRequest)
 
 
 def test_every_request_body_has_an_example_that_validates(doc):
@@ -122,7 +123,7 @@ def test_every_request_body_has_an_example_that_validates(doc):
         if route.request is None:
             continue
         media = doc["paths"][route.path][route.method.lower()]["requestBody"]["content"]
-        s.validate(route.request, media["application/json"]["example"])
+        validate(route.request, media["application/json"]["example"])
 
 
 def test_health_docs_and_document_need_no_api_key(doc):

@@ -75,29 +75,29 @@ def test_parallel_results_follow_input_order_not_completion_order(cfg, monkeypat
     summary = orchestrate.run_parallel(
         [task("claude", "a"), task("codex", "b"), task("gemini", "c")], cfg, max_parallel=3,
         on_progress=lambda kind, i, payload: finished.append(i) if kind == "finished" else None)
-    assert [r["output"] for r in summary["results"]] == ["echo: a", "echo: b", "echo: c"]
-    assert [r["index"] for r in summary["results"]] == [0, 1, 2]
+    assert [r.output for r in summary.results] == ["echo: a", "echo: b", "echo: c"]
+    assert [r.index for r in summary.results] == [0, 1, 2]
     assert finished[-1] == 0
 
 
 def test_parallel_summary_counts_and_result_fields(cfg):
     summary = orchestrate.run_parallel([task("claude", "a", id="t1", name="first")], cfg)
-    assert {k: summary[k] for k in ("total_tasks", "completed", "failed", "cancelled")} == \
-        {"total_tasks": 1, "completed": 1, "failed": 0, "cancelled": 0}
-    r = summary["results"][0]
-    assert (r["index"], r["id"], r["name"], r["backend"], r["status"], r["exit_code"],
-            r["error"]) == (0, "t1", "first", "claude", "completed", 0, "")
-    assert r["usage"]["output_tokens"] > 0
+    assert (summary.total_tasks, summary.completed, summary.failed, summary.cancelled) == \
+        (1, 1, 0, 0)
+    r = summary.results[0]
+    assert (r.index, r.id, r.name, r.backend, r.status, r.exit_code, r.error) == \
+        (0, "t1", "first", "claude", "completed", 0, "")
+    assert r.usage.output_tokens > 0
 
 
 def test_a_failing_task_fails_alone(cfg, monkeypatch, tmp_path):
     use_per_backend(monkeypatch, tmp_path, codex={"FAKE_CLI_MODE": "fail"})
     summary = orchestrate.run_parallel(
         [task("claude", "a"), task("codex", "b"), task("gemini", "c")], cfg)
-    assert [r["status"] for r in summary["results"]] == ["completed", "failed", "completed"]
-    assert summary["results"][1]["exit_code"] == 1
-    assert "fake failure" in summary["results"][1]["error"]
-    assert (summary["completed"], summary["failed"]) == (2, 1)
+    assert [r.status for r in summary.results] == ["completed", "failed", "completed"]
+    assert summary.results[1].exit_code == 1
+    assert "fake failure" in summary.results[1].error
+    assert (summary.completed, summary.failed) == (2, 1)
 
 
 def test_task_whose_backend_is_not_installed_fails_alone(cfg, monkeypatch, tmp_path):
@@ -106,8 +106,8 @@ def test_task_whose_backend_is_not_installed_fails_alone(cfg, monkeypatch, tmp_p
     os.symlink(os.path.join(FAKE_BIN, "claude"), str(bindir / "claude"))
     monkeypatch.setenv("PATH", str(bindir) + os.pathsep + "/usr/bin:/bin")
     summary = orchestrate.run_parallel([task("gemini", "a"), task("claude", "b")], cfg)
-    assert [r["status"] for r in summary["results"]] == ["failed", "completed"]
-    assert "not installed" in summary["results"][0]["error"]
+    assert [r.status for r in summary.results] == ["failed", "completed"]
+    assert "not installed" in summary.results[0].error
 
 
 def test_fail_fast_kills_running_tasks_and_never_starts_the_rest(cfg, monkeypatch, tmp_path):
@@ -116,9 +116,9 @@ def test_fail_fast_kills_running_tasks_and_never_starts_the_rest(cfg, monkeypatc
     summary = orchestrate.run_parallel(
         [task("claude", "hangs"), task("codex", "fails"), task("claude", "never starts")],
         cfg, max_parallel=2, fail_fast=True)
-    assert [r["status"] for r in summary["results"]] == ["cancelled", "failed", "cancelled"]
-    assert (summary["completed"], summary["failed"], summary["cancelled"]) == (0, 1, 2)
-    assert "tasks[1] failed" in summary["results"][2]["error"]
+    assert [r.status for r in summary.results] == ["cancelled", "failed", "cancelled"]
+    assert (summary.completed, summary.failed, summary.cancelled) == (0, 1, 2)
+    assert "tasks[1] failed" in summary.results[2].error
     hung = pids_of(pids, "claude")
     assert len(hung) == 1
     assert not pid_alive(hung[0])
@@ -127,7 +127,7 @@ def test_fail_fast_kills_running_tasks_and_never_starts_the_rest(cfg, monkeypatc
 def test_fail_fast_with_a_task_that_cannot_be_prepared_starts_nothing(cfg, record):
     summary = orchestrate.run_parallel(
         [task("claude", "a"), task("claude", "b", workdir="/no/such/dir")], cfg, fail_fast=True)
-    assert [r["status"] for r in summary["results"]] == ["cancelled", "failed"]
+    assert [r.status for r in summary.results] == ["cancelled", "failed"]
     assert records(record) == []
 
 
@@ -143,7 +143,7 @@ def test_firing_cancel_stops_a_parallel_run_and_its_processes(cfg, monkeypatch, 
     threading.Thread(target=fire_when_started, daemon=True).start()
     summary = orchestrate.run_parallel([task("claude", "a"), task("claude", "b")], cfg,
                                        max_parallel=1, cancel=cancel)
-    assert [r["status"] for r in summary["results"]] == ["cancelled", "cancelled"]
+    assert [r.status for r in summary.results] == ["cancelled", "cancelled"]
     assert [pid_alive(pid) for pid in pids_of(pids, "claude")] == [False]
 
 
@@ -170,9 +170,9 @@ def test_max_parallel_falls_back_to_config_then_to_three(clinvk_home):
 
 def test_parallel_dry_run_returns_commands_and_runs_nothing(cfg, record):
     summary = orchestrate.run_parallel([task("codex", "a")], cfg, dry_run=True)
-    r = summary["results"][0]
-    assert os.path.basename(r["dry_run"]["command"][0]) == "codex"
-    assert r["status"] == "completed"
+    r = summary.results[0]
+    assert os.path.basename(r.dry_run["command"][0]) == "codex"
+    assert r.status == "completed"
     assert records(record) == []
 
 
@@ -198,8 +198,8 @@ def test_previous_is_replaced_by_the_previous_steps_output(cfg, record):
     summary = orchestrate.run_chain(
         [task("claude", "first"), task("codex", "summarise: {{previous}}")], cfg)
     assert records(record)[1]["stdin"] == "summarise: echo: first"
-    assert summary["results"][1]["output"] == "echo: summarise: echo: first"
-    assert (summary["total_steps"], summary["completed_steps"], summary["failed_step"]) == \
+    assert summary.results[1].output == "echo: summarise: echo: first"
+    assert (summary.total_steps, summary.completed_steps, summary.failed_step) == \
         (2, 2, 0)
 
 
@@ -207,8 +207,8 @@ def test_chain_stops_at_the_first_failure(cfg, monkeypatch, tmp_path, record):
     use_per_backend(monkeypatch, tmp_path, codex={"FAKE_CLI_MODE": "fail"})
     summary = orchestrate.run_chain(
         [task("claude", "a"), task("codex", "b"), task("gemini", "c")], cfg)
-    assert [r["step"] for r in summary["results"]] == [1, 2]
-    assert (summary["completed_steps"], summary["failed_step"]) == (1, 2)
+    assert [r.step for r in summary.results] == [1, 2]
+    assert (summary.completed_steps, summary.failed_step) == (1, 2)
     assert [r["backend"] for r in records(record)] == ["claude", "codex"]
 
 
@@ -216,8 +216,8 @@ def test_chain_goes_on_after_a_failure_without_stop_on_failure(cfg, monkeypatch,
     use_per_backend(monkeypatch, tmp_path, claude={"FAKE_CLI_MODE": "fail"})
     summary = orchestrate.run_chain([task("claude", "a"), task("codex", "b")], cfg,
                                     stop_on_failure=False)
-    assert [r["status"] for r in summary["results"]] == ["failed", "completed"]
-    assert summary["failed_step"] == 1
+    assert [r.status for r in summary.results] == ["failed", "completed"]
+    assert summary.failed_step == 1
 
 
 def test_pass_working_dir_gives_a_step_without_workdir_the_previous_one(cfg, tmp_path, record):
@@ -226,19 +226,6 @@ def test_pass_working_dir_gives_a_step_without_workdir_the_previous_one(cfg, tmp
     orchestrate.run_chain([task("claude", "a", workdir=str(work)), task("codex", "b")], cfg,
                           pass_working_dir=True)
     assert [r["cwd"] for r in records(record)] == [str(work), str(work)]
-
-
-def test_chain_refuses_the_session_placeholder_before_running(cfg, record):
-    with pytest.raises(orchestrate.SpecError) as err:
-        orchestrate.run_chain([task("claude", "a"), task("codex", "use {{session}}")], cfg)
-    assert err.value.field == "steps[1].prompt"
-    assert "ephemeral" in str(err.value)
-    assert records(record) == []
-
-
-def test_chain_refuses_previous_in_the_first_step(cfg):
-    with pytest.raises(orchestrate.SpecError, match=r"steps\[0\].prompt: uses \{\{previous\}\}"):
-        orchestrate.run_chain([task("claude", "{{previous}}")], cfg)
 
 
 # -- compare --------------------------------------------------------------------------------------
@@ -255,10 +242,10 @@ def only_installed(monkeypatch, tmp_path, *names):
 def test_compare_skips_a_backend_that_is_not_installed(cfg, monkeypatch, tmp_path):
     only_installed(monkeypatch, tmp_path, "claude", "codex")
     summary = orchestrate.run_compare("hi", ["claude", "gemini", "codex"], cfg)
-    assert summary["backends"] == ["claude", "codex"]
-    assert [r["output"] for r in summary["results"]] == ["echo: hi", "echo: hi"]
-    assert [s["backend"] for s in summary["skipped"]] == ["gemini"]
-    assert "not installed" in summary["skipped"][0]["reason"]
+    assert summary.backends == ["claude", "codex"]
+    assert [r.output for r in summary.results] == ["echo: hi", "echo: hi"]
+    assert [s.backend for s in summary.skipped] == ["gemini"]
+    assert "not installed" in summary.skipped[0].reason
 
 
 def test_compare_with_no_backend_left_is_an_error(cfg, monkeypatch, tmp_path):
@@ -272,8 +259,8 @@ def test_compare_results_follow_the_requested_order(cfg, monkeypatch, tmp_path):
     use_per_backend(monkeypatch, tmp_path,
                     gemini={"FAKE_CLI_MODE": "slow", "FAKE_CLI_DELAY": "0.3"})
     summary = orchestrate.run_compare("hi", ["gemini", "codex"], cfg)
-    assert [r["backend"] for r in summary["results"]] == ["gemini", "codex"]
-    assert all(r["status"] == "completed" for r in summary["results"])
+    assert [r.backend for r in summary.results] == ["gemini", "codex"]
+    assert all(r.status == "completed" for r in summary.results)
 
 
 def test_compare_passes_model_to_every_backend(cfg, record):
@@ -281,7 +268,7 @@ def test_compare_passes_model_to_every_backend(cfg, record):
                                       sequential=True)
     runs = [r for r in records(record) if r["stdin"] == "hi"]   # not gemini's session cleanup
     assert [flag_value(r["argv"], "--model") for r in runs] == ["m-1", "m-1"]
-    assert [r["model"] for r in summary["results"]] == ["m-1", "m-1"]
+    assert [r.model for r in summary.results] == ["m-1", "m-1"]
 
 
 def test_compare_refuses_a_workdir_every_backend_refuses(cfg):
@@ -294,86 +281,3 @@ def test_all_installed_backends_are_the_enabled_ones_on_path_in_stable_order(
         clinvk_home, fake_path):
     (clinvk_home / "config.yaml").write_text("backends:\n  codex:\n    enabled: false\n")
     assert orchestrate.all_installed_backends(config.load()) == ["claude", "gemini"]
-
-
-# -- validation of task and chain files -----------------------------------------------------------
-
-
-@pytest.mark.parametrize("tasks, message", [
-    ([{"backend": "claude", "prompt": "a"}] * 2 + [{"backend": "gpt", "prompt": "c"}],
-     "tasks[2].backend: expected one of claude, codex, gemini, got 'gpt'"),
-    ([{"backend": "claude"}], "tasks[0].prompt: required"),
-    ([{"backend": "claude", "prompt": "  "}], "tasks[0].prompt: must not be empty"),
-    ([{"backend": "claude", "prompt": "a", "promt": "b"}],
-     "tasks[0].promt: unknown field (expected one of backend, prompt, model,"),
-    ([{"backend": "claude", "prompt": "a", "max_turns": "3"}],
-     "tasks[0].max_turns: expected a whole number >= 0, got '3'"),
-    ([{"backend": "claude", "prompt": "a", "approval_mode": "yolo"}],
-     "tasks[0].approval_mode: expected one of default, auto, none, always, got 'yolo'"),
-    ([{"backend": "claude", "prompt": "a", "extra": "--x"}],
-     "tasks[0].extra: expected a list of strings, got a string"),
-    ([{"backend": "claude", "prompt": "a", "meta": {"k": 1}}],
-     "tasks[0].meta: expected an object of strings"),
-    (["review auth.py"], "tasks[0]: expected an object with backend and prompt, got a string"),
-    ([], "tasks: required: a non-empty list"),
-])
-def test_a_bad_task_is_named_by_index_and_field(tasks, message):
-    with pytest.raises(orchestrate.SpecError) as err:
-        orchestrate.validate_parallel_spec({"tasks": tasks})
-    assert str(err.value).startswith(message)
-
-
-def test_every_task_field_is_accepted():
-    full = {"backend": "codex", "prompt": "p", "model": "m", "workdir": "/tmp",
-            "approval_mode": "auto", "sandbox_mode": "read-only", "max_turns": 2,
-            "system_prompt": "s", "extra": ["--x"], "id": "i", "name": "n", "tags": ["t"],
-            "meta": {"k": "v"}, "dry_run": True}
-    assert set(full) == set(orchestrate.TASK_FIELDS)
-    spec = orchestrate.validate_parallel_spec({"tasks": [full], "max_parallel": 2,
-                                               "fail_fast": True, "output_dir": "out"})
-    assert spec == {"tasks": [full], "max_parallel": 2, "fail_fast": True, "output_dir": "out"}
-
-
-@pytest.mark.parametrize("spec, message", [
-    ([{"backend": "claude", "prompt": "a"}], "expected an object with a 'tasks' list"),
-    ({"tasks": [{"backend": "claude", "prompt": "a"}], "max_parallel": 0},
-     "max_parallel: expected a whole number >= 1, got 0"),
-    ({"tasks": [{"backend": "claude", "prompt": "a"}], "fail_fast": "yes"},
-     "fail_fast: expected true or false, got 'yes'"),
-    ({"tasks": [{"backend": "claude", "prompt": "a"}], "workers": 2}, "workers: unknown field"),
-])
-def test_a_bad_parallel_file_names_the_top_level_field(spec, message):
-    with pytest.raises(orchestrate.SpecError) as err:
-        orchestrate.validate_parallel_spec(spec)
-    assert message in str(err.value)
-
-
-@pytest.mark.parametrize("key", ["pass_session_id", "persist_sessions"])
-def test_chain_files_refuse_session_options(key):
-    with pytest.raises(orchestrate.SpecError) as err:
-        orchestrate.validate_chain_spec({"steps": [{"backend": "claude", "prompt": "a"}],
-                                         key: True})
-    assert str(err.value).startswith("%s: not supported: chain steps are ephemeral" % key)
-
-
-def test_chain_steps_take_only_step_fields():
-    with pytest.raises(orchestrate.SpecError, match=r"steps\[0\].tags: unknown field"):
-        orchestrate.validate_chain_spec({"steps": [{"backend": "claude", "prompt": "a",
-                                                    "tags": ["x"]}]})
-
-
-def test_parallel_fail_fast_is_unset_unless_the_file_says():
-    tasks = [{"backend": "claude", "prompt": "a"}]
-    assert orchestrate.validate_parallel_spec({"tasks": tasks})["fail_fast"] is None
-
-
-def test_chain_stop_on_failure_is_unset_unless_the_file_says():
-    steps = [{"backend": "claude", "prompt": "a"}]
-    assert orchestrate.validate_chain_spec({"steps": steps})["stop_on_failure"] is None
-    assert orchestrate.validate_chain_spec({"steps": steps, "stop_on_failure": False})[
-        "stop_on_failure"] is False
-
-
-def test_compare_names_an_unknown_backend_by_position(cfg):
-    with pytest.raises(orchestrate.SpecError, match=r"backends\[1\]: expected one of"):
-        orchestrate.run_compare("hi", ["claude", "gpt"], cfg)

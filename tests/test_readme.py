@@ -50,6 +50,12 @@ def test_every_backend_mode_note_is_in_the_readme(readme):
                 assert text.replace("|", "/") in readme, (name, text[:50])
 
 
+def test_every_backend_option_note_is_in_the_readme(readme):
+    for name in base.NAMES:
+        for option, text in base.get(name).option_notes.items():
+            assert text.replace("|", "/") in readme, (name, option, text[:50])
+
+
 def test_the_two_commands_are_the_ones_ci_runs(readme):
     assert "./build_pyz.sh && python3 dist/clinvk.pyz serve" in readme
     assert "./test.sh" in readme

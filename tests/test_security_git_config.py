@@ -17,7 +17,7 @@ from typing import Dict, List
 import pytest
 
 from clinvk_lib import config, execute
-from clinvk_lib.backends import base
+from clinvk_lib.backends import base, gitenv, options
 from clinvk_lib.policy import Policy
 from tests.conftest import records
 from tests.serverutil import fresh_backend_probe, server, start_server  # noqa: F401 (fixtures)
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(GIT is None, reason="needs the git binary")
 # gemini's child environment needs a root-owned system defaults file (see gemini_trust).
 BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(
     name == "gemini" and os.geteuid() != 0, reason="gemini's defaults file needs root"))
-    for name in base.names()]
+    for name in base.NAMES]
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def plant(repo: Path, env: Dict[str, str], key: str, value: str) -> None:
 
 def server_env(plain_env: Dict[str, str], repo: Path, backend: str = "claude") -> Dict[str, str]:
     """The environment clinvk gives ``backend`` for a server run in ``repo``."""
-    opts = base.Options(workdir=str(repo), project_config=False)
+    opts = options.Options(workdir=str(repo), project_config=False)
     return base.get(backend).child_env(plain_env, opts)
 
 
@@ -338,14 +338,14 @@ def test_the_operators_own_git_settings_are_not_overridden(repo, plain_env):
 def test_a_command_line_run_leaves_the_repositorys_git_configuration_alone(repo, plain_env,
                                                                             markers):
     plant(repo, plain_env, "core.fsmonitor", touch(markers, "fsmonitor") + "; false")
-    env = base.get("claude").child_env(plain_env, base.Options(workdir=str(repo)))
+    env = base.get("claude").child_env(plain_env, options.Options(workdir=str(repo)))
     assert "GIT_CONFIG_COUNT" not in env
     status(repo, env)
     assert found(markers) == ["fsmonitor"]
 
 
 def test_a_git_config_count_that_is_not_a_number_refuses_the_run(repo, plain_env):
-    with pytest.raises(base.SetupError, match="GIT_CONFIG_COUNT .* got 'two'"):
+    with pytest.raises(options.SetupError, match="GIT_CONFIG_COUNT .* got 'two'"):
         server_env(dict(plain_env, GIT_CONFIG_COUNT="two"), repo)
 
 
@@ -355,22 +355,22 @@ def test_a_git_that_ignores_git_config_count_refuses_the_run(repo, plain_env, tm
     (old / "git").write_text("#!/bin/sh\nunset GIT_CONFIG_COUNT\nexec %s \"$@\"\n" % GIT)
     (old / "git").chmod(0o755)
     env = dict(plain_env, PATH=str(old) + os.pathsep + plain_env.get("PATH", ""))
-    with pytest.raises(base.SetupError, match="ignores GIT_CONFIG_COUNT.*git 2.31 or later"):
+    with pytest.raises(options.SetupError, match="ignores GIT_CONFIG_COUNT.*git 2.31 or later"):
         server_env(env, repo)
 
 
 def test_an_unreadable_repository_configuration_refuses_the_run(repo, plain_env):
     (repo / ".git" / "config").write_text("[core\n")
-    with pytest.raises(base.SetupError, match=r"\.git/config.*server\.allow_project_config"):
+    with pytest.raises(options.SetupError, match=r"\.git/config.*server\.allow_project_config"):
         server_env(plain_env, repo)
 
 
 def test_a_pipe_planted_as_git_config_refuses_the_run_instead_of_hanging(repo, plain_env,
                                                                          monkeypatch):
-    monkeypatch.setattr(base, "GIT_TIMEOUT_SECS", 1)
+    monkeypatch.setattr(gitenv, "GIT_TIMEOUT_SECS", 1)
     os.remove(str(repo / ".git" / "config"))
     os.mkfifo(str(repo / ".git" / "config"))
-    with pytest.raises(base.SetupError, match="timed out"):
+    with pytest.raises(options.SetupError, match="timed out"):
         server_env(plain_env, repo)
 
 

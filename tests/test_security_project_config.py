@@ -12,7 +12,7 @@ import stat
 import pytest
 
 from clinvk_lib import config, execute
-from clinvk_lib.backends import base, gemini_trust
+from clinvk_lib.backends import gemini_trust, options
 from clinvk_lib.mcp.tools import ToolContext, all_tools
 from clinvk_lib.mcp.protocol import Server
 from clinvk_lib.policy import Policy
@@ -161,7 +161,7 @@ def test_provisioned_defaults_file_gemini_would_skip_is_refused(tmp_path, monkey
     provisioned = tmp_path / "defaults.json"
     provisioned.write_text('{"security": {"folderTrust": {"enabled": false}}}')
     monkeypatch.setattr(gemini_trust, "PROVISIONED_DEFAULTS", str(provisioned))
-    with pytest.raises(base.SetupError, match=SKIPPED_UNDER_TMP):
+    with pytest.raises(options.SetupError, match=SKIPPED_UNDER_TMP):
         gemini_trust.untrusted_defaults_file()
 
 
@@ -170,7 +170,7 @@ def test_provisioned_defaults_file_that_keeps_folder_trust_on_is_refused(tmp_pat
     provisioned.write_text('{"security": {"folderTrust": {"enabled": true}}}')
     monkeypatch.setattr(gemini_trust, "PROVISIONED_DEFAULTS", str(provisioned))
     monkeypatch.setattr(gemini_trust, "gemini_skips", lambda path: "")
-    with pytest.raises(base.SetupError, match="must hold the JSON"):
+    with pytest.raises(options.SetupError, match="must hold the JSON"):
         gemini_trust.untrusted_defaults_file()
 
 
@@ -178,7 +178,7 @@ def test_defaults_file_written_where_gemini_would_skip_it_is_refused(tmp_path, m
     monkeypatch.setattr(gemini_trust, "PROVISIONED_DEFAULTS", str(tmp_path / "none.json"))
     monkeypatch.setattr(gemini_trust, "private_dir", lambda: str(tmp_path / "private"))
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    with pytest.raises(base.SetupError, match=SKIPPED_UNDER_TMP):
+    with pytest.raises(options.SetupError, match=SKIPPED_UNDER_TMP):
         gemini_trust.untrusted_defaults_file()
 
 

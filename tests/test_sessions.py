@@ -15,9 +15,10 @@ import time
 
 import pytest
 
-from clinvk_lib import sessions
-from clinvk_lib.sessions import (Access, AmbiguousSession, Session, SessionBusy, SessionError,
-                                 SessionNotFound, SessionStore, StoreUnavailable, parse_age)
+from clinvk_lib import session_record, sessions
+from clinvk_lib.session_record import (AmbiguousSession, Session, SessionBusy, SessionError,
+                                       SessionNotFound, StoreUnavailable, parse_age)
+from clinvk_lib.sessions import Access, SessionStore
 
 WRITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "session_writer.py")
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
@@ -45,7 +46,7 @@ def set_fields(store, sid, **fields):
 
 
 def days_ago(days):
-    return sessions.canonical_time(time.strftime("%Y-%m-%dT%H:%M:%SZ",
+    return session_record.canonical_time(time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                  time.gmtime(time.time() - days * 86400)))
 
 
@@ -98,7 +99,7 @@ def test_new_session_ids_are_32_lowercase_hex_characters(store):
 
 def test_timestamps_are_rfc3339_utc(store):
     s = store.create("claude", "/w")
-    assert sessions._CANONICAL_TIME_RE.match(s.created_at) and s.created_at.endswith("Z")
+    assert session_record._CANONICAL_TIME_RE.match(s.created_at) and s.created_at.endswith("Z")
 
 
 def test_get_returns_the_session_as_created(store):
@@ -310,7 +311,7 @@ def test_list_cuts_long_prompts_but_get_has_the_full_text(store):
     prompt = "x" * 5000
     s = store.create("claude", "/w", initial_prompt=prompt)
     listed = store.list()[0][0]
-    assert listed.initial_prompt == prompt[:sessions.INDEX_PROMPT_CHARS]
+    assert listed.initial_prompt == prompt[:session_record.INDEX_PROMPT_CHARS]
     assert store.get(s.id).initial_prompt == prompt
     listed.initial_prompt = s.initial_prompt
     assert listed == s
@@ -475,7 +476,7 @@ def test_damaged_session_file_is_skipped_without_rebuilding_every_time(store, ho
     before = open(path).read()
     assert listed_ids(home) == ids
     assert open(path).read() == before  # the rebuilt index already accounts for it
-    with pytest.raises(sessions.SessionError, match="damaged"):
+    with pytest.raises(SessionError, match="damaged"):
         store.get(damaged)
 
 

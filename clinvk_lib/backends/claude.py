@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from .. import events as ev
-from . import base
+from . import base, options, parsing
 
 NAME = "claude"
 
@@ -61,7 +61,7 @@ OPTION_NOTES = {
 }
 
 
-class ClaudeStreamParser(base.StreamParser):
+class ClaudeStreamParser(parsing.StreamParser):
     """Parses ``--output-format stream-json`` lines (and the items of the json array form).
 
     Text that arrived as ``stream_event`` deltas is not repeated when the whole
@@ -101,8 +101,8 @@ class ClaudeStreamParser(base.StreamParser):
     def _system(self, obj: Dict[str, Any]) -> List[ev.Event]:
         if obj.get("subtype") != "init":
             return []                 # status, api_retry, hook_*, task_*: progress noise
-        self.backend_session_id = base.as_str(obj.get("session_id")) or self.backend_session_id
-        self.model = base.as_str(obj.get("model")) or self.model
+        self.backend_session_id = parsing.as_str(obj.get("session_id")) or self.backend_session_id
+        self.model = parsing.as_str(obj.get("model")) or self.model
         return [ev.init(NAME, self.model, self.backend_session_id)]
 
     def _stream_event(self, obj: Dict[str, Any]) -> List[ev.Event]:
@@ -112,7 +112,7 @@ class ClaudeStreamParser(base.StreamParser):
         kind = event.get("type")
         if kind == "message_start":
             message = event.get("message") or {}
-            self._message_id = base.as_str(message.get("id"))
+            self._message_id = parsing.as_str(message.get("id"))
             return []
         if kind == "content_block_start":
             block = event.get("content_block") or {}
@@ -122,7 +122,7 @@ class ClaudeStreamParser(base.StreamParser):
             return []
         delta = event.get("delta") or {}
         if delta.get("type") == "text_delta":
-            text = base.as_str(delta.get("text"))
+            text = parsing.as_str(delta.get("text"))
             if not text:
                 return []
             self._remember("text", text)
@@ -134,7 +134,7 @@ class ClaudeStreamParser(base.StreamParser):
             self._last_delta = text
             return [ev.message(NAME, text, partial=True)]
         if delta.get("type") == "thinking_delta":
-            text = base.as_str(delta.get("thinking"))
+            text = parsing.as_str(delta.get("thinking"))
             if not text:
                 return []
             self._remember("thinking", text)
@@ -161,7 +161,7 @@ class ClaudeStreamParser(base.StreamParser):
         content = message.get("content")
         if not isinstance(content, list):
             return []
-        message_id = base.as_str(message.get("id"))
+        message_id = parsing.as_str(message.get("id"))
         subagent = bool(obj.get("parent_tool_use_id"))
         out: List[ev.Event] = []
         for block in content:
@@ -169,7 +169,7 @@ class ClaudeStreamParser(base.StreamParser):
                 continue
             kind = block.get("type")
             if kind == "text":
-                text = base.as_str(block.get("text"))
+                text = parsing.as_str(block.get("text"))
                 if obj.get("error"):
                     # claude 2.1.197 reports an API failure as an assistant text ("API
                     # Error: 400 ...") with an "error" field; the result line repeats it.
@@ -178,13 +178,13 @@ class ClaudeStreamParser(base.StreamParser):
                                                                           text):
                     out.append(ev.message(NAME, text))
             elif kind == "thinking":
-                text = base.as_str(block.get("thinking"))
+                text = parsing.as_str(block.get("thinking"))
                 if text and not subagent and not self._already_streamed(message_id,
                                                                         "thinking", text):
                     out.append(ev.thinking(NAME, text))
             elif kind in ("tool_use", "server_tool_use"):
-                tool_id = base.as_str(block.get("id"))
-                name = base.as_str(block.get("name"))
+                tool_id = parsing.as_str(block.get("id"))
+                name = parsing.as_str(block.get("name"))
                 self._tool_names[tool_id] = name
                 out.append(ev.tool_use(NAME, tool_id, name, block.get("input")))
         return out
@@ -197,26 +197,26 @@ class ClaudeStreamParser(base.StreamParser):
         out: List[ev.Event] = []
         for block in content:
             if isinstance(block, dict) and block.get("type") == "tool_result":
-                tool_id = base.as_str(block.get("tool_use_id"))
+                tool_id = parsing.as_str(block.get("tool_use_id"))
                 out.append(ev.tool_result(NAME, tool_id, _tool_output(block.get("content")),
                                           bool(block.get("is_error")),
                                           self._tool_names.get(tool_id, "")))
         return out
 
     def _result(self, obj: Dict[str, Any]) -> List[ev.Event]:
-        self.backend_session_id = base.as_str(obj.get("session_id")) or self.backend_session_id
+        self.backend_session_id = parsing.as_str(obj.get("session_id")) or self.backend_session_id
         self.usage = _usage(obj)
         if not self.model:
             self.model = _main_model(obj.get("modelUsage"))
-        subtype = base.as_str(obj.get("subtype"))
+        subtype = parsing.as_str(obj.get("subtype"))
         if obj.get("is_error") or subtype not in ("", "success"):
-            errors = [base.as_str(e) for e in obj.get("errors") or [] if base.as_str(e)]
-            message = ("; ".join(errors) or base.as_str(obj.get("result")) or self._api_error
+            errors = [parsing.as_str(e) for e in obj.get("errors") or [] if parsing.as_str(e)]
+            message = ("; ".join(errors) or parsing.as_str(obj.get("result")) or self._api_error
                        or "claude reported an error (%s)" % (subtype or "is_error"))
             code = "api_error_%s" % obj["api_error_status"] if obj.get("api_error_status") \
                 else subtype
             return [ev.error(NAME, message, code=code)]
-        self.final_text = base.as_str(obj.get("result"))
+        self.final_text = parsing.as_str(obj.get("result"))
         if self.final_text and not any(e.type == ev.MESSAGE for e in self.events):
             return [ev.message(NAME, self.final_text)]
         return []
@@ -227,7 +227,7 @@ def _tool_output(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(base.as_str(part.get("text")) for part in content
+        return "".join(parsing.as_str(part.get("text")) for part in content
                        if isinstance(part, dict) and part.get("type") == "text")
     return ""
 
@@ -235,12 +235,12 @@ def _tool_output(content: Any) -> str:
 def _usage(result: Dict[str, Any]) -> ev.Usage:
     """Usage of a result line. Input counts every prompt token, cached ones included."""
     u = result.get("usage") or {}
-    cache_read = base.as_int(u.get("cache_read_input_tokens"))
+    cache_read = parsing.as_int(u.get("cache_read_input_tokens"))
     cost = result.get("total_cost_usd")
     return ev.Usage(
-        input_tokens=base.as_int(u.get("input_tokens")) + cache_read
-        + base.as_int(u.get("cache_creation_input_tokens")),
-        output_tokens=base.as_int(u.get("output_tokens")),
+        input_tokens=parsing.as_int(u.get("input_tokens")) + cache_read
+        + parsing.as_int(u.get("cache_creation_input_tokens")),
+        output_tokens=parsing.as_int(u.get("output_tokens")),
         cached_tokens=cache_read,
         cost_usd=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool)
         else None)
@@ -250,7 +250,7 @@ def _main_model(model_usage: Any) -> str:
     """The model that wrote the most output (claude also uses a small model on the side)."""
     best, most = "", -1
     for name, u in (model_usage.items() if isinstance(model_usage, dict) else ()):
-        output = base.as_int(u.get("outputTokens")) if isinstance(u, dict) else 0
+        output = parsing.as_int(u.get("outputTokens")) if isinstance(u, dict) else 0
         if output > most:
             best, most = name, output
     return best
@@ -284,14 +284,14 @@ class ClaudeBackend(base.Backend):
     # one directory), and "--add-dir A B" takes B as a second directory; "--add-dir=A B"
     # does not (B becomes part of the prompt).
     path_extra_flags = {"--add-dir": base.PathFlag(variadic=True)}
-    mode_notes = base.mode_notes_of(MODES)
+    mode_notes = options.mode_notes_of(MODES)
     option_notes = OPTION_NOTES
     # claude 2.1.197: "No conversation found with session ID: <id>" (stderr, and in the
     # stream-json result's "errors").
     missing_session_markers = ("no conversation found with session id",)
 
-    def build_argv(self, opts: base.Options, executable: str = "") -> List[str]:
-        fmt = base.checked_format(opts.output_format)
+    def build_argv(self, opts: options.Options, executable: str = "") -> List[str]:
+        fmt = options.checked_format(opts.output_format)
         argv = [executable or self.executable, "-p"]
         if opts.resume_id:
             argv.append("--resume=" + opts.resume_id)
@@ -304,8 +304,8 @@ class ClaudeBackend(base.Backend):
             argv.append("--verbose")
         if opts.model:
             argv.append("--model=" + opts.model)
-        argv += base.mode_flags(MODES, "approval_mode", opts.approval_mode)
-        argv += base.mode_flags(MODES, "sandbox_mode", opts.sandbox_mode)
+        argv += options.mode_flags(MODES, "approval_mode", opts.approval_mode)
+        argv += options.mode_flags(MODES, "sandbox_mode", opts.sandbox_mode)
         if opts.max_turns > 0:
             argv.append("--max-turns=%d" % opts.max_turns)
         if opts.system_prompt:
@@ -320,7 +320,7 @@ class ClaudeBackend(base.Backend):
             argv.append("--setting-sources=user")
         return argv + list(opts.extra)
 
-    def ignored_options(self, opts: base.Options) -> List[str]:
+    def ignored_options(self, opts: options.Options) -> List[str]:
         if opts.sandbox_mode not in ("", "default", "full"):
             return ["claude has no sandbox flag: sandbox_mode %r is not enforced (%s)"
                     % (opts.sandbox_mode, MODES["sandbox_mode"][opts.sandbox_mode][1])]
@@ -329,16 +329,16 @@ class ClaudeBackend(base.Backend):
     def new_stream_parser(self) -> ClaudeStreamParser:
         return ClaudeStreamParser()
 
-    def parse_json_output(self, stdout: str, stderr: str, exit_code: int) -> base.Result:
+    def parse_json_output(self, stdout: str, stderr: str, exit_code: int) -> parsing.Result:
         """Reads the result object, the array of all messages (with --verbose) or NDJSON."""
         parser = ClaudeStreamParser()
-        doc = base.decode_json_document(stdout)
+        doc = parsing.decode_json_document(stdout)
         values = doc if isinstance(doc, list) else [doc] if isinstance(doc, dict) else []
         for value in values:
             parser.feed_value(value)
         if not values and exit_code == 0:
-            parser.error = ("claude printed no JSON result%s"
-                            % (": " + base.last_meaningful_line(stdout) if stdout.strip() else ""))
+            shown = parsing.last_meaningful_line(stdout)
+            parser.error = "claude printed no JSON result%s" % (": " + shown if shown else "")
         parser.finish(exit_code, stderr)
         result = parser.result(exit_code)
         if parser.final_text and not result.error:

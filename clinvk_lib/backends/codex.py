@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from .. import events as ev
-from . import base
+from . import base, options, parsing
 
 NAME = "codex"
 
@@ -66,7 +66,7 @@ OPTION_NOTES = {
 _TOOL_ITEMS = ("command_execution", "mcp_tool_call", "file_change", "web_search")
 
 
-class CodexStreamParser(base.StreamParser):
+class CodexStreamParser(parsing.StreamParser):
     """Parses ``codex exec --json`` lines (JSONL ``ThreadEvent``s)."""
 
     backend_name = NAME
@@ -81,7 +81,8 @@ class CodexStreamParser(base.StreamParser):
             return []
         kind = obj.get("type")
         if kind == "thread.started":
-            self.backend_session_id = base.as_str(obj.get("thread_id")) or self.backend_session_id
+            self.backend_session_id = (parsing.as_str(obj.get("thread_id"))
+                                       or self.backend_session_id)
             return [ev.init(NAME, self.model, self.backend_session_id)]
         if kind in ("item.started", "item.updated", "item.completed"):
             item = obj.get("item")
@@ -91,9 +92,9 @@ class CodexStreamParser(base.StreamParser):
             return []
         if kind == "turn.failed":
             error = obj.get("error") or {}
-            return self._fatal(base.as_str(error.get("message")) or "codex turn failed")
+            return self._fatal(parsing.as_str(error.get("message")) or "codex turn failed")
         if kind == "error":
-            message = base.as_str(obj.get("message"))
+            message = parsing.as_str(obj.get("message"))
             if message.startswith("Reconnecting"):
                 # codex-cli 0.169.0 reports its own retries ("Reconnecting... 2/5 ...") as
                 # top-level errors; the run may still succeed.
@@ -102,14 +103,14 @@ class CodexStreamParser(base.StreamParser):
         return []                     # turn.started, item.plan.delta, request_user_input
 
     def _fatal(self, message: str) -> List[ev.Event]:
-        message, code = base.api_error_detail(message)
+        message, code = parsing.api_error_detail(message)
         if message == self.error:
             return []                 # turn.failed repeats the error line before it
         return [ev.error(NAME, message, code=code)]
 
     def _item(self, kind: str, item: Dict[str, Any]) -> List[ev.Event]:
         item_type = item.get("type")
-        item_id = base.as_str(item.get("id"))
+        item_id = parsing.as_str(item.get("id"))
         if item_type in _TOOL_ITEMS:
             out: List[ev.Event] = []
             if item_id not in self._started_tools:
@@ -124,23 +125,24 @@ class CodexStreamParser(base.StreamParser):
         if kind != "item.completed":
             return []
         if item_type == "agent_message":
-            text = base.as_str(item.get("text"))
+            text = parsing.as_str(item.get("text"))
             return [ev.message(NAME, text)] if text else []
         if item_type == "reasoning":
-            text = base.as_str(item.get("text"))
+            text = parsing.as_str(item.get("text"))
             return [ev.thinking(NAME, text)] if text else []
         if item_type == "error":
             # A warning (e.g. "Model metadata for `x` not found"), the turn goes on.
-            return [ev.error(NAME, base.as_str(item.get("message")), code="warning", fatal=False)]
+            return [ev.error(NAME, parsing.as_str(item.get("message")), code="warning",
+                             fatal=False)]
         return []                     # todo_list, plan, collab_tool_call
 
     def _add_usage(self, usage: Dict[str, Any]) -> None:
         """Adds one turn's usage; codex's input_tokens already include the cached ones."""
         self.usage = ev.Usage(
-            self.usage.input_tokens + base.as_int(usage.get("input_tokens")),
-            self.usage.output_tokens + base.as_int(usage.get("output_tokens")),
-            self.usage.cached_tokens + base.as_int(usage.get("cached_input_tokens")),
-            self.usage.reasoning_tokens + base.as_int(usage.get("reasoning_output_tokens")))
+            self.usage.input_tokens + parsing.as_int(usage.get("input_tokens")),
+            self.usage.output_tokens + parsing.as_int(usage.get("output_tokens")),
+            self.usage.cached_tokens + parsing.as_int(usage.get("cached_input_tokens")),
+            self.usage.reasoning_tokens + parsing.as_int(usage.get("reasoning_output_tokens")))
 
 
 def _tool_call(item: Dict[str, Any]) -> Any:
@@ -149,7 +151,7 @@ def _tool_call(item: Dict[str, Any]) -> Any:
     if item_type == "command_execution":
         return "command_execution", {"command": item.get("command")}
     if item_type == "mcp_tool_call":
-        return base.as_str(item.get("tool")), {"server": item.get("server"),
+        return parsing.as_str(item.get("tool")), {"server": item.get("server"),
                                                "arguments": item.get("arguments")}
     if item_type == "file_change":
         return "file_change", {"changes": item.get("changes") or []}
@@ -164,18 +166,18 @@ def _tool_outcome(item: Dict[str, Any]) -> Any:
         exit_code = item.get("exit_code")
         failed = status in ("failed", "declined") or (
             isinstance(exit_code, int) and exit_code != 0)
-        return base.as_str(item.get("aggregated_output")), failed
+        return parsing.as_str(item.get("aggregated_output")), failed
     if item_type == "mcp_tool_call":
         error = item.get("error")
         if isinstance(error, dict) and error.get("message"):
-            return base.as_str(error.get("message")), True
+            return parsing.as_str(error.get("message")), True
         result = item.get("result") or {}
         parts = result.get("content") if isinstance(result, dict) else None
-        text = "".join(base.as_str(p.get("text")) for p in parts or [] if isinstance(p, dict))
+        text = "".join(parsing.as_str(p.get("text")) for p in parts or [] if isinstance(p, dict))
         return text, status == "failed"
     if item_type == "file_change":
         changes = item.get("changes") or []
-        text = "\n".join("%s %s" % (base.as_str(c.get("kind")), base.as_str(c.get("path")))
+        text = "\n".join("%s %s" % (parsing.as_str(c.get("kind")), parsing.as_str(c.get("path")))
                          for c in changes if isinstance(c, dict))
         return text, status == "failed"
     return "", status == "failed"
@@ -226,14 +228,14 @@ class CodexBackend(base.Backend):
         "--image": base.PathFlag(separator=",", variadic=True),
         "--output-schema": base.PathFlag(),
     }
-    mode_notes = base.mode_notes_of(MODES)
+    mode_notes = options.mode_notes_of(MODES)
     option_notes = OPTION_NOTES
     # codex-cli 0.169.0, stderr: "Error: thread/resume: thread/resume failed: no rollout
     # found for thread id <id> (code -32600)".
     missing_session_markers = ("no rollout found for thread id",)
 
-    def build_argv(self, opts: base.Options, executable: str = "") -> List[str]:
-        base.checked_format(opts.output_format)
+    def build_argv(self, opts: options.Options, executable: str = "") -> List[str]:
+        options.checked_format(opts.output_format)
         # --skip-git-repo-check: codex refuses to run outside a git repository otherwise.
         # The request's extra flags come first: a flag of codex's that takes several words
         # ("-i A B") then ends at --json instead of eating "resume" or the stdin marker "-"
@@ -242,8 +244,8 @@ class CodexBackend(base.Backend):
         argv += ["--json", "--skip-git-repo-check"]
         if opts.model:
             argv.append("--model=" + opts.model)
-        argv += base.mode_flags(MODES, "approval_mode", opts.approval_mode)
-        argv += base.mode_flags(MODES, "sandbox_mode", opts.sandbox_mode)
+        argv += options.mode_flags(MODES, "approval_mode", opts.approval_mode)
+        argv += options.mode_flags(MODES, "sandbox_mode", opts.sandbox_mode)
         if opts.system_prompt:
             argv += ["-c", "developer_instructions=" + toml_string(opts.system_prompt)]
         if opts.ephemeral:
@@ -256,7 +258,7 @@ class CodexBackend(base.Backend):
         # "-": read the prompt from stdin (codex also waits for stdin's EOF).
         return argv + ["-"]
 
-    def ignored_options(self, opts: base.Options) -> List[str]:
+    def ignored_options(self, opts: options.Options) -> List[str]:
         out = []
         if opts.approval_mode not in ("", "default"):
             out.append("codex exec never asks for approval: approval_mode %r maps to no flag "
@@ -272,7 +274,7 @@ class CodexBackend(base.Backend):
     def new_stream_parser(self) -> CodexStreamParser:
         return CodexStreamParser()
 
-    def parse_json_output(self, stdout: str, stderr: str, exit_code: int) -> base.Result:
+    def parse_json_output(self, stdout: str, stderr: str, exit_code: int) -> parsing.Result:
         parser = CodexStreamParser()
         for line in stdout.splitlines():
             parser.feed(line)

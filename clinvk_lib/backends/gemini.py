@@ -6,16 +6,14 @@ not a terminal and reads the whole of it as the prompt.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import re
 import tempfile
-import threading
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from .. import events as ev
-from . import base, gemini_trust
+from ..filelock import locked
+from . import base, gemini_trust, options, parsing
 
 NAME = "gemini"
 
@@ -74,7 +72,7 @@ OPTION_NOTES = {
 }
 
 
-class GeminiStreamParser(base.StreamParser):
+class GeminiStreamParser(parsing.StreamParser):
     """Parses ``--output-format stream-json`` lines.
 
     The first ``message`` line echoes the user's prompt (``role: user``); it is never
@@ -94,29 +92,30 @@ class GeminiStreamParser(base.StreamParser):
             return []
         kind = obj.get("type")
         if kind == "init":
-            self.backend_session_id = base.as_str(obj.get("session_id")) or self.backend_session_id
-            self.model = base.as_str(obj.get("model")) or self.model
+            self.backend_session_id = (parsing.as_str(obj.get("session_id"))
+                                       or self.backend_session_id)
+            self.model = parsing.as_str(obj.get("model")) or self.model
             return [ev.init(NAME, self.model, self.backend_session_id)]
         if kind == "message":
-            text = base.as_str(obj.get("content"))
+            text = parsing.as_str(obj.get("content"))
             if obj.get("role") != "assistant" or not text:
                 return []
             return [ev.message(NAME, text, partial=bool(obj.get("delta")))]
         if kind == "tool_use":
-            tool_id = base.as_str(obj.get("tool_id"))
-            name = base.as_str(obj.get("tool_name"))
+            tool_id = parsing.as_str(obj.get("tool_id"))
+            name = parsing.as_str(obj.get("tool_name"))
             self._tool_names[tool_id] = name
             return [ev.tool_use(NAME, tool_id, name, obj.get("parameters"))]
         if kind == "tool_result":
-            tool_id = base.as_str(obj.get("tool_id"))
+            tool_id = parsing.as_str(obj.get("tool_id"))
             failed = obj.get("status") == "error"
             error = obj.get("error") if isinstance(obj.get("error"), dict) else {}
-            output = (base.as_str(error.get("message")) if failed and error
-                      else base.as_str(obj.get("output")))
+            output = (parsing.as_str(error.get("message")) if failed and error
+                      else parsing.as_str(obj.get("output")))
             return [ev.tool_result(NAME, tool_id, output, failed,
                                    self._tool_names.get(tool_id, ""))]
         if kind == "error":
-            message = base.as_str(obj.get("message")) or "gemini reported an error"
+            message = parsing.as_str(obj.get("message")) or "gemini reported an error"
             fatal = obj.get("severity") == "error"
             return self._error(message, "", fatal)
         if kind == "result":
@@ -126,7 +125,7 @@ class GeminiStreamParser(base.StreamParser):
         return []
 
     def _error(self, message: str, code: str, fatal: bool) -> List[ev.Event]:
-        message, api_code = base.api_error_detail(message)
+        message, api_code = parsing.api_error_detail(message)
         if fatal and message == self.error:
             return []                 # the result repeats a fatal error line
         return [ev.error(NAME, message, code=code or api_code, fatal=fatal)]
@@ -134,27 +133,27 @@ class GeminiStreamParser(base.StreamParser):
     def _json_output(self, obj: Dict[str, Any]) -> List[ev.Event]:
         """The one object of ``--output-format json``."""
         self.saw_final = True
-        self.backend_session_id = base.as_str(obj.get("session_id")) or self.backend_session_id
+        self.backend_session_id = parsing.as_str(obj.get("session_id")) or self.backend_session_id
         stats = obj.get("stats") if isinstance(obj.get("stats"), dict) else {}
         self.usage = _json_usage(stats.get("models"))
         self.model = _main_model(stats.get("models"), "total") or self.model
         error = obj.get("error")
         if isinstance(error, dict):
-            return self._error(base.as_str(error.get("message")) or "gemini run failed",
-                               base.as_str(error.get("type")), True)
-        text = base.as_str(obj.get("response"))
+            return self._error(parsing.as_str(error.get("message")) or "gemini run failed",
+                               parsing.as_str(error.get("type")), True)
+        text = parsing.as_str(obj.get("response"))
         return [ev.message(NAME, text)] if text else []
 
     def _result(self, obj: Dict[str, Any]) -> List[ev.Event]:
         stats = obj.get("stats") or {}
-        self.usage = ev.Usage(base.as_int(stats.get("input_tokens")),
-                              base.as_int(stats.get("output_tokens")),
-                              base.as_int(stats.get("cached")))
+        self.usage = ev.Usage(parsing.as_int(stats.get("input_tokens")),
+                              parsing.as_int(stats.get("output_tokens")),
+                              parsing.as_int(stats.get("cached")))
         self.model = _main_model(stats.get("models"), "total_tokens") or self.model
         if obj.get("status") == "error":
             error = obj.get("error") if isinstance(obj.get("error"), dict) else {}
-            return self._error(base.as_str(error.get("message")) or "gemini run failed",
-                               base.as_str(error.get("type")), True)
+            return self._error(parsing.as_str(error.get("message")) or "gemini run failed",
+                               parsing.as_str(error.get("type")), True)
         return []
 
 
@@ -163,7 +162,7 @@ def _main_model(models: Any, key: str) -> str:
     best, most = "", -1
     for name, stats in (models.items() if isinstance(models, dict) else ()):
         tokens = stats.get("tokens", stats) if isinstance(stats, dict) else {}
-        total = base.as_int(tokens.get(key)) if isinstance(tokens, dict) else 0
+        total = parsing.as_int(tokens.get(key)) if isinstance(tokens, dict) else 0
         if total > most:
             best, most = name, total
     return best
@@ -180,11 +179,12 @@ def _json_usage(models: Any) -> ev.Usage:
         tokens = stats.get("tokens") if isinstance(stats, dict) else None
         if not isinstance(tokens, dict):
             continue
-        cached = base.as_int(tokens.get("cached"))
-        prompt = base.as_int(tokens.get("prompt")) or base.as_int(tokens.get("input")) + cached
-        thoughts = base.as_int(tokens.get("thoughts"))
+        cached = parsing.as_int(tokens.get("cached"))
+        prompt = (parsing.as_int(tokens.get("prompt"))
+                  or parsing.as_int(tokens.get("input")) + cached)
+        thoughts = parsing.as_int(tokens.get("thoughts"))
         usage.input_tokens += prompt
-        usage.output_tokens += base.as_int(tokens.get("candidates")) + thoughts
+        usage.output_tokens += parsing.as_int(tokens.get("candidates")) + thoughts
         usage.cached_tokens += cached
         usage.reasoning_tokens += thoughts
     return usage
@@ -192,7 +192,7 @@ def _json_usage(models: Any) -> ev.Usage:
 
 def _json_objects(text: str) -> List[Dict[str, Any]]:
     """The JSON objects in ``text``, skipping the noise around and between them."""
-    doc = base.decode_json_document(text)
+    doc = parsing.decode_json_document(text)
     return [v for v in (doc if isinstance(doc, list) else [doc]) if isinstance(v, dict)]
 
 
@@ -230,14 +230,14 @@ class GeminiBackend(base.Backend):
     # gemini 0.61.0 (yargs array, nargs 1, coerceCommaSeparated): each value is split on ','
     # and every piece trimmed, empty pieces dropped; the flag may be repeated.
     path_extra_flags = {"--include-directories": base.PathFlag(separator=",", trims=True)}
-    mode_notes = base.mode_notes_of(MODES)
+    mode_notes = options.mode_notes_of(MODES)
     option_notes = OPTION_NOTES
     # gemini 0.61.0, stderr, exit code 42: "Error resuming session: No previous sessions
     # found for this project." or "... Invalid session identifier ...".
     missing_session_markers = ("error resuming session",)
 
-    def build_argv(self, opts: base.Options, executable: str = "") -> List[str]:
-        fmt = base.checked_format(opts.output_format)
+    def build_argv(self, opts: options.Options, executable: str = "") -> List[str]:
+        fmt = options.checked_format(opts.output_format)
         argv = [executable or self.executable]
         if opts.project_config:
             # --skip-trust: gemini 0.61.0 exits 55 before any output in an untrusted folder.
@@ -247,13 +247,13 @@ class GeminiBackend(base.Backend):
             argv.append("--resume=" + opts.resume_id)
         if opts.model:
             argv.append("--model=" + opts.model)
-        argv += base.mode_flags(MODES, "approval_mode", opts.approval_mode)
-        argv += base.mode_flags(MODES, "sandbox_mode", opts.sandbox_mode)
+        argv += options.mode_flags(MODES, "approval_mode", opts.approval_mode)
+        argv += options.mode_flags(MODES, "sandbox_mode", opts.sandbox_mode)
         if opts.verbose:
             argv.append("--debug")
         return argv + list(opts.extra)
 
-    def ignored_options(self, opts: base.Options) -> List[str]:
+    def ignored_options(self, opts: options.Options) -> List[str]:
         out = []
         if opts.sandbox_mode == "read-only":
             out.append("gemini has no read-only sandbox: " + MODES["sandbox_mode"]["read-only"][1])
@@ -276,7 +276,7 @@ class GeminiBackend(base.Backend):
         # "  3. <title> (<age>) [<uuid>]". The lock keeps two clinvk cleanups in one project
         # from shifting each other's indexes between the list and the delete. No
         # --skip-trust: they run in the run's environment, which says whether to trust.
-        with _cleanup_lock():
+        with locked(_cleanup_lock_path(), None):
             listing = run([executable, "--list-sessions"])
             m = re.search(r"^\s*(\d+)\..*\[%s\]\s*$" % re.escape(backend_session_id),
                           listing, re.MULTILINE)
@@ -284,7 +284,7 @@ class GeminiBackend(base.Backend):
                 run([executable, "--delete-session", m.group(1)])
 
     def child_env(self, base_env: Dict[str, str],
-                  opts: Optional[base.Options] = None) -> Dict[str, str]:
+                  opts: Optional[options.Options] = None) -> Dict[str, str]:
         env = super().child_env(base_env, opts)
         if opts is None or opts.project_config:
             env["GEMINI_CLI_TRUST_WORKSPACE"] = "true"      # same as --skip-trust
@@ -297,7 +297,7 @@ class GeminiBackend(base.Backend):
     def new_stream_parser(self) -> GeminiStreamParser:
         return GeminiStreamParser()
 
-    def parse_json_output(self, stdout: str, stderr: str, exit_code: int) -> base.Result:
+    def parse_json_output(self, stdout: str, stderr: str, exit_code: int) -> parsing.Result:
         """Reads the pretty-printed object (from stdout or, after a fatal error, stderr),
         or stream-json lines."""
         # gemini 0.61.0 prints the json object of a failed run (with "error") on stderr,
@@ -307,26 +307,16 @@ class GeminiBackend(base.Backend):
         for obj in objects:
             parser.feed_value(obj)
         if not objects and exit_code == 0:
-            parser.error = ("gemini printed no JSON result%s"
-                            % (": " + base.last_meaningful_line(stdout) if stdout.strip() else ""))
+            shown = parsing.last_meaningful_line(stdout)
+            parser.error = "gemini printed no JSON result%s" % (": " + shown if shown else "")
         parser.finish(exit_code, stderr)
         return parser.result(exit_code)
 
 
-_THREAD_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _cleanup_lock() -> Iterator[None]:
-    """Serialise gemini session deletions across threads and clinvk processes of one user."""
-    path = os.path.join(tempfile.gettempdir(), "clinvk-gemini-cleanup-%d.lock" % os.getuid())
-    with _THREAD_LOCK:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+def _cleanup_lock_path() -> str:
+    """The lock that serialises gemini session deletions across the threads and clinvk
+    processes of one user."""
+    return os.path.join(tempfile.gettempdir(), "clinvk-gemini-cleanup-%d.lock" % os.getuid())
 
 
 BACKEND = base.register(GeminiBackend())

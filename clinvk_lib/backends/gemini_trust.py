@@ -12,15 +12,14 @@ own system settings (``/etc/gemini-cli/settings.json``) still apply on top of it
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pwd
 import stat
-import tempfile
 from typing import List
 
-from .base import SetupError
+from ..fsutil import write_atomically
+from .options import SetupError
 
 UNTRUSTED_DEFAULTS = {"security": {"folderTrust": {"enabled": False}}}
 # gemini reads a system file only when root owns it and every directory above it
@@ -126,16 +125,5 @@ def _write_once(path: str, text: str) -> None:
                 return
     except (OSError, ValueError):
         pass
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")    # mkstemp: mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    write_atomically(path, text.encode("utf-8"), sync_dir=False)

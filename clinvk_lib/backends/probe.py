@@ -31,7 +31,7 @@ def cli_version(backend: base.Backend, executable: str) -> str:
 def probe_all(cfg=None, with_version: bool = True) -> List[Dict[str, Any]]:
     """One entry per backend, in stable order: name, available, enabled, path, version."""
     rows = []
-    for name in base.names():
+    for name in base.NAMES:
         b = base.get(name)
         path = b.find_executable()
         enabled = cfg is None or cfg.backend_enabled(name)

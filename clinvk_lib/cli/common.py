@@ -9,13 +9,14 @@ Commands raise ``UsageError`` for anything the user typed wrong; ``main`` turns 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import config
-from ..backends.base import APPROVAL_MODES, NAMES, SANDBOX_MODES
+from ..jsontext import dumps_pretty
+from ..backends.base import NAMES
+from ..backends.options import APPROVAL_MODES, OUTPUT_FORMATS, SANDBOX_MODES
 from ..sessions import SessionStore
 
 EXIT_OK = 0             # the backend answered
@@ -139,7 +140,7 @@ def add_run_flags(p: argparse.ArgumentParser, backend: bool = True, workdir: boo
 
 
 def add_output_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output-format", choices=("text", "json", "stream-json"),
+    p.add_argument("-o", "--output-format", choices=OUTPUT_FORMATS,
                    help="text (the reply), json (one object) or stream-json (NDJSON events); "
                         "default: config output.format")
 
@@ -228,7 +229,7 @@ def write(text: str) -> None:
 
 def write_json(obj: Any) -> None:
     """``obj`` as indented JSON on stdout."""
-    write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    write(dumps_pretty(obj))
 
 
 def err(msg: str) -> None:

@@ -12,12 +12,16 @@ import json
 import os
 import re
 import sys
-import tempfile
 import textwrap
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import execute, miniyaml, orchestrate, render
 from ..execute import ErrorKind
+from ..fanout_results import ParallelSummary, ProgressPayload
+from ..fsutil import write_atomically
+from ..jsontext import dumps_pretty
+from ..schema import Obj, ValidationError, validate
+from ..shapes import ChainFile, ChainStep, CompareRequest, ParallelFile, ParallelTask
 from .common import (EXIT_FAILED, EXIT_OK, Parser, UsageError, add_config_flag, add_run_flags,
                      err, int_at_least, load_config, parse, positive_seconds, read_prompt,
                      write, write_json)
@@ -31,7 +35,7 @@ TASK_FILE_HELP = """task file (JSON, or YAML in the config file's subset):
 
 %s
 (backend and prompt are required; per-backend config defaults fill the rest)""" \
-    % textwrap.fill("task fields: " + ", ".join(orchestrate.TASK_FIELDS), 79)
+    % textwrap.fill("task fields: " + ", ".join(f.name for f in ParallelTask.fields), 79)
 
 CHAIN_FILE_HELP = """chain file (JSON, or YAML in the config file's subset):
   {"steps": [{"name": "review", "backend": "claude", "prompt": "review auth.py"},
@@ -40,7 +44,7 @@ CHAIN_FILE_HELP = """chain file (JSON, or YAML in the config file's subset):
 
 %s
 {{previous}} in a prompt is the previous step's output. Steps store no session.""" \
-    % textwrap.fill("step fields: " + ", ".join(orchestrate.STEP_FIELDS), 79)
+    % textwrap.fill("step fields: " + ", ".join(f.name for f in ChainStep.fields), 79)
 
 
 # -- reading a task or chain file -----------------------------------------------------------------
@@ -86,10 +90,12 @@ def parse_spec_text(text: str, name: str) -> Tuple[Any, Dict[str, int]]:
         raise UsageError(str(exc))
 
 
-def spec_usage_error(exc: orchestrate.SpecError, name: str, lines: Dict[str, int]) -> UsageError:
-    """The SpecError as a UsageError naming the file, and the line when it is known."""
-    line = _line_of(exc.field, lines)
-    return UsageError("%s%s: %s" % (name, " line %d" % line if line else "", exc))
+def spec_usage_error(exc: ValidationError, name: str, lines: Dict[str, int]) -> UsageError:
+    """The ValidationError as a UsageError naming the file, the line when it is known, the
+    field's path and what was wrong (``tasks.yaml line 6: tasks[1].backend: expected ...``)."""
+    line = _line_of(exc.path, lines)
+    where = name + (" line %d" % line if line else "")
+    return UsageError("%s: %s%s" % (where, exc.path + ": " if exc.path else "", exc.message))
 
 
 def _line_of(field: str, lines: Dict[str, int]) -> int:
@@ -107,11 +113,13 @@ def _line_of(field: str, lines: Dict[str, int]) -> int:
 
 
 def _load_spec(path: Optional[str], what: str, example: str,
-               validate: Callable[[Any], Dict[str, Any]]) -> Dict[str, Any]:
+               shape: Obj) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The file checked against ``shape`` strictly (a misspelt field is refused), with the
+    same rules and messages as an HTTP body, and as written; a bad file is a UsageError."""
     data, lines, name = read_spec(path, what, example)
     try:
-        return validate(data)
-    except orchestrate.SpecError as exc:
+        return validate(shape, data, strict=True), data
+    except ValidationError as exc:
         raise spec_usage_error(exc, name, lines)
 
 
@@ -136,29 +144,18 @@ def output_file_name(task: Dict[str, Any], index: int, total: int) -> str:
     return "%0*d_%s.json" % (max(3, len(str(total))), index + 1, base)
 
 
-def write_output_dir(path: str, tasks: Sequence[Dict[str, Any]], summary: Dict[str, Any]) -> None:
+def write_output_dir(path: str, tasks: Sequence[Dict[str, Any]],
+                     summary: ParallelSummary) -> None:
     """``summary.json`` and one ``{"task", "result"}`` file per task, each written atomically."""
-    for r in summary["results"]:
-        task = tasks[r["index"]]
-        _write_json_atomically(os.path.join(path, output_file_name(task, r["index"], len(tasks))),
-                               {"task": task, "result": r})
-    _write_json_atomically(os.path.join(path, "summary.json"), summary)
+    for r in summary.results:
+        task = tasks[r.index]
+        _write_json_atomically(os.path.join(path, output_file_name(task, r.index, len(tasks))),
+                               {"task": task, "result": r.to_dict()})
+    _write_json_atomically(os.path.join(path, "summary.json"), summary.to_dict())
 
 
 def _write_json_atomically(path: str, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomically(path, dumps_pretty(obj).encode("utf-8"), sync_dir=False)
 
 
 # -- the commands ---------------------------------------------------------------------------------
@@ -198,11 +195,10 @@ def parallel_command(argv: List[str]) -> int:
                    help="also write summary.json and one JSON file per task into DIR")
     args = parse(p, argv)
     cfg = load_config(args)
-    spec = _load_spec(args.file, "task file", "tasks.json", orchestrate.validate_parallel_spec)
+    spec, as_written = _load_spec(args.file, "task file", "tasks.json", ParallelFile)
     tasks = spec["tasks"]
-    fail_fast = args.fail_fast or (cfg.get("parallel.fail_fast") if spec["fail_fast"] is None
-                                   else spec["fail_fast"])
-    output_dir = args.output_dir or spec["output_dir"]
+    fail_fast = args.fail_fast or spec.get("fail_fast", cfg.get("parallel.fail_fast"))
+    output_dir = args.output_dir or spec.get("output_dir", "")
     if output_dir:
         prepare_output_dir(output_dir)
     cancel = execute.Cancel()
@@ -213,20 +209,20 @@ def parallel_command(argv: List[str]) -> int:
     summary, interrupted = run_interruptibly(
         lambda: orchestrate.run_parallel(
             _with_timeout(tasks, args.timeout), cfg,
-            max_parallel=args.max_parallel or spec["max_parallel"],
+            max_parallel=args.max_parallel or spec.get("max_parallel", 0),
             fail_fast=fail_fast,
-            dry_run=args.dry_run, cancel=cancel,
+            dry_run=args.dry_run or spec.get("dry_run", False), cancel=cancel,
             on_progress=progress.update if progress else None),
         cancel, progress)
-    code = EXIT_FAILED if summary["failed"] else EXIT_OK
+    code = EXIT_FAILED if summary.failed else EXIT_OK
     if output_dir:
         try:
-            write_output_dir(output_dir, tasks, summary)
+            write_output_dir(output_dir, as_written["tasks"], summary)
         except OSError as exc:
             err("cannot write the results to %s: %s" % (output_dir, exc.strerror or exc))
             code = EXIT_FAILED
     if args.json:
-        write_json(summary)
+        write_json(summary.to_dict())
     else:
         write(render.format_parallel_text(summary, tasks, args.quiet,
                                           bool(cfg.get("parallel.aggregate_output"))))
@@ -244,7 +240,7 @@ def chain_command(argv: List[str]) -> int:
     _add_file_flags(p, "chain file")
     args = parse(p, argv)
     cfg = load_config(args)
-    spec = _load_spec(args.file, "chain file", "chain.json", orchestrate.validate_chain_spec)
+    spec, _ = _load_spec(args.file, "chain file", "chain.json", ChainFile)
     steps = spec["steps"]
     cancel = execute.Cancel()
     progress = progress_on_stderr(
@@ -255,17 +251,18 @@ def chain_command(argv: List[str]) -> int:
     summary, interrupted = run_interruptibly(
         lambda: orchestrate.run_chain(
             _with_timeout(steps, args.timeout), cfg,
-            stop_on_failure=spec["stop_on_failure"] is not False,
-            pass_working_dir=spec["pass_working_dir"], dry_run=args.dry_run, cancel=cancel,
+            stop_on_failure=spec.get("stop_on_failure", True),
+            pass_working_dir=spec["pass_working_dir"],
+            dry_run=args.dry_run or spec.get("dry_run", False), cancel=cancel,
             on_progress=progress.update if progress else None),
         cancel, progress)
     if args.json:
-        write_json(summary)
+        write_json(summary.to_dict())
     else:
         write(render.format_chain_text(summary))
     if interrupted is not None:
         raise interrupted
-    return EXIT_FAILED if summary["failed_step"] else EXIT_OK
+    return EXIT_FAILED if summary.failed_step else EXIT_OK
 
 
 def compare_command(argv: List[str]) -> int:
@@ -303,17 +300,21 @@ def compare_command(argv: List[str]) -> int:
             raise UsageError("--backends: empty name in %r (expected e.g. claude,codex)"
                              % args.backends)
     prompt = read_prompt(args.prompt)
+    try:
+        validate(CompareRequest, {"prompt": prompt, "backends": backends})
+    except ValidationError as exc:
+        raise UsageError("clinvk compare: %s" % exc)
     options = {k: getattr(args, k) for k in ("approval_mode", "sandbox_mode", "max_turns",
                                              "system_prompt", "verbose", "timeout")
                if getattr(args, k)}
     cancel = execute.Cancel()
     progress = progress_on_stderr(not args.json, cfg, backends)
 
-    def on_progress(kind: str, index: int, payload: Dict[str, Any]) -> None:
+    def on_progress(kind: str, index: int, payload: ProgressPayload) -> None:
         if progress is not None:
             progress.update(kind, index, payload)
         elif kind == "skipped":
-            err("warning: skipping %s: %s" % (payload["backend"], payload["reason"]))
+            err("warning: skipping %s: %s" % (payload.backend, payload.reason))
 
     try:
         summary, interrupted = run_interruptibly(
@@ -322,15 +323,12 @@ def compare_command(argv: List[str]) -> int:
                 sequential=args.sequential, dry_run=bool(args.dry_run), options=options,
                 cancel=cancel, on_progress=on_progress),
             cancel, progress)
-    except orchestrate.SpecError as exc:
-        raise UsageError("clinvk compare: %s" % exc)
     except execute.ExecError as exc:
         return exec_error_exit(exc)
     if args.json:
-        write_json(summary)
+        write_json(summary.to_dict())
     else:
         write(render.format_compare_text(summary))
     if interrupted is not None:
         raise interrupted
-    failed = any(r["status"] != "completed" for r in summary["results"])
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_OK if all(r.ok for r in summary.results) else EXIT_FAILED

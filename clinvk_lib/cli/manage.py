@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import List
 
-from .. import config, render, sessions
+from .. import config, render, session_record, sessions
+from ..jsontext import dumps_compact
 from .common import (EXIT_OK, EXIT_SESSION, Parser, UsageError, err, int_at_least,
                      load_config, open_store, parse_action, write, write_json)
 
@@ -22,7 +22,7 @@ def sessions_command(argv: List[str]) -> int:
     sub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
     ls = sub.add_parser("list", help="list sessions, most recent first")
     ls.add_argument("-b", "--backend")
-    ls.add_argument("--status", choices=("active", "completed", "error", "paused"))
+    ls.add_argument("--status", choices=session_record.STATUSES)
     ls.add_argument("-n", "--limit", type=int_at_least(0), default=DEFAULT_LIST_LIMIT,
                     help="at most N sessions (default %d; 0 = all)" % DEFAULT_LIST_LIMIT)
     ls.add_argument("--offset", type=int_at_least(0), default=0)
@@ -54,7 +54,7 @@ def sessions_command(argv: List[str]) -> int:
             write("deleted session %s\n" % store.delete(args.id))
         elif args.action == "clean":
             clean_sessions(store, cfg, args.older_than)
-    except sessions.SessionError as exc:
+    except session_record.SessionError as exc:
         err(str(exc))
         return EXIT_SESSION
     return EXIT_OK
@@ -65,8 +65,8 @@ def list_sessions(store: sessions.SessionStore, args: argparse.Namespace) -> Non
                               limit=args.limit or None, offset=args.offset)
     if args.json:
         # Compact: the C encoder is ~10x faster than indent=2 on thousands of sessions.
-        write(json.dumps(render.session_list_json(found, total, args.limit, args.offset),
-                         ensure_ascii=False, separators=(",", ":")) + "\n")
+        write(dumps_compact(render.session_list_json(found, total, args.limit, args.offset))
+              + "\n")
     else:
         write(render.format_session_table(found, total, args.offset))
 
@@ -75,7 +75,7 @@ def clean_sessions(store: sessions.SessionStore, cfg: config.Config, older_than:
     """Delete the sessions unused for ``older_than`` (else session.retention_days)."""
     if older_than:
         try:
-            seconds = sessions.parse_age(older_than)
+            seconds = session_record.parse_age(older_than)
         except ValueError as exc:
             raise UsageError("--older-than: %s" % exc)
     else:

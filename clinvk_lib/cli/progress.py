@@ -16,7 +16,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from .. import execute
 from ..config import Config
-from ..render import cut, seconds
+from ..fanout_results import ProgressPayload, Summary
+from ..render import seconds
+from ..textutil import cut
 from .common import Interrupted
 
 TICK_SECONDS = 0.2      # how often the status line's elapsed time is redrawn
@@ -48,20 +50,15 @@ class Progress:
         self.counts = {"completed": 0, "failed": 0, "cancelled": 0}
         self.lock = threading.Lock()
 
-    def update(self, kind: str, index: int, payload: Dict[str, Any]) -> None:
+    def update(self, kind: str, index: int, payload: ProgressPayload) -> None:
         """The engine's ``on_progress`` callback."""
         with self.lock:
             if kind == "started":
                 self.running.append(index)
-            elif kind in ("finished", "skipped"):
-                if index in self.running:
-                    self.running.remove(index)
-                if kind == "skipped":
-                    payload = {"status": "skipped", "error": payload.get("reason", "")}
-                status = payload.get("status", "failed")
-                self.counts[status] = self.counts.get(status, 0) + 1
-                self._clear()
-                self.stream.write(self._finished_line(index, payload) + "\n")
+            elif kind == "skipped":
+                self._finished(index, "skipped", 0, payload.reason)
+            elif kind == "finished":
+                self._finished(index, payload.status, payload.duration_ms, payload.error)
             self._draw()
 
     def tick(self) -> None:
@@ -73,16 +70,22 @@ class Progress:
             self._clear()
             self.stream.flush()
 
-    def _finished_line(self, index: int, r: Dict[str, Any]) -> str:
-        status = r.get("status", "failed")
+    def _finished(self, index: int, status: str, duration_ms: int, error: str) -> None:
+        if index in self.running:
+            self.running.remove(index)
+        self.counts[status] = self.counts.get(status, 0) + 1
+        self._clear()
+        self.stream.write(self._finished_line(index, status, duration_ms, error) + "\n")
+
+    def _finished_line(self, index: int, status: str, duration_ms: int, error: str) -> str:
         word = "%-9s" % _STATUS_WORDS.get(status, status)
         if self.color:
             word = "\x1b[%sm%s\x1b[0m" % (_STATUS_COLORS.get(status, "0"), word)
         line = "%s %s" % (word, self.labels[index])
         if status != "skipped":
-            line += "  " + seconds(r.get("duration_ms", 0))
-        if status != "completed" and r.get("error"):
-            line += "  " + cut(r["error"], 100)
+            line += "  " + seconds(duration_ms)
+        if status != "completed" and error:
+            line += "  " + cut(error, 100)
         return line
 
     def _draw(self) -> None:
@@ -122,9 +125,9 @@ def progress_on_stderr(show: bool, cfg: Config, labels: Sequence[str]) -> Option
     return Progress(sys.stderr, labels, use_color(cfg))
 
 
-def run_interruptibly(work: Callable[[], Dict[str, Any]], cancel: execute.Cancel,
+def run_interruptibly(work: Callable[[], Summary], cancel: execute.Cancel,
                       progress: Optional[Progress]
-                      ) -> Tuple[Dict[str, Any], Optional[BaseException]]:
+                      ) -> Tuple[Summary, Optional[BaseException]]:
     """Run ``work()`` in a thread while this one redraws progress. On Ctrl-C (or SIGTERM)
     fire ``cancel`` and still wait for ``work`` to return what finished; returns
     ``(summary, the interrupt or None)`` so the caller prints the summary, then re-raises."""

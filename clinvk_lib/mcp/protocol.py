@@ -398,7 +398,7 @@ def _encode(msg: Dict[str, Any]) -> bytes:
     stays readable (no ``\\u`` escapes), except in a message holding a lone surrogate (a
     client's id echoed back), which UTF-8 cannot encode: that one is all ASCII escapes, which
     a JSON parser reads back to the very value the client sent."""
-    text = json.dumps(msg, ensure_ascii=False, separators=(",", ":")) + "\n"
+    text = jsontext.dumps_compact(msg) + "\n"
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:

@@ -1,9 +1,10 @@
 """The clinvk tools an MCP client sees: their input schemas and what each call runs.
 
-Input schemas are cut from the HTTP API's schema table (``server/schema.py``), so a field is
-described and validated the same way on both front ends. Runs go through ``execute`` and
-``orchestrate`` with the server's ``Policy`` (workdir rules, extra-flag allowlist, dangerous
-modes only when configured), exactly as the HTTP routes do. A backend that fails, is missing or
+Input schemas are cut from the shape table every front end uses (``shapes.py``), so a field
+is described, validated and refused the same way over MCP, over HTTP and in the command line's
+files. Runs go through ``execute`` and ``orchestrate`` with the server's ``Policy`` (workdir
+rules, extra-flag allowlist, dangerous modes only when configured), exactly as the HTTP routes
+do. A backend that fails, is missing or
 is refused by the policy is a tool result with ``isError``; only bad arguments are protocol
 errors.
 """
@@ -14,11 +15,16 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .. import execute, orchestrate, render
+from .. import schema as sc
 from ..backends.probe import probe_all
+from ..config import Config
+from ..fanout_results import ProgressPayload
 from ..policy import Policy
-from ..server import schema as sc
-from ..server.limits import Abandoned, Busy, RunLimiter
-from ..sessions import SessionError
+from ..runslots import Abandoned, Busy, RunLimiter
+from ..session_record import SessionError
+from ..sessions import SessionStore
+from ..shapes import (ChainRequest, CompareRequest, ParallelRequest, PromptRequest,
+                      SessionPath, SessionsQuery)
 from .protocol import INVALID_PARAMS, Call, RpcError, Tool, error_result
 
 # A model reads the listing; an unbounded session list would flood its context.
@@ -29,7 +35,7 @@ class ToolContext:
     """What every tool run needs: the configuration, the policy, the session store and the
     run slots."""
 
-    def __init__(self, cfg, store, policy: Optional[Policy] = None) -> None:
+    def __init__(self, cfg: Config, store: SessionStore, policy: Optional[Policy] = None) -> None:
         self.cfg = cfg
         self.store = store
         self.policy = policy if policy is not None else Policy.from_config(cfg)
@@ -51,15 +57,8 @@ def pick(obj: sc.Obj, *names: str) -> List[sc.Field]:
 
 def optional(field: sc.Field, default: Any = None, description: str = "") -> sc.Field:
     """A copy of a table field that is not required (with another default or description)."""
-    return sc.Field(field.name, field.node, required=False,
-                    default=field.default if default is None else default,
-                    description=description or field.description)
-
-
-def with_items(field: sc.Field, items: sc.Obj) -> sc.Field:
-    """A copy of a table field holding an array, with ``items`` as its element schema."""
-    return sc.Field(field.name, sc.Array(items, min_items=field.node.min_items),
-                    required=field.required, description=field.description)
+    return field.but(required=False, default=field.default if default is None else default,
+                     description=description or field.description)
 
 
 def plain_json_schema(node: Any) -> Any:
@@ -87,25 +86,21 @@ def plain_json_schema(node: Any) -> Any:
     return out
 
 
-PROMPT_ARGS = sc.Obj(*pick(sc.PromptRequest, "backend", "prompt", "model", "workdir",
+PROMPT_ARGS = sc.Obj(*pick(PromptRequest, "backend", "prompt", "model", "workdir",
                            "approval_mode", "sandbox_mode", "session_id", "ephemeral"))
-COMPARE_ARGS = sc.Obj(*pick(sc.CompareRequest, "prompt", "backends", "model", "workdir",
+COMPARE_ARGS = sc.Obj(*pick(CompareRequest, "prompt", "backends", "model", "workdir",
                             "sequential"))
-# A task as the HTTP API takes it, minus what means nothing over MCP (the output format, a
-# token budget no CLI honours, CLI verbosity).
-PARALLEL_ARGS = sc.Obj(
-    with_items(sc.ParallelRequest.field("tasks"),
-               sc.Obj(*[f for f in sc.ParallelTask.fields
-                        if f.name not in ("output_format", "max_tokens", "verbose")])),
-    *pick(sc.ParallelRequest, "max_parallel", "fail_fast"))
-CHAIN_ARGS = sc.Obj(*pick(sc.ChainRequest, "steps", "stop_on_failure", "pass_working_dir"))
+# Tasks and steps exactly as the HTTP API and the command line's files take them.
+PARALLEL_ARGS = sc.Obj(*pick(ParallelRequest, "tasks", "max_parallel", "fail_fast"))
+CHAIN_ARGS = sc.Obj(*pick(ChainRequest, "steps", "stop_on_failure", "pass_working_dir",
+                          "pass_session_id", "persist_sessions"))
 BACKENDS_ARGS = sc.Obj()
 SESSIONS_ARGS = sc.Obj(
     sc.Field("action", sc.String(enum=("list", "show")), default="list",
              description="list: recent sessions, most recently used first; show: one session."),
-    optional(sc.SessionPath.field("id"), description="Session id or unique prefix (for show)."),
-    sc.SessionsQuery.field("backend"),
-    optional(sc.SessionsQuery.field("limit"), default=SESSIONS_DEFAULT_LIMIT,
+    optional(SessionPath.field("id"), description="Session id or unique prefix (for show)."),
+    SessionsQuery.field("backend"),
+    optional(SessionsQuery.field("limit"), default=SESSIONS_DEFAULT_LIMIT,
              description="At most this many sessions (list); 0 = all."),
 )
 
@@ -155,9 +150,9 @@ def make_tool(name: str, description: str, args_schema: sc.Obj,
               annotations: Dict[str, bool],
               check: Optional[Callable[[Dict[str, Any]], None]] = None) -> Tool:
     """A tool listed with ``args_schema`` as its input schema. A call's arguments are
-    validated against that schema and then by ``check`` (which raises sc.ValidationError or
-    orchestrate.SpecError); either failure is an INVALID_PARAMS error naming the tool and the
-    field. Valid arguments are bound to ``run(args, call)``."""
+    validated against that schema and then by ``check`` (which raises sc.ValidationError);
+    either failure is an INVALID_PARAMS error naming the tool and the field. Valid arguments
+    are bound to ``run(args, call)``."""
     def bind(arguments: Dict[str, Any]) -> Callable[[Call], Dict[str, Any]]:
         try:
             args = sc.validate(args_schema, arguments)
@@ -166,8 +161,6 @@ def make_tool(name: str, description: str, args_schema: sc.Obj,
         except sc.ValidationError as exc:
             raise RpcError(INVALID_PARAMS, "invalid arguments for %s: %s: %s"
                            % (name, exc.path or "arguments", exc.message))
-        except orchestrate.SpecError as exc:
-            raise RpcError(INVALID_PARAMS, "invalid arguments for %s: %s" % (name, exc))
         return lambda call: run(args, call)
 
     return Tool(name, description, plain_json_schema(sc.to_json_schema(args_schema)), bind,
@@ -262,18 +255,18 @@ class _Progress:
         self.done = 0
         self._lock = threading.Lock()
 
-    def __call__(self, kind: str, index: int, payload: Dict[str, Any]) -> None:
+    def __call__(self, kind: str, index: int, payload: ProgressPayload) -> None:
         with self._lock:
             if kind in ("finished", "skipped"):
                 self.done += 1
             done = self.done
-        what = "%s %d (%s)" % (self.noun, index + 1, payload.get("backend", ""))
+        what = "%s %d (%s)" % (self.noun, index + 1, payload.backend)
         if kind == "started":
             message = "%s started" % what
         elif kind == "skipped":
             message = "%s skipped" % what
         else:
-            message = "%s %s" % (what, payload.get("status", "finished"))
+            message = "%s %s" % (what, payload.status)
         self.call.progress("%s; %d of %d done" % (message, done, self.total), completed=done,
                            total=self.total)
 
@@ -288,8 +281,7 @@ def compare_tool(ctx: ToolContext) -> Tool:
         "Ask several agent CLIs the same prompt (at once unless sequential) and get each "
         "one's answer, for a second opinion. Backends that are not installed are skipped. "
         "Runs are ephemeral (no session).",
-        COMPARE_ARGS, lambda args, call: run_compare(ctx, args, call), RUNS_AGENTS,
-        check=lambda args: orchestrate.check_compare_request(args["prompt"], args["backends"]))
+        COMPARE_ARGS, lambda args, call: run_compare(ctx, args, call), RUNS_AGENTS)
 
 
 def run_compare(ctx: ToolContext, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
@@ -307,9 +299,8 @@ def _compare(ctx: ToolContext, args: Dict[str, Any], call: Call, width: int) -> 
             on_progress=_Progress(call, "backend", len(args["backends"])), max_parallel=width)
     except execute.ExecError as exc:
         return error_result(str(exc))
-    text = render.format_compare_text(summary) + render.skipped_text(summary["skipped"])
-    failed = any(r["status"] != "completed" for r in summary["results"])
-    return tool_result(text, summary, is_error=failed)
+    text = render.format_compare_text(summary) + render.skipped_text(summary.skipped)
+    return tool_result(text, summary.to_dict(), is_error=not all(r.ok for r in summary.results))
 
 
 def parallel_tool(ctx: ToolContext) -> Tool:
@@ -335,7 +326,7 @@ def _parallel(ctx: ToolContext, args: Dict[str, Any], call: Call, width: int) ->
         fail_fast=args["fail_fast"], policy=ctx.policy, cancel=call.cancel,
         on_progress=_Progress(call, "task", len(tasks)))
     text = render.format_parallel_text(summary, tasks, quiet=False, table=False)
-    return tool_result(text, summary, is_error=summary["failed"] > 0)
+    return tool_result(text, summary.to_dict(), is_error=summary.failed > 0)
 
 
 def chain_tool(ctx: ToolContext) -> Tool:
@@ -344,8 +335,7 @@ def chain_tool(ctx: ToolContext) -> Tool:
         "Run steps one after another, each on its own backend; {{previous}} in a step's "
         "prompt is replaced by the previous step's output (e.g. claude drafts, codex "
         "reviews). Runs are ephemeral (no session).",
-        CHAIN_ARGS, lambda args, call: run_chain(ctx, args, call), RUNS_AGENTS,
-        check=lambda args: orchestrate.check_chain_steps(args["steps"]))
+        CHAIN_ARGS, lambda args, call: run_chain(ctx, args, call), RUNS_AGENTS)
 
 
 def run_chain(ctx: ToolContext, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
@@ -358,8 +348,8 @@ def _chain(ctx: ToolContext, args: Dict[str, Any], call: Call) -> Dict[str, Any]
         _with_timeout(ctx, steps), ctx.cfg, stop_on_failure=args["stop_on_failure"],
         pass_working_dir=args["pass_working_dir"], policy=ctx.policy, cancel=call.cancel,
         on_progress=_Progress(call, "step", len(steps)))
-    return tool_result(render.format_chain_text(summary), summary,
-                       is_error=summary["failed_step"] != 0)
+    return tool_result(render.format_chain_text(summary), summary.to_dict(),
+                       is_error=summary.failed_step != 0)
 
 
 def all_tools(ctx: ToolContext) -> List[Tool]:

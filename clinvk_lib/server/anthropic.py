@@ -23,7 +23,7 @@ from .. import events as ev
 from . import compat, errors, openapi, sse
 from .app import App
 from .context import Context
-from .http import Response, json_response
+from .http import Response, close_iterator, json_response
 from .openapi import ANTHROPIC
 
 # Anthropic's error types by status (https://docs.anthropic.com/en/api/errors).
@@ -133,4 +133,4 @@ def message_events(message_id: str, model: str, run: compat.Run,
                               "usage": usage_body(piece.usage)})
                 yield _event({"type": "message_stop"})
     finally:
-        compat.close_source(pieces)
+        close_iterator(pieces)

@@ -27,13 +27,14 @@ import traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import __version__
+from ..config import Config
 from ..policy import Policy
+from ..runslots import RunLimiter
 from ..sessions import SessionStore
 from . import errors
 from .accesslog import AccessLog
 from .context import Context, Endpoint, new_request_id
 from .http import JSON_TYPE, Response
-from .limits import RunLimiter
 from .openapi import Operation
 from .router import Router
 from .watcher import DisconnectWatcher
@@ -78,7 +79,7 @@ class App:
     A new App serves no route and checks nothing beyond its own steps: ``serve.build_app``
     installs the guards (``guards``) and registers the API styles' routes."""
 
-    def __init__(self, cfg, store: Optional[SessionStore] = None,
+    def __init__(self, cfg: Config, store: Optional[SessionStore] = None,
                  log: Optional[AccessLog] = None) -> None:
         self.cfg = cfg
         self.store = store if store is not None else SessionStore(cfg.home)

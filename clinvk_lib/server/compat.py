@@ -53,9 +53,11 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tu
 
 from .. import events as ev
 from .. import execute
-from ..backends import base
+from ..backends import base, options, parsing
+from ..config import Config
 from . import errors
 from .context import Context
+from .http import close_iterator
 
 SESSION_HEADER = "X-Clinvk-Session-Id"
 EPHEMERAL_HEADER = "X-Clinvk-Ephemeral"
@@ -70,10 +72,10 @@ _OPENAI_REASONING_MODEL = re.compile(r"o[0-9]")           # o1, o3-mini, o4-mini
 # -- models --------------------------------------------------------------------------------------
 
 
-def resolve_model(model: str, cfg) -> Tuple[str, str]:
+def resolve_model(model: str, cfg: Config) -> Tuple[str, str]:
     """(backend name, model for the CLI: "" = the configured one) for a request's ``model``;
     a 404 ``model_not_found`` ApiError when no enabled backend serves it."""
-    names = base.names()
+    names = base.NAMES
     backend, cli_model = "", ""
     if model in names:
         backend = model
@@ -105,11 +107,11 @@ def model_not_found(model: str, hint: str) -> errors.ApiError:
                            % (model[:100], hint), field="model")
 
 
-def listed_models(cfg) -> List[Tuple[str, str]]:
+def listed_models(cfg: Config) -> List[Tuple[str, str]]:
     """(model id, backend) of every enabled backend, followed by ``backend/model`` when
     ``backends.<name>.model`` is configured."""
     out: List[Tuple[str, str]] = []
-    for name in base.names():
+    for name in base.NAMES:
         if not cfg.backend_enabled(name):
             continue
         out.append((name, name))
@@ -188,7 +190,7 @@ def _tagged(name: str, text: str) -> str:
 def honours_system_prompt(backend: base.Backend) -> bool:
     """Whether the backend's CLI takes a system prompt (gemini 0.61.0 has no flag for one);
     the backend says so by listing a set system prompt among the options it ignores."""
-    return not backend.ignored_options(base.Options(system_prompt="x"))
+    return not backend.ignored_options(options.Options(system_prompt="x"))
 
 
 # -- tokens --------------------------------------------------------------------------------------
@@ -278,7 +280,7 @@ def complete(ctx: Context, run: Run) -> Reply:
         raise
     result = outcome.result
     if not result.ok:
-        raise backend_failed(run.backend, result.error or base.failure_message(
+        raise backend_failed(run.backend, result.error or parsing.failure_message(
             run.backend, result.exit_code, ""), outcome.session_id)
     return Reply(result.text, counted_usage(result.usage, run.sent, result.text),
                  outcome.session_id)
@@ -332,15 +334,7 @@ def _chain(first: ev.Event, rest: Iterator[ev.Event]) -> Iterator[ev.Event]:
         for event in rest:
             yield event
     finally:
-        close_source(rest)
-
-
-def close_source(source: Any) -> None:
-    """Close a generator now rather than when it is garbage: closing the events of a run
-    whose client has gone stops the backend."""
-    close = getattr(source, "close", None)
-    if close is not None:
-        close()
+        close_iterator(rest)
 
 
 def reply_pieces(events: Iterator[ev.Event], backend: str, sent: str,
@@ -367,9 +361,9 @@ def reply_pieces(events: Iterator[ev.Event], backend: str, sent: str,
     except Exception as exc:  # noqa: BLE001 - a broken event source still ends the stream
         failure = failure or describe(exc)
     finally:
-        close_source(events)
+        close_iterator(events)
     if failure is None and exit_code != 0:
-        failure = backend_failed(backend, base.failure_message(backend, exit_code, ""))
+        failure = backend_failed(backend, parsing.failure_message(backend, exit_code, ""))
     if failure is not None:
         yield Failed(failure)
     else:

@@ -20,7 +20,7 @@ from .. import __version__
 from . import errors, framing
 from .app import App
 from .context import Context, new_request_id
-from .http import JSON_TYPE, Response, StreamResponse
+from .http import JSON_TYPE, Response, StreamResponse, close_iterator
 from .limits import ConnectionLimiter
 
 MAX_LINE = 65536                   # request line and header line limit, as http.server's
@@ -189,9 +189,7 @@ class ConnectionHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             ctx.cancel.fire()
         finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
+            close_iterator(chunks)
         return resp.status
 
     # -- the request head and body (RFC 9112 5, 6 and 7.1) -----------------------------------

@@ -19,14 +19,14 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 from urllib.parse import parse_qs
 
 from .. import execute, jsontext
+from ..runslots import Abandoned, Busy
+from ..schema import validate
 from ..sessions import Access
 from . import errors
 from .http import is_json_media_type
 from .keys import KeyIdentity
-from .limits import Abandoned, Busy
 from .openapi import NATIVE, Operation
 from .ratelimit import Decision
-from .schema import validate
 from .watcher import Watch
 
 _SANE_HOST = re.compile(r"([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(:[0-9]{1,5})?\Z")

@@ -2,7 +2,7 @@
 
 Handlers and pipeline steps raise ``ApiError`` (or let an engine error through:
 ``from_exception`` maps ``execute.ExecError``, ``schema.ValidationError``,
-``orchestrate.SpecError``, ``policy.PolicyError`` and session errors). The status decision
+``policy.PolicyError`` and session errors). The status decision
 lives here once; the body shape belongs to the API style of the route, chosen by the route's
 OpenAPI tag, or for a path without a route by its prefix. The native style is
 ``{"error": <code>, "message": <text>}``; the OpenAI and Anthropic layers register their own
@@ -17,13 +17,16 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .. import execute, sessions
+from .. import execute, session_record
 from ..execute import ErrorKind
-from ..orchestrate import SpecError
 from ..policy import PolicyError
+from ..schema import ValidationError
+from ..textutil import printable
 from .http import dump_json
 from .openapi import META, NATIVE
-from .schema import ValidationError
+
+# How much of a client's method or path an error message echoes.
+_ECHOED_CHARS = 200
 
 
 class ApiError(Exception):
@@ -115,8 +118,6 @@ def from_exception(exc: BaseException) -> Optional[ApiError]:
         return exc
     if isinstance(exc, ValidationError):
         return invalid(exc.message, exc.path)
-    if isinstance(exc, SpecError):
-        return invalid(exc.message, exc.field)
     if isinstance(exc, PolicyError):
         return invalid(str(exc), exc.field)
     if isinstance(exc, execute.ExecError):
@@ -124,19 +125,19 @@ def from_exception(exc: BaseException) -> Optional[ApiError]:
             return _session_error(exc.__context__, str(exc), exc.field)
         status, code = _EXEC_KINDS.get(exc.kind, (500, "internal_error"))
         return ApiError(status, code, str(exc), exc.field)
-    if isinstance(exc, sessions.SessionError):
+    if isinstance(exc, session_record.SessionError):
         return _session_error(exc, str(exc), "")
     return None
 
 
 def _session_error(cause: Optional[BaseException], message: str, field: str) -> ApiError:
-    if isinstance(cause, sessions.SessionError):
+    if isinstance(cause, session_record.SessionError):
         message = cause.public                  # the same words without the server's paths
     if isinstance(cause, LookupError):          # not found, or an ambiguous prefix
         return ApiError(404, "session_not_found", message, field)
-    if isinstance(cause, sessions.SessionBusy):
+    if isinstance(cause, session_record.SessionBusy):
         return ApiError(409, "session_busy", message, field)
-    if isinstance(cause, sessions.StoreUnavailable):
+    if isinstance(cause, session_record.StoreUnavailable):
         return ApiError(503, "session_store_unavailable", message, field)
     # The session exists but cannot be continued (no backend session id, workdir gone, ...).
     return ApiError(409, "session_not_resumable", message, field)
@@ -170,12 +171,13 @@ def too_large(limit: int) -> ApiError:
 
 def not_found(method: str, path: str) -> ApiError:
     return ApiError(404, "not_found", "no route for %s %s; the API is described at /docs"
-                    % (method, _printable(path)))
+                    % (method, printable(path, _ECHOED_CHARS)))
 
 
 def method_not_allowed(method: str, path: str, allow: Tuple[str, ...]) -> ApiError:
     return ApiError(405, "method_not_allowed", "%s is not allowed on %s (allowed: %s)"
-                    % (_printable(method), _printable(path), ", ".join(allow)),
+                    % (printable(method, _ECHOED_CHARS), printable(path, _ECHOED_CHARS),
+                       ", ".join(allow)),
                     headers={"Allow": ", ".join(allow)})
 
 
@@ -208,10 +210,3 @@ def internal(request_id: str) -> ApiError:
     """500 for a bug: the details go to the server log, never to the client."""
     return ApiError(500, "internal_error", "internal server error; the server log has the "
                     "details under request id %s" % request_id)
-
-
-def _printable(text: str, limit: int = 200) -> str:
-    """``text`` safe to echo in a message: control characters escaped, cut to ``limit``."""
-    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                    for c in text[:limit])
-    return shown + ("..." if len(text) > limit else "")

@@ -37,7 +37,7 @@ import socket
 from typing import Callable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from ..config import ConfigError
+from ..config import Config, ConfigError
 from .app import App
 from .http import Response, is_json_media_type
 from .errors import ApiError, unsupported_media_type
@@ -235,8 +235,8 @@ class Guards:
     """The checks configured for one server; ``steps`` and ``hooks`` are what ``install``
     adds to the App."""
 
-    def __init__(self, cfg, keys: ApiKeys, allowed_methods: Callable[[str], Tuple[str, ...]],
-                 metrics=None) -> None:
+    def __init__(self, cfg: Config, keys: ApiKeys,
+                 allowed_methods: Callable[[str], Tuple[str, ...]], metrics=None) -> None:
         self.keys = keys
         self.metrics = metrics
         self.allowed_methods = allowed_methods      # path -> methods it answers (router)

@@ -7,10 +7,11 @@ A leaf: it knows HTTP bodies and headers, nothing of the App, the request or the
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import threading
 from typing import Any, Iterable, Iterator, Tuple
+
+from ..jsontext import dumps_compact
 
 JSON_TYPE = "application/json"
 
@@ -83,9 +84,7 @@ def with_keepalive(resp: StreamResponse) -> Iterator[bytes]:
                 if stop.is_set():
                     break
         finally:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
+            close_iterator(source)
             items.put(end)
 
     threading.Thread(target=pump, name="clinvk-stream-pump", daemon=True).start()
@@ -116,4 +115,13 @@ def json_response(obj: Any, status: int = 200,
 def dump_json(obj: Any) -> bytes:
     """Compact UTF-8 JSON (no spaces, non-ASCII kept as it is): every JSON body the server
     writes."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return dumps_compact(obj).encode("utf-8")
+
+
+def close_iterator(source: Any) -> None:
+    """Close ``source`` (a generator, or any iterator with ``close``) now rather than when it
+    is garbage: closing the chunks or events of a run whose client has gone stops the
+    backend."""
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()

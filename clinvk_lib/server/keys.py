@@ -35,7 +35,7 @@ import threading
 import time
 from typing import Callable, Iterable, List, NamedTuple, Optional, Tuple
 
-from ..config import ConfigError
+from ..config import Config, ConfigError
 
 KEY_ID_LABEL = b"clinvk-key-id"
 GOPASS_TIMEOUT_SECS = 10.0
@@ -161,7 +161,7 @@ class ApiKeys:
             self._checked_at = clock()
 
     @classmethod
-    def from_config(cls, cfg, on_error: Callable[[str], None] = lambda message: None
+    def from_config(cls, cfg: Config, on_error: Callable[[str], None] = lambda message: None
                     ) -> "ApiKeys":
         """The keys the ``server.api_keys*`` settings name; ConfigError when a configured
         source cannot be used."""

@@ -14,16 +14,17 @@ from typing import Any, Callable, Dict, List
 
 from .. import __version__, events as ev, execute, orchestrate, render
 from ..backends import base, probe
+from ..fanout_results import (CANCELLED, CompareResult, ItemResult, ProgressFn, ProgressPayload,
+                              StepResult, Summary, TaskResult)
+from ..schema import Obj, validate_query
+from ..shapes import SessionsQuery
 from . import docs as docs_page
 from . import ndjson, openapi
+from .api_shapes import Session as SessionSchema
+from .api_shapes import SessionDetail
 from .app import App
 from .context import Context
 from .http import Response, StreamResponse, json_response
-from .schema import Obj
-from .schema import Session as SessionSchema
-from .schema import SessionDetail, SessionsQuery, validate_query
-
-USAGE_KEYS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
 
 
 def register(app: App) -> None:
@@ -84,7 +85,7 @@ def prompt_result(outcome: execute.Outcome) -> Dict[str, Any]:
     body["output"] = r.text
     body["error"] = r.error
     if r.usage:
-        body["token_usage"] = {k: v for k, v in r.usage.to_dict().items() if k in USAGE_KEYS}
+        body["token_usage"] = {k: v for k, v in r.usage.to_dict().items() if k in ev.USAGE_KEYS}
     return body
 
 
@@ -123,10 +124,10 @@ def parallel(ctx: Context) -> Response:
         dry_run=body["dry_run"], policy=ctx.app.policy, cancel=ctx.cancel,
         on_progress=progress))
     return json_response({
-        "total_tasks": summary["total_tasks"], "completed": summary["completed"],
-        "failed": summary["failed"], "cancelled": summary["cancelled"],
-        "total_duration_ms": summary["total_duration_ms"],
-        "results": [run_item(r) for r in summary["results"]]})
+        "total_tasks": summary.total_tasks, "completed": summary.completed,
+        "failed": summary.failed, "cancelled": summary.cancelled,
+        "total_duration_ms": summary.total_duration_ms,
+        "results": [_task_item(r) for r in summary.results]})
 
 
 def chain(ctx: Context) -> Response:
@@ -139,10 +140,9 @@ def chain(ctx: Context) -> Response:
         pass_working_dir=body["pass_working_dir"], dry_run=body["dry_run"],
         policy=ctx.app.policy, cancel=ctx.cancel, on_progress=progress))
     return json_response({
-        "total_steps": summary["total_steps"], "completed_steps": summary["completed_steps"],
-        "failed_step": summary["failed_step"],
-        "total_duration_ms": summary["total_duration_ms"],
-        "results": [_named(r, {"step": r["step"]}) for r in summary["results"]]})
+        "total_steps": summary.total_steps, "completed_steps": summary.completed_steps,
+        "failed_step": summary.failed_step, "total_duration_ms": summary.total_duration_ms,
+        "results": [_step_item(r) for r in summary.results]})
 
 
 def compare(ctx: Context) -> Response:
@@ -156,24 +156,22 @@ def compare(ctx: Context) -> Response:
         workdir=body["workdir"], sequential=body["sequential"], dry_run=body["dry_run"],
         options=options, policy=ctx.app.policy, cancel=ctx.cancel, on_progress=progress,
         max_parallel=width))
-    out: Dict[str, Any] = {"prompt": summary["prompt"], "backends": summary["backends"],
-                           "total_duration_ms": summary["total_duration_ms"],
-                           "results": [_compared(r) for r in summary["results"]]}
-    if summary["skipped"]:
-        out["skipped"] = summary["skipped"]
+    out: Dict[str, Any] = {"prompt": summary.prompt, "backends": summary.backends,
+                           "total_duration_ms": summary.total_duration_ms,
+                           "results": [_compared(r) for r in summary.results]}
+    if summary.skipped:
+        out["skipped"] = [s.to_dict() for s in summary.skipped]
     return json_response(out)
 
 
 def _fan_out(ctx: Context, width: int, dry_run: bool,
-             run: Callable[[Callable[[str, int, Dict[str, Any]], None]], Dict[str, Any]]
-             ) -> Dict[str, Any]:
+             run: Callable[[ProgressFn], Summary]) -> Summary:
     """Run an orchestration holding ``width`` run slots (none for a dry run), cancelled when
     the client hangs up, with each finished item counted in the metrics."""
-    def progress(kind: str, index: int, item: Dict[str, Any]) -> None:
-        if kind == "finished" and "dry_run" not in item and item["status"] != "cancelled":
-            ctx.app.record_run(item["backend"], "success" if item["status"] == "completed"
-                               else "failure", item["duration_ms"],
-                               ev.Usage.from_dict(item.get("usage")))
+    def progress(kind: str, index: int, item: ProgressPayload) -> None:
+        if kind == "finished" and item.dry_run is None and item.status != CANCELLED:
+            ctx.app.record_run(item.backend, "success" if item.ok else "failure",
+                               item.duration_ms, item.usage)
     if dry_run:
         return run(progress)
     release = ctx.hold_run_slot(width)
@@ -187,32 +185,46 @@ def _with_timeout(ctx: Context, item: Dict[str, Any]) -> Dict[str, Any]:
     return dict(item, timeout=ctx.app.request_timeout) if ctx.app.request_timeout else item
 
 
-def run_item(entry: Dict[str, Any]) -> Dict[str, Any]:
+def run_item(r: ItemResult) -> Dict[str, Any]:
     """One orchestration result in the contract's shape: backend, exit_code, duration_ms,
     output and error (always; "" when there is none), then token_usage when reported."""
-    output = entry["output"]
-    if "dry_run" in entry:
-        output = render.would_run(entry["dry_run"]["command"])
-    item: Dict[str, Any] = {"backend": entry["backend"], "exit_code": entry["exit_code"],
-                            "duration_ms": entry["duration_ms"], "output": output,
-                            "error": entry["error"]}
-    usage = {k: v for k, v in (entry.get("usage") or {}).items() if k in USAGE_KEYS}
+    output = r.output
+    if r.dry_run is not None:
+        output = render.would_run(r.dry_run["command"])
+    item: Dict[str, Any] = {"backend": r.backend, "exit_code": r.exit_code,
+                            "duration_ms": r.duration_ms, "output": output, "error": r.error}
+    usage = {k: v for k, v in r.usage.to_dict().items() if k in ev.USAGE_KEYS}
     if any(usage.values()):
         item["token_usage"] = usage
     return item
 
 
-def _named(entry: Dict[str, Any], head: Dict[str, Any]) -> Dict[str, Any]:
-    if entry.get("name"):
-        head["name"] = entry["name"]
-    head.update(run_item(entry))
+def _task_item(r: TaskResult) -> Dict[str, Any]:
+    """A parallel task: its id and name when it has them (the labels it was sent with), then
+    ``run_item``."""
+    head: Dict[str, Any] = {}
+    if r.id:
+        head["id"] = r.id
+    if r.name:
+        head["name"] = r.name
+    head.update(run_item(r))
     return head
 
 
-def _compared(entry: Dict[str, Any]) -> Dict[str, Any]:
-    item = run_item(entry)
-    if entry.get("model"):
-        return dict({"backend": item.pop("backend"), "model": entry["model"]}, **item)
+def _step_item(r: StepResult) -> Dict[str, Any]:
+    """A chain step: its number, its name when it has one, then ``run_item``."""
+    head: Dict[str, Any] = {"step": r.step}
+    if r.name:
+        head["name"] = r.name
+    head.update(run_item(r))
+    return head
+
+
+def _compared(r: CompareResult) -> Dict[str, Any]:
+    """A compared backend: ``run_item`` with the model after the backend, when known."""
+    item = run_item(r)
+    if r.model:
+        return dict({"backend": item.pop("backend"), "model": r.model}, **item)
     return item
 
 
@@ -223,7 +235,7 @@ def backend_rows(ctx: Context) -> List[Dict[str, Any]]:
     """Every backend with ``available``: its CLI is on PATH and the config enables it."""
     installed = probe.availability()
     return [{"name": name, "available": bool(installed.get(name))
-             and ctx.app.cfg.backend_enabled(name)} for name in base.names()]
+             and ctx.app.cfg.backend_enabled(name)} for name in base.NAMES]
 
 
 def list_backends(ctx: Context) -> Response:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Iterator, Optional
 
 from .. import events as ev
-from .http import dump_json
+from .http import close_iterator, dump_json
 
 CONTENT_TYPE = "application/x-ndjson"
 
@@ -43,6 +43,4 @@ def ndjson_lines(events: Iterable[ev.Event], backend: str, session_id: str = "",
         yield encode_event(closing)
     finally:
         # Closing the lines early (client gone) closes the source now, which stops the run.
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()
+        close_iterator(source)

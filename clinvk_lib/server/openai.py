@@ -24,7 +24,7 @@ from .. import events as ev
 from . import compat, errors, openapi, sse
 from .app import App
 from .context import Context
-from .http import Response, json_response
+from .http import Response, close_iterator, json_response
 from .openapi import OPENAI
 
 # OpenAI's error types by status (https://platform.openai.com/docs/guides/error-codes).
@@ -171,4 +171,4 @@ class ChunkWriter:
                                              usage=usage_body(piece.usage)))
             yield sse.frame("[DONE]")
         finally:
-            compat.close_source(pieces)
+            close_iterator(pieces)

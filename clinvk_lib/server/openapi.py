@@ -1,5 +1,5 @@
-"""The OpenAPI 3.0.3 document of the HTTP API, generated from the route list and the schema
-tables in ``schema.py`` (the same tables that validate requests)."""
+"""The OpenAPI 3.0.3 document of the HTTP API, generated from the route list and the shape
+tables in ``shapes.py`` and ``api_shapes.py`` (the same tables that validate requests)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import http
 import re
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from .. import __version__
-from . import schema as s
+from .. import __version__, shapes
+from ..schema import Field, Node, Obj, to_json_schema
+from . import api_shapes as api
 
 NATIVE = "Native API"
 OPENAI = "OpenAI Compatible"
@@ -27,8 +28,8 @@ TAG_DESCRIPTIONS = {
 }
 
 # Each API style answers errors in its own clients' shape.
-ERROR_SCHEMAS = {NATIVE: s.NativeError, META: s.NativeError, OPENAI: s.OpenAIError,
-                 ANTHROPIC: s.AnthropicError}
+ERROR_SCHEMAS = {NATIVE: api.NativeError, META: api.NativeError, OPENAI: api.OpenAIError,
+                 ANTHROPIC: api.AnthropicError}
 
 _STREAM_NOTES = {NDJSON: "an NDJSON stream of unified events (one per line) when "
                          "output_format is stream-json",
@@ -81,11 +82,11 @@ class Operation(NamedTuple):
     operation_id: str
     tag: str
     summary: str
-    request: Optional[s.Obj] = None
-    response: Optional[s.Node] = None
+    request: Optional[Obj] = None
+    response: Optional[Node] = None
     errors: Tuple[int, ...] = ()
     streaming: Tuple[str, ...] = ()
-    params: Optional[s.Obj] = None
+    params: Optional[Obj] = None
     media_type: str = "application/json"
     public: bool = False
     description: str = ""
@@ -100,7 +101,7 @@ _SCOPED = (" With API keys, only the sessions the caller's key created are seen 
 
 DEFAULT_ROUTES: Tuple[Operation, ...] = (
     Operation("POST", "/api/v1/prompt", "executePrompt", NATIVE, "Execute a prompt",
-              request=s.PromptRequest, response=s.PromptResponse,
+              request=shapes.PromptRequest, response=api.PromptResponse,
               errors=_BODY + (404, 409) + _RUN, streaming=(NDJSON,),
               description="Runs one prompt. Unless ephemeral, creates a session (or continues "
                           "session_id, an id or unique prefix; 404 if the caller has no such "
@@ -108,48 +109,51 @@ DEFAULT_ROUTES: Tuple[Operation, ...] = (
                           "server.session_busy_wait_secs). A backend that ran and failed is a 200 "
                           "with exit_code and error."),
     Operation("POST", "/api/v1/parallel", "executeParallel", NATIVE, "Execute parallel tasks",
-              request=s.ParallelRequest, response=s.ParallelResponse, errors=_BODY + _RUN,
+              request=shapes.ParallelRequest, response=api.ParallelResponse, errors=_BODY + _RUN,
               description="Runs the tasks concurrently (always ephemeral)."),
     Operation("POST", "/api/v1/chain", "executeChain", NATIVE, "Execute a chain of steps",
-              request=s.ChainRequest, response=s.ChainResponse, errors=_BODY + _RUN,
+              request=shapes.ChainRequest, response=api.ChainResponse, errors=_BODY + _RUN,
               description="Runs the steps in order, replacing {{previous}} with the previous "
                           "step's output (always ephemeral)."),
     Operation("POST", "/api/v1/compare", "executeCompare", NATIVE, "Compare backends",
-              request=s.CompareRequest, response=s.CompareResponse, errors=_BODY + _RUN,
+              request=shapes.CompareRequest, response=api.CompareResponse, errors=_BODY + _RUN,
               description="Runs one prompt on several backends (always ephemeral)."),
     Operation("GET", "/api/v1/backends", "listBackends", NATIVE, "List backends",
-              response=s.BackendsResponse, errors=(401, 429)),
+              response=api.BackendsResponse, errors=(401, 429)),
     Operation("GET", "/api/v1/sessions", "listSessions", NATIVE, "List sessions",
-              response=s.SessionsList, errors=(400, 401, 429, 503), params=s.SessionsQuery,
+              response=api.SessionsList, errors=(400, 401, 429, 503), params=shapes.SessionsQuery,
               description="Most recently used first." + _SCOPED),
     Operation("GET", "/api/v1/sessions/{id}", "getSession", NATIVE, "Get a session",
-              response=s.SessionDetail, errors=(401, 404, 409, 429, 503), params=s.SessionPath,
+              response=api.SessionDetail, errors=(401, 404, 409, 429, 503),
+              params=shapes.SessionPath,
               description="By id or unique prefix, with the metadata it was created with; 409 if "
                           "its file is damaged." + _SCOPED),
     Operation("DELETE", "/api/v1/sessions/{id}", "deleteSession", NATIVE, "Delete a session",
-              response=s.SessionDeleted, errors=(401, 404, 409, 429, 503), params=s.SessionPath,
+              response=api.SessionDeleted, errors=(401, 404, 409, 429, 503),
+              params=shapes.SessionPath,
               description="By id or unique prefix, a damaged session file included; 409 if a "
                           "turn holds it past server.session_busy_wait_secs." + _SCOPED),
     Operation("GET", "/openai/v1/models", "openaiListModels", OPENAI, "List models",
-              response=s.OpenAIModelList, errors=(401, 429),
+              response=api.OpenAIModelList, errors=(401, 429),
               description="The backends as models, plus backend/model entries for configured "
                           "models."),
     Operation("GET", "/openai/v1/models/{id}", "openaiGetModel", OPENAI, "Get a model",
-              response=s.OpenAIModel, errors=(401, 404, 429), params=s.ModelPath),
+              response=api.OpenAIModel, errors=(401, 404, 429), params=api.ModelPath),
     Operation("POST", "/openai/v1/chat/completions", "openaiChatCompletions", OPENAI,
-              "Create a chat completion", request=s.ChatCompletionRequest,
-              response=s.OpenAIChatCompletion, errors=_COMPAT, streaming=(SSE,),
+              "Create a chat completion", request=api.ChatCompletionRequest,
+              response=api.OpenAIChatCompletion, errors=_COMPAT, streaming=(SSE,),
               description="The reply carries X-Clinvk-Session-Id; send it back as a request header "
                           "to continue that session with only the newest user turn."),
     Operation("POST", "/anthropic/v1/messages", "anthropicCreateMessage", ANTHROPIC,
-              "Create a message", request=s.MessagesRequest, response=s.AnthropicMessageResponse,
+              "Create a message", request=api.MessagesRequest,
+              response=api.AnthropicMessageResponse,
               errors=_COMPAT, streaming=(SSE,),
               description="Also served at /anthropic/v1/v1/messages, the path the Anthropic SDK "
                           "requests when its base_url ends in /v1."),
     Operation("POST", "/anthropic/v1/messages/count_tokens", "anthropicCountTokens", ANTHROPIC,
-              "Count tokens (estimate)", request=s.CountTokensRequest,
-              response=s.CountTokensResponse, errors=(400, 401, 404, 413, 415, 429)),
-    Operation("GET", "/health", "healthCheck", META, "Health check", response=s.Health,
+              "Count tokens (estimate)", request=api.CountTokensRequest,
+              response=api.CountTokensResponse, errors=(400, 401, 404, 413, 415, 429)),
+    Operation("GET", "/health", "healthCheck", META, "Health check", response=api.Health,
               errors=(429,), public=True,
               description="200 when ok or degraded; 503 with the same body when unhealthy (the "
                           "session store cannot be written or listed). Needs no API key, so no "
@@ -214,7 +218,7 @@ def _operation(route: Operation, refs: Dict[str, dict]) -> Dict[str, Any]:
     if parameters:
         op["parameters"] = parameters
     if route.request is not None:
-        media: Dict[str, Any] = {"schema": s.to_json_schema(route.request, refs)}
+        media: Dict[str, Any] = {"schema": to_json_schema(route.request, refs)}
         if route.request.example is not None:
             media["example"] = route.request.example
         op["requestBody"] = {"required": True, "content": {"application/json": media}}
@@ -246,7 +250,7 @@ def _parameters(route: Operation, refs: Dict[str, dict]) -> List[Dict[str, Any]]
     return out
 
 
-def _describe_param(param: Dict[str, Any], field: s.Field) -> None:
+def _describe_param(param: Dict[str, Any], field: Field) -> None:
     if field.description:
         param["description"] = field.description
     if field.example is not None:
@@ -255,7 +259,7 @@ def _describe_param(param: Dict[str, Any], field: s.Field) -> None:
 
 def _responses(route: Operation, refs: Dict[str, dict]) -> Dict[str, Any]:
     if route.response is not None:
-        body = s.to_json_schema(route.response, refs)
+        body = to_json_schema(route.response, refs)
     elif route.media_type == "application/json":
         body = {"type": "object"}
     else:
@@ -272,7 +276,7 @@ def _responses(route: Operation, refs: Dict[str, dict]) -> Dict[str, Any]:
     ok = {"description": "; or ".join(["OK"] + notes), "headers": dict(_REQUEST_ID_HEADER),
           "content": content}
     responses: Dict[str, Any] = {"200": ok}
-    error_schema = s.to_json_schema(ERROR_SCHEMAS[route.tag], refs)
+    error_schema = to_json_schema(ERROR_SCHEMAS[route.tag], refs)
     for status in sorted(set(route.errors) | set(_EVERY_ROUTE)):
         resp: Dict[str, Any] = {
             "description": _ERROR_NOTES.get(status, http.HTTPStatus(status).phrase),

@@ -1,0 +1,81 @@
+"""What a run asks a backend for: the unified ``Options``, the approval and sandbox modes and
+output formats they name, how a backend's mode table turns a mode into flags, and
+``SetupError`` for a host that cannot run the CLI as safely as the options ask.
+
+It imports nothing of clinvk's: every layer that builds or checks a run may use it.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+APPROVAL_MODES = ("default", "auto", "none", "always")
+SANDBOX_MODES = ("default", "read-only", "workspace", "full")
+# What the backend is asked to print. "json" = one result object (or the CLI's nearest
+# equivalent); "stream-json" = one JSON event per line as they happen.
+BACKEND_FORMATS = ("json", "stream-json")
+# What clinvk prints for a run: "text" (the reply alone) or a backend format as it is.
+OUTPUT_FORMATS = ("text",) + BACKEND_FORMATS
+
+
+class Options:
+    """Unified options for one backend run. Empty / zero means "the CLI's default"."""
+
+    __slots__ = ("model", "workdir", "approval_mode", "sandbox_mode", "output_format",
+                 "max_turns", "system_prompt", "verbose", "ephemeral", "extra", "resume_id",
+                 "allowed_tools", "project_config")
+
+    def __init__(self, model: str = "", workdir: str = "", approval_mode: str = "default",
+                 sandbox_mode: str = "default", output_format: str = "json", max_turns: int = 0,
+                 system_prompt: str = "", verbose: bool = False, ephemeral: bool = False,
+                 extra: Optional[List[str]] = None, resume_id: str = "",
+                 allowed_tools: str = "", project_config: bool = True) -> None:
+        self.model = model
+        self.workdir = workdir
+        self.approval_mode = approval_mode or "default"
+        self.sandbox_mode = sandbox_mode or "default"
+        self.output_format = output_format
+        self.max_turns = max_turns
+        self.system_prompt = system_prompt
+        self.verbose = verbose
+        self.ephemeral = ephemeral
+        self.extra = list(extra or [])
+        self.resume_id = resume_id          # the backend's own session id; "" = new session
+        self.allowed_tools = allowed_tools
+        # False: the CLI must not load the configuration the workdir holds (project settings,
+        # hooks, MCP servers, .env files): a run's workdir may hold what an earlier run or a
+        # cloned repository wrote. True: the CLI's own behaviour.
+        self.project_config = project_config
+
+    def __repr__(self) -> str:
+        return "Options(%s)" % ", ".join("%s=%r" % (k, getattr(self, k)) for k in self.__slots__)
+
+
+class SetupError(RuntimeError):
+    """This host cannot run the CLI as safely as the options ask; the message names the fix.
+    Nothing was started."""
+
+
+def checked_format(fmt: str) -> str:
+    """``fmt`` when it is one of BACKEND_FORMATS, else ValueError naming the choices."""
+    if fmt not in BACKEND_FORMATS:
+        raise ValueError("output_format must be one of %s: got %r"
+                         % (", ".join(BACKEND_FORMATS), fmt))
+    return fmt
+
+
+def mode_flags(modes: Dict[str, Dict[str, Tuple[Tuple[str, ...], str]]], option: str,
+               value: str) -> List[str]:
+    """The flags a backend's mode table gives ``option`` = ``value`` (ValueError if unknown)."""
+    table = modes[option]
+    try:
+        return list(table[value or "default"][0])
+    except KeyError:
+        raise ValueError("%s must be one of %s: got %r" % (option, ", ".join(table), value))
+
+
+def mode_notes_of(modes: Dict[str, Dict[str, Tuple[Tuple[str, ...], str]]]
+                  ) -> Dict[str, Dict[str, str]]:
+    """The "what it really does" texts of a mode table: {option: {mode: text}}."""
+    return {option: {mode: note for mode, (_, note) in table.items()}
+            for option, table in modes.items()}

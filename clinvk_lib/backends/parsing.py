@@ -1,0 +1,226 @@
+"""What a CLI prints, turned into unified events and a ``Result``: the stream parser every
+backend's parser builds on, the tolerant JSON decoding of stdout (CLIs mix noise lines into
+it), and the one line of an error text that says what went wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, List, Optional, Tuple
+
+from .. import events as ev
+
+
+class Result:
+    """The outcome of one finished run, parsed from the backend's output."""
+
+    __slots__ = ("backend", "text", "backend_session_id", "model", "usage", "error",
+                 "exit_code", "duration_ms", "events")
+
+    def __init__(self, backend: str, text: str = "", backend_session_id: str = "",
+                 model: str = "", usage: Optional[ev.Usage] = None, error: str = "",
+                 exit_code: int = 0, duration_ms: int = 0,
+                 events: Optional[List[ev.Event]] = None) -> None:
+        self.backend = backend
+        self.text = text
+        self.backend_session_id = backend_session_id
+        self.model = model
+        self.usage = usage or ev.Usage()
+        self.error = error
+        self.exit_code = exit_code
+        self.duration_ms = duration_ms
+        self.events = events or []
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.error
+
+    def __repr__(self) -> str:
+        return ("Result(backend=%r, text=%r, sid=%r, exit=%r, error=%r)"
+                % (self.backend, self.text[:60], self.backend_session_id, self.exit_code,
+                   self.error))
+
+
+class StreamParser:
+    """Turns one run's stdout lines into unified events, keeping what it learns.
+
+    ``feed(line)`` returns the events for that line (possibly none); ``finish(exit_code,
+    stderr)`` returns the closing events (an ``error`` if the run failed and none was seen,
+    then exactly one ``done``). After ``finish``, ``result()`` gives the collected Result.
+    Subclasses implement ``parse_line``; the bookkeeping here is shared.
+    """
+
+    backend_name = ""
+    # The ``type`` values of the line a complete run always ends with. A run that exits 0
+    # without one printed something else than its protocol (invalid JSON, a crash message),
+    # and that is a failure, not an empty answer.
+    final_types: Tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.events: List[ev.Event] = []
+        self.backend_session_id = ""
+        self.model = ""
+        self.usage = ev.Usage()
+        self.error = ""
+        self.saw_final = False
+        self.first_noise = ""         # the first stdout line that was not JSON
+        self._finished = False
+
+    def parse_line(self, obj: Any, line: str) -> List[ev.Event]:
+        """Events for one decoded JSON value (``obj``) from stdout. Override per backend."""
+        raise NotImplementedError
+
+    def feed(self, line: str) -> List[ev.Event]:
+        line = line.strip()
+        if not line:
+            return []
+        obj = decode_json_line(line)
+        if obj is None:
+            self.first_noise = self.first_noise or line[:200]
+            return []               # CLI noise on stdout: never shown as model output
+        return self.feed_value(obj, line)
+
+    def feed_value(self, obj: Any, line: str = "") -> List[ev.Event]:
+        """Like ``feed`` for a value already decoded (an element of a JSON array output)."""
+        if isinstance(obj, dict) and obj.get("type") in self.final_types:
+            self.saw_final = True
+        out = self.parse_line(obj, line)
+        for e in out:
+            if e.type == ev.ERROR and e.content.get("fatal", True) and not self.error:
+                self.error = e.content.get("message", "")
+        self.events.extend(out)
+        return out
+
+    def finish(self, exit_code: int, stderr: str = "") -> List[ev.Event]:
+        if self._finished:
+            return []
+        self._finished = True
+        out: List[ev.Event] = []
+        if exit_code != 0 and not self.error:
+            self.error = failure_message(self.backend_name, exit_code, stderr)
+            out.append(ev.error(self.backend_name, self.error, code="exit_%d" % exit_code))
+        elif exit_code == 0 and not self.error and not self.saw_final:
+            self.error = ("%s printed no JSON result: it exited 0 without the line that "
+                          "ends a run%s" % (self.backend_name, (
+                              " (first line that is not JSON: %r)" % self.first_noise)
+                              if self.first_noise else ""))
+            out.append(ev.error(self.backend_name, self.error, code="no_result"))
+        out.append(ev.done(self.backend_name, self.usage, self.model, self.backend_session_id,
+                           exit_code))
+        self.events.extend(out)
+        return out
+
+    def result(self, exit_code: int, duration_ms: int = 0) -> Result:
+        return Result(self.backend_name, ev.collect_text(self.events), self.backend_session_id,
+                      self.model, self.usage, self.error, exit_code, duration_ms,
+                      list(self.events))
+
+
+def decode_json_line(line: str) -> Any:
+    """The JSON value of one stdout line, or None when the line is not JSON (CLI noise)."""
+    if not line or line[0] not in "{[":
+        return None
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+def decode_json_document(text: str) -> Any:
+    """The JSON value in a whole stdout, tolerating noise lines before and after it.
+
+    Accepts one (possibly pretty-printed) object or array, or NDJSON (returns the list of
+    decoded lines). Returns None when nothing decodes.
+    """
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    decoder = json.JSONDecoder()
+    values = []
+    i = 0
+    while i < len(text):
+        start = min((p for p in (text.find("{", i), text.find("[", i)) if p >= 0), default=-1)
+        if start < 0:
+            break
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except ValueError:
+            i = start + 1
+            continue
+        values.append(value)
+        i = end
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def failure_message(backend: str, exit_code: int, stderr: str) -> str:
+    """A one-line error for a run that failed without saying why on stdout."""
+    tail = error_line(stderr)
+    if exit_code < 0:
+        what = "%s was killed by signal %d" % (backend, -exit_code)
+    else:
+        what = "%s exited with code %d" % (backend, exit_code)
+    return "%s: %s" % (what, tail) if tail else what
+
+
+def api_error_detail(message: str) -> Tuple[str, str]:
+    """(readable message, code) from an error text that embeds a JSON API error body.
+
+    The CLIs pass a model API's error body through (codex-cli 0.169.0:
+    '{"error": {"message": "...", "type": "invalid_request_error"}}'; gemini 0.61.0:
+    '[API Error: {"error":{"code":400,"message":"...","status":"INVALID_ARGUMENT"}}]').
+    Other texts come back unchanged with an empty code.
+    """
+    start, end = message.find("{"), message.rfind("}")
+    if start < 0 or end < start:
+        return message, ""
+    try:
+        body = json.loads(message[start:end + 1])
+    except ValueError:
+        return message, ""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return message, ""
+    code = error.get("status") or error.get("type") or error.get("code") or ""
+    return error["message"], str(code)
+
+
+def error_line(text: str, limit: int = 500) -> str:
+    """The line of a CLI's stderr that best says what went wrong.
+
+    The first line starting with "error" (clap's "error: unexpected argument ...", codex's
+    "Error: thread/resume ...", gemini's "Error resuming session ..."), which comes before
+    usage texts and stack traces; otherwise the last non-blank line.
+    """
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if line[:5].lower() == "error":
+            return line[:limit]
+    return last_meaningful_line(text, limit)
+
+
+def last_meaningful_line(text: str, limit: int = 500) -> str:
+    for line in reversed((text or "").splitlines()):
+        line = line.strip()
+        if line:
+            return line[:limit]
+    return ""
+
+
+def as_str(value: Any) -> str:
+    """A JSON string as it is; anything else is ""."""
+    return value if isinstance(value, str) else ""
+
+
+def as_int(value: Any) -> int:
+    """A JSON number as int; anything else is 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, (int, float)):
+        return int(value)
+    return 0

@@ -1,0 +1,428 @@
+"""The shapes only the HTTP API speaks: the OpenAI and Anthropic request bodies, every
+response body and the error bodies, declared once for validation and for /openapi.json.
+
+They are built from the vocabulary in ``schema.py``; the request shapes every front end takes
+(a prompt, a task, a chain step, a compare request, session queries) are in ``shapes.py``. Only
+the server uses these, so they live beside it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from .. import events
+from ..schema import Any, Array, Boolean, Field, Integer, Map, Number, Obj, OneOf, String
+from ..shapes import SESSION_STATUSES, SESSIONS_LIMIT
+
+# --- Value checks used by the shapes below -------------------------------------------------
+
+
+def _only_one_choice(n: int) -> Optional[str]:
+    if n != 1:
+        return "only n=1 is supported (one backend run gives one choice), got %d" % n
+    return None
+
+
+def _text_only(kind: str) -> Callable[[str], Optional[str]]:
+    def check(block_type: str) -> Optional[str]:
+        if block_type != "text":
+            return "only text %s are supported, got %r" % (kind, block_type)
+        return None
+    return check
+
+
+# --- OpenAI-compatible requests ------------------------------------------------------------
+
+ModelPath = Obj(
+    Field("id", String(min_length=1), required=True,
+          description="Model id: a backend name or backend/model.", example="claude"),
+    name="ModelPath",
+)
+
+OpenAITextPart = Obj(
+    Field("type", String(), required=True, check=_text_only("content parts"),
+          description="Only \"text\" is supported.", example="text"),
+    Field("text", String(), required=True),
+    name="OpenAITextPart",
+)
+
+OpenAIMessage = Obj(
+    Field("role", String(enum=("system", "developer", "user", "assistant", "tool", "function")),
+          required=True),
+    Field("content", OneOf(String(), Array(OpenAITextPart)), nullable=True,
+          description="A string, an array of text parts, or null."),
+    Field("name", String()),
+    Field("tool_call_id", String()),
+    name="OpenAIMessage",
+)
+
+ChatCompletionRequest = Obj(
+    Field("model", String(min_length=1), required=True,
+          description="A backend name (claude, codex, gemini), backend/model-id, or a vendor "
+                      "model id mapped by prefix (claude-*, gpt-* and o*, gemini-*).",
+          example="claude"),
+    Field("messages", Array(OpenAIMessage, min_items=1), required=True),
+    Field("stream", Boolean(), default=False, description="Answer with server-sent events."),
+    Field("stream_options", Obj(Field("include_usage", Boolean(), default=False),
+                                name="OpenAIStreamOptions"),
+          description="include_usage: send a usage chunk before [DONE]."),
+    Field("max_tokens", Integer(minimum=1), description="Accepted; no backend CLI honours it."),
+    Field("max_completion_tokens", Integer(minimum=1),
+          description="Accepted; no backend CLI honours it."),
+    Field("stop", OneOf(String(), Array(String())), description="Accepted and ignored."),
+    Field("temperature", Number(), description="Accepted and ignored."),
+    Field("top_p", Number(), description="Accepted and ignored."),
+    Field("n", Integer(), check=_only_one_choice, description="Only 1 is supported."),
+    Field("user", String(), description="Accepted and ignored."),
+    Field("metadata", Map(String()), description="Stored with the clinvk session."),
+    Field("response_format", Obj(Field("type", String(), required=True),
+                                 name="OpenAIResponseFormat"),
+          description="Accepted and ignored."),
+    name="ChatCompletionRequest",
+    description="OpenAI Chat Completions request. Fields not listed here (tools, seed, "
+                "logit_bias, ...) are ignored.",
+    example={"model": "claude", "messages": [{"role": "system", "content": "Be brief."},
+                                             {"role": "user", "content": "Hello!"}]},
+)
+
+# --- Anthropic-compatible requests ---------------------------------------------------------
+
+AnthropicTextBlock = Obj(
+    Field("type", String(), required=True, check=_text_only("content blocks"),
+          description="Only \"text\" is supported.", example="text"),
+    Field("text", String(), required=True),
+    name="AnthropicTextBlock",
+)
+
+AnthropicMessage = Obj(
+    Field("role", String(enum=("user", "assistant")), required=True),
+    Field("content", OneOf(String(), Array(AnthropicTextBlock)), required=True,
+          description="A string or an array of text blocks."),
+    name="AnthropicMessage",
+)
+
+_ANTHROPIC_MODEL = Field("model", String(min_length=1), required=True,
+                         description="A backend name, backend/model-id, or a vendor model id "
+                                     "mapped by prefix.", example="claude")
+_ANTHROPIC_MESSAGES = Field("messages", Array(AnthropicMessage, min_items=1), required=True)
+_ANTHROPIC_SYSTEM = Field("system", OneOf(String(), Array(AnthropicTextBlock)),
+                          description="System prompt: a string or an array of text blocks.")
+
+MessagesRequest = Obj(
+    _ANTHROPIC_MODEL,
+    Field("max_tokens", Integer(minimum=1), required=True,
+          description="Required as in the real API; no backend CLI honours it."),
+    _ANTHROPIC_MESSAGES,
+    _ANTHROPIC_SYSTEM,
+    Field("stream", Boolean(), default=False, description="Answer with server-sent events."),
+    Field("metadata", Obj(Field("user_id", String(), nullable=True), name="AnthropicMetadata"),
+          description="user_id is stored with the clinvk session."),
+    Field("stop_sequences", Array(String()), description="Accepted and ignored."),
+    Field("temperature", Number(), description="Accepted and ignored."),
+    Field("top_p", Number(), description="Accepted and ignored."),
+    Field("top_k", Integer(minimum=0), description="Accepted and ignored."),
+    name="MessagesRequest",
+    description="Anthropic Messages request. Fields not listed here (tools, thinking, ...) are "
+                "ignored.",
+    example={"model": "claude", "max_tokens": 1024,
+             "messages": [{"role": "user", "content": "Hello!"}]},
+)
+
+CountTokensRequest = Obj(
+    _ANTHROPIC_MODEL, _ANTHROPIC_MESSAGES, _ANTHROPIC_SYSTEM,
+    name="CountTokensRequest",
+    example={"model": "claude", "messages": [{"role": "user", "content": "Hello!"}]},
+)
+
+# --- Responses (documentation only) --------------------------------------------------------
+
+_INT = Integer(minimum=0)
+
+TokenUsage = Obj(
+    Field("input_tokens", _INT, required=True),
+    Field("output_tokens", _INT, required=True),
+    Field("cached_tokens", _INT),
+    Field("reasoning_tokens", _INT),
+    name="TokenUsage",
+)
+
+_RUN_RESULT_FIELDS = (
+    Field("backend", String(), required=True),
+    Field("exit_code", Integer(), required=True,
+          description="The CLI's exit status; -1 when it was killed (timeout, cancel)."),
+    Field("duration_ms", _INT, required=True),
+    Field("output", String(), required=True,
+          description="The reply (or, for a dry run, the command); \"\" when there is none."),
+    Field("error", String(), required=True, description="Why the run failed; \"\" on success."),
+    Field("token_usage", TokenUsage),
+)
+
+PromptResponse = Obj(
+    Field("session_id", String(), description="Absent for ephemeral runs."),
+    *_RUN_RESULT_FIELDS,
+    name="PromptResponse",
+    example={"session_id": "abc123", "backend": "claude", "exit_code": 0, "duration_ms": 2500,
+             "output": "The code explanation...", "error": "",
+             "token_usage": {"input_tokens": 123, "output_tokens": 456, "cached_tokens": 0,
+                             "reasoning_tokens": 0}},
+)
+
+TaskResult = Obj(
+    Field("id", String(), description="The task's id; absent when it was sent none."),
+    Field("name", String(), description="The task's name; absent when it was sent none."),
+    *_RUN_RESULT_FIELDS,
+    name="TaskResult",
+)
+
+ParallelResponse = Obj(
+    Field("total_tasks", _INT, required=True),
+    Field("completed", _INT, required=True),
+    Field("failed", _INT, required=True),
+    Field("cancelled", _INT, required=True,
+          description="Tasks stopped or never started (fail_fast, client gone); completed + "
+                      "failed + cancelled = total_tasks."),
+    Field("total_duration_ms", _INT, required=True),
+    Field("results", Array(TaskResult), required=True, description="In request order."),
+    name="ParallelResponse",
+    example={"total_tasks": 2, "completed": 2, "failed": 0, "cancelled": 0,
+             "total_duration_ms": 2000,
+             "results": [{"backend": "claude", "exit_code": 0, "duration_ms": 2000,
+                          "output": "result 1", "error": ""},
+                         {"backend": "codex", "exit_code": 0, "duration_ms": 1800,
+                          "output": "result 2", "error": ""}]},
+)
+
+ChainStepResult = Obj(
+    Field("step", Integer(minimum=1), required=True, description="1-based step number."),
+    Field("name", String()),
+    *_RUN_RESULT_FIELDS,
+    name="ChainStepResult",
+)
+
+ChainResponse = Obj(
+    Field("total_steps", _INT, required=True),
+    Field("completed_steps", _INT, required=True),
+    Field("failed_step", _INT, required=True,
+          description="Number of the first failed step; 0 when none failed."),
+    Field("total_duration_ms", _INT, required=True),
+    Field("results", Array(ChainStepResult), required=True),
+    name="ChainResponse",
+    example={"total_steps": 2, "completed_steps": 2, "failed_step": 0,
+             "total_duration_ms": 3500,
+             "results": [{"step": 1, "name": "analyze", "backend": "claude", "exit_code": 0,
+                          "duration_ms": 2000, "output": "analysis result", "error": ""},
+                         {"step": 2, "name": "improve", "backend": "codex", "exit_code": 0,
+                          "duration_ms": 1500, "output": "improved code", "error": ""}]},
+)
+
+CompareResult = Obj(
+    Field("backend", String(), required=True),
+    Field("model", String()),
+    *_RUN_RESULT_FIELDS[1:],
+    name="CompareResult",
+)
+
+CompareResponse = Obj(
+    Field("prompt", String(), required=True),
+    Field("backends", Array(String()), required=True),
+    Field("total_duration_ms", _INT, required=True),
+    Field("results", Array(CompareResult), required=True, description="In request order."),
+    name="CompareResponse",
+    example={"prompt": "explain this algorithm", "backends": ["claude", "codex"],
+             "total_duration_ms": 3200,
+             "results": [{"backend": "claude", "exit_code": 0, "duration_ms": 2500,
+                          "output": "explanation from claude", "error": ""},
+                         {"backend": "codex", "exit_code": 0, "duration_ms": 3100,
+                          "output": "explanation from codex", "error": ""}]},
+)
+
+BackendStatus = Obj(
+    Field("name", String(), required=True),
+    Field("available", Boolean(), required=True, description="The CLI is on the server's PATH."),
+    name="BackendStatus",
+)
+
+BackendsResponse = Obj(
+    Field("backends", Array(BackendStatus), required=True),
+    name="BackendsResponse",
+    example={"backends": [{"name": "claude", "available": True},
+                          {"name": "codex", "available": True},
+                          {"name": "gemini", "available": False}]},
+)
+
+Session = Obj(
+    Field("id", String(), required=True),
+    Field("backend", String(), required=True),
+    Field("created_at", String(), required=True, description="RFC 3339 time."),
+    Field("last_used", String(), required=True, description="RFC 3339 time."),
+    Field("working_dir", String()),
+    Field("model", String()),
+    Field("initial_prompt", String()),
+    Field("status", String(enum=SESSION_STATUSES)),
+    Field("turn_count", _INT),
+    Field("token_usage", TokenUsage),
+    Field("tags", Array(String())),
+    Field("title", String()),
+    name="Session",
+    example={"id": "abc123", "backend": "claude", "created_at": "2025-01-27T10:00:00Z",
+             "last_used": "2025-01-27T11:30:00Z", "working_dir": "/projects/myapp",
+             "model": "claude-opus-4-5-20251101", "initial_prompt": "Review auth changes",
+             "status": "active", "turn_count": 3,
+             "token_usage": {"input_tokens": 123, "output_tokens": 456}, "tags": ["api"],
+             "title": "Review auth changes"},
+)
+
+SessionDetail = Obj(
+    *Session.fields,
+    Field("metadata", Map(String()), required=True,
+          description="The metadata the session was created with ({} when none)."),
+    name="SessionDetail",
+    example=dict(Session.example, metadata={"project": "demo"}),
+)
+
+SessionsList = Obj(
+    Field("sessions", Array(Session), required=True, description="Most recently used first."),
+    Field("total", _INT, required=True, description="Matching sessions before limit/offset."),
+    Field("limit", _INT, required=True,
+          description="The limit applied: the request's, else %d; 0 = none." % SESSIONS_LIMIT),
+    Field("offset", _INT, required=True),
+    name="SessionsList",
+)
+
+SessionDeleted = Obj(
+    Field("deleted", Boolean(), required=True),
+    Field("id", String(), required=True),
+    name="SessionDeleted",
+    example={"deleted": True, "id": "abc123"},
+)
+
+Health = Obj(
+    Field("status", String(enum=("ok", "degraded", "unhealthy")), required=True,
+          description="ok; degraded = some backend CLI missing; unhealthy = session store "
+                      "unusable (HTTP 503)."),
+    Field("version", String(), required=True),
+    Field("uptime", String(), required=True, example="2m31s"),
+    Field("uptime_millis", _INT, required=True),
+    Field("backends", Array(BackendStatus), required=True),
+    Field("session_store", Obj(Field("available", Boolean(), required=True),
+                               Field("session_count", _INT, required=True),
+                               Field("error", String(), required=True,
+                                     description="Why the store cannot be used; \"\" when "
+                                                 "it can."),
+                               name="SessionStoreHealth"), required=True),
+    name="Health",
+    example={"status": "ok", "version": "0.1.0", "uptime": "2m31s", "uptime_millis": 151000,
+             "backends": [{"name": "claude", "available": True}],
+             "session_store": {"available": True, "session_count": 15, "error": ""}},
+)
+
+Event = Obj(
+    Field("type", String(enum=events.TYPES), required=True),
+    Field("backend", String(), required=True),
+    Field("session_id", String()),
+    Field("timestamp", String(), required=True),
+    Field("content", Map(Any()), required=True, description="Keys depend on type."),
+    name="Event",
+    description="One line of an application/x-ndjson stream: init first, done last.",
+)
+
+NativeError = Obj(
+    Field("error", String(), required=True, description="A stable code.", example="unauthorized"),
+    Field("message", String(), required=True, description="What went wrong and how to fix it."),
+    Field("field", String(), description="The request field concerned, when there is one.",
+          example="tasks[1].backend"),
+    name="Error",
+    example={"error": "unauthorized", "message": "missing API key"},
+)
+
+OpenAIError = Obj(
+    Field("error", Obj(Field("message", String(), required=True),
+                       Field("type", String(), required=True),
+                       Field("param", String(), nullable=True),
+                       Field("code", String(), nullable=True),
+                       name="OpenAIErrorDetail"), required=True),
+    name="OpenAIError",
+    example={"error": {"message": "model 'x' not found", "type": "invalid_request_error",
+                       "param": "model", "code": "model_not_found"}},
+)
+
+AnthropicError = Obj(
+    Field("type", String(enum=("error",)), required=True),
+    Field("error", Obj(Field("type", String(), required=True),
+                       Field("message", String(), required=True),
+                       name="AnthropicErrorDetail"), required=True),
+    name="AnthropicError",
+    example={"type": "error", "error": {"type": "invalid_request_error",
+                                        "message": "max_tokens: field required"}},
+)
+
+OpenAIChatCompletion = Obj(
+    Field("id", String(), required=True),
+    Field("object", String(enum=("chat.completion",)), required=True),
+    Field("created", _INT, required=True),
+    Field("model", String(), required=True),
+    Field("choices", Array(Obj(
+        Field("index", _INT, required=True),
+        Field("message", Obj(Field("role", String(enum=("assistant",)), required=True),
+                             Field("content", String(), required=True, nullable=True),
+                             name="OpenAIAssistantMessage"), required=True),
+        Field("finish_reason", String(enum=("stop", "length", "content_filter")), required=True),
+        name="OpenAIChoice")), required=True),
+    Field("usage", Obj(Field("prompt_tokens", _INT, required=True),
+                       Field("completion_tokens", _INT, required=True),
+                       Field("total_tokens", _INT, required=True),
+                       name="OpenAIUsage"), required=True),
+    name="OpenAIChatCompletion",
+    example={"id": "chatcmpl-0123456789abcdef", "object": "chat.completion",
+             "created": 1735689600, "model": "claude",
+             "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"},
+                          "finish_reason": "stop"}],
+             "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}},
+)
+
+OpenAIModel = Obj(
+    Field("id", String(), required=True),
+    Field("object", String(enum=("model",)), required=True),
+    Field("created", _INT, required=True),
+    Field("owned_by", String(), required=True),
+    name="OpenAIModel",
+    example={"id": "claude", "object": "model", "created": 1735689600, "owned_by": "anthropic"},
+)
+
+OpenAIModelList = Obj(
+    Field("object", String(enum=("list",)), required=True),
+    Field("data", Array(OpenAIModel), required=True),
+    name="OpenAIModelList",
+    example={"object": "list", "data": [
+        {"id": "claude", "object": "model", "created": 1735689600, "owned_by": "anthropic"},
+        {"id": "codex", "object": "model", "created": 1735689600, "owned_by": "openai"},
+        {"id": "gemini", "object": "model", "created": 1735689600, "owned_by": "google"}]},
+)
+
+AnthropicMessageResponse = Obj(
+    Field("id", String(), required=True),
+    Field("type", String(enum=("message",)), required=True),
+    Field("role", String(enum=("assistant",)), required=True),
+    Field("content", Array(AnthropicTextBlock), required=True),
+    Field("model", String(), required=True),
+    Field("stop_reason", String(enum=("end_turn", "max_tokens", "stop_sequence", "refusal")),
+          required=True, nullable=True),
+    Field("stop_sequence", String(), required=True, nullable=True),
+    Field("usage", Obj(Field("input_tokens", _INT, required=True),
+                       Field("output_tokens", _INT, required=True),
+                       Field("cache_creation_input_tokens", _INT, nullable=True),
+                       Field("cache_read_input_tokens", _INT, nullable=True),
+                       name="AnthropicUsage"), required=True),
+    name="AnthropicMessageResponse",
+    example={"id": "msg_0123456789abcdef", "type": "message", "role": "assistant",
+             "content": [{"type": "text", "text": "Hello!"}], "model": "claude",
+             "stop_reason": "end_turn", "stop_sequence": None,
+             "usage": {"input_tokens": 9, "output_tokens": 3}},
+)
+
+CountTokensResponse = Obj(
+    Field("input_tokens", _INT, required=True,
+          description="An estimate: the backends expose no tokenizer."),
+    name="CountTokensResponse",
+    example={"input_tokens": 12},
+)
