@@ -19,6 +19,8 @@ from .events import USAGE_KEYS
 from .textutil import cut, rfc3339
 
 STATUSES = ("active", "completed", "error", "paused")
+# Sessions a listing shows, newest first, unless the caller asks for another limit (0 = all).
+LIST_LIMIT = 100
 TITLE_CHARS = 60
 # list() reads the index only, so its sessions carry the initial prompt cut to this length;
 # get() has the full text. Keeps a 10,000-session index a few megabytes.

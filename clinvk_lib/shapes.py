@@ -20,10 +20,9 @@ from .backends import options
 from .backends.base import NAMES
 from .backends.options import APPROVAL_MODES, SANDBOX_MODES
 from .schema import NO_DEFAULT, Array, Boolean, Field, Integer, Map, Obj, Problem, String
-from .session_record import STATUSES as SESSION_STATUSES
+from .session_record import LIST_LIMIT as SESSIONS_LIMIT, STATUSES as SESSION_STATUSES
 
 OUTPUT_FORMATS = ("default",) + options.OUTPUT_FORMATS
-SESSIONS_LIMIT = 100        # sessions a list shows unless the request says otherwise
 PREVIOUS = "{{previous}}"   # in a chain step's prompt: the previous step's output
 SESSION = "{{session}}"     # refused in chains: their steps store no session
 

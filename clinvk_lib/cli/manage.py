@@ -10,8 +10,6 @@ from ..jsontext import dumps_compact
 from .common import (EXIT_OK, EXIT_SESSION, Parser, UsageError, err, int_at_least,
                      load_config, open_store, parse_action, write, write_json)
 
-DEFAULT_LIST_LIMIT = 100  # sessions list shows the newest 100 unless --limit says otherwise
-
 
 # -- sessions ----------------------------------------------------------------------------------
 
@@ -23,8 +21,8 @@ def sessions_command(argv: List[str]) -> int:
     ls = sub.add_parser("list", help="list sessions, most recent first")
     ls.add_argument("-b", "--backend")
     ls.add_argument("--status", choices=session_record.STATUSES)
-    ls.add_argument("-n", "--limit", type=int_at_least(0), default=DEFAULT_LIST_LIMIT,
-                    help="at most N sessions (default %d; 0 = all)" % DEFAULT_LIST_LIMIT)
+    ls.add_argument("-n", "--limit", type=int_at_least(0), default=session_record.LIST_LIMIT,
+                    help="at most N sessions (default %d; 0 = all)" % session_record.LIST_LIMIT)
     ls.add_argument("--offset", type=int_at_least(0), default=0)
     ls.add_argument("--json", action="store_true", help="JSON: {sessions, total, limit, offset}")
     show = sub.add_parser("show", help="one session's details")

@@ -14,6 +14,8 @@ import threading
 import time
 from typing import Callable, Iterable, List, NamedTuple, Optional, Tuple, Union
 
+from ..config import setting
+
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -33,9 +35,9 @@ class Decision(NamedTuple):
         return str(max(1, math.ceil(self.retry_after)))
 
 
-# Clients with a bucket of their own, unless configured (server.rate_limit_max_clients): one
-# bucket costs about 300 bytes (measured on CPython 3.12), so the table stays near 30 MB.
-DEFAULT_MAX_CLIENTS = 100000
+# Clients with a bucket of their own unless given: server.rate_limit_max_clients' default. One
+# bucket costs about 300 bytes (measured on CPython 3.12), so 100,000 stay near 30 MB.
+DEFAULT_MAX_CLIENTS = setting("server.rate_limit_max_clients").default
 
 
 class RateLimiter:
