@@ -62,10 +62,12 @@ log "building dist/clinvk.pyz"
 log "installing the pinned real CLIs (npm) for the end-to-end tier"
 if command -v npm >/dev/null 2>&1; then
     python3 -m tests.e2e.realclis install || { echo "installing the real CLIs failed" >&2; [ "${CI:-}" = "true" ] && status=1; }
-    # The official OpenAI JS SDK, for one test of the OpenAI-compatible API under node.
-    if [ ! -d "$CACHE/npm-sdk/node_modules/openai" ]; then
-        npm install --silent --no-audit --no-fund --prefix "$CACHE/npm-sdk" openai@5 >&2 \
-            || { echo "installing the openai JS SDK failed" >&2; [ "${CI:-}" = "true" ] && status=1; }
+    # The official OpenAI JS SDK and the Vercel AI SDK, for the tests of the OpenAI-compatible
+    # API under node (tests/test_openai_compat.py, tests/test_vercel_ai_sdk.py).
+    if [ ! -d "$CACHE/npm-sdk/node_modules/openai" ] || [ ! -d "$CACHE/npm-sdk/node_modules/ai" ] \
+            || [ ! -d "$CACHE/npm-sdk/node_modules/@ai-sdk/openai-compatible" ]; then
+        npm install --silent --no-audit --no-fund --prefix "$CACHE/npm-sdk" openai@5 ai@7 @ai-sdk/openai-compatible@3 >&2 \
+            || { echo "installing the JS SDKs failed" >&2; [ "${CI:-}" = "true" ] && status=1; }
     fi
 elif [ "${CI:-}" = "true" ]; then
     echo "npm is not installed: the end-to-end tier cannot run, and CI requires it" >&2

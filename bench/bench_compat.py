@@ -13,15 +13,13 @@ three requests spawn the very same command (argv, stdin, workdir).
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import sys
-import tempfile
-import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Callable, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Server, need_pyz, paired, report  # noqa: E402
+from common import (Server, Timed, check_same_command, need_pyz, paired,  # noqa: E402
+                    reply_text, report)
 
 ISSUE = "6"
 PAIRS = 200
@@ -47,55 +45,24 @@ def call(conn: http.client.HTTPConnection, route) -> Tuple[float, str]:
     """(seconds, reply text) of one request; raises unless it is a 200 with a reply and no
     session (the compat routes name a session in X-Clinvk-Session-Id)."""
     label, path, body, headers, reply_of = route
-    data = json.dumps(body).encode()
-    start = time.perf_counter()
-    conn.request("POST", path, body=data, headers=headers)
-    resp = conn.getresponse()
-    raw = resp.read()
-    took = time.perf_counter() - start
-    answer: Dict[str, Any] = json.loads(raw)
-    if resp.status != 200 or answer.get("exit_code") or resp.getheader("X-Clinvk-Session-Id") \
-            or answer.get("session_id"):
+    timed = Timed(conn, path, body, headers)
+    if not timed.ok() or timed.session:
         raise RuntimeError("%s answered %d (expected an ephemeral 200): %s"
-                           % (path, resp.status, raw[:500]))
-    text = reply_of(answer)
-    if not text:
-        raise RuntimeError("%s answered without a reply: %s" % (path, raw[:500]))
-    return took, text
+                           % (path, timed.status, timed.raw[:500]))
+    return timed.took, reply_text(timed, path, reply_of)
 
 
 def timer(conn: http.client.HTTPConnection, route) -> Callable[[], float]:
     return lambda: call(conn, route)[0]
 
 
-def check_same_command() -> None:
-    """Each route, once, on a server whose fake records its runs: the three runs must be
-    identical (argv, stdin, workdir), or the comparison would not be like for like."""
-    record = os.path.join(tempfile.mkdtemp(prefix="clinvk-bench-compat-"), "runs.jsonl")
-    with Server({"FAKE_CLI_RECORD": record}) as server:
-        conn = server.connect()
-        replies = [call(conn, route)[1] for route in (NATIVE, OPENAI, ANTHROPIC)]
-        conn.close()
-    with open(record) as f:
-        runs: List[Dict[str, Any]] = [json.loads(line) for line in f]
-    if len(runs) != 3:
-        raise RuntimeError("expected 3 recorded runs, got %d" % len(runs))
-    for run, route in zip(runs[1:], (OPENAI, ANTHROPIC)):
-        for key in ("argv", "stdin", "cwd"):
-            if run[key] != runs[0][key]:
-                raise RuntimeError("%s runs a different %s than the native route: %r vs %r"
-                                   % (route[0], key, run[key], runs[0][key]))
-    if len(set(replies)) != 1:
-        raise RuntimeError("the routes answered different texts: %r" % replies)
-    print("same command on all three routes: %s (stdin %r)" % (" ".join(runs[0]["argv"]),
-                                                                runs[0]["stdin"]))
-
-
 def main() -> None:
     need_pyz()
     for name in [k for k in os.environ if k.startswith("CLINVK_")]:
         del os.environ[name]                 # the server must not pick up the caller's settings
-    check_same_command()
+    check_same_command("clinvk-bench-compat-", [
+        lambda conn, route=route: call(conn, route)[1] for route in (NATIVE, OPENAI, ANTHROPIC)],
+        [(0, 1, OPENAI[0]), (0, 2, ANTHROPIC[0])])
     with Server() as server:
         native, compat = server.connect(), server.connect()
         for route in (OPENAI, ANTHROPIC):

@@ -281,6 +281,61 @@ def post(conn: http.client.HTTPConnection, path: str, body: Dict[str, Any]) -> T
     return resp.status, resp.read()
 
 
+class Timed:
+    """One timed POST: ``took`` seconds, ``status``, the ``raw`` body, the JSON ``answer`` and
+    the ``session`` it names (X-Clinvk-Session-Id, or the native answer's session_id)."""
+
+    def __init__(self, conn: http.client.HTTPConnection, path: str, body: Dict[str, Any],
+                 headers: Optional[Dict[str, str]] = None) -> None:
+        data = json.dumps(body).encode()
+        start = time.perf_counter()
+        conn.request("POST", path, body=data,
+                     headers=headers or {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        self.raw = resp.read()
+        self.took = time.perf_counter() - start
+        self.status = resp.status
+        self.answer: Dict[str, Any] = json.loads(self.raw)
+        self.session = resp.getheader("X-Clinvk-Session-Id") or self.answer.get("session_id")
+
+    def ok(self) -> bool:
+        return self.status == 200 and not self.answer.get("exit_code")
+
+
+def reply_text(timed: Timed, path: str, reply_of: Callable[[Dict[str, Any]], str]) -> str:
+    """The reply text of a timed answer; raises when there is none."""
+    text = reply_of(timed.answer)
+    if not text:
+        raise RuntimeError("%s answered without a reply: %s" % (path, timed.raw[:500]))
+    return text
+
+
+def check_same_command(prefix: str, calls: Sequence[Callable[[http.client.HTTPConnection], str]],
+                       pairs: Sequence[Tuple[int, int, str]]) -> None:
+    """Each of ``calls`` (a request giving its reply text) once, on a server whose fake records
+    its runs: for each (a, b, label) of ``pairs``, run b (the ``label`` route) must be the very
+    same command (argv, stdin, workdir) as run a, and every reply the same text, or a paired
+    comparison would not be like for like."""
+    record = os.path.join(tempfile.mkdtemp(prefix=prefix), "runs.jsonl")
+    with Server({"FAKE_CLI_RECORD": record}) as server:
+        conn = server.connect()
+        replies = [call(conn) for call in calls]
+        conn.close()
+    with open(record) as f:
+        runs: List[Dict[str, Any]] = [json.loads(line) for line in f]
+    if len(runs) != len(calls):
+        raise RuntimeError("expected %d recorded runs, got %d" % (len(calls), len(runs)))
+    for a, b, label in pairs:
+        for key in ("argv", "stdin", "cwd"):
+            if runs[a][key] != runs[b][key]:
+                raise RuntimeError("%s runs a different %s than the native route: %r vs %r"
+                                   % (label, key, runs[b][key], runs[a][key]))
+    if len(set(replies)) != 1:
+        raise RuntimeError("the routes answered different texts: %r" % replies)
+    print("same command on every route: %s (stdin %r)" % (" ".join(runs[0]["argv"]),
+                                                          runs[0]["stdin"]))
+
+
 def post_ok(conn: http.client.HTTPConnection, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
     """POST and insist on a 200 whose body is a JSON object without an error."""
     status, data = post(conn, path, body)

@@ -72,7 +72,8 @@ class Event:
     - tool_use: ``tool_id``, ``tool_name``, ``input``
     - tool_result: ``tool_id``, ``tool_name``, ``output``, ``is_error``
     - error: ``message``, ``code`` (optional), ``fatal`` (False for warnings)
-    - done: ``usage`` (Usage.to_dict()), ``model``, ``backend_session_id``, ``exit_code``
+    - done: ``usage`` (Usage.to_dict()), ``model``, ``backend_session_id``, ``exit_code``,
+      and ``structured_output`` when the CLI enforced an output schema and reported the value
     """
 
     __slots__ = ("type", "backend", "content", "session_id", "timestamp")

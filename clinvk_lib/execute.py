@@ -18,6 +18,7 @@ from . import runner
 from .backends import base, options, parsing
 from .config import Config
 from .policy import Policy, PolicyError, check_extra_flags, resolve_workdir
+from .runfiles import RunFiles
 from .session_record import Session, SessionError
 
 if TYPE_CHECKING:
@@ -79,6 +80,9 @@ class Request:
         # ... and how many seconds a turn waits for a session another turn holds before
         # SessionBusy (None: as long as it takes, as on the command line).
         self.session_wait = kw.pop("session_wait", None)
+        # ... and the JSON Schema the reply must satisfy (None: plain text; the compatible
+        # APIs' structured output).
+        self.output_schema = kw.pop("output_schema", None)
         if kw:
             raise TypeError("unknown request fields: %s" % ", ".join(sorted(kw)))
 
@@ -93,7 +97,7 @@ class Prepared:
     def __init__(self, request: Request, backend: base.Backend, opts: options.Options,
                  argv: List[str], env: Dict[str, str], cwd: str, session: Optional[Session],
                  stream: bool, dry_run: bool, timeout: Optional[float],
-                 tags: Optional[List[str]] = None) -> None:
+                 tags: Optional[List[str]] = None, files: Optional[RunFiles] = None) -> None:
         self.request = request
         self.backend = backend
         self.opts = opts
@@ -106,12 +110,23 @@ class Prepared:
         self.timeout = timeout
         self.tags = list(tags or [])    # for a new session: session.default_tags + the request's
         self.warnings = backend.ignored_options(opts)   # options this CLI cannot honour
+        self.files = files or RunFiles({})  # written when the run starts, removed after it
+
+    @property
+    def stdin(self) -> str:
+        """What the CLI reads: the prompt, followed by the output schema when the CLI takes
+        the schema in the prompt."""
+        schema = self.request.output_schema
+        if schema is None or self.backend.output_schema_route(schema) != \
+                options.SCHEMA_IN_PROMPT:
+            return self.request.prompt
+        return options.with_output_schema(self.request.prompt, schema)
 
     def describe(self) -> Dict[str, Any]:
         """The dry-run view: the exact command, where it would run, the session it continues."""
         return {"backend": self.backend.name, "command": list(self.argv), "workdir": self.cwd,
                 "session_id": self.session.id if self.session else "",
-                "stdin": "<prompt: %d characters>" % len(self.request.prompt),
+                "stdin": "<prompt: %d characters>" % len(self.stdin),
                 "warnings": list(self.warnings)}
 
 
@@ -247,11 +262,14 @@ def prepare(req: Request, cfg: Config, store: Optional[SessionStore] = None,
         # The command line runs its user's own workdirs as the CLI would; the server and MCP
         # load a workdir's configuration only when the operator opts in.
         project_config=policy is None or policy.allow_project_config,
+        output_schema=req.output_schema,
     )
     executable = backend.find_executable()
     if executable is None and not dry_run:
         raise ExecError(ErrorKind.NOT_INSTALLED, "backend %r is not installed (no %r on PATH)"
                         % (name, backend.executable), "backend")
+    files = RunFiles(backend.run_files(opts))
+    opts.run_files = dict(files.paths)
     argv = backend.build_argv(opts, executable or backend.executable)
     try:
         env = backend.child_env(dict(os.environ if base_env is None else base_env), opts)
@@ -261,7 +279,8 @@ def prepare(req: Request, cfg: Config, store: Optional[SessionStore] = None,
     tags = list(dict.fromkeys(list(cfg.get("session.default_tags") or []) + req.tags))
     if store is not None and not dry_run and (session is not None or not req.ephemeral):
         _check_session_store(store, session, req.session_wait)
-    return Prepared(req, backend, opts, argv, env, cwd, session, stream, dry_run, timeout, tags)
+    return Prepared(req, backend, opts, argv, env, cwd, session, stream, dry_run, timeout, tags,
+                    files)
 
 
 def _first_mode(*values: Any) -> str:
@@ -344,20 +363,37 @@ class _SessionScope:
 
 
 def _start(p: Prepared, cancel: Optional[Cancel]) -> runner.Process:
-    """The started run, or ExecError with nothing left running."""
+    """The started run (its files written), or ExecError with nothing left running or
+    written."""
     try:
-        proc = runner.Process(p.argv, p.request.prompt, p.cwd, p.env, p.timeout)
+        p.files.write()
+    except OSError as exc:
+        raise ExecError(ErrorKind.START, "cannot write the file the %s run reads: %s"
+                        % (p.backend.name, exc))
+    try:
+        proc = runner.Process(p.argv, p.stdin, p.cwd, p.env, p.timeout)
     except runner.InputError as exc:
+        p.files.remove()
         raise _invalid_prompt(exc)
     except runner.StartError as exc:
+        p.files.remove()
         raise ExecError(ErrorKind.START, str(exc))
     if cancel is not None:
         try:
             cancel.attach(proc)
         except BaseException:
             proc.kill()
+            p.files.remove()
             raise
     return proc
+
+
+def _wait(p: Prepared, proc: runner.Process) -> runner.Outcome:
+    """Wait for the run to end, then remove its files."""
+    try:
+        return proc.wait()
+    finally:
+        p.files.remove()
 
 
 def _invalid_prompt(exc: runner.InputError) -> ExecError:
@@ -412,7 +448,7 @@ def run(p: Prepared, store: Optional[SessionStore] = None,
         finally:
             if stdout is None:
                 proc.cancel()       # interrupted while reading (Ctrl-C): stop the group
-            out = proc.wait()
+            out = _wait(p, proc)
         result = p.backend.parse_json_output(stdout, out.stderr, out.exit_code)
         result.duration_ms = out.duration_ms
         reason = _stop_reason(p, proc)
@@ -463,7 +499,7 @@ def stream(p: Prepared, store: Optional[SessionStore] = None, cancel: Optional[C
         finally:
             if not finished:
                 proc.cancel()       # the consumer went away (client gone, generator closed)
-            out = proc.wait()
+            out = _wait(p, proc)
         if not sent_init:
             yield stamp(ev.init(p.backend.name, p.opts.model))
         reason = _stop_reason(p, proc)

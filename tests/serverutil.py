@@ -240,3 +240,15 @@ def metrics_once_counted(srv, needle: str, headers: Optional[Dict[str, str]] = N
         if needle in text or time.monotonic() > deadline:
             return text
         time.sleep(0.02)
+
+
+def sse_events(body: bytes) -> List[Tuple[Optional[str], Any]]:
+    """[(event name or None, decoded data)] of a whole SSE body (``[DONE]`` stays a string)."""
+    out: List[Tuple[Optional[str], Any]] = []
+    for block in body.decode().strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines()
+                     if not line.startswith(":"))
+        if "data" in lines:
+            data = lines["data"]
+            out.append((lines.get("event"), data if data == "[DONE]" else json.loads(data)))
+    return out

@@ -234,7 +234,7 @@ def test_image_block_is_a_bad_request_naming_it(server):
             {"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                          "data": "AA=="}}]}])
     assert error_of(info)["message"].startswith("messages[0].content[1].type:")
-    assert "'image'" in error_of(info)["message"]
+    assert "image blocks are not supported" in error_of(info)["message"]
 
 
 def test_trailing_assistant_prefill_is_a_bad_request(server):
@@ -243,12 +243,12 @@ def test_trailing_assistant_prefill_is_a_bad_request(server):
     assert "messages[1].role" in error_of(info)["message"]
 
 
-def test_failed_backend_run_is_a_502_not_retried_by_the_sdk(server, record, monkeypatch):
+def test_failed_backend_run_is_a_424_not_retried_by_the_sdk(server, record, monkeypatch):
     monkeypatch.setenv("FAKE_CLI_MODE", "fail")
-    with pytest.raises(anthropic.InternalServerError) as info:
+    with pytest.raises(anthropic.APIStatusError) as info:
         client(server, max_retries=2).messages.create(model="gemini", max_tokens=5,
                                                       messages=HI)
-    assert info.value.status_code == 502
+    assert info.value.status_code == 424
     assert error_of(info)["type"] == "api_error"
     assert "fake failure (FAKE_CLI_MODE=fail)" in error_of(info)["message"]
     assert len(records(record)) == 1
@@ -262,12 +262,13 @@ def test_backend_not_installed_is_an_overloaded_503(server, monkeypatch):
     assert error_of(info)["type"] == "overloaded_error"
 
 
-def test_run_over_the_request_timeout_is_a_504(start_server, monkeypatch):
+def test_run_over_the_request_timeout_is_a_424_not_a_retryable_504(start_server, monkeypatch):
     monkeypatch.setenv("FAKE_CLI_MODE", "hang")
     srv = start_server(**{"server.request_timeout_secs": 1})
-    with pytest.raises(anthropic.InternalServerError) as info:
+    with pytest.raises(anthropic.APIStatusError) as info:
         create(srv)
-    assert info.value.status_code == 504 and error_of(info)["type"] == "api_error"
+    assert info.value.status_code == 424 and error_of(info)["type"] == "api_error"
+    assert info.value.response.headers["x-should-retry"] == "false"
 
 
 def test_body_over_the_size_limit_is_request_too_large(start_server):

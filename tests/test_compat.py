@@ -8,7 +8,7 @@ import pytest
 from clinvk_lib import config
 from clinvk_lib import events as ev
 from clinvk_lib.backends import base
-from clinvk_lib.server import compat, errors, sse
+from clinvk_lib.server import compat, errors, models, sse
 from clinvk_lib.server.compat import Conversation, Turn
 
 
@@ -38,13 +38,13 @@ def convo(*turns, system=""):
     ("gemini-2.5-flash", ("gemini", "gemini-2.5-flash")),
 ])
 def test_model_id_selects_backend_and_cli_model(model, expected):
-    assert compat.resolve_model(model, cfg()) == expected
+    assert models.resolve_model(model, cfg()) == expected
 
 
 @pytest.mark.parametrize("model", ["llama-3", "claude/", "openai/gpt-5", "omni", "Claude"])
 def test_unknown_model_is_404_model_not_found(model):
     with pytest.raises(errors.ApiError) as info:
-        compat.resolve_model(model, cfg())
+        models.resolve_model(model, cfg())
     assert (info.value.status, info.value.code, info.value.field) == (404, "model_not_found",
                                                                        "model")
     assert "claude-, gpt-, o<digit>, codex- or gemini-" in info.value.message
@@ -52,20 +52,20 @@ def test_unknown_model_is_404_model_not_found(model):
 
 def test_model_of_a_disabled_backend_is_not_found_and_says_why():
     with pytest.raises(errors.ApiError) as info:
-        compat.resolve_model("gemini-2.5-pro", cfg(**{"backends.gemini.enabled": False}))
+        models.resolve_model("gemini-2.5-pro", cfg(**{"backends.gemini.enabled": False}))
     assert info.value.status == 404
     assert "backends.gemini.enabled: false" in info.value.message
 
 
 def test_models_list_has_each_enabled_backend_and_its_configured_model():
-    listed = compat.listed_models(cfg(**{"backends.claude.model": "claude-sonnet-4-5",
+    listed = models.listed_models(cfg(**{"backends.claude.model": "claude-sonnet-4-5",
                                          "backends.codex.enabled": False}))
     assert listed == [("claude", "claude"), ("claude/claude-sonnet-4-5", "claude"),
                       ("gemini", "gemini")]
 
 
 def test_vendor_of_each_backend():
-    assert [compat.vendor(n) for n in base.NAMES] == ["anthropic", "openai", "google"]
+    assert [models.vendor(n) for n in base.NAMES] == ["anthropic", "openai", "google"]
 
 
 # -- the prompt ----------------------------------------------------------------------------------
@@ -166,13 +166,13 @@ def test_finished_without_reported_usage_carries_estimates():
     assert out[-1].usage.to_dict() == ev.Usage(2, 2).to_dict()
 
 
-def test_fatal_error_event_is_a_502_with_the_backend_text_and_stops_the_text():
+def test_fatal_error_event_is_a_424_with_the_backend_text_and_stops_the_text():
     out = pieces([ev.message("claude", "partial", True),
                   ev.error("claude", "API Error: overloaded"),
                   ev.message("claude", "late", True), ev.done("claude", exit_code=1)])
     assert out[0] == compat.Delta("partial") and len(out) == 2
     err = out[1].error
-    assert (err.status, err.code) == (502, "backend_failed")
+    assert (err.status, err.code) == (424, "backend_failed")
     assert err.message == "the claude backend failed: API Error: overloaded"
 
 

@@ -24,7 +24,10 @@ EVERY_ROUTE = {
     ("post", "/api/v1/compare"), ("get", "/api/v1/backends"), ("get", "/api/v1/sessions"),
     ("get", "/api/v1/sessions/{id}"), ("delete", "/api/v1/sessions/{id}"),
     ("get", "/openai/v1/models"), ("get", "/openai/v1/models/{id}"),
-    ("post", "/openai/v1/chat/completions"), ("post", "/anthropic/v1/messages"),
+    ("post", "/openai/v1/chat/completions"), ("post", "/openai/v1/responses"),
+    ("get", "/openai/v1/responses/{id}"), ("delete", "/openai/v1/responses/{id}"),
+    ("post", "/openai/v1/responses/{id}/cancel"), ("get", "/openai/v1/responses/{id}/input_items"),
+    ("post", "/anthropic/v1/messages"),
     ("post", "/anthropic/v1/messages/count_tokens"),
 }
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")

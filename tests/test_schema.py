@@ -267,7 +267,8 @@ def test_anthropic_non_text_block_is_rejected_naming_its_index():
     body = anthropic({"role": "user", "content": [{"type": "text", "text": "look"},
                                                   {"type": "image", "source": {}}]})
     assert error_of(api.MessagesRequest, body) == \
-        "messages[0].content[1].type: only text content blocks are supported, got 'image'"
+        "messages[0].content[1].type: image blocks are not supported: the backend CLIs take " \
+        "text only; send the image's content as a text block"
 
 
 def test_anthropic_system_may_be_text_blocks():
@@ -277,9 +278,15 @@ def test_anthropic_system_may_be_text_blocks():
     assert cleaned["system"] == [{"type": "text", "text": "be brief"}]
 
 
-def test_anthropic_system_role_inside_messages_is_rejected():
-    assert error_of(api.MessagesRequest, anthropic({"role": "system", "content": "x"})) == \
-        "messages[0].role: expected one of user, assistant, got 'system'"
+def test_anthropic_system_role_inside_messages_is_accepted():
+    cleaned = validate(api.MessagesRequest, anthropic({"role": "user", "content": "x"},
+                                                      {"role": "system", "content": "y"}))
+    assert cleaned["messages"][1] == {"role": "system", "content": "y"}
+
+
+def test_anthropic_message_role_outside_the_three_is_rejected():
+    assert error_of(api.MessagesRequest, anthropic({"role": "tool", "content": "x"})) == \
+        "messages[0].role: expected one of user, assistant, system, got 'tool'"
 
 
 def test_count_tokens_needs_no_max_tokens():

@@ -230,6 +230,19 @@ def placeholder_of(note: str) -> Tuple[str, str]:
     return m.group(2), m.group(1)
 
 
+def readers_own(srv, anchor: str, note: str, key: str) -> str:
+    """The id of a thing of the reader's that the example of ``anchor`` can act on: a
+    response (a background one still running, for cancel) or a session."""
+    headers = {"X-Api-Key": key}
+    if "Response id" in note:
+        body: Dict[str, Any] = {"model": "claude", "input": "for " + anchor}
+        if "cancel" in anchor:
+            body.update(background=True, input="FAKE_SLEEP: 30\nfor " + anchor)
+        return srv.post("/openai/v1/responses", body, headers=headers).json()["id"]
+    return srv.post("/api/v1/prompt", ok_task("for " + anchor),
+                    headers=headers).json()["session_id"]
+
+
 @pytest.mark.parametrize("keys", [False, True], ids=["no-keys", "api-keys"])
 def test_every_docs_example_runs_as_written(start_server, tmp_path, keys):
     key = "docs-example-key-0123456789abcdef"
@@ -243,13 +256,12 @@ def test_every_docs_example_runs_as_written(start_server, tmp_path, keys):
     assert len(examples) >= 15, "the /docs page should show one example per operation"
     for anchor, curl, note in examples:
         if note:
-            # A path parameter that names something of the reader's (a session): the page
-            # says so, and the example runs once a real one is put in its place.
+            # A path parameter that names something of the reader's (a session, a stored
+            # response): the page says so, and the example runs once a real one is put in
+            # its place.
             _, shown = placeholder_of(note)
-            sid = srv.post("/api/v1/prompt", ok_task("for " + anchor),
-                           headers={"X-Api-Key": key}).json()["session_id"]
             assert "/" + shown in curl
-            curl = curl.replace("/" + shown, "/" + sid)
+            curl = curl.replace("/" + shown, "/" + readers_own(srv, anchor, note, key))
         reply = run_curl(curl, env)
         assert reply.status == 200, (anchor, curl, reply)
         if reply.headers.get("Content-Type", "").startswith("application/json"):

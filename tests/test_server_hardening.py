@@ -281,6 +281,15 @@ def test_preflight_allows_the_sdk_headers(start_server):
     assert reply.status == 204
 
 
+def test_preflight_allows_an_idempotency_key_and_exposes_the_replay_header(start_server):
+    srv = start_server(**CORS)
+    reply = preflight(srv, path="/openai/v1/chat/completions",
+                      req_headers="content-type, idempotency-key")
+    assert reply.status == 204
+    exposed = srv.get("/health", headers={"Origin": APP_ORIGIN}).headers
+    assert "Idempotent-Replayed" in exposed["Access-Control-Expose-Headers"]
+
+
 def test_preflight_from_another_origin_is_403_without_cors_headers(start_server):
     reply = preflight(start_server(**CORS), origin="https://evil.example")
     assert reply.status == 403 and "cors_allowed_origins" in reply.json()["message"]

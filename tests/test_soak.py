@@ -38,10 +38,28 @@ class Mix:
     def __init__(self) -> None:
         self.sessions: List[str] = []
         self.doomed: List[str] = []
+        self.responses: List[str] = []          # stored responses, read and continued
+        self.doomed_responses: List[str] = []
         self.rng = random.Random(8)
 
     def session(self) -> str:
         return self.rng.choice(self.sessions)
+
+    def response(self) -> str:
+        return self.rng.choice(self.responses)
+
+    def new_response(self, backend: str) -> Dict[str, Any]:
+        body: Dict[str, Any] = {"model": backend, "input": "soak"}
+        shape = self.rng.choice(("plain", "stream", "background", "unstored", "continued"))
+        if shape == "stream":
+            body["stream"] = True
+        elif shape == "background":
+            body["background"] = True
+        elif shape == "unstored":
+            body["store"] = False
+        elif shape == "continued":
+            body.update(model="claude", previous_response_id=self.response())
+        return body
 
     def builders(self) -> Dict[str, Tuple[int, Callable[[], Request]]]:
         backend = lambda: self.rng.choice(("claude", "codex", "gemini"))  # noqa: E731
@@ -79,6 +97,17 @@ class Mix:
                                                   None)),
             "deleteSession": (1, lambda: ("DELETE", "/api/v1/sessions/"
                                                  + self.rng.choice(self.doomed), None)),
+            "openaiCreateResponse": (RUN_WEIGHT * 2, lambda: (
+                "POST", "/openai/v1/responses", self.new_response(backend()))),
+            "openaiGetResponse": (CHEAP_WEIGHT, lambda: (
+                "GET", "/openai/v1/responses/" + self.response(), None)),
+            "openaiListInputItems": (CHEAP_WEIGHT, lambda: (
+                "GET", "/openai/v1/responses/%s/input_items?limit=2" % self.response(), None)),
+            "openaiCancelResponse": (1, lambda: (
+                "POST", "/openai/v1/responses/%s/cancel" % self.response(), None)),
+            "openaiDeleteResponse": (1, lambda: (
+                "DELETE", "/openai/v1/responses/" + self.rng.choice(self.doomed_responses),
+                None)),
             "healthCheck": (CHEAP_WEIGHT, lambda: ("GET", "/health", None)),
             "getMetrics": (CHEAP_WEIGHT, lambda: ("GET", "/metrics", None)),
             "getOpenAPI": (CHEAP_WEIGHT, lambda: ("GET", "/openapi.json", None)),
@@ -104,7 +133,8 @@ def send(port: int, req: Request) -> Tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         data = json.dumps(body).encode() if body is not None else None
-        conn.request(method, path, data, {"Content-Type": "application/json"} if data else {})
+        conn.request(method, path, data,
+                     {"Content-Type": "application/json"} if method == "POST" else {})
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:
@@ -159,6 +189,10 @@ def test_two_thousand_mixed_requests_leave_no_5xx_threads_files_or_children(soak
                                                           "prompt": "seed"})] * 40)
     ids = [json.loads(o[1])["session_id"] for _, o in seeds]
     mix.sessions, mix.doomed = ids[:16], ids[16:]
+    stored = hammer(srv.port, [("POST", "/openai/v1/responses", {"model": "claude",
+                                                                 "input": "seed"})] * 24)
+    ids = [json.loads(o[1])["id"] for _, o in stored]
+    mix.responses, mix.doomed_responses = ids[:12], ids[12:]
     warm = hammer(srv.port, mix.plan(operations, 2 * CONCURRENCY))
     assert all(not isinstance(o, Exception) and o[0] < 500 for _, o in warm)
     assert wait_for(lambda: not srv.children(), 10)

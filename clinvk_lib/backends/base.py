@@ -15,7 +15,7 @@ import shutil
 from typing import Callable, Dict, List, Optional, Tuple
 
 from . import gitenv
-from .options import Options
+from .options import SCHEMA_IN_PROMPT, Options
 from .parsing import Result, StreamParser
 
 # Variables that make a nested CLI refuse to start or behave as if it were a sub-agent
@@ -101,6 +101,22 @@ class Backend:
     def ignored_options(self, opts: Options) -> List[str]:
         """One warning per option in ``opts`` this CLI cannot honour (it maps to no flag)."""
         return []
+
+    def output_schema_route(self, schema: Dict[str, object]) -> str:
+        """How a run is held to ``opts.output_schema``: options.SCHEMA_BY_FLAG when the CLI's
+        own flag enforces it (``build_argv`` passes it), options.SCHEMA_IN_PROMPT when it
+        goes into the prompt (execute adds it; the caller checks the reply)."""
+        return SCHEMA_IN_PROMPT
+
+    def output_schema_problem(self, schema: Dict[str, object]) -> str:
+        """Why this CLI cannot be held to ``schema`` (a sentence naming the backend), or ""."""
+        return ""
+
+    def run_files(self, opts: Options) -> Dict[str, str]:
+        """Files the run hands the CLI, {key: text}. execute writes each one (0600, in a
+        directory private to this user) just before the CLI starts, passes its path as
+        ``opts.run_files[key]`` to ``build_argv``, and removes it when the CLI has exited."""
+        return {}
 
     def forget_session(self, backend_session_id: str, executable: str,
                        run: Callable[[List[str]], str]) -> None:

@@ -6,12 +6,15 @@ positional prompt is given), so a prompt that starts with ``-`` is never read as
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List
 
 from .. import events as ev
 from . import base, options, parsing
 
 NAME = "claude"
+# Linux refuses an argv word over 128 KiB (MAX_ARG_STRLEN) with E2BIG; --json-schema is one.
+MAX_SCHEMA_CHARS = 100000
 
 # One table for the approval and sandbox modes: mode -> (flags, what it really does).
 MODES = {
@@ -54,6 +57,11 @@ OPTION_NOTES = {
     "allowed_tools": "--allowedTools <list>: tools that run without asking.",
     "streaming": "--output-format stream-json --verbose --include-partial-messages: real "
                  "token deltas.",
+    "output_schema": "--json-schema <schema>: claude offers the model a StructuredOutput tool "
+                     "whose input schema it is, checks each call against it (asking again "
+                     "when one does not match) and reports the value as the result's "
+                     "structured_output. The root must be an object (a tool's input), and the "
+                     "schema at most 100000 characters (one argv word).",
     "project_config": "Off (server and MCP runs): --setting-sources user: the user's "
                       "~/.claude settings and managed policy apply; the workdir's "
                       ".claude/settings*.json (hooks, permissions, env, plugins), .mcp.json "
@@ -217,9 +225,17 @@ class ClaudeStreamParser(parsing.StreamParser):
                 else subtype
             return [ev.error(NAME, message, code=code)]
         self.final_text = parsing.as_str(obj.get("result"))
+        # claude 2.1.197 with --json-schema: the value the model called StructuredOutput
+        # with; absent when it never called it validly (the result is then its text).
+        self.structured = obj.get("structured_output")
         if self.final_text and not any(e.type == ev.MESSAGE for e in self.events):
             return [ev.message(NAME, self.final_text)]
         return []
+
+
+def _compact(schema: Dict[str, Any]) -> str:
+    """The schema as one line of ASCII JSON (no NUL or other control byte reaches argv)."""
+    return json.dumps(schema, separators=(",", ":"))
 
 
 def _tool_output(content: Any) -> str:
@@ -318,7 +334,22 @@ class ClaudeBackend(base.Backend):
             # claude 2.1.197: without it, a plain -p run executes the workdir's
             # .claude/settings.json hooks and starts its .mcp.json servers.
             argv.append("--setting-sources=user")
+        if opts.output_schema is not None:
+            argv.append("--json-schema=" + _compact(opts.output_schema))
         return argv + list(opts.extra)
+
+    def output_schema_route(self, schema: Dict[str, Any]) -> str:
+        return options.SCHEMA_BY_FLAG
+
+    def output_schema_problem(self, schema: Dict[str, Any]) -> str:
+        if schema.get("type") != "object":
+            return ("claude takes an output schema as the input schema of a tool "
+                    "(--json-schema), which must have \"type\": \"object\" at its root: "
+                    "put the value in a property of an object")
+        if len(_compact(schema)) > MAX_SCHEMA_CHARS:
+            return ("the schema is over %d characters, too long for claude's --json-schema "
+                    "(one argv word)" % MAX_SCHEMA_CHARS)
+        return ""
 
     def ignored_options(self, opts: options.Options) -> List[str]:
         if opts.sandbox_mode not in ("", "default", "full"):

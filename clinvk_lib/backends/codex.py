@@ -7,12 +7,15 @@ formats read them with the same parser.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List
 
 from .. import events as ev
 from . import base, options, parsing
 
 NAME = "codex"
+# The run file (Backend.run_files) holding the output schema.
+SCHEMA_FILE = "output-schema.json"
 
 # One table for the approval and sandbox modes: mode -> (flags, what it really does).
 # codex-cli 0.169.0: `exec` forces approval policy "never" whatever the config or `-c` says,
@@ -57,6 +60,14 @@ OPTION_NOTES = {
     "verbose": "No effect: codex exec --json has no more verbose output.",
     "allowed_tools": "Not supported: codex has no tool allowlist flag.",
     "streaming": "No token deltas: codex prints each agent message whole.",
+    "output_schema": "--output-schema <file>: a file clinvk writes for the run (0600, in a "
+                     "directory only its user can enter) and removes after it; codex sends "
+                     "the schema as the Responses text.format json_schema with strict: true, "
+                     "and the final agent message is the JSON. The root must be an object; "
+                     "OpenAI's strict mode also wants additionalProperties: false and every "
+                     "property required (what the SDKs' parse() helpers send). An object "
+                     "schema without properties (json_object: any object) cannot be strict, "
+                     "so it goes into the prompt instead, as for gemini.",
     "project_config": "No flag, on or off: codex 0.169.0 ignores the .codex/config.toml of "
                       "a project its user config does not trust (MCP servers, notify, sandbox "
                       "and approval settings). clinvk never passes --trust nor writes a trust "
@@ -250,6 +261,9 @@ class CodexBackend(base.Backend):
             argv += ["-c", "developer_instructions=" + toml_string(opts.system_prompt)]
         if opts.ephemeral:
             argv.append("--ephemeral")
+        if SCHEMA_FILE in opts.run_files:
+            # An exec option: before `resume`, as --sandbox must be (codex-cli 0.169.0).
+            argv.append("--output-schema=" + opts.run_files[SCHEMA_FILE])
         if opts.resume_id:
             if opts.resume_id.startswith("-"):
                 raise ValueError("codex session id must not start with '-': got %r"
@@ -257,6 +271,26 @@ class CodexBackend(base.Backend):
             argv += ["resume", opts.resume_id]
         # "-": read the prompt from stdin (codex also waits for stdin's EOF).
         return argv + ["-"]
+
+    def output_schema_route(self, schema: Dict[str, Any]) -> str:
+        # OpenAI's strict mode (codex always sends strict: true) lists every property of an
+        # object: a bare {"type": "object"} would be refused by the model API.
+        if schema.get("type") == "object" and not schema.get("properties"):
+            return options.SCHEMA_IN_PROMPT
+        return options.SCHEMA_BY_FLAG
+
+    def output_schema_problem(self, schema: Dict[str, Any]) -> str:
+        if schema.get("type") != "object":
+            return ("codex sends an output schema as the model API's text.format json_schema, "
+                    "whose root must have \"type\": \"object\": put the value in a "
+                    "property of an object")
+        return ""
+
+    def run_files(self, opts: options.Options) -> Dict[str, str]:
+        schema = opts.output_schema
+        if schema is None or self.output_schema_route(schema) != options.SCHEMA_BY_FLAG:
+            return {}
+        return {SCHEMA_FILE: json.dumps(schema, ensure_ascii=False)}
 
     def ignored_options(self, opts: options.Options) -> List[str]:
         out = []

@@ -62,6 +62,11 @@ OPTION_NOTES = {
     "allowed_tools": "Not supported: --allowed-tools is deprecated in favour of gemini's "
                      "policy engine.",
     "streaming": "--output-format stream-json: assistant text arrives in delta pieces.",
+    "output_schema": "No flag (gemini 0.61.0 has none): the prompt ends with an instruction "
+                     "to reply with only JSON valid against the schema, which follows between "
+                     "<json_schema> tags. The reply is checked; when it is not valid, clinvk "
+                     "asks once more in the same gemini session, saying what was wrong (a run "
+                     "without a session, X-Clinvk-Ephemeral, fails at once).",
     "project_config": "Off (server and MCP runs): gemini runs untrusted (no --skip-trust, "
                       "GEMINI_CLI_TRUST_WORKSPACE=false, and a system defaults file that "
                       "turns folder trust off so it does not exit 55): the workdir's "

@@ -7,7 +7,8 @@ It imports nothing of clinvk's: every layer that builds or checks a run may use 
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+import json
+from typing import Any, Dict, List, Optional, Tuple
 
 APPROVAL_MODES = ("default", "auto", "none", "always")
 SANDBOX_MODES = ("default", "read-only", "workspace", "full")
@@ -16,6 +17,13 @@ SANDBOX_MODES = ("default", "read-only", "workspace", "full")
 BACKEND_FORMATS = ("json", "stream-json")
 # What clinvk prints for a run: "text" (the reply alone) or a backend format as it is.
 OUTPUT_FORMATS = ("text",) + BACKEND_FORMATS
+# How a CLI is held to an output schema (Backend.output_schema_route): its own flag enforces
+# it, or the schema goes into the prompt with SCHEMA_INSTRUCTION and the caller checks the
+# reply (and may ask once more).
+SCHEMA_BY_FLAG = "flag"
+SCHEMA_IN_PROMPT = "prompt"
+SCHEMA_INSTRUCTION = ("Reply with only a JSON value that is valid against the JSON Schema "
+                      "below: no other text before or after it, no Markdown code fence.")
 
 
 class Options:
@@ -23,13 +31,15 @@ class Options:
 
     __slots__ = ("model", "workdir", "approval_mode", "sandbox_mode", "output_format",
                  "max_turns", "system_prompt", "verbose", "ephemeral", "extra", "resume_id",
-                 "allowed_tools", "project_config")
+                 "allowed_tools", "project_config", "output_schema", "run_files")
 
     def __init__(self, model: str = "", workdir: str = "", approval_mode: str = "default",
                  sandbox_mode: str = "default", output_format: str = "json", max_turns: int = 0,
                  system_prompt: str = "", verbose: bool = False, ephemeral: bool = False,
                  extra: Optional[List[str]] = None, resume_id: str = "",
-                 allowed_tools: str = "", project_config: bool = True) -> None:
+                 allowed_tools: str = "", project_config: bool = True,
+                 output_schema: Optional[Dict[str, Any]] = None,
+                 run_files: Optional[Dict[str, str]] = None) -> None:
         self.model = model
         self.workdir = workdir
         self.approval_mode = approval_mode or "default"
@@ -46,9 +56,20 @@ class Options:
         # hooks, MCP servers, .env files): a run's workdir may hold what an earlier run or a
         # cloned repository wrote. True: the CLI's own behaviour.
         self.project_config = project_config
+        # The JSON Schema the reply must satisfy (None: plain text), and the paths of the
+        # files the run hands the CLI, by the keys Backend.run_files named (execute fills it).
+        self.output_schema = output_schema
+        self.run_files = dict(run_files or {})
 
     def __repr__(self) -> str:
         return "Options(%s)" % ", ".join("%s=%r" % (k, getattr(self, k)) for k in self.__slots__)
+
+
+def with_output_schema(prompt: str, schema: Dict[str, Any]) -> str:
+    """``prompt`` followed by SCHEMA_INSTRUCTION and ``schema`` between ``<json_schema>``
+    tags, for a CLI that has no flag for an output schema."""
+    return "%s\n\n%s\n<json_schema>\n%s\n</json_schema>" % (
+        prompt, SCHEMA_INSTRUCTION, json.dumps(schema, ensure_ascii=False))
 
 
 class SetupError(RuntimeError):

@@ -15,12 +15,12 @@ class Result:
     """The outcome of one finished run, parsed from the backend's output."""
 
     __slots__ = ("backend", "text", "backend_session_id", "model", "usage", "error",
-                 "exit_code", "duration_ms", "events")
+                 "exit_code", "duration_ms", "events", "structured")
 
     def __init__(self, backend: str, text: str = "", backend_session_id: str = "",
                  model: str = "", usage: Optional[ev.Usage] = None, error: str = "",
                  exit_code: int = 0, duration_ms: int = 0,
-                 events: Optional[List[ev.Event]] = None) -> None:
+                 events: Optional[List[ev.Event]] = None, structured: Any = None) -> None:
         self.backend = backend
         self.text = text
         self.backend_session_id = backend_session_id
@@ -30,6 +30,9 @@ class Result:
         self.exit_code = exit_code
         self.duration_ms = duration_ms
         self.events = events or []
+        # The value a CLI that enforces an output schema reported apart from its text
+        # (claude's structured_output); None when there is none.
+        self.structured = structured
 
     @property
     def ok(self) -> bool:
@@ -46,7 +49,8 @@ class StreamParser:
 
     ``feed(line)`` returns the events for that line (possibly none); ``finish(exit_code,
     stderr)`` returns the closing events (an ``error`` if the run failed and none was seen,
-    then exactly one ``done``). After ``finish``, ``result()`` gives the collected Result.
+    then exactly one ``done``, whose content also has ``structured_output`` when the CLI
+    reported one). After ``finish``, ``result()`` gives the collected Result.
     Subclasses implement ``parse_line``; the bookkeeping here is shared.
     """
 
@@ -64,6 +68,7 @@ class StreamParser:
         self.error = ""
         self.saw_final = False
         self.first_noise = ""         # the first stdout line that was not JSON
+        self.structured: Any = None   # see Result.structured
         self._finished = False
 
     def parse_line(self, obj: Any, line: str) -> List[ev.Event]:
@@ -105,15 +110,18 @@ class StreamParser:
                               " (first line that is not JSON: %r)" % self.first_noise)
                               if self.first_noise else ""))
             out.append(ev.error(self.backend_name, self.error, code="no_result"))
-        out.append(ev.done(self.backend_name, self.usage, self.model, self.backend_session_id,
-                           exit_code))
+        done = ev.done(self.backend_name, self.usage, self.model, self.backend_session_id,
+                       exit_code)
+        if self.structured is not None:
+            done.content["structured_output"] = self.structured
+        out.append(done)
         self.events.extend(out)
         return out
 
     def result(self, exit_code: int, duration_ms: int = 0) -> Result:
         return Result(self.backend_name, ev.collect_text(self.events), self.backend_session_id,
                       self.model, self.usage, self.error, exit_code, duration_ms,
-                      list(self.events))
+                      list(self.events), self.structured)
 
 
 def decode_json_line(line: str) -> Any:

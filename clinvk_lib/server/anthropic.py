@@ -3,24 +3,52 @@ Anthropic SDKs work with ``base_url=http://HOST:PORT/anthropic``, and also with
 ``.../anthropic/v1`` (the SDK then requests ``/anthropic/v1/v1/messages``, served too).
 
 What a request may carry and what happens to it:
-- ``model`` picks the backend (``compat.resolve_model``); the reply echoes it.
-- ``messages`` and ``system`` become the prompt and system prompt (``compat``); content is a
-  string or text blocks (any other block type is a 400 naming the block).
+- ``model`` picks the backend (``models.resolve_model``); the reply echoes it.
+- ``messages`` and ``system`` become the prompt and system prompt (``compat``). A message
+  with ``role: "system"`` (the real API takes them anywhere; Claude Code 2.1.x ends
+  ``messages`` with one) joins the system prompt after the top-level ``system``, in order,
+  each separated by a blank line: it instructs, it is not a turn of the transcript. The last
+  message that is not a system message must be a user message.
+- Content is a string or blocks. ``text`` is the text; ``tool_use`` and ``tool_result``
+  (a history written by a model that used tools) become text in the transcript::
+
+      <tool_use id="toolu_1" name="Read">
+      {"file_path": "a.txt"}
+      </tool_use>
+      <tool_result tool_use_id="toolu_1">
+      the file's text
+      </tool_result>
+
+  (``is_error="true"`` on a failed tool's result); ``thinking`` and ``redacted_thinking`` are
+  dropped (a model's private reasoning, signed for Anthropic's models only). ``image`` and
+  ``document`` blocks, also inside a ``tool_result``, are a 400 naming the block: the
+  backend CLIs take text only. ``cache_control`` and ``citations`` on any block are ignored.
 - ``max_tokens`` is required (>= 1) as in the real API, and otherwise ignored.
 - ``stream`` is honoured; ``metadata.user_id`` is stored with the clinvk session.
 - Accepted and ignored: ``stop_sequences``, ``temperature``, ``top_p``, ``top_k``, the
-  ``anthropic-version`` and ``anthropic-beta`` headers, and every other field (``tools``,
-  ``tool_choice``, ``thinking``, ...). The reply is one text block; ``stop_reason`` is
-  ``end_turn``.
+  ``anthropic-version`` and ``anthropic-beta`` headers, the ``?beta=true`` query Claude Code
+  adds, and every other field (``thinking``, ``context_management``,
+  ``output_config.effort``, ...). ``tools`` with ``tool_choice`` absent, ``auto`` or ``none``
+  are ignored too (the agent uses its own tools): the reply is one text block and
+  ``stop_reason`` is ``end_turn``.
+- A forced tool (``tool_choice`` ``{"type": "tool", "name"}``, or ``{"type": "any"}`` with
+  exactly one tool) asks for structured output (``structured.from_anthropic``), as
+  LangChain's and instructor's Anthropic structured output do: the tool's ``input_schema``
+  is the schema, and the reply is one ``tool_use`` block of that tool whose ``input`` is the
+  backend's JSON answer, checked against it (one that does not match is a failed run);
+  ``stop_reason`` is ``tool_use``.
+- Claude Code's request body (~80 KB with its ~24 tool definitions) is well under
+  ``server.max_request_body_bytes`` (10 MiB by default).
 Errors have Anthropic's shape: ``{"type": "error", "error": {"type", "message"}}``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator
+import json
+from typing import Any, Dict, Iterator, List
 
 from .. import events as ev
-from . import compat, errors, openapi, sse
+from . import compat, errors, models, openapi, sse, structured
 from .app import App
 from .context import Context
 from .http import Response, close_iterator, json_response
@@ -30,8 +58,10 @@ from .openapi import ANTHROPIC
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                 403: "permission_error", 404: "not_found_error",
                 409: "invalid_request_error", 413: "request_too_large",
-                415: "invalid_request_error", 429: "rate_limit_error",
-                503: "overloaded_error", 529: "overloaded_error"}
+                415: "invalid_request_error", 422: "invalid_request_error",
+                429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error",
+                # A backend run that failed (compat.FAILED_RUN_STATUS): the server's side.
+                424: "api_error"}
 
 # The path the SDK requests when its base_url already ends in /v1 (as the seeds write it).
 _DOUBLED_V1 = "/anthropic/v1/v1/"
@@ -59,15 +89,57 @@ def register(app: App) -> None:
 
 
 def conversation(body: Dict[str, Any]) -> compat.Conversation:
-    turns = [compat.Turn(m["role"], compat.content_text(m["content"]), i)
-             for i, m in enumerate(body["messages"])]
-    return compat.Conversation(compat.content_text(body.get("system")), turns)
+    """The system prompt (``system``, then each system message in order, joined by a blank
+    line) and the other messages as turns, their blocks rendered as text."""
+    system = [compat.content_text(body.get("system"))]
+    turns: List[compat.Turn] = []
+    for index, message in enumerate(body["messages"]):
+        text = message_text(message["content"])
+        if message["role"] == "system":
+            system.append(text)
+        else:
+            turns.append(compat.Turn(message["role"], text, index))
+    return compat.Conversation("\n\n".join(s for s in system if s.strip()), turns)
+
+
+def message_text(content: Any) -> str:
+    """A message's content as text: a string as is, blocks rendered (``block_text``) and
+    joined by a newline; blocks that render to nothing leave no line."""
+    if isinstance(content, str):
+        return content
+    return "\n".join(text for text in map(block_text, content) if text)
+
+
+def block_text(block: Dict[str, Any]) -> str:
+    """One block as the transcript shows it (format in the module docstring); "" for the
+    blocks that are dropped (thinking, redacted_thinking)."""
+    kind = block["type"]
+    if kind == "text":
+        return block["text"]
+    if kind == "tool_use":
+        return _tagged("tool_use", {"id": block["id"], "name": block["name"]},
+                       json.dumps(block.get("input"), ensure_ascii=False, sort_keys=True))
+    if kind == "tool_result":
+        attributes = {"tool_use_id": block["tool_use_id"]}
+        if block.get("is_error"):
+            attributes["is_error"] = "true"
+        return _tagged("tool_result", attributes, compat.content_text(block.get("content")))
+    return ""
+
+
+def _tagged(name: str, attributes: Dict[str, str], body: str) -> str:
+    # Attribute values as JSON strings, so a quote or ">" in an id cannot end the tag early.
+    attrs = "".join(' %s=%s' % (k, json.dumps(v, ensure_ascii=False))
+                    for k, v in attributes.items())
+    return "<%s%s>\n%s\n</%s>" % (name, attrs, body, name)
 
 
 def count_tokens(ctx: Context) -> Response:
-    """An estimate: ceil(characters / 4) over the system prompt and every message's text."""
+    """An estimate: ceil(characters / 4) over the system prompt (system messages included)
+    and every message's text as ``conversation`` renders it. Tool definitions are not
+    counted: the backend never receives them."""
     body = ctx.json_body()
-    compat.resolve_model(body["model"], ctx.app.cfg)
+    models.resolve_model(body["model"], ctx.app.cfg)
     conv = conversation(body)
     return json_response({"input_tokens": compat.estimate_tokens(
         conv.system, *(t.text for t in conv.turns))})
@@ -77,19 +149,32 @@ def create_message(ctx: Context) -> Any:
     body = ctx.json_body()
     user_id = (body.get("metadata") or {}).get("user_id")
     run = compat.prepare(ctx, "anthropic", body["model"], conversation(body),
-                         stream=body["stream"], metadata={"user_id": user_id} if user_id else None)
+                         stream=body["stream"], metadata={"user_id": user_id} if user_id else None,
+                         output=structured.from_anthropic(body))
     message_id = compat.new_id("msg_")
     if not body["stream"]:
         reply = compat.complete(ctx, run)
-        return json_response(dict(message_head(message_id, body["model"]),
-                                  content=[{"type": "text", "text": reply.text}],
-                                  stop_reason="end_turn", stop_sequence=None,
+        if run.output is not None:
+            content = [dict(_tool_use_block(run.output.tool), input=json.loads(reply.text))]
+        else:
+            content = [{"type": "text", "text": reply.text}]
+        return json_response(dict(message_head(message_id, body["model"]), content=content,
+                                  stop_reason=_stop_reason(run), stop_sequence=None,
                                   usage=usage_body(reply.usage)),
                              headers=compat.session_headers(reply.session_id))
     session_id, pieces = compat.stream(ctx, run)
     return sse.response(message_events(message_id, body["model"], run, pieces),
                         sse.PING_KEEPALIVE, compat.keepalive_secs(ctx),
                         compat.session_headers(session_id))
+
+
+def _tool_use_block(name: str) -> Dict[str, Any]:
+    """The forced tool's call, its input still empty: the reply to a structured request."""
+    return {"type": "tool_use", "id": compat.new_id("toolu_"), "name": name, "input": {}}
+
+
+def _stop_reason(run: compat.Run) -> str:
+    return "tool_use" if run.output is not None else "end_turn"
 
 
 def message_head(message_id: str, model: str) -> Dict[str, Any]:
@@ -111,17 +196,25 @@ def _event(data: Dict[str, Any]) -> bytes:
 def message_events(message_id: str, model: str, run: compat.Run,
                    pieces: Iterator[Any]) -> Iterator[bytes]:
     """message_start, content_block_start, a text_delta per piece as the backend produced it,
-    content_block_stop, message_delta (stop_reason, usage), message_stop. A failure ends the
-    stream with an ``error`` event (the SDKs raise APIStatusError)."""
+    content_block_stop, message_delta (stop_reason, usage), message_stop. With a forced tool
+    (structured output) the block is that tool's ``tool_use``, started once its input is
+    known and sent as one ``input_json_delta``, and stop_reason is ``tool_use``. A failure
+    ends the stream with an ``error`` event (the SDKs raise APIStatusError)."""
     try:
         start_usage = {"input_tokens": compat.estimate_tokens(run.sent), "output_tokens": 0}
         yield _event({"type": "message_start", "message": dict(
             message_head(message_id, model), content=[], stop_reason=None, stop_sequence=None,
             usage=start_usage)})
-        yield _event({"type": "content_block_start", "index": 0,
-                      "content_block": {"type": "text", "text": ""}})
+        if run.output is None:
+            yield _event({"type": "content_block_start", "index": 0,
+                          "content_block": {"type": "text", "text": ""}})
         for piece in pieces:
-            if isinstance(piece, compat.Delta):
+            if isinstance(piece, compat.Delta) and run.output is not None:
+                yield _event({"type": "content_block_start", "index": 0,
+                              "content_block": _tool_use_block(run.output.tool)})
+                yield _event({"type": "content_block_delta", "index": 0, "delta": {
+                    "type": "input_json_delta", "partial_json": piece.text}})
+            elif isinstance(piece, compat.Delta):
                 yield _event({"type": "content_block_delta", "index": 0,
                               "delta": {"type": "text_delta", "text": piece.text}})
             elif isinstance(piece, compat.Failed):
@@ -129,7 +222,7 @@ def message_events(message_id: str, model: str, run: compat.Run,
             else:
                 yield _event({"type": "content_block_stop", "index": 0})
                 yield _event({"type": "message_delta",
-                              "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                              "delta": {"stop_reason": _stop_reason(run), "stop_sequence": None},
                               "usage": usage_body(piece.usage)})
                 yield _event({"type": "message_stop"})
     finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from .. import events
-from ..schema import Any, Array, Boolean, Field, Integer, Map, Number, Obj, OneOf, String
+from ..schema import Any, Array, Boolean, Field, Integer, Map, Number, Obj, OneOf, Problem, String
 from ..shapes import SESSION_STATUSES, SESSIONS_LIMIT
 
 # --- Value checks used by the shapes below -------------------------------------------------
@@ -75,9 +75,20 @@ ChatCompletionRequest = Obj(
     Field("n", Integer(), check=_only_one_choice, description="Only 1 is supported."),
     Field("user", String(), description="Accepted and ignored."),
     Field("metadata", Map(String()), description="Stored with the clinvk session."),
-    Field("response_format", Obj(Field("type", String(), required=True),
-                                 name="OpenAIResponseFormat"),
-          description="Accepted and ignored."),
+    Field("response_format", Obj(
+        Field("type", String(enum=("text", "json_object", "json_schema")), required=True,
+              description="json_schema: the reply is JSON valid against json_schema.schema; "
+                          "json_object: any JSON object; text: plain text (as when absent)."),
+        Field("json_schema", Obj(
+            Field("name", String()),
+            Field("description", String()),
+            Field("schema", Map(Any()), description="The JSON Schema of the reply (absent: "
+                                                    "any JSON object)."),
+            Field("strict", Boolean(), description="Accepted; the reply is always checked."),
+            name="OpenAIJsonSchemaFormat"), description="Required with type json_schema."),
+        name="OpenAIResponseFormat"),
+          description="Structured output: the reply's content is the JSON text, checked "
+                      "against the schema."),
     name="ChatCompletionRequest",
     description="OpenAI Chat Completions request. Fields not listed here (tools, seed, "
                 "logit_bias, ...) are ignored.",
@@ -94,10 +105,56 @@ AnthropicTextBlock = Obj(
     name="AnthropicTextBlock",
 )
 
+# The blocks a Messages history may hold; anthropic.py says what becomes of each.
+ANTHROPIC_INPUT_BLOCKS = ("text", "tool_use", "tool_result", "thinking", "redacted_thinking")
+# Fields a block of each type must carry (beyond ``type``), as the real API requires them.
+_BLOCK_NEEDS = {"text": ("text",), "tool_use": ("id", "name"), "tool_result": ("tool_use_id",)}
+
+
+def _input_block_type(block_type: str) -> Optional[str]:
+    if block_type in ANTHROPIC_INPUT_BLOCKS:
+        return None
+    if block_type in ("image", "document"):
+        return ("%s blocks are not supported: the backend CLIs take text only; send the %s's "
+                "content as a text block" % (block_type, block_type))
+    return "expected one of %s, got %r" % (", ".join(ANTHROPIC_INPUT_BLOCKS), block_type[:40])
+
+
+def _blocks_complete(content: object) -> Problem:
+    """Each block has the fields its type needs (``text`` for a text block, ...)."""
+    if isinstance(content, str):
+        return None
+    for index, block in enumerate(content):
+        for name in _BLOCK_NEEDS.get(block["type"], ()):
+            if name not in block:
+                return ("[%d].%s" % (index, name),
+                        "field required (a %s block has %s)" % (block["type"], name))
+    return None
+
+
+AnthropicInputBlock = Obj(
+    Field("type", String(), required=True, check=_input_block_type,
+          description="text; tool_use and tool_result (rendered as text in the transcript); "
+                      "thinking and redacted_thinking (dropped). image and document are "
+                      "refused.", example="text"),
+    Field("text", String(), description="text: the text."),
+    Field("id", String(), description="tool_use: the call's id."),
+    Field("name", String(), description="tool_use: the tool's name."),
+    Field("input", Any(), description="tool_use: the tool's input."),
+    Field("tool_use_id", String(), description="tool_result: the id of the call it answers."),
+    Field("content", OneOf(String(), Array(AnthropicTextBlock)),
+          description="tool_result: its output, a string or text blocks."),
+    Field("is_error", Boolean(), description="tool_result: the tool failed."),
+    name="AnthropicInputBlock",
+    description="A content block of a request message. Other fields (cache_control, "
+                "thinking, signature, data, citations, ...) are ignored.",
+)
+
 AnthropicMessage = Obj(
-    Field("role", String(enum=("user", "assistant")), required=True),
-    Field("content", OneOf(String(), Array(AnthropicTextBlock)), required=True,
-          description="A string or an array of text blocks."),
+    Field("role", String(enum=("user", "assistant", "system")), required=True,
+          description="system messages, anywhere in the list, join the system prompt."),
+    Field("content", OneOf(String(), Array(AnthropicInputBlock)), required=True,
+          check=_blocks_complete, description="A string or an array of content blocks."),
     name="AnthropicMessage",
 )
 
@@ -121,8 +178,24 @@ MessagesRequest = Obj(
     Field("temperature", Number(), description="Accepted and ignored."),
     Field("top_p", Number(), description="Accepted and ignored."),
     Field("top_k", Integer(minimum=0), description="Accepted and ignored."),
+    Field("tools", Array(Obj(
+        Field("name", String(), required=True),
+        Field("description", String()),
+        Field("input_schema", Map(Any()), description="The JSON Schema of the tool's input."),
+        Field("type", String(), description="Server tools (web_search_..., bash_...) say "
+                                            "their type; they are ignored."),
+        name="AnthropicTool")),
+          description="Ignored (the agent uses its own tools) unless tool_choice forces one."),
+    Field("tool_choice", Obj(
+        Field("type", String(enum=("auto", "any", "tool", "none")), required=True),
+        Field("name", String(), description="type tool: the tool's name."),
+        Field("disable_parallel_tool_use", Boolean(), description="Accepted and ignored."),
+        name="AnthropicToolChoice"),
+          description="Structured output: type tool (or any, with one tool) makes the reply "
+                      "one tool_use block of that tool whose input is the backend's JSON "
+                      "answer, valid against the tool's input_schema. auto, none: ignored."),
     name="MessagesRequest",
-    description="Anthropic Messages request. Fields not listed here (tools, thinking, ...) are "
+    description="Anthropic Messages request. Fields not listed here (thinking, ...) are "
                 "ignored.",
     example={"model": "claude", "max_tokens": 1024,
              "messages": [{"role": "user", "content": "Hello!"}]},
@@ -136,13 +209,13 @@ CountTokensRequest = Obj(
 
 # --- Responses (documentation only) --------------------------------------------------------
 
-_INT = Integer(minimum=0)
+TOKEN_COUNT = Integer(minimum=0)             # a count of tokens (or of anything)
 
 TokenUsage = Obj(
-    Field("input_tokens", _INT, required=True),
-    Field("output_tokens", _INT, required=True),
-    Field("cached_tokens", _INT),
-    Field("reasoning_tokens", _INT),
+    Field("input_tokens", TOKEN_COUNT, required=True),
+    Field("output_tokens", TOKEN_COUNT, required=True),
+    Field("cached_tokens", TOKEN_COUNT),
+    Field("reasoning_tokens", TOKEN_COUNT),
     name="TokenUsage",
 )
 
@@ -150,7 +223,7 @@ _RUN_RESULT_FIELDS = (
     Field("backend", String(), required=True),
     Field("exit_code", Integer(), required=True,
           description="The CLI's exit status; -1 when it was killed (timeout, cancel)."),
-    Field("duration_ms", _INT, required=True),
+    Field("duration_ms", TOKEN_COUNT, required=True),
     Field("output", String(), required=True,
           description="The reply (or, for a dry run, the command); \"\" when there is none."),
     Field("error", String(), required=True, description="Why the run failed; \"\" on success."),
@@ -175,13 +248,13 @@ TaskResult = Obj(
 )
 
 ParallelResponse = Obj(
-    Field("total_tasks", _INT, required=True),
-    Field("completed", _INT, required=True),
-    Field("failed", _INT, required=True),
-    Field("cancelled", _INT, required=True,
+    Field("total_tasks", TOKEN_COUNT, required=True),
+    Field("completed", TOKEN_COUNT, required=True),
+    Field("failed", TOKEN_COUNT, required=True),
+    Field("cancelled", TOKEN_COUNT, required=True,
           description="Tasks stopped or never started (fail_fast, client gone); completed + "
                       "failed + cancelled = total_tasks."),
-    Field("total_duration_ms", _INT, required=True),
+    Field("total_duration_ms", TOKEN_COUNT, required=True),
     Field("results", Array(TaskResult), required=True, description="In request order."),
     name="ParallelResponse",
     example={"total_tasks": 2, "completed": 2, "failed": 0, "cancelled": 0,
@@ -200,11 +273,11 @@ ChainStepResult = Obj(
 )
 
 ChainResponse = Obj(
-    Field("total_steps", _INT, required=True),
-    Field("completed_steps", _INT, required=True),
-    Field("failed_step", _INT, required=True,
+    Field("total_steps", TOKEN_COUNT, required=True),
+    Field("completed_steps", TOKEN_COUNT, required=True),
+    Field("failed_step", TOKEN_COUNT, required=True,
           description="Number of the first failed step; 0 when none failed."),
-    Field("total_duration_ms", _INT, required=True),
+    Field("total_duration_ms", TOKEN_COUNT, required=True),
     Field("results", Array(ChainStepResult), required=True),
     name="ChainResponse",
     example={"total_steps": 2, "completed_steps": 2, "failed_step": 0,
@@ -225,7 +298,7 @@ CompareResult = Obj(
 CompareResponse = Obj(
     Field("prompt", String(), required=True),
     Field("backends", Array(String()), required=True),
-    Field("total_duration_ms", _INT, required=True),
+    Field("total_duration_ms", TOKEN_COUNT, required=True),
     Field("results", Array(CompareResult), required=True, description="In request order."),
     name="CompareResponse",
     example={"prompt": "explain this algorithm", "backends": ["claude", "codex"],
@@ -259,7 +332,7 @@ Session = Obj(
     Field("model", String()),
     Field("initial_prompt", String()),
     Field("status", String(enum=SESSION_STATUSES)),
-    Field("turn_count", _INT),
+    Field("turn_count", TOKEN_COUNT),
     Field("token_usage", TokenUsage),
     Field("tags", Array(String())),
     Field("title", String()),
@@ -282,10 +355,10 @@ SessionDetail = Obj(
 
 SessionsList = Obj(
     Field("sessions", Array(Session), required=True, description="Most recently used first."),
-    Field("total", _INT, required=True, description="Matching sessions before limit/offset."),
-    Field("limit", _INT, required=True,
+    Field("total", TOKEN_COUNT, required=True, description="Matching sessions before limit/offset."),
+    Field("limit", TOKEN_COUNT, required=True,
           description="The limit applied: the request's, else %d; 0 = none." % SESSIONS_LIMIT),
-    Field("offset", _INT, required=True),
+    Field("offset", TOKEN_COUNT, required=True),
     name="SessionsList",
 )
 
@@ -302,10 +375,10 @@ Health = Obj(
                       "unusable (HTTP 503)."),
     Field("version", String(), required=True),
     Field("uptime", String(), required=True, example="2m31s"),
-    Field("uptime_millis", _INT, required=True),
+    Field("uptime_millis", TOKEN_COUNT, required=True),
     Field("backends", Array(BackendStatus), required=True),
     Field("session_store", Obj(Field("available", Boolean(), required=True),
-                               Field("session_count", _INT, required=True),
+                               Field("session_count", TOKEN_COUNT, required=True),
                                Field("error", String(), required=True,
                                      description="Why the store cannot be used; \"\" when "
                                                  "it can."),
@@ -359,18 +432,18 @@ AnthropicError = Obj(
 OpenAIChatCompletion = Obj(
     Field("id", String(), required=True),
     Field("object", String(enum=("chat.completion",)), required=True),
-    Field("created", _INT, required=True),
+    Field("created", TOKEN_COUNT, required=True),
     Field("model", String(), required=True),
     Field("choices", Array(Obj(
-        Field("index", _INT, required=True),
+        Field("index", TOKEN_COUNT, required=True),
         Field("message", Obj(Field("role", String(enum=("assistant",)), required=True),
                              Field("content", String(), required=True, nullable=True),
                              name="OpenAIAssistantMessage"), required=True),
         Field("finish_reason", String(enum=("stop", "length", "content_filter")), required=True),
         name="OpenAIChoice")), required=True),
-    Field("usage", Obj(Field("prompt_tokens", _INT, required=True),
-                       Field("completion_tokens", _INT, required=True),
-                       Field("total_tokens", _INT, required=True),
+    Field("usage", Obj(Field("prompt_tokens", TOKEN_COUNT, required=True),
+                       Field("completion_tokens", TOKEN_COUNT, required=True),
+                       Field("total_tokens", TOKEN_COUNT, required=True),
                        name="OpenAIUsage"), required=True),
     name="OpenAIChatCompletion",
     example={"id": "chatcmpl-0123456789abcdef", "object": "chat.completion",
@@ -383,7 +456,7 @@ OpenAIChatCompletion = Obj(
 OpenAIModel = Obj(
     Field("id", String(), required=True),
     Field("object", String(enum=("model",)), required=True),
-    Field("created", _INT, required=True),
+    Field("created", TOKEN_COUNT, required=True),
     Field("owned_by", String(), required=True),
     name="OpenAIModel",
     example={"id": "claude", "object": "model", "created": 1735689600, "owned_by": "anthropic"},
@@ -403,15 +476,24 @@ AnthropicMessageResponse = Obj(
     Field("id", String(), required=True),
     Field("type", String(enum=("message",)), required=True),
     Field("role", String(enum=("assistant",)), required=True),
-    Field("content", Array(AnthropicTextBlock), required=True),
+    Field("content", Array(Obj(
+        Field("type", String(enum=("text", "tool_use")), required=True),
+        Field("text", String(), description="text: the reply."),
+        Field("id", String(), description="tool_use: toolu_..."),
+        Field("name", String(), description="tool_use: the forced tool."),
+        Field("input", Any(), description="tool_use: the reply, valid against the tool's "
+                                          "input_schema."),
+        name="AnthropicContentBlock")), required=True,
+          description="One text block, or with a forced tool one tool_use block."),
     Field("model", String(), required=True),
-    Field("stop_reason", String(enum=("end_turn", "max_tokens", "stop_sequence", "refusal")),
+    Field("stop_reason", String(enum=("end_turn", "tool_use", "max_tokens", "stop_sequence",
+                                      "refusal")),
           required=True, nullable=True),
     Field("stop_sequence", String(), required=True, nullable=True),
-    Field("usage", Obj(Field("input_tokens", _INT, required=True),
-                       Field("output_tokens", _INT, required=True),
-                       Field("cache_creation_input_tokens", _INT, nullable=True),
-                       Field("cache_read_input_tokens", _INT, nullable=True),
+    Field("usage", Obj(Field("input_tokens", TOKEN_COUNT, required=True),
+                       Field("output_tokens", TOKEN_COUNT, required=True),
+                       Field("cache_creation_input_tokens", TOKEN_COUNT, nullable=True),
+                       Field("cache_read_input_tokens", TOKEN_COUNT, nullable=True),
                        name="AnthropicUsage"), required=True),
     name="AnthropicMessageResponse",
     example={"id": "msg_0123456789abcdef", "type": "message", "role": "assistant",
@@ -421,7 +503,7 @@ AnthropicMessageResponse = Obj(
 )
 
 CountTokensResponse = Obj(
-    Field("input_tokens", _INT, required=True,
+    Field("input_tokens", TOKEN_COUNT, required=True,
           description="An estimate: the backends expose no tokenizer."),
     name="CountTokensResponse",
     example={"input_tokens": 12},

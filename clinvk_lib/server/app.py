@@ -16,6 +16,9 @@ Extension points for the layers above this one (``serve.build_app`` wires them):
 - ``App.response_hooks``: callables ``hook(ctx, headers)`` that may append ``(name, value)``
   pairs to every response, errors and streams included (CORS headers).
 - ``App.error_styles.register``: how an API style renders errors.
+
+A route whose Operation has ``starts_runs`` answers a retry carrying the same
+``Idempotency-Key`` with the first request's answer (``App.idempotency``), never a second run.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from . import errors
 from .accesslog import AccessLog
 from .context import Context, Endpoint, new_request_id
 from .http import JSON_TYPE, Response
+from .idempotency import IdempotencyKeys
 from .openapi import Operation
 from .router import Router
 from .watcher import DisconnectWatcher
@@ -105,6 +109,8 @@ class App:
         self.response_hooks: List[Callable[[Context, List[Tuple[str, str]]], None]] = [
             echo_request_id]
         self.guards: Any = None                 # a guards.Guards once serve.build_app installs it
+        self.background: Any = None             # a background.BackgroundRuns, likewise
+        self.idempotency = IdempotencyKeys.from_config(cfg)
         self.watcher = DisconnectWatcher()
         self.started = time.monotonic()
         self.draining = False
@@ -141,6 +147,16 @@ class App:
                 if ctx.method == "OPTIONS":
                     return Response(204, headers=[("Allow", ", ".join(match.allow))])
                 raise errors.method_not_allowed(ctx.method, ctx.path, match.allow)
+            if ctx.endpoint.spec.starts_runs:
+                return self.idempotency.answer(ctx, self.call_handler)
+            return ctx.endpoint.handler(ctx)
+        except Exception as exc:  # noqa: BLE001 - every failure is answered
+            return self.error_response(ctx, exc)
+
+    def call_handler(self, ctx: Context) -> Any:
+        """The route handler's answer, a failure answered as an error response (so that an
+        idempotency key keeps failures as well)."""
+        try:
             return ctx.endpoint.handler(ctx)
         except Exception as exc:  # noqa: BLE001 - every failure is answered
             return self.error_response(ctx, exc)

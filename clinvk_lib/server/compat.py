@@ -1,14 +1,6 @@
-"""What the OpenAI- and Anthropic-compatible APIs share: which backend a model id names, how a
+"""What the OpenAI- and Anthropic-compatible APIs share: how a
 conversation becomes one prompt, sessions by header, token estimates, and running the backend
 (whole or as a stream of reply pieces) with failures as errors the SDKs raise.
-
-Model ids (``resolve_model``), in this order:
-- a backend name (``claude``, ``codex``, ``gemini``): that backend with its configured model;
-- ``backend/model-id`` (``claude/claude-sonnet-4-5``): that backend, ``model-id`` passed to
-  the CLI as its model;
-- a vendor model id, by prefix: ``claude-*`` -> claude, ``gpt-*``, ``o<digit>*`` (o3,
-  o4-mini) and ``codex-*`` -> codex, ``gemini-*`` -> gemini, the id passed to the CLI;
-- anything else, or a backend disabled in the configuration: 404 ``model_not_found``.
 
 The prompt (``render_prompt``): system (and OpenAI developer) messages, joined by a blank
 line, go to the backend's system prompt mechanism (claude ``--system-prompt``, codex
@@ -37,25 +29,25 @@ continues the session with only its newest user message as the prompt (the backe
 rest; a gemini system prompt is not repeated). ``X-Clinvk-Ephemeral: true`` runs without a
 session (and the reply has no session header).
 
-A backend that runs and fails is not a 200: it is a 502 carrying the backend's error text,
-a run over ``server.request_timeout_secs`` a 504; both with ``X-Should-Retry: false`` so the
-SDKs do not re-run a whole agent turn by themselves. In a stream that has started, the same
-error ends the stream in the API's error event.
+A backend that runs and fails is not a 200: it is a 424 carrying the backend's error text,
+and so is a run over ``server.request_timeout_secs`` (code ``timeout``); both also say
+``X-Should-Retry: false``. Not 502 / 504: clients retry those by themselves (the Vercel AI SDK
+ignores X-Should-Retry), and a retry is a second agent run. In a stream that has started, the
+same error ends the stream in the API's error event.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import time
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 from .. import events as ev
 from .. import execute
 from ..backends import base, options, parsing
-from ..config import Config
-from . import errors
+from . import errors, structured
+from .models import resolve_model
 from .context import Context
 from .http import close_iterator
 
@@ -63,68 +55,11 @@ SESSION_HEADER = "X-Clinvk-Session-Id"
 EPHEMERAL_HEADER = "X-Clinvk-Ephemeral"
 # A non-standard header both official SDKs obey before their own retry rules.
 NO_RETRY = ("X-Should-Retry", "false")
-
-_VENDOR_PREFIXES = (("claude-", "claude"), ("gpt-", "codex"), ("codex-", "codex"),
-                    ("gemini-", "gemini"))
-_OPENAI_REASONING_MODEL = re.compile(r"o[0-9]")           # o1, o3-mini, o4-mini, ...
-
-
-# -- models --------------------------------------------------------------------------------------
-
-
-def resolve_model(model: str, cfg: Config) -> Tuple[str, str]:
-    """(backend name, model for the CLI: "" = the configured one) for a request's ``model``;
-    a 404 ``model_not_found`` ApiError when no enabled backend serves it."""
-    names = base.NAMES
-    backend, cli_model = "", ""
-    if model in names:
-        backend = model
-    elif "/" in model:
-        prefix, _, rest = model.partition("/")
-        if prefix in names and rest:
-            backend, cli_model = prefix, rest
-    else:
-        lowered = model.lower()
-        for prefix, name in _VENDOR_PREFIXES:
-            if lowered.startswith(prefix):
-                backend = name
-        if _OPENAI_REASONING_MODEL.match(lowered):
-            backend = "codex"
-        cli_model = model
-    if not backend:
-        raise model_not_found(model, "use a backend name (%s), backend/model-id "
-                                     "(claude/claude-sonnet-4-5), or a model id starting with "
-                                     "claude-, gpt-, o<digit>, codex- or gemini-"
-                              % ", ".join(names))
-    if not cfg.backend_enabled(backend):
-        raise model_not_found(model, "its backend %r is disabled in the configuration "
-                                     "(backends.%s.enabled: false)" % (backend, backend))
-    return backend, cli_model
-
-
-def model_not_found(model: str, hint: str) -> errors.ApiError:
-    return errors.ApiError(404, "model_not_found", "model %r not found: %s"
-                           % (model[:100], hint), field="model")
-
-
-def listed_models(cfg: Config) -> List[Tuple[str, str]]:
-    """(model id, backend) of every enabled backend, followed by ``backend/model`` when
-    ``backends.<name>.model`` is configured."""
-    out: List[Tuple[str, str]] = []
-    for name in base.NAMES:
-        if not cfg.backend_enabled(name):
-            continue
-        out.append((name, name))
-        configured = cfg.get("backends.%s.model" % name)
-        if configured:
-            out.append(("%s/%s" % (name, configured), name))
-    return out
-
-
-def vendor(backend: str) -> str:
-    """Who makes the backend's models (OpenAI's ``owned_by``): anthropic, openai, google."""
-    return base.get(backend).vendor
-
+# A run that failed or timed out: 424 Failed Dependency (RFC 4918 11.4), "the method could not
+# be performed because the requested action depended on another action and that action
+# failed". Clients retry 408, 409, 429 and every 5xx by themselves (the Vercel AI SDK's
+# APICallError.isRetryable, the official SDKs), and a retry is a whole second agent run.
+FAILED_RUN_STATUS = 424
 
 # -- the conversation ----------------------------------------------------------------------------
 
@@ -222,12 +157,14 @@ def created_now() -> int:
 
 
 class Run:
-    """A compat request, prepared: the backend run, and the text it sends (the prompt and a
-    system prompt) for token estimates."""
+    """A compat request, prepared: the backend run, the text it sends (the prompt and a
+    system prompt) for token estimates, and the structured output the client asked for
+    (None: plain text)."""
 
-    def __init__(self, prepared: execute.Prepared, sent: str) -> None:
+    def __init__(self, prepared: execute.Prepared, sent: str, output: Any = None) -> None:
         self.prepared = prepared
         self.sent = sent
+        self.output = output
 
     @property
     def backend(self) -> str:
@@ -235,13 +172,20 @@ class Run:
 
 
 def prepare(ctx: Context, api: str, model: str, conv: Conversation, stream: bool,
-            metadata: Optional[Dict[str, str]] = None) -> Run:
+            metadata: Optional[Dict[str, str]] = None, session_id: Optional[str] = None,
+            ephemeral: Optional[bool] = None, output: Any = None) -> Run:
     """Resolve the model, check the conversation, build the prompt and prepare the run:
-    a new session, or the one named by the X-Clinvk-Session-Id request header."""
+    a new session, or the one named by ``session_id`` (default: the X-Clinvk-Session-Id
+    request header). ``ephemeral`` None reads the X-Clinvk-Ephemeral header. ``output`` is
+    the structured output asked for (None: plain text)."""
     backend_name, cli_model = resolve_model(model, ctx.app.cfg)
     check_conversation(conv)
     backend = base.get(backend_name)
-    session_id = ctx.headers.get(SESSION_HEADER, "").strip()
+    structured.check_backend(output, backend)
+    if session_id is None:
+        session_id = ctx.headers.get(SESSION_HEADER, "").strip()
+    if ephemeral is None:
+        ephemeral = _is_true(ctx.headers.get(EPHEMERAL_HEADER, ""))
     native_system = honours_system_prompt(backend)
     if session_id:
         prompt = conv.turns[-1].text
@@ -250,9 +194,10 @@ def prepare(ctx: Context, api: str, model: str, conv: Conversation, stream: bool
     system = conv.system if native_system else ""
     request = execute.Request(
         backend=backend_name, prompt=prompt, model=cli_model, system_prompt=system,
-        session_id=session_id, ephemeral=_is_true(ctx.headers.get(EPHEMERAL_HEADER, "")),
-        dry_run=False, metadata=metadata, tags=[api])
-    return Run(ctx.prepare(request, stream=stream), prompt + system)
+        session_id=session_id, ephemeral=ephemeral,
+        dry_run=False, metadata=metadata, tags=[api],
+        output_schema=output.schema if output is not None else None)
+    return Run(ctx.prepare(request, stream=stream), prompt + system, output)
 
 
 def _is_true(value: str) -> bool:
@@ -270,25 +215,90 @@ class Reply(NamedTuple):
 
 
 def complete(ctx: Context, run: Run) -> Reply:
-    """Run to completion. A failed run raises a 502 (504 on timeout) ApiError."""
+    """Run to completion. A failed run raises a 424 ApiError (``backend_failed``), as does a
+    run over the request timeout (``timeout``): neither is a gateway error a retry could fix.
+
+    With structured output (``run.output``) the reply is the JSON text, checked against the
+    schema (``structured.reply_json``); a backend that takes the schema in its prompt gets
+    one corrective turn in the same session, and a reply that still does not match fails
+    as a failed run does, naming the first schema error."""
+    outcome = _finished(ctx, run.prepared)
+    result = outcome.result
+    if run.output is None:
+        return Reply(result.text, counted_usage(result.usage, run.sent, result.text),
+                     outcome.session_id)
+    text, problem = _structured_reply(run.output, result)
+    usage = result.usage
+    if problem and _correctable(run, outcome.session_id):
+        again = _finished(ctx, _correction(ctx, run, outcome.session_id, problem,
+                                           stream=False)).result
+        usage = _added(usage, again.usage)
+        text, problem = _structured_reply(run.output, again)
+    if problem:
+        raise backend_failed(run.backend, problem, outcome.session_id)
+    return Reply(text, counted_usage(usage, run.sent, text), outcome.session_id)
+
+
+def _finished(ctx: Context, prepared: execute.Prepared) -> execute.Outcome:
+    """The outcome of a run that succeeded; the ApiError of one that did not."""
     try:
-        outcome = ctx.run(run.prepared)
+        outcome = ctx.run(prepared)
     except errors.ApiError as err:
         if err.status == 504:
-            err.headers.update(dict([NO_RETRY] + session_headers(err.extra.get("session_id",
-                                                                               ""))))
+            raise errors.ApiError(FAILED_RUN_STATUS, err.code, err.message, headers=dict(
+                [NO_RETRY] + session_headers(err.extra.get("session_id", "")))) from None
         raise
     result = outcome.result
     if not result.ok:
-        raise backend_failed(run.backend, result.error or parsing.failure_message(
-            run.backend, result.exit_code, ""), outcome.session_id)
-    return Reply(result.text, counted_usage(result.usage, run.sent, result.text),
-                 outcome.session_id)
+        raise backend_failed(prepared.backend.name, result.error or parsing.failure_message(
+            prepared.backend.name, result.exit_code, ""), outcome.session_id)
+    return outcome
+
+
+def _structured_reply(output: structured.OutputSpec, result: parsing.Result
+                      ) -> Tuple[str, str]:
+    return structured.reply_json(output, answer_text(result.events), result.structured)
+
+
+def answer_text(events: Iterable[ev.Event]) -> str:
+    """The reply text after the last tool call: an agent may narrate its work before its
+    answer, and only the answer is held to an output schema."""
+    reading = _Reading("")
+    for event in events:
+        reading.add(event)
+    return reading.answer.text
+
+
+def _correctable(run: Run, session_id: str) -> bool:
+    """Whether an invalid structured reply gets one more turn: the backend only read the
+    schema in its prompt, and the run has a session to continue."""
+    return bool(run.output is not None and session_id
+                and run.prepared.backend.output_schema_route(run.output.schema)
+                == options.SCHEMA_IN_PROMPT)
+
+
+def _correction(ctx: Context, run: Run, session_id: str, problem: str,
+                stream: bool) -> execute.Prepared:
+    """The follow-up turn, in session ``session_id``, that says what was wrong with the
+    reply and asks again (the backend adds the schema to the prompt as before)."""
+    first = run.prepared.request
+    return ctx.prepare(execute.Request(
+        backend=first.backend, prompt=structured.correction_prompt(problem), model=first.model,
+        system_prompt=first.system_prompt, session_id=session_id, dry_run=False,
+        tags=first.tags, output_schema=first.output_schema), stream=stream)
+
+
+def _added(a: ev.Usage, b: ev.Usage) -> ev.Usage:
+    cost = None if a.cost_usd is None and b.cost_usd is None else \
+        (a.cost_usd or 0.0) + (b.cost_usd or 0.0)
+    return ev.Usage(a.input_tokens + b.input_tokens, a.output_tokens + b.output_tokens,
+                    a.cached_tokens + b.cached_tokens, a.reasoning_tokens + b.reasoning_tokens,
+                    cost)
 
 
 def backend_failed(backend: str, message: str, session_id: str = "") -> errors.ApiError:
-    """502: the backend CLI ran and failed; the message is its own error text."""
-    return errors.ApiError(502, "backend_failed", "the %s backend failed: %s"
+    """424: the backend CLI ran and failed; the message is its own error text."""
+    return errors.ApiError(FAILED_RUN_STATUS, "backend_failed", "the %s backend failed: %s"
                            % (backend, message),
                            headers=dict([NO_RETRY] + session_headers(session_id)))
 
@@ -314,18 +324,23 @@ def stream(ctx: Context, run: Run) -> Tuple[str, Iterator[Any]]:
     its first event awaited, for the session id the response header needs (and a failure
     to start is an HTTP error). A continued session is known already: its run starts with
     the stream, because the session's lock must be taken and released by the one thread
-    that writes the stream.
+    that writes the stream. Structured output (``run.output``) is checked and corrected as
+    by ``complete``, and comes as one Delta at the end (``reply_pieces``).
     """
     def describe(exc: BaseException) -> errors.ApiError:
         return ctx.app.error_for(ctx, exc)
     events = ctx.stream(run.prepared)
     p = run.prepared
     if p.session is not None or p.request.ephemeral:
-        return (p.session.id if p.session else ""), reply_pieces(events, run.backend, run.sent,
-                                                                 describe)
-    first = next(events)
-    return first.session_id, reply_pieces(_chain(first, events), run.backend, run.sent,
-                                          describe)
+        session_id = p.session.id if p.session else ""
+    else:
+        first = next(events)
+        session_id, events = first.session_id, _chain(first, events)
+
+    def correct(problem: str) -> Iterator[ev.Event]:
+        return ctx.stream(_correction(ctx, run, session_id, problem, stream=True))
+    return session_id, reply_pieces(events, run.backend, run.sent, describe, run.output,
+                                    correct if _correctable(run, session_id) else None)
 
 
 def _chain(first: ev.Event, rest: Iterator[ev.Event]) -> Iterator[ev.Event]:
@@ -338,36 +353,106 @@ def _chain(first: ev.Event, rest: Iterator[ev.Event]) -> Iterator[ev.Event]:
 
 
 def reply_pieces(events: Iterator[ev.Event], backend: str, sent: str,
-                 describe: Callable[[BaseException], errors.ApiError]) -> Iterator[Any]:
+                 describe: Callable[[BaseException], errors.ApiError],
+                 output: Optional[structured.OutputSpec] = None,
+                 correct: Optional[Callable[[str], Iterator[ev.Event]]] = None
+                 ) -> Iterator[Any]:
     """Delta pieces of ``backend``'s reply as it produces them (text sent both as deltas and
     whole is sent once: ``events.ReplyText``), then Finished (usage estimated from ``sent``
     and the reply when none was reported), or Failed at the first fatal error (the events
     after it are still read, so the session records the turn). ``describe`` turns an
-    exception of the event source into the ApiError to report."""
-    reply = ev.ReplyText()
-    failure: Optional[errors.ApiError] = None
-    usage, exit_code = ev.Usage(), 0
+    exception of the event source into the ApiError to report.
+
+    With structured output (``output``) the text is held back, because partial JSON from an
+    agent that may also narrate is of no use: the JSON text comes as one Delta once it is
+    checked. When it does not match and ``correct`` is given, ``correct(problem)`` gives the
+    events of one follow-up run whose reply is checked instead."""
+    reading = _Reading(backend)
+    pieces = reading.pieces(events, describe)
     try:
-        for event in events:
-            if event.type == ev.ERROR and event.content.get("fatal", True):
-                failure = failure or _stream_failure(backend, event)
-            elif event.type == ev.DONE:
-                usage = ev.Usage.from_dict(event.content.get("usage"))
-                exit_code = event.content.get("exit_code") or 0
-            elif failure is None:
-                piece = reply.add(event)
-                if piece:
-                    yield Delta(piece)
-    except Exception as exc:  # noqa: BLE001 - a broken event source still ends the stream
-        failure = failure or describe(exc)
+        for piece in pieces:
+            if output is None:
+                yield Delta(piece)
     finally:
-        close_iterator(events)
-    if failure is None and exit_code != 0:
-        failure = backend_failed(backend, parsing.failure_message(backend, exit_code, ""))
-    if failure is not None:
-        yield Failed(failure)
+        close_iterator(pieces)
+    if reading.failure is not None:
+        yield Failed(reading.failure)
+    elif output is None:
+        yield Finished(reading.reply.text, counted_usage(reading.usage, sent,
+                                                         reading.reply.text))
     else:
-        yield Finished(reply.text, counted_usage(usage, sent, reply.text))
+        for piece in _structured_end(reading, sent, describe, output, correct):
+            yield piece
+
+
+class _Reading:
+    """One run's events read as a reply: its text (``reply``), the text after its last tool
+    call (``answer``), the value reported apart (``structured``), ``usage`` and the first
+    ``failure`` (an ApiError; None while there is none)."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.reply = ev.ReplyText()
+        self.answer = ev.ReplyText()
+        self.structured: Any = None
+        self.usage = ev.Usage()
+        self.failure: Optional[errors.ApiError] = None
+
+    def pieces(self, events: Iterator[ev.Event],
+               describe: Callable[[BaseException], errors.ApiError]) -> Iterator[str]:
+        """Read ``events`` to their end (and close them), yielding each piece of reply text
+        until a failure is seen."""
+        exit_code = 0
+        try:
+            for event in events:
+                if event.type == ev.ERROR and event.content.get("fatal", True):
+                    self.failure = self.failure or _stream_failure(self.backend, event)
+                elif event.type == ev.DONE:
+                    self.usage = ev.Usage.from_dict(event.content.get("usage"))
+                    self.structured = event.content.get("structured_output")
+                    exit_code = event.content.get("exit_code") or 0
+                elif self.failure is None:
+                    piece = self.add(event)
+                    if piece:
+                        yield piece
+        except Exception as exc:  # noqa: BLE001 - a broken event source still ends the stream
+            self.failure = self.failure or describe(exc)
+        finally:
+            close_iterator(events)
+        if self.failure is None and exit_code != 0:
+            self.failure = backend_failed(self.backend, parsing.failure_message(
+                self.backend, exit_code, ""))
+
+    def add(self, event: ev.Event) -> str:
+        """Take one text or tool event; the piece of reply text it adds ("" for none)."""
+        if event.type in (ev.TOOL_USE, ev.TOOL_RESULT):
+            self.answer = ev.ReplyText()
+        self.answer.add(event)
+        return self.reply.add(event)
+
+
+def _structured_end(reading: _Reading, sent: str,
+                    describe: Callable[[BaseException], errors.ApiError],
+                    output: structured.OutputSpec,
+                    correct: Optional[Callable[[str], Iterator[ev.Event]]]) -> List[Any]:
+    """The last pieces of a structured reply: the JSON text as one Delta and Finished, or
+    Failed naming the first schema error (after the one correction ``correct`` allows)."""
+    text, problem = structured.reply_json(output, reading.answer.text, reading.structured)
+    usage = reading.usage
+    if problem and correct is not None:
+        again = _Reading(reading.backend)
+        try:
+            for _ in again.pieces(correct(problem), describe):
+                pass
+        except Exception as exc:  # noqa: BLE001 - the follow-up could not start
+            again.failure = describe(exc)
+        if again.failure is not None:
+            return [Failed(again.failure)]
+        usage = _added(usage, again.usage)
+        text, problem = structured.reply_json(output, again.answer.text, again.structured)
+    if problem:
+        return [Failed(backend_failed(reading.backend, problem))]
+    return [Delta(text), Finished(text, counted_usage(usage, sent, text))]
 
 
 def _stream_failure(backend: str, event: ev.Event) -> errors.ApiError:

@@ -250,8 +250,10 @@ def _curl(base_url: str, method: str, path: str, op: dict) -> str:
     if op.get("security") != []:
         lines.append('-H "X-Api-Key: $CLINVK_API_KEY"')
     media = op.get("requestBody", {}).get("content", {}).get("application/json")
-    if media:
+    if media or method in ("post", "put", "patch"):
+        # Even without a body: the cross-site guard refuses a POST that is not JSON.
         lines.append("-H 'Content-Type: application/json'")
+    if media:
         example = media.get("example", {})
         lines.append("-d " + shlex.quote(json.dumps(example, indent=2, ensure_ascii=False)))
     return " \\\n  ".join(lines)

@@ -49,12 +49,12 @@ from .ratelimit import RateLimiter, client_ip, parse_trusted, rate_key
 ALLOWED_REQUEST_HEADERS = frozenset((
     "accept", "accept-language", "content-language", "content-type", "authorization",
     "x-api-key", "x-request-id", "x-clinvk-session-id", "x-clinvk-ephemeral", "anthropic-version",
-    "anthropic-beta",
+    "anthropic-beta", "idempotency-key",
     "anthropic-dangerous-direct-browser-access"))
 ALLOWED_REQUEST_HEADER_PREFIXES = ("x-stainless-",)
 # Response headers a browser page may read besides the CORS-safelisted ones.
 EXPOSED_HEADERS = ("X-Request-Id, X-Clinvk-Session-Id, Retry-After, RateLimit-Limit, "
-                   "RateLimit-Remaining")
+                   "RateLimit-Remaining, Idempotent-Replayed")
 
 
 # -- API keys on the request -------------------------------------------------------------------

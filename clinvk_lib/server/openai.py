@@ -2,16 +2,21 @@
 and the tools built on them work with ``base_url=http://HOST:PORT/openai/v1``.
 
 What a request may carry and what happens to it:
-- ``model`` picks the backend (``compat.resolve_model``); the reply echoes it.
+- ``model`` picks the backend (``models.resolve_model``); the reply echoes it.
 - ``messages`` become one prompt (``compat.render_prompt``); content is a string, an array of
   text parts (other part types are a 400 naming the part) or null.
 - ``stream`` / ``stream_options.include_usage`` are honoured; ``n`` must be 1.
 - ``metadata`` is stored with the clinvk session.
+- ``response_format`` ``json_schema`` / ``json_object`` asks for structured output
+  (``structured.from_chat``): the reply's content is the JSON text, checked against the
+  schema (a reply that does not match is a failed run), so the SDKs' ``parse()`` helpers
+  fill ``message.parsed``; streamed, it comes as one content chunk at the end. ``text``: as
+  when absent.
 - Accepted and ignored (no backend CLI has a flag for them): ``max_tokens``,
-  ``max_completion_tokens``, ``stop``, ``temperature``, ``top_p``, ``user``,
-  ``response_format``, and every other field (``tools``, ``tool_choice``, ``seed``,
-  ``logit_bias``, ``presence_penalty``, ...). The agent uses its own tools; the reply never
-  holds ``tool_calls``, and ``finish_reason`` is ``stop``.
+  ``max_completion_tokens``, ``stop``, ``temperature``, ``top_p``, ``user``, and every other
+  field (``tools``, ``tool_choice``, ``seed``, ``logit_bias``, ``presence_penalty``, ...).
+  The agent uses its own tools; the reply never holds ``tool_calls``, and ``finish_reason``
+  is ``stop``.
 Errors have OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
 """
 
@@ -21,7 +26,7 @@ import time
 from typing import Any, Dict, Iterator, List, Optional
 
 from .. import events as ev
-from . import compat, errors, openapi, sse
+from . import compat, errors, models, openapi, sse, structured
 from .app import App
 from .context import Context
 from .http import Response, close_iterator, json_response
@@ -31,7 +36,10 @@ from .openapi import OPENAI
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                 403: "permission_error", 404: "invalid_request_error",
                 409: "invalid_request_error", 413: "invalid_request_error",
-                415: "invalid_request_error", 429: "rate_limit_error"}
+                415: "invalid_request_error", 422: "invalid_request_error",
+                429: "rate_limit_error",
+                # A backend run that failed (compat.FAILED_RUN_STATUS): the server's side.
+                424: "server_error"}
 
 
 def error_body(err: errors.ApiError) -> Dict[str, Any]:
@@ -61,7 +69,7 @@ def register(app: App) -> None:
 
 def model_entry(model_id: str, backend: str, created: int) -> Dict[str, Any]:
     return {"id": model_id, "object": "model", "created": created,
-            "owned_by": compat.vendor(backend)}
+            "owned_by": models.vendor(backend)}
 
 
 def _started(ctx: Context) -> int:
@@ -73,13 +81,13 @@ def list_models(ctx: Context) -> Response:
     created = _started(ctx)
     return json_response({"object": "list", "data": [
         model_entry(model_id, backend, created)
-        for model_id, backend in compat.listed_models(ctx.app.cfg)]})
+        for model_id, backend in models.listed_models(ctx.app.cfg)]})
 
 
 def get_model(ctx: Context) -> Response:
     """Any id a chat completion accepts, listed or not; 404 ``model_not_found`` otherwise."""
     model_id = ctx.params.get("id") or "%s/%s" % (ctx.params["backend"], ctx.params["model"])
-    backend, _ = compat.resolve_model(model_id, ctx.app.cfg)
+    backend, _ = models.resolve_model(model_id, ctx.app.cfg)
     return json_response(model_entry(model_id, backend, _started(ctx)))
 
 
@@ -105,7 +113,8 @@ def conversation(messages: List[Dict[str, Any]]) -> compat.Conversation:
 def chat_completions(ctx: Context) -> Any:
     body = ctx.json_body()
     run = compat.prepare(ctx, "openai", body["model"], conversation(body["messages"]),
-                         stream=body["stream"], metadata=body.get("metadata"))
+                         stream=body["stream"], metadata=body.get("metadata"),
+                         output=structured.from_chat(body))
     completion_id = compat.new_id("chatcmpl-")
     created = compat.created_now()
     if not body["stream"]:

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 from .. import __version__, shapes
 from ..schema import Field, Node, Obj, to_json_schema
 from . import api_shapes as api
+from . import responses_shapes as rs
 
 NATIVE = "Native API"
 OPENAI = "OpenAI Compatible"
@@ -22,7 +23,8 @@ SSE = "text/event-stream"
 TAG_DESCRIPTIONS = {
     NATIVE: "Every clinvk feature with explicit backend selection; NDJSON streaming of "
             "unified events.",
-    OPENAI: "Chat Completions for OpenAI SDKs and tools (base URL .../openai/v1).",
+    OPENAI: "Chat Completions and Responses for OpenAI SDKs and tools (base URL "
+            ".../openai/v1).",
     ANTHROPIC: "Messages for Anthropic SDKs and tools (base URL .../anthropic).",
     META: "Health, metrics and this documentation.",
 }
@@ -37,22 +39,28 @@ _STREAM_NOTES = {NDJSON: "an NDJSON stream of unified events (one per line) when
 
 _ERROR_NOTES = {
     400: "Unparsable JSON, a body that is not an object, or a field that is missing, of the "
-         "wrong type or out of range (the message names it)",
+         "wrong type or out of range (the message names it); a malformed Idempotency-Key",
     401: "Missing or invalid API key",
     403: "Refused: a request a browser sent for a page on another origin (an Origin not in "
          "server.cors_allowed_origins, or Sec-Fetch-Site cross-site or same-site), a refused "
          "CORS preflight, or a non-loopback Host on a loopback bind",
     404: "Not found (a session of another API key is not found either)",
     409: "The session is busy: another turn still holds it after "
-         "server.session_busy_wait_secs; or it cannot be resumed",
+         "server.session_busy_wait_secs; or it cannot be resumed; or the first request with "
+         "the same Idempotency-Key was cancelled, or its answer was too large to keep (it is "
+         "not run again: send a new key)",
     413: "Request body over server.max_request_body_bytes",
     415: "Content-Type is missing or not application/json (or application/*+json)",
+    422: "The Idempotency-Key was used for a different request (method, path, body) within "
+         "server.idempotency_window_secs",
+    424: "The backend CLI ran and failed, or ran over server.request_timeout_secs and was "
+         "killed; the message carries its error. Not a 502/504: clients retry those by "
+         "themselves, and a retry is a second agent run (X-Should-Retry: false as well)",
     429: "Rate limited; retry after Retry-After seconds",
     500: "Internal error",
-    502: "The backend CLI ran and failed; the message carries its error (with "
-         "X-Should-Retry: false, so the SDKs do not re-run the turn)",
-    503: "Backend CLI not installed, the server is at its concurrency limit, or the session "
-         "store cannot be written (session_store_unavailable)",
+    503: "Backend CLI not installed, the server is at its concurrency limit, the session "
+         "store cannot be written (session_store_unavailable), or every Idempotency-Key the "
+         "server holds is a request still running (idempotency_keys_full)",
     504: "The backend run exceeded server.request_timeout_secs",
 }
 
@@ -67,6 +75,16 @@ _RATE_HEADERS = dict(_RETRY_HEADERS, **{
 })
 _REQUEST_ID_HEADER = {"X-Request-Id": {"description": "The request's id, as in the access log.",
                                        "schema": {"type": "string"}}}
+_REPLAYED_HEADER = {"Idempotent-Replayed": {
+    "description": "true when this is the kept answer to an earlier request with the same "
+                   "Idempotency-Key (no backend ran for this one).",
+    "schema": {"type": "string", "enum": ["true"]}}}
+_IDEMPOTENCY_KEY_PARAM = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "maxLength": 255, "pattern": "^[!-~]{1,255}$"},
+    "description": "Makes retries safe: a later request with the same key (and the same "
+                   "method, path and body) within server.idempotency_window_secs gets this "
+                   "request's answer, waiting for it while it runs, and starts no run."}
 
 
 class Operation(NamedTuple):
@@ -75,6 +93,9 @@ class Operation(NamedTuple):
     ``params`` declares path and query parameters: a field whose name appears as ``{name}`` in
     ``path`` is a path parameter, any other a query parameter. ``response`` is the 200 body's
     schema (``None``: a free-form object for JSON, a string for other media types).
+    ``starts_runs``: the operation may start backend runs, so the App answers a retry carrying
+    the same ``Idempotency-Key`` with the first answer instead of running again
+    (``idempotency``).
     """
 
     method: str
@@ -90,19 +111,23 @@ class Operation(NamedTuple):
     media_type: str = "application/json"
     public: bool = False
     description: str = ""
+    starts_runs: bool = False
 
 
 _EVERY_ROUTE = (403,)                           # the cross-site refusal guards every route
 _BODY = (400, 401, 413, 415, 429)               # every route with a JSON body
 _RUN = (503, 504)                               # every route that runs a backend
-_COMPAT = (400, 401, 404, 409, 413, 415, 429, 500, 502, 503, 504)
+_COMPAT = (400, 401, 404, 409, 413, 415, 424, 429, 500, 503)
+# What an Idempotency-Key adds: a malformed key, one whose first answer is lost, one used for
+# another request, and a key table full of requests still running.
+_IDEMPOTENT = (400, 409, 422, 503)
 _SCOPED = (" With API keys, only the sessions the caller's key created are seen (every session "
            "for a key in server.admin_api_keys).")
 
 DEFAULT_ROUTES: Tuple[Operation, ...] = (
     Operation("POST", "/api/v1/prompt", "executePrompt", NATIVE, "Execute a prompt",
               request=shapes.PromptRequest, response=api.PromptResponse,
-              errors=_BODY + (404, 409) + _RUN, streaming=(NDJSON,),
+              errors=_BODY + (404, 409) + _RUN, streaming=(NDJSON,), starts_runs=True,
               description="Runs one prompt. Unless ephemeral, creates a session (or continues "
                           "session_id, an id or unique prefix; 404 if the caller has no such "
                           "session, 409 if another turn holds it past "
@@ -110,13 +135,16 @@ DEFAULT_ROUTES: Tuple[Operation, ...] = (
                           "with exit_code and error."),
     Operation("POST", "/api/v1/parallel", "executeParallel", NATIVE, "Execute parallel tasks",
               request=shapes.ParallelRequest, response=api.ParallelResponse, errors=_BODY + _RUN,
+              starts_runs=True,
               description="Runs the tasks concurrently (always ephemeral)."),
     Operation("POST", "/api/v1/chain", "executeChain", NATIVE, "Execute a chain of steps",
               request=shapes.ChainRequest, response=api.ChainResponse, errors=_BODY + _RUN,
+              starts_runs=True,
               description="Runs the steps in order, replacing {{previous}} with the previous "
                           "step's output (always ephemeral)."),
     Operation("POST", "/api/v1/compare", "executeCompare", NATIVE, "Compare backends",
               request=shapes.CompareRequest, response=api.CompareResponse, errors=_BODY + _RUN,
+              starts_runs=True,
               description="Runs one prompt on several backends (always ephemeral)."),
     Operation("GET", "/api/v1/backends", "listBackends", NATIVE, "List backends",
               response=api.BackendsResponse, errors=(401, 429)),
@@ -141,13 +169,40 @@ DEFAULT_ROUTES: Tuple[Operation, ...] = (
               response=api.OpenAIModel, errors=(401, 404, 429), params=api.ModelPath),
     Operation("POST", "/openai/v1/chat/completions", "openaiChatCompletions", OPENAI,
               "Create a chat completion", request=api.ChatCompletionRequest,
-              response=api.OpenAIChatCompletion, errors=_COMPAT, streaming=(SSE,),
+              response=api.OpenAIChatCompletion, errors=_COMPAT, streaming=(SSE,), starts_runs=True,
               description="The reply carries X-Clinvk-Session-Id; send it back as a request header "
                           "to continue that session with only the newest user turn."),
+    Operation("POST", "/openai/v1/responses", "openaiCreateResponse", OPENAI,
+              "Create a response", request=rs.ResponsesRequest, response=rs.OpenAIResponse,
+              errors=_COMPAT, streaming=(SSE,), starts_runs=True,
+              description="One agent turn. previous_response_id continues the clinvk session "
+                          "of a stored response with only this request's input; store (default "
+                          "true) keeps the response for the caller's API key; background: true "
+                          "answers at once (in_progress) and runs in its run slot. The reply "
+                          "carries X-Clinvk-Session-Id."),
+    Operation("GET", "/openai/v1/responses/{id}", "openaiGetResponse", OPENAI,
+              "Get a stored response", response=rs.OpenAIResponse,
+              errors=(401, 404, 429, 503), params=rs.ResponsePath,
+              description="A response another API key created is not found either."),
+    Operation("DELETE", "/openai/v1/responses/{id}", "openaiDeleteResponse", OPENAI,
+              "Delete a stored response", response=rs.ResponseDeleted,
+              errors=(401, 404, 429, 503), params=rs.ResponsePath,
+              description="A background run of it is stopped."),
+    Operation("POST", "/openai/v1/responses/{id}/cancel", "openaiCancelResponse", OPENAI,
+              "Cancel a background response", response=rs.OpenAIResponse,
+              errors=(400, 401, 404, 409, 429, 503), params=rs.ResponsePath,
+              description="Stops the run; the response ends cancelled. 400 if it was not "
+                          "created with background: true or has already ended; 409 if another "
+                          "server process runs it."),
+    Operation("GET", "/openai/v1/responses/{id}/input_items", "openaiListInputItems", OPENAI,
+              "List a stored response's input items", response=rs.ResponseInputItemList,
+              errors=(400, 401, 404, 429, 503),
+              params=Obj(*rs.ResponsePath.fields, *rs.InputItemsQuery.fields,
+                         name="InputItemsParams")),
     Operation("POST", "/anthropic/v1/messages", "anthropicCreateMessage", ANTHROPIC,
               "Create a message", request=api.MessagesRequest,
               response=api.AnthropicMessageResponse,
-              errors=_COMPAT, streaming=(SSE,),
+              errors=_COMPAT, streaming=(SSE,), starts_runs=True,
               description="Also served at /anthropic/v1/v1/messages, the path the Anthropic SDK "
                           "requests when its base_url ends in /v1."),
     Operation("POST", "/anthropic/v1/messages/count_tokens", "anthropicCountTokens", ANTHROPIC,
@@ -215,6 +270,8 @@ def _operation(route: Operation, refs: Dict[str, dict]) -> Dict[str, Any]:
     if route.description:
         op["description"] = route.description
     parameters = _parameters(route, refs)
+    if route.starts_runs:
+        parameters.append(dict(_IDEMPOTENCY_KEY_PARAM))
     if parameters:
         op["parameters"] = parameters
     if route.request is not None:
@@ -273,11 +330,13 @@ def _responses(route: Operation, refs: Dict[str, dict]) -> Dict[str, Any]:
     for streaming in route.streaming:
         content[streaming] = {"schema": {"type": "string"}}
         notes.append(_STREAM_NOTES.get(streaming, streaming))
-    ok = {"description": "; or ".join(["OK"] + notes), "headers": dict(_REQUEST_ID_HEADER),
-          "content": content}
+    headers = dict(_REQUEST_ID_HEADER, **(_REPLAYED_HEADER if route.starts_runs else {}))
+    ok = {"description": "; or ".join(["OK"] + notes), "headers": headers, "content": content}
     responses: Dict[str, Any] = {"200": ok}
     error_schema = to_json_schema(ERROR_SCHEMAS[route.tag], refs)
-    for status in sorted(set(route.errors) | set(_EVERY_ROUTE)):
+    statuses = set(route.errors) | set(_EVERY_ROUTE) | set(_IDEMPOTENT if route.starts_runs
+                                                           else ())
+    for status in sorted(statuses):
         resp: Dict[str, Any] = {
             "description": _ERROR_NOTES.get(status, http.HTTPStatus(status).phrase),
             "content": {"application/json": {"schema": error_schema}},

@@ -1,8 +1,8 @@
 """``clinvk serve``: the composition root of the HTTP server and its lifecycle.
 
 ``build_app`` is the one place that joins the parts: the App, the guards in front of every
-route, and the API styles (native, OpenAI, Anthropic), each a module with a
-``register(app)`` that adds its routes and its error style. Adding an API style is one
+route, the background runs, and the API styles (native, OpenAI, Responses, Anthropic), each a
+module with a ``register(app)`` that adds its routes and its error style. Adding an API style is one
 module plus one line in ``API_STYLES``. ``serve_command`` then binds, announces, serves
 until SIGTERM/SIGINT and drains. Only the command line imports this module.
 """
@@ -19,13 +19,14 @@ from typing import Any, Callable, List, Optional
 from .. import __version__, config, runner
 from ..backends import probe
 from ..sessions import SessionStore
-from . import anthropic, guards, native, openai
+from . import anthropic, guards, native, openai, responses
 from .accesslog import AccessLog
 from .app import App
+from .background import BackgroundRuns
 from .listener import HttpServer, make_server
 
 # The API styles served, in registration order (the order of /openapi.json).
-API_STYLES = (native, openai, anthropic)
+API_STYLES = (native, openai, responses, anthropic)
 
 
 def build_app(cfg: config.Config, store: Optional[SessionStore] = None,
@@ -35,6 +36,8 @@ def build_app(cfg: config.Config, store: Optional[SessionStore] = None,
     cannot be used."""
     app = App(cfg, store, log)
     app.guards = guards.install(app)
+    # Runs that outlive their request (Responses background: true); drain stops them.
+    app.background = BackgroundRuns()
     for api in API_STYLES:
         api.register(app)
     return app
@@ -142,8 +145,9 @@ def run_until_signalled(app: App, server: HttpServer) -> int:
 
 
 def drain(app: App, server: HttpServer, hurry: Callable[[], bool] = lambda: False) -> None:
-    """Stop accepting, wait for in-flight requests (up to the grace period, or until
-    ``hurry()``), then cancel every backend still running and wait for the answers."""
+    """Stop accepting, wait for in-flight requests and background runs (up to the grace
+    period, or until ``hurry()``), then cancel every backend still running and wait for the
+    answers."""
     grace = app.cfg.get("server.shutdown_grace_secs")
     # Close the listener first: a connection nginx opens meanwhile is refused (and retried on
     # another instance), not accepted only to be answered 503.
@@ -152,10 +156,15 @@ def drain(app: App, server: HttpServer, hurry: Callable[[], bool] = lambda: Fals
     app.draining = True
     app.log.info("shutting down: %d request(s) in flight, up to %ds to finish"
                  % (app.in_flight, grace))
-    if not app.wait_idle(grace, hurry):
+    deadline = time.monotonic() + grace
+    if not (app.wait_idle(grace, hurry) and
+            app.background.wait_idle(deadline - time.monotonic(), hurry)):
         cancelled = app.cancel_all()
-        app.log.info("grace period over: cancelled %d request(s) still running" % cancelled)
+        stopped = app.background.cancel_all()
+        app.log.info("grace period over: cancelled %d request(s) and %d background run(s) "
+                     "still running" % (cancelled, stopped))
         app.wait_idle(runner.DEFAULT_GRACE + 3.0)
+        app.background.wait_idle(runner.DEFAULT_GRACE + 3.0)
     # Nothing this process started may outlive it (a run that slipped past the cancel).
     runner.kill_all()
     app.log.info("stopped")

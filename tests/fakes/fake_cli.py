@@ -26,11 +26,27 @@ Environment variables:
   FAKE_CLI_CHILD_SETSID=1    that child calls setsid() first (leaves the process group)
   FAKE_CLI_STATE_DIR=<dir>   where sessions are kept for resume (default: a folder in the
                              system temp dir)
+  FAKE_CLI_RECALL=1          a resumed session's reply also starts with "[recalled: P1 | P2] ",
+                             the prompts of its earlier turns (what a model remembers)
+  FAKE_CLI_JSON=<text>       the model's answer to every run given an output schema
+
+A prompt line "FAKE_SLEEP: <seconds>" makes that run wait before it starts answering.
+
+Structured output, as each real CLI takes it: claude --json-schema <json> (the reply is a
+StructuredOutput tool call, the result carries structured_output), codex --output-schema
+<file> (the agent message is the JSON), gemini a prompt that ends with a schema between
+<json_schema> tags (the reply is the JSON). The model's answer is an instance of the schema,
+unless the prompt has a line "FAKE_JSON: <text>" (that run answers <text>) or FAKE_CLI_JSON is
+set. A claude answer that is not JSON is what claude prints when the model never called the
+tool: the text, and no structured_output. The record of a codex run has "output_schema_file":
+the file's mode, its directory's mode and its text, as the fake found them.
 """
 
 import datetime
 import json
 import os
+import re
+import stat
 import signal
 import sys
 import tempfile
@@ -195,8 +211,10 @@ class Run:
         self.prompt = ""
         self.session_id = str(uuid.uuid4())
         self.history = 0
+        self.earlier = []           # the prompts of the session's earlier turns
         self.lines_written = 0
         self.streaming = True       # one JSON event per line (else one whole document)
+        self.answer = None          # the model's answer when it is not the echo
 
     # -- sessions --
 
@@ -207,7 +225,9 @@ class Run:
         """Loads the session; False when it does not exist."""
         try:
             with open(self._state_file(session_id)) as f:
-                self.history = json.load(f)["turns"]
+                state = json.load(f)
+            self.history = state["turns"]
+            self.earlier = state.get("prompts", [])
         except (OSError, ValueError, KeyError):
             return False
         self.session_id = session_id
@@ -223,14 +243,44 @@ class Run:
         os.makedirs(self.state_dir, exist_ok=True)
         tmp = self._state_file(self.session_id) + ".tmp"
         with open(tmp, "w") as f:
-            json.dump({"turns": self.history + 1}, f)
+            json.dump({"turns": self.history + 1, "prompts": self.earlier + [self.prompt]}, f)
         os.replace(tmp, self._state_file(self.session_id))
 
     # -- reply --
 
+    def answer_schema(self, schema):
+        """Answer with JSON for ``schema``: the prompt's FAKE_JSON line, FAKE_CLI_JSON, or an
+        instance of the schema."""
+        directive = re.search(r"^FAKE_JSON: ?(.*)$", self.prompt, re.MULTILINE)
+        if directive:
+            self.answer = directive.group(1)
+        elif "FAKE_CLI_JSON" in os.environ:
+            self.answer = os.environ["FAKE_CLI_JSON"]
+        else:
+            from fake_model_api import schema_example
+            self.answer = json.dumps(schema_example(schema))
+
+    def read_prompt_schema(self):
+        """A model asked, in the prompt, for JSON valid against a schema between
+        <json_schema> tags answers with such JSON."""
+        blocks = re.findall(r"<json_schema>\s*(.*?)\s*</json_schema>", self.prompt, re.S)
+        if blocks:
+            self.answer_schema(json.loads(blocks[-1]))
+
+    def structured(self):
+        """The answer as a JSON value, or None when it is not JSON."""
+        try:
+            return json.loads(self.answer) if self.answer is not None else None
+        except ValueError:
+            return None
+
     @property
     def reply(self):
+        if self.answer is not None:
+            return self.answer
         prefix = "[history: %d turns] " % self.history if self.history else ""
+        if self.earlier and os.environ.get("FAKE_CLI_RECALL") == "1":
+            prefix = "[recalled: %s] " % " | ".join(self.earlier) + prefix
         return prefix + "echo: " + self.prompt
 
     def pieces(self):
@@ -320,6 +370,11 @@ def run_claude(run, args, stdin_text):
         return fail("--dangerously-skip-permissions cannot be used with root/sudo privileges "
                     "for security reasons")
     run.prompt = positionals[0] if positionals else stdin_text
+    if "--json-schema" in flags:
+        try:
+            run.answer_schema(json.loads(last(flags, "--json-schema")))
+        except ValueError as exc:
+            return fail("Error: --json-schema is not valid JSON: %s" % exc)
     resume_id = last(flags, "--resume")
     model = last(flags, "--model") or "claude-fake-opus"
     if resume_id and not run.resume(resume_id):
@@ -391,13 +446,21 @@ def claude_messages(run, model, flags, fmt):
                 "usage": {"output_tokens": tokens(run.reply)}})
         stream({"type": "message_stop"})
 
-    if run.tool:
-        assistant("msg_fake_tool", [{"type": "tool_use", "id": "toolu_fake_1", "name": "Read",
-                                     "input": {"file_path": "note.txt"}}])
+    def tool_call(tool_id, name, tool_input, output):
+        assistant("msg_" + tool_id, [{"type": "tool_use", "id": tool_id, "name": name,
+                                      "input": tool_input}])
         out.append(dict(type="user", uuid=str(uuid.uuid4()), **common, message={
-            "role": "user", "content": [{"tool_use_id": "toolu_fake_1", "type": "tool_result",
-                                         "content": "fake file content", "is_error": False}]}))
-    assistant("msg_fake_reply", [{"type": "text", "text": run.reply}])
+            "role": "user", "content": [{"tool_use_id": tool_id, "type": "tool_result",
+                                         "content": output, "is_error": False}]}))
+
+    if run.tool:
+        tool_call("toolu_fake_1", "Read", {"file_path": "note.txt"}, "fake file content")
+    if run.structured() is not None:
+        # claude 2.1.197 --json-schema: the model calls StructuredOutput, and the run ends.
+        tool_call("toolu_fake_2", "StructuredOutput", run.structured(),
+                  "Structured output provided successfully")
+    else:
+        assistant("msg_fake_reply", [{"type": "text", "text": run.reply}])
     return out
 
 
@@ -415,6 +478,9 @@ def claude_result(run, model, error="", errors=()):
         result["errors"] = list(errors)
     else:
         result["result"] = run.reply
+    if not error and run.structured() is not None:
+        result["structured_output"] = run.structured()
+        result["stop_reason"] = "tool_use"
     return result
 
 
@@ -445,6 +511,20 @@ def run_codex(run, args, stdin_text):
                     "specified.")
     prompt = positionals[0] if positionals else "-"
     run.prompt = stdin_text if prompt == "-" else prompt
+    schema_file = last(flags, "--output-schema")
+    if schema_file:
+        try:
+            with open(schema_file, encoding="utf-8") as f:
+                schema_text = f.read()
+        except OSError as exc:
+            return fail("Failed to read output schema file %s: %s (os error %d)"
+                        % (schema_file, exc.strerror, exc.errno))
+        try:
+            run.answer_schema(json.loads(schema_text))
+        except ValueError as exc:
+            return fail("Output schema file %s is not valid JSON: %s" % (schema_file, exc))
+    else:
+        run.read_prompt_schema()
     if resume_id is not None and not run.resume(resume_id):
         return fail("Error: thread/resume: thread/resume failed: no rollout found for thread "
                     "id %s (code -32600)" % resume_id)
@@ -506,6 +586,7 @@ def run_gemini(run, args, stdin_text):
                     "variable, or trust this directory in interactive mode.", 55)
     parts = [stdin_text] + positionals + [last(flags, "--prompt")]
     run.prompt = "\n".join(p for p in parts if p)
+    run.read_prompt_schema()
     fmt = last(flags, "--output-format", "text")
     model = last(flags, "--model") or "auto"
     answered_by = last(flags, "--model") or "gemini-fake-pro"
@@ -588,9 +669,25 @@ def record(backend, args, stdin_text):
            if k.startswith(RECORD_PREFIXES) or k == "HOME"}
     entry = {"backend": backend, "argv": [backend] + list(args), "stdin": stdin_text,
              "cwd": os.getcwd(), "env": env}
+    for i, arg in enumerate(args):
+        if arg.startswith("--output-schema"):
+            schema_path = arg.partition("=")[2] or (args[i + 1] if i + 1 < len(args) else "")
+            entry["output_schema_file"] = describe_file(schema_path)
     with open(path, "a", encoding="utf-8") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+
+def describe_file(path):
+    """{path, mode, dir_mode, text} of a file as this process finds it ({path, error} when it
+    cannot be read)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        return {"path": path, "mode": stat.S_IMODE(os.stat(path).st_mode),
+                "dir_mode": stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode), "text": text}
+    except OSError as exc:
+        return {"path": path, "error": str(exc)}
 
 
 def leave_child(pid_path):
@@ -616,6 +713,9 @@ def main(backend, args):
     reads_stdin = "--version" not in args and "-V" not in args and "-v" not in args
     stdin_text = sys.stdin.buffer.read().decode("utf-8", "replace") if reads_stdin else ""
     record(backend, args, stdin_text)
+    nap = re.search(r"^FAKE_SLEEP: ?([0-9.]+)$", stdin_text, re.MULTILINE)
+    if nap:
+        time.sleep(float(nap.group(1)))
     if run.mode == "stderr_flood":
         size = int(os.environ.get("FAKE_CLI_STDERR_BYTES", str(4 << 20)))
         block = b"stderr flood " * 4096 + b"\n"

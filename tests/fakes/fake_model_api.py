@@ -13,10 +13,17 @@ It imitates just enough of three vendor wire formats for one headless turn each:
 
 Every request is recorded in `.requests`. The default reply is "FAKE-REPLY: " plus the first 60
 characters of the last user turn, so a test can prove its prompt reached the model.
+
+Structured output, as each CLI asks for it: claude's --json-schema offers the model a
+`StructuredOutput` tool (claude 2.1.197), which the fake calls with an instance of its input
+schema; codex's --output-schema sends `text.format` {type: json_schema, schema, strict} (codex
+0.169.0), which the fake answers with an instance as JSON text; a prompt that ends with a
+schema between <json_schema> tags (clinvk's prompt route, for gemini) gets the same.
 """
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,12 +42,40 @@ GEMINI_CONTEXT = "<session_context>"
 CODEX_CONTEXT_TAGS = ("<environment_context>", "<user_instructions>", "<permissions", "# AGENTS.md")
 
 
+# What a CLI names the tool its output schema becomes (claude 2.1.197 --json-schema).
+STRUCTURED_TOOL = "StructuredOutput"
+_SCHEMA_BLOCK = re.compile(r"<json_schema>\s*(.*?)\s*</json_schema>", re.S)
+
+
 def default_reply(request: Dict[str, Any]) -> str:
-    """The reply used unless a test sets another: echoes the start of the last user turn, or
-    the tool results the turn carries (the turn after a queued tool use)."""
+    """The reply used unless a test sets another: an instance of the schema the turn asks
+    for (requested_schema), else echoes the start of the last user turn, or the tool results
+    the turn carries (the turn after a queued tool use)."""
+    schema = requested_schema(request)
+    if schema is not None:
+        return json.dumps(schema_example(schema))
     if request["tool_results"]:
         return "FAKE-REPLY: tool said: " + "\n".join(request["tool_results"])[:200]
     return "FAKE-REPLY: " + request["user_text"][:60]
+
+
+def requested_schema(request: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The JSON schema a text reply must follow: an OpenAI Responses text.format json_schema,
+    or the last <json_schema> block of the user turn; None when there is none."""
+    fmt = ((request["json"].get("text") or {}).get("format") or {}) \
+        if isinstance(request["json"].get("text"), dict) else {}
+    if fmt.get("type") == "json_schema":
+        return fmt.get("schema") or {}
+    blocks = _SCHEMA_BLOCK.findall(request["user_text"])
+    return json.loads(blocks[-1]) if blocks else None
+
+
+def structured_tool_schema(body: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The input schema of the StructuredOutput tool an Anthropic request offers, or None."""
+    for tool in body.get("tools") or []:
+        if isinstance(tool, dict) and tool.get("name") == STRUCTURED_TOOL:
+            return tool.get("input_schema") or {}
+    return None
 
 
 def split_pieces(text: str, pieces: int) -> List[str]:
@@ -50,23 +85,64 @@ def split_pieces(text: str, pieces: int) -> List[str]:
     return [text[i:i + size] for i in range(0, len(text), size)] or [""]
 
 
-def schema_example(schema: Dict[str, Any]) -> Any:
-    """A value that satisfies a (simple) JSON schema: first enum value, empty-ish defaults."""
+def schema_example(schema: Any, root: Any = None) -> Any:
+    """A value that satisfies a JSON schema of the kind structured output uses: $ref into the
+    same schema, the first anyOf/oneOf alternative that is not null, allOf merged, const and
+    enum, every property, minItems copies of the item, minLength, and numeric bounds."""
+    root = schema if root is None else root
+    if not isinstance(schema, dict):
+        return "fake"
+    if "$ref" in schema:
+        return schema_example(_resolve(root, schema["$ref"]), root)
+    if "const" in schema:
+        return schema["const"]
     if "enum" in schema:
         return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            options = [s for s in schema[key] if not (isinstance(s, dict) and s.get("type") == "null")]
+            return schema_example((options or schema[key])[0], root)
+    if "allOf" in schema:
+        merged: Dict[str, Any] = {"type": "object", "properties": {}}
+        for sub in schema["allOf"]:
+            sub = _resolve(root, sub["$ref"]) if "$ref" in sub else sub
+            merged["properties"].update(sub.get("properties") or {})
+        return schema_example(merged, root)
     kind = schema.get("type", "object")
     if isinstance(kind, list):
-        kind = kind[0]
+        kind = ([k for k in kind if k != "null"] or ["null"])[0]
     kind = str(kind).lower()
     if kind == "object":
-        return {name: schema_example(sub) for name, sub in schema.get("properties", {}).items()}
+        return {name: schema_example(sub, root) for name, sub in (schema.get("properties") or {}).items()}
     if kind == "array":
-        return []
+        prefix = [schema_example(sub, root) for sub in schema.get("prefixItems") or []]
+        missing = min(100, max(0, schema.get("minItems", 0) - len(prefix)))   # bounded: a fake
+        return prefix + [schema_example(schema.get("items") or {"type": "string"}, root)] * missing
     if kind in ("number", "integer"):
-        return 1
+        return _number_example(schema)
     if kind == "boolean":
         return False
-    return "fake"
+    if kind == "null":
+        return None
+    text = "fake" + "x" * min(1000, max(0, schema.get("minLength", 0) - 4))
+    return text[:schema["maxLength"]] if "maxLength" in schema else text
+
+
+def _number_example(schema: Dict[str, Any]) -> Any:
+    low = schema.get("minimum")
+    exclusive = schema.get("exclusiveMinimum")
+    if isinstance(exclusive, (int, float)) and not isinstance(exclusive, bool):
+        low = exclusive + 1
+    value = low if low is not None else 1
+    high = schema.get("maximum")
+    return min(value, high) if high is not None else value
+
+
+def _resolve(root: Any, ref: str) -> Any:
+    node = root
+    for token in ref.lstrip("#").split("/")[1:]:
+        node = node[token.replace("~1", "/").replace("~0", "~")]
+    return node
 
 
 def _anthropic_user_turn(body: Dict[str, Any]) -> Dict[str, Any]:
@@ -218,6 +294,10 @@ class FakeModelAPI:
                 record["fail_status"] = self._failures.pop(0)
             elif record["kind"] == "anthropic" and self._tool_uses:
                 record["tool_use"] = self._tool_uses.pop(0)
+            elif record["kind"] == "anthropic" and not record["tool_results"] \
+                    and structured_tool_schema(record["json"]) is not None:
+                record["tool_use"] = {"name": STRUCTURED_TOOL, "input": schema_example(
+                    structured_tool_schema(record["json"]))}
             reply, pieces, delay = self.reply, self.pieces, self.delay_between_chunks
         text = reply(record) if callable(reply) else reply
         record["reply"] = text
