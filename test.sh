@@ -40,12 +40,14 @@ run_pytest() {
 }
 
 # Debian packages some tests drive for real: promtool (metrics format), headless Chromium
-# (/docs renders), nginx (reverse-proxy tests).
-log "checking Debian packages: prometheus chromium nginx"
+# (/docs renders), nginx (reverse-proxy tests), zsh and fish (completion scripts load).
+log "checking Debian packages: prometheus chromium nginx zsh fish"
 missing=""
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
+command -v zsh >/dev/null 2>&1 || missing="$missing zsh"
+command -v fish >/dev/null 2>&1 || missing="$missing fish"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
         { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing; } >&2 \

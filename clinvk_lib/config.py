@@ -83,7 +83,7 @@ SETTINGS = (
     _S("output.format",                    Choice(*OUTPUT_FORMATS), "text", "CLI output format"),
     _S("output.show_tokens",               BOOL,             False,    "text output ends with a token-usage line"),
     _S("output.show_timing",               BOOL,             False,    "text output ends with a timing line"),
-    _S("output.color",                     Choice("auto", "always", "never"), "auto", "colour in CLI output (auto = when a terminal)"),
+    _S("output.color",                     Choice("auto", "always", "never"), "auto", "colour in CLI output (auto = when a terminal, unless NO_COLOR or TERM=dumb)"),
     _S("parallel.max_workers",             Int(1),           3,        "tasks run at once by parallel"),
     _S("parallel.fail_fast",               BOOL,             False,    "parallel stops the other tasks after a failure"),
     _S("parallel.aggregate_output",        BOOL,             True,     "parallel prints one combined report"),

@@ -82,16 +82,18 @@ class Positive(ValueType):
 
 
 class Bool(ValueType):
-    # The YAML 1.2 spellings, so a value means the same in the file and in the environment.
-    expected = "true or false"
+    """As text (an environment variable, ``config set``, a quoted value in the file): the
+    words people and other tools use for a switch, in any case; in the file, true/false."""
+
+    expected = "true or false (as text also 1/0, yes/no, on/off)"
+    WORDS = {"true": True, "1": True, "yes": True, "on": True,
+             "false": False, "0": False, "no": False, "off": False}
 
     def parse_text(self, raw: str) -> Any:
-        word = raw.strip()
-        if word in ("true", "True", "TRUE"):
-            return True
-        if word in ("false", "False", "FALSE"):
-            return False
-        raise Invalid(self.expected)
+        try:
+            return self.WORDS[raw.strip().lower()]
+        except KeyError:
+            raise Invalid(self.expected) from None
 
     def check(self, value: Any) -> Any:
         if not isinstance(value, bool):

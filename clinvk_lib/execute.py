@@ -3,15 +3,16 @@
 ``prepare()`` resolves the options (request > ``backends.<name>.*`` > ``unified_flags.*`` >
 defaults), validates them (policy when given), picks the backend and the session, and builds
 the exact argv. ``run()`` executes it and returns the collected result; ``stream()`` yields
-unified events (``init`` first, ``done`` last). Both update the session afterwards. Nothing
-here knows about HTTP or the terminal.
+unified events (``init`` first, ``done`` last, even when Ctrl-C stops it). Both update the
+session afterwards: a run interrupted before it was counted leaves the session ``cancelled``.
+Nothing here knows about HTTP or the terminal.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
 from . import events as ev
 from . import runner
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
     # Named for type checkers only: a run without sessions (fan-out, dry run) never loads the
     # store's module.
     from .sessions import Access, SessionStore
+
+
+# A stream stopped by Ctrl-C or SIGTERM in its consumer's thread ends with a done event with
+# this exit code: the shell's status of a command killed by SIGINT (128 + 2).
+INTERRUPTED_EXIT_CODE = 130
 
 
 class ErrorKind:
@@ -214,6 +220,10 @@ def prepare(req: Request, cfg: Config, store: Optional[SessionStore] = None,
     for field in ("model", "system_prompt"):         # they go into argv, where NUL cannot
         if "\x00" in getattr(req, field):
             raise ExecError(ErrorKind.INVALID, "%s: must not contain NUL bytes" % field, field)
+    if not req.prompt.strip():
+        # Every front end: an empty prompt would start a run (and a session) for nothing.
+        raise ExecError(ErrorKind.INVALID, "prompt: must not be empty or only whitespace",
+                        "prompt")
     try:
         runner.encode_stdin(req.prompt)     # checked here so no session is made for it either
     except runner.InputError as exc:
@@ -333,6 +343,7 @@ class _SessionScope:
         self.store = store if not prepared.request.ephemeral or prepared.session else None
         self.session_id = ""
         self._lock_cm = None
+        self._recorded = False
 
     def __enter__(self) -> "_SessionScope":
         p = self.prepared
@@ -349,20 +360,32 @@ class _SessionScope:
             self.session_id = s.id
         return self
 
-    def record(self, result: parsing.Result) -> None:
+    def record(self, result: parsing.Result, cancelled: bool = False) -> None:
+        self._recorded = True
         if self.store is None or not self.session_id:
             return
         self.store.record_turn(self.session_id, result.backend_session_id or
                                (self.prepared.session.backend_session_id
                                 if self.prepared.session else ""),
-                               result.usage.to_dict(), error=result.error, model=result.model)
+                               result.usage.to_dict(), error=result.error, model=result.model,
+                               reply=result.text, cancelled=cancelled)
 
     def __exit__(self, *exc: Any) -> None:
-        if self._lock_cm is not None:
-            self._lock_cm.__exit__(*exc)
+        try:
+            if exc[0] is not None and not self._recorded and self.session_id:
+                # Interrupted before the turn could be counted (Ctrl-C, SIGTERM): the
+                # session must not look active, and stays resumable only if it was.
+                self.store.mark_cancelled(self.session_id, "%s run was interrupted before "
+                                          "it finished" % self.prepared.backend.name)
+        except SessionError:
+            pass                # the store refuses writes now: the run's own error matters more
+        finally:
+            if self._lock_cm is not None:
+                self._lock_cm.__exit__(*exc)
 
 
-def _start(p: Prepared, cancel: Optional[Cancel]) -> runner.Process:
+def _start(p: Prepared, cancel: Optional[Cancel],
+           on_stderr: Optional[Callable[[str], None]] = None) -> runner.Process:
     """The started run (its files written), or ExecError with nothing left running or
     written."""
     try:
@@ -371,7 +394,7 @@ def _start(p: Prepared, cancel: Optional[Cancel]) -> runner.Process:
         raise ExecError(ErrorKind.START, "cannot write the file the %s run reads: %s"
                         % (p.backend.name, exc))
     try:
-        proc = runner.Process(p.argv, p.stdin, p.cwd, p.env, p.timeout)
+        proc = runner.Process(p.argv, p.stdin, p.cwd, p.env, p.timeout, on_stderr=on_stderr)
     except runner.InputError as exc:
         p.files.remove()
         raise _invalid_prompt(exc)
@@ -400,12 +423,37 @@ def _invalid_prompt(exc: runner.InputError) -> ExecError:
     return ExecError(ErrorKind.INVALID, "prompt: %s" % exc, "prompt")
 
 
-def _stop_reason(p: Prepared, proc: runner.Process) -> str:
+def _stop_reason(p: Prepared, proc: runner.Process, events: List[ev.Event],
+                 stderr: str) -> str:
+    """Why the run was stopped ("" when it was not); a timeout repeats what the backend said
+    last, since that is usually why it never finished (codex-cli 0.169.0 retries an
+    unreachable model API for as long as it is let: "Reconnecting... 2/5")."""
     if proc.timed_out:
-        return "%s timed out after %gs and was stopped" % (p.backend.name, p.timeout)
+        said = last_backend_message(events, stderr)
+        return "%s timed out after %gs and was stopped%s" % (
+            p.backend.name, p.timeout, "; last backend message: %s" % said if said else "")
     if proc.cancelled:
         return "%s run was cancelled" % p.backend.name
     return ""
+
+
+def last_backend_message(events: List[ev.Event], stderr: str) -> str:
+    """The backend's last warning (a non-fatal error event), else the last line of its
+    stderr; "" when it said nothing."""
+    for e in reversed(events):
+        if e.type == ev.ERROR and not e.content.get("fatal", True):
+            return parsing.last_meaningful_line(e.content.get("message", ""))
+    return parsing.last_meaningful_line(stderr)
+
+
+def _add_last_warning(result: parsing.Result) -> None:
+    """A failed run's error ends with the backend's last warning when the error does not
+    already say it (the retries before a failure tell why it failed)."""
+    if not result.error:
+        return
+    said = last_backend_message(result.events, "")
+    if said and said not in result.error:
+        result.error += " (last backend message: %s)" % said
 
 
 def _explain_missing_transcript(p: Prepared, result: parsing.Result, stderr: str) -> str:
@@ -437,11 +485,12 @@ def _forget_if_ephemeral(p: Prepared, result: parsing.Result) -> None:
     p.backend.forget_session(result.backend_session_id, p.argv[0], run_in_place)
 
 
-def run(p: Prepared, store: Optional[SessionStore] = None,
-        cancel: Optional[Cancel] = None) -> Outcome:
-    """Run to completion with the backend's ``json`` output and return the parsed result."""
+def run(p: Prepared, store: Optional[SessionStore] = None, cancel: Optional[Cancel] = None,
+        on_stderr: Optional[Callable[[str], None]] = None) -> Outcome:
+    """Run to completion with the backend's ``json`` output and return the parsed result.
+    ``on_stderr`` gets each line of the backend's stderr as it arrives (runner.Process)."""
     with _SessionScope(p, store) as scope:
-        proc = _start(p, cancel)
+        proc = _start(p, cancel, on_stderr)
         stdout = None
         try:
             stdout = "\n".join(proc.lines())
@@ -451,29 +500,35 @@ def run(p: Prepared, store: Optional[SessionStore] = None,
             out = _wait(p, proc)
         result = p.backend.parse_json_output(stdout, out.stderr, out.exit_code)
         result.duration_ms = out.duration_ms
-        reason = _stop_reason(p, proc)
+        reason = _stop_reason(p, proc, result.events, out.stderr)
         if reason:
             result.error = reason
-        elif out.exit_code != 0 and result.exit_code == 0:
-            result.exit_code = out.exit_code
+        else:
+            if out.exit_code != 0 and result.exit_code == 0:
+                result.exit_code = out.exit_code
+            _add_last_warning(result)
+        result.model = result.model or p.opts.model
         error_kind = _explain_missing_transcript(p, result, out.stderr)
-        scope.record(result)
+        scope.record(result, cancelled=proc.cancelled)
         _forget_if_ephemeral(p, result)
         return Outcome(result, scope.session_id, proc.timed_out, proc.cancelled, p.timeout,
                        error_kind)
 
 
 def stream(p: Prepared, store: Optional[SessionStore] = None, cancel: Optional[Cancel] = None,
-           outcome: Optional[List[Outcome]] = None) -> Iterator[ev.Event]:
+           outcome: Optional[List[Outcome]] = None,
+           on_stderr: Optional[Callable[[str], None]] = None) -> Iterator[ev.Event]:
     """Yield unified events as the backend produces them: ``init`` first, ``done`` last.
 
     The backend's own init is merged into ours (session id, model). An ``error`` event
     precedes ``done`` when the run fails. When ``outcome`` is a list, the final Outcome is
-    appended to it. Closing the generator early cancels the run.
+    appended to it. Closing the generator early cancels the run. ``on_stderr`` gets each
+    line of the backend's stderr as it arrives (runner.Process).
     """
     with _SessionScope(p, store) as scope:
         parser = p.backend.new_stream_parser()
-        proc = _start(p, cancel)
+        parser.model = parser.model or p.opts.model     # codex never reports its model
+        proc = _start(p, cancel, on_stderr)
         sid = scope.session_id
         sent_init = False
 
@@ -482,6 +537,7 @@ def stream(p: Prepared, store: Optional[SessionStore] = None, cancel: Optional[C
             return e
 
         finished = False
+        interrupted = None  # type: Optional[BaseException]
         try:
             for line in proc.lines():
                 for e in parser.feed(line):
@@ -496,26 +552,39 @@ def stream(p: Prepared, store: Optional[SessionStore] = None, cancel: Optional[C
                     if e.type != ev.DONE:
                         yield stamp(e)
             finished = True
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                raise
+            # Ctrl-C or SIGTERM in the consumer's thread while it waited for a line: stop
+            # the run but still end the stream with its done event, then re-raise.
+            interrupted = exc
         finally:
             if not finished:
                 proc.cancel()       # the consumer went away (client gone, generator closed)
             out = _wait(p, proc)
+        exit_code = INTERRUPTED_EXIT_CODE if interrupted is not None else out.exit_code
         if not sent_init:
             yield stamp(ev.init(p.backend.name, p.opts.model))
-        reason = _stop_reason(p, proc)
+        reason = _stop_reason(p, proc, parser.events, out.stderr)
         if reason:
             parser.error = reason
             yield stamp(ev.error(p.backend.name, reason,
                                  code="timeout" if proc.timed_out else "cancelled"))
-        closing = parser.finish(out.exit_code, out.stderr)
-        result = parser.result(out.exit_code, out.duration_ms)
+        closing = parser.finish(exit_code, out.stderr)
+        result = parser.result(exit_code, out.duration_ms)
+        if not reason:
+            _add_last_warning(result)
         error_kind = _explain_missing_transcript(p, result, out.stderr)
         for e in closing:
             if e.type == ev.ERROR and result.error:
                 e.content["message"] = result.error
             yield stamp(e)
-        scope.record(result)
+        scope.record(result, cancelled=proc.cancelled)
         _forget_if_ephemeral(p, result)
         if outcome is not None:
             outcome.append(Outcome(result, sid, proc.timed_out, proc.cancelled, p.timeout,
                                    error_kind))
+        if interrupted is not None:
+            raise interrupted

@@ -76,9 +76,10 @@ def _failed_to_prepare(exc: execute.ExecError) -> Ending:
     return Ending(FAILED, 1, error=str(exc))
 
 
-def _cancelled(reason: str) -> Ending:
-    # -1: the item did not finish (never started, or its process group was killed).
-    return Ending(CANCELLED, -1, error=reason)
+def _cancelled(reason: str, duration_ms: int = 0) -> Ending:
+    # -1: the item did not finish (never started, or its process group was killed);
+    # duration_ms: how long it ran before it was stopped (0: it never started).
+    return Ending(CANCELLED, -1, error=reason, duration_ms=duration_ms)
 
 
 def _execute(prepared: execute.Prepared, cancel: execute.Cancel) -> Ending:
@@ -91,7 +92,7 @@ def _execute(prepared: execute.Prepared, cancel: execute.Cancel) -> Ending:
         return _failed_to_prepare(exc)
     r = outcome.result
     if outcome.cancelled:
-        return _cancelled(r.error or "cancelled")
+        return _cancelled(r.error or "cancelled", r.duration_ms)
     exit_code = r.exit_code if r.exit_code or r.ok else 1
     return Ending(COMPLETED if outcome.ok else FAILED, exit_code, r.text, r.error,
                   r.duration_ms, r.usage, model=r.model or prepared.opts.model)

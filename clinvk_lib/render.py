@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import calendar
 import json
+import re
 import shlex
 import time
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Sequence, Tuple
 
-from .textutil import cut
+from .textutil import cut, printable
 
 if TYPE_CHECKING:
     from .fanout_results import (ChainSummary, CompareSummary, ItemResult, ParallelSummary,
@@ -93,6 +94,9 @@ def outcome_to_json(outcome: Any) -> Dict[str, Any]:
         "exit_code": r.exit_code if r.exit_code or r.ok else 1,
         "usage": r.usage.to_dict(),
     }
+    if not r.model:
+        # Unknown (codex reports none, and the run named none): no key rather than "".
+        del d["model"]
     if r.error:
         d["error"] = r.error
     return d
@@ -106,6 +110,14 @@ def reply_text(output: str, error: str, backend: str) -> str:
     return "%s\n\n%s" % (output.rstrip(), failure) if output.strip() else failure
 
 
+def run_error(backend: str, error: str) -> str:
+    """A failed run's error naming its backend once ("codex: ..." unless the error already
+    starts with the name: "codex timed out after 90s ...")."""
+    if error.startswith(backend + " ") or error.startswith(backend + ":"):
+        return error
+    return "%s: %s" % (backend, error)
+
+
 def run_facts(result: Any, tokens: bool, timing: bool) -> str:
     """``[tokens: 12 in, 34 out, time: 1.20s]`` (each part when asked for), or ""."""
     facts = []
@@ -117,34 +129,183 @@ def run_facts(result: Any, tokens: bool, timing: bool) -> str:
     return "[%s]\n" % ", ".join(facts) if facts else ""
 
 
+# -- one run, live on a terminal -----------------------------------------------------------------
+
+# The input field that says best what a tool call does, first match wins: claude's Bash / Read /
+# Edit / Grep / WebFetch / Task, codex's command_execution / web_search, gemini's
+# run_shell_command / read_file / glob / google_web_search.
+_TOOL_INPUT_KEYS = ("command", "file_path", "absolute_path", "path", "pattern", "query", "url",
+                    "description", "prompt")
+# C0 controls but newline and tab, DEL, C1 controls: what a terminal acts on instead of showing.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def elapsed(secs: float) -> str:
+    """A running time in whole units: ``7s``, ``1m05s``, ``2h03m``."""
+    s = int(secs)
+    if s < 60:
+        return "%ds" % s
+    if s < 3600:
+        return "%dm%02ds" % (s // 60, s % 60)
+    return "%dh%02dm" % (s // 3600, s % 3600 // 60)
+
+
+def status_line(parts: Sequence[str], timer: str, width: int) -> str:
+    """``parts`` joined by " · ", then ``timer``, in at most ``width`` characters: the parts
+    are cut to make room, the timer never is."""
+    room = width - len(timer) - 3
+    head = cut(" \u00b7 ".join(p for p in parts if p), room) if room > 0 else ""
+    return (head + " \u00b7 " + timer) if head else timer[-max(width, 0):]
+
+
+def activity(event: Any) -> str:
+    """What the agent is doing, as the event that just arrived shows it ("" when it does not
+    say: the activity stays what it was)."""
+    kind = event.type
+    if kind == "init" or kind == "tool_result":
+        return "waiting on the model"
+    if kind == "thinking":
+        return "thinking"
+    if kind == "message":
+        return "writing"
+    if kind == "tool_use":
+        what = tool_input_summary(event.content.get("input"))
+        return "running %s%s" % (event.content.get("tool_name") or "a tool",
+                                 ": " + what if what else "")
+    return ""
+
+
+def tool_input_summary(tool_input: Any) -> str:
+    """The one value of a tool call's input a person needs (its command, file, pattern,
+    query...), else its compact JSON; on one line, control characters escaped."""
+    value = tool_input
+    if isinstance(tool_input, dict):
+        for key in _TOOL_INPUT_KEYS:
+            if tool_input.get(key):
+                value = tool_input[key]
+                break
+        else:
+            changes = tool_input.get("changes")        # codex file_change
+            if isinstance(changes, list) and changes:
+                value = ", ".join("%s %s" % (c.get("kind", ""), c.get("path", ""))
+                                  for c in changes if isinstance(c, dict))
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = " ".join(value)
+    if not isinstance(value, str):
+        value = "" if value in (None, {}, []) else json.dumps(value, ensure_ascii=False)
+    return safe_line(value)
+
+
+def tool_call_line(name: str, tool_input: Any, full: bool) -> str:
+    """One tool call: its name and what it does (``full``: its whole input as JSON)."""
+    what = safe_line(json.dumps(tool_input, ensure_ascii=False)) if full \
+        else cut(tool_input_summary(tool_input), 200)
+    return "%s %s" % (safe_line(name or "tool"), what) if what else safe_line(name or "tool")
+
+
+def tool_result_line(name: str, output: Any, is_error: bool, full: bool) -> str:
+    """One tool result: its name and how it went (the first line of a failure, the number of
+    lines of an output); ``full`` adds the whole output below it, indented."""
+    text = output if isinstance(output, str) else \
+        ("" if output is None else json.dumps(output, ensure_ascii=False))
+    lines = text.strip("\n").split("\n") if text.strip() else []
+    if is_error:
+        head = "%s failed%s" % (name or "tool",
+                                ": " + cut(safe_line(lines[0]), 160) if lines else "")
+    else:
+        head = "%s: %s" % (name or "tool", "%d line%s of output" % (
+            len(lines), "" if len(lines) == 1 else "s") if lines else "no output")
+    if not full or not lines:
+        return safe_line(head)
+    return safe_line(head) + "".join("\n    " + safe_line(line) for line in lines)
+
+
+def backend_warning(backend: str, message: str) -> str:
+    """A backend's warning (a non-fatal error event) as one line."""
+    return "%s: warning: %s" % (backend, safe_line(message))
+
+
+def backend_stderr_line(backend: str, line: str) -> str:
+    """A line the backend wrote on its stderr, as one line naming it."""
+    return "%s: %s" % (backend, safe_line(line))
+
+
+def safe_line(text: str) -> str:
+    """``text`` with every character a terminal would act on escaped (``\\n``, ``\\x1b``...),
+    so what a backend or a model wrote can never move the cursor or forge a line."""
+    return printable(text, len(text))
+
+
+def safe_text(text: str) -> str:
+    """``text`` with the terminal's control characters escaped, its newlines and tabs kept:
+    an answer printed on a terminal can never rewrite the screen, set the window title or the
+    clipboard (OSC 52). A CR before a newline is dropped (it would only return the cursor)."""
+    text = text.replace("\r\n", "\n")
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 # -- sessions ------------------------------------------------------------------------------------
 
 
 def session_list_json(found: Sequence[Any], total: int, limit: int,
                       offset: int) -> Dict[str, Any]:
-    """``{sessions, total, limit, offset}``: one page of a session listing."""
-    return {"sessions": [s.to_dict() for s in found], "total": total, "limit": limit,
-            "offset": offset}
+    """``{sessions, total, limit, offset}``: one page of a session listing (without
+    ``last_reply``, which a listing does not read: ``sessions show`` has it)."""
+    return {"sessions": [_listed(s.to_dict()) for s in found], "total": total,
+            "limit": limit, "offset": offset}
 
 
-def format_session_table(found: Sequence[Any], total: int, offset: int) -> str:
-    """At most 79 columns: id, backend, status, last used, turns, tokens, title; a last line
-    says how many are not shown."""
+def _listed(d: Dict[str, Any]) -> Dict[str, Any]:
+    d.pop("last_reply", None)
+    return d
+
+
+def format_session_table(found: Sequence[Any], total: int, offset: int, width: int = 80,
+                         home: str = "") -> str:
+    """A table in at most ``width`` - 1 columns: id (its first 8 characters, enough for
+    ``clinvk resume``), backend, status, last used, turns, tokens (from 100 columns on), the
+    working directory (``home`` shown as ``~``, its end kept) and the title; a last line says
+    how many are not shown."""
     if not found:
         return "no sessions at offset %d (of %d)\n" % (offset, total) if total else \
             "no sessions\n"
     now = time.time()
-    lines = ["%-12s %-6s %-9s %-10s %5s %7s  %s" % ("ID", "BACKEND", "STATUS", "LAST USED",
-                                                    "TURNS", "TOKENS", "TITLE")]
+    tokens = width >= 100
+    fixed = "%-8s %-7s %-9s %-10s %5s" + (" %7s" if tokens else "")
+    room = max(width - 1 - len(fixed % (("",) * (6 if tokens else 5))) - 4, 20)
+    dir_width = min(room // 2, 48)
+    row = fixed + "  %-*s  %s"
+    header = ("ID", "BACKEND", "STATUS", "LAST USED", "TURNS") + (("TOKENS",) if tokens else ())
+    lines = [(row % (header + (dir_width, "WORKDIR", "TITLE"))).rstrip()]
     for s in found:
-        u = s.token_usage or {}
-        tokens = (u.get("input_tokens", 0) or 0) + (u.get("output_tokens", 0) or 0)
-        lines.append("%-12s %-6s %-9s %-10s %5d %7s  %s" % (
-            s.id[:12], s.backend[:7], (s.status or "")[:9], age(s.last_used, now), s.turn_count,
-            short_count(tokens), cut(s.title or s.initial_prompt, 21)))
+        cells = (s.id[:8], s.backend[:7], (s.status or "")[:9], age(s.last_used, now),
+                 s.turn_count)
+        if tokens:
+            u = s.token_usage or {}
+            cells += (short_count((u.get("input_tokens", 0) or 0)
+                                  + (u.get("output_tokens", 0) or 0)),)
+        title = cut(printable(s.title or s.initial_prompt, 200), room - dir_width)
+        lines.append((row % (cells + (dir_width, short_dir(s.working_dir, dir_width, home),
+                                      title))).rstrip())
     if total > len(found):
         lines.append("(%d of %d shown; use --limit/--offset)" % (len(found), total))
     return "\n".join(lines) + "\n"
+
+
+def short_dir(path: str, width: int, home: str = "") -> str:
+    """``path`` in at most ``width`` characters: ``home`` as ``~``, and when still too long
+    its end (the part that tells projects apart) after an ellipsis, from a ``/`` when one is
+    there to start at."""
+    if home and (path == home or path.startswith(home.rstrip("/") + "/")):
+        path = "~" + path[len(home.rstrip("/")):]
+    path = printable(path, 4096)
+    if len(path) <= width:
+        return path
+    tail = path[-(width - 1):]
+    slash = tail.find("/", 1)
+    return "\u2026" + (tail[slash:] if 0 < slash < len(tail) - 1 else tail)
 
 
 def format_session(s: Any) -> str:
@@ -164,7 +325,14 @@ def format_session(s: Any) -> str:
     for k, v in sorted((d.get("metadata") or {}).items()):
         rows.append(("meta." + k, v))
     rows.append(("Initial prompt", cut(d.get("initial_prompt", ""), 200)))
-    return "".join("%-16s %s\n" % (k + ":", v) for k, v in rows if v not in (None, "", []))
+    text = "".join("%-16s %s\n" % (k + ":", v) for k, v in rows if v not in (None, "", []))
+    reply = d.get("last_reply") or ""
+    if reply:
+        # Escaped line by line: a reply (maybe a remote client's session) must not drive
+        # the terminal, and its lines stay lines.
+        text += "Last reply:\n" + "".join("  %s\n" % printable(line, len(line))
+                                          for line in reply.splitlines())
+    return text
 
 
 # -- backends and configuration ------------------------------------------------------------------

@@ -9,7 +9,10 @@ Promises:
   it started in its group, outlives us;
 - the prompt is written to the child's stdin, which is then closed;
 - stdout is yielded line by line as it arrives; stderr is collected apart, keeping at most
-  ``stderr_limit`` bytes (the tail);
+  ``stderr_limit`` bytes (the tail), and when ``on_stderr`` is given each stderr line is also
+  handed to it as it arrives (decoded, without its newline; a line longer than
+  ``STDERR_LINE_LIMIT`` bytes is handed over in pieces of that size), from a thread of the
+  runner's own: an exception it raises is ignored, so it can never stop the pipe's draining;
 - a timeout, a ``cancel()`` from another thread, or ``kill_all()`` (the CLI's Ctrl-C) sends
   SIGTERM to the whole group, then SIGKILL after ``grace`` seconds;
 - when the child exits, whatever is left of its group is killed and the child is reaped, so
@@ -31,7 +34,7 @@ import sys
 import termios
 import threading
 import time
-from typing import Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 from . import supervisor
 from .supervisor import close_fds, signal_group
@@ -40,6 +43,7 @@ from .supervisor import StartError  # noqa: F401 (callers catch runner.StartErro
 DEFAULT_STDERR_LIMIT = 256 * 1024
 DEFAULT_GRACE = 2.0
 PIPE_GRACE = 1.0          # seconds the pipes are still read after the child has exited
+STDERR_LINE_LIMIT = 8192  # bytes of one stderr line held for ``on_stderr`` before it is handed over
 
 _live_lock = threading.Lock()
 _live: "set" = set()
@@ -90,11 +94,13 @@ class Process:
 
     def __init__(self, argv: List[str], stdin_text: str = "", cwd: Optional[str] = None,
                  env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None,
-                 stderr_limit: int = DEFAULT_STDERR_LIMIT, grace: float = DEFAULT_GRACE) -> None:
+                 stderr_limit: int = DEFAULT_STDERR_LIMIT, grace: float = DEFAULT_GRACE,
+                 on_stderr: Optional[Callable[[str], None]] = None) -> None:
         data = encode_stdin(stdin_text)
         self.argv = list(argv)
         self._grace = grace
         self._stderr_limit = stderr_limit
+        self._on_stderr = on_stderr
         self._stderr_chunks: List[bytes] = []
         self._stderr_size = 0
         self._stderr_truncated = False
@@ -155,7 +161,10 @@ class Process:
                 pass
 
     def _drain_stderr(self) -> None:
+        lines = _LineSplitter(self._on_stderr) if self._on_stderr is not None else None
         for chunk in self._pipe_chunks(self._proc.stderr.fileno()):
+            if lines is not None:
+                lines.feed(chunk)
             self._stderr_chunks.append(chunk)
             self._stderr_size += len(chunk)
             while self._stderr_size > self._stderr_limit and len(self._stderr_chunks) > 1:
@@ -165,6 +174,8 @@ class Process:
                 self._stderr_chunks[0] = self._stderr_chunks[0][-self._stderr_limit:]
                 self._stderr_size = len(self._stderr_chunks[0])
                 self._stderr_truncated = True
+        if lines is not None:
+            lines.flush()
         self._proc.stderr.close()
 
     def _pipe_chunks(self, fd: int) -> Iterator[bytes]:
@@ -330,6 +341,35 @@ def _buffered_chunks(fd: int) -> Iterator[bytes]:
             return
         left -= len(chunk)
         yield chunk
+
+
+class _LineSplitter:
+    """Hands each complete line of a byte stream to ``sink`` (decoded, newline stripped),
+    holding at most STDERR_LINE_LIMIT bytes of an unfinished line; ``sink``'s exceptions are
+    swallowed (it runs on the thread that must keep draining the pipe)."""
+
+    def __init__(self, sink: Callable[[str], None]) -> None:
+        self._sink = sink
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> None:
+        *complete, self._pending = (self._pending + chunk).split(b"\n")
+        while len(self._pending) > STDERR_LINE_LIMIT:
+            complete.append(self._pending[:STDERR_LINE_LIMIT])
+            self._pending = self._pending[STDERR_LINE_LIMIT:]
+        for raw in complete:
+            self._hand_over(raw)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._hand_over(self._pending)
+            self._pending = b""
+
+    def _hand_over(self, raw: bytes) -> None:
+        try:
+            self._sink(_decode_line(raw))
+        except Exception:  # noqa: BLE001 - a display problem must not stall the child
+            pass
 
 
 def _decode_line(raw: bytes) -> str:

@@ -18,7 +18,12 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from .events import USAGE_KEYS
 from .textutil import cut, rfc3339
 
-STATUSES = ("active", "completed", "error", "paused")
+# cancelled: the last run was interrupted (Ctrl-C, SIGTERM, a client gone); a session whose
+# first run was interrupted before the backend reported its own id has nothing to resume.
+STATUSES = ("active", "completed", "error", "paused", "cancelled")
+# A session keeps the text of its last reply (``sessions show``), cut to this many bytes of
+# UTF-8 so that a huge answer cannot grow every session file.
+LAST_REPLY_BYTES = 64 * 1024
 # Sessions a listing shows, newest first, unless the caller asks for another limit (0 = all).
 LIST_LIMIT = 100
 TITLE_CHARS = 60
@@ -153,6 +158,17 @@ def parse_age(text: str) -> int:
     return seconds
 
 
+def bounded_reply(text: str) -> str:
+    """``text`` cut to its first LAST_REPLY_BYTES bytes of UTF-8 (never inside a character),
+    with a last line saying how much was left out."""
+    data = text.encode("utf-8")
+    if len(data) <= LAST_REPLY_BYTES:
+        return text
+    kept = data[:LAST_REPLY_BYTES].decode("utf-8", "ignore")
+    return kept + "\n[... cut: the reply had %d bytes; clinvk keeps the first %d]" % (
+        len(data), LAST_REPLY_BYTES)
+
+
 def new_session_id() -> str:
     """A fresh session id: 32 lowercase hex characters."""
     return os.urandom(16).hex()
@@ -172,14 +188,14 @@ class Session:
 
     __slots__ = ("id", "backend", "created_at", "last_used", "working_dir", "backend_session_id",
                  "model", "initial_prompt", "title", "status", "turn_count", "token_usage",
-                 "tags", "metadata", "last_error", "api_key_id")
+                 "tags", "metadata", "last_error", "api_key_id", "last_reply")
 
     def __init__(self, id: str, backend: str, working_dir: str = "", created_at: str = "",
                  last_used: str = "", backend_session_id: str = "", model: str = "",
                  initial_prompt: str = "", title: str = "", status: str = "active",
                  turn_count: int = 0, token_usage: Optional[Mapping[str, int]] = None,
                  tags: Optional[Iterable[str]] = None, metadata: Optional[Mapping[str, Any]] = None,
-                 last_error: str = "", api_key_id: str = "") -> None:
+                 last_error: str = "", api_key_id: str = "", last_reply: str = "") -> None:
         self.id = id
         self.backend = backend
         self.created_at = created_at or now_rfc3339()
@@ -199,6 +215,8 @@ class Session:
         # The id (keys.key_id) of the API key whose request created it; "" = nobody's (the
         # command line, a server without keys, files older than this field).
         self.api_key_id = api_key_id
+        # The text of the last reply (bounded_reply); "" in listings, which read the index.
+        self.last_reply = last_reply
 
     def to_dict(self) -> Dict[str, Any]:
         """Every field, in file order; containers are copies."""
@@ -210,6 +228,7 @@ class Session:
             "turn_count": self.turn_count, "token_usage": dict(self.token_usage),
             "tags": list(self.tags), "metadata": dict(self.metadata),
             "last_error": self.last_error, "api_key_id": self.api_key_id,
+            "last_reply": self.last_reply,
         }
 
     @classmethod
@@ -227,7 +246,8 @@ class Session:
             turn_count=int(d.get("turn_count") or 0), token_usage=d.get("token_usage"),
             tags=[str(t) for t in d.get("tags") or ()], metadata=d.get("metadata"),
             last_error=str(d.get("last_error") or d.get("error_message") or ""),
-            api_key_id=str(d.get("api_key_id") or ""))
+            api_key_id=str(d.get("api_key_id") or ""),
+            last_reply=str(d.get("last_reply") or ""))
 
     def to_row(self) -> List[Any]:
         """The index row, to be encoded at once: the fields in ``ROW_FIELDS`` order, the
@@ -249,6 +269,7 @@ class Session:
          tags, metadata, s.last_error, s.api_key_id) = row
         s.tags = tags or []
         s.metadata = metadata or {}
+        s.last_reply = ""                   # not in the index: get() reads it from the file
         s.token_usage = {"input_tokens": inp, "output_tokens": out, "cached_tokens": cached,
                          "reasoning_tokens": reasoning}
         return s

@@ -27,7 +27,8 @@ from .events import USAGE_KEYS
 from .session_files import SessionFiles
 from .session_index import Index
 from .session_record import (STATUSES, AmbiguousSession, Session, SessionError, SessionNotFound,
-                             check_id, new_session_id, now_rfc3339, seconds_ago_rfc3339)
+                             bounded_reply, check_id, new_session_id, now_rfc3339,
+                             seconds_ago_rfc3339)
 
 # clean() deletes in batches so the index is rewritten once per batch, not once per session.
 CLEAN_BATCH = 256
@@ -120,21 +121,35 @@ class SessionStore:
 
     def record_turn(self, session_id: str, backend_session_id: str,
                     usage: Optional[Mapping[str, Any]], error: str = "",
-                    model: str = "") -> Session:
+                    model: str = "", reply: str = "", cancelled: bool = False) -> Session:
         """Count one finished run: last_used = now, turn_count + 1, usage added (the keys of
-        events.Usage.to_dict()), status ``error`` with last_error = ``error`` if it failed,
-        else ``active`` with last_error cleared. Empty ids and models keep the stored ones."""
+        events.Usage.to_dict()), the reply kept (``bounded_reply``), status ``error`` with
+        last_error = ``error`` if it failed, else ``active`` with last_error cleared. Empty
+        ids and models keep the stored ones. A ``cancelled`` run is status ``cancelled``; it
+        counts as a turn only when the session can be resumed (the backend reported its id)."""
         def apply(s: Session) -> None:
             s.last_used = now_rfc3339()
-            s.turn_count += 1
-            for key in USAGE_KEYS:
-                s.token_usage[key] += int((usage or {}).get(key) or 0)
             if backend_session_id:
                 s.backend_session_id = backend_session_id
+            if not cancelled or s.backend_session_id:
+                s.turn_count += 1
+            for key in USAGE_KEYS:
+                s.token_usage[key] += int((usage or {}).get(key) or 0)
             if model:
                 s.model = model
-            s.status = "error" if error else "active"
+            if reply or not cancelled:
+                s.last_reply = bounded_reply(reply)
+            s.status = "cancelled" if cancelled else "error" if error else "active"
             s.last_error = error
+        return self.update(session_id, apply)
+
+    def mark_cancelled(self, session_id: str, reason: str) -> Session:
+        """Record that a run of the session was interrupted before it could be counted:
+        status ``cancelled``, last_error = ``reason``, last_used = now."""
+        def apply(s: Session) -> None:
+            s.last_used = now_rfc3339()
+            s.status = "cancelled"
+            s.last_error = reason
         return self.update(session_id, apply)
 
     def delete(self, id_or_prefix: str, access: Optional[Access] = None,
@@ -153,15 +168,17 @@ class SessionStore:
 
     def list(self, backend: Optional[str] = None, status: Optional[str] = None,
              limit: Optional[int] = None, offset: int = 0,
-             access: Optional[Access] = None) -> Tuple[List[Session], int]:
+             access: Optional[Access] = None,
+             working_dir: Optional[str] = None) -> Tuple[List[Session], int]:
         """Sessions matching the filters that ``access`` may use (default: all), most
         recently used first, and how many matched before ``limit``/``offset``. Built from the
-        index: ``initial_prompt`` is cut to INDEX_PROMPT_CHARS characters (get() has the full
-        text)."""
+        index: ``initial_prompt`` is cut to INDEX_PROMPT_CHARS characters and ``last_reply``
+        is empty (get() has both)."""
         if offset < 0 or (limit is not None and limit < 0):
             raise ValueError("limit and offset must not be negative: got limit=%r, offset=%r"
                              % (limit, offset))
         access = access or EVERYTHING
+        wanted = os.path.normpath(working_dir) if working_dir else None
 
         def page(index: Index) -> Tuple[List[Session], int]:
             matching = range(len(index))  # type: Sequence[int]
@@ -173,6 +190,9 @@ class SessionStore:
             if status:
                 states = index.column("status")
                 matching = [i for i in matching if states[i] == status]
+            if wanted:
+                dirs = index.column("working_dir")
+                matching = [i for i in matching if dirs[i] == wanted]
             end = len(matching) if limit is None else min(offset + limit, len(matching))
             return index.sessions(matching[offset:end]), len(matching)
 
@@ -198,19 +218,26 @@ class SessionStore:
                 continue
         return None
 
-    def clean(self, older_than_seconds: float) -> List[str]:
-        """Delete sessions last used more than ``older_than_seconds`` ago and return their ids.
-        Sessions locked by a running resume are kept. Raises ValueError for an age <= 0 (this
-        never means "delete everything")."""
-        if not older_than_seconds > 0:
-            raise ValueError("clean needs an age greater than zero: got %r"
-                             % (older_than_seconds,))
-        cutoff = seconds_ago_rfc3339(older_than_seconds)
+    def stale(self, older_than_seconds: float) -> List[Session]:
+        """The sessions ``clean(older_than_seconds)`` would delete now, most recently used
+        first (from the index, like list())."""
+        cutoff = self._cutoff(older_than_seconds)
+        return self._files.query(lambda index: index.sessions(
+            [i for i, used in enumerate(index.column("last_used")) if used < cutoff]))
+
+    def clean(self, older_than_seconds: float,
+              only: Optional[Iterable[str]] = None) -> List[str]:
+        """Delete sessions last used more than ``older_than_seconds`` ago (and, with
+        ``only``, among those ids: the ones a user was shown and confirmed) and return their
+        ids. Sessions locked by a running resume are kept. Raises ValueError for an age <= 0
+        (this never means "delete everything")."""
+        cutoff = self._cutoff(older_than_seconds)
         with self._files.store_errors("written"):
             self._files.ensure_dirs()
+        chosen = None if only is None else set(only)
         candidates = self._files.query(lambda index: [
             sid for sid, used in zip(index.column("id"), index.column("last_used"))
-            if used < cutoff])
+            if used < cutoff and (chosen is None or sid in chosen)])
         deleted = []  # type: List[str]
         for start in range(0, len(candidates), CLEAN_BATCH):
             with contextlib.ExitStack() as held, self._files.store_errors("written"):
@@ -227,6 +254,13 @@ class SessionStore:
                     self._files.commit(doomed)
                     deleted.extend(doomed)
         return deleted
+
+    @staticmethod
+    def _cutoff(older_than_seconds: float) -> str:
+        if not older_than_seconds > 0:
+            raise ValueError("clean needs an age greater than zero: got %r"
+                             % (older_than_seconds,))
+        return seconds_ago_rfc3339(older_than_seconds)
 
     def count(self) -> int:
         """How many readable sessions there are."""

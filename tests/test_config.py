@@ -221,8 +221,10 @@ def test_unknown_choice_lists_the_choices(home):
         load(env=env_for(home))
 
 
-def test_yes_is_not_a_boolean(home):
+def test_a_switch_word_in_the_file_is_read_like_the_same_text_in_the_environment(home):
     write_config(home, "parallel:\n  fail_fast: yes\n")
+    assert load(env=env_for(home)).get("parallel.fail_fast") is True
+    write_config(home, "parallel:\n  fail_fast: maybe\n")
     with pytest.raises(ConfigError, match=r"parallel.fail_fast: expected true or false"):
         load(env=env_for(home))
 
@@ -305,7 +307,7 @@ def test_parse_value_converts_text_to_the_setting_type(key, raw, value):
 @pytest.mark.parametrize("key, raw", [
     ("server.port", "0"), ("server.port", "1.5"), ("parallel.max_workers", "0"),
     ("session.retention_days", "-1"), ("server.rate_limit_rps", "0"),
-    ("server.rate_limit_rps", "inf"), ("server.metrics_enabled", "1"),
+    ("server.rate_limit_rps", "inf"), ("server.metrics_enabled", "maybe"),
     ("default_backend", "aider"),
 ])
 def test_parse_value_rejects_values_outside_the_type(key, raw):

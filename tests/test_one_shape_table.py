@@ -76,7 +76,7 @@ class FrontEnds:
         if code == common.EXIT_OK:
             return True, ""
         assert code == common.EXIT_USAGE, err
-        prefix = "clinvk: clinvk compare: "
+        prefix = "clinvk: compare: "
         assert err.startswith(prefix), err
         return False, err[len(prefix):].rstrip("\n")
 

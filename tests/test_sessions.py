@@ -88,7 +88,7 @@ def test_create_saves_a_session_file_with_every_field(store):
         "token_usage": {"input_tokens": 0, "output_tokens": 0, "cached_tokens": 0,
                         "reasoning_tokens": 0},
         "tags": ["api", "x"], "metadata": {"ticket": "T-1"}, "last_error": "",
-        "api_key_id": ""}
+        "api_key_id": "", "last_reply": ""}
 
 
 def test_new_session_ids_are_32_lowercase_hex_characters(store):

@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
-from .. import config
+from .. import argparser, config
+from ..argparser import UsageError
 from ..jsontext import dumps_pretty
 from ..backends.base import NAMES
 from ..backends.options import APPROVAL_MODES, OUTPUT_FORMATS, SANDBOX_MODES
 from ..sessions import SessionStore
+from .pager import page
 
 EXIT_OK = 0             # the backend answered
 EXIT_FAILED = 1         # the backend ran and failed (or reported an error with exit 0)
@@ -30,15 +32,14 @@ EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; every backend process group was kil
 EXIT_CODES_HELP = """exit codes:
   0    success
   1    the backend ran and failed (or reported an error)
-  2    usage error: bad flag, argument, config value, workdir or input file
+  2    usage error: bad flag, argument, config value, workdir or input file, a
+       mistyped command, an empty prompt, a deletion without --yes off a terminal
   3    backend not installed (not on PATH) or disabled in the config
-  4    session error: not found, ambiguous prefix, not resumable, transcript gone
+  4    session error: not found, ambiguous prefix, not resumable, transcript gone,
+       no session to continue (-c, resume --last)
   124  timed out (--timeout); the backend was killed
-  130  interrupted (Ctrl-C / SIGTERM); every backend was killed"""
-
-
-class UsageError(Exception):
-    """A problem with what the user typed; exit code 2."""
+  130  interrupted (Ctrl-C / SIGTERM); every backend was killed, the session is
+       left cancelled"""
 
 
 class Interrupted(BaseException):
@@ -53,11 +54,16 @@ class HelpShown(Exception):
         self.code = code
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse that raises UsageError instead of exiting, so main() owns every exit code."""
+class Parser(argparser.Parser):
+    """The shared parser (UsageError instead of exiting, so main() owns every exit code; a
+    "did you mean" for a mistyped flag or choice) whose help goes through the pager on a
+    terminal."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError("%s: %s" % (self.prog, message))
+    def print_help(self, file: Optional[TextIO] = None) -> None:  # type: ignore[override]
+        if file is None:
+            page(self.format_help())
+        else:
+            super().print_help(file)
 
 
 def parse(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespace:
@@ -68,19 +74,33 @@ def parse(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespac
         raise HelpShown(exc.code or 0)
 
 
-def parse_action(parser: argparse.ArgumentParser, actions: Sequence[argparse.ArgumentParser],
+def parse_action(parser: argparse.ArgumentParser,
                  argv: List[str]) -> Tuple[Optional[argparse.Namespace], int]:
     """Parse a command with actions (``sessions list``): ``(args, EXIT_OK)``, or ``(None,
-    EXIT_USAGE)`` after printing the help when no action was given. Every action takes
-    ``--config``."""
-    for action in actions:
-        add_config_flag(action)
-    add_config_flag(parser)
-    args = parse(parser, argv)
+    EXIT_USAGE)`` after printing the help when no action was given. Flags written before the
+    action word are read as if written after it (``clinvk --config X config show``)."""
+    args = parse(parser, flags_after_action(parser, argv))
     if not args.action:
         parser.print_help()
         return None, EXIT_USAGE
     return args, EXIT_OK
+
+
+def flags_after_action(parser: argparse.ArgumentParser, argv: List[str]) -> List[str]:
+    """``argv`` with the flags before the action word moved right after it: argparse gives
+    a flag before the action to the command's parser, where the action's own default for
+    the same flag would silently replace it."""
+    actions = argparser.subcommands(parser)
+    parsers = [parser] + list(actions.values())
+    i = 0
+    while i < len(argv) and argv[i] != "--":
+        word = argv[i]
+        if word in actions:
+            return [word] + argv[:i] + argv[i + 1:]
+        if not word.startswith("-") or word == "-":
+            break
+        i += 2 if any(argparser.takes_value(p, word) for p in parsers) else 1
+    return argv
 
 
 # -- flags and argument types -----------------------------------------------------------------
@@ -89,6 +109,27 @@ def parse_action(parser: argparse.ArgumentParser, actions: Sequence[argparse.Arg
 def add_config_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="PATH",
                    help="config file (default: $CLINVK_CONFIG or ~/.clinvk/config.yaml)")
+
+
+def add_backend_flag(p: argparse.ArgumentParser, meaning: str) -> None:
+    p.add_argument("-b", "--backend", choices=NAMES, help=meaning)
+
+
+def add_workdir_flag(p: argparse.ArgumentParser, meaning: str) -> None:
+    p.add_argument("-w", "--workdir", metavar="DIR", help=meaning)
+
+
+def add_json_flags(p: argparse.ArgumentParser) -> None:
+    """``--json`` and its long form ``-o json`` (``-o text``, the default, is accepted too),
+    so the output flag of a run means the same on every command."""
+    p.add_argument("--json", action="store_true", help="print JSON (same as -o json)")
+    p.add_argument("-o", "--output-format", choices=("text", "json"),
+                   help="text (default) or json")
+
+
+def wants_json(args: argparse.Namespace) -> bool:
+    """True when ``--json`` or ``-o json`` was given (add_json_flags)."""
+    return bool(args.json) or args.output_format == "json"
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -118,25 +159,33 @@ def positive_seconds(s: str) -> float:
 def add_run_flags(p: argparse.ArgumentParser, backend: bool = True, workdir: bool = True) -> None:
     """The per-run flags shared by the root command, resume, parallel, chain and compare."""
     if backend:
-        p.add_argument("-b", "--backend", choices=NAMES,
-                       help="backend (default: config default_backend)")
+        add_backend_flag(p, "backend (default: config default_backend)")
     p.add_argument("-m", "--model", help="model name passed to the backend")
     if workdir:
-        p.add_argument("-w", "--workdir", help="working directory of the backend")
+        add_workdir_flag(p, "working directory of the backend (default: the current one)")
     p.add_argument("--approval-mode", choices=APPROVAL_MODES,
-                   help="what the agent may do without asking (see README per backend)")
+                   help="what the agent may do without asking (per backend: clinvk help "
+                        "modes)")
     p.add_argument("--sandbox-mode", choices=SANDBOX_MODES,
-                   help="where the agent may write (see README per backend)")
+                   help="where the agent may write (per backend: clinvk help modes)")
     p.add_argument("--max-turns", type=int_at_least(0), metavar="N",
-                   help="maximum agentic turns (claude only; others ignore it, see README)")
+                   help="maximum agentic turns (claude only; the others have no such limit)")
     p.add_argument("--system-prompt", metavar="TEXT", help="system prompt for the backend")
     p.add_argument("--timeout", type=positive_seconds, metavar="SECONDS",
                    help="kill the backend after this many seconds (exit code 124)")
-    p.add_argument("--verbose", action="store_true", default=None,
-                   help="ask the backend for verbose output")
+    p.add_argument("-v", "--verbose", action="store_true", default=None,
+                   help="ask the backend for verbose output; in text mode, show its stderr "
+                        "as it is and tool calls in full")
     p.add_argument("--dry-run", action="store_true", default=None,
                    help="print the exact command that would run, run nothing")
     add_config_flag(p)
+
+
+def add_quiet_flag(p: argparse.ArgumentParser) -> None:
+    """``-q``: the live view of a run on a terminal without tool calls nor backend stderr."""
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="in text mode, show neither tool calls nor the backend's stderr "
+                        "(its warnings still)")
 
 
 def add_output_flag(p: argparse.ArgumentParser) -> None:
@@ -170,16 +219,26 @@ def root_parser() -> Parser:
                "  backends   which backends are installed\n"
                "  serve      HTTP server (native, OpenAI and Anthropic APIs)\n"
                "  mcp        MCP server over stdio\n"
+               "  completion shell completion script (bash, zsh, fish)\n"
+               "  chat       interactive session (also: clinvk with no prompt on a terminal)\n"
                "  version    print the version\n\n"
-               "Run 'clinvk COMMAND --help' for a command's flags.\n\n" + EXIT_CODES_HELP,
+               "Run 'clinvk COMMAND --help' for a command's flags, 'clinvk help modes' for\n"
+               "what each approval and sandbox mode does per backend, 'clinvk help config'\n"
+               "for every setting. The flags --config, -b, -w and -o may come before or\n"
+               "after a command's name. To send a command's name as the prompt: clinvk -- WORD\n\n"
+               + EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("prompt", nargs="?", help="the prompt (default: read from stdin)")
     add_run_flags(p)
     add_output_flag(p)
     p.add_argument("-c", "--continue", dest="continue_last", action="store_true",
-                   help="continue the most recent session (of -b's backend when given)")
+                   help="continue the most recent session of this directory (of -b's "
+                        "backend when given); it is named on stderr")
+    p.add_argument("--any-dir", action="store_true",
+                   help="with -c: the most recent session of any directory")
     p.add_argument("--ephemeral", action="store_true",
                    help="store no session, and ask the backend not to persist one")
+    add_quiet_flag(p)
     p.add_argument("--version", action="store_true", help="print the version and exit")
     return p
 
@@ -201,9 +260,16 @@ def open_store(cfg: config.Config) -> SessionStore:
     return SessionStore(cfg.home)
 
 
-def read_prompt(positional: Optional[str]) -> str:
-    """The prompt argument, else all of stdin when it is not a terminal (UTF-8, not blank)."""
+def read_prompt(positional: Optional[str], shape_checks_blank: bool = False) -> str:
+    """The prompt argument, else all of stdin when it is not a terminal (UTF-8). A prompt
+    that is empty or only whitespace is a UsageError: it would start a run for nothing
+    (``shape_checks_blank``: the command's shape refuses it, with the words every front end
+    uses for it)."""
     if positional is not None:
+        if not positional.strip() and not shape_checks_blank:
+            raise UsageError("the prompt is empty%s: give the text to send, e.g. clinvk "
+                             "\"explain this repository\"" % (" (only whitespace)"
+                                                              if positional else ""))
         return positional
     if sys.stdin is None or sys.stdin.isatty():
         raise UsageError("no prompt: give it as an argument (clinvk \"...\") or on stdin "
@@ -214,7 +280,8 @@ def read_prompt(positional: Optional[str]) -> str:
     except UnicodeDecodeError:
         raise UsageError("the prompt on stdin is not valid UTF-8")
     if not text.strip():
-        raise UsageError("the prompt on stdin is empty")
+        raise UsageError("the prompt on stdin is empty%s: pipe the text to send, e.g. echo "
+                         "\"explain this\" | clinvk" % (" (only whitespace)" if text else ""))
     return text
 
 

@@ -22,9 +22,9 @@ from ..fsutil import write_atomically
 from ..jsontext import dumps_pretty
 from ..schema import Obj, ValidationError, validate
 from ..shapes import ChainFile, ChainStep, CompareRequest, ParallelFile, ParallelTask
-from .common import (EXIT_FAILED, EXIT_OK, Parser, UsageError, add_config_flag, add_run_flags,
-                     err, int_at_least, load_config, parse, positive_seconds, read_prompt,
-                     write, write_json)
+from .common import (EXIT_FAILED, EXIT_OK, Parser, UsageError, add_config_flag,
+                     add_json_flags, add_run_flags, err, int_at_least, load_config, parse,
+                     positive_seconds, read_prompt, wants_json, write, write_json)
 from .progress import progress_on_stderr, run_interruptibly
 from .run import exec_error_exit
 
@@ -164,7 +164,7 @@ def _write_json_atomically(path: str, obj: Any) -> None:
 def _add_file_flags(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("-f", "--file", metavar="PATH",
                    help="%s, JSON or YAML ('-' or none: read it from stdin)" % what)
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json_flags(p)
     p.add_argument("--timeout", type=positive_seconds, metavar="SECONDS",
                    help="kill a backend run after this many seconds")
     p.add_argument("--dry-run", action="store_true",
@@ -177,8 +177,8 @@ def _with_timeout(items: Sequence[Dict[str, Any]],
     return [dict(item, timeout=timeout) if timeout else item for item in items]
 
 
-def parallel_command(argv: List[str]) -> int:
-    """``clinvk parallel [--file TASKS]``: exit 1 when a task failed."""
+def parallel_parser() -> Parser:
+    """The parser of ``clinvk parallel``."""
     p = Parser(prog="clinvk parallel", usage="clinvk parallel [flags] [--file TASKS]",
                description="Run many tasks at once, each on its own backend; results are "
                            "printed in input order.",
@@ -193,7 +193,13 @@ def parallel_command(argv: List[str]) -> int:
                    help="no progress and no answers: only the results table")
     p.add_argument("--output-dir", metavar="DIR",
                    help="also write summary.json and one JSON file per task into DIR")
-    args = parse(p, argv)
+    return p
+
+
+def parallel_command(argv: List[str]) -> int:
+    """``clinvk parallel [--file TASKS]``: exit 1 when a task failed."""
+    args = parse(parallel_parser(), argv)
+    args.json = wants_json(args)
     cfg = load_config(args)
     spec, as_written = _load_spec(args.file, "task file", "tasks.json", ParallelFile)
     tasks = spec["tasks"]
@@ -231,14 +237,20 @@ def parallel_command(argv: List[str]) -> int:
     return code
 
 
-def chain_command(argv: List[str]) -> int:
-    """``clinvk chain [--file CHAIN]``: exit 1 when a step failed."""
+def chain_parser() -> Parser:
+    """The parser of ``clinvk chain``."""
     p = Parser(prog="clinvk chain", usage="clinvk chain [flags] [--file CHAIN]",
                description="Run steps one after another; {{previous}} in a step's prompt is "
                            "replaced by the previous step's output.",
                epilog=CHAIN_FILE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_file_flags(p, "chain file")
-    args = parse(p, argv)
+    return p
+
+
+def chain_command(argv: List[str]) -> int:
+    """``clinvk chain [--file CHAIN]``: exit 1 when a step failed."""
+    args = parse(chain_parser(), argv)
+    args.json = wants_json(args)
     cfg = load_config(args)
     spec, _ = _load_spec(args.file, "chain file", "chain.json", ChainFile)
     steps = spec["steps"]
@@ -265,9 +277,8 @@ def chain_command(argv: List[str]) -> int:
     return EXIT_FAILED if summary.failed_step else EXIT_OK
 
 
-def compare_command(argv: List[str]) -> int:
-    """``clinvk compare (--backends B1,B2 | --all-backends) PROMPT``: exit 1 when a backend
-    did not complete."""
+def compare_parser() -> Parser:
+    """The parser of ``clinvk compare``."""
     p = Parser(prog="clinvk compare",
                usage="clinvk compare (--backends B1,B2 | --all-backends) [flags] [--] PROMPT",
                description="Ask several backends the same prompt and show the answers side by "
@@ -279,13 +290,20 @@ def compare_command(argv: List[str]) -> int:
                    help="every installed backend that is not disabled in the config")
     p.add_argument("--sequential", action="store_true",
                    help="one backend after the other instead of all at once")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json_flags(p)
     add_run_flags(p, backend=False)
-    args = parse(p, argv)
+    return p
+
+
+def compare_command(argv: List[str]) -> int:
+    """``clinvk compare (--backends B1,B2 | --all-backends) PROMPT``: exit 1 when a backend
+    did not complete."""
+    args = parse(compare_parser(), argv)
+    args.json = wants_json(args)
     if args.backends and args.all_backends:
-        raise UsageError("clinvk compare: give --backends or --all-backends, not both")
+        raise UsageError("compare: give --backends or --all-backends, not both")
     if not args.backends and not args.all_backends:
-        raise UsageError("clinvk compare: say which backends: --backends claude,codex or "
+        raise UsageError("compare: say which backends: --backends claude,codex or "
                          "--all-backends")
     cfg = load_config(args)
     if args.all_backends:
@@ -299,11 +317,11 @@ def compare_command(argv: List[str]) -> int:
         if not all(backends):
             raise UsageError("--backends: empty name in %r (expected e.g. claude,codex)"
                              % args.backends)
-    prompt = read_prompt(args.prompt)
+    prompt = read_prompt(args.prompt, shape_checks_blank=True)
     try:
         validate(CompareRequest, {"prompt": prompt, "backends": backends})
     except ValidationError as exc:
-        raise UsageError("clinvk compare: %s" % exc)
+        raise UsageError("compare: %s" % exc)
     options = {k: getattr(args, k) for k in ("approval_mode", "sandbox_mode", "max_turns",
                                              "system_prompt", "verbose", "timeout")
                if getattr(args, k)}

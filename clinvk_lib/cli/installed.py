@@ -6,17 +6,23 @@ from typing import List
 
 from .. import render
 from ..backends.probe import probe_all
-from .common import EXIT_OK, Parser, add_config_flag, load_config, parse, write, write_json
+from .common import (EXIT_OK, Parser, add_config_flag, add_json_flags, load_config, parse,
+                     wants_json, write, write_json)
+
+
+def backends_parser() -> Parser:
+    """The parser of ``clinvk backends``."""
+    p = Parser(prog="clinvk backends", description="Which backends are installed.")
+    add_json_flags(p)
+    add_config_flag(p)
+    return p
 
 
 def backends_command(argv: List[str]) -> int:
     """``clinvk backends [--json]``."""
-    p = Parser(prog="clinvk backends", description="Which backends are installed.")
-    p.add_argument("--json", action="store_true")
-    add_config_flag(p)
-    args = parse(p, argv)
+    args = parse(backends_parser(), argv)
     found = probe_all(load_config(args))
-    if args.json:
+    if wants_json(args):
         write_json({"backends": found})
     else:
         write(render.format_backends_table(found))

@@ -8,7 +8,6 @@ backend and still returns what finished, so the command can print it before exit
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -17,23 +16,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 from .. import execute
 from ..config import Config
 from ..fanout_results import ProgressPayload, Summary
-from ..render import seconds
+from ..render import seconds, status_line
 from ..textutil import cut
 from .common import Interrupted
+from .live import terminal_width, use_color
 
 TICK_SECONDS = 0.2      # how often the status line's elapsed time is redrawn
 
 _STATUS_WORDS = {"completed": "done", "failed": "failed", "cancelled": "cancelled",
                  "skipped": "skipped"}
 _STATUS_COLORS = {"completed": "32", "failed": "31", "cancelled": "33", "skipped": "33"}
-
-
-def use_color(cfg: Config) -> bool:
-    """Colour per config ``output.color``; ``auto`` means unless NO_COLOR is set (no-color.org)."""
-    choice = cfg.get("output.color")
-    if choice == "auto":
-        return not os.environ.get("NO_COLOR")
-    return choice == "always"
 
 
 class Progress:
@@ -101,21 +93,15 @@ class Progress:
         waiting = len(self.labels) - finished - len(self.running)
         if waiting > 0:
             parts.append("waiting %d" % waiting)
-        parts.append("%.1fs elapsed" % (time.monotonic() - self.started))
-        width = _terminal_width(self.stream) - 1
-        # One physical line, so \r can redraw it: a wrapped line could not be erased.
-        self.stream.write("\r\x1b[K" + cut(" | ".join(parts), width))
+        timer = "%.1fs elapsed" % (time.monotonic() - self.started)
+        width = terminal_width(self.stream) - 1
+        # One physical line, so \r can redraw it: a wrapped line could not be erased. The
+        # timer is kept whole on a narrow terminal; the counts are cut.
+        self.stream.write("\r\x1b[K" + status_line([" | ".join(parts)], timer, width))
         self.stream.flush()
 
     def _clear(self) -> None:
         self.stream.write("\r\x1b[K")
-
-
-def _terminal_width(stream: TextIO) -> int:
-    try:
-        return os.get_terminal_size(stream.fileno()).columns or 80
-    except (AttributeError, OSError, ValueError):
-        return 80
 
 
 def progress_on_stderr(show: bool, cfg: Config, labels: Sequence[str]) -> Optional[Progress]:

@@ -3,13 +3,16 @@ backend, in a new session or continuing one."""
 
 from __future__ import annotations
 
+import argparse
 import os
-from typing import List
+from typing import List, Optional
 
-from .. import version_line
+from .. import render, version_line
+from ..session_record import Session
+from ..sessions import SessionStore
 from .common import (EXIT_OK, EXIT_SESSION, Parser, UsageError, add_output_flag,
-                     add_run_flags, err, load_config, open_store, parse, read_prompt,
-                     root_parser, write)
+                     add_quiet_flag, add_run_flags, add_workdir_flag, err, load_config,
+                     open_store, parse, read_prompt, root_parser, write)
 from .run import run_prompt
 
 
@@ -19,6 +22,10 @@ def prompt_command(argv: List[str]) -> int:
     if args.version:
         write(version_line())
         return EXIT_OK
+    if args.prompt is None:
+        from . import chat      # lazy: start-up (a prompt given never needs the chat)
+        if chat.starts_instead(args):
+            return chat.chat_from_args(args)
     flags = {}
     if args.backend:
         flags["default_backend"] = args.backend
@@ -29,51 +36,121 @@ def prompt_command(argv: List[str]) -> int:
     # An ephemeral run that continues nothing never touches the session store.
     store = None if args.ephemeral and not args.continue_last else open_store(cfg)
     session_id = ""
-    if args.continue_last or (cfg.get("session.auto_resume") and not args.ephemeral):
-        here = os.path.realpath(args.workdir) if args.workdir else os.getcwd()
-        last = store.last(args.backend or
-                          (None if args.continue_last else cfg.get("default_backend")),
-                          None if args.continue_last else here)
-        if last is None and args.continue_last:
-            err("no resumable session found%s; start one with: clinvk %s\"PROMPT\""
-                % (" for backend %s" % args.backend if args.backend else "",
-                   "-b %s " % args.backend if args.backend else ""))
+    here = os.path.realpath(args.workdir) if args.workdir else os.getcwd()
+    if args.continue_last:
+        try:
+            session_id = pick_last(store, args.backend or "",
+                                   None if args.any_dir else here).id
+        except NoSession as exc:
+            err(str(exc))
             return EXIT_SESSION
-        session_id = last.id if last else ""
+    elif cfg.get("session.auto_resume") and not args.ephemeral:
+        # Only a session of the same backend and directory: never another project's.
+        last = store.last(cfg.get("default_backend"), here)
+        if last is not None:
+            announce(last)
+            session_id = last.id
     return run_prompt(args, cfg, store, prompt, session_id)
+
+
+def pick_last(store: SessionStore, backend: str, workdir: Optional[str]) -> Session:
+    """The most recent resumable session of ``backend`` ("" = any) in ``workdir`` (None =
+    any directory), named on stderr (``announce``); a more recent session there that cannot
+    be resumed is named too, so nothing is skipped silently. NoSession when there is none,
+    saying what there is instead."""
+    chosen = store.last(backend or None, workdir)
+    newest = store.list(backend=backend or None, working_dir=workdir, limit=1)[0]
+    skipped = newest[0] if newest and (chosen is None or newest[0].id != chosen.id) else None
+    if chosen is None:
+        raise NoSession(_no_session_message(store, backend, workdir, skipped))
+    if skipped is not None:
+        err("note: skipping the more recent session %s" % _cannot_resume(skipped))
+    announce(chosen)
+    return chosen
+
+
+def _cannot_resume(s: Session) -> str:
+    return "%s (%s, %s), which cannot be resumed: %s" % (
+        s.id[:8], s.backend, s.status, s.last_error or "%s never reported its session"
+        % s.backend)
+
+
+def announce(s: Session) -> None:
+    """Say on stderr which session a run continues: id, backend, turns, directory."""
+    err("continuing session %s (%s, %d turn%s, last used %s) in %s"
+        % (s.id[:8], s.backend, s.turn_count, "" if s.turn_count == 1 else "s",
+           render.age(s.last_used), s.working_dir))
+
+
+def _no_session_message(store: SessionStore, backend: str, workdir: Optional[str],
+                        newest: Optional[Session]) -> str:
+    where = " in %s" % workdir if workdir else ""
+    what = "%s session" % backend if backend else "session"
+    if newest is not None:
+        where += " (the latest is %s)" % _cannot_resume(newest)
+    other = store.last(None, workdir) if backend else None
+    if other is not None:
+        return ("no resumable %s%s; the most recent one%s is %s's %s: continue it with "
+                "clinvk resume %s" % (what, where, " there" if workdir else "",
+                                      other.backend, other.id[:8], other.id[:8]))
+    wider = "; look in every directory with --any-dir" if workdir and store.last(
+        backend or None, None) is not None else ""
+    return "no resumable %s%s%s; start one with: clinvk %s\"PROMPT\"" % (
+        what, where, wider, "-b %s " % backend if backend else "")
+
+
+class NoSession(Exception):
+    """No session to continue; the message says what there is instead."""
+
+
+def resume_parser() -> Parser:
+    """The parser of ``clinvk resume (ID | --last) [PROMPT]``."""
+    p = Parser(prog="clinvk resume", description="Continue a session in the backend's own "
+               "conversation, so the model sees the history. --last picks the most recent "
+               "session of the current directory and names it on stderr.",
+               usage="clinvk resume [flags] (ID | --last) [--] [PROMPT]")
+    p.add_argument("words", nargs="*", metavar="ID PROMPT",
+                   help="session id (or unique prefix) and the prompt (default: stdin)")
+    p.add_argument("--last", action="store_true",
+                   help="the most recent session of this directory (of -b's backend when "
+                        "given)")
+    p.add_argument("--any-dir", action="store_true",
+                   help="with --last: the most recent session of any directory")
+    # The default now; kept so that scripts written for the older meaning keep working.
+    p.add_argument("--here", action="store_true", help=argparse.SUPPRESS)
+    add_run_flags(p, workdir=False)
+    add_workdir_flag(p, "with --last: the directory whose sessions to look in (default: the "
+                        "current one; a resumed session runs in its own directory)")
+    add_output_flag(p)
+    add_quiet_flag(p)
+    return p
 
 
 def resume_command(argv: List[str]) -> int:
     """``clinvk resume (ID | --last) [PROMPT]``."""
-    p = Parser(prog="clinvk resume", description="Continue a session in the backend's own "
-               "conversation, so the model sees the history.",
-               usage="clinvk resume [flags] (ID | --last) [--] [PROMPT]")
-    p.add_argument("words", nargs="*", metavar="ID PROMPT",
-                   help="session id (or unique prefix) and the prompt (default: stdin)")
-    p.add_argument("--last", action="store_true", help="the most recent session")
-    p.add_argument("--here", action="store_true",
-                   help="with --last: only sessions of the current directory")
-    add_run_flags(p, workdir=False)
-    add_output_flag(p)
-    args = parse(p, argv)
+    args = parse(resume_parser(), argv)
     cfg = load_config(args)
     store = open_store(cfg)
     words = list(args.words)
     if args.last:
-        s = store.last(args.backend or None, os.getcwd() if args.here else None)
-        if s is None:
-            err("no resumable session found%s%s"
-                % (" for backend %s" % args.backend if args.backend else "",
-                   " in %s" % os.getcwd() if args.here else ""))
+        if args.here and args.any_dir:
+            raise UsageError("resume: give --here or --any-dir, not both")
+        here = os.path.realpath(args.workdir) if args.workdir else os.getcwd()
+        try:
+            session_id = pick_last(store, args.backend or "",
+                                   None if args.any_dir else here).id
+        except NoSession as exc:
+            err(str(exc))
             return EXIT_SESSION
-        session_id = s.id
     else:
         if not words:
-            raise UsageError("clinvk resume: give a session ID (see clinvk sessions list) "
-                             "or --last")
+            raise UsageError("resume: give a session ID (see: clinvk sessions list) or --last")
+        if args.workdir or args.any_dir:
+            raise UsageError("resume: -w/--workdir and --any-dir choose among sessions with "
+                             "--last; a session given by its ID runs in its own directory")
         session_id = words.pop(0)
     if len(words) > 1:
-        raise UsageError("clinvk resume: too many arguments; quote the prompt as one argument")
+        raise UsageError("resume: too many arguments; quote the prompt as one argument")
     prompt = read_prompt(words[0] if words else None)
     args.workdir = ""
     args.ephemeral = False

@@ -15,6 +15,7 @@ from .. import execute, render
 from ..config import Config
 from ..execute import ErrorKind
 from ..sessions import SessionStore
+from . import live
 from .common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_INSTALLED, EXIT_OK, EXIT_SESSION,
                      EXIT_TIMEOUT, EXIT_USAGE, err, write, write_json)
 
@@ -68,11 +69,13 @@ def request_from_args(args: argparse.Namespace, prompt: str,
 
 def run_prompt(args: argparse.Namespace, cfg: Config, store: SessionStore, prompt: str,
                session_id: str) -> int:
-    """Prepare, run (or dry-run) and render one prompt; returns the exit code."""
+    """Prepare, run (or dry-run) and render one prompt; returns the exit code. Text on a
+    terminal is shown live (``live.run_live``)."""
     fmt = args.output_format or cfg.get("output.format") or "text"
+    on_terminal = fmt == "text" and live.on_terminal()
     req = request_from_args(args, prompt, session_id)
     try:
-        prepared = execute.prepare(req, cfg, store, stream=(fmt == "stream-json"))
+        prepared = execute.prepare(req, cfg, store, stream=(fmt == "stream-json" or on_terminal))
     except execute.ExecError as exc:
         return exec_error_exit(exc)
     for warning in prepared.warnings:
@@ -84,31 +87,39 @@ def run_prompt(args: argparse.Namespace, cfg: Config, store: SessionStore, promp
         else:
             write_json(dict(info, dry_run=True))
         return EXIT_OK
+    # --verbose: the backend's stderr as it comes, whatever the format (text mode shows it
+    # through the live view or run_plain).
+    passthrough = live.pass_stderr_through if prepared.opts.verbose else None
     try:
         if fmt == "stream-json":
             collected: List[execute.Outcome] = []
-            for e in execute.stream(prepared, store, outcome=collected):
+            for e in execute.stream(prepared, store, outcome=collected, on_stderr=passthrough):
                 write(json.dumps(e.to_dict(), ensure_ascii=False) + "\n")
             outcome = collected[0]
+        elif fmt == "text":
+            detail = live.detail_of(bool(getattr(args, "quiet", False)), prepared.opts.verbose)
+            outcome = live.run_live(prepared, store, live.use_color(cfg), detail) \
+                if on_terminal else live.run_plain(prepared, store, detail)
         else:
-            outcome = execute.run(prepared, store)
+            outcome = execute.run(prepared, store, on_stderr=passthrough)
     except execute.ExecError as exc:
         return exec_error_exit(exc)
     if fmt == "json":
         write_json(render.outcome_to_json(outcome))
     elif fmt == "text":
-        print_text(outcome, cfg)
+        print_text(outcome, cfg, streamed=on_terminal)
     if outcome.result.error and fmt != "text":
-        err("%s: %s" % (outcome.result.backend, outcome.result.error))
+        err(render.run_error(outcome.result.backend, outcome.result.error))
     return outcome_exit_code(outcome)
 
 
-def print_text(outcome: execute.Outcome, cfg: Config) -> None:
-    """The reply on stdout; the error, and the tokens and time when configured, on stderr."""
+def print_text(outcome: execute.Outcome, cfg: Config, streamed: bool = False) -> None:
+    """The reply on stdout (unless ``streamed``: the live view has shown it); the error, and
+    the tokens and time when configured, on stderr."""
     r = outcome.result
-    if r.text:
+    if r.text and not streamed:
         write(r.text if r.text.endswith("\n") else r.text + "\n")
     if r.error:
-        err("%s: %s" % (r.backend, r.error))
+        err(render.run_error(r.backend, r.error))
     sys.stderr.write(render.run_facts(r, bool(cfg.get("output.show_tokens")),
                                       bool(cfg.get("output.show_timing"))))

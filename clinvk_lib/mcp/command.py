@@ -7,9 +7,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import List
+from typing import Any, List
 
 from .. import __version__, config
+from ..argparser import Parser, UsageError
 from ..sessions import SessionStore
 from .protocol import Server
 from .tools import ToolContext, all_tools
@@ -26,14 +27,22 @@ def mcp_command(argv: List[str]) -> int:
     """Serve MCP on stdin/stdout until the client closes stdin; returns the exit code (2 for
     a bad flag or configuration, named on stderr)."""
     try:
-        args = _argument_parser().parse_args(argv)
-    except SystemExit as exc:           # --help, or a bad flag (argparse said which)
+        args = argument_parser().parse_args(argv)
+    except SystemExit as exc:           # --help
         return int(exc.code or 0)
+    except UsageError as exc:
+        sys.stderr.write("clinvk: %s\n" % exc)
+        return 2
     try:
         cfg = config.load(args.config)
     except config.ConfigError as exc:
-        sys.stderr.write("clinvk mcp: %s\n" % exc)
+        sys.stderr.write("clinvk: %s\n" % exc)
         return 2
+    if _is_terminal(sys.stdin):
+        # Typed at a terminal, the command seems to hang: it waits for an MCP client.
+        sys.stderr.write("clinvk: serving MCP (JSON-RPC) on stdin/stdout: an MCP client "
+                         "starts this command, e.g. claude mcp add clinvk -- clinvk mcp "
+                         "(Ctrl-D to stop)\n")
     _log_to_stderr()
     out = sys.stdout.buffer
     # stdout is the protocol channel: anything printed by mistake goes to stderr instead.
@@ -46,8 +55,16 @@ def mcp_command(argv: List[str]) -> int:
     return 0
 
 
-def _argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """The parser of ``clinvk mcp`` (shell completion reads it too)."""
+    parser = Parser(
         prog="clinvk mcp",
         description="MCP server over stdio (JSON-RPC, one message per line). Register it with "
                     "an MCP client, e.g.: claude mcp add clinvk -- python3 /path/clinvk.pyz "

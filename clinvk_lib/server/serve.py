@@ -10,6 +10,7 @@ until SIGTERM/SIGINT and drains. Only the command line imports this module.
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 import threading
@@ -17,6 +18,7 @@ import time
 from typing import Any, Callable, List, Optional
 
 from .. import __version__, config, runner
+from ..argparser import Parser, UsageError
 from ..backends import probe
 from ..sessions import SessionStore
 from . import anthropic, guards, native, openai, responses
@@ -47,23 +49,26 @@ def serve_command(argv: List[str]) -> int:
     """``clinvk serve [--host H] [--port P] [--config PATH] [--log-format text|json]``:
     serve until SIGTERM/SIGINT, then drain; returns the exit code."""
     try:
-        args = _argument_parser().parse_args(argv)
-    except SystemExit as exc:
+        args = argument_parser().parse_args(argv)
+    except SystemExit as exc:           # --help
         return int(exc.code or 0)
+    except UsageError as exc:
+        sys.stderr.write("clinvk: %s\n" % exc)
+        return 2
     # --host goes into the config: the Host check needs to know whether the bind is loopback.
     flags = {"server.log_format": args.log_format, "server.host": args.host or None}
     try:
         cfg = config.load(args.config, flags=flags)
         app = build_app(cfg)
     except config.ConfigError as exc:
-        sys.stderr.write("clinvk serve: %s\n" % exc)
+        sys.stderr.write("clinvk: %s\n" % exc)
         return 2
     host = cfg.get("server.host")
     port = cfg.get("server.port") if args.port is None else args.port
     if not app.guards.keys and not args.allow_unauthenticated and \
             not guards.is_loopback_host(host):
         sys.stderr.write(
-            "clinvk serve: refusing to listen on %r without API keys: anyone who can reach it "
+            "clinvk: refusing to listen on %r without API keys: anyone who can reach it "
             "could run agents on this machine. Set CLINVK_API_KEYS=KEY1,KEY2 (or "
             "server.api_keys_file / server.api_keys_gopass_path), or pass "
             "--allow-unauthenticated if something in front of the server authenticates "
@@ -72,14 +77,26 @@ def serve_command(argv: List[str]) -> int:
     try:
         server = make_server(app, host, port)
     except OSError as exc:
-        sys.stderr.write("clinvk serve: cannot listen on %s:%d: %s\n"
-                         % (host, port, exc.strerror or exc))
+        sys.stderr.write("clinvk: cannot listen on %s:%d: %s%s\n"
+                         % (host, port, exc.strerror or exc, _listen_hint(exc, port)))
         return 1
     return run_until_signalled(app, server)
 
 
-def _argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _listen_hint(exc: OSError, port: int) -> str:
+    """What to do when the port cannot be bound."""
+    if exc.errno == errno.EADDRINUSE:
+        return ("; another program (maybe another clinvk serve) uses port %d: choose another "
+                "with --port (e.g. --port %d, or --port 0 for any free port) or server.port"
+                % (port, port + 1 if 0 < port < 65535 else 8081))
+    if exc.errno == errno.EACCES and 0 < port < 1024:
+        return "; ports below 1024 need privileges: choose one from 1024 up with --port"
+    return ""
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """The parser of ``clinvk serve`` (shell completion reads it too)."""
+    parser = Parser(
         prog="clinvk serve",
         description="HTTP server: the native REST API (/api/v1), the OpenAI- and "
                     "Anthropic-compatible APIs, /health, /metrics, /openapi.json and /docs.")

@@ -18,6 +18,10 @@ Environment variables:
                              (some lines, then SIGKILL itself) | stderr_flood
                              (FAKE_CLI_STDERR_BYTES, default 4 MiB, on stderr first)
   FAKE_CLI_DELAY=<seconds>   pause per line in slow mode (default 0.5)
+  FAKE_CLI_HANG_AFTER=<n>    in hang mode, sleep forever after the n-th line (default 1)
+  FAKE_CLI_WARNINGS=<n>      codex: n "Reconnecting... i/n" error events (its retries)
+                             after turn.started
+  FAKE_CLI_STDERR=<text>     write this line on stderr before any output
   FAKE_CLI_CHUNKS=<n>        stream the reply in n pieces where the CLI streams (default 3)
   FAKE_CLI_TOOL=1            make one tool call (and get its result) before replying
   FAKE_CLI_PIDFILE=<path>    write the fake's pid there at start
@@ -204,6 +208,8 @@ class Run:
         self.backend = backend
         self.mode = os.environ.get("FAKE_CLI_MODE", "ok")
         self.delay = float(os.environ.get("FAKE_CLI_DELAY", "0.5"))
+        self.hang_after = int(os.environ.get("FAKE_CLI_HANG_AFTER", "1"))
+        self.warnings = int(os.environ.get("FAKE_CLI_WARNINGS", "0"))
         self.chunks = max(1, int(os.environ.get("FAKE_CLI_CHUNKS", "3")))
         self.tool = os.environ.get("FAKE_CLI_TOOL") == "1"
         self.state_dir = os.environ.get("FAKE_CLI_STATE_DIR") or os.path.join(
@@ -302,7 +308,7 @@ class Run:
             self._write("noise: this line is not JSON\n")
         self._write(text + "\n")
         self.lines_written += 1
-        if self.mode == "hang":
+        if self.mode == "hang" and self.lines_written >= self.hang_after:
             hang()
         if self.mode == "crash_midstream" and self.lines_written >= 2:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -398,6 +404,10 @@ def run_claude(run, args, stdin_text):
             "permissionMode": last(flags, "--permission-mode", "default"),
             "apiKeySource": "ANTHROPIC_API_KEY", "claude_code_version": "2.1.197",
             "uuid": str(uuid.uuid4())}
+    # The real CLIs write the session as the turn goes (claude its transcript, codex its
+    # rollout, gemini its chat file): a turn stopped half-way can still be resumed.
+    if "--no-session-persistence" not in flags and run.mode != "error_exit0":
+        run.save()
     run.streaming = fmt == "stream-json"
     if run.streaming:
         for obj in [init] + messages + [result]:
@@ -410,8 +420,6 @@ def run_claude(run, args, stdin_text):
         run.document(compact(result))
     else:
         run.document(run.reply)
-    if "--no-session-persistence" not in flags and run.mode != "error_exit0":
-        run.save()
     return 0
 
 
@@ -537,8 +545,14 @@ def run_codex(run, args, stdin_text):
         run.streaming = False
         run.document(run.reply)
         return 0
+    if "--ephemeral" not in flags and run.mode != "error_exit0":
+        run.save()
     run.emit({"type": "thread.started", "thread_id": run.session_id})
     run.emit({"type": "turn.started"})
+    for i in range(run.warnings):
+        # codex-cli 0.169.0 reports its retries of an unreachable model API this way.
+        run.emit({"type": "error", "message": "Reconnecting... %d/%d (stream disconnected "
+                  "before completion: Connection refused)" % (i + 1, run.warnings)})
     if run.mode == "error_exit0":
         run.emit({"type": "error", "message": "fake failure (FAKE_CLI_MODE=error_exit0)"})
         run.emit({"type": "turn.failed",
@@ -555,8 +569,6 @@ def run_codex(run, args, stdin_text):
     run.emit({"type": "turn.completed", "usage": {
         "input_tokens": tokens(run.prompt) + 4, "cached_input_tokens": 4,
         "output_tokens": tokens(run.reply), "reasoning_output_tokens": 0}})
-    if "--ephemeral" not in flags:
-        run.save()
     return 0
 
 
@@ -605,6 +617,8 @@ def run_gemini(run, args, stdin_text):
         return 0
     error = {"type": "FakeError", "message": "fake failure (FAKE_CLI_MODE=error_exit0)"} \
         if run.mode == "error_exit0" else None
+    if not error:
+        run.save()
     run.streaming = fmt == "stream-json"
     if run.streaming:
         gemini_stream(run, model, answered_by, error)
@@ -612,8 +626,6 @@ def run_gemini(run, args, stdin_text):
         gemini_json(run, answered_by, error)
     else:
         run.document(run.reply)
-    if not error:
-        run.save()
     return 0
 
 
@@ -716,6 +728,9 @@ def main(backend, args):
     nap = re.search(r"^FAKE_SLEEP: ?([0-9.]+)$", stdin_text, re.MULTILINE)
     if nap:
         time.sleep(float(nap.group(1)))
+    if os.environ.get("FAKE_CLI_STDERR"):
+        sys.stderr.write(os.environ["FAKE_CLI_STDERR"] + "\n")
+        sys.stderr.flush()
     if run.mode == "stderr_flood":
         size = int(os.environ.get("FAKE_CLI_STDERR_BYTES", str(4 << 20)))
         block = b"stderr flood " * 4096 + b"\n"
