@@ -62,6 +62,8 @@ log "building dist/clinvk.pyz"
 log "installing the pinned real CLIs (npm) for the end-to-end tier"
 if command -v npm >/dev/null 2>&1; then
     python3 -m tests.e2e.realclis install || { echo "installing the real CLIs failed" >&2; [ "${CI:-}" = "true" ] && status=1; }
+    # The newer CLIs (qwen, copilot, opencode), pinned too, in a prefix of their own.
+    python3 -m tests.e2e.realclis install-more || { echo "installing the newer CLIs failed" >&2; [ "${CI:-}" = "true" ] && status=1; }
     # The official OpenAI JS SDK, for one test of the OpenAI-compatible API under node.
     if [ ! -d "$CACHE/npm-sdk/node_modules/openai" ]; then
         npm install --silent --no-audit --no-fund --prefix "$CACHE/npm-sdk" openai@5 >&2 \

@@ -29,6 +29,7 @@ COMMANDS = {
     "chain": ".fanout:chain_command",
     "compare": ".fanout:compare_command",
     "backends": ".installed:backends_command",
+    "doctor": ".doctor:doctor_command",
     "serve": "..server.serve:serve_command",
     "mcp": "..mcp.command:mcp_command",
 }

@@ -7,7 +7,8 @@ Model ids (``resolve_model``), in this order:
 - ``backend/model-id`` (``claude/claude-sonnet-4-5``): that backend, ``model-id`` passed to
   the CLI as its model;
 - a vendor model id, by prefix: ``claude-*`` -> claude, ``gpt-*``, ``o<digit>*`` (o3,
-  o4-mini) and ``codex-*`` -> codex, ``gemini-*`` -> gemini, the id passed to the CLI;
+  o4-mini) and ``codex-*`` -> codex, ``gemini-*`` -> gemini, ``qwen*`` (qwen-max,
+  qwen3-coder-plus) -> qwen, the id passed to the CLI;
 - anything else, or a backend disabled in the configuration: 404 ``model_not_found``.
 
 The prompt (``render_prompt``): system (and OpenAI developer) messages, joined by a blank
@@ -38,9 +39,11 @@ rest; a gemini system prompt is not repeated). ``X-Clinvk-Ephemeral: true`` runs
 session (and the reply has no session header).
 
 A backend that runs and fails is not a 200: it is a 502 carrying the backend's error text,
-a run over ``server.request_timeout_secs`` a 504; both with ``X-Should-Retry: false`` so the
-SDKs do not re-run a whole agent turn by themselves. In a stream that has started, the same
-error ends the stream in the API's error event.
+a run over ``server.request_timeout_secs`` a 504, a CLI that cannot authenticate a 401
+``backend_not_authenticated``, a model API's rate limit a 429 ``backend_rate_limited`` (with
+Retry-After when the CLI said); all with ``X-Should-Retry: false`` so the SDKs do not re-run a
+whole agent turn by themselves. In a stream that has started, the same error ends the stream
+in the API's error event.
 """
 
 from __future__ import annotations
@@ -65,7 +68,10 @@ EPHEMERAL_HEADER = "X-Clinvk-Ephemeral"
 NO_RETRY = ("X-Should-Retry", "false")
 
 _VENDOR_PREFIXES = (("claude-", "claude"), ("gpt-", "codex"), ("codex-", "codex"),
-                    ("gemini-", "gemini"))
+                    ("gemini-", "gemini"), ("qwen", "qwen"))
+# The run failures whose ApiError (from Context.run) a compat reply passes on with the
+# session header and X-Should-Retry: false.
+_RUN_FAILURES = ("timeout", "backend_not_authenticated", "backend_rate_limited")
 _OPENAI_REASONING_MODEL = re.compile(r"o[0-9]")           # o1, o3-mini, o4-mini, ...
 
 
@@ -94,7 +100,7 @@ def resolve_model(model: str, cfg: Config) -> Tuple[str, str]:
     if not backend:
         raise model_not_found(model, "use a backend name (%s), backend/model-id "
                                      "(claude/claude-sonnet-4-5), or a model id starting with "
-                                     "claude-, gpt-, o<digit>, codex- or gemini-"
+                                     "claude-, gpt-, o<digit>, codex-, gemini- or qwen"
                               % ", ".join(names))
     if not cfg.backend_enabled(backend):
         raise model_not_found(model, "its backend %r is disabled in the configuration "
@@ -274,7 +280,7 @@ def complete(ctx: Context, run: Run) -> Reply:
     try:
         outcome = ctx.run(run.prepared)
     except errors.ApiError as err:
-        if err.status == 504:
+        if err.code in _RUN_FAILURES:
             err.headers.update(dict([NO_RETRY] + session_headers(err.extra.get("session_id",
                                                                                ""))))
         raise
@@ -377,6 +383,10 @@ def _stream_failure(backend: str, event: ev.Event) -> errors.ApiError:
         return errors.timeout(message)
     if code == "cancelled":
         return errors.cancelled(message)
+    if code == parsing.NOT_AUTHENTICATED:
+        return errors.backend_not_authenticated(backend, message)
+    if code == parsing.RATE_LIMITED:
+        return errors.backend_rate_limited(backend, message, event.content.get("retry_after"))
     return backend_failed(backend, message)
 
 
