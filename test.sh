@@ -64,6 +64,8 @@ log "building dist/clinvk.pyz"
 log "installing the pinned real CLIs (npm) for the end-to-end tier"
 if command -v npm >/dev/null 2>&1; then
     python3 -m tests.e2e.realclis install || { echo "installing the real CLIs failed" >&2; [ "${CI:-}" = "true" ] && status=1; }
+    # The newer CLIs (qwen, copilot, opencode), pinned too, in a prefix of their own.
+    python3 -m tests.e2e.realclis install-more || { echo "installing the newer CLIs failed" >&2; [ "${CI:-}" = "true" ] && status=1; }
     # The official OpenAI JS SDK and the Vercel AI SDK, for the tests of the OpenAI-compatible
     # API under node (tests/test_openai_compat.py, tests/test_vercel_ai_sdk.py).
     if [ ! -d "$CACHE/npm-sdk/node_modules/openai" ] || [ ! -d "$CACHE/npm-sdk/node_modules/ai" ] \

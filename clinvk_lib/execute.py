@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import events as ev
 from . import runner
@@ -44,6 +44,10 @@ class ErrorKind:
     NOT_INSTALLED = "not_installed"
     SESSION = "session"                  # not found / not resumable / transcript gone
     START = "start"                      # the OS refused to start the backend
+    # Outcome only: the backend ran and its CLI could not authenticate to its model API (not
+    # logged in, key refused), or the model API refused the call for its rate or quota.
+    NOT_AUTHENTICATED = parsing.NOT_AUTHENTICATED
+    RATE_LIMITED = parsing.RATE_LIMITED
 
 
 class ExecError(Exception):
@@ -138,18 +142,20 @@ class Prepared:
 
 class Outcome:
     """A finished run as front ends render it. ``error_kind`` is the ``ErrorKind`` a failed
-    run amounts to when one fits (SESSION: the backend lost the session's conversation), else
-    ""."""
+    run amounts to when one fits (SESSION: the backend lost the session's conversation;
+    NOT_AUTHENTICATED, RATE_LIMITED), else "". ``retry_after``: the seconds a rate-limited
+    run's CLI said to wait, when it said."""
 
     def __init__(self, result: parsing.Result, session_id: str, timed_out: bool = False,
                  cancelled: bool = False, timeout: Optional[float] = None,
-                 error_kind: str = "") -> None:
+                 error_kind: str = "", retry_after: Optional[int] = None) -> None:
         self.result = result
         self.session_id = session_id
         self.timed_out = timed_out
         self.cancelled = cancelled
         self.timeout = timeout
         self.error_kind = error_kind
+        self.retry_after = retry_after
 
     @property
     def ok(self) -> bool:
@@ -285,6 +291,9 @@ def prepare(req: Request, cfg: Config, store: Optional[SessionStore] = None,
         env = backend.child_env(dict(os.environ if base_env is None else base_env), opts)
     except options.SetupError as exc:
         raise ExecError(ErrorKind.DISABLED, str(exc), "backend")
+    refusal = "" if opts.project_config else backend.project_config_refusal(cwd, env)
+    if refusal:
+        raise ExecError(ErrorKind.INVALID, refusal, "workdir")
     timeout = req.timeout or cfg.get("unified_flags.command_timeout_secs") or None
     tags = list(dict.fromkeys(list(cfg.get("session.default_tags") or []) + req.tags))
     if store is not None and not dry_run and (session is not None or not req.ephemeral):
@@ -471,6 +480,28 @@ def _explain_missing_transcript(p: Prepared, result: parsing.Result, stderr: str
     return ErrorKind.SESSION
 
 
+def _with_login_hint(p: Prepared, e: ev.Event) -> ev.Event:
+    """``e``, a failure to authenticate ending with how to fix it for this backend's CLI."""
+    hint = p.backend.login_hint
+    if e.type == ev.ERROR and e.content.get("code") == ErrorKind.NOT_AUTHENTICATED and hint \
+            and hint not in e.content["message"]:
+        e.content["message"] += " (the %s CLI cannot authenticate to its model API; to " \
+                                "fix: %s)" % (p.backend.name, hint)
+    return e
+
+
+def _failure_class(p: Prepared, result: parsing.Result) -> Tuple[str, Optional[int]]:
+    """(ErrorKind.NOT_AUTHENTICATED or RATE_LIMITED, retry_after) of a run whose first fatal
+    error has that class, else ("", None); the result's error gets the login hint."""
+    kind, first = parsing.classified_failure(result)
+    if first is None:
+        return "", None
+    message = _with_login_hint(p, first).content["message"]
+    if result.error and message.startswith(result.error):
+        result.error = message          # the error the parser kept, and now its fix
+    return kind, first.content.get("retry_after")
+
+
 def _forget_if_ephemeral(p: Prepared, result: parsing.Result) -> None:
     if not p.request.ephemeral or not result.backend_session_id or p.session is not None:
         return
@@ -509,10 +540,11 @@ def run(p: Prepared, store: Optional[SessionStore] = None, cancel: Optional[Canc
             _add_last_warning(result)
         result.model = result.model or p.opts.model
         error_kind = _explain_missing_transcript(p, result, out.stderr)
+        failure_class, retry_after = ("", None) if reason else _failure_class(p, result)
         scope.record(result, cancelled=proc.cancelled)
         _forget_if_ephemeral(p, result)
         return Outcome(result, scope.session_id, proc.timed_out, proc.cancelled, p.timeout,
-                       error_kind)
+                       error_kind or failure_class, retry_after)
 
 
 def stream(p: Prepared, store: Optional[SessionStore] = None, cancel: Optional[Cancel] = None,
@@ -541,6 +573,7 @@ def stream(p: Prepared, store: Optional[SessionStore] = None, cancel: Optional[C
         try:
             for line in proc.lines():
                 for e in parser.feed(line):
+                    _with_login_hint(p, e)
                     if e.type == ev.INIT:
                         if not sent_init:
                             sent_init = True
@@ -577,6 +610,7 @@ def stream(p: Prepared, store: Optional[SessionStore] = None, cancel: Optional[C
         if not reason:
             _add_last_warning(result)
         error_kind = _explain_missing_transcript(p, result, out.stderr)
+        failure_class, retry_after = ("", None) if reason else _failure_class(p, result)
         for e in closing:
             if e.type == ev.ERROR and result.error:
                 e.content["message"] = result.error
@@ -585,6 +619,6 @@ def stream(p: Prepared, store: Optional[SessionStore] = None, cancel: Optional[C
         _forget_if_ephemeral(p, result)
         if outcome is not None:
             outcome.append(Outcome(result, sid, proc.timed_out, proc.cancelled, p.timeout,
-                                   error_kind))
+                                   error_kind or failure_class, retry_after))
         if interrupted is not None:
             raise interrupted

@@ -9,7 +9,10 @@ output files and the backends' own files.
 from __future__ import annotations
 
 import errno
+import json
 import os
+import pwd
+from typing import Any
 
 # A directory fsync some filesystems refuse (EINVAL, e.g. some network and FUSE mounts): the
 # rename is done, only its durability is the filesystem's business.
@@ -56,6 +59,35 @@ def fsync_dir(path: str) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def private_cache_dir() -> str:
+    """~/.cache/clinvk of the account clinvk runs as, from the password database: $HOME may
+    point anywhere (a test's /tmp directory). Where clinvk keeps the settings files it hands
+    to the CLIs."""
+    return os.path.join(pwd.getpwuid(os.geteuid()).pw_dir, ".cache", "clinvk")
+
+
+def write_if_changed(path: str, text: str) -> None:
+    """Make ``path`` hold ``text`` (0600; a missing directory is made 0700), through a temporary
+    file and a rename, and only when it holds something else."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read() == text:
+                return
+    except (OSError, ValueError):
+        pass
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    write_atomically(path, text.encode("utf-8"), sync_dir=False)
+
+
+def read_json(path: str) -> Any:
+    """The JSON value in file ``path``; None when it is missing, unreadable or not JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def unlink_quietly(path: str) -> None:

@@ -362,6 +362,27 @@ def format_backends_text(rows: Iterable[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_doctor(rows: Iterable[Dict[str, Any]]) -> str:
+    """``clinvk doctor``'s report: per backend a line with its state, command and version,
+    then how it authenticates, why it cannot run, its warnings and its probe, indented."""
+    out = []
+    for b in rows:
+        state = "ok" if b["usable"] else "disabled" if not b["enabled"] else "NOT USABLE"
+        version = b["version"] and "%s%s" % (b["version"], {
+            True: "  (tested)", False: "  (outside tested %s)" % b["tested_versions"]}.get(
+                b["version_tested"], ""))
+        out.append("%-9s %-11s %s%s\n" % (b["name"], state, b["command"] or "-",
+                                          "  " + version if version else ""))
+        details = [("auth", b["auth"]), ("reason", b["reason"])]
+        details += [("warning", w) for w in b["warnings"]]
+        probe = b.get("probe")
+        if probe:
+            details.append(("probe", "ok: %s" % probe["reply"] if probe["ok"]
+                            else "failed: %s" % probe["error"]))
+        out += ["          %-8s %s\n" % (label + ":", text) for label, text in details if text]
+    return "".join(out)
+
+
 def format_settings(path: str, rows: Sequence[Tuple[str, Any, str, str]]) -> str:
     """``Config.rows()`` as ``key  value-as-JSON  (source)`` lines under the file's path."""
     width = max(len(k) for k, _v, _s, _m in rows)

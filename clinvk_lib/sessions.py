@@ -74,7 +74,7 @@ class SessionStore:
         """A new active session, saved, recorded as created by ``access.key_id``;
         ``working_dir`` must be absolute. StoreUnavailable if it cannot be written."""
         if not backend:
-            raise ValueError("a session needs a backend name (claude, codex or gemini)")
+            raise ValueError("a session needs a backend name (claude, codex, ...)")
         if not os.path.isabs(working_dir):
             raise ValueError("working_dir must be an absolute path: got %r" % (working_dir,))
         session = Session(new_session_id(), backend, os.path.normpath(working_dir),

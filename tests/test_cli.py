@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from clinvk_lib import execute, render
-from clinvk_lib.backends import parsing
+from clinvk_lib.backends import base, parsing
 from clinvk_lib.cli import common
 from clinvk_lib.cli import run as run_module
 from clinvk_lib.cli.main import main
@@ -393,10 +393,10 @@ def test_explicit_missing_config_file_is_an_error(env, capsys):
     assert code == common.EXIT_USAGE and "/no/such.yaml" in err
 
 
-def test_backends_json_lists_all_three_with_paths(env, capsys):
+def test_backends_json_lists_every_backend_with_paths(env, capsys):
     code, out, _ = run(capsys, "backends", "--json")
     rows = json.loads(out)["backends"]
-    assert [r["name"] for r in rows] == ["claude", "codex", "gemini"]
+    assert [r["name"] for r in rows] == list(base.NAMES)
     assert all(r["available"] and r["path"] for r in rows)
 
 

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from clinvk_lib.argparser import subcommands
+from clinvk_lib.backends import base
 from clinvk_lib.cli import completion
 from clinvk_lib.cli.commands import BUILT_IN_COMMANDS, COMMANDS, PARSERS, entry_point
 from clinvk_lib.cli.main import BUILT_IN
@@ -76,7 +77,7 @@ def test_bash_script_loads_and_registers_the_completion(scripts):
     ("clinvk ses", ["sessions"]),
     ("clinvk sessions ", ["list", "show", "delete", "clean"]),
     ("clinvk sessions list --js", ["--json"]),
-    ("clinvk -b ", ["claude", "codex", "gemini"]),
+    ("clinvk -b ", list(base.NAMES)),
     ("clinvk --config x.yaml sessions l", ["list"]),
     ("clinvk completion ", ["bash", "zsh", "fish"]),
     ("clinvk help mo", ["modes"]),
@@ -121,7 +122,7 @@ def test_zsh_script_loads_after_compinit_and_offers_sessions(scripts, tmp_path):
 @pytest.mark.parametrize("line, expected", [
     ("clinvk ses", ["sessions"]),
     ("clinvk sessions ", ["clean", "delete", "list", "show"]),
-    ("clinvk -b ", ["claude", "codex", "gemini"]),
+    ("clinvk -b ", list(base.NAMES)),
     ("clinvk sessions list --js", ["--json"]),
 ])
 def test_fish_script_loads_and_completes(scripts, line, expected, tmp_path):

@@ -116,7 +116,8 @@ def test_a_bad_yaml_task_file_names_file_line_index_and_field(env, capsys):
     path = write(env / "t.yaml", TASKS_YAML.replace("backend: codex", "backend: gpt"))
     assert main(["parallel", "--file", path]) == common.EXIT_USAGE
     assert capsys.readouterr().err == (
-        "clinvk: %s line 6: tasks[1].backend: expected one of claude, codex, gemini, got "
+        "clinvk: %s line 6: tasks[1].backend: expected one of claude, codex, gemini, "
+        "qwen, copilot, opencode, got "
         "'gpt'\n" % path)
 
 
@@ -382,7 +383,8 @@ def test_compare_needs_backends_or_all_backends(env, capsys):
 
 def test_compare_unknown_backend_is_a_usage_error(env, capsys):
     assert main(["compare", "--backends", "claude,gpt", "hi"]) == common.EXIT_USAGE
-    assert "backends[1]: expected one of claude, codex, gemini" in capsys.readouterr().err
+    assert ("backends[1]: expected one of claude, codex, gemini, qwen, copilot, opencode"
+            in capsys.readouterr().err)
 
 
 def test_compare_exits_1_when_a_backend_failed(env, capsys, monkeypatch, tmp_path):

@@ -36,6 +36,10 @@ def convo(*turns, system=""):
     ("o4-mini", ("codex", "o4-mini")),
     ("codex-mini-latest", ("codex", "codex-mini-latest")),
     ("gemini-2.5-flash", ("gemini", "gemini-2.5-flash")),
+    ("qwen", ("qwen", "")),
+    ("qwen/qwen3-coder-plus", ("qwen", "qwen3-coder-plus")),
+    ("qwen-max", ("qwen", "qwen-max")),
+    ("qwen3-coder-plus", ("qwen", "qwen3-coder-plus")),
 ])
 def test_model_id_selects_backend_and_cli_model(model, expected):
     assert models.resolve_model(model, cfg()) == expected
@@ -47,7 +51,7 @@ def test_unknown_model_is_404_model_not_found(model):
         models.resolve_model(model, cfg())
     assert (info.value.status, info.value.code, info.value.field) == (404, "model_not_found",
                                                                        "model")
-    assert "claude-, gpt-, o<digit>, codex- or gemini-" in info.value.message
+    assert "claude-, gpt-, o<digit>, codex-, gemini- or qwen" in info.value.message
 
 
 def test_model_of_a_disabled_backend_is_not_found_and_says_why():
@@ -60,12 +64,14 @@ def test_model_of_a_disabled_backend_is_not_found_and_says_why():
 def test_models_list_has_each_enabled_backend_and_its_configured_model():
     listed = models.listed_models(cfg(**{"backends.claude.model": "claude-sonnet-4-5",
                                          "backends.codex.enabled": False}))
-    assert listed == [("claude", "claude"), ("claude/claude-sonnet-4-5", "claude"),
-                      ("gemini", "gemini")]
+    assert listed[:3] == [("claude", "claude"), ("claude/claude-sonnet-4-5", "claude"),
+                          ("gemini", "gemini")]
+    assert [m for m, _ in listed[3:]] == [n for n in base.NAMES[3:]]
 
 
 def test_vendor_of_each_backend():
-    assert [models.vendor(n) for n in base.NAMES] == ["anthropic", "openai", "google"]
+    assert {n: models.vendor(n) for n in ("claude", "codex", "gemini", "qwen")} == {
+        "claude": "anthropic", "codex": "openai", "gemini": "google", "qwen": "qwen"}
 
 
 # -- the prompt ----------------------------------------------------------------------------------
@@ -93,9 +99,10 @@ def test_system_prompt_opens_the_prompt_only_when_the_backend_has_no_mechanism()
     assert compat.render_prompt(conv, False) == "hi"
 
 
-def test_only_gemini_lacks_a_system_prompt_mechanism():
-    assert {n: compat.honours_system_prompt(base.get(n)) for n in base.NAMES} == \
-        {"claude": True, "codex": True, "gemini": False}
+def test_backends_with_a_system_prompt_mechanism_get_the_system_messages_there():
+    assert {n: compat.honours_system_prompt(base.get(n))
+            for n in ("claude", "codex", "gemini", "qwen")} == \
+        {"claude": True, "codex": True, "gemini": False, "qwen": True}
 
 
 def test_conversation_ending_with_an_assistant_turn_is_refused_naming_it():

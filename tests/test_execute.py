@@ -24,6 +24,9 @@ CLAUDE = ("-p", "--output-format=json")
 CODEX_FLAGS = ("--json", "--skip-git-repo-check")
 CODEX = ("exec",) + CODEX_FLAGS + ("-",)
 GEMINI = ("--skip-trust", "--output-format=json")
+QWEN = ("--output-format=json",)
+COPILOT = ("--output-format=json", "--no-auto-update")
+OPENCODE = ("run", "--format=json", "--title=")
 
 
 def codex(*flags: str) -> Tuple[str, ...]:
@@ -115,6 +118,13 @@ CASES = (
          "codex", codex("--model=gpt-5-codex")),
     Case("gemini's configured model is --model", {"backends.gemini.model": "gemini-2.5-pro"},
          "gemini", GEMINI + ("--model=gemini-2.5-pro",)),
+    Case("qwen's configured model is --model", {"backends.qwen.model": "qwen3-coder-plus"},
+         "qwen", QWEN + ("--model=qwen3-coder-plus",)),
+    Case("copilot's configured model is --model", {"backends.copilot.model": "gpt-5.4"},
+         "copilot", COPILOT + ("--model=gpt-5.4",)),
+    Case("opencode's configured model is --model, provider first",
+         {"backends.opencode.model": "anthropic/claude-sonnet-4-5"}, "opencode",
+         OPENCODE + ("--model=anthropic/claude-sonnet-4-5",)),
 
     # -- backends.<name>.allowed_tools -------------------------------------------------------
     Case("claude's allowed_tools is --allowedTools",
@@ -125,6 +135,15 @@ CASES = (
          warning="codex has no tool allowlist flag"),
     Case("gemini's allowed_tools adds no flag and warns",
          {"backends.gemini.allowed_tools": "ReadFile"}, "gemini", GEMINI,
+         warning="allowed_tools is ignored"),
+    Case("qwen's allowed_tools is --allowed-tools",
+         {"backends.qwen.allowed_tools": "read_file,glob"}, "qwen",
+         QWEN + ("--allowed-tools=read_file,glob",)),
+    Case("copilot's allowed_tools is --allow-tool",
+         {"backends.copilot.allowed_tools": "shell(git:*),write"}, "copilot",
+         COPILOT + ("--allow-tool=shell(git:*),write",)),
+    Case("opencode's allowed_tools adds no flag and warns",
+         {"backends.opencode.allowed_tools": "read"}, "opencode", OPENCODE,
          warning="allowed_tools is ignored"),
 
     # -- backends.<name>.approval_mode -------------------------------------------------------
@@ -141,6 +160,12 @@ CASES = (
     Case("the request's approval_mode beats gemini's configured one",
          {"backends.gemini.approval_mode": "none"}, "gemini",
          GEMINI + ("--approval-mode=default",), request={"approval_mode": "always"}),
+    Case("qwen's approval_mode auto is auto-edit", {"backends.qwen.approval_mode": "auto"},
+         "qwen", QWEN + ("--approval-mode=auto-edit",)),
+    Case("copilot's approval_mode auto allows writes", {"backends.copilot.approval_mode": "auto"},
+         "copilot", COPILOT + ("--allow-tool=write",)),
+    Case("opencode's approval_mode none is --auto", {"backends.opencode.approval_mode": "none"},
+         "opencode", OPENCODE + ("--auto",), opts={"approval_mode": "none"}),
 
     # -- backends.<name>.sandbox_mode --------------------------------------------------------
     Case("claude's sandbox_mode adds no flag and warns",
@@ -154,6 +179,14 @@ CASES = (
          request={"sandbox_mode": "read-only"}),
     Case("gemini's sandbox_mode workspace is --sandbox",
          {"backends.gemini.sandbox_mode": "workspace"}, "gemini", GEMINI + ("--sandbox",)),
+    Case("qwen's sandbox_mode adds no flag and warns",
+         {"backends.qwen.sandbox_mode": "read-only"}, "qwen", QWEN,
+         warning="qwen's sandbox is not used"),
+    Case("copilot's sandbox_mode workspace is --sandbox",
+         {"backends.copilot.sandbox_mode": "workspace"}, "copilot", COPILOT + ("--sandbox",)),
+    Case("opencode's sandbox_mode adds no flag and warns",
+         {"backends.opencode.sandbox_mode": "read-only"}, "opencode", OPENCODE,
+         warning="opencode has no sandbox"),
 
     # -- backends.<name>.extra_flags ---------------------------------------------------------
     Case("claude's extra_flags come last, after the request's extra",
@@ -166,6 +199,15 @@ CASES = (
     Case("gemini's extra_flags come last",
          {"backends.gemini.extra_flags": ["--include-directories", "/srv/docs"]}, "gemini",
          GEMINI + ("--include-directories", "/srv/docs")),
+    Case("qwen's extra_flags come last",
+         {"backends.qwen.extra_flags": ["--exclude-tools", "web_fetch"]}, "qwen",
+         QWEN + ("--exclude-tools", "web_fetch")),
+    Case("copilot's extra_flags come last",
+         {"backends.copilot.extra_flags": ["--reasoning-effort", "high"]}, "copilot",
+         COPILOT + ("--reasoning-effort", "high")),
+    Case("opencode's extra_flags come last",
+         {"backends.opencode.extra_flags": ["--variant", "high"]}, "opencode",
+         OPENCODE + ("--variant", "high")),
 
     # -- backends.<name>.enabled -------------------------------------------------------------
     Case("claude disabled is refused", {"backends.claude.enabled": False}, "claude", None,
@@ -176,6 +218,12 @@ CASES = (
          refused="disabled"),
     Case("gemini disabled is refused", {"backends.gemini.enabled": False}, "gemini", None,
          refused="disabled"),
+    Case("qwen disabled is refused", {"backends.qwen.enabled": False}, "qwen", None,
+         refused="disabled"),
+    Case("copilot disabled is refused", {"backends.copilot.enabled": False}, "copilot", None,
+         refused="disabled"),
+    Case("opencode disabled is refused", {"backends.opencode.enabled": False}, "opencode",
+         None, refused="disabled"),
 
     # -- backends.<name>.system_prompt -------------------------------------------------------
     Case("claude's system_prompt is --system-prompt",
@@ -190,6 +238,15 @@ CASES = (
     Case("gemini's system_prompt adds no flag and warns",
          {"backends.gemini.system_prompt": "Be terse."}, "gemini", GEMINI,
          warning="gemini has no system prompt flag"),
+    Case("qwen's system_prompt is --system-prompt",
+         {"backends.qwen.system_prompt": "Be terse."}, "qwen",
+         QWEN + ("--system-prompt=Be terse.",)),
+    Case("copilot's system_prompt adds no flag and warns",
+         {"backends.copilot.system_prompt": "Be terse."}, "copilot", COPILOT,
+         warning="copilot has no system prompt flag"),
+    Case("opencode's system_prompt goes to its agent config, not argv",
+         {"backends.opencode.system_prompt": "Be terse."}, "opencode", OPENCODE,
+         opts={"system_prompt": "Be terse."}),
 )
 
 ENGINE_KEYS = sorted(s.key for s in config.SETTINGS

@@ -341,7 +341,8 @@ def test_bad_nested_argument_names_its_path(mcp):
     msg = mcp.call("clinvk_parallel", {"tasks": [{"backend": "claude", "prompt": "a"},
                                                  {"backend": "cobol", "prompt": "b"}]})
     assert msg["error"]["code"] == protocol.INVALID_PARAMS
-    assert "tasks[1].backend: expected one of claude, codex, gemini" in msg["error"]["message"]
+    assert ("tasks[1].backend: expected one of claude, codex, gemini, qwen, copilot, "
+            "opencode") in msg["error"]["message"]
 
 
 def test_arguments_that_are_not_an_object_are_invalid_params(mcp):
@@ -495,7 +496,8 @@ def test_backends_lists_what_is_installed(mcp, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(only_codex) + os.pathsep + "/usr/bin:/bin")
     result = mcp.call("clinvk_backends")["result"]
     found = {b["name"]: b["available"] for b in result["structuredContent"]["backends"]}
-    assert found == {"claude": False, "codex": True, "gemini": False}
+    assert found == {"claude": False, "codex": True, "gemini": False, "qwen": False,
+                     "copilot": False, "opencode": False}
     assert "codex: installed" in text_of(result)
 
 

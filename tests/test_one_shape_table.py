@@ -105,7 +105,8 @@ def same_everywhere(verdicts: Dict[str, Verdict]) -> Verdict:
 
 # field -> (a value every front end takes, a bad value, the message it gets)
 TASK_FIELDS = {
-    "backend": ("codex", "gpt", "expected one of claude, codex, gemini, got 'gpt'"),
+    "backend": ("codex", "gpt", "expected one of claude, codex, gemini, qwen, copilot, "
+                                "opencode, got 'gpt'"),
     "prompt": ("review auth.py", "   ", "must not be blank (only whitespace)"),
     "model": ("m-1", 5, "expected a string, got 5"),
     "workdir": (None, 5, "expected a string, got 5"),               # None: the test's tmp dir
@@ -210,7 +211,8 @@ def test_a_tasks_false_dry_run_does_not_switch_off_the_operators_dry_run(
 
 STEP_FIELDS = {
     "name": ("draft", 3, "expected a string, got 3"),
-    "backend": ("gemini", "gpt", "expected one of claude, codex, gemini, got 'gpt'"),
+    "backend": ("gemini", "gpt", "expected one of claude, codex, gemini, qwen, copilot, "
+                                 "opencode, got 'gpt'"),
     "prompt": ("draft it", "use {{session}}",
                "the {{session}} placeholder is not supported: chain steps are always ephemeral "
                "(use {{previous}} for the previous step's output)"),
@@ -264,7 +266,8 @@ def test_a_bad_chain_setting_gets_the_same_message_from_every_front_end(ways):
 
 
 @pytest.mark.parametrize("prompt, backends, message", [
-    ("hi", ["claude", "gpt"], "backends[1]: expected one of claude, codex, gemini, got 'gpt'"),
+    ("hi", ["claude", "gpt"], "backends[1]: expected one of claude, codex, gemini, qwen, "
+                              "copilot, opencode, got 'gpt'"),
     ("  ", ["claude"], "prompt: must not be blank (only whitespace)"),
 ])
 def test_a_bad_compare_request_gets_the_same_message_from_every_front_end(

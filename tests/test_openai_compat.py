@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from clinvk_lib.backends import base
 from tests.conftest import records
 from tests.nodeutil import run_script
 from tests.serverutil import (  # noqa: F401 (fixtures)
@@ -221,8 +222,10 @@ def test_session_of_another_backend_is_a_bad_request(server):
 def test_models_are_the_backends_with_their_vendors(start_server):
     srv = start_server(**{"backends.claude.model": "claude-sonnet-4-5"})
     models = {m.id: m.owned_by for m in client(srv).models.list()}
-    assert models == {"claude": "anthropic", "claude/claude-sonnet-4-5": "anthropic",
-                      "codex": "openai", "gemini": "google"}
+    assert models == dict({n: base.get(n).vendor for n in base.NAMES},
+                          **{"claude/claude-sonnet-4-5": "anthropic"})
+    assert [models[n] for n in ("claude", "codex", "gemini", "qwen")] == [
+        "anthropic", "openai", "google", "qwen"]
 
 
 def test_model_can_be_retrieved_by_any_id_chat_accepts(server):

@@ -280,4 +280,5 @@ def test_compare_refuses_a_workdir_every_backend_refuses(cfg):
 def test_all_installed_backends_are_the_enabled_ones_on_path_in_stable_order(
         clinvk_home, fake_path):
     (clinvk_home / "config.yaml").write_text("backends:\n  codex:\n    enabled: false\n")
-    assert orchestrate.all_installed_backends(config.load()) == ["claude", "gemini"]
+    assert orchestrate.all_installed_backends(config.load()) == ["claude", "gemini", "qwen",
+                                                                 "copilot", "opencode"]

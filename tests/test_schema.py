@@ -31,7 +31,8 @@ def test_missing_required_field_is_named():
 def test_unknown_enum_value_names_the_nested_array_path_and_the_choices():
     body = {"tasks": [prompt(), prompt(backend="foo")]}
     assert error_of(shapes.ParallelRequest, body) == \
-        "tasks[1].backend: expected one of claude, codex, gemini, got 'foo'"
+        ("tasks[1].backend: expected one of claude, codex, gemini, qwen, copilot, opencode, "
+         "got 'foo'")
 
 
 def test_integer_below_minimum_names_the_bound_and_the_value():
@@ -184,7 +185,8 @@ def test_chain_accepts_previous_placeholder_and_defaults_stop_on_failure_to_fals
 
 def test_compare_backends_are_checked_one_by_one():
     assert error_of(shapes.CompareRequest, {"prompt": "p", "backends": ["claude", "gpt"]}) == \
-        "backends[1]: expected one of claude, codex, gemini, got 'gpt'"
+        ("backends[1]: expected one of claude, codex, gemini, qwen, copilot, opencode, "
+         "got 'gpt'")
 
 
 # --- OpenAI requests --------------------------------------------------------------------------
@@ -336,7 +338,8 @@ def test_schema_names_are_unique():
 def test_json_schema_lists_required_fields_enums_and_defaults():
     schema = to_json_schema(shapes.PromptRequest)
     assert schema["required"] == ["backend", "prompt"]
-    assert schema["properties"]["backend"]["enum"] == ["claude", "codex", "gemini"]
+    assert schema["properties"]["backend"]["enum"] == ["claude", "codex", "gemini", "qwen",
+                                                       "copilot", "opencode"]
     assert schema["properties"]["output_format"]["default"] == "default"
     assert schema["properties"]["extra"] == {
         "type": "array", "items": {"type": "string"}, "default": [],

@@ -11,7 +11,7 @@ import stat
 
 import pytest
 
-from clinvk_lib import config, execute
+from clinvk_lib import config, execute, fsutil
 from clinvk_lib.backends import gemini_trust, options
 from clinvk_lib.mcp.tools import ToolContext, all_tools
 from clinvk_lib.mcp.protocol import Server
@@ -176,7 +176,7 @@ def test_provisioned_defaults_file_that_keeps_folder_trust_on_is_refused(tmp_pat
 
 def test_defaults_file_written_where_gemini_would_skip_it_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(gemini_trust, "PROVISIONED_DEFAULTS", str(tmp_path / "none.json"))
-    monkeypatch.setattr(gemini_trust, "private_dir", lambda: str(tmp_path / "private"))
+    monkeypatch.setattr(gemini_trust, "private_cache_dir", lambda: str(tmp_path / "private"))
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     with pytest.raises(options.SetupError, match=SKIPPED_UNDER_TMP):
         gemini_trust.untrusted_defaults_file()
@@ -205,13 +205,13 @@ def test_gemini_skips_a_file_not_owned_by_root(tmp_path):
 
 def test_defaults_file_is_written_once_0600_in_a_private_directory(tmp_path):
     path = tmp_path / "private" / "defaults.json"
-    gemini_trust._write_once(str(path), "one\n")
+    fsutil.write_if_changed(str(path), "one\n")
     first = os.stat(str(path))
     assert stat.S_IMODE(first.st_mode) == 0o600
     assert stat.S_IMODE(os.stat(str(path.parent)).st_mode) == 0o700
-    gemini_trust._write_once(str(path), "one\n")
+    fsutil.write_if_changed(str(path), "one\n")
     assert os.stat(str(path)).st_ino == first.st_ino          # same content: left alone
-    gemini_trust._write_once(str(path), "two\n")
+    fsutil.write_if_changed(str(path), "two\n")
     assert path.read_text() == "two\n" and os.listdir(str(path.parent)) == ["defaults.json"]
 
 

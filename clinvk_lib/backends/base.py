@@ -1,4 +1,4 @@
-"""What every backend module provides, and the registry of the three.
+"""What every backend module provides, and the registry of them all.
 
 A backend knows one CLI and nothing else: how to build argv (new run and resume) from
 unified ``Options`` (``options``), which environment the child needs, and how to parse the
@@ -12,8 +12,9 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
+from ..fsutil import read_json
 from . import gitenv
 from .options import SCHEMA_IN_PROMPT, Options
 from .parsing import Result, StreamParser
@@ -38,6 +39,20 @@ SERVER_SECRET_VARIABLES = (
 # Node CLIs that trim the pieces of a list value.
 JS_TRIMMED = ("\t\n\v\f\r \xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
               "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff")
+
+
+class AuthCheck(NamedTuple):
+    """Whether a CLI can authenticate to its model API, as found without a model call.
+    ``state``: True (it can), False (it cannot), None (nothing cheap tells). ``detail``: how
+    it authenticates or why it cannot, in words that hold no secret and no path."""
+
+    state: Optional[bool]
+    detail: str
+
+
+# ``run(argv)`` for ``Backend.check_auth``: runs a short command of the CLI, returns
+# (exit code, stdout, stderr).
+RunCommand = Callable[[List[str]], Tuple[int, str, str]]
 
 
 class PathFlag:
@@ -86,6 +101,14 @@ class Backend:
     option_notes: Dict[str, str] = {}
     # Lower-case pieces of the CLI's message when a resumed session's transcript is gone.
     missing_session_markers: Tuple[str, ...] = ()
+    # The oldest and newest release of the CLI the end-to-end tests passed on (``--version``
+    # numbers); ``clinvk doctor`` says when the installed one is outside.
+    tested_versions: Tuple[str, str] = ("", "")
+    # How the operator makes the CLI able to authenticate: the end of the error a run that
+    # could not authenticate reports, and of ``clinvk doctor``'s reason.
+    login_hint = ""
+    # The npm package that installs the CLI ("" when it is not installed from npm).
+    npm_package = ""
 
     def find_executable(self, path: Optional[str] = None) -> Optional[str]:
         """Absolute path of the CLI on PATH, or None."""
@@ -124,6 +147,19 @@ class Backend:
         no way to be told not to save one). ``run(argv)`` runs a command in the run's working
         directory and environment and returns its stdout."""
 
+    def check_auth(self, executable: str, env: Dict[str, str], run: RunCommand) -> AuthCheck:
+        """Whether the CLI can authenticate, from its own status command (``run``) or its
+        settings and ``env``; never a model call, which may cost money."""
+        return AuthCheck(None, "not checked: %s has no status command (clinvk doctor --probe "
+                               "makes one real call)" % self.name)
+
+    def project_config_refusal(self, workdir: str, env: Dict[str, str]) -> str:
+        """Why a run without project configuration must not start in ``workdir`` with the
+        child environment ``env`` ("" when it may): the CLI would load configuration found
+        there (or run code from it) that no flag or variable of its own switches off. The
+        text names the file and the fix."""
+        return ""
+
     def child_env(self, base: Dict[str, str], opts: Optional[Options] = None) -> Dict[str, str]:
         """The child's environment: ``base`` minus nested-run variables and the server's
         secrets (SERVER_SECRET_VARIABLES), plus what this CLI needs for ``opts`` (None: the
@@ -149,6 +185,23 @@ class Backend:
         return [executable or self.executable, "--version"]
 
 
+def settings_value(paths: List[str], keys: Tuple[str, ...]) -> object:
+    """The value at ``keys`` (``("security", "auth", "selectedType")``) in the first of the
+    JSON settings files ``paths`` (highest precedence first) that holds it, else None."""
+    for path in paths:
+        value = read_json(path)
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            return value
+    return None
+
+
+def home_of(env: Dict[str, str]) -> str:
+    """The home directory a CLI started with ``env`` uses."""
+    return env.get("HOME") or os.path.expanduser("~")
+
+
 _REGISTRY: Dict[str, Backend] = {}
 
 
@@ -158,7 +211,7 @@ def register(backend: Backend) -> Backend:
 
 
 # The backends, in the stable order used everywhere; each module registers itself on import.
-NAMES = ("claude", "codex", "gemini")
+NAMES = ("claude", "codex", "gemini", "qwen", "copilot", "opencode")
 
 
 def get(name: str) -> Backend:

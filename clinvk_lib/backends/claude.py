@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List
 
-from .. import events as ev
-from . import base, options, parsing
+from . import base, claude_dialect, options, parsing
 
 NAME = "claude"
 # Linux refuses an argv word over 128 KiB (MAX_ARG_STRLEN) with E2BIG; --json-schema is one.
@@ -69,207 +68,23 @@ OPTION_NOTES = {
 }
 
 
-class ClaudeStreamParser(parsing.StreamParser):
-    """Parses ``--output-format stream-json`` lines (and the items of the json array form).
-
-    Text that arrived as ``stream_event`` deltas is not repeated when the whole
-    ``assistant`` message follows. Sub-agent text (``parent_tool_use_id`` set) is not part
-    of the reply and is left out; the sub-agent's tool calls are kept.
-    """
+class ClaudeStreamParser(claude_dialect.DialectParser):
+    """claude's ``stream-json`` lines and json output (the shared Claude-dialect parser)."""
 
     backend_name = NAME
-    final_types = ("result",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.final_text = ""          # the result line's text: claude's own final answer
-        self._tool_names: Dict[str, str] = {}
-        self._message_id = ""
-        self._streamed: Dict[Any, str] = {}   # (message id, "text"|"thinking") -> deltas
-        self._last_delta = ""         # the latest text delta sent
-        self._new_text_block = False
-        self._api_error = ""
-
-    def parse_line(self, obj: Any, line: str) -> List[ev.Event]:
-        if not isinstance(obj, dict):
-            return []
-        kind = obj.get("type")
-        if kind == "system":
-            return self._system(obj)
-        if kind == "stream_event":
-            return self._stream_event(obj)
-        if kind == "assistant":
-            return self._assistant(obj)
-        if kind == "user":
-            return self._user(obj)
-        if kind == "result":
-            return self._result(obj)
-        return []                     # rate_limit_event and future types
-
-    def _system(self, obj: Dict[str, Any]) -> List[ev.Event]:
-        if obj.get("subtype") != "init":
-            return []                 # status, api_retry, hook_*, task_*: progress noise
-        self.backend_session_id = parsing.as_str(obj.get("session_id")) or self.backend_session_id
-        self.model = parsing.as_str(obj.get("model")) or self.model
-        return [ev.init(NAME, self.model, self.backend_session_id)]
-
-    def _stream_event(self, obj: Dict[str, Any]) -> List[ev.Event]:
-        event = obj.get("event")
-        if not isinstance(event, dict) or obj.get("parent_tool_use_id"):
-            return []
-        kind = event.get("type")
-        if kind == "message_start":
-            message = event.get("message") or {}
-            self._message_id = parsing.as_str(message.get("id"))
-            return []
-        if kind == "content_block_start":
-            block = event.get("content_block") or {}
-            self._new_text_block = block.get("type") == "text"
-            return []
-        if kind != "content_block_delta":
-            return []
-        delta = event.get("delta") or {}
-        if delta.get("type") == "text_delta":
-            text = parsing.as_str(delta.get("text"))
-            if not text:
-                return []
-            self._remember("text", text)
-            if self._new_text_block and self._last_delta and not self._last_delta.endswith("\n"):
-                # A new text block after earlier streamed text (the model spoke, used a
-                # tool, spoke again): keep the two apart as events.collect_text does.
-                text = "\n\n" + text
-            self._new_text_block = False
-            self._last_delta = text
-            return [ev.message(NAME, text, partial=True)]
-        if delta.get("type") == "thinking_delta":
-            text = parsing.as_str(delta.get("thinking"))
-            if not text:
-                return []
-            self._remember("thinking", text)
-            return [ev.thinking(NAME, text, partial=True)]
-        return []                     # input_json_delta, signature_delta, citations_delta
-
-    def _remember(self, kind: str, text: str) -> None:
-        key = (self._message_id, kind)
-        self._streamed[key] = self._streamed.get(key, "") + text
-
-    def _already_streamed(self, message_id: str, kind: str, text: str) -> bool:
-        """True when ``text`` (a whole block) was already sent as deltas; consumes it."""
-        key = (message_id or self._message_id, kind)
-        pending = self._streamed.get(key, "")
-        if not pending or not text:
-            return False
-        if pending.startswith(text):
-            self._streamed[key] = pending[len(text):]
-            return True
-        return text.strip() in pending
-
-    def _assistant(self, obj: Dict[str, Any]) -> List[ev.Event]:
-        message = obj.get("message") or {}
-        content = message.get("content")
-        if not isinstance(content, list):
-            return []
-        message_id = parsing.as_str(message.get("id"))
-        subagent = bool(obj.get("parent_tool_use_id"))
-        out: List[ev.Event] = []
-        for block in content:
-            if not isinstance(block, dict):
-                continue
-            kind = block.get("type")
-            if kind == "text":
-                text = parsing.as_str(block.get("text"))
-                if obj.get("error"):
-                    # claude 2.1.197 reports an API failure as an assistant text ("API
-                    # Error: 400 ...") with an "error" field; the result line repeats it.
-                    self._api_error = text
-                elif text and not subagent and not self._already_streamed(message_id, "text",
-                                                                          text):
-                    out.append(ev.message(NAME, text))
-            elif kind == "thinking":
-                text = parsing.as_str(block.get("thinking"))
-                if text and not subagent and not self._already_streamed(message_id,
-                                                                        "thinking", text):
-                    out.append(ev.thinking(NAME, text))
-            elif kind in ("tool_use", "server_tool_use"):
-                tool_id = parsing.as_str(block.get("id"))
-                name = parsing.as_str(block.get("name"))
-                self._tool_names[tool_id] = name
-                out.append(ev.tool_use(NAME, tool_id, name, block.get("input")))
-        return out
-
-    def _user(self, obj: Dict[str, Any]) -> List[ev.Event]:
-        message = obj.get("message") or {}
-        content = message.get("content")
-        if not isinstance(content, list):
-            return []                 # a replayed prompt, not a tool result
-        out: List[ev.Event] = []
-        for block in content:
-            if isinstance(block, dict) and block.get("type") == "tool_result":
-                tool_id = parsing.as_str(block.get("tool_use_id"))
-                out.append(ev.tool_result(NAME, tool_id, _tool_output(block.get("content")),
-                                          bool(block.get("is_error")),
-                                          self._tool_names.get(tool_id, "")))
-        return out
-
-    def _result(self, obj: Dict[str, Any]) -> List[ev.Event]:
-        self.backend_session_id = parsing.as_str(obj.get("session_id")) or self.backend_session_id
-        self.usage = _usage(obj)
-        if not self.model:
-            self.model = _main_model(obj.get("modelUsage"))
-        subtype = parsing.as_str(obj.get("subtype"))
-        if obj.get("is_error") or subtype not in ("", "success"):
-            errors = [parsing.as_str(e) for e in obj.get("errors") or [] if parsing.as_str(e)]
-            message = ("; ".join(errors) or parsing.as_str(obj.get("result")) or self._api_error
-                       or "claude reported an error (%s)" % (subtype or "is_error"))
-            code = "api_error_%s" % obj["api_error_status"] if obj.get("api_error_status") \
-                else subtype
-            return [ev.error(NAME, message, code=code)]
-        self.final_text = parsing.as_str(obj.get("result"))
-        # claude 2.1.197 with --json-schema: the value the model called StructuredOutput
-        # with; absent when it never called it validly (the result is then its text).
-        self.structured = obj.get("structured_output")
-        if self.final_text and not any(e.type == ev.MESSAGE for e in self.events):
-            return [ev.message(NAME, self.final_text)]
-        return []
+    # claude 2.1.197, result text: "Not logged in · Please run /login" (no credentials),
+    # "Failed to authenticate. API Error: 401 ..." (key refused; api_error_status 401),
+    # "Invalid API key · Fix external API key", "OAuth token has expired".
+    auth_failure_markers = ("not logged in", "please run /login", "failed to authenticate",
+                            "invalid api key", "oauth token has expired")
+    # claude 2.1.197: "API Error: Request rejected (429) · ..." (api_error_status 429), and the
+    # subscription's "usage limit reached" / "Claude AI usage limit reached".
+    rate_limit_markers = ("request rejected (429)", "rate_limit_error", "usage limit reached")
 
 
 def _compact(schema: Dict[str, Any]) -> str:
     """The schema as one line of ASCII JSON (no NUL or other control byte reaches argv)."""
     return json.dumps(schema, separators=(",", ":"))
-
-
-def _tool_output(content: Any) -> str:
-    """A tool result's content as text: a string, or the text parts of a block list."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(parsing.as_str(part.get("text")) for part in content
-                       if isinstance(part, dict) and part.get("type") == "text")
-    return ""
-
-
-def _usage(result: Dict[str, Any]) -> ev.Usage:
-    """Usage of a result line. Input counts every prompt token, cached ones included."""
-    u = result.get("usage") or {}
-    cache_read = parsing.as_int(u.get("cache_read_input_tokens"))
-    cost = result.get("total_cost_usd")
-    return ev.Usage(
-        input_tokens=parsing.as_int(u.get("input_tokens")) + cache_read
-        + parsing.as_int(u.get("cache_creation_input_tokens")),
-        output_tokens=parsing.as_int(u.get("output_tokens")),
-        cached_tokens=cache_read,
-        cost_usd=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool)
-        else None)
-
-
-def _main_model(model_usage: Any) -> str:
-    """The model that wrote the most output (claude also uses a small model on the side)."""
-    best, most = "", -1
-    for name, u in (model_usage.items() if isinstance(model_usage, dict) else ()):
-        output = parsing.as_int(u.get("outputTokens")) if isinstance(u, dict) else 0
-        if output > most:
-            best, most = name, output
-    return best
 
 
 class ClaudeBackend(base.Backend):
@@ -305,6 +120,11 @@ class ClaudeBackend(base.Backend):
     # claude 2.1.197: "No conversation found with session ID: <id>" (stderr, and in the
     # stream-json result's "errors").
     missing_session_markers = ("no conversation found with session id",)
+    tested_versions = ("2.1.197", "2.1.332")
+    login_hint = ("log in as the account running clinvk (claude, then /login), or set "
+                  "ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN from `claude setup-token`) in "
+                  "its environment")
+    npm_package = "@anthropic-ai/claude-code"
 
     def build_argv(self, opts: options.Options, executable: str = "") -> List[str]:
         fmt = options.checked_format(opts.output_format)
@@ -357,24 +177,27 @@ class ClaudeBackend(base.Backend):
                     % (opts.sandbox_mode, MODES["sandbox_mode"][opts.sandbox_mode][1])]
         return []
 
+    def check_auth(self, executable: str, env: Dict[str, str],
+                   run: base.RunCommand) -> base.AuthCheck:
+        """``claude auth status``: claude 2.1.197 prints {"loggedIn": ..., "authMethod": ...,
+        "apiKeySource": ...} (exit code 1 when not logged in)."""
+        code, out, _ = run([executable, "auth", "status"])
+        status = parsing.decode_json_document(out)
+        if not isinstance(status, dict) or not isinstance(status.get("loggedIn"), bool):
+            return base.AuthCheck(None, "`claude auth status` printed no status (exit code %d)"
+                                  % code)
+        if not status["loggedIn"]:
+            return base.AuthCheck(False, "not logged in (claude auth status)")
+        how = parsing.as_str(status.get("apiKeySource")) or parsing.as_str(
+            status.get("authMethod"))
+        return base.AuthCheck(True, "logged in (%s)" % how if how else "logged in")
+
     def new_stream_parser(self) -> ClaudeStreamParser:
         return ClaudeStreamParser()
 
     def parse_json_output(self, stdout: str, stderr: str, exit_code: int) -> parsing.Result:
         """Reads the result object, the array of all messages (with --verbose) or NDJSON."""
-        parser = ClaudeStreamParser()
-        doc = parsing.decode_json_document(stdout)
-        values = doc if isinstance(doc, list) else [doc] if isinstance(doc, dict) else []
-        for value in values:
-            parser.feed_value(value)
-        if not values and exit_code == 0:
-            shown = parsing.last_meaningful_line(stdout)
-            parser.error = "claude printed no JSON result%s" % (": " + shown if shown else "")
-        parser.finish(exit_code, stderr)
-        result = parser.result(exit_code)
-        if parser.final_text and not result.error:
-            result.text = parser.final_text
-        return result
+        return claude_dialect.parse_document(ClaudeStreamParser(), stdout, stderr, exit_code)
 
 
 BACKEND = base.register(ClaudeBackend())

@@ -8,6 +8,8 @@ formats read them with the same parser.
 from __future__ import annotations
 
 import json
+import os
+import re
 from typing import Any, Dict, List
 
 from .. import events as ev
@@ -82,6 +84,14 @@ class CodexStreamParser(parsing.StreamParser):
 
     backend_name = NAME
     final_types = ("turn.completed", "turn.failed")
+    # codex-cli 0.169.0: "unexpected status 401 Unauthorized: ..." (key refused), "Missing
+    # environment variable: `OPENAI_API_KEY`." (the provider's env_key unset), and a ChatGPT
+    # login that is gone or expired.
+    auth_failure_markers = ("401 unauthorized", "missing environment variable",
+                            "not logged in", "please log in again", "token could not be refreshed")
+    # codex-cli 0.169.0: "exceeded retry limit, last status: 429 Too Many Requests"; the
+    # ChatGPT plans' "You've hit your usage limit".
+    rate_limit_markers = ("429 too many requests", "rate limit reached", "usage limit")
 
     def __init__(self) -> None:
         super().__init__()
@@ -212,6 +222,20 @@ def toml_string(text: str) -> str:
     return "".join(out)
 
 
+def _configured_provider(env: Dict[str, str]) -> str:
+    """The top-level ``model_provider`` of codex's config.toml ("" when unset)."""
+    path = os.path.join(env.get("CODEX_HOME") or os.path.join(base.home_of(env), ".codex"),
+                        "config.toml")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, ValueError):
+        return ""
+    top = text.split("\n[", 1)[0]          # the keys before the first table
+    m = re.search(r'^\s*model_provider\s*=\s*["\']([^"\']*)["\']', top, re.MULTILINE)
+    return m.group(1) if m else ""
+
+
 class CodexBackend(base.Backend):
     name = NAME
     executable = "codex"
@@ -244,6 +268,29 @@ class CodexBackend(base.Backend):
     # codex-cli 0.169.0, stderr: "Error: thread/resume: thread/resume failed: no rollout
     # found for thread id <id> (code -32600)".
     missing_session_markers = ("no rollout found for thread id",)
+    tested_versions = ("0.169.0", "0.171.0")
+    login_hint = ("run `codex login` as the account running clinvk, or set CODEX_API_KEY in "
+                  "its environment")
+    npm_package = "@openai/codex"
+
+    def check_auth(self, executable: str, env: Dict[str, str],
+                   run: base.RunCommand) -> base.AuthCheck:
+        """``codex login status`` (codex-cli 0.169.0: "Logged in using ChatGPT" or "Logged in
+        using an API key - sk-...", exit 0; "Not logged in", exit 1, whatever keys the
+        environment holds), then CODEX_API_KEY (exec runs use it) and a custom model provider
+        of config.toml, whose key codex reads from a variable it names."""
+        code, out, err = run([executable, "login", "status"])
+        text = (out + "\n" + err).lower()
+        if code == 0 and "logged in using" in text:
+            return base.AuthCheck(True, "logged in with ChatGPT" if "chatgpt" in text
+                                  else "logged in with an API key")
+        if env.get("CODEX_API_KEY"):
+            return base.AuthCheck(True, "CODEX_API_KEY is set")
+        provider = _configured_provider(env)
+        if provider not in ("", "openai"):
+            return base.AuthCheck(None, "model provider %r of config.toml: its key is not "
+                                        "checked" % provider)
+        return base.AuthCheck(False, "not logged in (codex login status)")
 
     def build_argv(self, opts: options.Options, executable: str = "") -> List[str]:
         options.checked_format(opts.output_format)

@@ -87,6 +87,15 @@ class GeminiStreamParser(parsing.StreamParser):
 
     backend_name = NAME
     final_types = ("result",)
+    # gemini 0.61.0: exit 41 "Invalid auth method selected." (no auth type or key), the
+    # Gemini API's "API key not valid" (UNAUTHENTICATED), and a Google account login that
+    # Code Assist refuses (IneligibleTierError).
+    auth_failure_markers = ("invalid auth method", "api key not valid", "unauthenticated",
+                            "ineligibletiererror", "gemini_api_key environment variable")
+    # gemini 0.61.0: RetryableQuotaError / TerminalQuotaError, RESOURCE_EXHAUSTED ("Please
+    # retry in 37.5s").
+    rate_limit_markers = ("resource_exhausted", "quotaerror", "quota exceeded",
+                          "rate limit exceeded")
 
     def __init__(self) -> None:
         super().__init__()
@@ -133,7 +142,9 @@ class GeminiStreamParser(parsing.StreamParser):
         message, api_code = parsing.api_error_detail(message)
         if fatal and message == self.error:
             return []                 # the result repeats a fatal error line
-        return [ev.error(NAME, message, code=code or api_code, fatal=fatal)]
+        # gemini 0.61.0 types an API error "unknown" in a stream's result; the API's own
+        # status (RESOURCE_EXHAUSTED, UNAUTHENTICATED) says more.
+        return [ev.error(NAME, message, code=api_code or code, fatal=fatal)]
 
     def _json_output(self, obj: Dict[str, Any]) -> List[ev.Event]:
         """The one object of ``--output-format json``."""
@@ -145,7 +156,7 @@ class GeminiStreamParser(parsing.StreamParser):
         error = obj.get("error")
         if isinstance(error, dict):
             return self._error(parsing.as_str(error.get("message")) or "gemini run failed",
-                               parsing.as_str(error.get("type")), True)
+                               _error_code(error), True)
         text = parsing.as_str(obj.get("response"))
         return [ev.message(NAME, text)] if text else []
 
@@ -158,8 +169,17 @@ class GeminiStreamParser(parsing.StreamParser):
         if obj.get("status") == "error":
             error = obj.get("error") if isinstance(obj.get("error"), dict) else {}
             return self._error(parsing.as_str(error.get("message")) or "gemini run failed",
-                               parsing.as_str(error.get("type")), True)
+                               _error_code(error), True)
         return []
+
+
+def _error_code(error: Dict[str, Any]) -> str:
+    """The code of a json output's error: the model API's HTTP status when ``code`` is one
+    (gemini 0.61.0 puts it there, and exits with it modulo 256), else its ``type``."""
+    status = error.get("code")
+    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status < 600:
+        return "api_error_%d" % status
+    return parsing.as_str(error.get("type"))
 
 
 def _main_model(models: Any, key: str) -> str:
@@ -240,6 +260,42 @@ class GeminiBackend(base.Backend):
     # gemini 0.61.0, stderr, exit code 42: "Error resuming session: No previous sessions
     # found for this project." or "... Invalid session identifier ...".
     missing_session_markers = ("error resuming session",)
+    tested_versions = ("0.61.0", "0.61.0")
+    login_hint = ("set GEMINI_API_KEY in the environment of the account running clinvk and "
+                  "security.auth.selectedType \"gemini-api-key\" in its ~/.gemini/settings.json "
+                  "(a Google account login may be refused headless with IneligibleTierError: "
+                  "use an API key)")
+    npm_package = "@google/gemini-cli"
+
+    def check_auth(self, executable: str, env: Dict[str, str],
+                   run: base.RunCommand) -> base.AuthCheck:
+        """gemini 0.61.0 has no status command: the auth type its settings select (system
+        settings over the user's) and the key that type needs. Without one selected a headless
+        run exits 41, "Invalid auth method selected.", whatever keys are set."""
+        home = os.path.join(base.home_of(env), ".gemini")
+        selected = base.settings_value(
+            [env.get("GEMINI_CLI_SYSTEM_SETTINGS_PATH") or "/etc/gemini-cli/settings.json",
+             os.path.join(home, "settings.json")], ("security", "auth", "selectedType"))
+        if not selected:
+            return base.AuthCheck(False, "no auth method selected (security.auth.selectedType "
+                                         "in ~/.gemini/settings.json)")
+        if selected == "gemini-api-key":
+            return base.AuthCheck(bool(env.get("GEMINI_API_KEY")), "auth type gemini-api-key, "
+                                  "GEMINI_API_KEY %s" % ("set" if env.get("GEMINI_API_KEY")
+                                                         else "not set"))
+        if selected == "vertex-ai":
+            ok = bool(env.get("GOOGLE_API_KEY") or (env.get("GOOGLE_CLOUD_PROJECT")
+                                                    and env.get("GOOGLE_CLOUD_LOCATION")))
+            return base.AuthCheck(ok, "auth type vertex-ai, %s" % (
+                "credentials set" if ok else "neither GOOGLE_API_KEY nor GOOGLE_CLOUD_PROJECT "
+                                             "and GOOGLE_CLOUD_LOCATION set"))
+        if selected == "oauth-personal":
+            if not os.path.exists(os.path.join(home, "oauth_creds.json")):
+                return base.AuthCheck(False, "auth type oauth-personal, not signed in")
+            return base.AuthCheck(True, "signed in with a Google account (a consumer account "
+                                        "may be refused headless with IneligibleTierError: "
+                                        "an API key avoids it)")
+        return base.AuthCheck(None, "auth type %s: not checked" % selected)
 
     def build_argv(self, opts: options.Options, executable: str = "") -> List[str]:
         fmt = options.checked_format(opts.output_format)

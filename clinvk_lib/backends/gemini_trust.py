@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import stat
 from typing import List
 
-from ..fsutil import write_atomically
+from ..fsutil import private_cache_dir, write_if_changed
 from .options import SetupError
 
 UNTRUSTED_DEFAULTS = {"security": {"folderTrust": {"enabled": False}}}
@@ -38,7 +37,7 @@ _NEEDS_ROOT = ("gemini cannot run here without loading the workdir's configurati
 def untrusted_defaults_file() -> str:
     """A system defaults file holding UNTRUSTED_DEFAULTS that gemini will read: the operator's
     PROVISIONED_DEFAULTS when it exists, else one clinvk writes (once, atomically, 0600) in
-    ``private_dir()`` when it runs as root. SetupError naming the fix otherwise: gemini would
+    ``fsutil.private_cache_dir()`` when it runs as root. SetupError naming the fix otherwise: gemini would
     skip the file and exit 55."""
     provisioned = PROVISIONED_DEFAULTS
     if os.path.lexists(provisioned):
@@ -48,18 +47,14 @@ def untrusted_defaults_file() -> str:
         raise SetupError(_NEEDS_ROOT % (euid, provisioned, os.path.dirname(provisioned),
                                         json.dumps(UNTRUSTED_DEFAULTS), provisioned))
     try:
-        path = os.path.join(private_dir(), FILE_NAME)
-        _write_once(path, json.dumps(UNTRUSTED_DEFAULTS) + "\n")
+        # In clinvk's own directory: gemini skips a file whose directories are not the
+        # account's (a test's $HOME under /tmp).
+        path = os.path.join(private_cache_dir(), FILE_NAME)
+        write_if_changed(path, json.dumps(UNTRUSTED_DEFAULTS) + "\n")
     except (OSError, KeyError) as exc:
         raise SetupError("cannot write gemini's system defaults file (%s): create %s as root "
                          "instead, or set server.allow_project_config: true" % (exc, provisioned))
     return _checked(path)
-
-
-def private_dir() -> str:
-    """~/.cache/clinvk of the account clinvk runs as, from the password database: $HOME may
-    point anywhere (a test's /tmp directory), and gemini would skip a file there."""
-    return os.path.join(pwd.getpwuid(os.geteuid()).pw_dir, ".cache", "clinvk")
 
 
 def _checked(path: str) -> str:
@@ -114,16 +109,3 @@ def _self_and_ancestors(path: str) -> List[str]:
     while os.path.dirname(out[-1]) != out[-1]:
         out.append(os.path.dirname(out[-1]))
     return out
-
-
-def _write_once(path: str, text: str) -> None:
-    """Make ``path`` hold ``text`` (0600; a missing directory is made 0700), through a temporary
-    file and a rename, and only when it holds something else."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            if f.read() == text:
-                return
-    except (OSError, ValueError):
-        pass
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    write_atomically(path, text.encode("utf-8"), sync_dir=False)

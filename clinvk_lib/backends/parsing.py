@@ -1,14 +1,33 @@
 """What a CLI prints, turned into unified events and a ``Result``: the stream parser every
 backend's parser builds on, the tolerant JSON decoding of stdout (CLIs mix noise lines into
-it), and the one line of an error text that says what went wrong.
+it), the one line of an error text that says what went wrong, and the class of a failure
+(the CLI cannot authenticate, or its model API rate-limited it) from the CLI's own words.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any, List, Optional, Tuple
 
 from .. import events as ev
+
+# The ``code`` of a fatal error event whose failure has a class every front end reports alike:
+# the CLI cannot authenticate to its model API (not logged in, key refused), or the model API
+# refused the call for its rate or quota. ``retry_after`` (seconds) rides along when the CLI
+# said when to come back.
+NOT_AUTHENTICATED = "not_authenticated"
+RATE_LIMITED = "rate_limited"
+# The codes the parsers give an API error with an HTTP status (claude's api_error_status,
+# gemini's error.code): the status alone decides the class.
+_STATUS_CLASSES = {"api_error_401": NOT_AUTHENTICATED, "api_error_403": NOT_AUTHENTICATED,
+                   "api_error_429": RATE_LIMITED}
+# How the CLIs and the APIs behind them say when to retry: "Please retry in 37.5s" (Gemini
+# API), "Please try again in 1.5s" / "in 20 seconds" (OpenAI API), "retry after 30 seconds",
+# "Retry-After: 7".
+_RETRY_AFTER = re.compile(r"(?:retry|try again)(?:[- ]after)?:?\s*(?:in\s*)?(\d+(?:\.\d+)?)\s*"
+                          r"(ms|milliseconds?|s|secs?|seconds?)?\b", re.IGNORECASE)
 
 
 class Result:
@@ -59,6 +78,10 @@ class StreamParser:
     # without one printed something else than its protocol (invalid JSON, a crash message),
     # and that is a failure, not an empty answer.
     final_types: Tuple[str, ...] = ()
+    # Lower-case pieces of this CLI's error texts (stdout or stderr) that mean it cannot
+    # authenticate, or that its model API rate-limited it; each backend lists its CLI's words.
+    auth_failure_markers: Tuple[str, ...] = ()
+    rate_limit_markers: Tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.events: List[ev.Event] = []
@@ -91,10 +114,27 @@ class StreamParser:
             self.saw_final = True
         out = self.parse_line(obj, line)
         for e in out:
-            if e.type == ev.ERROR and e.content.get("fatal", True) and not self.error:
-                self.error = e.content.get("message", "")
+            if e.type == ev.ERROR and e.content.get("fatal", True):
+                self.classify(e)
+                self.error = self.error or e.content.get("message", "")
         self.events.extend(out)
         return out
+
+    def classify(self, event: ev.Event, more_text: str = "") -> None:
+        """Give a fatal error event the code of its class (NOT_AUTHENTICATED, RATE_LIMITED) when
+        its code (an HTTP status or the API's status name), its message or ``more_text`` (the
+        CLI's stderr) says so, and a rate-limited one the ``retry_after`` seconds the text
+        names."""
+        code = event.content.get("code", "")
+        text = "%s\n%s\n%s" % (code, event.content.get("message", ""), more_text)
+        kind = _STATUS_CLASSES.get(code) or failure_class(text, self.auth_failure_markers,
+                                                          self.rate_limit_markers)
+        if not kind:
+            return
+        event.content["code"] = kind
+        wait = retry_after_secs(text) if kind == RATE_LIMITED else None
+        if wait is not None:
+            event.content["retry_after"] = wait
 
     def finish(self, exit_code: int, stderr: str = "") -> List[ev.Event]:
         if self._finished:
@@ -104,6 +144,7 @@ class StreamParser:
         if exit_code != 0 and not self.error:
             self.error = failure_message(self.backend_name, exit_code, stderr)
             out.append(ev.error(self.backend_name, self.error, code="exit_%d" % exit_code))
+            self.classify(out[-1], stderr)
         elif exit_code == 0 and not self.error and not self.saw_final:
             self.error = ("%s printed no JSON result: it exited 0 without the line that "
                           "ends a run%s" % (self.backend_name, (
@@ -164,6 +205,53 @@ def decode_json_document(text: str) -> Any:
     if not values:
         return None
     return values[0] if len(values) == 1 else values
+
+
+def classified_failure(result: Result) -> Tuple[str, Optional[ev.Event]]:
+    """(NOT_AUTHENTICATED or RATE_LIMITED, its error event) when a failed run's first fatal
+    error has one of those classes, else ("", None)."""
+    first = next((e for e in result.events
+                  if e.type == ev.ERROR and e.content.get("fatal", True)), None)
+    kind = first.content.get("code", "") if first is not None and not result.ok else ""
+    if kind in (NOT_AUTHENTICATED, RATE_LIMITED):
+        return kind, first
+    return "", None
+
+
+def failure_class(text: str, auth_markers: Tuple[str, ...],
+                  rate_markers: Tuple[str, ...]) -> str:
+    """NOT_AUTHENTICATED or RATE_LIMITED when ``text`` holds one of the markers (lower case) of
+    that class, else ""."""
+    lowered = text.lower()
+    if any(m in lowered for m in auth_markers):
+        return NOT_AUTHENTICATED
+    if any(m in lowered for m in rate_markers):
+        return RATE_LIMITED
+    return ""
+
+
+def retry_after_secs(text: str) -> Optional[int]:
+    """The whole seconds (rounded up, at least 1) an error text asks to wait before a retry,
+    or None when it names no delay."""
+    m = _RETRY_AFTER.search(text)
+    if not m:
+        return None
+    value = float(m.group(1))
+    if (m.group(2) or "s").lower().startswith("m"):
+        value /= 1000.0
+    return max(1, int(math.ceil(value)))
+
+
+def stderr_error(stderr: str) -> Tuple[str, str]:
+    """(message, type) of the last ``{"error": {"message": ..., "type": ...}}`` object a CLI
+    printed on stderr (qwen-code 0.24.4 and gemini 0.61.0 end a failed json run with one,
+    pretty-printed), or ("", "")."""
+    doc = decode_json_document(stderr)
+    for value in reversed(doc if isinstance(doc, list) else [doc]):
+        error = value.get("error") if isinstance(value, dict) else None
+        if isinstance(error, dict) and as_str(error.get("message")):
+            return as_str(error.get("message")), as_str(error.get("type"))
+    return "", ""
 
 
 def failure_message(backend: str, exit_code: int, stderr: str) -> str:

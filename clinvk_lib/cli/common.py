@@ -26,6 +26,7 @@ EXIT_FAILED = 1         # the backend ran and failed (or reported an error with 
 EXIT_USAGE = 2          # bad flags, arguments, configuration values, workdir or input file
 EXIT_NOT_INSTALLED = 3  # the backend's CLI is not on PATH, or the backend is disabled
 EXIT_SESSION = 4        # session not found, ambiguous, not resumable, or its transcript is gone
+EXIT_NOT_AUTHENTICATED = 5  # the backend's CLI cannot authenticate to its model API
 EXIT_TIMEOUT = 124      # --timeout (or server.request_timeout_secs) expired; the run was killed
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; every backend process group was killed
 
@@ -37,6 +38,7 @@ EXIT_CODES_HELP = """exit codes:
   3    backend not installed (not on PATH) or disabled in the config
   4    session error: not found, ambiguous prefix, not resumable, transcript gone,
        no session to continue (-c, resume --last)
+  5    the backend's CLI is not logged in (or its key was refused); the error says how to fix it
   124  timed out (--timeout); the backend was killed
   130  interrupted (Ctrl-C / SIGTERM); every backend was killed, the session is
        left cancelled"""
@@ -207,7 +209,7 @@ def root_parser() -> Parser:
     p = Parser(
         prog="clinvk",
         usage="clinvk [flags] [--] PROMPT\n       clinvk COMMAND [flags] ...",
-        description="Run a prompt on claude, codex or gemini with one unified output. "
+        description="Run a prompt on %s with one unified output. " % ", ".join(NAMES) +
                     "The prompt may also come on stdin (echo hi | clinvk -b codex).",
         epilog="commands:\n"
                "  resume     continue a session (ID or prefix, or --last)\n"
@@ -217,6 +219,7 @@ def root_parser() -> Parser:
                "  chain      run steps in order, {{previous}} = last output\n"
                "  compare    ask several backends the same prompt\n"
                "  backends   which backends are installed\n"
+               "  doctor     can each backend run here? (version, login, why not)\n"
                "  serve      HTTP server (native, OpenAI and Anthropic APIs)\n"
                "  mcp        MCP server over stdio\n"
                "  completion shell completion script (bash, zsh, fish)\n"

@@ -16,6 +16,7 @@ import textwrap
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import execute, miniyaml, orchestrate, render
+from ..backends.base import NAMES
 from ..execute import ErrorKind
 from ..fanout_results import ParallelSummary, ProgressPayload
 from ..fsutil import write_atomically
@@ -310,8 +311,8 @@ def compare_command(argv: List[str]) -> int:
         backends = orchestrate.all_installed_backends(cfg)
         if not backends:
             return exec_error_exit(execute.ExecError(
-                ErrorKind.NOT_INSTALLED, "no backend to compare: none of claude, codex, gemini is "
-                "installed (on PATH) and enabled"))
+                ErrorKind.NOT_INSTALLED, "no backend to compare: none of %s is installed (on "
+                "PATH) and enabled" % ", ".join(NAMES)))
     else:
         backends = [b.strip() for b in args.backends.split(",")]
         if not all(backends):

@@ -52,6 +52,7 @@ def _setting_lines(row: config.Setting) -> List[str]:
 
 
 def _wrap(text: str) -> List[str]:
-    # Not at hyphens: flags such as --dangerously-skip-permissions must stay whole.
+    # Not at hyphens and not inside a word: flags such as --dangerously-skip-permissions and
+    # values such as OPENCODE_PERMISSION={...} must stay whole, to be copied.
     return textwrap.wrap(text, WIDTH, initial_indent=_INDENT, subsequent_indent=_INDENT,
-                         break_on_hyphens=False)
+                         break_on_hyphens=False, break_long_words=False)

@@ -16,8 +16,8 @@ from ..config import Config
 from ..execute import ErrorKind
 from ..sessions import SessionStore
 from . import live
-from .common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_INSTALLED, EXIT_OK, EXIT_SESSION,
-                     EXIT_TIMEOUT, EXIT_USAGE, err, write, write_json)
+from .common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_AUTHENTICATED, EXIT_NOT_INSTALLED,
+                     EXIT_OK, EXIT_SESSION, EXIT_TIMEOUT, EXIT_USAGE, err, write, write_json)
 
 # What each kind of failure exits with; a kind missing here is EXIT_FAILED.
 EXIT_BY_KIND = {
@@ -27,6 +27,8 @@ EXIT_BY_KIND = {
     ErrorKind.NOT_INSTALLED: EXIT_NOT_INSTALLED,
     ErrorKind.SESSION: EXIT_SESSION,
     ErrorKind.START: EXIT_FAILED,
+    ErrorKind.NOT_AUTHENTICATED: EXIT_NOT_AUTHENTICATED,
+    ErrorKind.RATE_LIMITED: EXIT_FAILED,        # a model API failure like any other
 }
 
 

@@ -16,7 +16,8 @@ from .protocol import Server
 from .tools import ToolContext, all_tools
 
 INSTRUCTIONS = (
-    "clinvk runs the coding-agent CLIs claude, codex and gemini on this machine. Use "
+    "clinvk runs coding-agent CLIs (claude, codex, gemini, qwen, copilot, opencode) on this "
+    "machine. Use "
     "clinvk_prompt to delegate a task or ask for a second opinion, clinvk_compare to ask "
     "several agents the same question, clinvk_parallel and clinvk_chain for several runs, "
     "clinvk_backends to see what is installed and clinvk_sessions to find a conversation to "

@@ -170,7 +170,8 @@ def make_tool(name: str, description: str, args_schema: sc.Obj,
 def prompt_tool(ctx: ToolContext) -> Tool:
     return make_tool(
         "clinvk_prompt",
-        "Ask another coding agent CLI (claude, codex or gemini) to do something and return its "
+        "Ask another coding agent CLI (claude, codex, gemini, qwen, copilot or opencode) to do "
+        "something and return its "
         "reply. The agent runs in workdir (default: server.default_workdir, else the server's "
         "directory) with its own tools. "
         "Each run creates a clinvk session unless ephemeral is true; pass the returned "
@@ -306,7 +307,7 @@ def _compare(ctx: ToolContext, args: Dict[str, Any], call: Call, width: int) -> 
 def parallel_tool(ctx: ToolContext) -> Tool:
     return make_tool(
         "clinvk_parallel",
-        "Run several prompts at once, each on its own backend (claude, codex or gemini), "
+        "Run several prompts at once, each on its own backend (claude, codex, gemini, ...), "
         "and get every result in the order given. A task that fails fails alone unless "
         "fail_fast is true. Runs are ephemeral (no session).",
         PARALLEL_ARGS, lambda args, call: run_parallel(ctx, args, call), RUNS_AGENTS)

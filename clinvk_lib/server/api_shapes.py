@@ -58,8 +58,9 @@ OpenAIMessage = Obj(
 
 ChatCompletionRequest = Obj(
     Field("model", String(min_length=1), required=True,
-          description="A backend name (claude, codex, gemini), backend/model-id, or a vendor "
-                      "model id mapped by prefix (claude-*, gpt-* and o*, gemini-*).",
+          description="A backend name (claude, codex, gemini, qwen, ...), backend/model-id, or "
+                      "a vendor model id mapped by prefix (claude-*, gpt-* and o*, gemini-*, "
+                      "qwen*).",
           example="claude"),
     Field("messages", Array(OpenAIMessage, min_items=1), required=True),
     Field("stream", Boolean(), default=False, description="Answer with server-sent events."),
@@ -315,12 +316,56 @@ BackendStatus = Obj(
     name="BackendStatus",
 )
 
+BackendDiagnosis = Obj(
+    Field("name", String(), required=True),
+    Field("available", Boolean(), required=True,
+          description="The CLI is on the server's PATH and the configuration enables it."),
+    Field("enabled", Boolean(), required=True, description="backends.<name>.enabled."),
+    Field("installed", Boolean(), required=True, description="The CLI is on the server's PATH."),
+    Field("command", String(), required=True, description="Its path (\"\" when not found)."),
+    Field("version", String(), required=True,
+          description="The first line of its --version (\"\" when not found or broken)."),
+    Field("tested_versions", String(), required=True,
+          description="The oldest - newest release the end-to-end tests passed on."),
+    Field("version_tested", Boolean(), required=True, nullable=True,
+          description="Whether the version is inside tested_versions (null: unknown)."),
+    Field("authenticated", Boolean(), required=True, nullable=True,
+          description="Whether the CLI can authenticate to its model API, from its own "
+                      "status command or its settings; null when nothing but a model call "
+                      "would tell (no model call is made)."),
+    Field("auth", String(), required=True,
+          description="How it authenticates, or why it cannot (no secret in it)."),
+    Field("usable", Boolean(), required=True,
+          description="Enabled, installed, working, not known to be unable to "
+                      "authenticate, and its runs can be set up on this server."),
+    Field("reason", String(), required=True,
+          description="Why it is not usable, with the fix (\"\" when usable)."),
+    Field("warnings", Array(String()), required=True,
+          description="What does not stop it (a version outside the tested range)."),
+    name="BackendDiagnosis",
+)
+
+_BACKEND_EXAMPLE = {"enabled": True, "installed": True, "version_tested": True,
+                    "warnings": [], "reason": ""}
+
 BackendsResponse = Obj(
-    Field("backends", Array(BackendStatus), required=True),
+    Field("backends", Array(BackendDiagnosis), required=True),
     name="BackendsResponse",
-    example={"backends": [{"name": "claude", "available": True},
-                          {"name": "codex", "available": True},
-                          {"name": "gemini", "available": False}]},
+    example={"backends": [
+        dict(_BACKEND_EXAMPLE, name="claude", available=True,
+             command="/usr/local/bin/claude", version="2.1.197 (Claude Code)",
+             tested_versions="2.1.197 - 2.1.332", authenticated=True,
+             auth="logged in (ANTHROPIC_API_KEY)", usable=True),
+        dict(_BACKEND_EXAMPLE, name="codex", available=True, command="/usr/local/bin/codex",
+             version="codex-cli 0.169.0", tested_versions="0.169.0 - 0.171.0",
+             authenticated=False, auth="not logged in (codex login status)", usable=False,
+             reason="not authenticated: not logged in (codex login status); to fix: run "
+                    "`codex login` as the account running clinvk, or set CODEX_API_KEY in "
+                    "its environment"),
+        dict(_BACKEND_EXAMPLE, name="gemini", available=False, installed=False, command="",
+             version="", tested_versions="0.61.0 - 0.61.0", version_tested=None,
+             authenticated=None, auth="", usable=False,
+             reason="not installed: no 'gemini' on PATH (npm install -g @google/gemini-cli)")]},
 )
 
 Session = Obj(

@@ -30,7 +30,9 @@ rest; a gemini system prompt is not repeated). ``X-Clinvk-Ephemeral: true`` runs
 session (and the reply has no session header).
 
 A backend that runs and fails is not a 200: it is a 424 carrying the backend's error text,
-and so is a run over ``server.request_timeout_secs`` (code ``timeout``); both also say
+and so is a run over ``server.request_timeout_secs`` (code ``timeout``); a CLI that cannot
+authenticate is a 401 ``backend_not_authenticated``, a model API's rate limit a 429
+``backend_rate_limited`` (with Retry-After when the CLI said); all also say
 ``X-Should-Retry: false``. Not 502 / 504: clients retry those by themselves (the Vercel AI SDK
 ignores X-Should-Retry), and a retry is a second agent run. In a stream that has started, the
 same error ends the stream in the API's error event.
@@ -60,6 +62,9 @@ NO_RETRY = ("X-Should-Retry", "false")
 # failed". Clients retry 408, 409, 429 and every 5xx by themselves (the Vercel AI SDK's
 # APICallError.isRetryable, the official SDKs), and a retry is a whole second agent run.
 FAILED_RUN_STATUS = 424
+# The run failures whose ApiError (from Context.run) a compat reply passes on with the
+# session header and X-Should-Retry: false (a timeout as a 424, above).
+_RUN_FAILURES = ("timeout", "backend_not_authenticated", "backend_rate_limited")
 
 # -- the conversation ----------------------------------------------------------------------------
 
@@ -244,9 +249,12 @@ def _finished(ctx: Context, prepared: execute.Prepared) -> execute.Outcome:
     try:
         outcome = ctx.run(prepared)
     except errors.ApiError as err:
-        if err.status == 504:
-            raise errors.ApiError(FAILED_RUN_STATUS, err.code, err.message, headers=dict(
-                [NO_RETRY] + session_headers(err.extra.get("session_id", "")))) from None
+        if err.code in _RUN_FAILURES:
+            headers = dict([NO_RETRY] + session_headers(err.extra.get("session_id", "")))
+            if err.status == 504:
+                raise errors.ApiError(FAILED_RUN_STATUS, err.code, err.message,
+                                      headers=headers) from None
+            err.headers.update(headers)
         raise
     result = outcome.result
     if not result.ok:
@@ -462,6 +470,10 @@ def _stream_failure(backend: str, event: ev.Event) -> errors.ApiError:
         return errors.timeout(message)
     if code == "cancelled":
         return errors.cancelled(message)
+    if code == parsing.NOT_AUTHENTICATED:
+        return errors.backend_not_authenticated(backend, message)
+    if code == parsing.RATE_LIMITED:
+        return errors.backend_rate_limited(backend, message, event.content.get("retry_after"))
     return backend_failed(backend, message)
 
 

@@ -168,7 +168,8 @@ class Context:
 
     def run(self, prepared: execute.Prepared) -> execute.Outcome:
         """Run to completion in a run slot, cancelled if the client hangs up. A run killed by
-        the request timeout is a 504; one cancelled by the server (shutdown) a 503."""
+        the request timeout is a 504; one cancelled by the server (shutdown) a 503; one whose
+        CLI could not authenticate a 401, one its model API rate-limited a 429."""
         release = self.hold_run_slot()
         try:
             outcome = execute.run(prepared, self.app.store, self.cancel)
@@ -182,6 +183,9 @@ class Context:
             raise errors.timeout(outcome.result.error, outcome.session_id)
         if outcome.cancelled:
             raise errors.cancelled(outcome.result.error or "the run was cancelled")
+        failure = failure_class_error(outcome)
+        if failure is not None:
+            raise failure
         return outcome
 
     def stream(self, prepared: execute.Prepared) -> Iterator[Any]:
@@ -257,6 +261,18 @@ class Context:
                 self._cleanups.pop()()
             except Exception:  # noqa: BLE001 - one failing cleanup must not skip the others
                 self.app.log.error("cleanup failed", self.request_id, traceback.format_exc())
+
+
+def failure_class_error(outcome: execute.Outcome) -> Optional[errors.ApiError]:
+    """The 401 or 429 of a run that failed for want of credentials or for its model API's
+    rate limit, else None."""
+    r = outcome.result
+    if outcome.error_kind == execute.ErrorKind.NOT_AUTHENTICATED:
+        return errors.backend_not_authenticated(r.backend, r.error, outcome.session_id)
+    if outcome.error_kind == execute.ErrorKind.RATE_LIMITED:
+        return errors.backend_rate_limited(r.backend, r.error, outcome.retry_after,
+                                           outcome.session_id)
+    return None
 
 
 def outcome_label(outcome: execute.Outcome) -> str:

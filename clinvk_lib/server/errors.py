@@ -201,6 +201,26 @@ def timeout(message: str, session_id: str = "") -> ApiError:
                     extra={"session_id": session_id} if session_id else None)
 
 
+def backend_not_authenticated(backend: str, message: str, session_id: str = "") -> ApiError:
+    """401 ``backend_not_authenticated``: the backend's CLI on the server could not authenticate
+    to its model API (the message says how to fix it on the server). Not the client's key:
+    clinvk's own key check answers 401 ``unauthorized``."""
+    return ApiError(401, "backend_not_authenticated", "the %s backend on the server cannot "
+                    "authenticate: %s" % (backend, message),
+                    extra={"session_id": session_id} if session_id else None)
+
+
+def backend_rate_limited(backend: str, message: str, retry_after: Optional[int] = None,
+                         session_id: str = "") -> ApiError:
+    """429 ``backend_rate_limited``: the backend's model API refused the call for its rate or
+    quota, with Retry-After when the CLI said when to come back. Not clinvk's own limit,
+    which answers 429 ``rate_limited``."""
+    headers = {"Retry-After": str(retry_after)} if retry_after else {}
+    return ApiError(429, "backend_rate_limited", "the %s backend's model API rate-limited the "
+                    "run: %s" % (backend, message), headers=headers,
+                    extra={"session_id": session_id} if session_id else None)
+
+
 def cancelled(message: str) -> ApiError:
     """503: the run was stopped by the server (shutdown) before it finished."""
     return ApiError(503, "cancelled", message)

@@ -5,7 +5,8 @@ Model ids (``resolve_model``), in this order:
 - ``backend/model-id`` (``claude/claude-sonnet-4-5``): that backend, ``model-id`` passed to
   the CLI as its model;
 - a vendor model id, by prefix: ``claude-*`` -> claude, ``gpt-*``, ``o<digit>*`` (o3,
-  o4-mini) and ``codex-*`` -> codex, ``gemini-*`` -> gemini, the id passed to the CLI;
+  o4-mini) and ``codex-*`` -> codex, ``gemini-*`` -> gemini, ``qwen*`` (qwen-max,
+  qwen3-coder-plus) -> qwen, the id passed to the CLI;
 - anything else, or a backend disabled in the configuration: 404 ``model_not_found``.
 """
 
@@ -19,7 +20,7 @@ from ..config import Config
 from . import errors
 
 _VENDOR_PREFIXES = (("claude-", "claude"), ("gpt-", "codex"), ("codex-", "codex"),
-                    ("gemini-", "gemini"))
+                    ("gemini-", "gemini"), ("qwen", "qwen"))
 _OPENAI_REASONING_MODEL = re.compile(r"o[0-9]")           # o1, o3-mini, o4-mini, ...
 
 
@@ -45,7 +46,7 @@ def resolve_model(model: str, cfg: Config) -> Tuple[str, str]:
     if not backend:
         raise model_not_found(model, "use a backend name (%s), backend/model-id "
                                      "(claude/claude-sonnet-4-5), or a model id starting with "
-                                     "claude-, gpt-, o<digit>, codex- or gemini-"
+                                     "claude-, gpt-, o<digit>, codex-, gemini- or qwen"
                               % ", ".join(names))
     if not cfg.backend_enabled(backend):
         raise model_not_found(model, "its backend %r is disabled in the configuration "

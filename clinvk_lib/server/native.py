@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable, Dict, List
 
 from .. import __version__, events as ev, execute, orchestrate, render
-from ..backends import base, probe
+from ..backends import base, diagnose, probe
 from ..fanout_results import (CANCELLED, CompareResult, ItemResult, ProgressFn, ProgressPayload,
                               StepResult, Summary, TaskResult)
 from ..schema import Obj, validate_query
@@ -29,9 +29,10 @@ from .http import Response, StreamResponse, json_response
 
 def register(app: App) -> None:
     """Add the native and meta routes (``/metrics`` only when metrics are enabled)."""
+    diagnoses = diagnose.Cache()
     handlers: Dict[str, Callable[[Context], Any]] = {
         "executePrompt": prompt, "executeParallel": parallel, "executeChain": chain,
-        "executeCompare": compare, "listBackends": list_backends,
+        "executeCompare": compare, "listBackends": lambda ctx: list_backends(ctx, diagnoses),
         "listSessions": list_sessions, "getSession": get_session,
         "deleteSession": delete_session, "healthCheck": health,
         "getOpenAPI": openapi_json, "getDocs": docs,
@@ -238,8 +239,12 @@ def backend_rows(ctx: Context) -> List[Dict[str, Any]]:
              and ctx.app.cfg.backend_enabled(name)} for name in base.NAMES]
 
 
-def list_backends(ctx: Context) -> Response:
-    return json_response({"backends": backend_rows(ctx)})
+def list_backends(ctx: Context, diagnoses: diagnose.Cache) -> Response:
+    """Every backend with the facts of ``clinvk doctor`` (no model call), checked for the runs
+    this server makes (with or without project configuration), at most ``diagnoses.ttl``
+    seconds old."""
+    return json_response({"backends": diagnoses.rows(ctx.app.cfg,
+                                                     ctx.app.policy.allow_project_config)})
 
 
 def session_info(session, schema: Obj = SessionSchema) -> Dict[str, Any]:

@@ -40,7 +40,9 @@ _STREAM_NOTES = {NDJSON: "an NDJSON stream of unified events (one per line) when
 _ERROR_NOTES = {
     400: "Unparsable JSON, a body that is not an object, or a field that is missing, of the "
          "wrong type or out of range (the message names it); a malformed Idempotency-Key",
-    401: "Missing or invalid API key",
+    401: "Missing or invalid API key (unauthorized); on a route that runs a backend also "
+         "backend_not_authenticated: the backend's CLI on the server cannot authenticate to "
+         "its model API (the message says how to fix it)",
     403: "Refused: a request a browser sent for a page on another origin (an Origin not in "
          "server.cors_allowed_origins, or Sec-Fetch-Site cross-site or same-site), a refused "
          "CORS preflight, or a non-loopback Host on a loopback bind",
@@ -56,7 +58,9 @@ _ERROR_NOTES = {
     424: "The backend CLI ran and failed, or ran over server.request_timeout_secs and was "
          "killed; the message carries its error. Not a 502/504: clients retry those by "
          "themselves, and a retry is a second agent run (X-Should-Retry: false as well)",
-    429: "Rate limited; retry after Retry-After seconds",
+    429: "Rate limited (rate_limited); retry after Retry-After seconds. On a route that runs a "
+         "backend also backend_rate_limited: the backend's model API refused the run for its "
+         "rate or quota (Retry-After when the CLI said when to retry)",
     500: "Internal error",
     503: "Backend CLI not installed, the server is at its concurrency limit, the session "
          "store cannot be written (session_store_unavailable), or every Idempotency-Key the "
@@ -147,7 +151,12 @@ DEFAULT_ROUTES: Tuple[Operation, ...] = (
               starts_runs=True,
               description="Runs one prompt on several backends (always ephemeral)."),
     Operation("GET", "/api/v1/backends", "listBackends", NATIVE, "List backends",
-              response=api.BackendsResponse, errors=(401, 429)),
+              response=api.BackendsResponse, errors=(401, 429),
+              description="What clinvk doctor reports, for the runs this server makes: per "
+                          "backend whether it is installed, its version and the tested range, "
+                          "whether it can authenticate (its own status command or its "
+                          "settings; never a model call) and why it is not usable. Checked "
+                          "at most every 30 seconds."),
     Operation("GET", "/api/v1/sessions", "listSessions", NATIVE, "List sessions",
               response=api.SessionsList, errors=(400, 401, 429, 503), params=shapes.SessionsQuery,
               description="Most recently used first." + _SCOPED),
@@ -242,7 +251,8 @@ def build_openapi(routes: Sequence[Operation] = DEFAULT_ROUTES, version: str = _
         "info": {
             "title": "clinvk API",
             "version": version,
-            "description": "One HTTP API for the claude, codex and gemini agent CLIs: a native "
+            "description": "One HTTP API for the coding-agent CLIs (claude, codex, gemini, "
+                           "qwen, copilot, opencode): a native "
                            "REST API plus OpenAI- and Anthropic-compatible endpoints. When the "
                            "server has API keys configured, send one as X-Api-Key or as "
                            "Authorization: Bearer. Send request bodies with Content-Type: "

@@ -5,10 +5,12 @@ so a CI run can never pass by silently skipping every end-to-end test.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List
@@ -24,7 +26,8 @@ E2E_DIR = Path(__file__).resolve().parent
 PYZ = str(realclis.REPO_ROOT / "dist" / "clinvk.pyz")
 BACKENDS = ["claude", "codex", "gemini"]
 # The API style each backend's CLI speaks to the fake model API (FakeModelAPI.main_requests).
-KIND = {"claude": "anthropic", "codex": "openai", "gemini": "gemini"}
+KIND = {"claude": "anthropic", "codex": "openai", "gemini": "gemini", "qwen": "chat",
+        "copilot": "chat", "opencode": "chat"}
 
 
 def user_texts(fake_api: FakeModelAPI, backend: str) -> List[str]:
@@ -119,3 +122,48 @@ def serve_port(built_pyz: str, clinvk_env: Dict[str, str], tmp_path: Path,
         proc.terminate()
         assert proc.wait(timeout=60) == 0
         log.close()
+
+
+def require_more_cli(binary: str) -> str:
+    """The bin folder holding ``binary``, one of realclis.MORE_BINARIES at its pinned version;
+    skips (or fails under CI=true) when it is not installed."""
+    found = realclis.more_bin_dir(binary)
+    if found:
+        return found
+    message = ("%s not installed; run python3 -m tests.e2e.realclis install-more (pinned: %s)"
+               % (binary, ", ".join("%s@%s" % kv for kv in realclis.MORE_PACKAGES.items())))
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message + " -- CI=true, so this is an error, not a skip")
+    pytest.skip(message)
+
+
+def mcp_prompt(env: Dict[str, str], arguments: Dict[str, object], cwd: str,
+               timeout: float = 240) -> Dict[str, object]:
+    """The result of one ``clinvk_prompt`` tool call to ``clinvk mcp`` (the built zipapp) over
+    stdio: initialize, initialized, tools/call; input stays open until the result arrives (end
+    of input cancels running calls)."""
+    messages = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "e2e", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+         "params": {"name": "clinvk_prompt", "arguments": arguments}}]
+    proc = subprocess.Popen([sys.executable, PYZ, "mcp"], cwd=cwd, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        proc.stdin.write("".join(json.dumps(m) + "\n" for m in messages).encode())
+        proc.stdin.flush()
+        for line in proc.stdout:
+            reply = json.loads(line)
+            if reply.get("id") == 2:
+                return reply["result"]
+        raise AssertionError("clinvk mcp ended without answering the tool call")
+    finally:
+        timer.cancel()
+        proc.stdin.close()
+        proc.wait(timeout=60)
+        proc.stdout.close()

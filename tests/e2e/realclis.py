@@ -1,7 +1,9 @@
 """Install, locate and sandbox the pinned real agent CLIs for end-to-end tests.
 
     python3 -m tests.e2e.realclis install   # one npm install into the test cache
+    python3 -m tests.e2e.realclis install-more   # the newer CLIs, into a prefix of their own
     python3 -m tests.e2e.realclis capture   # regenerate tests/fixtures/real and tests/fixtures/help
+    python3 -m tests.e2e.realclis capture qwen   # only those of one backend (or several)
 
 The CLIs live outside the clone, in ${CLINVK_TEST_CACHE:-~/.cache/clinvk-test}/npm, and every run
 gets an environment built from an allowlist that routes everything except loopback to a dead proxy,
@@ -25,6 +27,15 @@ PACKAGES = {
     "@google/gemini-cli": "0.61.0",
 }
 BINARIES = ("claude", "codex", "gemini")
+# The newer CLIs, pinned too, in an npm prefix of their own (npm-more): adding one never
+# reinstalls the three above, and a failed install leaves them usable. Binary -> package.
+MORE_PACKAGES = {
+    "@qwen-code/qwen-code": "0.24.4",
+    "@github/copilot": "1.0.102",
+    "opencode-ai": "1.18.33",
+}
+MORE_BINARIES = {"qwen": "@qwen-code/qwen-code", "copilot": "@github/copilot",
+                 "opencode": "opencode-ai"}
 DEAD_PROXY = "http://127.0.0.1:9"
 LOOPBACK = "127.0.0.1,localhost,::1"
 FAKE_KEY = "fake-key-for-offline-tests"
@@ -38,50 +49,88 @@ CLAUDE_STREAM = ["claude", "-p", "--output-format", "stream-json", "--verbose", 
 # codex-cli 0.169.0 waits on an open stdin; "-" reads the prompt from stdin until EOF.
 CODEX_JSON = ["codex", "exec", "--json", "--skip-git-repo-check", "-"]
 GEMINI_JSON = ["gemini", "--output-format", "json", "--skip-trust"]
+# qwen-code 0.24.4 reads the prompt from stdin when no positional is given; -o json prints one
+# array of messages, stream-json with partial messages gives text deltas.
+QWEN_JSON = ["qwen", "-o", "json"]
+QWEN_STREAM = ["qwen", "-o", "stream-json", "--include-partial-messages"]
 GEMINI_STREAM = ["gemini", "--output-format", "stream-json", "--skip-trust"]
+# copilot 1.0.102 prompt mode reads piped stdin; its json output is JSON lines (token deltas too).
+COPILOT_JSON = ["copilot", "--output-format", "json", "--no-auto-update"]
+# opencode 1.18.33 `run` reads stdin when given no message; an empty title saves a model request.
+OPENCODE_JSON = ["opencode", "run", "--format", "json", "--title="]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 
-def cache_dir() -> Path:
-    """The folder holding the npm install: ${CLINVK_TEST_CACHE:-~/.cache/clinvk-test}/npm."""
+def cache_dir(prefix: str = "npm") -> Path:
+    """The folder holding an npm install: ${CLINVK_TEST_CACHE:-~/.cache/clinvk-test}/<prefix>
+    (npm: the pinned three; npm-more: MORE_PACKAGES)."""
     root = os.environ.get("CLINVK_TEST_CACHE") or os.path.join(
         os.path.expanduser("~"), ".cache", "clinvk-test"
     )
-    return Path(root) / "npm"
+    return Path(root) / prefix
 
 
-def _marker() -> Path:
-    return cache_dir() / "installed.json"
+def _marker(prefix: str = "npm") -> Path:
+    return cache_dir(prefix) / "installed.json"
 
 
-def bin_dir() -> Optional[str]:
-    """The node_modules/.bin holding claude, codex and gemini at the pinned versions, or None."""
+def _installed_bins(prefix: str, packages: Dict[str, str], binaries) -> Optional[str]:
+    """The node_modules/.bin of ``prefix`` when it holds ``packages`` at their pinned versions
+    and every one of ``binaries``, else None."""
     try:
-        if json.loads(_marker().read_text()) != PACKAGES:
+        if json.loads(_marker(prefix).read_text()) != packages:
             return None
     except (OSError, ValueError):
         return None
-    bins = cache_dir() / "node_modules" / ".bin"
-    if all((bins / name).exists() for name in BINARIES):
+    bins = cache_dir(prefix) / "node_modules" / ".bin"
+    if all((bins / name).exists() for name in binaries):
         return str(bins)
     return None
 
 
+def bin_dir() -> Optional[str]:
+    """The node_modules/.bin holding claude, codex and gemini at the pinned versions, or None."""
+    return _installed_bins("npm", PACKAGES, BINARIES)
+
+
+def more_bin_dir(binary: str = "") -> Optional[str]:
+    """The node_modules/.bin holding every MORE_PACKAGES CLI at its pinned version, or None.
+    With ``binary``: the same folder when that one CLI is there at its pinned version, whatever
+    became of the others."""
+    if not binary:
+        return _installed_bins("npm-more", MORE_PACKAGES, tuple(MORE_BINARIES))
+    package = MORE_BINARIES[binary]
+    modules = cache_dir("npm-more") / "node_modules"
+    try:
+        version = json.loads((modules / package / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    bins = modules / ".bin"
+    return str(bins) if version == MORE_PACKAGES[package] and (bins / binary).exists() else None
+
+
 def install() -> str:
     """Install the pinned CLIs unless already there; return bin_dir() or raise RuntimeError."""
-    existing = bin_dir()
-    if existing:
-        return existing
-    target = cache_dir()
+    return bin_dir() or _install("npm", PACKAGES, BINARIES) or ""
+
+
+def install_more() -> str:
+    """Install MORE_PACKAGES into their own prefix unless already there; return
+    more_bin_dir() or raise RuntimeError."""
+    return more_bin_dir() or _install("npm-more", MORE_PACKAGES, tuple(MORE_BINARIES)) or ""
+
+
+def _install(prefix: str, packages: Dict[str, str], binaries) -> Optional[str]:
+    target = cache_dir(prefix)
     target.mkdir(parents=True, exist_ok=True)
     # A private package.json keeps npm from walking up into some other project.
     (target / "package.json").write_text(
-        json.dumps({"name": "clinvk-test-clis", "private": True, "dependencies": PACKAGES}, indent=2)
+        json.dumps({"name": "clinvk-test-clis", "private": True, "dependencies": packages}, indent=2)
     )
-    _marker().unlink(missing_ok=True)
-    specs = ["%s@%s" % (name, version) for name, version in PACKAGES.items()]
+    _marker(prefix).unlink(missing_ok=True)
+    specs = ["%s@%s" % (name, version) for name, version in packages.items()]
     argv = ["npm", "install", "--no-audit", "--no-fund", "--save-exact", "--prefix", str(target)]
     proc = subprocess.run(argv + specs, cwd=str(target))
     if proc.returncode != 0:
@@ -89,10 +138,10 @@ def install() -> str:
             "npm install of %s failed (exit %d); check that npm can reach its registry"
             % (" ".join(specs), proc.returncode)
         )
-    _marker().write_text(json.dumps(PACKAGES))
-    found = bin_dir()
+    _marker(prefix).write_text(json.dumps(packages))
+    found = _installed_bins(prefix, packages, binaries)
     if not found:
-        raise RuntimeError("npm install finished but %s lacks %s" % (target, ", ".join(BINARIES)))
+        raise RuntimeError("npm install finished but %s lacks %s" % (target, ", ".join(binaries)))
     return found
 
 
@@ -131,6 +180,22 @@ def gemini_settings() -> Dict[str, object]:
     }
 
 
+def qwen_settings() -> Dict[str, object]:
+    """~/.qwen/settings.json: the OpenAI-compatible API (the fake), no usage statistics (qwen-code
+    0.24.4 sends them to aliyuncs.com), and no managed auto-memory (a second model request after
+    every turn)."""
+    return {
+        "security": {"auth": {"selectedType": "openai"}},
+        # Fewer attempts per failed model call (qwen-code 0.24.4 retries a 429 up to ten times,
+        # a minute apart); it still makes several, so tests fail calls with 401 (one attempt).
+        "model": {"name": "fake-model", "generationConfig": {"maxRetries": 0}},
+        "privacy": {"usageStatisticsEnabled": False},
+        "telemetry": {"enabled": False},
+        "general": {"enableAutoUpdate": False},
+        "memory": {"enableManagedAutoMemory": False, "enableManagedAutoDream": False},
+    }
+
+
 def write_cli_homes(fake_url: str, home: str) -> None:
     """Write the per-CLI config files under `home` (codex's CODEX_HOME is <home>/.codex)."""
     codex_home = Path(home) / ".codex"
@@ -139,6 +204,27 @@ def write_cli_homes(fake_url: str, home: str) -> None:
     gemini_home = Path(home) / ".gemini"
     gemini_home.mkdir(parents=True, exist_ok=True)
     (gemini_home / "settings.json").write_text(json.dumps(gemini_settings(), indent=2))
+    qwen_home = Path(home) / ".qwen"
+    qwen_home.mkdir(parents=True, exist_ok=True)
+    (qwen_home / "settings.json").write_text(json.dumps(qwen_settings(), indent=2))
+    write_opencode_config(fake_url, Path(home) / ".config" / "opencode")
+
+
+def write_opencode_config(fake_url: str, folder: Path) -> None:
+    """opencode's user config: the fake as an OpenAI-compatible provider, and the files that
+    keep opencode-ai 1.18.33 from npm-installing @opencode-ai/plugin into its config folder
+    (it skips that when node_modules exists and package-lock.json lists the package)."""
+    (folder / "node_modules").mkdir(parents=True, exist_ok=True)
+    (folder / "opencode.json").write_text(json.dumps({
+        "provider": {"fake": {"npm": "@ai-sdk/openai-compatible", "name": "Fake",
+                              "options": {"baseURL": fake_url + "/v1", "apiKey": FAKE_KEY},
+                              "models": {"fake-model": {"name": "Fake Model"}}}},
+        "model": "fake/fake-model", "small_model": "fake/fake-model",
+        "autoupdate": False, "share": "disabled"}, indent=2))
+    plugin = {"@opencode-ai/plugin": MORE_PACKAGES["opencode-ai"]}
+    (folder / "package.json").write_text(json.dumps({"dependencies": plugin}))
+    (folder / "package-lock.json").write_text(json.dumps(
+        {"lockfileVersion": 3, "packages": {"": {"dependencies": plugin}}}))
 
 
 def no_egress_env(fake_url: str, home: str, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
@@ -151,7 +237,9 @@ def no_egress_env(fake_url: str, home: str, extra: Optional[Dict[str, str]] = No
     # gemini 0.61.0 writes error reports to os.tmpdir(): keep them inside the throwaway home.
     tmp = os.path.join(home, "tmp")
     os.makedirs(tmp, exist_ok=True)
-    path = [p for p in (bin_dir(), os.path.dirname(shutil.which("node") or "")) if p]
+    more = cache_dir("npm-more") / "node_modules" / ".bin"
+    path = [p for p in (bin_dir(), str(more) if more.is_dir() else "",
+                        os.path.dirname(shutil.which("node") or "")) if p]
     env = {name: os.environ[name] for name in PASSTHROUGH if name in os.environ}
     env.setdefault("LANG", "C.UTF-8")
     env.update({
@@ -172,6 +260,23 @@ def no_egress_env(fake_url: str, home: str, extra: Optional[Dict[str, str]] = No
         "GOOGLE_GEMINI_BASE_URL": fake_url,
         "GEMINI_API_KEY": FAKE_KEY,
         "GEMINI_CLI_TRUST_WORKSPACE": "true",
+        # qwen-code 0.24.4 speaks OpenAI Chat Completions to OPENAI_BASE_URL (see qwen_settings).
+        "OPENAI_BASE_URL": fake_url + "/v1",
+        "QWEN_USAGE_STATISTICS_ENABLED": "false",
+        "QWEN_TELEMETRY_ENABLED": "false",
+        # copilot 1.0.102 with your own provider; offline, else it calls api.github.com.
+        "COPILOT_PROVIDER_BASE_URL": fake_url + "/v1",
+        "COPILOT_PROVIDER_API_KEY": FAKE_KEY,
+        "COPILOT_MODEL": "fake-model",
+        "COPILOT_OFFLINE": "true",
+        "COPILOT_AUTO_UPDATE": "false",
+        # copilot unpacks its 235 MB package into this cache on a first run: once, not per HOME.
+        "COPILOT_PKG_CACHE_HOME": str(cache_dir("npm-more") / "copilot-pkg"),
+        # opencode 1.18.33 fetches models.dev and its own updates without these.
+        "OPENCODE_DISABLE_MODELS_FETCH": "1",
+        "OPENCODE_DISABLE_AUTOUPDATE": "1",
+        "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+        "OPENCODE_DISABLE_SHARE": "1",
     })
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"):
         env[name] = env[name.lower()] = DEAD_PROXY
@@ -195,6 +300,10 @@ def resume_argv(argv: List[str], session_id: str) -> List[str]:
     if argv[0] == "codex":
         # codex-cli 0.169.0: `exec` options go BEFORE `resume` (after it, e.g. -s exits 2).
         return argv[:-1] + ["resume", session_id, argv[-1]]
+    if argv[0] == "copilot":
+        return argv + ["--resume=" + session_id]      # copilot 1.0.102: --resume [<value>]
+    if argv[0] == "opencode":
+        return [a for a in argv if a != "--title="] + ["--session=" + session_id]
     return argv + ["--resume", session_id]
 
 
@@ -205,7 +314,10 @@ def session_id_of(stdout: str) -> str:
         return json.loads(text)["session_id"]
     for line in text.splitlines():
         event = json.loads(line)
-        found = event.get("session_id") or event.get("thread_id")
+        if isinstance(event, list):  # qwen json (claude json --verbose): an array of messages
+            event = event[0] if event else {}
+        found = (event.get("session_id") or event.get("thread_id") or event.get("sessionId")
+                 or event.get("sessionID"))
         if found:
             return found
     raise ValueError("no session id in output: %r" % text[:200])
@@ -233,13 +345,43 @@ CAPTURE_CASES = [
     ("gemini", "resume_ok", GEMINI_JSON, {"resume": True}),
     ("gemini", "api_error_500_json", GEMINI_JSON, {"fail": 500}),
     ("gemini", "api_error_400_stream_json", GEMINI_STREAM, {"fail": 400}),
+    ("qwen", "json_ok", QWEN_JSON, {}),
+    ("qwen", "stream_json_ok", QWEN_STREAM, {}),
+    ("qwen", "stream_json_no_partial_ok", QWEN_STREAM[:-1], {}),
+    ("qwen", "resume_ok", QWEN_JSON, {"resume": True}),
+    ("qwen", "resume_unknown_json", QWEN_JSON + ["--resume", "3f0c2a9e-8d41-4c1b-9a77-0e5f3b2d1c4a"], {}),
+    ("qwen", "api_error_401_json", QWEN_JSON, {"fail": 401}),
+    ("qwen", "api_error_401_stream_json", QWEN_STREAM, {"fail": 401}),
+    ("qwen", "tool_use_stream_json", QWEN_STREAM, {"tool": ("read_file", {"file_path": "{work}/note.txt"})}),
+    ("qwen", "max_session_turns_json", QWEN_JSON + ["--max-session-turns", "1"],
+     {"tool": ("read_file", {"file_path": "{work}/note.txt"})}),
+    ("qwen", "no_auth_type_json", QWEN_JSON, {"no_user_settings": True}),
+    ("copilot", "json_ok", COPILOT_JSON, {}),
+    ("copilot", "resume_ok", COPILOT_JSON, {"resume": True}),
+    ("copilot", "resume_unknown_json", COPILOT_JSON + ["--resume=3f0c2a9e-8d41-4c1b-9a77-0e5f3b2d1c4a"], {}),
+    ("copilot", "api_error_400_json", COPILOT_JSON, {"fail": 400}),
+    ("copilot", "api_error_401_json", COPILOT_JSON, {"fail": 401}),
+    ("copilot", "tool_use_json", COPILOT_JSON, {"tool": ("view", {"path": "{work}/note.txt"})}),
+    ("copilot", "tool_denied_json", COPILOT_JSON,
+     {"tool": ("bash", {"command": "touch made.txt", "description": "make a file"})}),
+    ("copilot", "no_auth_json", COPILOT_JSON, {"unset": ["COPILOT_PROVIDER_BASE_URL", "COPILOT_OFFLINE"]}),
+    ("opencode", "json_ok", OPENCODE_JSON, {}),
+    ("opencode", "resume_ok", OPENCODE_JSON, {"resume": True}),
+    ("opencode", "resume_unknown_json", ["opencode", "run", "--format", "json", "--session=ses_3f0c2a9e8d41fe4c1b9a770e5f"], {}),
+    ("opencode", "api_error_400_json", OPENCODE_JSON, {"fail": 400}),
+    ("opencode", "api_error_401_json", OPENCODE_JSON, {"fail": 401}),
+    ("opencode", "tool_use_json", OPENCODE_JSON, {"tool": ("read", {"filePath": "{work}/note.txt"})}),
+    ("opencode", "tool_denied_json", OPENCODE_JSON,
+     {"tool": ("bash", {"command": "touch made.txt", "description": "make a file"}),
+      "env": {"OPENCODE_PERMISSION": '{"bash":"ask"}'}}),
 ]
 CAPTURE_PROMPT = "Say hello to the fixture"
 CAPTURE_FIRST_PROMPT = "Remember the word kumquat"
 
 
-def capture() -> None:
-    """Regenerate tests/fixtures/help and tests/fixtures/real/<backend>/<case>.{stdout,stderr,exit}.
+def capture(backends: List[str] = ()) -> None:
+    """Regenerate tests/fixtures/help and tests/fixtures/real/<backend>/<case>.{stdout,stderr,exit}
+    (only those of ``backends`` when given; the other entries of cases.json are kept).
 
     Volatile paths are rewritten (/home/user, /work/project, 127.0.0.1:PORT, <npm-cache>) so a
     re-capture only changes what the CLIs really changed; ids and timestamps stay as printed.
@@ -249,14 +391,22 @@ def capture() -> None:
 
     if not bin_dir():
         raise RuntimeError("real CLIs not installed; run python3 -m tests.e2e.realclis install")
-    capture_help()
-    manifest = {}
+    capture_help(backends)
+    cases_file = FIXTURES / "real" / "cases.json"
+    manifest = json.loads(cases_file.read_text()) if backends else {}
     for backend, case, argv, setup in CAPTURE_CASES:
+        if backends and backend not in backends:
+            continue
         with tempfile.TemporaryDirectory(prefix="clinvk-capture-") as scratch, FakeModelAPI() as api:
             home, work = os.path.join(scratch, "home"), os.path.join(scratch, "work")
             os.makedirs(work)
             Path(work, "note.txt").write_text("the secret word is pineapple\n")
             env = no_egress_env(api.url, home)
+            if setup.get("no_user_settings"):
+                os.remove(os.path.join(home, ".%s" % backend, "settings.json"))
+            env.update(setup.get("env") or {})
+            for name in setup.get("unset") or ():
+                env.pop(name, None)
             if setup.get("resume"):
                 first = run_cli(_base(argv), CAPTURE_FIRST_PROMPT, env, work)
                 session = session_id_of(first.stdout)
@@ -279,7 +429,7 @@ def capture() -> None:
                 "first_turn_stdin": CAPTURE_FIRST_PROMPT if setup.get("resume") else None,
                 "exit": proc.returncode}
             print("%-8s %-40s exit %d" % (backend, case, proc.returncode))
-    (FIXTURES / "real" / "cases.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    cases_file.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def _base(argv: List[str]) -> List[str]:
@@ -290,7 +440,9 @@ def _base(argv: List[str]) -> List[str]:
 
 
 def _scrubber(home: str, work: str, url: str):
-    replacements = [(str(cache_dir()), "<npm-cache>"), (work, "/work/project"), (home, "/home/user"),
+    # npm-more first: the npm prefix's path is the start of it.
+    replacements = [(str(cache_dir("npm-more")), "<npm-cache>"), (str(cache_dir()), "<npm-cache>"),
+                    (work, "/work/project"), (home, "/home/user"),
                     (url[len("http://"):], "127.0.0.1:PORT")]
     # claude 2.1.197 names a project folder after its cwd with every non-alphanumeric turned "-".
     replacements.append((re.sub(r"[^A-Za-z0-9]", "-", work), "-work-project"))
@@ -302,8 +454,9 @@ def _scrubber(home: str, work: str, url: str):
     return scrub
 
 
-def capture_help() -> None:
-    """Write tests/fixtures/help/*.txt: --help of each headless entry point and each --version."""
+def capture_help(backends: List[str] = ()) -> None:
+    """Write tests/fixtures/help/*.txt: --help of each headless entry point and each --version
+    (only those of ``backends`` when given)."""
     import tempfile
     with tempfile.TemporaryDirectory(prefix="clinvk-help-") as home:
         env = no_egress_env("http://127.0.0.1:9", home)
@@ -312,13 +465,23 @@ def capture_help() -> None:
         for name, argv in [("claude", ["claude", "--help"]), ("codex_exec", ["codex", "exec", "--help"]),
                            ("codex_exec_resume", ["codex", "exec", "resume", "--help"]),
                            ("gemini", ["gemini", "--help"]), ("claude_version", ["claude", "--version"]),
-                           ("codex_version", ["codex", "--version"]), ("gemini_version", ["gemini", "--version"])]:
+                           ("codex_version", ["codex", "--version"]), ("gemini_version", ["gemini", "--version"]),
+                           ("qwen", ["qwen", "--help"]), ("qwen_version", ["qwen", "--version"]),
+                           ("copilot", ["copilot", "--help"]), ("copilot_version", ["copilot", "--version"]),
+                           # copilot 1.0.102 documents --sandbox here only, not in --help.
+                           ("copilot_help_sandbox", ["copilot", "help", "sandbox"]),
+                           ("opencode_run", ["opencode", "run", "--help"]),
+                           ("opencode_version", ["opencode", "--version"])]:
+            if backends and argv[0] not in backends:
+                continue
             proc = run_cli(argv, "", env, home, timeout=60)
-            (out_dir / (name + ".txt")).write_text(proc.stdout)
+            # opencode 1.18.33 prints its help on stderr.
+            (out_dir / (name + ".txt")).write_text(proc.stdout or proc.stderr)
 
 
 def main(argv: List[str]) -> int:
-    actions = {"install": lambda: print(install()), "capture": capture}
+    actions = {"install": lambda: print(install()), "install-more": lambda: print(install_more()),
+               "capture": lambda: capture(argv[1:])}
     if argv[:1] and argv[0] in actions:
         try:
             actions[argv[0]]()
@@ -326,7 +489,7 @@ def main(argv: List[str]) -> int:
             print("realclis %s: %s" % (argv[0], exc), file=sys.stderr)
             return 1
         return 0
-    print("usage: python3 -m tests.e2e.realclis install|capture", file=sys.stderr)
+    print("usage: python3 -m tests.e2e.realclis install|install-more|capture [BACKEND...]", file=sys.stderr)
     return 2
 
 

@@ -14,6 +14,8 @@ from typing import Dict, List
 
 import pytest
 
+from clinvk_lib.backends import base
+from tests.e2e import realclis
 from tests.e2e.conftest import BACKENDS, KIND, PYZ, user_texts
 
 pytestmark = pytest.mark.usefixtures("built_pyz")
@@ -128,9 +130,11 @@ def test_chain_cli_claude_then_codex_sends_step_one_reply_to_the_model(fake_api,
         "improve: FAKE-REPLY: analyze the design"
 
 
-def test_compare_cli_on_all_three_real_clis(fake_api, clinvk_env, workdir):
+def test_compare_cli_on_every_installed_real_cli(fake_api, clinvk_env, workdir):
     p = clinvk(clinvk_env, ["compare", "--all-backends", "-w", workdir, "--json", "which is best?"])
     assert p.returncode == 0, p.stderr.decode()
     d = json.loads(p.stdout)
-    assert [r["backend"] for r in d["results"]] == BACKENDS
+    more = [b for b in realclis.MORE_BINARIES if realclis.more_bin_dir(b)]
+    assert [r["backend"] for r in d["results"]] == [b for b in base.NAMES
+                                                    if b in BACKENDS + more]
     assert {r["output"] for r in d["results"]} == {"FAKE-REPLY: which is best?"}

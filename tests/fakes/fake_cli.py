@@ -1,10 +1,12 @@
-"""Fake ``claude``, ``codex`` and ``gemini`` for unit tests (run through tests/fakes/bin/*).
+"""Fake ``claude``, ``codex``, ``gemini`` and ``qwen`` for unit tests (run through
+tests/fakes/bin/*; ``copilot`` and ``opencode`` are in fake_copilot.py and fake_opencode.py,
+with the same environment variables).
 
 Each fake parses the flags clinvk's argv builders emit (and the extra flags clinvk allows)
 the way the real CLI does, rejects unknown flags with the real CLI's message, reads the whole
 prompt from stdin and prints the real CLI's output format (claude 2.1.197, codex-cli 0.169.0,
-gemini 0.61.0). The reply is ``"echo: " + prompt``; a resumed session's reply starts with
-``"[history: N turns] "`` where N counts the earlier turns of that session.
+gemini 0.61.0, qwen-code 0.24.4). The reply is ``"echo: " + prompt``; a resumed session's
+reply starts with ``"[history: N turns] "`` where N counts the earlier turns of that session.
 
 Environment variables:
   FAKE_CLI_RECORD=<path>     append one JSON line per run: {backend, argv, stdin, cwd, env}
@@ -16,7 +18,11 @@ Environment variables:
                              forever) | noise (non-JSON lines mixed into stdout) |
                              invalid_json (broken JSON on stdout, exit 0) | crash_midstream
                              (some lines, then SIGKILL itself) | stderr_flood
-                             (FAKE_CLI_STDERR_BYTES, default 4 MiB, on stderr first)
+                             (FAKE_CLI_STDERR_BYTES, default 4 MiB, on stderr first) |
+                             rate_limited (the CLI's report of a 429 from its model API)
+  FAKE_CLI_AUTH=none         the CLI has no credentials: a run fails as the real CLI does
+                             when not logged in, and its status command (claude auth status,
+                             codex login status) says so
   FAKE_CLI_DELAY=<seconds>   pause per line in slow mode (default 0.5)
   FAKE_CLI_HANG_AFTER=<n>    in hang mode, sleep forever after the n-th line (default 1)
   FAKE_CLI_WARNINGS=<n>      codex: n "Reconnecting... i/n" error events (its retries)
@@ -58,9 +64,9 @@ import time
 import uuid
 
 VERSIONS = {"claude": "2.1.197 (Claude Code)", "codex": "codex-cli 0.169.0",
-            "gemini": "0.61.0"}
+            "gemini": "0.61.0", "qwen": "0.24.4"}
 RECORD_PREFIXES = ("CLAUDE", "CODEX", "GEMINI", "ANTHROPIC", "OPENAI", "GOOGLE", "FAKE_CLI",
-                   "CLINVK")
+                   "CLINVK", "QWEN", "COPILOT", "OPENCODE")
 
 # Flag specs: name -> kind. "bool" takes no value, "value" takes one, "many" takes one or
 # more (commander variadic / yargs array: every following word that is not a flag),
@@ -107,7 +113,26 @@ GEMINI_FLAGS = {
     "--include-directories": "many", "-e": "many", "--extensions": "many",
     "--allowed-mcp-server-names": "many", "--allowed-tools": "many", "--policy": "many",
 }
+# qwen-code 0.24.4 (yargs): "switch" is a boolean that also takes "=true" / "=false".
+QWEN_FLAGS = {
+    "--include-partial-messages": "switch", "--safe-mode": "switch", "--bare": "switch",
+    "--debug": "switch", "-d": "switch", "--yolo": "switch", "-y": "switch",
+    "--chat-recording": "switch", "--sandbox": "switch", "-s": "switch", "--continue": "switch",
+    "-c": "switch", "--fork-session": "switch", "--version": "switch", "-v": "switch",
+    "--output-format": "value", "-o": "value", "--model": "value", "-m": "value",
+    "--approval-mode": "value", "--system-prompt": "value", "--append-system-prompt": "value",
+    "--resume": "value", "-r": "value", "--session-id": "value", "--max-session-turns": "value",
+    "--output-style": "value", "--max-tool-calls": "value", "--max-wall-time": "value",
+    "--max-subagent-depth": "value", "--auth-type": "value", "--mcp-config": "value",
+    "--json-schema": "value", "-p": "value", "--prompt": "value",
+    "--include-directories": "many", "--add-dir": "many", "--allowed-tools": "many",
+    "--exclude-tools": "many", "--core-tools": "many", "--fallback-model": "many",
+    "--disabled-slash-commands": "many", "--allowed-mcp-server-names": "many",
+    "--extensions": "many", "-e": "many",
+}
 CHOICES = {
+    ("qwen", "--output-format"): ("text", "json", "stream-json"),
+    ("qwen", "--approval-mode"): ("plan", "default", "auto-edit", "auto", "yolo"),
     ("claude", "--output-format"): ("text", "json", "stream-json"),
     ("claude", "--permission-mode"): ("acceptEdits", "auto", "bypassPermissions", "default",
                                       "dontAsk", "plan"),
@@ -124,6 +149,7 @@ CODEX_ALIASES = {"-s": "--sandbox", "-m": "--model", "-c": "--config", "-i": "--
 GEMINI_ALIASES = {"-s": "--sandbox", "-y": "--yolo", "-d": "--debug", "-m": "--model",
                   "-o": "--output-format", "-r": "--resume", "-p": "--prompt",
                   "-e": "--extensions", "-v": "--version"}
+QWEN_ALIASES = dict(GEMINI_ALIASES, **{"-c": "--continue", "--add-dir": "--include-directories"})
 
 
 class UsageError(Exception):
@@ -154,6 +180,9 @@ def parse_flags(backend, words, spec, aliases, stop_at=()):
         if kind is None:
             raise UsageError(unknown_flag_message(backend, name), usage_exit_code(backend))
         key = aliases.get(name, name)
+        if kind == "switch":
+            flags[key] = not has_value or value.lower() != "false"
+            continue
         if kind == "bool":
             if has_value:
                 raise UsageError("error: option '%s' does not take a value" % name,
@@ -188,6 +217,14 @@ def usage_exit_code(backend):
 
 
 def unknown_flag_message(backend, name):
+    if backend == "copilot":        # clap
+        return "error: unexpected argument '%s' found\n\nUsage: copilot [OPTIONS] [COMMAND]" % name
+    if backend == "opencode":       # yargs: the usage text, no error line
+        return "opencode run [message..]\n\nrun opencode with a message"
+    if backend == "qwen":
+        bare = name.lstrip("-")
+        camel = bare.split("-")[0] + "".join(w.title() for w in bare.split("-")[1:])
+        return "Unknown arguments: %s, %s" % (bare, camel)
     if backend == "claude":
         return "error: unknown option '%s'" % name
     if backend == "codex":
@@ -361,6 +398,8 @@ def fail(message, code=1):
 
 
 def run_claude(run, args, stdin_text):
+    if args[:2] == ["auth", "status"]:
+        return claude_auth_status()
     flags, positionals, _ = parse_flags("claude", args, CLAUDE_FLAGS, CLAUDE_ALIASES)
     if "--version" in flags:
         print(VERSIONS["claude"])
@@ -383,6 +422,8 @@ def run_claude(run, args, stdin_text):
             return fail("Error: --json-schema is not valid JSON: %s" % exc)
     resume_id = last(flags, "--resume")
     model = last(flags, "--model") or "claude-fake-opus"
+    if os.environ.get("FAKE_CLI_AUTH") == "none" or run.mode == "rate_limited":
+        return claude_refused(run, model, fmt)
     if resume_id and not run.resume(resume_id):
         message = "No conversation found with session ID: %s" % resume_id
         if fmt == "stream-json":
@@ -421,6 +462,31 @@ def run_claude(run, args, stdin_text):
     else:
         run.document(run.reply)
     return 0
+
+
+def claude_refused(run, model, fmt):
+    """claude 2.1.197 without credentials, or after its model API answered 429: a failed
+    result (exit 1), its text the reason."""
+    if run.mode == "rate_limited":
+        text, status = ("API Error: Request rejected (429) \u00b7 Rate limited: please try "
+                        "again in 20s (FAKE_CLI_MODE=rate_limited)"), 429
+    else:
+        text, status = "Not logged in \u00b7 Please run /login", None
+    result = dict(claude_result(run, model), subtype="success", is_error=True,
+                  api_error_status=status, result=text)
+    if fmt == "stream-json":
+        run.emit({"type": "system", "subtype": "init", "session_id": run.session_id,
+                  "model": model, "tools": [], "mcp_servers": []})
+    run.emit(result)
+    return 1
+
+
+def claude_auth_status():
+    """``claude auth status``: JSON, exit 1 when not logged in (claude 2.1.197)."""
+    logged_in = os.environ.get("FAKE_CLI_AUTH") != "none"
+    print(json.dumps({"loggedIn": logged_in, "authMethod": "api_key" if logged_in else "none",
+                      "apiProvider": "firstParty"}, indent=2))
+    return 0 if logged_in else 1
 
 
 def claude_messages(run, model, flags, fmt):
@@ -499,6 +565,11 @@ def run_codex(run, args, stdin_text):
     if args[:1] in (["--version"], ["-V"]):
         print(VERSIONS["codex"])
         return 0
+    if args[:2] == ["login", "status"]:
+        if os.environ.get("FAKE_CLI_AUTH") == "none":
+            return fail("Not logged in")
+        sys.stderr.write("Logged in using an API key - sk-fake***1234\n")
+        return 0
     if args[:1] != ["exec"]:
         return fail("fake codex: only `codex exec` is supported")
     exec_spec = dict(CODEX_GLOBAL_FLAGS, **CODEX_EXEC_ONLY_FLAGS)
@@ -553,6 +624,14 @@ def run_codex(run, args, stdin_text):
         # codex-cli 0.169.0 reports its retries of an unreachable model API this way.
         run.emit({"type": "error", "message": "Reconnecting... %d/%d (stream disconnected "
                   "before completion: Connection refused)" % (i + 1, run.warnings)})
+    refusal = ("Missing environment variable: `OPENAI_API_KEY`."
+               if os.environ.get("FAKE_CLI_AUTH") == "none" else
+               "exceeded retry limit, last status: 429 Too Many Requests"
+               if run.mode == "rate_limited" else "")
+    if refusal:
+        run.emit({"type": "error", "message": refusal})
+        run.emit({"type": "turn.failed", "error": {"message": refusal}})
+        return 1
     if run.mode == "error_exit0":
         run.emit({"type": "error", "message": "fake failure (FAKE_CLI_MODE=error_exit0)"})
         run.emit({"type": "turn.failed",
@@ -600,6 +679,8 @@ def run_gemini(run, args, stdin_text):
     run.prompt = "\n".join(p for p in parts if p)
     run.read_prompt_schema()
     fmt = last(flags, "--output-format", "text")
+    if os.environ.get("FAKE_CLI_AUTH") == "none" or run.mode == "rate_limited":
+        return gemini_refused(run, fmt)
     model = last(flags, "--model") or "auto"
     answered_by = last(flags, "--model") or "gemini-fake-pro"
     resume_id = last(flags, "--resume")
@@ -627,6 +708,27 @@ def run_gemini(run, args, stdin_text):
     else:
         run.document(run.reply)
     return 0
+
+
+def gemini_refused(run, fmt):
+    """gemini 0.61.0 without an auth method (exit 41), or after a 429 from the Gemini API
+    (exit 429 % 256): the json output's object on stderr, or a failed result line."""
+    if run.mode == "rate_limited":
+        status, message = 429, ("You exceeded your current quota. Please retry in 37.5s. "
+                                "(FAKE_CLI_MODE=rate_limited)")
+        api = json.dumps({"error": {"code": 429, "message": message,
+                                    "status": "RESOURCE_EXHAUSTED"}})
+    else:
+        status, message, api = 41, "Invalid auth method selected.", ""
+    if fmt == "stream-json" and api:
+        run.emit({"type": "init", "timestamp": now(), "session_id": run.session_id,
+                  "model": "auto"})
+        run.emit({"type": "result", "timestamp": now(), "status": "error",
+                  "error": {"type": "unknown", "message": "[API Error: %s]" % api}})
+    else:
+        sys.stderr.write(json.dumps({"session_id": run.session_id, "error": {
+            "type": "Error", "message": message, "code": status}}, indent=2) + "\n")
+    return status % 256
 
 
 def gemini_stream(run, model, answered_by, error):
@@ -667,6 +769,188 @@ def gemini_json(run, answered_by, error):
             "tokens": tokens_}}, "tools": {"totalCalls": int(run.tool)}}
     # gemini 0.61.0 pretty-prints the one object over many lines.
     run.document(json.dumps(out, ensure_ascii=False, indent=2))
+
+
+# -- qwen --------------------------------------------------------------------------------
+
+QWEN_NO_SESSION = ("No saved session found with ID %s. Run `qwen --resume` without an ID to "
+                   "choose from existing sessions.")
+QWEN_NO_AUTH = ("No auth type is selected. Please configure an auth type (e.g. via settings "
+                "or `--auth-type`) before running in non-interactive mode.")
+QWEN_RATE_LIMITED = ("[API Error: 429 Rate limited, please try again in 20s "
+                     "(FAKE_CLI_MODE=rate_limited)]\nPossible quota limitations in place or "
+                     "slow response times detected. Please wait and try again later.")
+
+
+def qwen_trusted():
+    """qwen-code 0.24.4's trust rule: every folder is trusted unless a settings layer turns
+    folder trust on; then only the folders the trusted-folders file lists. The fake reads the
+    system settings file and the trusted-folders file named by their variables."""
+    try:
+        with open(os.environ.get("QWEN_CODE_SYSTEM_SETTINGS_PATH", "")) as f:
+            enabled = json.load(f)["security"]["folderTrust"]["enabled"] is True
+    except (OSError, ValueError, KeyError, TypeError):
+        enabled = False
+    if not enabled:
+        return True
+    try:
+        with open(os.environ.get("QWEN_CODE_TRUSTED_FOLDERS_PATH", "")) as f:
+            return json.load(f).get(os.getcwd()) == "TRUST_FOLDER"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def qwen_approval(flags):
+    """The approval mode a run gets, as qwen-code 0.24.4 decides it (stderr says when an
+    untrusted folder overrides the one asked for)."""
+    requested = last(flags, "--approval-mode") or ("yolo" if flags.get("--yolo") else "")
+    mode = requested or ("default" if flags.get("--safe-mode") else "auto")
+    if not qwen_trusted() and mode not in ("default", "plan"):
+        if requested:
+            sys.stderr.write('Approval mode overridden to "default" because the current folder '
+                             'is not trusted.\n')
+        mode = "default"
+    return mode
+
+
+def run_qwen(run, args, stdin_text):
+    flags, positionals, _ = parse_flags("qwen", args, QWEN_FLAGS, QWEN_ALIASES)
+    if flags.get("--version"):
+        print(VERSIONS["qwen"])
+        return 0
+    # -p is "appended to input on stdin"; a positional query replaces it.
+    parts = [stdin_text] + [last(flags, "--prompt")]
+    run.prompt = " ".join(positionals) if positionals else "\n".join(p for p in parts if p)
+    fmt = last(flags, "--output-format", "text")
+    model = last(flags, "--model") or "qwen-fake-coder"
+    run.streaming = fmt == "stream-json"
+    if os.environ.get("FAKE_CLI_AUTH") == "none":
+        return qwen_out(run, fmt, [qwen_result(run, QWEN_NO_AUTH)], 1)
+    resume_id = last(flags, "--resume")
+    if resume_id and not run.resume(resume_id):
+        return fail(QWEN_NO_SESSION % resume_id)
+    if run.mode == "invalid_json":
+        run.invalid_json()
+        return 0
+    init = {"type": "system", "subtype": "init", "uuid": run.session_id,
+            "session_id": run.session_id, "cwd": os.getcwd(), "tools": ["read_file", "glob"],
+            "mcp_servers": [], "model": model, "permission_mode": qwen_approval(flags),
+            "qwen_code_version": "0.24.4", "agents": ["general-purpose"]}
+    failure = {"fail": "[API Error: 500 fake failure (FAKE_CLI_MODE=fail)]",
+               "error_exit0": "[API Error: 500 fake failure (FAKE_CLI_MODE=error_exit0)]",
+               "rate_limited": QWEN_RATE_LIMITED}.get(run.mode)
+    if failure:
+        lines = [init, qwen_assistant(run, model, [{"type": "text", "text": failure}]),
+                 qwen_result(run, failure)]
+        if fmt != "stream-json":
+            sys.stderr.write(json.dumps({"error": {"type": "AlreadyReportedError",
+                                                   "message": failure, "code": 1}}, indent=2)
+                             + "\n")
+        return qwen_out(run, fmt, lines, 0 if run.mode == "error_exit0" else 1)
+    max_turns = int(last(flags, "--max-session-turns", "0") or 0)
+    lines = [init] + qwen_messages(run, model, flags, fmt)
+    if run.tool and max_turns == 1:
+        # qwen-code 0.24.4: exit 53, nothing more on stdout (nothing at all in json mode).
+        if fmt == "stream-json":
+            for obj in lines[:-1]:
+                run.emit(obj)
+        sys.stderr.write(json.dumps({"error": {
+            "type": "FatalTurnLimitedError", "code": 53,
+            "message": "Reached max session turns for this session. Increase the number of "
+                       "turns by specifying maxSessionTurns in settings.json."}}, indent=2)
+            + "\n")
+        return 53
+    code = qwen_out(run, fmt, lines + [qwen_result(run, "", model, fmt)], 0)
+    if flags.get("--chat-recording", True):
+        run.save()
+    return code
+
+
+def qwen_out(run, fmt, lines, code):
+    """Print ``lines`` in ``fmt``: one JSON line each (stream-json), one array of the whole
+    messages (json), or the reply (text)."""
+    if fmt == "stream-json":
+        for obj in lines:
+            run.emit(obj)
+    elif fmt == "json":
+        run.document(compact([o for o in lines if o["type"] != "stream_event"]))
+    else:
+        run.document(run.reply)
+    return code
+
+
+def qwen_assistant(run, model, content, message_id=None):
+    message_id = message_id or str(uuid.uuid4())
+    return {"type": "assistant", "uuid": message_id, "session_id": run.session_id,
+            "parent_tool_use_id": None, "message": {
+                "id": message_id, "type": "message", "role": "assistant", "model": model,
+                "content": content, "stop_reason": None,
+                "usage": {"input_tokens": tokens(run.prompt) + 4,
+                          "output_tokens": tokens(run.reply), "cache_read_input_tokens": 4,
+                          "total_tokens": tokens(run.prompt) + 4 + tokens(run.reply)}}}
+
+
+def qwen_messages(run, model, flags, fmt):
+    """A goal_state event, the tool call and its result (FAKE_CLI_TOOL), then the reply;
+    with --include-partial-messages, Anthropic-style stream events around each message."""
+    partial = fmt == "stream-json" and flags.get("--include-partial-messages")
+    common = {"session_id": run.session_id, "parent_tool_use_id": None}
+    out = [dict(type="stream_event", uuid=str(uuid.uuid4()), event={
+        "type": "goal_state", "goal_state": {"v": 2, "goal": None, "activity": "idle"}},
+        **common)]
+
+    def stream(event):
+        if partial:
+            out.append(dict(type="stream_event", uuid=str(uuid.uuid4()), event=event, **common))
+
+    def message(block):
+        message_id = str(uuid.uuid4())
+        stream({"type": "message_start", "message": {"id": message_id, "role": "assistant",
+                                                     "model": model, "content": []}})
+        start = dict(block, text="") if block["type"] == "text" else dict(block, input={})
+        stream({"type": "content_block_start", "index": 0, "content_block": start})
+        if block["type"] == "text":
+            for piece in run.pieces():
+                stream({"type": "content_block_delta", "index": 0,
+                        "delta": {"type": "text_delta", "text": piece}})
+        else:
+            stream({"type": "content_block_delta", "index": 0, "delta": {
+                "type": "input_json_delta", "partial_json": json.dumps(block["input"])}})
+        stream({"type": "content_block_stop", "index": 0})
+        out.append(qwen_assistant(run, model, [block], message_id))
+        stream({"type": "message_stop"})
+
+    if run.tool:
+        message({"type": "tool_use", "id": "call_fake_1", "name": "read_file",
+                 "input": {"file_path": "note.txt"}})
+        out.append(dict(type="user", uuid=str(uuid.uuid4()), message={
+            "role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_fake_1",
+                                         "is_error": False, "content": "fake file content"}]},
+            **common))
+    message({"type": "text", "text": run.reply})
+    return out
+
+
+def qwen_result(run, error="", model="", fmt=""):
+    """The result line: success with the reply and usage (and, in json mode, per-model stats
+    with 2 thinking tokens), or error_during_execution with the error."""
+    used_in, used_out = tokens(run.prompt) + 4, tokens(run.reply)
+    result = {"type": "result", "subtype": "error_during_execution" if error else "success",
+              "uuid": str(uuid.uuid4()), "session_id": run.session_id, "is_error": bool(error),
+              "duration_ms": 12, "duration_api_ms": 10, "num_turns": 1 + run.tool,
+              "usage": {"input_tokens": 0, "output_tokens": 0} if error else {
+                  "input_tokens": used_in, "output_tokens": used_out,
+                  "cache_read_input_tokens": 4, "total_tokens": used_in + used_out},
+              "permission_denials": []}
+    if error:
+        result["error"] = {"message": error}
+        return result
+    result["result"] = run.reply
+    if fmt == "json":
+        result["stats"] = {"models": {model: {"tokens": {
+            "prompt": used_in, "candidates": used_out, "total": used_in + used_out + 2,
+            "cached": 4, "thoughts": 2}}}}
+    return result
 
 
 # -- entry point -------------------------------------------------------------------------
@@ -712,6 +996,13 @@ def leave_child(pid_path):
         f.write("%d\n" % child.pid)
 
 
+def run_more(run, args, stdin_text):
+    """copilot and opencode: their fakes live in modules of their own."""
+    import importlib
+    module = importlib.import_module("fake_" + run.backend)
+    return getattr(module, "run_" + run.backend)(run, args, stdin_text)
+
+
 def main(backend, args):
     # Die of SIGPIPE when the reader goes away, as the real CLIs do (Python ignores it).
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -738,7 +1029,8 @@ def main(backend, args):
             sys.stderr.buffer.write(block[:size])
             size -= len(block)
         sys.stderr.buffer.flush()
-    runner = {"claude": run_claude, "codex": run_codex, "gemini": run_gemini}[backend]
+    runner = {"claude": run_claude, "codex": run_codex, "gemini": run_gemini,
+              "qwen": run_qwen, "copilot": run_more, "opencode": run_more}[backend]
     try:
         return runner(run, args, stdin_text)
     except UsageError as exc:

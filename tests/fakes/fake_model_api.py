@@ -4,6 +4,7 @@ It imitates just enough of three vendor wire formats for one headless turn each:
 
 - Anthropic Messages: POST /v1/messages (SSE when "stream": true), /v1/messages/count_tokens
 - OpenAI Responses:  POST /v1/responses (always SSE)
+- OpenAI Chat Completions: POST /v1/chat/completions (SSE when "stream": true)
 - Gemini:            POST /v1beta/models/M:generateContent, :streamGenerateContent?alt=sse, :countTokens
 
     with FakeModelAPI() as api:
@@ -33,13 +34,17 @@ from urllib.parse import urlsplit
 Reply = Union[str, Callable[[Dict[str, Any]], str]]
 
 # Request kinds that are real model turns (what main_requests() returns), per vendor.
-MAIN_KINDS = {"anthropic": "anthropic", "openai": "openai", "gemini": "gemini"}
+MAIN_KINDS = {"anthropic": "anthropic", "openai": "openai", "gemini": "gemini", "chat": "chat"}
 # Claude Code 2.1.197 prepends context to the user turn in blocks like this; they are not the prompt.
 CLAUDE_REMINDER = "<system-reminder>"
 # Gemini CLI 0.61.0 puts a context part before the prompt in the first user turn.
 GEMINI_CONTEXT = "<session_context>"
 # Codex 0.169.0 sends its environment and instructions as extra user messages wrapped in tags.
 CODEX_CONTEXT_TAGS = ("<environment_context>", "<user_instructions>", "<permissions", "# AGENTS.md")
+# copilot 1.0.102 puts the time in front of the prompt: "<current_datetime>...</current_datetime>\n\n".
+CHAT_CONTEXT_END = "</current_datetime>"
+# opencode 1.18.33 asks for a session title in a side request whose system prompt starts so.
+TITLE_REQUEST = "You are a title generator"
 
 
 # What a CLI names the tool its output schema becomes (claude 2.1.197 --json-schema).
@@ -193,8 +198,51 @@ def _gemini_user_text(body: Dict[str, Any]) -> str:
     return ""
 
 
+def _chat_texts(content: Any) -> List[str]:
+    """The texts of a Chat Completions message content (a string or a list of parts)."""
+    if isinstance(content, str):
+        return [content]
+    return [part.get("text", "") for part in content or []
+            if isinstance(part, dict) and part.get("type") == "text"]
+
+
+def _chat_turn(body: Dict[str, Any]) -> Dict[str, Any]:
+    """The last user text and the tool results sent after the last assistant message."""
+    messages = body.get("messages") or []
+    results: List[str] = []
+    for message in reversed(messages):
+        if message.get("role") == "tool":
+            results.insert(0, "\n".join(_chat_texts(message.get("content"))))
+        elif message.get("role") == "assistant":
+            break
+    text = ""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            # qwen-code 0.24.4 sends its context as <system-reminder> parts before the prompt,
+            # and the prompt with the trailing newlines of stdin.
+            text = "\n".join(t for t in _chat_texts(message.get("content"))
+                             if not t.startswith(CLAUDE_REMINDER)).rstrip("\n")
+            text = text.split(CHAT_CONTEXT_END, 1)[-1].lstrip("\n")
+            break
+    last = messages[-1].get("role") if messages else ""
+    return {"text": text, "tool_results": results if last == "tool" else []}
+
+
+def _chat_is_side_request(body: Dict[str, Any]) -> bool:
+    """A request that is not the user's turn: a session title (opencode 1.18.33) or a forced
+    one-tool classifier call (qwen-code's approval classifier)."""
+    for message in body.get("messages") or []:
+        if message.get("role") == "system" and \
+                any(t.lstrip().startswith(TITLE_REQUEST) for t in _chat_texts(message.get("content"))):
+            return True
+    return body.get("tool_choice") == "required" and not body.get("stream")
+
+
 def classify(method: str, path: str, body: Dict[str, Any]) -> str:
-    """Name the kind of call: anthropic, anthropic_count, openai, gemini, gemini_json, gemini_count."""
+    """Name the kind of call: anthropic, anthropic_count, openai, chat, chat_side, gemini,
+    gemini_json, gemini_count."""
+    if path.startswith("/v1/chat/completions"):
+        return "chat_side" if _chat_is_side_request(body) else "chat"
     if path.startswith("/v1/messages/count_tokens"):
         return "anthropic_count"
     if path.startswith("/v1/messages"):
@@ -247,7 +295,8 @@ class FakeModelAPI:
             self._failures.extend([status] * times)
 
     def queue_tool_use(self, name: str, tool_input: Dict[str, Any]) -> None:
-        """Make the next Anthropic turn a tool_use of `name`; the turn after it echoes the result."""
+        """Make the next Anthropic or Chat Completions turn a call of tool `name`; the turn after
+        it echoes the result."""
         with self._lock:
             self._tool_uses.append({"name": name, "input": tool_input})
 
@@ -292,7 +341,7 @@ class FakeModelAPI:
                 return record
             if self._failures:
                 record["fail_status"] = self._failures.pop(0)
-            elif record["kind"] == "anthropic" and self._tool_uses:
+            elif record["kind"] in ("anthropic", "chat") and self._tool_uses:
                 record["tool_use"] = self._tool_uses.pop(0)
             elif record["kind"] == "anthropic" and not record["tool_results"] \
                     and structured_tool_schema(record["json"]) is not None:
@@ -340,6 +389,9 @@ class _Handler(BaseHTTPRequestHandler):
             record["user_text"], record["tool_results"] = turn["text"], turn["tool_results"]
         elif kind == "openai":
             record["user_text"] = _openai_user_text(body)
+        elif kind.startswith("chat"):
+            turn = _chat_turn(body)
+            record["user_text"], record["tool_results"] = turn["text"], turn["tool_results"]
         elif kind.startswith("gemini"):
             record["user_text"] = _gemini_user_text(body)
         record = self.fake._record(record)
@@ -351,6 +403,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_json(200, {"input_tokens": _tokens(record["user_text"])})
         if kind == "openai":
             return self._openai(record)
+        if kind == "chat":
+            return self._chat(record)
+        if kind == "chat_side":
+            return self._chat_side(record)
         if kind == "gemini":
             return self._gemini_stream(record)
         if kind == "gemini_json":
@@ -418,6 +474,59 @@ class _Handler(BaseHTTPRequestHandler):
                                                             usage=usage)})]
         self._send_sse(events, r, delta_event="response.output_text.delta")
 
+    def _chat(self, r: Dict[str, Any]) -> None:
+        cid, model = "chatcmpl-fake-%d" % r["n"], r["json"].get("model", "gpt-fake")
+        used_in, used_out = _tokens(r["user_text"]), _tokens(r["reply"])
+        usage = {"prompt_tokens": used_in, "completion_tokens": used_out, "total_tokens": used_in + used_out}
+        tool = r.get("tool_use")
+        call = {"id": "call_fake_%d" % r["n"], "type": "function",
+                "function": {"name": tool["name"], "arguments": json.dumps(tool["input"])}} if tool else None
+        finish = "tool_calls" if tool else "stop"
+        if not r["json"].get("stream"):
+            message = {"role": "assistant", "content": None if tool else r["reply"]}
+            if call:
+                message["tool_calls"] = [call]
+            return self._send_json(200, _chat_body(cid, model, "chat.completion",
+                                                   [{"index": 0, "message": message, "finish_reason": finish}],
+                                                   usage))
+        chunk = lambda delta, reason: ("chunk", _chat_body(cid, model, "chat.completion.chunk", [
+            {"index": 0, "delta": delta, "finish_reason": reason}]))
+        if call:
+            deltas = [{"tool_calls": [dict(call, index=0)]}]
+        else:
+            deltas = [{"content": piece} for piece in r["pieces"]]
+        events = [chunk({"role": "assistant", "content": ""}, None)]
+        events += [chunk(d, None) for d in deltas] + [chunk({}, finish)]
+        if (r["json"].get("stream_options") or {}).get("include_usage"):
+            events.append(("usage", _chat_body(cid, model, "chat.completion.chunk", [], usage)))
+        self._send_sse(events, r, delta_event="chunk", done_line=True)
+
+    def _chat_side(self, r: Dict[str, Any]) -> None:
+        """A title for a title request; for a forced tool call, a call of the one tool offered
+        with arguments that satisfy its schema."""
+        body, cid = r["json"], "chatcmpl-side-%d" % r["n"]
+        tools = body.get("tools") or []
+        if body.get("tool_choice") == "required" and tools:
+            function = tools[0].get("function") or {}
+            call = {"id": "call_side_%d" % r["n"], "type": "function",
+                    "function": {"name": function.get("name", ""),
+                                 "arguments": json.dumps(schema_example(function.get("parameters") or {}))}}
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+        else:
+            choice = {"index": 0, "message": {"role": "assistant", "content": "Fake title"},
+                      "finish_reason": "stop"}
+        usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        if not body.get("stream"):
+            return self._send_json(200, _chat_body(cid, body.get("model", ""), "chat.completion", [choice], usage))
+        delta = dict(choice["message"])
+        if "tool_calls" in delta:
+            delta["tool_calls"] = [dict(c, index=0) for c in delta["tool_calls"]]
+        events = [("chunk", _chat_body(cid, body.get("model", ""), "chat.completion.chunk",
+                                       [{"index": 0, "delta": delta, "finish_reason": choice["finish_reason"]}],
+                                       usage))]
+        self._send_sse(events, r, delta_event=None, done_line=True)
+
     def _gemini_stream(self, r: Dict[str, Any]) -> None:
         used_in = _tokens(r["user_text"])
         pieces = r["pieces"]
@@ -449,8 +558,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _send_sse(self, events: List[Any], r: Dict[str, Any], delta_event: Optional[str]) -> None:
-        """Send events as SSE (chunked encoding), pausing r["delay"] between text pieces."""
+    def _send_sse(self, events: List[Any], r: Dict[str, Any], delta_event: Optional[str],
+                  done_line: bool = False) -> None:
+        """Send events as SSE (chunked encoding), pausing r["delay"] between text pieces.
+
+        Names starting with "chunk" or "usage" are sent without an event: line (Chat
+        Completions frames are unnamed); ``done_line`` ends the stream with "data: [DONE]"."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -459,18 +572,30 @@ class _Handler(BaseHTTPRequestHandler):
         first_delta = True
         for name, payload in events:
             is_delta = name == delta_event or delta_event is None
-            if is_delta and not first_delta and r["delay"]:
+            if is_delta and not first_delta and r.get("delay"):
                 time.sleep(r["delay"])
             first_delta = first_delta and not is_delta
-            frame = ("event: %s\n" % name if name else "") + "data: %s\n\n" % json.dumps(payload)
+            named = name and name not in ("chunk", "usage")
+            frame = ("event: %s\n" % name if named else "") + "data: %s\n\n" % json.dumps(payload)
             self._write_chunk(frame.encode())
             if is_delta:
-                r["sent_pieces"] += 1
+                r["sent_pieces"] = r.get("sent_pieces", 0) + 1
+        if done_line:
+            self._write_chunk(b"data: [DONE]\n\n")
         self._write_chunk(b"")
 
     def _write_chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
+
+
+def _chat_body(cid: str, model: str, obj: str, choices: List[Dict[str, Any]],
+               usage: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    body: Dict[str, Any] = {"id": cid, "object": obj, "created": int(time.time()), "model": model,
+                            "choices": choices}
+    if usage is not None:
+        body["usage"] = usage
+    return body
 
 
 def _gemini_chunk(text: str, finish: Optional[str], used_in: int, used_out: int) -> Dict[str, Any]:
