@@ -280,7 +280,7 @@ def test_chat_without_a_terminal_is_a_usage_error(env):
     p = subprocess.run([sys.executable, CLINVK, "chat"], input=b"hello\n", env=env,
                        capture_output=True, timeout=60)
     assert p.returncode == common.EXIT_USAGE
-    assert b"clinvk chat needs a terminal" in p.stderr and p.stdout == b""
+    assert b"clinvk: chat needs a terminal" in p.stderr and p.stdout == b""
 
 
 def test_help_lists_the_commands_of_the_chat(env):

@@ -308,6 +308,28 @@ def test_stream_json_ends_with_done_and_exit_code_130_on_ctrl_c(env, capsys, bac
     assert s["status"] == "cancelled"
 
 
+def test_stream_json_ends_with_done_when_ctrl_c_lands_while_a_line_is_written(
+        clinvk_home, fake_path, monkeypatch, tmp_path):
+    from clinvk_lib.cli import run as cli_run
+    from clinvk_lib.sessions import SessionStore
+    monkeypatch.setenv("FAKE_CLI_MODE", "hang")
+    written = []
+
+    def write(text):
+        written.append(json.loads(text))
+        if len(written) == 1:
+            raise KeyboardInterrupt     # Ctrl-C while the consumer writes the first line
+    monkeypatch.setattr(cli_run, "write", write)
+    cfg = load()
+    store = SessionStore(cfg.home)
+    prepared = execute.prepare(execute.Request(backend="claude", prompt="hi",
+                                               workdir=str(tmp_path)), cfg, store, stream=True)
+    with pytest.raises(KeyboardInterrupt):
+        cli_run.write_events(execute.stream(prepared, store))
+    assert written[0]["type"] == "init"
+    assert written[-1]["type"] == "done" and written[-1]["content"]["exit_code"] == 130
+
+
 def test_a_run_the_server_cancels_leaves_its_session_cancelled_not_error(clinvk_home, fake_path,
                                                                         monkeypatch, tmp_path):
     from clinvk_lib.sessions import SessionStore

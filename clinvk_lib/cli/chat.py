@@ -71,7 +71,7 @@ def starts_instead(args: argparse.Namespace) -> bool:
 def chat_from_args(args: argparse.Namespace) -> int:
     """Run the chat with the run flags in ``args``; its exit code (0 when left)."""
     if not _interactive():
-        raise UsageError("clinvk chat needs a terminal (stdin and stdout); to send one "
+        raise UsageError("chat needs a terminal (stdin and stdout); to send one "
                          "prompt: clinvk \"PROMPT\", or echo PROMPT | clinvk")
     cfg = load_config(args, {"default_backend": args.backend} if args.backend else {})
     return Chat(args, cfg, open_store(cfg)).loop()

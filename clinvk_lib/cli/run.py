@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import List
+from typing import Any, Iterator, List
 
 from .. import execute, render
 from ..config import Config
@@ -95,8 +95,8 @@ def run_prompt(args: argparse.Namespace, cfg: Config, store: SessionStore, promp
     try:
         if fmt == "stream-json":
             collected: List[execute.Outcome] = []
-            for e in execute.stream(prepared, store, outcome=collected, on_stderr=passthrough):
-                write(json.dumps(e.to_dict(), ensure_ascii=False) + "\n")
+            write_events(execute.stream(prepared, store, outcome=collected,
+                                        on_stderr=passthrough))
             outcome = collected[0]
         elif fmt == "text":
             detail = live.detail_of(bool(getattr(args, "quiet", False)), prepared.opts.verbose)
@@ -113,6 +113,25 @@ def run_prompt(args: argparse.Namespace, cfg: Config, store: SessionStore, promp
     if outcome.result.error and fmt != "text":
         err(render.run_error(outcome.result.backend, outcome.result.error))
     return outcome_exit_code(outcome)
+
+
+def write_events(events: Iterator[Any]) -> None:
+    """Each event as a JSON line. A Ctrl-C that lands while a line is being written (the
+    stream paused at its yield) is thrown into the stream, which stops the run and still
+    yields its closing events (``done`` with exit code 130) before it re-raises."""
+    def line(e: Any) -> None:
+        write(json.dumps(e.to_dict(), ensure_ascii=False) + "\n")
+    try:
+        for e in events:
+            line(e)
+    except KeyboardInterrupt as exc:
+        try:
+            line(events.throw(exc))
+            for e in events:
+                line(e)
+        except StopIteration:
+            pass
+        raise
 
 
 def print_text(outcome: execute.Outcome, cfg: Config, streamed: bool = False) -> None:
