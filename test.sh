@@ -6,6 +6,11 @@
 # Installs what the tests need by itself, into a cache outside the clone
 # (${CLINVK_TEST_CACHE:-~/.cache/clinvk-test}): Python virtualenvs and the pinned CLIs from npm.
 # With CI=true the end-to-end tier must run: a failure to install it fails the run.
+#
+# CLINVK_E2E_VERSIONS=latest ./test.sh runs the end-to-end tier on the newest published release
+# of every CLI instead (installed into $CACHE/npm-latest; the pinned ones, CI's default, stay
+# as they are). `python3 -m tests.e2e.matrix run --versions latest` also records the results in
+# the README's conformance matrix.
 set -uo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -66,6 +71,10 @@ if command -v npm >/dev/null 2>&1; then
     python3 -m tests.e2e.realclis install || { echo "installing the real CLIs failed" >&2; [ "${CI:-}" = "true" ] && status=1; }
     # The newer CLIs (qwen, copilot, opencode), pinned too, in a prefix of their own.
     python3 -m tests.e2e.realclis install-more || { echo "installing the newer CLIs failed" >&2; [ "${CI:-}" = "true" ] && status=1; }
+    if [ "${CLINVK_E2E_VERSIONS:-pinned}" = "latest" ]; then
+        log "installing the latest published real CLIs (CLINVK_E2E_VERSIONS=latest)"
+        python3 -m tests.e2e.realclis install-latest || { echo "installing the latest CLIs failed" >&2; status=1; }
+    fi
     # The official OpenAI JS SDK and the Vercel AI SDK, for the tests of the OpenAI-compatible
     # API under node (tests/test_openai_compat.py, tests/test_vercel_ai_sdk.py).
     if [ ! -d "$CACHE/npm-sdk/node_modules/openai" ] || [ ! -d "$CACHE/npm-sdk/node_modules/ai" ] \

@@ -215,6 +215,36 @@ def run_chain(steps: Sequence[Dict[str, Any]], cfg: Config, stop_on_failure: boo
 
 # -- compare --------------------------------------------------------------------------------------
 
+_Planned = Tuple[int, str, Optional[execute.Prepared], Optional[execute.ExecError]]
+
+
+def plan_compare(prompt: str, backends: Sequence[str], cfg: Config, model: str = "",
+                 workdir: str = "", dry_run: bool = False,
+                 options: Optional[Dict[str, Any]] = None, policy: Optional[Policy] = None
+                 ) -> Tuple[List[_Planned], List[Tuple[int, Skipped]]]:
+    """What ``run_compare`` would run, before anything runs: ``(position, backend, prepared,
+    refusal)`` per backend that stays in, and ``(position, Skipped)`` per backend left out
+    (not installed, disabled). Raises ExecError as ``run_compare`` does when no backend is
+    left or every one refuses the request for the same reason; a front end that accepts a
+    compare now and runs it later asks this first, so it refuses what the run would."""
+    runs: List[_Planned] = []
+    skipped: List[Tuple[int, Skipped]] = []
+    for position, name in enumerate(backends):
+        task = dict(options or {}, backend=name, prompt=prompt, model=model, workdir=workdir)
+        p, exc = _prepare(task, cfg, policy, dry_run)
+        if exc is not None and exc.kind in (execute.ErrorKind.NOT_INSTALLED,
+                                            execute.ErrorKind.DISABLED):
+            skipped.append((position, Skipped(name, str(exc))))
+        else:
+            runs.append((position, name, p, exc))
+    if not runs:
+        raise execute.ExecError(execute.ErrorKind.NOT_INSTALLED, "no backend left to compare: %s"
+                                % "; ".join(s.reason for _, s in skipped))
+    refusals = {str(exc) for _, _, _, exc in runs if exc is not None}
+    if len(refusals) == 1 and all(exc is not None for _, _, _, exc in runs):
+        raise runs[0][3]
+    return runs, skipped
+
 
 def run_compare(prompt: str, backends: Sequence[str], cfg: Config, model: str = "",
                 workdir: str = "", sequential: bool = False, dry_run: bool = False,
@@ -235,23 +265,9 @@ def run_compare(prompt: str, backends: Sequence[str], cfg: Config, model: str = 
     """
     started = time.monotonic()
     cancel = cancel if cancel is not None else execute.Cancel()
-    runs: List[Tuple[int, str, Optional[execute.Prepared], Optional[execute.ExecError]]] = []
-    skipped: List[Skipped] = []
-    for position, name in enumerate(backends):
-        task = dict(options or {}, backend=name, prompt=prompt, model=model, workdir=workdir)
-        p, exc = _prepare(task, cfg, policy, dry_run)
-        if exc is not None and exc.kind in (execute.ErrorKind.NOT_INSTALLED,
-                                            execute.ErrorKind.DISABLED):
-            skipped.append(Skipped(name, str(exc)))
-            _notify(on_progress, "skipped", position, skipped[-1])
-        else:
-            runs.append((position, name, p, exc))
-    if not runs:
-        raise execute.ExecError(execute.ErrorKind.NOT_INSTALLED, "no backend left to compare: %s"
-                                % "; ".join(s.reason for s in skipped))
-    refusals = {str(exc) for _, _, _, exc in runs if exc is not None}
-    if len(refusals) == 1 and all(exc is not None for _, _, _, exc in runs):
-        raise runs[0][3]
+    runs, skipped = plan_compare(prompt, backends, cfg, model, workdir, dry_run, options, policy)
+    for position, skip in skipped:
+        _notify(on_progress, "skipped", position, skip)
     results: List[Optional[CompareResult]] = [None] * len(runs)
 
     def work(index: int) -> None:
@@ -276,4 +292,5 @@ def run_compare(prompt: str, backends: Sequence[str], cfg: Config, model: str = 
             for future in [pool.submit(work, i) for i in range(len(runs))]:
                 future.result()
     return CompareSummary(prompt, [name for _, name, _, _ in runs],
-                          [r for r in results if r is not None], skipped, _elapsed_ms(started))
+                          [r for r in results if r is not None], [s for _, s in skipped],
+                          _elapsed_ms(started))

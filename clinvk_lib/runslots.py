@@ -58,22 +58,25 @@ class RunLimiter:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    def acquire(self, count: int = 1, abandoned: Optional[Callable[[], bool]] = None) -> int:
+    def acquire(self, count: int = 1, abandoned: Optional[Callable[[], bool]] = None,
+                timeout: Optional[float] = None) -> int:
         """Take ``count`` slots (at most ``limit``), waiting in line if needed; returns how
-        many were taken. Raises Busy after the queue timeout, or Abandoned as soon as
-        ``abandoned()`` turns true (checked every POLL_SECS)."""
+        many were taken. Raises Busy after ``timeout`` seconds (None: the queue timeout;
+        ``math.inf``: never, for a durable job that has nobody waiting on a connection), or
+        Abandoned as soon as ``abandoned()`` turns true (checked every POLL_SECS)."""
         count = max(1, min(count, self.limit))
+        patience = self.queue_timeout if timeout is None else timeout
         with self._lock:
             if not self._waiters and self._free >= count:
                 self._free -= count
                 return count
-            if self.queue_timeout <= 0:
+            if patience <= 0:
                 raise self._busy(0.0)
             turn = threading.Event()
             entry = (turn, count)
             self._waiters.append(entry)
         started = time.monotonic()
-        deadline = started + self.queue_timeout
+        deadline = started + patience
         while True:
             left = deadline - time.monotonic()
             if turn.wait(min(left, self.POLL_SECS) if left > 0 else 0):

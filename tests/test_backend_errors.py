@@ -13,16 +13,19 @@ import json
 import pytest
 
 from clinvk_lib import config, execute
+from clinvk_lib.backends import base
 from clinvk_lib.cli import common
 from clinvk_lib.cli.main import main
 from tests.serverutil import server, start_server  # noqa: F401 (fixtures)
 from tests.test_mcp import mcp, start, text_of  # noqa: F401 (fixtures)
 
-BACKENDS = ["claude", "codex", "gemini", "qwen"]
+BACKENDS = ["claude", "codex", "gemini", "qwen", "copilot", "opencode"]
 # What each fake CLI's rate-limit message says about when to retry (codex says nothing).
-RETRY_AFTER = {"claude": "20", "codex": None, "gemini": "38", "qwen": "20"}
+RETRY_AFTER = {"claude": "20", "codex": None, "gemini": "38", "qwen": "20", "copilot": "20",
+               "opencode": "20"}
 LOGIN_HINT = {"claude": "/login", "codex": "codex login", "gemini": "GEMINI_API_KEY",
-              "qwen": "security.auth.selectedType"}
+              "qwen": "security.auth.selectedType", "copilot": "COPILOT_GITHUB_TOKEN",
+              "opencode": "opencode auth login"}
 
 
 @pytest.fixture
@@ -63,6 +66,40 @@ def test_cli_stream_of_a_logged_out_backend_ends_in_a_not_authenticated_error(
     assert errors[0]["code"] == "not_authenticated" and LOGIN_HINT[backend] in \
         errors[0]["message"]
     assert events[-1]["type"] == "done"
+
+
+# -- the CLIs' own words, where no HTTP status says it -----------------------------------
+
+@pytest.mark.parametrize("backend, line, kind", [
+    # copilot 1.0.102: your own provider refused the key; a 429 after its five retries.
+    ("copilot", json.dumps({"type": "session.error", "data": {
+        "errorType": "authentication", "message": "Authentication failed with provider at "
+        "****** (HTTP 401).\n  Check your COPILOT_PROVIDER_API_KEY."}}), "not_authenticated"),
+    ("copilot", json.dumps({"type": "session.error", "data": {
+        "errorType": "rate_limit", "message": "Failed to get response from the AI model; "
+        "retried 5 times (total retry wait time: 53.36 seconds) Last error: 429 slow down"}}),
+     "rate_limited"),
+    # opencode 1.18.33: its error names for a provider login and a key it cannot find, and
+    # the quota of its own hosted models.
+    ("opencode", json.dumps({"type": "error", "sessionID": "ses_a", "error": {
+        "name": "ProviderAuthError", "data": {"providerID": "anthropic",
+                                              "message": "token refresh failed"}}}),
+     "not_authenticated"),
+    ("opencode", json.dumps({"type": "error", "sessionID": "ses_a", "error": {
+        "name": "LoadAPIKeyError", "data": {"message": "OpenAI API key is missing. Pass it "
+                                                       "using the 'apiKey' parameter."}}}),
+     "not_authenticated"),
+    ("opencode", json.dumps({"type": "error", "sessionID": "ses_a", "error": {
+        "name": "UnknownError", "data": {"message": "Free usage exceeded, subscribe to Go"}}}),
+     "rate_limited"),
+], ids=["copilot-key-refused", "copilot-429-after-retries", "opencode-provider-auth",
+        "opencode-missing-key", "opencode-free-usage-exceeded"])
+def test_a_failure_the_cli_names_without_a_status_keeps_its_class(backend, line, kind):
+    parser = base.get(backend).new_stream_parser()
+    parser.feed(line)
+    parser.finish(1, "")
+    assert parser.error and [e.content["code"] for e in parser.events
+                             if e.type == "error" and e.content.get("fatal", True)][:1] == [kind]
 
 
 # -- the native API ------------------------------------------------------------------------

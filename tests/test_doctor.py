@@ -65,17 +65,51 @@ def test_doctor_makes_no_model_call_without_probe(logged_in, capsys, record):
 
 @pytest.mark.parametrize("backend, fix", [
     ("claude", "/login"), ("codex", "codex login"), ("gemini", "GEMINI_API_KEY"),
-    ("qwen", "security.auth.selectedType")])
+    ("qwen", "security.auth.selectedType"), ("copilot", "COPILOT_GITHUB_TOKEN")])
 def test_doctor_says_a_backend_cannot_authenticate_and_how_to_fix_it(
         logged_in, capsys, monkeypatch, backend, fix):
     if backend in ("claude", "codex"):
         monkeypatch.setenv("FAKE_CLI_AUTH", "none")
+    elif backend == "copilot":
+        monkeypatch.setenv("GITHUB_TOKEN", "ghp_classic_token_copilot_refuses")
     else:
         (logged_in / (".%s" % backend) / "settings.json").write_text("{}")
     code, _, rows = doctor(capsys)
     row = rows[backend]
     assert code == 1 and row["authenticated"] is False and not row["usable"]
     assert row["reason"].startswith("not authenticated: ") and fix in row["reason"]
+
+
+def test_doctor_finds_copilot_and_opencode_logins_without_running_them(logged_in, capsys,
+                                                                       monkeypatch, record):
+    monkeypatch.setenv("COPILOT_PROVIDER_BASE_URL", "http://127.0.0.1:9/v1")
+    stored = logged_in / ".local" / "share" / "opencode"
+    stored.mkdir(parents=True)
+    (stored / "auth.json").write_text(json.dumps({"anthropic": {"type": "api", "key": SECRET}}))
+    code, _, rows = doctor(capsys)
+    assert code == 0 and runs(record) == []
+    assert rows["copilot"]["authenticated"] is True and "COPILOT_PROVIDER_BASE_URL" in \
+        rows["copilot"]["auth"]
+    assert (rows["opencode"]["authenticated"], rows["opencode"]["auth"]) == (
+        True, "1 stored login(s): anthropic")
+    assert [r["argv"][1:] for r in records(record) if r["backend"] in ("copilot", "opencode")] \
+        == [["--version"], ["--version"]]
+
+
+@pytest.mark.parametrize("backend, package", [("copilot", "@github/copilot"),
+                                              ("opencode", "opencode-ai")])
+def test_doctor_names_the_npm_package_of_a_missing_copilot_or_opencode(
+        logged_in, capsys, monkeypatch, tmp_path, backend, package):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in base.NAMES:
+        if name != backend:
+            os.symlink(os.path.join(os.environ["PATH"].split(os.pathsep)[0], name),
+                       str(bin_dir / name))
+    monkeypatch.setenv("PATH", str(bin_dir) + os.pathsep + "/usr/bin:/bin")
+    _, _, rows = doctor(capsys)
+    assert rows[backend]["reason"] == "not installed: no %r on PATH (npm install -g %s)" % (
+        backend, package)
 
 
 def test_doctor_names_a_missing_cli_and_its_package(logged_in, capsys, monkeypatch, tmp_path):

@@ -24,12 +24,14 @@ TRACEBACK_MARKERS = (b"Traceback (most recent call last)", b'.py", line ')
 
 
 class Canary:
-    """Files where a path traversal out of CLINVK_HOME/sessions would land; ``changes()``
-    lists every file or directory outside the store whose listing, size or mtime changed."""
+    """Files where a path traversal out of CLINVK_HOME's stores would land; ``changes()``
+    lists every file or directory outside the stores whose listing, size or mtime changed."""
 
     def __init__(self, root: str, home: str) -> None:
         self.root = root
-        self.skip = (os.path.join(home, "sessions"), os.path.join(home, "fake-state"))
+        # The stores a valid request may write to (sessions, stored responses, jobs).
+        self.skip = tuple(os.path.join(home, store) for store in
+                          ("sessions", "fake-state", "responses", "jobs"))
         for place in ("canary", os.path.join("clinvk-home", "canary"), ""):
             folder = os.path.join(root, place)
             os.makedirs(folder, exist_ok=True)

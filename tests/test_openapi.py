@@ -23,6 +23,8 @@ EVERY_ROUTE = {
     ("post", "/api/v1/prompt"), ("post", "/api/v1/parallel"), ("post", "/api/v1/chain"),
     ("post", "/api/v1/compare"), ("get", "/api/v1/backends"), ("get", "/api/v1/sessions"),
     ("get", "/api/v1/sessions/{id}"), ("delete", "/api/v1/sessions/{id}"),
+    ("post", "/api/v1/jobs"), ("get", "/api/v1/jobs"), ("get", "/api/v1/jobs/{id}"),
+    ("delete", "/api/v1/jobs/{id}"), ("get", "/api/v1/jobs/{id}/events"),
     ("get", "/openai/v1/models"), ("get", "/openai/v1/models/{id}"),
     ("post", "/openai/v1/chat/completions"), ("post", "/openai/v1/responses"),
     ("get", "/openai/v1/responses/{id}"), ("delete", "/openai/v1/responses/{id}"),
@@ -205,9 +207,14 @@ def missing_required(doc, schema, value, path=""):
     return out
 
 
+def success(op):
+    """The operation's documented success answer (200, or 202 for one accepted to run)."""
+    return next(v for k, v in op["responses"].items() if k.startswith("2"))
+
+
 def test_every_response_example_has_every_required_field(doc):
     for method, path, op in operations(doc):
-        media = op["responses"]["200"]["content"].get("application/json", {})
+        media = success(op)["content"].get("application/json", {})
         if "example" in media:
             assert missing_required(doc, media["schema"], media["example"]) == [], \
                 (method, path)
@@ -229,6 +236,19 @@ def test_session_list_limit_defaults_to_100(doc):
 
 def test_no_example_carries_a_made_up_path_that_would_be_refused(doc):
     assert "/path/to/" not in json.dumps(doc)
+
+
+def test_starting_a_job_documents_202_with_its_location(doc):
+    responses = doc["paths"]["/api/v1/jobs"]["post"]["responses"]
+    assert "200" not in responses and "Location" in responses["202"]["headers"]
+    assert responses["202"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Job"}
+
+
+def test_job_events_document_ndjson_and_sse(doc):
+    ok = doc["paths"]["/api/v1/jobs/{id}/events"]["get"]["responses"]["200"]
+    assert set(ok["content"]) == {"application/x-ndjson", "text/event-stream"}
+    assert "Accept: text/event-stream" in ok["description"]
 
 
 def test_non_json_routes_declare_their_media_type(doc):

@@ -40,6 +40,8 @@ class Mix:
         self.doomed: List[str] = []
         self.responses: List[str] = []          # stored responses, read and continued
         self.doomed_responses: List[str] = []
+        self.jobs: List[str] = []               # jobs read and followed
+        self.doomed_jobs: List[str] = []
         self.rng = random.Random(8)
 
     def session(self) -> str:
@@ -108,6 +110,15 @@ class Mix:
             "openaiDeleteResponse": (1, lambda: (
                 "DELETE", "/openai/v1/responses/" + self.rng.choice(self.doomed_responses),
                 None)),
+            "createJob": (RUN_WEIGHT, lambda: ("POST", "/api/v1/jobs", {
+                "kind": "prompt", "request": {"backend": backend(), "prompt": "soak"}})),
+            "listJobs": (CHEAP_WEIGHT, lambda: ("GET", "/api/v1/jobs?limit=5", None)),
+            "getJob": (CHEAP_WEIGHT, lambda: ("GET", "/api/v1/jobs/" + self.rng.choice(self.jobs),
+                                              None)),
+            "getJobEvents": (CHEAP_WEIGHT, lambda: (
+                "GET", "/api/v1/jobs/%s/events" % self.rng.choice(self.jobs), None)),
+            "deleteJob": (1, lambda: ("DELETE", "/api/v1/jobs/"
+                                      + self.rng.choice(self.doomed_jobs), None)),
             "healthCheck": (CHEAP_WEIGHT, lambda: ("GET", "/health", None)),
             "getMetrics": (CHEAP_WEIGHT, lambda: ("GET", "/metrics", None)),
             "getOpenAPI": (CHEAP_WEIGHT, lambda: ("GET", "/openapi.json", None)),
@@ -193,6 +204,10 @@ def test_two_thousand_mixed_requests_leave_no_5xx_threads_files_or_children(soak
                                                                  "input": "seed"})] * 24)
     ids = [json.loads(o[1])["id"] for _, o in stored]
     mix.responses, mix.doomed_responses = ids[:12], ids[12:]
+    submitted = hammer(srv.port, [("POST", "/api/v1/jobs", {
+        "kind": "prompt", "request": {"backend": "claude", "prompt": "seed"}})] * 16)
+    ids = [json.loads(o[1])["id"] for _, o in submitted]
+    mix.jobs, mix.doomed_jobs = ids[:8], ids[8:]
     warm = hammer(srv.port, mix.plan(operations, 2 * CONCURRENCY))
     assert all(not isinstance(o, Exception) and o[0] < 500 for _, o in warm)
     assert wait_for(lambda: not srv.children(), 10)

@@ -142,8 +142,15 @@ class CopilotStreamParser(parsing.StreamParser):
 
     backend_name = NAME
     final_types = ("result",)
-    # copilot 1.0.102, stderr, exit code 1: "Error: No authentication information found."
-    auth_failure_markers = ("no authentication information found",)
+    # copilot 1.0.102: "Error: No authentication information found." (stderr, exit code 1: no
+    # GitHub login), "Authentication failed with provider at ... (HTTP 401)" (session.error of
+    # errorType authentication: your own provider refused the key).
+    auth_failure_markers = ("no authentication information found",
+                            "authentication failed with provider")
+    # copilot 1.0.102 retries a 429 five times (about a minute), then: "Failed to get response
+    # from the AI model; retried 5 times (...) Last error: 429 ..." (errorType rate_limit); its
+    # own models say "You've been rate limited on the current model".
+    rate_limit_markers = ("last error: 429", "you've been rate limited")
 
     def __init__(self) -> None:
         super().__init__()

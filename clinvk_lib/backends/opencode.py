@@ -113,6 +113,13 @@ class OpencodeStreamParser(parsing.StreamParser):
     """
 
     backend_name = NAME
+    # opencode 1.18.33 names the error of a provider it cannot authenticate to
+    # ProviderAuthError, and of a key it cannot find LoadAPIKeyError ("... API key is
+    # missing"); an API's 401 or 403 arrives as an APIError with its statusCode.
+    auth_failure_markers = ("providerautherror", "loadapikeyerror", "api key is missing")
+    # It retries a 429 five times (2, 4, 8, 16, 30 s) before the APIError; its own hosted
+    # models say "Free usage exceeded, subscribe to Go".
+    rate_limit_markers = ("free usage exceeded", "too many requests")
 
     def __init__(self) -> None:
         super().__init__()

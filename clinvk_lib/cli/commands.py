@@ -13,6 +13,7 @@ from typing import Any, Callable
 COMMANDS = {
     "resume": ".prompt:resume_command",
     "sessions": ".manage:sessions_command",
+    "jobs": ".jobs:jobs_command",
     "config": ".manage:config_command",
     "parallel": ".fanout:parallel_command",
     "chain": ".fanout:chain_command",
@@ -30,6 +31,7 @@ ROOT_COMMAND = ".prompt:prompt_command"   # clinvk [flags] PROMPT
 PARSERS = {
     "resume": ".prompt:resume_parser",
     "sessions": ".manage:sessions_parser",
+    "jobs": ".jobs:jobs_parser",
     "config": ".manage:config_parser",
     "parallel": ".fanout:parallel_parser",
     "chain": ".fanout:chain_parser",

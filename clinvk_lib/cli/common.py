@@ -221,6 +221,7 @@ def root_parser() -> Parser:
                "  backends   which backends are installed\n"
                "  doctor     can each backend run here? (version, login, why not)\n"
                "  serve      HTTP server (native, OpenAI and Anthropic APIs)\n"
+               "  jobs       the server's durable jobs: list, show, events, cancel\n"
                "  mcp        MCP server over stdio\n"
                "  completion shell completion script (bash, zsh, fish)\n"
                "  chat       interactive session (also: clinvk with no prompt on a terminal)\n"

@@ -241,5 +241,7 @@ def config_command(argv: List[str]) -> int:
             config.set_in_file(cfg.path, args.key, args.value)
         except config.ConfigError as exc:
             raise UsageError(str(exc))
-        write("%s = %s  (written to %s)\n" % (args.key, args.value, cfg.path))
+        # A secret is not echoed: terminals are recorded, shared and scrolled back.
+        shown = "****" if config.setting(args.key).secret else args.value
+        write("%s = %s  (written to %s)\n" % (args.key, shown, cfg.path))
     return EXIT_OK

@@ -172,7 +172,7 @@ class Context:
         CLI could not authenticate a 401, one its model API rate-limited a 429."""
         release = self.hold_run_slot()
         try:
-            outcome = execute.run(prepared, self.app.store, self.cancel)
+            outcome = self.run_to_end(prepared)
         except execute.ExecError as exc:
             raise errors.from_exception(exc) or exc
         finally:
@@ -187,6 +187,15 @@ class Context:
         if failure is not None:
             raise failure
         return outcome
+
+    def run_to_end(self, prepared: execute.Prepared) -> execute.Outcome:
+        """How ``run`` runs the backend once it holds its slot: ``execute.run``. A hook for a
+        context whose runs are watched as they go (a durable job records their events)."""
+        return execute.run(prepared, self.app.store, self.cancel)
+
+    def fan_out_progress(self, kind: str, index: int, item: Any) -> None:
+        """A hook told each ``orchestrate`` progress report of the request's fan-out (see
+        ``orchestrate``'s ``on_progress``); a durable job records them as its events."""
 
     def stream(self, prepared: execute.Prepared) -> Iterator[Any]:
         """The run's unified events. The run slot is taken now (so a full server is still a

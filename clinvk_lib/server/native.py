@@ -53,12 +53,7 @@ def prompt(ctx: Context) -> Any:
     unified events. A backend that ran and failed is a 200 with ``exit_code`` and ``error``."""
     body = ctx.json_body()
     stream = body["output_format"] == "stream-json"
-    request = execute.Request.from_dict(dict(
-        body,
-        # An explicit false must not switch off the operator's unified_flags.dry_run.
-        dry_run=True if body["dry_run"] else None,
-        tags=["api"]))
-    prepared = ctx.prepare(request, stream=stream)
+    prepared = ctx.prepare(prompt_request(body), stream=stream)
     if prepared.dry_run:
         return dry_run_answer(prepared, stream)
     if stream:
@@ -69,6 +64,15 @@ def prompt(ctx: Context) -> Any:
                                 lambda exc: ctx.app.error_for(ctx, exc).message),
             ndjson.CONTENT_TYPE)
     return json_response(prompt_result(ctx.run(prepared)))
+
+
+def prompt_request(body: Dict[str, Any]) -> execute.Request:
+    """The engine's request for a validated prompt body."""
+    return execute.Request.from_dict(dict(
+        body,
+        # An explicit false must not switch off the operator's unified_flags.dry_run.
+        dry_run=True if body["dry_run"] else None,
+        tags=["api"]))
 
 
 def prompt_result(outcome: execute.Outcome) -> Dict[str, Any]:
@@ -151,18 +155,24 @@ def compare(ctx: Context) -> Response:
     is not installed is left out and listed under ``skipped``."""
     body = ctx.json_body()
     width = 1 if body["sequential"] else min(len(body["backends"]), ctx.app.limiter.limit)
-    options = {"timeout": ctx.app.request_timeout} if ctx.app.request_timeout else {}
     summary = _fan_out(ctx, width, body["dry_run"], lambda progress: orchestrate.run_compare(
-        body["prompt"], body["backends"], ctx.app.cfg, model=body["model"],
-        workdir=body["workdir"], sequential=body["sequential"], dry_run=body["dry_run"],
-        options=options, policy=ctx.app.policy, cancel=ctx.cancel, on_progress=progress,
-        max_parallel=width))
+        sequential=body["sequential"], cancel=ctx.cancel, on_progress=progress,
+        max_parallel=width, **compare_plan(ctx, body)))
     out: Dict[str, Any] = {"prompt": summary.prompt, "backends": summary.backends,
                            "total_duration_ms": summary.total_duration_ms,
                            "results": [_compared(r) for r in summary.results]}
     if summary.skipped:
         out["skipped"] = [s.to_dict() for s in summary.skipped]
     return json_response(out)
+
+
+def compare_plan(ctx: Context, body: Dict[str, Any]) -> Dict[str, Any]:
+    """The arguments ``orchestrate.plan_compare`` (and so ``run_compare``) takes for a
+    validated compare body."""
+    return dict(prompt=body["prompt"], backends=body["backends"], cfg=ctx.app.cfg,
+                model=body["model"], workdir=body["workdir"], dry_run=body["dry_run"],
+                options={"timeout": ctx.app.request_timeout} if ctx.app.request_timeout else {},
+                policy=ctx.app.policy)
 
 
 def _fan_out(ctx: Context, width: int, dry_run: bool,
@@ -173,6 +183,7 @@ def _fan_out(ctx: Context, width: int, dry_run: bool,
         if kind == "finished" and item.dry_run is None and item.status != CANCELLED:
             ctx.app.record_run(item.backend, "success" if item.ok else "failure",
                                item.duration_ms, item.usage)
+        ctx.fan_out_progress(kind, index, item)
     if dry_run:
         return run(progress)
     release = ctx.hold_run_slot(width)

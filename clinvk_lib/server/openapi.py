@@ -8,8 +8,9 @@ import re
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .. import __version__, shapes
-from ..schema import Field, Node, Obj, to_json_schema
+from ..schema import Field, Node, Obj, OneOf, to_json_schema
 from . import api_shapes as api
+from . import jobs_shapes as js
 from . import responses_shapes as rs
 
 NATIVE = "Native API"
@@ -83,6 +84,8 @@ _REPLAYED_HEADER = {"Idempotent-Replayed": {
     "description": "true when this is the kept answer to an earlier request with the same "
                    "Idempotency-Key (no backend ran for this one).",
     "schema": {"type": "string", "enum": ["true"]}}}
+_LOCATION_HEADER = {"Location": {"description": "Where the accepted resource is (GET it).",
+                                 "schema": {"type": "string"}}}
 _IDEMPOTENCY_KEY_PARAM = {
     "name": "Idempotency-Key", "in": "header", "required": False,
     "schema": {"type": "string", "maxLength": 255, "pattern": "^[!-~]{1,255}$"},
@@ -99,7 +102,9 @@ class Operation(NamedTuple):
     schema (``None``: a free-form object for JSON, a string for other media types).
     ``starts_runs``: the operation may start backend runs, so the App answers a retry carrying
     the same ``Idempotency-Key`` with the first answer instead of running again
-    (``idempotency``).
+    (``idempotency``). ``success`` is the status of a successful answer (202 for a job that
+    is accepted to run later); ``stream_note`` says when the answer is a ``streaming`` one, if
+    not as ``_STREAM_NOTES`` says it.
     """
 
     method: str
@@ -116,6 +121,8 @@ class Operation(NamedTuple):
     public: bool = False
     description: str = ""
     starts_runs: bool = False
+    success: int = 200
+    stream_note: str = ""
 
 
 _EVERY_ROUTE = (403,)                           # the cross-site refusal guards every route
@@ -127,6 +134,9 @@ _COMPAT = (400, 401, 404, 409, 413, 415, 424, 429, 500, 503)
 _IDEMPOTENT = (400, 409, 422, 503)
 _SCOPED = (" With API keys, only the sessions the caller's key created are seen (every session "
            "for a key in server.admin_api_keys).")
+
+_JOB_SCOPED = (" With API keys, only the jobs the caller's key created are seen (every job for "
+               "a key in server.admin_api_keys); another key's job is not found.")
 
 DEFAULT_ROUTES: Tuple[Operation, ...] = (
     Operation("POST", "/api/v1/prompt", "executePrompt", NATIVE, "Execute a prompt",
@@ -170,6 +180,39 @@ DEFAULT_ROUTES: Tuple[Operation, ...] = (
               params=shapes.SessionPath,
               description="By id or unique prefix, a damaged session file included; 409 if a "
                           "turn holds it past server.session_busy_wait_secs." + _SCOPED),
+    Operation("POST", "/api/v1/jobs", "createJob", NATIVE, "Start a durable job",
+              request=js.JobCreateRequest, response=js.Job, success=202,
+              errors=_BODY + (404, 409, 503), starts_runs=True,
+              description="Answers 202 at once with Location and the job (queued): the request "
+                          "is validated as its synchronous route validates it (same 400s), and a "
+                          "job that cannot start (backend not installed or disabled, a refused "
+                          "workdir, an unknown session) is refused with that route's error. "
+                          "Jobs start in the order submitted as run slots free up (shared with "
+                          "the synchronous routes); 503 with Retry-After past "
+                          "server.max_queued_jobs queued jobs. A job survives a restart of the "
+                          "server." + _JOB_SCOPED),
+    Operation("GET", "/api/v1/jobs", "listJobs", NATIVE, "List jobs", response=js.JobList,
+              errors=(400, 401, 429, 503), params=js.JobsQuery,
+              description="Newest first, without their request and result." + _JOB_SCOPED),
+    Operation("GET", "/api/v1/jobs/{id}", "getJob", NATIVE, "Get a job", response=js.Job,
+              errors=(401, 404, 429, 503), params=js.JobPath,
+              description="The job object; result once it finished." + _JOB_SCOPED),
+    Operation("DELETE", "/api/v1/jobs/{id}", "deleteJob", NATIVE, "Cancel or remove a job",
+              response=OneOf(js.Job, js.JobDeleted), errors=(401, 404, 429, 503),
+              params=js.JobPath,
+              description="A queued or running job is cancelled (its backends' process groups "
+                          "are killed; the answer is the job once it has stopped, normally "
+                          "cancelled); a finished one is removed with its events "
+                          "({\"id\", \"deleted\": true})." + _JOB_SCOPED),
+    Operation("GET", "/api/v1/jobs/{id}/events", "getJobEvents", NATIVE, "Stream a job's events",
+              response=js.JobEvent, errors=(400, 401, 404, 429, 503), params=js.JobEventsParams,
+              media_type=NDJSON, streaming=(SSE,),
+              stream_note="server-sent events (id: seq) with Accept: text/event-stream",
+              description="Every event so far after ?after=N (SSE: Last-Event-ID), then each as "
+                          "it comes while the job runs; the stream ends after the job's final "
+                          "job event (and after server.write_timeout_secs at the latest). "
+                          "Reconnect with the last seq seen: no event is lost or repeated."
+                          + _JOB_SCOPED),
     Operation("GET", "/openai/v1/models", "openaiListModels", OPENAI, "List models",
               response=api.OpenAIModelList, errors=(401, 429),
               description="The backends as models, plus backend/model entries for configured "
@@ -339,10 +382,13 @@ def _responses(route: Operation, refs: Dict[str, dict]) -> Dict[str, Any]:
     notes = []
     for streaming in route.streaming:
         content[streaming] = {"schema": {"type": "string"}}
-        notes.append(_STREAM_NOTES.get(streaming, streaming))
+        notes.append(route.stream_note or _STREAM_NOTES.get(streaming, streaming))
     headers = dict(_REQUEST_ID_HEADER, **(_REPLAYED_HEADER if route.starts_runs else {}))
-    ok = {"description": "; or ".join(["OK"] + notes), "headers": headers, "content": content}
-    responses: Dict[str, Any] = {"200": ok}
+    if route.success == 202:
+        headers.update(_LOCATION_HEADER)
+    ok = {"description": "; or ".join([http.HTTPStatus(route.success).phrase] + notes),
+          "headers": headers, "content": content}
+    responses: Dict[str, Any] = {str(route.success): ok}
     error_schema = to_json_schema(ERROR_SCHEMAS[route.tag], refs)
     statuses = set(route.errors) | set(_EVERY_ROUTE) | set(_IDEMPOTENT if route.starts_runs
                                                            else ())

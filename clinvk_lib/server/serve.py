@@ -20,28 +20,35 @@ from typing import Any, Callable, List, Optional
 from .. import __version__, config, runner
 from ..argparser import Parser, UsageError
 from ..backends import probe
+from ..job_store import JobStore
 from ..sessions import SessionStore
-from . import anthropic, guards, native, openai, responses
+from . import anthropic, guards, jobs, native, openai, responses
 from .accesslog import AccessLog
 from .app import App
 from .background import BackgroundRuns
+from .job_runner import JobRunner
 from .listener import HttpServer, make_server
 
 # The API styles served, in registration order (the order of /openapi.json).
-API_STYLES = (native, openai, responses, anthropic)
+API_STYLES = (native, jobs, openai, responses, anthropic)
 
 
 def build_app(cfg: config.Config, store: Optional[SessionStore] = None,
-              log: Optional[AccessLog] = None) -> App:
+              log: Optional[AccessLog] = None, start_jobs: bool = True) -> App:
     """The App ``clinvk serve`` runs: guards installed (right after the request id step),
-    every API style's routes registered. ConfigError when a key source or the CORS settings
-    cannot be used."""
+    every API style's routes registered, durable jobs accepted and (unless not
+    ``start_jobs``: ``serve_command`` starts them once it has announced itself) run.
+    ConfigError when a key source or the CORS settings cannot be used."""
     app = App(cfg, store, log)
     app.guards = guards.install(app)
     # Runs that outlive their request (Responses background: true); drain stops them.
     app.background = BackgroundRuns()
+    app.jobs = JobRunner(app, JobStore(cfg.home, cfg.get("server.job_events_max_bytes")))
     for api in API_STYLES:
         api.register(app)
+    app.jobs.open()
+    if start_jobs:
+        app.jobs.start()
     return app
 
 
@@ -59,7 +66,7 @@ def serve_command(argv: List[str]) -> int:
     flags = {"server.log_format": args.log_format, "server.host": args.host or None}
     try:
         cfg = config.load(args.config, flags=flags)
-        app = build_app(cfg)
+        app = build_app(cfg, start_jobs=False)
     except config.ConfigError as exc:
         sys.stderr.write("clinvk: %s\n" % exc)
         return 2
@@ -152,6 +159,8 @@ def run_until_signalled(app: App, server: HttpServer) -> int:
                                   name="clinvk-accept", daemon=True)
         worker.start()
         announce(app, server)
+        # After the start-up line: what the jobs a dead server left became is logged next.
+        app.jobs.start()
         while not signals:
             time.sleep(0.1)
         drain(app, server, lambda: len(signals) > 1)
@@ -162,26 +171,33 @@ def run_until_signalled(app: App, server: HttpServer) -> int:
 
 
 def drain(app: App, server: HttpServer, hurry: Callable[[], bool] = lambda: False) -> None:
-    """Stop accepting, wait for in-flight requests and background runs (up to the grace
-    period, or until ``hurry()``), then cancel every backend still running and wait for the
-    answers."""
+    """Stop accepting and start no queued job, wait for in-flight requests, background runs
+    and running jobs (up to the grace period, or until ``hurry()``), then cancel every
+    backend still running (the jobs end interrupted; queued ones stay queued for the next
+    server) and wait for the answers."""
     grace = app.cfg.get("server.shutdown_grace_secs")
     # Close the listener first: a connection nginx opens meanwhile is refused (and retried on
     # another instance), not accepted only to be answered 503.
     server.shutdown()
     server.server_close()
     app.draining = True
+    app.jobs.stop()
     app.log.info("shutting down: %d request(s) in flight, up to %ds to finish"
                  % (app.in_flight, grace))
     deadline = time.monotonic() + grace
     if not (app.wait_idle(grace, hurry) and
-            app.background.wait_idle(deadline - time.monotonic(), hurry)):
+            app.background.wait_idle(deadline - time.monotonic(), hurry) and
+            app.jobs.wait_idle(deadline - time.monotonic(), hurry)):
         cancelled = app.cancel_all()
         stopped = app.background.cancel_all()
-        app.log.info("grace period over: cancelled %d request(s) and %d background run(s) "
-                     "still running" % (cancelled, stopped))
+        interrupted = app.jobs.interrupt_all()
+        app.log.info("grace period over: cancelled %d request(s), %d background run(s) and "
+                     "%d job(s) still running" % (cancelled, stopped, interrupted))
         app.wait_idle(runner.DEFAULT_GRACE + 3.0)
         app.background.wait_idle(runner.DEFAULT_GRACE + 3.0)
+        app.jobs.wait_idle(runner.DEFAULT_GRACE + 3.0)
+    # Webhooks being sent get a moment; those still pending are resumed by the next server.
+    app.jobs.close(runner.DEFAULT_GRACE)
     # Nothing this process started may outlive it (a run that slipped past the cancel).
     runner.kill_all()
     app.log.info("stopped")

@@ -1,7 +1,8 @@
 """Fixtures for end-to-end tests that run the real claude, codex and gemini CLIs offline.
 
 Policy when the pinned CLIs are not installed: skip on a developer machine, FAIL when CI=true,
-so a CI run can never pass by silently skipping every end-to-end test.
+so a CI run can never pass by silently skipping every end-to-end test. CLINVK_E2E_VERSIONS=latest
+runs the same tests on the newest published CLIs (python3 -m tests.e2e.realclis install-latest).
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from tests.fakes.fake_model_api import FakeModelAPI
 
 NOT_INSTALLED = ("real CLIs not installed; run ./test.sh or python3 -m tests.e2e.realclis install"
                  " (pinned: %s)" % ", ".join("%s@%s" % kv for kv in realclis.PACKAGES.items()))
+LATEST_NOT_INSTALLED = ("the latest real CLIs are not installed (CLINVK_E2E_VERSIONS=latest); run "
+                        "python3 -m tests.e2e.realclis install-latest")
 E2E_DIR = Path(__file__).resolve().parent
 PYZ = str(realclis.REPO_ROOT / "dist" / "clinvk.pyz")
 BACKENDS = ["claude", "codex", "gemini"]
@@ -31,12 +34,34 @@ KIND = {"claude": "anthropic", "codex": "openai", "gemini": "gemini", "qwen": "c
 
 
 def user_texts(fake_api: FakeModelAPI, backend: str) -> List[str]:
-    """The user turns the model API received from ``backend``'s CLI, in order."""
-    return [r["user_text"] for r in fake_api.main_requests(KIND[backend])]
+    """The user turns the model API received from ``backend``'s CLI, in order; a turn sent by
+    several requests in a row counts once, since how many requests a CLI makes for one turn
+    (its own retries, a request it re-sends reshaped) changes from release to release."""
+    texts: List[str] = []
+    for request in fake_api.main_requests(KIND[backend]):
+        if not texts or texts[-1] != request["user_text"]:
+            texts.append(request["user_text"])
+    return texts
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: runs the real agent CLIs against a fake model API on 127.0.0.1")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which CLI versions the end-to-end tier runs, at the top of pytest's report."""
+    found = realclis.installed_versions()
+    return "real CLIs (%s): %s" % (realclis.version_set(), ", ".join(
+        "%s %s" % kv for kv in found.items()) or "none installed")
+
+
+def not_installed(message: str) -> None:
+    """Skip, or fail under CI=true, a test whose real CLI is missing."""
+    if realclis.version_set() == "latest":
+        message = LATEST_NOT_INSTALLED
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message + " -- CI=true, so this is an error, not a skip")
+    pytest.skip(message)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
@@ -51,9 +76,7 @@ def real_clis() -> str:
     found = realclis.bin_dir()
     if found:
         return found
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(NOT_INSTALLED + " -- CI=true, so this is an error, not a skip")
-    pytest.skip(NOT_INSTALLED)
+    not_installed(NOT_INSTALLED)
 
 
 @pytest.fixture
@@ -130,11 +153,8 @@ def require_more_cli(binary: str) -> str:
     found = realclis.more_bin_dir(binary)
     if found:
         return found
-    message = ("%s not installed; run python3 -m tests.e2e.realclis install-more (pinned: %s)"
-               % (binary, ", ".join("%s@%s" % kv for kv in realclis.MORE_PACKAGES.items())))
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message + " -- CI=true, so this is an error, not a skip")
-    pytest.skip(message)
+    not_installed("%s not installed; run python3 -m tests.e2e.realclis install-more (pinned: %s)"
+                  % (binary, ", ".join("%s@%s" % kv for kv in realclis.MORE_PACKAGES.items())))
 
 
 def mcp_prompt(env: Dict[str, str], arguments: Dict[str, object], cwd: str,

@@ -2,12 +2,17 @@
 
     python3 -m tests.e2e.realclis install   # one npm install into the test cache
     python3 -m tests.e2e.realclis install-more   # the newer CLIs, into a prefix of their own
+    python3 -m tests.e2e.realclis install-latest   # the newest published CLIs (npm-latest)
     python3 -m tests.e2e.realclis capture   # regenerate tests/fixtures/real and tests/fixtures/help
     python3 -m tests.e2e.realclis capture qwen   # only those of one backend (or several)
 
 The CLIs live outside the clone, in ${CLINVK_TEST_CACHE:-~/.cache/clinvk-test}/npm, and every run
 gets an environment built from an allowlist that routes everything except loopback to a dead proxy,
 so nothing a test starts can reach the network.
+
+CLINVK_E2E_VERSIONS=latest makes the end-to-end tier run the newest published release of every
+CLI (installed by install-latest into npm-latest) instead of the pinned ones; the pinned run,
+what CI runs, never touches that prefix.
 """
 from __future__ import annotations
 
@@ -36,6 +41,14 @@ MORE_PACKAGES = {
 }
 MORE_BINARIES = {"qwen": "@qwen-code/qwen-code", "copilot": "@github/copilot",
                  "opencode": "opencode-ai"}
+# Every real CLI's binary -> its npm package.
+PACKAGE_OF = dict({"claude": "@anthropic-ai/claude-code", "codex": "@openai/codex",
+                   "gemini": "@google/gemini-cli"}, **MORE_BINARIES)
+# CLINVK_E2E_VERSIONS: "pinned" (the default) or "latest" (every CLI at its newest release,
+# all six in the npm-latest prefix).
+VERSIONS_VARIABLE = "CLINVK_E2E_VERSIONS"
+VERSION_SETS = ("pinned", "latest")
+LATEST_PREFIX = "npm-latest"
 DEAD_PROXY = "http://127.0.0.1:9"
 LOOPBACK = "127.0.0.1,localhost,::1"
 FAKE_KEY = "fake-key-for-offline-tests"
@@ -90,15 +103,44 @@ def _installed_bins(prefix: str, packages: Dict[str, str], binaries) -> Optional
     return None
 
 
+def version_set() -> str:
+    """The CLI versions the end-to-end tier runs: CLINVK_E2E_VERSIONS, "pinned" unless set."""
+    chosen = os.environ.get(VERSIONS_VARIABLE) or "pinned"
+    if chosen not in VERSION_SETS:
+        raise ValueError("%s must be one of %s: got %r"
+                         % (VERSIONS_VARIABLE, ", ".join(VERSION_SETS), chosen))
+    return chosen
+
+
+def all_packages() -> Dict[str, str]:
+    """Every real CLI's npm package and its pinned version."""
+    return dict(PACKAGES, **MORE_PACKAGES)
+
+
+def _latest_bins(binaries) -> Optional[str]:
+    """npm-latest's node_modules/.bin when install-latest finished and ``binaries`` are there."""
+    try:
+        json.loads(_marker(LATEST_PREFIX).read_text())
+    except (OSError, ValueError):
+        return None
+    bins = cache_dir(LATEST_PREFIX) / "node_modules" / ".bin"
+    return str(bins) if all((bins / name).exists() for name in binaries) else None
+
+
 def bin_dir() -> Optional[str]:
-    """The node_modules/.bin holding claude, codex and gemini at the pinned versions, or None."""
+    """The node_modules/.bin holding claude, codex and gemini at the versions of version_set(),
+    or None."""
+    if version_set() == "latest":
+        return _latest_bins(BINARIES)
     return _installed_bins("npm", PACKAGES, BINARIES)
 
 
 def more_bin_dir(binary: str = "") -> Optional[str]:
-    """The node_modules/.bin holding every MORE_PACKAGES CLI at its pinned version, or None.
-    With ``binary``: the same folder when that one CLI is there at its pinned version, whatever
-    became of the others."""
+    """The node_modules/.bin holding every MORE_PACKAGES CLI at its pinned version (its latest
+    one under CLINVK_E2E_VERSIONS=latest), or None. With ``binary``: the same folder when that
+    one CLI is there at that version, whatever became of the others."""
+    if version_set() == "latest":
+        return _latest_bins([binary] if binary else list(MORE_BINARIES))
     if not binary:
         return _installed_bins("npm-more", MORE_PACKAGES, tuple(MORE_BINARIES))
     package = MORE_BINARIES[binary]
@@ -120,6 +162,44 @@ def install_more() -> str:
     """Install MORE_PACKAGES into their own prefix unless already there; return
     more_bin_dir() or raise RuntimeError."""
     return more_bin_dir() or _install("npm-more", MORE_PACKAGES, tuple(MORE_BINARIES)) or ""
+
+
+def latest_versions() -> Dict[str, str]:
+    """Every real CLI's package and the version npm calls ``latest`` now (asks the registry)."""
+    found = {}
+    for package in all_packages():
+        proc = subprocess.run(["npm", "view", package + "@latest", "version"],
+                              capture_output=True, text=True, timeout=120)
+        version = proc.stdout.strip()
+        if proc.returncode != 0 or not re.fullmatch(r"\d+\.\d+\.\d+\S*", version):
+            raise RuntimeError("npm view %s@latest version failed (exit %d): %s"
+                               % (package, proc.returncode, (proc.stderr or version).strip()[:200]))
+        found[package] = version
+    return found
+
+
+def install_latest() -> str:
+    """Install the newest published release of every CLI into npm-latest unless it is there
+    already; return its bin folder or raise RuntimeError."""
+    wanted = latest_versions()
+    binaries = BINARIES + tuple(MORE_BINARIES)
+    return _installed_bins(LATEST_PREFIX, wanted, binaries) or \
+        _install(LATEST_PREFIX, wanted, binaries) or ""
+
+
+def installed_versions() -> Dict[str, str]:
+    """The version of each real CLI (by binary name) the tier runs under version_set(), read
+    from its package.json; a CLI that is not installed is left out."""
+    found = {}
+    for binary, package in PACKAGE_OF.items():
+        bins = more_bin_dir(binary) if binary in MORE_BINARIES else bin_dir()
+        try:
+            meta = json.loads((Path(bins or "/nonexistent").parent / package / "package.json")
+                              .read_text())
+            found[binary] = meta["version"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
 
 
 def _install(prefix: str, packages: Dict[str, str], binaries) -> Optional[str]:
@@ -221,10 +301,15 @@ def write_opencode_config(fake_url: str, folder: Path) -> None:
                               "models": {"fake-model": {"name": "Fake Model"}}}},
         "model": "fake/fake-model", "small_model": "fake/fake-model",
         "autoupdate": False, "share": "disabled"}, indent=2))
-    plugin = {"@opencode-ai/plugin": MORE_PACKAGES["opencode-ai"]}
+    plugin = {"@opencode-ai/plugin": opencode_version()}
     (folder / "package.json").write_text(json.dumps({"dependencies": plugin}))
     (folder / "package-lock.json").write_text(json.dumps(
         {"lockfileVersion": 3, "packages": {"": {"dependencies": plugin}}}))
+
+
+def opencode_version() -> str:
+    """The version of the opencode the tier runs (its plugin package has the same one)."""
+    return installed_versions().get("opencode") or MORE_PACKAGES["opencode-ai"]
 
 
 def no_egress_env(fake_url: str, home: str, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
@@ -237,7 +322,8 @@ def no_egress_env(fake_url: str, home: str, extra: Optional[Dict[str, str]] = No
     # gemini 0.61.0 writes error reports to os.tmpdir(): keep them inside the throwaway home.
     tmp = os.path.join(home, "tmp")
     os.makedirs(tmp, exist_ok=True)
-    more = cache_dir("npm-more") / "node_modules" / ".bin"
+    more = cache_dir(LATEST_PREFIX if version_set() == "latest" else "npm-more")
+    more = more / "node_modules" / ".bin"
     path = [p for p in (bin_dir(), str(more) if more.is_dir() else "",
                         os.path.dirname(shutil.which("node") or "")) if p]
     env = {name: os.environ[name] for name in PASSTHROUGH if name in os.environ}
@@ -323,165 +409,15 @@ def session_id_of(stdout: str) -> str:
     raise ValueError("no session id in output: %r" % text[:200])
 
 
-# (backend, case, argv, fake set-up) for `capture`; "resume" cases first run CLAUDE_JSON-like turn 1.
-CAPTURE_CASES = [
-    ("claude", "json_ok", CLAUDE_JSON, {}),
-    ("claude", "stream_json_ok", CLAUDE_STREAM, {}),
-    ("claude", "stream_json_no_partial_ok", CLAUDE_STREAM[:-1], {}),
-    ("claude", "resume_ok", CLAUDE_JSON, {"resume": True}),
-    ("claude", "api_error_500_json", CLAUDE_JSON, {"fail": 500}),
-    ("claude", "api_error_400_stream_json", CLAUDE_STREAM, {"fail": 400}),
-    ("claude", "tool_use_stream_json", CLAUDE_STREAM, {"tool": ("Read", {"file_path": "{work}/note.txt"})}),
-    ("claude", "bypass_permissions_as_root", CLAUDE_JSON + ["--permission-mode", "bypassPermissions"], {}),
-    ("codex", "json_ok", CODEX_JSON, {}),
-    ("codex", "resume_ok", CODEX_JSON, {"resume": True}),
-    ("codex", "api_error_500_json", CODEX_JSON, {"fail": 500}),
-    ("codex", "api_error_400_json", CODEX_JSON, {"fail": 400}),
-    ("codex", "resume_rejects_sandbox_after_resume",
-     ["codex", "exec", "resume", "--json", "--skip-git-repo-check", "-s", "read-only", "{session}", "-"],
-     {"resume": "raw"}),
-    ("gemini", "json_ok", GEMINI_JSON, {}),
-    ("gemini", "stream_json_ok", GEMINI_STREAM, {}),
-    ("gemini", "resume_ok", GEMINI_JSON, {"resume": True}),
-    ("gemini", "api_error_500_json", GEMINI_JSON, {"fail": 500}),
-    ("gemini", "api_error_400_stream_json", GEMINI_STREAM, {"fail": 400}),
-    ("qwen", "json_ok", QWEN_JSON, {}),
-    ("qwen", "stream_json_ok", QWEN_STREAM, {}),
-    ("qwen", "stream_json_no_partial_ok", QWEN_STREAM[:-1], {}),
-    ("qwen", "resume_ok", QWEN_JSON, {"resume": True}),
-    ("qwen", "resume_unknown_json", QWEN_JSON + ["--resume", "3f0c2a9e-8d41-4c1b-9a77-0e5f3b2d1c4a"], {}),
-    ("qwen", "api_error_401_json", QWEN_JSON, {"fail": 401}),
-    ("qwen", "api_error_401_stream_json", QWEN_STREAM, {"fail": 401}),
-    ("qwen", "tool_use_stream_json", QWEN_STREAM, {"tool": ("read_file", {"file_path": "{work}/note.txt"})}),
-    ("qwen", "max_session_turns_json", QWEN_JSON + ["--max-session-turns", "1"],
-     {"tool": ("read_file", {"file_path": "{work}/note.txt"})}),
-    ("qwen", "no_auth_type_json", QWEN_JSON, {"no_user_settings": True}),
-    ("copilot", "json_ok", COPILOT_JSON, {}),
-    ("copilot", "resume_ok", COPILOT_JSON, {"resume": True}),
-    ("copilot", "resume_unknown_json", COPILOT_JSON + ["--resume=3f0c2a9e-8d41-4c1b-9a77-0e5f3b2d1c4a"], {}),
-    ("copilot", "api_error_400_json", COPILOT_JSON, {"fail": 400}),
-    ("copilot", "api_error_401_json", COPILOT_JSON, {"fail": 401}),
-    ("copilot", "tool_use_json", COPILOT_JSON, {"tool": ("view", {"path": "{work}/note.txt"})}),
-    ("copilot", "tool_denied_json", COPILOT_JSON,
-     {"tool": ("bash", {"command": "touch made.txt", "description": "make a file"})}),
-    ("copilot", "no_auth_json", COPILOT_JSON, {"unset": ["COPILOT_PROVIDER_BASE_URL", "COPILOT_OFFLINE"]}),
-    ("opencode", "json_ok", OPENCODE_JSON, {}),
-    ("opencode", "resume_ok", OPENCODE_JSON, {"resume": True}),
-    ("opencode", "resume_unknown_json", ["opencode", "run", "--format", "json", "--session=ses_3f0c2a9e8d41fe4c1b9a770e5f"], {}),
-    ("opencode", "api_error_400_json", OPENCODE_JSON, {"fail": 400}),
-    ("opencode", "api_error_401_json", OPENCODE_JSON, {"fail": 401}),
-    ("opencode", "tool_use_json", OPENCODE_JSON, {"tool": ("read", {"filePath": "{work}/note.txt"})}),
-    ("opencode", "tool_denied_json", OPENCODE_JSON,
-     {"tool": ("bash", {"command": "touch made.txt", "description": "make a file"}),
-      "env": {"OPENCODE_PERMISSION": '{"bash":"ask"}'}}),
-]
-CAPTURE_PROMPT = "Say hello to the fixture"
-CAPTURE_FIRST_PROMPT = "Remember the word kumquat"
-
-
-def capture(backends: List[str] = ()) -> None:
-    """Regenerate tests/fixtures/help and tests/fixtures/real/<backend>/<case>.{stdout,stderr,exit}
-    (only those of ``backends`` when given; the other entries of cases.json are kept).
-
-    Volatile paths are rewritten (/home/user, /work/project, 127.0.0.1:PORT, <npm-cache>) so a
-    re-capture only changes what the CLIs really changed; ids and timestamps stay as printed.
-    """
-    import tempfile
-    from tests.fakes.fake_model_api import FakeModelAPI
-
-    if not bin_dir():
-        raise RuntimeError("real CLIs not installed; run python3 -m tests.e2e.realclis install")
-    capture_help(backends)
-    cases_file = FIXTURES / "real" / "cases.json"
-    manifest = json.loads(cases_file.read_text()) if backends else {}
-    for backend, case, argv, setup in CAPTURE_CASES:
-        if backends and backend not in backends:
-            continue
-        with tempfile.TemporaryDirectory(prefix="clinvk-capture-") as scratch, FakeModelAPI() as api:
-            home, work = os.path.join(scratch, "home"), os.path.join(scratch, "work")
-            os.makedirs(work)
-            Path(work, "note.txt").write_text("the secret word is pineapple\n")
-            env = no_egress_env(api.url, home)
-            if setup.get("no_user_settings"):
-                os.remove(os.path.join(home, ".%s" % backend, "settings.json"))
-            env.update(setup.get("env") or {})
-            for name in setup.get("unset") or ():
-                env.pop(name, None)
-            if setup.get("resume"):
-                first = run_cli(_base(argv), CAPTURE_FIRST_PROMPT, env, work)
-                session = session_id_of(first.stdout)
-                argv = (resume_argv(argv, session) if setup["resume"] is True
-                        else [a.replace("{session}", session) for a in argv])
-            if setup.get("fail"):
-                api.fail_next(setup["fail"], times=10)
-            if setup.get("tool"):
-                name, tool_input = setup["tool"]
-                api.queue_tool_use(name, {k: v.replace("{work}", work) for k, v in tool_input.items()})
-            proc = run_cli(argv, CAPTURE_PROMPT, env, work)
-            scrub = _scrubber(home=home, work=work, url=api.url)
-            out_dir = FIXTURES / "real" / backend
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / (case + ".stdout")).write_text(scrub(proc.stdout))
-            (out_dir / (case + ".stderr")).write_text(scrub(proc.stderr))
-            (out_dir / (case + ".exit")).write_text("%d\n" % proc.returncode)
-            manifest["%s/%s" % (backend, case)] = {
-                "argv": [scrub(a) for a in argv], "stdin": CAPTURE_PROMPT, "setup": setup,
-                "first_turn_stdin": CAPTURE_FIRST_PROMPT if setup.get("resume") else None,
-                "exit": proc.returncode}
-            print("%-8s %-40s exit %d" % (backend, case, proc.returncode))
-    cases_file.write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def _base(argv: List[str]) -> List[str]:
-    """The plain first-turn invocation for a resume case."""
-    if argv[0] == "codex":
-        return CODEX_JSON
-    return [a for a in argv if a != "{session}"]
-
-
-def _scrubber(home: str, work: str, url: str):
-    # npm-more first: the npm prefix's path is the start of it.
-    replacements = [(str(cache_dir("npm-more")), "<npm-cache>"), (str(cache_dir()), "<npm-cache>"),
-                    (work, "/work/project"), (home, "/home/user"),
-                    (url[len("http://"):], "127.0.0.1:PORT")]
-    # claude 2.1.197 names a project folder after its cwd with every non-alphanumeric turned "-".
-    replacements.append((re.sub(r"[^A-Za-z0-9]", "-", work), "-work-project"))
-
-    def scrub(text: str) -> str:
-        for old, new in replacements:
-            text = text.replace(old, new)
-        return text
-    return scrub
-
-
-def capture_help(backends: List[str] = ()) -> None:
-    """Write tests/fixtures/help/*.txt: --help of each headless entry point and each --version
-    (only those of ``backends`` when given)."""
-    import tempfile
-    with tempfile.TemporaryDirectory(prefix="clinvk-help-") as home:
-        env = no_egress_env("http://127.0.0.1:9", home)
-        out_dir = FIXTURES / "help"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name, argv in [("claude", ["claude", "--help"]), ("codex_exec", ["codex", "exec", "--help"]),
-                           ("codex_exec_resume", ["codex", "exec", "resume", "--help"]),
-                           ("gemini", ["gemini", "--help"]), ("claude_version", ["claude", "--version"]),
-                           ("codex_version", ["codex", "--version"]), ("gemini_version", ["gemini", "--version"]),
-                           ("qwen", ["qwen", "--help"]), ("qwen_version", ["qwen", "--version"]),
-                           ("copilot", ["copilot", "--help"]), ("copilot_version", ["copilot", "--version"]),
-                           # copilot 1.0.102 documents --sandbox here only, not in --help.
-                           ("copilot_help_sandbox", ["copilot", "help", "sandbox"]),
-                           ("opencode_run", ["opencode", "run", "--help"]),
-                           ("opencode_version", ["opencode", "--version"])]:
-            if backends and argv[0] not in backends:
-                continue
-            proc = run_cli(argv, "", env, home, timeout=60)
-            # opencode 1.18.33 prints its help on stderr.
-            (out_dir / (name + ".txt")).write_text(proc.stdout or proc.stderr)
+def _capture(backends: List[str]) -> None:
+    from tests.e2e.capture import capture    # it imports this module
+    capture(backends)
 
 
 def main(argv: List[str]) -> int:
     actions = {"install": lambda: print(install()), "install-more": lambda: print(install_more()),
-               "capture": lambda: capture(argv[1:])}
+               "install-latest": lambda: print(install_latest()),
+               "capture": lambda: _capture(argv[1:])}
     if argv[:1] and argv[0] in actions:
         try:
             actions[argv[0]]()
@@ -489,7 +425,8 @@ def main(argv: List[str]) -> int:
             print("realclis %s: %s" % (argv[0], exc), file=sys.stderr)
             return 1
         return 0
-    print("usage: python3 -m tests.e2e.realclis install|install-more|capture [BACKEND...]", file=sys.stderr)
+    print("usage: python3 -m tests.e2e.realclis install|install-more|install-latest|capture"
+          " [BACKEND...]", file=sys.stderr)
     return 2
 
 

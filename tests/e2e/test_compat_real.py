@@ -104,7 +104,7 @@ def test_session_header_continues_the_real_cli_session(backend, base_url, fake_a
 
 
 def test_model_api_failure_is_raised_by_the_sdk(base_url, fake_api):
-    fake_api.fail_next(400, times=5)
+    fake_api.fail_every(400)
     with pytest.raises(anthropic.APIStatusError) as info:
         an(base_url).messages.create(model="claude", max_tokens=64,
                                      messages=[{"role": "user", "content": "hi"}])

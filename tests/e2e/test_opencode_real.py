@@ -19,7 +19,7 @@ from typing import Dict, List
 import pytest
 
 from tests.e2e.conftest import PYZ, mcp_prompt, require_more_cli, user_texts
-from tests.e2e.realclis import run_cli
+from tests.e2e.realclis import opencode_version, run_cli
 from tests.e2e.test_server_real import post, post_json
 
 BACKEND = "opencode"
@@ -124,7 +124,7 @@ def planted(workdir: str, tmp_path: Path) -> Path:
     # opencode 1.18.33 npm-installs its plugin package into each config folder it finds
     # unless these say it is there (the install would hang on the dead proxy).
     (plugins.parent / "node_modules").mkdir()
-    lock = {"@opencode-ai/plugin": "1.18.33"}
+    lock = {"@opencode-ai/plugin": opencode_version()}      # the version under test
     (plugins.parent / "package.json").write_text(json.dumps({"dependencies": lock}))
     (plugins.parent / "package-lock.json").write_text(json.dumps(
         {"lockfileVersion": 3, "packages": {"": {"dependencies": lock}}}))

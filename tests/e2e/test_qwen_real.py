@@ -100,7 +100,7 @@ def test_ephemeral_run_leaves_no_chat_and_no_session(fake_api, clinvk_env, workd
 
 
 def test_rejected_key_exits_5_with_how_to_fix_it(fake_api, clinvk_env, workdir):
-    fake_api.fail_next(401, times=5)
+    fake_api.fail_every(401)
     p = clinvk(clinvk_env, ["-b", "qwen", "-w", workdir, "--ephemeral", "hi"])
     assert p.returncode == 5
     assert "cannot authenticate" in p.stderr.decode()
@@ -199,7 +199,7 @@ def test_anthropic_message_is_answered_by_qwen(fake_api, serve_port):
 
 
 def test_rejected_key_is_a_401_of_the_backend_on_the_anthropic_api(fake_api, serve_port):
-    fake_api.fail_next(401, times=5)
+    fake_api.fail_every(401)
     status, headers, body = post(serve_port, "/anthropic/v1/messages", {
         "model": "qwen", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]})
     assert status == 401 and body["error"]["type"] == "authentication_error"

@@ -83,7 +83,7 @@ def test_claude_calls_tool_the_model_asks_for_and_returns_its_result(fake_api, r
 
 
 def test_claude_api_error_is_an_error_result_with_exit_1(fake_api, real_env, workdir):
-    fake_api.fail_next(500, times=10)
+    fake_api.fail_every(500)
     proc = run_cli(CLAUDE_JSON, PROMPT, real_env, workdir)
     result = json.loads(proc.stdout)
     # claude 2.1.197 keeps subtype "success" on API errors; is_error is what tells.
@@ -113,7 +113,7 @@ def test_codex_exec_resume_sends_first_turn_to_model(fake_api, real_env, workdir
 
 
 def test_codex_api_error_is_turn_failed_with_exit_1(fake_api, real_env, workdir):
-    fake_api.fail_next(400, times=10)
+    fake_api.fail_every(400)
     proc = run_cli(CODEX_JSON, PROMPT, real_env, workdir)
     assert proc.returncode == 1
     assert json_lines(proc.stdout)[-1]["type"] == "turn.failed"
@@ -148,7 +148,7 @@ def test_gemini_resume_sends_first_turn_to_model(fake_api, real_env, workdir):
 
 
 def test_gemini_api_error_goes_to_stderr_with_status_as_exit_code(fake_api, real_env, workdir):
-    fake_api.fail_next(400, times=10)
+    fake_api.fail_every(400)
     proc = run_cli(GEMINI_JSON, PROMPT, real_env, workdir)
     # gemini 0.61.0 exits with the HTTP status modulo 256 and prints the JSON error on stderr.
     assert (proc.returncode, proc.stdout) == (400 % 256, "")

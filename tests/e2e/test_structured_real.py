@@ -50,7 +50,7 @@ def main_requests(fake_api, backend: str):
 
 def test_real_claude_is_held_to_the_schema_by_its_structured_output_tool(client, fake_api):
     parsed_pet(client, "claude")
-    [request] = main_requests(fake_api, "claude")
+    request = main_requests(fake_api, "claude")[0]     # the turn's first request
     tools = {t["name"]: t for t in request["json"]["tools"]}
     schema = tools[STRUCTURED_TOOL]["input_schema"]
     assert schema["required"] == ["name", "legs", "tags"]
@@ -59,7 +59,7 @@ def test_real_claude_is_held_to_the_schema_by_its_structured_output_tool(client,
 
 def test_real_codex_sends_the_schema_file_as_text_format(client, fake_api):
     parsed_pet(client, "codex")
-    [request] = main_requests(fake_api, "codex")
+    request = main_requests(fake_api, "codex")[0]     # the turn's first request
     fmt = request["json"]["text"]["format"]
     assert (fmt["type"], fmt["strict"]) == ("json_schema", True)
     assert fmt["schema"]["required"] == ["name", "legs", "tags"]
@@ -68,7 +68,7 @@ def test_real_codex_sends_the_schema_file_as_text_format(client, fake_api):
 
 def test_real_gemini_reads_the_schema_in_its_prompt(client, fake_api):
     parsed_pet(client, "gemini")
-    [request] = main_requests(fake_api, "gemini")
+    request = main_requests(fake_api, "gemini")[0]     # the turn's first request
     text = request["user_text"]
     assert text.startswith("Describe a pet.\n\nReply with only a JSON value")
     schema = json.loads(text.split("<json_schema>")[1].split("</json_schema>")[0])
@@ -76,16 +76,19 @@ def test_real_gemini_reads_the_schema_in_its_prompt(client, fake_api):
 
 
 def test_real_gemini_gets_one_corrective_turn_in_the_same_session(client, fake_api):
-    def first_reply_is_prose(request):
-        if len(main_requests(fake_api, "gemini")) == 1:
+    correction = "Your previous reply cannot be used: the reply is not JSON"
+
+    def question_gets_prose(request):
+        if request["user_text"].startswith("Describe a pet."):
             return "Sure! Rex is a dog with four legs."
         return default_reply(request)
-    fake_api.set_reply(first_reply_is_prose)
+    fake_api.set_reply(question_gets_prose)
     pet = parsed_pet(client, "gemini")
     assert pet.legs == 1
-    first, second = main_requests(fake_api, "gemini")
-    assert second["user_text"].startswith("Your previous reply cannot be used: the reply is "
-                                          "not JSON")
+    corrective = [r for r in main_requests(fake_api, "gemini")
+                  if r["user_text"].startswith(correction)]
+    assert corrective, [r["user_text"][:80] for r in main_requests(fake_api, "gemini")]
+    second = corrective[0]
     # The same gemini session: the first turn and its reply are in the second request.
     history = json.dumps(second["json"]["contents"])
     assert "Sure! Rex is a dog" in history and "Describe a pet." in history

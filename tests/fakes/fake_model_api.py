@@ -273,6 +273,7 @@ class FakeModelAPI:
         self.requests: List[Dict[str, Any]] = []
         self._lock = threading.Lock()
         self._failures: List[int] = []
+        self._fail_always = 0
         self._tool_uses: List[Dict[str, Any]] = []
         self._counter = 0
         self._server: Optional[ThreadingHTTPServer] = None
@@ -293,6 +294,12 @@ class FakeModelAPI:
         """Make the next `times` model turns (any vendor) answer HTTP `status` with an error body."""
         with self._lock:
             self._failures.extend([status] * times)
+
+    def fail_every(self, status: int) -> None:
+        """Make every model turn from now on answer HTTP `status`: a whole run fails however
+        many attempts its CLI makes (claude 2.1.197 makes one on a 400, 2.1.332 six)."""
+        with self._lock:
+            self._fail_always = status
 
     def queue_tool_use(self, name: str, tool_input: Dict[str, Any]) -> None:
         """Make the next Anthropic or Chat Completions turn a call of tool `name`; the turn after
@@ -339,8 +346,8 @@ class FakeModelAPI:
             record["n"] = self._counter
             if record["kind"] not in MAIN_KINDS.values():
                 return record
-            if self._failures:
-                record["fail_status"] = self._failures.pop(0)
+            if self._failures or self._fail_always:
+                record["fail_status"] = self._failures.pop(0) if self._failures else self._fail_always
             elif record["kind"] in ("anthropic", "chat") and self._tool_uses:
                 record["tool_use"] = self._tool_uses.pop(0)
             elif record["kind"] == "anthropic" and not record["tool_results"] \

@@ -1,0 +1,158 @@
+"""The shapes of the durable jobs API (``/api/v1/jobs``): the request that creates a job, the
+job object, the list, the events, declared once for validation and for /openapi.json (built
+from the vocabulary in ``schema.py``, as ``api_shapes.py`` is)."""
+
+from __future__ import annotations
+
+from .. import shapes
+from ..job_store import KINDS, LIST_LIMIT, STATUSES
+from ..schema import Any, Array, Boolean, Field, Integer, Map, Obj, OneOf, String
+from . import api_shapes as api
+
+# The synchronous route whose body each kind's ``request`` is, and that body's shape.
+KIND_ROUTES = {"prompt": ("/api/v1/prompt", shapes.PromptRequest),
+               "parallel": ("/api/v1/parallel", shapes.ParallelRequest),
+               "chain": ("/api/v1/chain", shapes.ChainRequest),
+               "compare": ("/api/v1/compare", shapes.CompareRequest)}
+
+_COUNT = Integer(minimum=0)
+
+JobCreateRequest = Obj(
+    Field("kind", String(enum=KINDS), required=True,
+          description="Which synchronous route the job runs: prompt (/api/v1/prompt), parallel, "
+                      "chain or compare."),
+    Field("request", Map(Any()), required=True,
+          description="Exactly the body of that route (PromptRequest, ParallelRequest, "
+                      "ChainRequest or CompareRequest), validated as that route validates it. "
+                      "A prompt job's output_format makes no difference: its events are in "
+                      "/events and its result is the JSON answer."),
+    Field("webhook_url", String(min_length=1),
+          description="POSTed the job object when the job finishes (X-Clinvk-Event: "
+                      "job.finished, signed in X-Clinvk-Signature); its host must be in "
+                      "server.webhook_allowed_hosts."),
+    Field("metadata", Map(String()), default={},
+          description="String key/value pairs kept with the job and shown in it."),
+    name="JobCreateRequest",
+    description="Start a durable job: answered at once (202), run in the server's run slots "
+                "in the order submitted.",
+    example={"kind": "prompt", "request": {"backend": "claude", "prompt": "explain this code"},
+             "metadata": {"ticket": "OPS-12"}},
+)
+
+JobError = Obj(
+    Field("error", String(), required=True, description="A stable code (as the synchronous "
+                                                        "route's error, or run_failed, "
+                                                        "cancelled, interrupted)."),
+    Field("message", String(), required=True),
+    Field("status", Integer(), description="The HTTP status the synchronous route would have "
+                                           "answered, when it would have failed."),
+    Field("field", String()),
+    name="JobError",
+)
+
+JobWebhook = Obj(
+    Field("url", String(), required=True,
+          description="The webhook_url, without user info and query string."),
+    Field("status", String(enum=("pending", "delivered", "failed")), required=True),
+    Field("delivery_id", String(), description="The X-Clinvk-Delivery of every attempt."),
+    Field("attempts", Array(Map(Any())), description="One entry per attempt, oldest first."),
+    name="JobWebhook",
+)
+
+_JOB_HEAD = (
+    Field("id", String(), required=True, description="job_ and 24 hex digits."),
+    Field("kind", String(enum=KINDS), required=True),
+    Field("status", String(enum=STATUSES), required=True,
+          description="queued, running, then one of succeeded (every run exited 0), failed "
+                      "(the job could not run, or a run failed: a prompt that exited non-zero, "
+                      "any failed or cancelled task, step or compared backend), cancelled (by "
+                      "DELETE or clinvk jobs cancel) or interrupted (the server stopped or "
+                      "died while it ran)."),
+    Field("created_at", String(), required=True),
+    Field("started_at", String(), nullable=True, required=True),
+    Field("finished_at", String(), nullable=True, required=True),
+)
+_JOB_TAIL = (
+    Field("error", JobError, nullable=True, required=True,
+          description="Why the job failed, was cancelled or interrupted; null otherwise."),
+    Field("metadata", Map(String()), required=True),
+    Field("event_count", _COUNT, required=True,
+          description="Events recorded so far (the seq of the last one)."),
+    Field("webhook", JobWebhook, description="Present when the job has a webhook_url."),
+)
+
+Job = Obj(
+    *_JOB_HEAD,
+    Field("request", Map(Any()), required=True,
+          description="The synchronous route's body as validated (defaults filled in, unknown "
+                      "fields dropped)."),
+    Field("result", OneOf(api.PromptResponse, api.ParallelResponse, api.ChainResponse,
+                          api.CompareResponse), nullable=True, required=True,
+          description="Exactly the synchronous route's answer, once finished; null until then "
+                      "and when the route would have answered an error (see error)."),
+    *_JOB_TAIL,
+    name="Job",
+    example={"id": "job_0623f1c2a9b4e7d1c3f5a7b9", "kind": "prompt", "status": "succeeded",
+             "created_at": "2025-01-01T12:00:00.000Z", "started_at": "2025-01-01T12:00:00.012Z",
+             "finished_at": "2025-01-01T12:00:02.530Z",
+             "request": {"backend": "claude", "prompt": "explain this code"},
+             "result": {"session_id": "b681dac8", "backend": "claude", "exit_code": 0,
+                        "duration_ms": 2510, "output": "It parses...", "error": ""},
+             "error": None, "metadata": {"ticket": "OPS-12"}, "event_count": 6},
+)
+
+JobSummary = Obj(*_JOB_HEAD, *_JOB_TAIL, name="JobSummary",
+                 description="A job without its request and result (GET the job for them).")
+
+JobList = Obj(
+    Field("jobs", Array(JobSummary), required=True, description="Newest first."),
+    Field("total", _COUNT, required=True, description="Jobs matching the filters."),
+    Field("limit", _COUNT, required=True, description="The limit applied (0 = none)."),
+    Field("offset", _COUNT, required=True),
+    name="JobList",
+)
+
+JobDeleted = Obj(
+    Field("id", String(), required=True),
+    Field("deleted", Boolean(), required=True),
+    name="JobDeleted",
+)
+
+JobEvent = Obj(
+    Field("seq", Integer(minimum=1), required=True,
+          description="The event's number: 1 for the first, no gaps; resume after it."),
+    Field("type", String(), required=True,
+          description="job (content.status: running, then the final status; the last event), "
+                      "a unified event of a prompt job (init, message, thinking, tool_use, "
+                      "tool_result, error, done), item_started, item_finished, item_skipped "
+                      "(content.index: the task, step or backend) of a fan-out job, or "
+                      "events_truncated (server.job_events_max_bytes)."),
+    Field("backend", String()),
+    Field("session_id", String()),
+    Field("timestamp", String(), required=True),
+    Field("content", Map(Any()), required=True),
+    name="JobEvent",
+    description="One line of the NDJSON stream (the data of one SSE event, whose id is seq).",
+)
+
+JobsQuery = Obj(
+    Field("status", String(enum=STATUSES), description="Only jobs in this status."),
+    Field("kind", String(enum=KINDS), description="Only jobs of this kind."),
+    Field("limit", Integer(minimum=0), default=LIST_LIMIT,
+          description="At most this many jobs; 0 = all."),
+    Field("offset", Integer(minimum=0), default=0, description="Skip this many jobs first."),
+    name="JobsQuery",
+)
+
+JobPath = Obj(
+    Field("id", String(min_length=1), required=True, description="Job id (job_...)."),
+    name="JobPath",
+)
+
+JobEventsParams = Obj(
+    *JobPath.fields,
+    Field("after", Integer(minimum=0), default=0,
+          description="Only the events after this seq (NDJSON; SSE clients send "
+                      "Last-Event-ID)."),
+    name="JobEventsParams",
+)
