@@ -599,7 +599,9 @@ def test_progress_token_gets_notifications_while_the_call_runs(start, monkeypatc
                 if n["method"] == "notifications/progress"]
     assert len(progress) >= 2
     assert all(p["progressToken"] == "tok-1" for p in progress)
-    assert "codex" in progress[0]["message"]
+    # The ticker may beat once before the tool names its backend ("running (0s)" on a busy
+    # host); the tool's own report always comes before the result.
+    assert any("codex" in p["message"] for p in progress)
 
 
 def test_progress_values_only_grow_and_count_finished_tasks(start, monkeypatch):
