@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 # argparse's own wording (3.8 to 3.13), read to add a suggestion.
 _UNRECOGNIZED = "unrecognized arguments: "
@@ -37,7 +37,14 @@ def _did_you_mean(word: str, candidates: Sequence[str]) -> str:
 
 class Parser(argparse.ArgumentParser):
     """argparse that raises UsageError (never exits) for a usage mistake; the message names
-    the mistake, suggests the closest flag or choice, and says which ``--help`` to read."""
+    the mistake, suggests the closest flag or choice, and says which ``--help`` to read.
+
+    Abbreviated long flags are refused (``--tim`` is not ``--timeout``): an abbreviation
+    that is unique today would silently change meaning when a flag is added."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def parse_args(self, args: Optional[Sequence[str]] = None,  # type: ignore[override]
                    namespace: Optional[argparse.Namespace] = None) -> argparse.Namespace:

@@ -32,7 +32,7 @@ import contextlib
 import json
 import os
 import re
-from typing import (Any, Callable, ContextManager, Dict, Iterable, Iterator, List, Mapping,
+from typing import (Any, Callable, ContextManager, Iterable, Iterator, List, Mapping,
                     Optional)
 
 from .filelock import locked

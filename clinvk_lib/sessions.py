@@ -20,8 +20,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence,
-                    Tuple)
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from .events import USAGE_KEYS
 from .session_files import SessionFiles

@@ -89,6 +89,19 @@ def test_a_mistyped_flag_or_choice_gets_the_closest_one(env, capsys, argv, hint)
     assert code == common.EXIT_USAGE and hint in err
 
 
+@pytest.mark.parametrize("argv, typed, flag", [
+    (["--tim", "3", "hi"], "--tim", "--timeout"),
+    (["sessions", "list", "--js"], "--js", "--json"),
+    (["serve", "--po", "1"], "--po", "--port"),
+    (["jobs", "list", "--lim", "1"], "--lim", "--limit"),
+])
+def test_an_abbreviated_flag_is_refused_not_guessed(env, capsys, argv, typed, flag):
+    # A prefix unique today would change meaning the day a flag sharing it is added.
+    code, _, err = run(capsys, *argv)
+    assert code == common.EXIT_USAGE
+    assert 'unknown flag "%s"; did you mean "%s"?' % (typed, flag) in err
+
+
 @pytest.mark.parametrize("argv", [["sessions", "list", "--jsn"], ["resume"],
                                   ["compare", "hi"], ["--max-turns", "x", "hi"],
                                   ["config", "set", "server.port", "high"],
