@@ -13,7 +13,7 @@ is ``true`` (anything) or ``false`` (nothing).
 
 ``check_schema(schema)`` refuses a schema that cannot be used (a bad type name, a ``$ref``
 that does not resolve or leaves the document, a pattern that is not a regular expression or
-repeats a repetition, the shape whose matching can take exponential time) with
+can take exponential time to match: regexrisk.py) with
 a ``SchemaError`` whose ``path`` names the keyword (``properties.age.type``).
 ``first_error(value, schema)`` is the first way ``value`` fails the schema, as a JSON path and
 what was expected (``$.items[2].name: expected string, got 42``), or "" when it is valid.
@@ -27,16 +27,7 @@ import re
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import unquote
 
-try:                                    # Python 3.11+: sre_parse is deprecated
-    from re import _constants as sre_constants  # type: ignore[attr-defined]
-    from re import _parser as sre_parse  # type: ignore[attr-defined]
-except ImportError:                     # Python 3.8-3.10
-    import sre_constants
-    import sre_parse
-
-_REPEATS = tuple(getattr(sre_constants, name) for name in
-                 ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT")
-                 if hasattr(sre_constants, name))
+from . import regexrisk
 
 TYPES = ("null", "boolean", "object", "array", "number", "integer", "string")
 # Deeper than this, a schema is refused (check_schema) and a chain of $ref that never reaches
@@ -177,44 +168,19 @@ def _compiled(pattern: Any, path: str) -> Any:
                           % _shown(pattern))
     try:
         compiled = re.compile(pattern)
-        nested = _nested_repeat(sre_parse.parse(pattern), None)
+        risky = regexrisk.exponential(pattern)
     except re.error as exc:
         raise SchemaError(path, "not a regular expression: %s" % exc)
-    if nested:
+    if risky:
         # The client writes the schema and the server checks replies against it, with no
         # time limit (Python's re has none): (a+)+ on "aaaa...b" takes exponential time.
-        raise SchemaError(path, "a repetition inside a repetition (as in (a+)+ or (\\w*)*) is "
-                                "not accepted: checking a reply against it can take "
-                                "exponential time; got %s" % _shown(pattern))
+        raise SchemaError(path, "a repetition whose iterations can split the same text in "
+                                "several ways (as in (a+)+, (a|aa)+ or (\\w+\\s?)*) is not "
+                                "accepted: checking a reply against it can take exponential "
+                                "time; separate the iterations by a character the repeated "
+                                "part cannot match, as in [a-z]+(-[a-z]+)*; got %s"
+                                % _shown(pattern))
     return compiled
-
-
-def _nested_repeat(parsed: Any, outer: Optional[bool]) -> bool:
-    """Whether a parsed pattern repeats (more than once) something that itself repeats, one
-    of the two without bound: the shape of catastrophic backtracking. ``outer`` is None
-    outside any repetition, else whether the enclosing repetitions include an unbounded one.
-    Bounded in both, as (\\d{3}-){2}, the work stays small."""
-    for op, arg in parsed:
-        if op in _REPEATS:
-            body = arg[2]
-            unbounded = arg[1] is sre_constants.MAXREPEAT or arg[1] == sre_constants.MAXREPEAT
-            if arg[1] != 1:
-                if outer is not None and (outer or unbounded):
-                    return True
-                if _nested_repeat(body, bool(outer) or unbounded):
-                    return True
-            elif _nested_repeat(body, outer):
-                return True
-        elif op is sre_constants.SUBPATTERN:
-            if _nested_repeat(arg[-1], outer):
-                return True
-        elif op is sre_constants.BRANCH:
-            if any(_nested_repeat(branch, outer) for branch in arg[1]):
-                return True
-        elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
-            if _nested_repeat(arg[1], outer):
-                return True
-    return False
 
 
 # -- validating a value --------------------------------------------------------------------

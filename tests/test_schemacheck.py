@@ -184,7 +184,7 @@ def test_a_value_nested_beyond_the_recursion_limit_is_an_error_not_a_crash():
     ({"$ref": "#"}, "$ref"),
     ({"pattern": "("}, "pattern"),
     ({"pattern": "^(a+)+$"}, "pattern"),
-    ({"properties": {"host": {"pattern": r"^([a-z]+\.)*[a-z]+$"}}}, "properties.host.pattern"),
+    ({"properties": {"host": {"pattern": r"^([a-z]+\.?)*[a-z]+$"}}}, "properties.host.pattern"),
     ({"minLength": -1}, "minLength"),
     ({"anyOf": []}, "anyOf"),
     ({"anyOf": [{"type": "string"}, 3]}, "anyOf[1]"),
@@ -194,6 +194,34 @@ def test_unusable_schema_is_refused_naming_the_keyword(schema, path):
     with pytest.raises(SchemaError) as info:
         check_schema(schema)
     assert info.value.path == path
+
+
+@pytest.mark.parametrize("pattern", [
+    r"(a+)+", r"(a|aa)+", r"(a?a)+", r"(\w+\s?)*", r"(x+|y)*", r"(\d+)*", r"(a+){2}",
+    r"(?=(a+)+)", r"(.*,)*", r"^(\w+\s?)*$", r"(?i)(a+A)+",
+])
+def test_a_pattern_whose_repetition_can_split_text_several_ways_is_refused(pattern):
+    with pytest.raises(SchemaError) as info:
+        check_schema({"type": "string", "pattern": pattern})
+    assert info.value.path == "pattern" and "exponential" in info.value.message
+
+
+@pytest.mark.parametrize("pattern, good, bad", [
+    # A mandatory character the repeated part cannot match fixes where each iteration starts.
+    (r"^[a-z]+(-[a-z]+)*$", "my-slug-name", "my--slug"),
+    (r"^([a-z0-9]+\.)+[a-z]{2,}$", "api.example.com", "api..com"),
+    (r"^[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}$", "a.b@c.de", "a@b"),
+    (r"^(\d{3}-){2}\d{4}$", "555-123-4567", "555-1234567"),
+    (r"^(foo|bar)*$", "foobarfoo", "foob"),
+    (r"^(ab|a)+$", "abaab", "abb"),
+    (r"^(a|b)+$", "abba", "abc"),
+])
+def test_everyday_patterns_with_nested_repetition_are_accepted_and_checked(pattern, good, bad):
+    schema = {"type": "string", "pattern": pattern}
+    check_schema(schema)
+    assert first_error(good, schema) == ""
+    error = first_error(bad, schema)
+    assert error.startswith("$: expected a string matching") and error.endswith('"%s"' % bad)
 
 
 def test_schema_nesting_is_bounded():
