@@ -12,7 +12,7 @@ import shlex
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import pytest
 
@@ -395,3 +395,78 @@ def test_a_server_run_whose_repository_configuration_git_cannot_read_is_refused_
     assert reply.status == 503 and reply.json()["error"] == "backend_disabled"
     assert ".git/config" in reply.json()["message"]
     assert records(record) == []
+
+
+# -- workdirs outside any repository: no git call once the git binary is known -----------------
+
+
+def settings_of(env: Dict[str, str]) -> List[Tuple[str, str]]:
+    return [(env["GIT_CONFIG_KEY_%d" % n], env["GIT_CONFIG_VALUE_%d" % n])
+            for n in range(int(env["GIT_CONFIG_COUNT"]))]
+
+
+def count_git_calls(monkeypatch) -> List[List[str]]:
+    calls: List[List[str]] = []
+    real = gitenv._git
+
+    def counting(git_path, args, workdir, env):
+        calls.append(args)
+        return real(git_path, args, workdir, env)
+    monkeypatch.setattr(gitenv, "_git", counting)
+    return calls
+
+
+def test_a_workdir_outside_any_repository_runs_git_once_per_binary(tmp_path, plain_env,
+                                                                   monkeypatch):
+    monkeypatch.setattr(gitenv, "_HONOURING_GITS", set())
+    calls = count_git_calls(monkeypatch)
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        assert ("core.fsmonitor", "false") in settings_of(server_env(plain_env, tmp_path / name))
+    assert calls == [["config", "--list", "--show-scope", "--name-only", "-z"]]
+
+
+def test_outside_a_repository_a_git_that_ignores_git_config_count_still_refuses_the_run(
+        plain_env, tmp_path):
+    old = tmp_path / "old-git"
+    old.mkdir()
+    (old / "git").write_text("#!/bin/sh\nunset GIT_CONFIG_COUNT\nexec %s \"$@\"\n" % GIT)
+    (old / "git").chmod(0o755)
+    (tmp_path / "plain").mkdir()
+    env = dict(plain_env, PATH=str(old) + os.pathsep + plain_env.get("PATH", ""))
+    for _ in range(2):                 # refused every time: only a pass is remembered
+        with pytest.raises(options.SetupError, match="ignores GIT_CONFIG_COUNT"):
+            server_env(env, tmp_path / "plain")
+
+
+def bare_repo(tmp_path: Path, env: Dict[str, str]) -> Path:
+    path = tmp_path / "bare.git"
+    assert git(tmp_path, env, "init", "-q", "--bare", str(path)).returncode == 0
+    return path
+
+
+@pytest.mark.parametrize("where", ["bare", "bare-subdir", "gitfile", "git-dir-variable",
+                                   "below-a-repository"])
+def test_every_way_git_finds_a_repository_still_gets_its_overrides(where, tmp_path, plain_env,
+                                                                   repo, monkeypatch):
+    monkeypatch.setattr(gitenv, "_HONOURING_GITS", set())
+    env = dict(plain_env)
+    if where.startswith("bare"):
+        holder = bare_repo(tmp_path, plain_env)
+        workdir = holder
+        if where == "bare-subdir":
+            workdir = holder / "refs" / "heads"
+    elif where == "gitfile":
+        holder, workdir = repo, tmp_path / "linked"
+        assert git(repo, plain_env, "worktree", "add", "-q", str(workdir)).returncode == 0
+        assert (workdir / ".git").is_file()
+    elif where == "git-dir-variable":
+        holder, workdir = repo, tmp_path / "elsewhere"
+        workdir.mkdir()
+        env["GIT_DIR"] = str(repo / ".git")
+    else:
+        holder, workdir = repo, repo / "deep" / "down"
+        workdir.mkdir(parents=True)
+    assert git(holder, plain_env, "config", "core.pager", "touch planted").returncode == 0
+    assert ("core.pager", "cat") in settings_of(server_env(env, workdir))
+    assert gitenv.in_repository(str(workdir), env)

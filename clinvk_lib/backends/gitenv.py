@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import subprocess
-from typing import Dict, List, Tuple
+from typing import Dict, List, Set, Tuple
 
 from .options import SetupError
 from .parsing import error_line
@@ -88,7 +88,12 @@ def without_repository_git_commands(env: Dict[str, str], workdir: str) -> Dict[s
     git = shutil.which("git", path=env.get("PATH", os.defpath))
     settings = list(GIT_FIXED_CONFIG)
     variables: Dict[str, str] = {}
-    if git:
+    if git and not in_repository(workdir, env):
+        # Nothing for git to read but the operator's own files: no overrides to find, and the
+        # check that this git honours GIT_CONFIG_COUNT is kept per binary (no git call at all
+        # once it passed: ~7 ms a run).
+        _check_honours_config_count(git, workdir, with_git_config(env, settings))
+    elif git:
         fixed = with_git_config(env, settings)
         keys = repository_git_keys(git_config_scopes(git, workdir, fixed))
         settings += repository_git_overrides(keys)
@@ -100,6 +105,45 @@ def without_repository_git_commands(env: Dict[str, str], workdir: str) -> Dict[s
     for name, value in variables.items():
         out.setdefault(name, value)     # the operator's own value already outranks the file
     return out
+
+
+# Environment variables that point git at a repository wherever the workdir is.
+GIT_REPOSITORY_VARIABLES = ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_CONFIG")
+# The git binaries (path, size, mtime) seen to honour GIT_CONFIG_COUNT in this process.
+_HONOURING_GITS: Set[Tuple[str, int, int]] = set()
+
+
+def in_repository(workdir: str, env: Dict[str, str]) -> bool:
+    """Whether git run in ``workdir`` under ``env`` may read a repository's configuration:
+    a ``.git`` (directory or file) in the workdir or any directory above it, a directory
+    there that is itself a repository (bare: HEAD, objects/, refs/), or a variable that
+    points git elsewhere. Errs towards True: GIT_CEILING_DIRECTORIES is not honoured here."""
+    if any(env.get(name) for name in GIT_REPOSITORY_VARIABLES):
+        return True
+    path = os.path.realpath(workdir)
+    while True:
+        if (os.path.lexists(os.path.join(path, ".git"))
+                or (os.path.lexists(os.path.join(path, "HEAD"))
+                    and os.path.isdir(os.path.join(path, "objects"))
+                    and os.path.isdir(os.path.join(path, "refs")))):
+            return True
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+
+
+def _check_honours_config_count(git: str, workdir: str, env: Dict[str, str]) -> None:
+    try:
+        st = os.stat(git)
+        identity = (os.path.realpath(git), st.st_size, st.st_mtime_ns)
+    except OSError:
+        identity = None
+    if identity is not None and identity in _HONOURING_GITS:
+        return
+    git_config_scopes(git, workdir, env)          # SetupError when it does not
+    if identity is not None:
+        _HONOURING_GITS.add(identity)
 
 
 def with_git_config(env: Dict[str, str], settings: List[Tuple[str, str]]) -> Dict[str, str]:
