@@ -128,7 +128,9 @@ def test_every_line_type_gives_the_right_events_in_order():
     kinds = [(e.type, e.content.get("is_partial")) for e in events]
     assert kinds == [("init", None), ("thinking", True), ("thinking", True), ("message", True),
                      ("message", True), ("tool_use", None), ("tool_result", None),
-                     ("message", True), ("done", None)]
+                     ("error", None), ("message", True), ("done", None)]
+    assert events[7].content == {"message": "model API 529 overloaded; retrying (1 of 10) in "
+                                            "0.6s", "fatal": False, "code": "retry"}
 
 
 def test_init_line_gives_session_id_and_model():

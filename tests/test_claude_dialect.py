@@ -47,7 +47,7 @@ def test_unknown_line_types_and_fields_are_skipped_and_the_run_still_succeeds(ba
     events, result = parse(
         backend, dict(INIT, future_field={"x": 1}),
         {"type": "progress", "data": {"percent": 40}},
-        {"type": "system", "subtype": "api_retry", "attempt": 1},
+        {"type": "system", "subtype": "status", "status": "requesting"},
         {"type": "stream_event", "event": {"type": "goal_state", "goal_state": {"v": 2}}},
         {"type": "rate_limit_event", "rate_limit_info": {"status": "allowed"}},
         {"type": "some_type_from_2027", "payload": [1, 2]},
@@ -64,6 +64,29 @@ def test_mcp_server_errors_on_init_are_warnings_that_do_not_fail_the_run():
     assert warnings == [{"message": "MCP server 'weather': spawn ENOENT", "fatal": False,
                          "code": "mcp_server_error"}]
     assert result.ok
+
+
+API_RETRY = {"type": "system", "subtype": "api_retry", "attempt": 2, "max_retries": 10,
+             "retry_delay_ms": 1200, "error_status": 529, "error": "overloaded"}
+
+
+@pytest.mark.parametrize("backend", ["claude", "qwen"])
+def test_an_api_retry_line_is_a_warning_and_the_run_still_succeeds(backend):
+    events, result = parse(backend, INIT, API_RETRY, dict(API_RETRY, attempt=3, error_status=None,
+                                                          retry_delay_ms=None),
+                           assistant(text("the answer")), RESULT)
+    assert [e.content for e in events if e.type == ev.ERROR] == [
+        {"message": "model API 529 overloaded; retrying (2 of 10) in 1.2s", "fatal": False,
+         "code": "retry"},
+        {"message": "model API overloaded; retrying (3 of 10)", "fatal": False, "code": "retry"}]
+    assert result.ok and result.text == "the answer"
+
+
+def test_a_run_that_gives_up_retrying_a_429_is_rate_limited():
+    _, result = parse("claude", INIT, dict(API_RETRY, error_status=429, error="rate_limit"),
+                      dict(RESULT, is_error=True, subtype="success",
+                           result="API Error: Request failed after 10 retries"), exit_code=1)
+    assert parsing.classified_failure(result)[0] == parsing.RATE_LIMITED
 
 
 def test_mcp_server_errors_given_as_a_map_and_failed_servers_are_warned_about():

@@ -5,7 +5,8 @@ What a line may hold (claude 2.1.197 to 2.1.332, qwen-code 0.24.4), by ``type``:
 
 - ``system`` / ``init``: ``session_id``, ``model``, ``mcp_servers`` (``[{name, status}]``) and,
   since claude 2.1.2xx, ``mcp_server_errors``; a server that failed to start is a warning.
-- ``system`` with another subtype (``status``, ``api_retry``, ``hook_*``, ``task_*``), and the
+- ``system/api_retry``: a warning (code ``retry``) saying what failed and when claude retries.
+- ``system`` with another subtype (``status``, ``hook_*``, ``task_*``), and the
   progress lines newer releases add: nothing for the reply, skipped.
 - ``stream_event``: an Anthropic streaming event (``message_start``, ``content_block_*``,
   ``message_delta``, ``message_stop``), the token deltas of ``--include-partial-messages``;
@@ -20,7 +21,7 @@ not break a run.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .. import events as ev
 from . import parsing
@@ -53,6 +54,7 @@ class DialectParser(parsing.StreamParser):
         self._last_delta = ""         # the latest text delta sent
         self._new_text_block = False
         self._api_error = ""
+        self._retry_status: Optional[int] = None  # the last api_retry line's error_status
 
     def parse_line(self, obj: Any, line: str) -> List[ev.Event]:
         if not isinstance(obj, dict):
@@ -88,12 +90,31 @@ class DialectParser(parsing.StreamParser):
     # -- line types ----------------------------------------------------------------------------
 
     def _system(self, obj: Dict[str, Any]) -> List[ev.Event]:
+        if obj.get("subtype") == "api_retry":
+            return self._api_retry(obj)
         if obj.get("subtype") != "init":
-            return []                 # status, api_retry, hook_*, task_*: progress noise
+            return []                 # status, hook_*, task_*: progress noise
         self.backend_session_id = parsing.as_str(obj.get("session_id")) or self.backend_session_id
         self.model = parsing.as_str(obj.get("model")) or self.model
         return [ev.init(self.backend_name, self.model, self.backend_session_id)] + \
             self._mcp_warnings(obj)
+
+    def _api_retry(self, obj: Dict[str, Any]) -> List[ev.Event]:
+        """claude 2.1.197 retries a failed model API call on its own, for minutes, and says so
+        only in ``system/api_retry`` lines ({attempt, max_retries, retry_delay_ms,
+        error_status, error}): a warning, so the wait is not silent, and the status is kept
+        to classify a run that then fails without one (429 is rate_limited)."""
+        status = obj.get("error_status")
+        if isinstance(status, int) and not isinstance(status, bool):
+            self._retry_status = status
+        why = parsing.as_str(obj.get("error")) or "error"
+        attempt, most = obj.get("attempt"), obj.get("max_retries")
+        delay = obj.get("retry_delay_ms")
+        message = "model API %s%s; retrying%s%s" % (
+            "%d " % status if isinstance(status, int) else "", why,
+            " (%s of %s)" % (attempt, most) if attempt is not None and most is not None else "",
+            " in %.1fs" % (delay / 1000.0) if isinstance(delay, (int, float)) else "")
+        return [ev.error(self.backend_name, message, code="retry", fatal=False)]
 
     def _mcp_warnings(self, init: Dict[str, Any]) -> List[ev.Event]:
         """One warning per MCP server that did not start: a ``mcp_servers`` entry whose status
@@ -237,7 +258,7 @@ class DialectParser(parsing.StreamParser):
         subtype = parsing.as_str(obj.get("subtype"))
         if obj.get("is_error") or subtype not in ("", "success"):
             return [ev.error(self.backend_name, self._failure(obj, subtype),
-                             code=_error_code(obj, subtype))]
+                             code=_error_code(obj, subtype, self._retry_status))]
         self.final_text = parsing.as_str(obj.get("result"))
         # claude 2.1.197 with --json-schema: the value the model called StructuredOutput
         # with; absent when it never called it validly (the result is then its text).
@@ -256,8 +277,12 @@ class DialectParser(parsing.StreamParser):
                 or "%s reported an error (%s)" % (self.backend_name, subtype or "is_error"))
 
 
-def _error_code(result: Dict[str, Any], subtype: str) -> str:
+def _error_code(result: Dict[str, Any], subtype: str, retried: Optional[int] = None) -> str:
+    """``api_error_<status>`` from the result's own status, else from the last api_retry
+    line's (the result of a run that gave up retrying may carry none), else the subtype."""
     status = result.get("api_error_status")
+    if not isinstance(status, int) or isinstance(status, bool):
+        status = retried
     if isinstance(status, int) and not isinstance(status, bool):
         return "api_error_%d" % status
     return subtype or "is_error"
