@@ -66,11 +66,15 @@ class Bridge:
 
 
 def self_command() -> List[str]:
-    """The argv that starts this clinvk's ``tool-bridge``: the source tree's clinvk.py, or
-    the zipapp (or its unpacked copy, a directory with __main__.py) that holds clinvk_lib."""
+    """The argv that starts this clinvk's ``tool-bridge``: the source tree's clinvk.py, else
+    the zipapp that is running (its modules may have been imported from an unpacked copy)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     script = os.path.join(root, "clinvk.py")
-    return [sys.executable, script if os.path.isfile(script) else root, "tool-bridge"]
+    if not os.path.isfile(script):
+        main = getattr(sys.modules.get("__main__"), "__file__", "") or ""
+        archive = os.path.dirname(os.path.abspath(main))
+        script = archive if os.path.isfile(archive) else root
+    return [sys.executable, script, "tool-bridge"]
 
 
 def tool_spec(name: Any, description: Any, parameters: Any, field: str) -> ToolSpec:

@@ -8,14 +8,32 @@ A registered run is any object with ``listing()`` (the MCP tool listings to offe
 
 from __future__ import annotations
 
+import atexit
 import hmac
 import os
+import shutil
 import socket
+import tempfile
 import threading
 from typing import Any, Dict, Optional
 
 from .. import runfiles
 from .channel import Line, new_token, ticket_text
+
+
+# sockaddr_un.sun_path holds 108 bytes on Linux, the terminating NUL included.
+MAX_SOCKET_PATH = 107
+
+
+def _socket_dir() -> str:
+    """The private run-files directory, or, when a socket path in it would be too long for
+    the OS (a long TMPDIR), a directory of its own under /tmp (0700 too, removed at exit)."""
+    directory = runfiles.private_dir()
+    if len(os.path.join(directory, "bridge-000000000000.sock").encode()) <= MAX_SOCKET_PATH:
+        return directory
+    directory = tempfile.mkdtemp(prefix="clinvk-", dir="/tmp")
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
 
 
 class IncomingCall:
@@ -70,7 +88,7 @@ class Hub:
     def _start(self) -> None:
         if self._listener is not None:
             return
-        path = os.path.join(runfiles.private_dir(), "bridge-%s.sock" % os.urandom(6).hex())
+        path = os.path.join(_socket_dir(), "bridge-%s.sock" % os.urandom(6).hex())
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             listener.bind(path)
