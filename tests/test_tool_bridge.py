@@ -202,3 +202,58 @@ def test_a_named_tool_choice_must_name_a_tool(server):
     r = chat(server, [{"role": "user", "content": ASK}],
              tool_choice={"type": "function", "function": {"name": "nope"}})
     assert r.status == 400 and r.json()["error"]["param"] == "tool_choice"
+
+
+# -- the Anthropic Messages dialect ----------------------------------------------------------
+
+ANTHROPIC_TOOLS = [{"name": "get_weather", "description": "The weather in a city.",
+                    "input_schema": {"type": "object",
+                                     "properties": {"city": {"type": "string"}}}},
+                   {"name": "get_time", "input_schema": {"type": "object"}}]
+
+
+def message(srv, messages: List[Dict[str, Any]], **extra: Any):
+    return srv.post("/anthropic/v1/messages", dict(
+        {"model": "claude", "max_tokens": 100, "messages": messages, "tools": ANTHROPIC_TOOLS},
+        **extra))
+
+
+def test_anthropic_tool_use_then_tool_result_continues_the_run(server):
+    messages = [{"role": "user", "content": ASK}]
+    first = message(server, messages).json()
+    assert first["stop_reason"] == "tool_use"
+    use, = [b for b in first["content"] if b["type"] == "tool_use"]
+    assert use["id"].startswith("toolu_") and use["name"] == "get_weather"
+    assert use["input"] == {"city": "Paris"}
+    r = message(server, messages + [
+        {"role": "assistant", "content": first["content"]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use["id"],
+                                      "content": [{"type": "text", "text": "rain"}]}]}])
+    assert r.json()["stop_reason"] == "end_turn"
+    assert r.json()["content"] == [{"type": "text", "text": "TOOL-RESULT-SEEN: rain"}]
+
+
+def test_anthropic_streamed_round_ends_with_tool_use_blocks(server):
+    r = message(server, [{"role": "user", "content": ASK}], stream=True)
+    events = [json.loads(line[len(b"data: "):]) for line in r.body.split(b"\n")
+              if line.startswith(b"data: ")]
+    starts = [e["content_block"] for e in events if e["type"] == "content_block_start"]
+    assert [b["type"] for b in starts] == ["text", "tool_use"]
+    partial = [e["delta"]["partial_json"] for e in events
+               if e["type"] == "content_block_delta" and e["index"] == 1]
+    assert json.loads("".join(partial)) == {"city": "Paris"}
+    assert [e["delta"]["stop_reason"] for e in events if e["type"] == "message_delta"] == [
+        "tool_use"]
+
+
+def test_anthropic_result_for_an_expired_call_is_a_404_in_anthropics_shape(server):
+    r = message(server, [{"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "toolu_0badc0de_" + "0" * 20, "content": "x"}]}])
+    assert r.status == 404
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "not_found_error"
+
+
+def test_anthropic_results_of_calls_made_elsewhere_stay_history(server):
+    r = message(server, [{"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "toolu_01ABC", "content": "out"}]}])
+    assert r.status == 200 and r.json()["stop_reason"] == "end_turn"

@@ -12,11 +12,13 @@ What a request may carry and what happens to it:
   schema (a reply that does not match is a failed run), so the SDKs' ``parse()`` helpers
   fill ``message.parsed``; streamed, it comes as one content chunk at the end. ``text``: as
   when absent.
+- ``tools`` (functions) and ``tool_choice``: the client's tools, bridged to the agent
+  (``toolcalls``): a reply that calls them has ``tool_calls`` and ``finish_reason:
+  "tool_calls"``; a conversation that ends with ``tool`` messages answering those calls
+  continues the parked run.
 - Accepted and ignored (no backend CLI has a flag for them): ``max_tokens``,
-  ``max_completion_tokens``, ``stop``, ``temperature``, ``top_p``, ``user``, and every other
-  field (``tools``, ``tool_choice``, ``seed``, ``logit_bias``, ``presence_penalty``, ...).
-  The agent uses its own tools; the reply never holds ``tool_calls``, and ``finish_reason``
-  is ``stop``.
+  ``max_completion_tokens``, ``stop``, ``temperature``, ``top_p``, ``user``,
+  ``parallel_tool_calls`` and every other field (``seed``, ``logit_bias``, ...).
 Errors have OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
 """
 

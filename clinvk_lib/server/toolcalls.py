@@ -15,6 +15,7 @@ named tool add an instruction to the prompt, and a named tool is the only one of
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
@@ -77,6 +78,15 @@ def self_command() -> List[str]:
     return [sys.executable, script, "tool-bridge"]
 
 
+_BRIDGE_ID = re.compile(r"(call|toolu)_[0-9a-f]{8}_[0-9a-f]{20}\Z")
+
+
+def is_bridge_id(call_id: str) -> bool:
+    """Whether ``call_id`` has the form of the ids the bridge gives calls (an Anthropic
+    history may hold tool_result blocks of calls made elsewhere: they stay history)."""
+    return bool(_BRIDGE_ID.match(call_id))
+
+
 def tool_spec(name: Any, description: Any, parameters: Any, field: str) -> ToolSpec:
     """A checked tool: a name the CLIs accept as an MCP tool name, a JSON Schema object."""
     if not isinstance(name, str) or not name or len(name) > 64 or not all(
@@ -117,11 +127,10 @@ def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request
     """Start a bridged run (its first round is read with ``pieces``); returns it and the text
     it sent (for token estimates). 400 naming the backend when its CLI cannot be given
     tools."""
-    backend_name, _ = resolve_model(model, ctx.app.cfg)
-    if not base.get(backend_name).bridges_tools:
+    if not can_bridge(ctx, model):
         raise errors.invalid("the %s backend cannot be given the client's tools (clinvk "
-                             "bridges them to claude, codex and gemini): send the request "
-                             "without tools, or use one of those" % backend_name, "tools")
+                             "bridges them to claude only): send the request without tools, "
+                             "or use claude" % resolve_model(model, ctx.app.cfg)[0], "tools")
     bridge: Bridge = ctx.app.tool_bridge
     run = BridgedRun(request.tools, _owner(ctx), id_prefix, bridge.instance,
                      forced=request.choice if request.choice in
@@ -165,6 +174,11 @@ def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request
     except Exception as exc:
         raise errors.from_exception(exc) or exc
     return run, prepared_run.sent
+
+
+def can_bridge(ctx: Context, model: str) -> bool:
+    """Whether the backend ``model`` runs on can be given the client's tools."""
+    return base.get(resolve_model(model, ctx.app.cfg)[0]).bridges_tools
 
 
 def _owner(ctx: Context) -> str:

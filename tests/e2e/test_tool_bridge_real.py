@@ -127,3 +127,24 @@ def test_a_parked_run_times_out_and_its_id_is_then_unknown(short_timeout_port, f
     with pytest.raises(openai.NotFoundError):
         c.chat.completions.create(model="claude", tools=TOOLS,
                                   messages=answered(messages, first.choices[0].message, "x"))
+
+
+def test_anthropic_sdk_tool_use_round_trip_on_the_real_claude(serve_port, fake_api):
+    anthropic = pytest.importorskip("anthropic")
+    c = anthropic.Anthropic(base_url="http://127.0.0.1:%d/anthropic" % serve_port,
+                            api_key="unused", max_retries=0, timeout=240)
+    tools = [{"name": t["function"]["name"], "description": t["function"]["description"],
+              "input_schema": t["function"]["parameters"]} for t in TOOLS]
+    messages = [{"role": "user", "content": ASK}]
+    first = c.messages.create(model="claude", max_tokens=100, messages=messages, tools=tools)
+    assert first.stop_reason == "tool_use"
+    use, = [b for b in first.content if b.type == "tool_use"]
+    assert use.name == "get_weather" and use.input == {"city": "Paris"}
+    messages += [{"role": "assistant", "content": [b.model_dump() for b in first.content]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                               "content": "windy"}]}]
+    with c.messages.stream(model="claude", max_tokens=100, messages=messages,
+                           tools=tools) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "end_turn"
+    assert final.content[0].text == "TOOL-RESULT-SEEN: windy"
