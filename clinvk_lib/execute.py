@@ -93,6 +93,8 @@ class Request:
         # ... and the JSON Schema the reply must satisfy (None: plain text; the compatible
         # APIs' structured output).
         self.output_schema = kw.pop("output_schema", None)
+        # ... and the client's tools served over MCP (backends.options.ToolBridge; None: none).
+        self.tool_bridge = kw.pop("tool_bridge", None)
         if kw:
             raise TypeError("unknown request fields: %s" % ", ".join(sorted(kw)))
 
@@ -284,7 +286,16 @@ def prepare(req: Request, cfg: Config, store: Optional[SessionStore] = None,
     if executable is None and not dry_run:
         raise ExecError(ErrorKind.NOT_INSTALLED, "backend %r is not installed (no %r on PATH)"
                         % (name, backend.executable), "backend")
-    files = RunFiles(backend.run_files(opts))
+    contents = backend.run_files(opts)
+    if req.tool_bridge is not None:
+        if not backend.bridges_tools:
+            raise ExecError(ErrorKind.INVALID, "the %s backend cannot be given the client's "
+                            "tools (tools are bridged to claude, codex and gemini only): "
+                            "send the request without tools, or use one of those" % name,
+                            "tools")
+        opts.tool_bridge = req.tool_bridge
+        contents[options.BRIDGE_TICKET] = req.tool_bridge.ticket
+    files = RunFiles(contents)
     opts.run_files = dict(files.paths)
     argv = backend.build_argv(opts, executable or backend.executable)
     try:

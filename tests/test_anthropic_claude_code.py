@@ -84,8 +84,12 @@ def test_claude_code_request_gets_a_streamed_reply(server, record):
 
 def test_claude_code_body_at_its_real_size_is_accepted(server):
     body = claude_code_body(stream=False)
+    copies = 0
     while len(json.dumps(body)) < CAPTURED["full_body_bytes"] + 10000:
-        body["tools"] += copy.deepcopy(CAPTURED["body"]["tools"])
+        copies += 1
+        # Tool names are unique in a request (they become the agent's tools).
+        body["tools"] += [dict(tool, name="%s%d" % (tool["name"], copies))
+                          for tool in copy.deepcopy(CAPTURED["body"]["tools"])]
     reply = post(server, body)
     assert reply.status == 200, reply
     assert reply.json()["content"][0]["text"].endswith("say hello")

@@ -236,10 +236,19 @@ def test_openai_stop_may_be_a_string_or_a_list():
 def test_openai_include_usage_is_kept_and_unknown_fields_ignored():
     cleaned = validate(api.ChatCompletionRequest, chat(
         {"role": "user", "content": "x"}, stream=True, stream_options={"include_usage": True},
-        tools=[{"type": "function"}], seed=1, max_completion_tokens=50))
+        logit_bias={"1": 2}, seed=1, max_completion_tokens=50))
     assert cleaned["stream_options"] == {"include_usage": True}
     assert cleaned["max_completion_tokens"] == 50
-    assert "tools" not in cleaned and "seed" not in cleaned
+    assert "logit_bias" not in cleaned and "seed" not in cleaned
+
+
+def test_openai_tools_are_kept_and_each_names_its_function():
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    assert validate(api.ChatCompletionRequest, chat(
+        {"role": "user", "content": "x"}, tools=tools))["tools"] == tools
+    assert error_of(api.ChatCompletionRequest, chat(
+        {"role": "user", "content": "x"}, tools=[{"type": "function"}])) == \
+        "tools[0].function: field required"
 
 
 def test_openai_messages_must_not_be_empty():

@@ -136,6 +136,10 @@ class Backend:
         """Why this CLI cannot be held to ``schema`` (a sentence naming the backend), or ""."""
         return ""
 
+    # Whether the CLI can be given the client's tools over MCP (Options.tool_bridge), checked
+    # end to end against the real CLI.
+    bridges_tools = False
+
     def run_files(self, opts: Options) -> Dict[str, str]:
         """Files the run hands the CLI, {key: text}. execute writes each one (0600, in a
         directory private to this user) just before the CLI starts, passes its path as

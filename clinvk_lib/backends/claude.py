@@ -7,7 +7,7 @@ positional prompt is given), so a prompt that starts with ``-`` is never read as
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from . import base, claude_dialect, options, parsing
 
@@ -82,6 +82,20 @@ class ClaudeStreamParser(claude_dialect.DialectParser):
     rate_limit_markers = ("request rejected (429)", "rate_limit_error", "usage limit reached")
 
 
+def bridge_flags(opts: options.Options) -> List[str]:
+    """The client's tools as claude 2.1.197 takes an MCP server: inline --mcp-config (the
+    ticket's path is all it holds) and --strict-mcp-config, so no other server's tools are
+    offered; --tools= (empty) switches the built-in tools off."""
+    bridge = opts.tool_bridge
+    command = bridge.command_for(opts)
+    config = {"mcpServers": {options.BRIDGE_SERVER: {
+        "type": "stdio", "command": command[0], "args": command[1:]}}}
+    flags = ["--mcp-config=" + _compact(config), "--strict-mcp-config"]
+    if not bridge.builtin_tools:
+        flags.append("--tools=")
+    return flags
+
+
 def _compact(schema: Dict[str, Any]) -> str:
     """The schema as one line of ASCII JSON (no NUL or other control byte reaches argv)."""
     return json.dumps(schema, separators=(",", ":"))
@@ -146,8 +160,13 @@ class ClaudeBackend(base.Backend):
             argv.append("--max-turns=%d" % opts.max_turns)
         if opts.system_prompt:
             argv.append("--system-prompt=" + opts.system_prompt)
-        if opts.allowed_tools:
-            argv.append("--allowedTools=" + opts.allowed_tools)
+        allowed = [opts.allowed_tools] if opts.allowed_tools else []
+        if opts.tool_bridge is not None:
+            argv += bridge_flags(opts)
+            # The rule for a whole server allows each of its tools (print mode cannot ask).
+            allowed.append("mcp__" + options.BRIDGE_SERVER)
+        if allowed:
+            argv.append("--allowedTools=" + ",".join(allowed))
         if opts.ephemeral:
             argv.append("--no-session-persistence")
         if not opts.project_config:
@@ -157,6 +176,17 @@ class ClaudeBackend(base.Backend):
         if opts.output_schema is not None:
             argv.append("--json-schema=" + _compact(opts.output_schema))
         return argv + list(opts.extra)
+
+    bridges_tools = True
+
+    def child_env(self, base_env: Dict[str, str],
+                  opts: Optional[options.Options] = None) -> Dict[str, str]:
+        env = super().child_env(base_env, opts)
+        if opts is not None and opts.tool_bridge is not None and opts.tool_bridge.call_timeout:
+            # claude 2.1.197 gives up on an MCP tool call after MCP_TOOL_TIMEOUT ms; a bridged
+            # call waits for the HTTP client's next request.
+            env["MCP_TOOL_TIMEOUT"] = str(int(opts.tool_bridge.call_timeout * 1000))
+        return env
 
     def output_schema_route(self, schema: Dict[str, Any]) -> str:
         return options.SCHEMA_BY_FLAG

@@ -31,7 +31,7 @@ class Options:
 
     __slots__ = ("model", "workdir", "approval_mode", "sandbox_mode", "output_format",
                  "max_turns", "system_prompt", "verbose", "ephemeral", "extra", "resume_id",
-                 "allowed_tools", "project_config", "output_schema", "run_files")
+                 "allowed_tools", "project_config", "output_schema", "run_files", "tool_bridge")
 
     def __init__(self, model: str = "", workdir: str = "", approval_mode: str = "default",
                  sandbox_mode: str = "default", output_format: str = "json", max_turns: int = 0,
@@ -39,7 +39,8 @@ class Options:
                  extra: Optional[List[str]] = None, resume_id: str = "",
                  allowed_tools: str = "", project_config: bool = True,
                  output_schema: Optional[Dict[str, Any]] = None,
-                 run_files: Optional[Dict[str, str]] = None) -> None:
+                 run_files: Optional[Dict[str, str]] = None,
+                 tool_bridge: Optional["ToolBridge"] = None) -> None:
         self.model = model
         self.workdir = workdir
         self.approval_mode = approval_mode or "default"
@@ -60,9 +61,44 @@ class Options:
         # files the run hands the CLI, by the keys Backend.run_files named (execute fills it).
         self.output_schema = output_schema
         self.run_files = dict(run_files or {})
+        # The client's own tools, served to the CLI by an MCP server of clinvk's (None: none).
+        self.tool_bridge = tool_bridge
 
     def __repr__(self) -> str:
         return "Options(%s)" % ", ".join("%s=%r" % (k, getattr(self, k)) for k in self.__slots__)
+
+
+# The MCP server name the client's tools are served under; the CLIs prefix tool names with it
+# (claude 2.1.197: mcp__clinvk__NAME).
+BRIDGE_SERVER = "clinvk"
+# The run file (Backend.run_files key) that tells the bridge's MCP server where to call back.
+BRIDGE_TICKET = "tool-ticket"
+
+
+class ToolBridge:
+    """How a run offers the HTTP client's tools: the command that starts the MCP server (its
+    last word is the ticket file's path, appended by ``command_for``), the client's tool
+    names, whether the agent's built-in tools stay on, the name ``tool_choice`` forces (""
+    for none), how many seconds one tool call may wait for its result, and the ticket (the
+    text of the run file that names the socket and the run's token)."""
+
+    __slots__ = ("command", "tool_names", "builtin_tools", "forced", "call_timeout", "ticket")
+
+    def __init__(self, command: List[str], tool_names: List[str], builtin_tools: bool = False,
+                 forced: str = "", call_timeout: float = 0.0, ticket: str = "") -> None:
+        self.ticket = ticket
+        self.command = list(command)
+        self.tool_names = list(tool_names)
+        self.builtin_tools = builtin_tools
+        self.forced = forced
+        self.call_timeout = call_timeout
+
+    def command_for(self, opts: "Options") -> List[str]:
+        """The MCP server's argv: ``command`` plus the ticket file's path."""
+        return self.command + [opts.run_files.get(BRIDGE_TICKET, "")]
+
+    def __repr__(self) -> str:
+        return "ToolBridge(%r, tools=%r)" % (self.command, self.tool_names)
 
 
 def with_output_schema(prompt: str, schema: Dict[str, Any]) -> str:

@@ -25,6 +25,9 @@ COMMANDS = {
     "completion": ".completion:completion_command",
     "chat": ".chat:chat_command",
 }
+# Commands clinvk starts itself and nobody types: not listed, completed or documented.
+# ``tool-bridge`` is the MCP server a bridged run's CLI starts (clinvk serve writes its argv).
+HIDDEN_COMMANDS = {"tool-bridge": "..mcp.bridge:bridge_command"}
 ROOT_COMMAND = ".prompt:prompt_command"   # clinvk [flags] PROMPT
 # Each command's argument parser, the same one it parses with: shell completion is generated
 # from them, so it cannot drift from what the commands accept.

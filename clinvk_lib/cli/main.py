@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .. import version_line
 from ..argparser import suggestion
-from .commands import COMMANDS, HELP_TOPICS, ROOT_COMMAND, entry_point
+from .commands import COMMANDS, HELP_TOPICS, HIDDEN_COMMANDS, ROOT_COMMAND, entry_point
 from .common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ROOT_VALUE_FLAGS,
                      HelpShown, Interrupted, UsageError, err, root_parser, silence_stdout, write)
 from .pager import page
@@ -105,6 +105,8 @@ def dispatch(argv: List[str]) -> int:
     are read as that command's flags (``clinvk --config X sessions list``)."""
     if not argv and _stdin_is_terminal() and not sys.stdout.isatty():
         return help_command([])     # on a whole terminal, the root command starts the chat
+    if argv and argv[0] in HIDDEN_COMMANDS:
+        return entry_point(HIDDEN_COMMANDS[argv[0]])(argv[1:])
     idx = first_positional(argv)
     if idx < 0 or (argv[idx] not in COMMANDS and argv[idx] not in BUILT_IN):
         if idx >= 0:
@@ -130,6 +132,8 @@ def help_command(argv: List[str]) -> int:
     """``clinvk help [TOPIC | COMMAND]``: a reference (``modes``, ``config``), a command's
     help, else the root command's; long text goes through the pager on a terminal."""
     # Flags (``clinvk --config X help``) do not change what help says.
+    if argv and argv[0] in HIDDEN_COMMANDS:
+        return entry_point(HIDDEN_COMMANDS[argv[0]])(argv[1:])
     idx = first_positional(argv)
     if idx < 0 or argv[idx] == "help":
         root_parser().print_help()

@@ -67,6 +67,7 @@ class Call:
         self.request_id = request_id
         self.progress_token = progress_token
         self.cancel = Cancel()
+        self.meta: Dict[str, Any] = {}       # the request's _meta, as the client sent it
         self.finished = threading.Event()
         self.started = time.monotonic()
         self._lock = threading.Lock()
@@ -305,6 +306,7 @@ class Server:
         meta = params.get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         call = Call(self, request_id, token if _valid_id(token) else None)
+        call.meta = dict(meta) if isinstance(meta, dict) else {}
         with self._calls_lock:
             if request_id in self._calls:
                 raise RpcError(INVALID_REQUEST, "request id %s is already in use by a running "

@@ -28,9 +28,14 @@ What a request may carry and what happens to it:
 - Accepted and ignored: ``stop_sequences``, ``temperature``, ``top_p``, ``top_k``, the
   ``anthropic-version`` and ``anthropic-beta`` headers, the ``?beta=true`` query Claude Code
   adds, and every other field (``thinking``, ``context_management``,
-  ``output_config.effort``, ...). ``tools`` with ``tool_choice`` absent, ``auto`` or ``none``
-  are ignored too (the agent uses its own tools): the reply is one text block and
-  ``stop_reason`` is ``end_turn``.
+  ``output_config.effort``, ...).
+- ``tools`` with ``tool_choice`` absent, ``auto`` or ``any`` (with several tools) are the
+  client's tools, bridged to the agent (``toolcalls``): a reply that calls them ends with
+  their ``tool_use`` blocks (``stop_reason: "tool_use"``), and a last user message whose
+  ``tool_result`` blocks answer those calls continues the parked run. ``tool_result`` blocks of
+  calls the bridge did not make are history, as below. ``none``: a plain run. Without a
+  ``tool_choice``, on a backend the bridge cannot give tools (Claude Code as a client sends
+  its tools with every turn), the tools are ignored and the agent uses its own.
 - A forced tool (``tool_choice`` ``{"type": "tool", "name"}``, or ``{"type": "any"}`` with
   exactly one tool) asks for structured output (``structured.from_anthropic``), as
   LangChain's and instructor's Anthropic structured output do: the tool's ``input_schema``
@@ -45,10 +50,10 @@ Errors have Anthropic's shape: ``{"type": "error", "error": {"type", "message"}}
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .. import events as ev
-from . import compat, errors, models, openapi, sse, structured
+from . import compat, errors, models, openapi, sse, structured, toolcalls
 from .app import App
 from .context import Context
 from .http import Response, close_iterator, json_response
@@ -148,9 +153,21 @@ def count_tokens(ctx: Context) -> Response:
 def create_message(ctx: Context) -> Any:
     body = ctx.json_body()
     user_id = (body.get("metadata") or {}).get("user_id")
+    metadata = {"user_id": user_id} if user_id else None
+    results = tool_results(body["messages"])
+    if results:
+        run = toolcalls.resume(ctx, results, "messages[%d].content"
+                               % (len(body["messages"]) - 1))
+        return _bridged(ctx, body, run, "")
+    output = structured.from_anthropic(body)
+    tools = tool_request(body) if output is None else None
+    if tools is not None and tools.bridged and (
+            body.get("tool_choice") or toolcalls.can_bridge(ctx, body["model"])):
+        run, sent = toolcalls.start(ctx, "anthropic", body["model"], conversation(body), tools,
+                                    "toolu_", metadata)
+        return _bridged(ctx, body, run, sent)
     run = compat.prepare(ctx, "anthropic", body["model"], conversation(body),
-                         stream=body["stream"], metadata={"user_id": user_id} if user_id else None,
-                         output=structured.from_anthropic(body))
+                         stream=body["stream"], metadata=metadata, output=output)
     message_id = compat.new_id("msg_")
     if not body["stream"]:
         reply = compat.complete(ctx, run)
@@ -159,13 +176,61 @@ def create_message(ctx: Context) -> Any:
         else:
             content = [{"type": "text", "text": reply.text}]
         return json_response(dict(message_head(message_id, body["model"]), content=content,
-                                  stop_reason=_stop_reason(run), stop_sequence=None,
+                                  stop_reason=_stop_reason(run.output), stop_sequence=None,
                                   usage=usage_body(reply.usage)),
                              headers=compat.session_headers(reply.session_id))
     session_id, pieces = compat.stream(ctx, run)
-    return sse.response(message_events(message_id, body["model"], run, pieces),
+    return sse.response(message_events(message_id, body["model"], run.output, run.sent,
+                                       pieces),
                         sse.PING_KEEPALIVE, compat.keepalive_secs(ctx),
                         compat.session_headers(session_id))
+
+
+def _bridged(ctx: Context, body: Dict[str, Any], run: Any, sent: str) -> Any:
+    """A round of a bridged run (toolcalls): text, then the client's tools the agent called
+    as ``tool_use`` blocks (``stop_reason: "tool_use"``), whole or streamed."""
+    message_id = compat.new_id("msg_")
+    if not body["stream"]:
+        done = toolcalls.complete(ctx, run, sent)
+        content = [{"type": "text", "text": done.text}] if done.text or not done.calls else []
+        content += [_called(call) for call in done.calls]
+        return json_response(dict(message_head(message_id, body["model"]), content=content,
+                                  stop_reason="tool_use" if done.calls else "end_turn",
+                                  stop_sequence=None, usage=usage_body(done.usage)),
+                             headers=compat.session_headers(run.session_id))
+    return sse.response(message_events(message_id, body["model"], None, sent,
+                                       toolcalls.pieces(ctx, run, sent)),
+                        sse.PING_KEEPALIVE, compat.keepalive_secs(ctx),
+                        compat.session_headers(run.session_id))
+
+
+def _called(call: Any) -> Dict[str, Any]:
+    return {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
+
+
+def tool_request(body: Dict[str, Any]) -> toolcalls.ToolRequest:
+    """The request's client tools (server tools, which say their ``type``, are left out) and
+    ``tool_choice`` (any: required)."""
+    tools = [toolcalls.tool_spec(t["name"], t.get("description"), t.get("input_schema"),
+                                 "tools[%d]" % i)
+             for i, t in enumerate(body.get("tools") or [])
+             if t.get("type") in (None, "custom")]
+    choice = (body.get("tool_choice") or {}).get("type") or toolcalls.AUTO
+    return toolcalls.checked(tools, toolcalls.REQUIRED if choice == "any" else choice,
+                             "tools")
+
+
+def tool_results(messages: List[Dict[str, Any]]) -> Dict[str, Tuple[str, bool]]:
+    """The ``tool_result`` blocks of the last message when it is a user message that answers
+    calls the bridge made, by ``tool_use_id`` ({} otherwise: results of calls made elsewhere,
+    such as a Claude Code history, are rendered as history)."""
+    last = messages[-1]
+    if last["role"] != "user" or isinstance(last["content"], str):
+        return {}
+    results = {block["tool_use_id"]: (compat.content_text(block.get("content")),
+                                      bool(block.get("is_error")))
+               for block in last["content"] if block["type"] == "tool_result"}
+    return results if any(toolcalls.is_bridge_id(i) for i in results) else {}
 
 
 def _tool_use_block(name: str) -> Dict[str, Any]:
@@ -173,8 +238,8 @@ def _tool_use_block(name: str) -> Dict[str, Any]:
     return {"type": "tool_use", "id": compat.new_id("toolu_"), "name": name, "input": {}}
 
 
-def _stop_reason(run: compat.Run) -> str:
-    return "tool_use" if run.output is not None else "end_turn"
+def _stop_reason(output: Optional[structured.OutputSpec]) -> str:
+    return "tool_use" if output is not None else "end_turn"
 
 
 def message_head(message_id: str, model: str) -> Dict[str, Any]:
@@ -193,25 +258,27 @@ def _event(data: Dict[str, Any]) -> bytes:
     return sse.frame(data, data["type"])
 
 
-def message_events(message_id: str, model: str, run: compat.Run,
-                   pieces: Iterator[Any]) -> Iterator[bytes]:
+def message_events(message_id: str, model: str, output: Optional[structured.OutputSpec],
+                   sent: str, pieces: Iterator[Any]) -> Iterator[bytes]:
     """message_start, content_block_start, a text_delta per piece as the backend produced it,
-    content_block_stop, message_delta (stop_reason, usage), message_stop. With a forced tool
+    content_block_stop, message_delta (stop_reason, usage), message_stop. A round of a
+    bridged run that ends on tool calls (``toolcalls.ToolCalls``) adds a ``tool_use`` block
+    per call, each input one ``input_json_delta``, and stop_reason ``tool_use``. With a forced tool
     (structured output) the block is that tool's ``tool_use``, started once its input is
     known and sent as one ``input_json_delta``, and stop_reason is ``tool_use``. A failure
     ends the stream with an ``error`` event (the SDKs raise APIStatusError)."""
     try:
-        start_usage = {"input_tokens": compat.estimate_tokens(run.sent), "output_tokens": 0}
+        start_usage = {"input_tokens": compat.estimate_tokens(sent), "output_tokens": 0}
         yield _event({"type": "message_start", "message": dict(
             message_head(message_id, model), content=[], stop_reason=None, stop_sequence=None,
             usage=start_usage)})
-        if run.output is None:
+        if output is None:
             yield _event({"type": "content_block_start", "index": 0,
                           "content_block": {"type": "text", "text": ""}})
         for piece in pieces:
-            if isinstance(piece, compat.Delta) and run.output is not None:
+            if isinstance(piece, compat.Delta) and output is not None:
                 yield _event({"type": "content_block_start", "index": 0,
-                              "content_block": _tool_use_block(run.output.tool)})
+                              "content_block": _tool_use_block(output.tool)})
                 yield _event({"type": "content_block_delta", "index": 0, "delta": {
                     "type": "input_json_delta", "partial_json": piece.text}})
             elif isinstance(piece, compat.Delta):
@@ -219,10 +286,22 @@ def message_events(message_id: str, model: str, run: compat.Run,
                               "delta": {"type": "text_delta", "text": piece.text}})
             elif isinstance(piece, compat.Failed):
                 yield _event(error_body(piece.error))
+            elif isinstance(piece, toolcalls.ToolCalls):
+                yield _event({"type": "content_block_stop", "index": 0})
+                for index, call in enumerate(piece.calls, 1):
+                    yield _event({"type": "content_block_start", "index": index,
+                                  "content_block": dict(_called(call), input={})})
+                    yield _event({"type": "content_block_delta", "index": index, "delta": {
+                        "type": "input_json_delta", "partial_json": call.arguments_json}})
+                    yield _event({"type": "content_block_stop", "index": index})
+                yield _event({"type": "message_delta",
+                              "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                              "usage": usage_body(piece.usage)})
+                yield _event({"type": "message_stop"})
             else:
                 yield _event({"type": "content_block_stop", "index": 0})
                 yield _event({"type": "message_delta",
-                              "delta": {"stop_reason": _stop_reason(run), "stop_sequence": None},
+                              "delta": {"stop_reason": _stop_reason(output), "stop_sequence": None},
                               "usage": usage_body(piece.usage)})
                 yield _event({"type": "message_stop"})
     finally:

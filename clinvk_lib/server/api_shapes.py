@@ -52,8 +52,23 @@ OpenAIMessage = Obj(
     Field("content", OneOf(String(), Array(OpenAITextPart)), nullable=True,
           description="A string, an array of text parts, or null."),
     Field("name", String()),
-    Field("tool_call_id", String()),
+    Field("tool_call_id", String(), description="role tool: the id of the call it answers; "
+                                                "a trailing run of tool messages continues "
+                                                "the run parked on those calls."),
+    Field("tool_calls", Array(Map(Any())), description="role assistant: the calls it made "
+                                                       "(history; not replayed)."),
     name="OpenAIMessage",
+)
+
+OpenAITool = Obj(
+    Field("type", String(enum=("function",)), required=True),
+    Field("function", Obj(
+        Field("name", String(), required=True),
+        Field("description", String()),
+        Field("parameters", Map(Any()), description="The JSON Schema of the arguments."),
+        Field("strict", Boolean(), description="Accepted; the agent sees the schema."),
+        name="OpenAIFunction"), required=True),
+    name="OpenAITool",
 )
 
 ChatCompletionRequest = Obj(
@@ -90,8 +105,20 @@ ChatCompletionRequest = Obj(
         name="OpenAIResponseFormat"),
           description="Structured output: the reply's content is the JSON text, checked "
                       "against the schema."),
+    Field("tools", Array(OpenAITool), description="The client's functions: the agent may "
+                                                  "call them (README: Client tools); the "
+                                                  "reply then ends with tool_calls."),
+    Field("tool_choice", OneOf(String(enum=("auto", "none", "required")), Obj(
+        Field("type", String(enum=("function",)), required=True),
+        Field("function", Obj(Field("name", String(), required=True),
+                              name="OpenAIToolChoiceFunction"), required=True),
+        name="OpenAINamedToolChoice")),
+          description="auto (default), none (the tools are not offered), required or a named "
+                      "function (asked for in the prompt; a named one is the only one "
+                      "offered)."),
+    Field("parallel_tool_calls", Boolean(), description="Accepted; the agent decides."),
     name="ChatCompletionRequest",
-    description="OpenAI Chat Completions request. Fields not listed here (tools, seed, "
+    description="OpenAI Chat Completions request. Fields not listed here (seed, "
                 "logit_bias, ...) are ignored.",
     example={"model": "claude", "messages": [{"role": "system", "content": "Be brief."},
                                              {"role": "user", "content": "Hello!"}]},
@@ -483,8 +510,19 @@ OpenAIChatCompletion = Obj(
         Field("index", TOKEN_COUNT, required=True),
         Field("message", Obj(Field("role", String(enum=("assistant",)), required=True),
                              Field("content", String(), required=True, nullable=True),
+                             Field("tool_calls", Array(Obj(
+                                 Field("id", String(), required=True),
+                                 Field("type", String(enum=("function",)), required=True),
+                                 Field("function", Obj(
+                                     Field("name", String(), required=True),
+                                     Field("arguments", String(), required=True),
+                                     name="OpenAIFunctionCall"), required=True),
+                                 name="OpenAIToolCall")),
+                                   description="The client's tools the agent called (the "
+                                               "run waits for their results)."),
                              name="OpenAIAssistantMessage"), required=True),
-        Field("finish_reason", String(enum=("stop", "length", "content_filter")), required=True),
+        Field("finish_reason", String(enum=("stop", "length", "content_filter",
+                                            "tool_calls")), required=True),
         name="OpenAIChoice")), required=True),
     Field("usage", Obj(Field("prompt_tokens", TOKEN_COUNT, required=True),
                        Field("completion_tokens", TOKEN_COUNT, required=True),

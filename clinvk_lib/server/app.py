@@ -111,6 +111,7 @@ class App:
         self.guards: Any = None                 # a guards.Guards once serve.build_app installs it
         self.background: Any = None             # a background.BackgroundRuns, likewise
         self.jobs: Any = None                   # a job_runner.JobRunner, likewise
+        self.tool_bridge: Any = None            # a toolcalls.Bridge, likewise
         self.idempotency = IdempotencyKeys.from_config(cfg)
         self.watcher = DisconnectWatcher()
         self.started = time.monotonic()

@@ -178,11 +178,13 @@ class Run:
 
 def prepare(ctx: Context, api: str, model: str, conv: Conversation, stream: bool,
             metadata: Optional[Dict[str, str]] = None, session_id: Optional[str] = None,
-            ephemeral: Optional[bool] = None, output: Any = None) -> Run:
+            ephemeral: Optional[bool] = None, output: Any = None,
+            tool_bridge: Any = None) -> Run:
     """Resolve the model, check the conversation, build the prompt and prepare the run:
     a new session, or the one named by ``session_id`` (default: the X-Clinvk-Session-Id
     request header). ``ephemeral`` None reads the X-Clinvk-Ephemeral header. ``output`` is
-    the structured output asked for (None: plain text)."""
+    the structured output asked for (None: plain text); ``tool_bridge`` the client's tools
+    (a ``backends.options.ToolBridge``; None: none)."""
     backend_name, cli_model = resolve_model(model, ctx.app.cfg)
     check_conversation(conv)
     backend = base.get(backend_name)
@@ -201,7 +203,7 @@ def prepare(ctx: Context, api: str, model: str, conv: Conversation, stream: bool
         backend=backend_name, prompt=prompt, model=cli_model, system_prompt=system,
         session_id=session_id, ephemeral=ephemeral,
         dry_run=False, metadata=metadata, tags=[api],
-        output_schema=output.schema if output is not None else None)
+        output_schema=output.schema if output is not None else None, tool_bridge=tool_bridge)
     return Run(ctx.prepare(request, stream=stream), prompt + system, output)
 
 

@@ -218,10 +218,12 @@ class Context:
             self.app.record_run(prepared.backend.name, outcome_label(outcome),
                                 outcome.result.duration_ms, outcome.result.usage)
 
-    def hold_run_slot(self, count: int = 1) -> Callable[[], None]:
+    def hold_run_slot(self, count: int = 1,
+                      outlive_request: bool = False) -> Callable[[], None]:
         """Take ``count`` run slots (one per backend process the request may run at once),
         waiting in the queue (503 when none free up in time) while watching for the client
-        hanging up; returns the idempotent release, which also runs when the request ends."""
+        hanging up; returns the idempotent release, which also runs when the request ends
+        unless ``outlive_request`` (a parked run keeps its slot after its request)."""
         self.watch_client()
         try:
             taken = self.app.limiter.acquire(count, abandoned=lambda: self.cancel.fired)
@@ -237,8 +239,9 @@ class Context:
         def release() -> None:
             if once.acquire(blocking=False):
                 self.app.limiter.release(taken)
-                self.unwatch_client()
-        self._cleanups.append(release)
+                if not outlive_request:
+                    self.unwatch_client()
+        self._cleanups.append(self.unwatch_client if outlive_request else release)
         return release
 
     def watch_client(self) -> None:

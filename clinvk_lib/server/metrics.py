@@ -263,6 +263,12 @@ class ServerMetrics:
             ("version", "python")))
         self.build_info.set(1, version, python_version)
 
+    def count_parked_runs(self, count: Callable[[], float]) -> None:
+        """Serve ``clinvk_parked_runs``: runs waiting for a client's tool result."""
+        self.parked_runs = self.registry.register(Gauge(
+            "clinvk_parked_runs", "Backend runs parked on a client tool call, waiting for "
+            "the result (each holds a run slot).", callback=count))
+
     def request_started(self) -> None:
         self.in_flight.inc()
 

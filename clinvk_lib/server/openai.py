@@ -12,21 +12,23 @@ What a request may carry and what happens to it:
   schema (a reply that does not match is a failed run), so the SDKs' ``parse()`` helpers
   fill ``message.parsed``; streamed, it comes as one content chunk at the end. ``text``: as
   when absent.
+- ``tools`` (functions) and ``tool_choice``: the client's tools, bridged to the agent
+  (``toolcalls``): a reply that calls them has ``tool_calls`` and ``finish_reason:
+  "tool_calls"``; a conversation that ends with ``tool`` messages answering those calls
+  continues the parked run.
 - Accepted and ignored (no backend CLI has a flag for them): ``max_tokens``,
-  ``max_completion_tokens``, ``stop``, ``temperature``, ``top_p``, ``user``, and every other
-  field (``tools``, ``tool_choice``, ``seed``, ``logit_bias``, ``presence_penalty``, ...).
-  The agent uses its own tools; the reply never holds ``tool_calls``, and ``finish_reason``
-  is ``stop``.
+  ``max_completion_tokens``, ``stop``, ``temperature``, ``top_p``, ``user``,
+  ``parallel_tool_calls`` and every other field (``seed``, ``logit_bias``, ...).
 Errors have OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .. import events as ev
-from . import compat, errors, models, openapi, sse, structured
+from . import compat, errors, models, openapi, sse, structured, toolcalls
 from .app import App
 from .context import Context
 from .http import Response, close_iterator, json_response
@@ -112,26 +114,89 @@ def conversation(messages: List[Dict[str, Any]]) -> compat.Conversation:
 
 def chat_completions(ctx: Context) -> Any:
     body = ctx.json_body()
-    run = compat.prepare(ctx, "openai", body["model"], conversation(body["messages"]),
+    results = tool_results(body["messages"])
+    if results:
+        run = toolcalls.resume(ctx, results, "messages[%d].tool_call_id"
+                               % (len(body["messages"]) - 1))
+        return _bridged(ctx, body, run, "")
+    conv = conversation(body["messages"])
+    tools = tool_request(body)
+    if tools.bridged:
+        run, sent = toolcalls.start(ctx, "openai", body["model"], conv, tools, "call_",
+                                    body.get("metadata"))
+        return _bridged(ctx, body, run, sent)
+    run = compat.prepare(ctx, "openai", body["model"], conv,
                          stream=body["stream"], metadata=body.get("metadata"),
                          output=structured.from_chat(body))
-    completion_id = compat.new_id("chatcmpl-")
-    created = compat.created_now()
     if not body["stream"]:
         reply = compat.complete(ctx, run)
-        return json_response({
-            "id": completion_id, "object": "chat.completion", "created": created,
-            "model": body["model"],
-            "choices": [{"index": 0,
-                         "message": {"role": "assistant", "content": reply.text,
-                                     "refusal": None},
-                         "logprobs": None, "finish_reason": "stop"}],
-            "usage": usage_body(reply.usage)}, headers=compat.session_headers(reply.session_id))
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return json_response(completion(body, reply.text, [], reply.usage),
+                             headers=compat.session_headers(reply.session_id))
     session_id, pieces = compat.stream(ctx, run)
-    chunks = ChunkWriter(completion_id, created, body["model"], include_usage)
+    return _streamed(ctx, body, pieces, session_id)
+
+
+def _bridged(ctx: Context, body: Dict[str, Any], run: Any, sent: str) -> Any:
+    """A round of a bridged run (toolcalls), whole or streamed."""
+    if not body["stream"]:
+        done = toolcalls.complete(ctx, run, sent)
+        return json_response(completion(body, done.text, done.calls, done.usage),
+                             headers=compat.session_headers(run.session_id))
+    return _streamed(ctx, body, toolcalls.pieces(ctx, run, sent), run.session_id)
+
+
+def _streamed(ctx: Context, body: Dict[str, Any], pieces: Iterator[Any],
+              session_id: str) -> Any:
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    chunks = ChunkWriter(compat.new_id("chatcmpl-"), compat.created_now(), body["model"],
+                         include_usage)
     return sse.response(chunks.stream(pieces), sse.COMMENT_KEEPALIVE,
                         compat.keepalive_secs(ctx), compat.session_headers(session_id))
+
+
+def completion(body: Dict[str, Any], text: str, calls: List[Any],
+               usage: ev.Usage) -> Dict[str, Any]:
+    """A ``chat.completion`` object: the reply text, or the tool calls it ends with."""
+    message: Dict[str, Any] = {"role": "assistant", "content": text or (None if calls else ""),
+                               "refusal": None}
+    if calls:
+        message["tool_calls"] = [tool_call(c) for c in calls]
+    return {"id": compat.new_id("chatcmpl-"), "object": "chat.completion",
+            "created": compat.created_now(), "model": body["model"],
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": "tool_calls" if calls else "stop"}],
+            "usage": usage_body(usage)}
+
+
+def tool_call(call: Any) -> Dict[str, Any]:
+    return {"id": call.id, "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments_json}}
+
+
+def tool_request(body: Dict[str, Any]) -> toolcalls.ToolRequest:
+    """The request's ``tools`` and ``tool_choice``."""
+    tools = [toolcalls.tool_spec(t["function"]["name"], t["function"].get("description"),
+                                 t["function"].get("parameters"), "tools[%d].function" % i)
+             for i, t in enumerate(body.get("tools") or [])]
+    choice = body.get("tool_choice") or toolcalls.AUTO
+    if isinstance(choice, dict):
+        choice = choice["function"]["name"]
+    return toolcalls.checked(tools, choice, "tools")
+
+
+def tool_results(messages: List[Dict[str, Any]]) -> Dict[str, Tuple[str, bool]]:
+    """The results of the trailing ``tool`` messages, by ``tool_call_id`` ({} when the
+    conversation does not end with one)."""
+    results: Dict[str, Tuple[str, bool]] = {}
+    index = len(messages) - 1
+    while index >= 0 and messages[index]["role"] == "tool":
+        call_id = messages[index].get("tool_call_id")
+        if not call_id:
+            raise errors.invalid("field required: a tool message answers the call it names",
+                                 "messages[%d].tool_call_id" % index)
+        results[call_id] = (compat.content_text(messages[index].get("content")), False)
+        index -= 1
+    return results
 
 
 def usage_body(usage: ev.Usage) -> Dict[str, Any]:
@@ -162,6 +227,13 @@ class ChunkWriter:
             body["usage"] = None        # as OpenAI: null on every chunk but the last
         return sse.frame(body)
 
+    def finish(self, reason: str, usage: ev.Usage) -> List[bytes]:
+        """The finish_reason chunk, then the usage chunk (with include_usage)."""
+        frames = [self.chunk({}, reason)]
+        if self.include_usage:
+            frames.append(sse.frame(dict(self.head, choices=[], usage=usage_body(usage))))
+        return frames
+
     def stream(self, pieces: Iterator[Any]) -> Iterator[bytes]:
         """Role first, then each piece of content as the backend produced it, then the
         finish_reason chunk, the usage chunk (with include_usage) and ``[DONE]``. A failure
@@ -173,11 +245,14 @@ class ChunkWriter:
                     yield self.chunk({"content": piece.text})
                 elif isinstance(piece, compat.Failed):
                     yield sse.frame(error_body(piece.error))
+                elif isinstance(piece, toolcalls.ToolCalls):
+                    yield self.chunk({"tool_calls": [dict(tool_call(c), index=i)
+                                                     for i, c in enumerate(piece.calls)]})
+                    for frame in self.finish("tool_calls", piece.usage):
+                        yield frame
                 else:
-                    yield self.chunk({}, "stop")
-                    if self.include_usage:
-                        yield sse.frame(dict(self.head, choices=[],
-                                             usage=usage_body(piece.usage)))
+                    for frame in self.finish("stop", piece.usage):
+                        yield frame
             yield sse.frame("[DONE]")
         finally:
             close_iterator(pieces)

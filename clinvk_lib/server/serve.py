@@ -22,7 +22,7 @@ from ..argparser import Parser, UsageError
 from ..backends import probe
 from ..job_store import JobStore
 from ..sessions import SessionStore
-from . import anthropic, guards, jobs, native, openai, responses
+from . import anthropic, guards, jobs, native, openai, responses, toolcalls
 from .accesslog import AccessLog
 from .app import App
 from .background import BackgroundRuns
@@ -44,6 +44,11 @@ def build_app(cfg: config.Config, store: Optional[SessionStore] = None,
     # Runs that outlive their request (Responses background: true); drain stops them.
     app.background = BackgroundRuns()
     app.jobs = JobRunner(app, JobStore(cfg.home, cfg.get("server.job_events_max_bytes")))
+    # Runs parked on a client tool call until the client's next request (toolcalls).
+    app.tool_bridge = toolcalls.Bridge(cfg.get("server.tool_result_timeout_secs")
+                                       or cfg.get("server.request_timeout_secs") or 0)
+    if app.metrics is not None:
+        app.metrics.count_parked_runs(app.tool_bridge.runs.parked_count)
     for api in API_STYLES:
         api.register(app)
     app.jobs.open()
@@ -182,6 +187,7 @@ def drain(app: App, server: HttpServer, hurry: Callable[[], bool] = lambda: Fals
     server.server_close()
     app.draining = True
     app.jobs.stop()
+    app.tool_bridge.close()         # a parked run's next request would be refused now
     app.log.info("shutting down: %d request(s) in flight, up to %ds to finish"
                  % (app.in_flight, grace))
     deadline = time.monotonic() + grace

@@ -42,6 +42,14 @@ Environment variables:
 
 A prompt line "FAKE_SLEEP: <seconds>" makes that run wait before it starts answering.
 
+Client tools (clinvk's tool bridge), claude only: given --mcp-config, a prompt line
+"CALL-TOOL: <name> <json args>" makes the fake start that MCP server (as claude 2.1.197 does),
+list its tools and call the one whose name ends with <name> (claude's name for it:
+mcp__SERVER__TOOL), one call per such line, all at once (claude runs read-only tools of one turn
+concurrently), with _meta claudecode/toolUseId as claude sends it. A result holding CALL-TOOL
+lines makes it call again; otherwise the reply is "TOOL-RESULT-SEEN: " plus the results joined
+by " | ".
+
 Structured output, as each real CLI takes it: claude --json-schema <json> (the reply is a
 StructuredOutput tool call, the result carries structured_output), codex --output-schema
 <file> (the agent message is the JSON), gemini a prompt that ends with a schema between
@@ -58,6 +66,7 @@ import os
 import re
 import stat
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -435,6 +444,8 @@ def run_claude(run, args, stdin_text):
     if run.mode == "invalid_json":
         run.invalid_json()
         return 0
+    if "--mcp-config" in flags and fmt == "stream-json" and CALL_TOOL.search(run.prompt):
+        return claude_bridged(run, model, flags)
     messages = [] if run.mode == "error_exit0" else claude_messages(run, model, flags, fmt)
     result = claude_result(run, model, error="error_during_execution"
                            if run.mode == "error_exit0" else "",
@@ -536,6 +547,86 @@ def claude_messages(run, model, flags, fmt):
     else:
         assistant("msg_fake_reply", [{"type": "text", "text": run.reply}])
     return out
+
+
+CALL_TOOL = re.compile(r"^CALL-TOOL: (\S+) (.*)$", re.M)
+
+
+class McpClient:
+    """The MCP server an --mcp-config entry names, started as claude starts it (stdio)."""
+
+    def __init__(self, spec):
+        self.proc = subprocess.Popen([spec["command"]] + list(spec.get("args") or []),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=dict(os.environ, **(spec.get("env") or {})))
+        self.next_id = 0
+
+    def send(self, method, params, notify=False):
+        msg = {"jsonrpc": "2.0", "method": method, "params": params}
+        if not notify:
+            self.next_id += 1
+            msg["id"] = self.next_id
+        self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+        self.proc.stdin.flush()
+        return msg.get("id")
+
+    def answers(self, ids):
+        """The results of the requests ``ids``, in that order."""
+        got = {}
+        while len(got) < len(ids):
+            msg = json.loads(self.proc.stdout.readline())
+            if msg.get("id") in ids:
+                got[msg["id"]] = msg.get("result") or {"content": [
+                    {"type": "text", "text": "error: %s" % msg.get("error")}], "isError": True}
+        return [got[i] for i in ids]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def claude_bridged(run, model, flags):
+    """A stream-json run whose model calls the --mcp-config server's tools (CALL-TOOL lines)."""
+    server_name, spec = next(iter(json.loads(last(flags, "--mcp-config"))["mcpServers"].items()))
+    client = McpClient(spec)
+    client.answers([client.send("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                               "clientInfo": {"name": "claude-code", "version": "2.1.197"}})])
+    client.send("notifications/initialized", {}, notify=True)
+    listed = client.answers([client.send("tools/list", {})])[0]["tools"]
+    prefix = "mcp__%s__" % server_name
+    common = {"parent_tool_use_id": None, "session_id": run.session_id}
+    run.emit({"type": "system", "subtype": "init", "cwd": os.getcwd(), "session_id": run.session_id,
+              "tools": [prefix + t["name"] for t in listed], "model": model,
+              "mcp_servers": [{"name": server_name, "status": "connected"}], "uuid": str(uuid.uuid4())})
+    text, results, count = run.prompt, [], 0
+    while CALL_TOOL.search(text):
+        calls = []
+        for suffix, arguments in CALL_TOOL.findall(text):
+            count += 1
+            name = next((t["name"] for t in listed if t["name"].endswith(suffix)), suffix)
+            calls.append(("toolu_fakecli_%d" % count, name, json.loads(arguments)))
+        for tool_id, name, arguments in calls:
+            run.emit(dict(type="assistant", uuid=str(uuid.uuid4()), **common, message={
+                "id": "msg_" + tool_id, "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "tool_use", "id": tool_id, "name": prefix + name,
+                             "input": arguments}], "stop_reason": None}))
+        ids = [client.send("tools/call", {"name": name, "arguments": arguments,
+                                          "_meta": {"claudecode/toolUseId": tool_id}})
+               for tool_id, name, arguments in calls]
+        answers = client.answers(ids)
+        results = ["\n".join(part.get("text", "") for part in a.get("content") or []) for a in answers]
+        for (tool_id, _, _), answer, result in zip(calls, answers, results):
+            run.emit(dict(type="user", uuid=str(uuid.uuid4()), **common, message={
+                "role": "user", "content": [{"tool_use_id": tool_id, "type": "tool_result",
+                                             "content": result, "is_error": bool(answer.get("isError"))}]}))
+        text = "\n".join(results)
+    client.close()
+    reply = "TOOL-RESULT-SEEN: " + " | ".join(results)
+    run.emit(dict(type="assistant", uuid=str(uuid.uuid4()), **common, message={
+        "id": "msg_fake_reply", "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": reply}], "stop_reason": None}))
+    run.emit(dict(claude_result(run, model), result=reply))
+    return 0
 
 
 def claude_result(run, model, error="", errors=()):

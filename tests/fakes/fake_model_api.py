@@ -20,6 +20,12 @@ Structured output, as each CLI asks for it: claude's --json-schema offers the mo
 schema; codex's --output-schema sends `text.format` {type: json_schema, schema, strict} (codex
 0.169.0), which the fake answers with an instance as JSON text; a prompt that ends with a
 schema between <json_schema> tags (clinvk's prompt route, for gemini) gets the same.
+
+Client tools (clinvk's tool bridge): a line `CALL-TOOL: <name> <json args>` in the user turn makes
+the model call the offered tool whose name ends with `<name>` (the CLIs prefix MCP tool names),
+one call per such line, all in one model turn; the turn that carries those calls' results is
+answered `TOOL-RESULT-SEEN: <result>` (several joined by " | "), unless a result itself holds
+CALL-TOOL lines: then the model calls again (a second round).
 """
 from __future__ import annotations
 
@@ -35,6 +41,8 @@ Reply = Union[str, Callable[[Dict[str, Any]], str]]
 
 # Request kinds that are real model turns (what main_requests() returns), per vendor.
 MAIN_KINDS = {"anthropic": "anthropic", "openai": "openai", "gemini": "gemini", "chat": "chat"}
+# The model turns that obey CALL-TOOL lines.
+CALL_TOOL_KINDS = ("anthropic",)
 # Claude Code 2.1.197 prepends context to the user turn in blocks like this; they are not the prompt.
 CLAUDE_REMINDER = "<system-reminder>"
 # Gemini CLI 0.61.0 puts a context part before the prompt in the first user turn.
@@ -45,6 +53,32 @@ CODEX_CONTEXT_TAGS = ("<environment_context>", "<user_instructions>", "<permissi
 CHAT_CONTEXT_END = "</current_datetime>"
 # opencode 1.18.33 asks for a session title in a side request whose system prompt starts so.
 TITLE_REQUEST = "You are a title generator"
+
+
+CALL_TOOL = re.compile(r"^CALL-TOOL: (\S+) (.*)$", re.M)
+CALL_TOOL_ID = "toolu_calltool_"
+
+
+def tool_calls_asked(text: str, tool_names: List[str]) -> List[Dict[str, Any]]:
+    """The calls `CALL-TOOL:` lines in `text` ask for: the offered tool whose name ends with
+    the given name (the name itself when none does) and the arguments."""
+    calls = []
+    for suffix, arguments in CALL_TOOL.findall(text):
+        name = next((n for n in tool_names if n.endswith(suffix)), suffix)
+        calls.append({"name": name, "input": json.loads(arguments)})
+    return calls
+
+
+def offered_tool_names(body: Dict[str, Any]) -> List[str]:
+    """The tool names a model request offers (Anthropic, Responses or Chat Completions)."""
+    names = []
+    for tool in body.get("tools") or []:
+        if isinstance(tool, dict):
+            function = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+            names.append(function.get("name") or "")
+            for declaration in tool.get("functionDeclarations") or []:     # gemini
+                names.append(declaration.get("name") or "")
+    return [n for n in names if n]
 
 
 # What a CLI names the tool its output schema becomes (claude 2.1.197 --json-schema).
@@ -59,6 +93,8 @@ def default_reply(request: Dict[str, Any]) -> str:
     schema = requested_schema(request)
     if schema is not None:
         return json.dumps(schema_example(schema))
+    if request.get("call_tool_results"):
+        return "TOOL-RESULT-SEEN: " + " | ".join(request["tool_results"])
     if request["tool_results"]:
         return "FAKE-REPLY: tool said: " + "\n".join(request["tool_results"])[:200]
     return "FAKE-REPLY: " + request["user_text"][:60]
@@ -156,15 +192,16 @@ def _anthropic_user_turn(body: Dict[str, Any]) -> Dict[str, Any]:
         if message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, str):
-                return {"text": content, "tool_results": []}
-            texts, results = [], []
+                return {"text": content, "tool_results": [], "tool_result_ids": []}
+            texts, results, ids = [], [], []
             for block in content or []:
                 if block.get("type") == "text" and not block.get("text", "").startswith(CLAUDE_REMINDER):
                     texts.append(block["text"])
                 elif block.get("type") == "tool_result":
                     results.append(_tool_result_text(block.get("content")))
-            return {"text": "\n".join(texts), "tool_results": results}
-    return {"text": "", "tool_results": []}
+                    ids.append(block.get("tool_use_id") or "")
+            return {"text": "\n".join(texts), "tool_results": results, "tool_result_ids": ids}
+    return {"text": "", "tool_results": [], "tool_result_ids": []}
 
 
 def _tool_result_text(content: Any) -> str:
@@ -338,6 +375,21 @@ class FakeModelAPI:
         self.stop()
 
     # -- per-request decisions (called from handler threads) --------------------------------
+    def _calls_tool(self, record: Dict[str, Any]) -> bool:
+        """Decide a CALL-TOOL turn: the calls the user text (or a CALL-TOOL result) asks for go
+        in record["tool_uses"]; the results of earlier CALL-TOOL calls mark the turn
+        record["call_tool_results"]. True when either applies."""
+        ids = record.get("tool_result_ids") or []
+        answered = bool(ids) and all(i.startswith(CALL_TOOL_ID) for i in ids)
+        source = "\n".join(record["tool_results"]) if answered else \
+            ("" if record["tool_results"] else record["user_text"])
+        asked = tool_calls_asked(source, offered_tool_names(record["json"]))
+        if asked:
+            record["tool_uses"] = asked
+        elif answered:
+            record["call_tool_results"] = True
+        return bool(asked or answered)
+
     def _record(self, record: Dict[str, Any]) -> Dict[str, Any]:
         """Store the request and decide its outcome: failure status, tool use, or reply text."""
         with self._lock:
@@ -350,6 +402,8 @@ class FakeModelAPI:
                 record["fail_status"] = self._failures.pop(0) if self._failures else self._fail_always
             elif record["kind"] in ("anthropic", "chat") and self._tool_uses:
                 record["tool_use"] = self._tool_uses.pop(0)
+            elif record["kind"] in CALL_TOOL_KINDS and self._calls_tool(record):
+                pass
             elif record["kind"] == "anthropic" and not record["tool_results"] \
                     and structured_tool_schema(record["json"]) is not None:
                 record["tool_use"] = {"name": STRUCTURED_TOOL, "input": schema_example(
@@ -394,6 +448,7 @@ class _Handler(BaseHTTPRequestHandler):
         if kind.startswith("anthropic"):
             turn = _anthropic_user_turn(body)
             record["user_text"], record["tool_results"] = turn["text"], turn["tool_results"]
+            record["tool_result_ids"] = turn["tool_result_ids"]
         elif kind == "openai":
             record["user_text"] = _openai_user_text(body)
         elif kind.startswith("chat"):
@@ -434,24 +489,33 @@ class _Handler(BaseHTTPRequestHandler):
                    "content": [], "stop_reason": None, "stop_sequence": None,
                    "usage": {"input_tokens": usage_in, "output_tokens": 1,
                              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
-        tool = r.get("tool_use")
-        if tool:
-            block = {"type": "tool_use", "id": "toolu_fake_%d" % r["n"], "name": tool["name"], "input": {}}
-            deltas = [{"type": "input_json_delta", "partial_json": json.dumps(tool["input"])}]
-            full_block, stop, usage_out = dict(block, input=tool["input"]), "tool_use", 20
+        tools = [r["tool_use"]] if r.get("tool_use") else r.get("tool_uses") or []
+        # (block as started, its deltas, the whole block)
+        blocks = []
+        for i, tool in enumerate(tools):
+            tool_id = ("%s%d_%d" % (CALL_TOOL_ID, r["n"], i)) if r.get("tool_uses") else "toolu_fake_%d" % r["n"]
+            block = {"type": "tool_use", "id": tool_id, "name": tool["name"], "input": {}}
+            blocks.append((block, [{"type": "input_json_delta", "partial_json": json.dumps(tool["input"])}],
+                           dict(block, input=tool["input"])))
+        if tools:
+            stop, usage_out = "tool_use", 20
         else:
-            block = {"type": "text", "text": ""}
-            deltas = [{"type": "text_delta", "text": piece} for piece in r["pieces"]]
-            full_block, stop, usage_out = {"type": "text", "text": r["reply"]}, "end_turn", _tokens(r["reply"])
+            blocks.append(({"type": "text", "text": ""},
+                           [{"type": "text_delta", "text": piece} for piece in r["pieces"]],
+                           {"type": "text", "text": r["reply"]}))
+            stop, usage_out = "end_turn", _tokens(r["reply"])
         if not r["json"].get("stream"):
-            done = dict(message, content=[full_block], stop_reason=stop)
+            done = dict(message, content=[whole for _, _, whole in blocks], stop_reason=stop)
             done["usage"] = dict(message["usage"], output_tokens=usage_out)
             return self._send_json(200, done)
-        events = [("message_start", {"type": "message_start", "message": message}),
-                  ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})]
-        events += [("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d}) for d in deltas]
-        events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
-                   ("message_delta", {"type": "message_delta",
+        events = [("message_start", {"type": "message_start", "message": message})]
+        for index, (block, deltas, _) in enumerate(blocks):
+            events.append(("content_block_start", {"type": "content_block_start", "index": index,
+                                                   "content_block": block}))
+            events += [("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d})
+                       for d in deltas]
+            events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+        events += [("message_delta", {"type": "message_delta",
                                       "delta": {"stop_reason": stop, "stop_sequence": None},
                                       "usage": {"output_tokens": usage_out}}),
                    ("message_stop", {"type": "message_stop"})]

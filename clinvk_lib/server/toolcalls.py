@@ -1,0 +1,275 @@
+"""The HTTP side of the tool bridge, shared by every dialect: a request's tools and tool
+results in dialect-neutral form, starting a bridged run, resuming a parked one with the
+client's results, and one round of a run as compat reply pieces ending in ``ToolCalls``.
+
+What a bridged run is (README "Client tools"): the CLI gets an MCP server of clinvk's that
+offers exactly the client's tools, instead of its built-in tools (claude ``--tools=``; the
+built-in tools codex and gemini cannot switch off are left to them, see the backend notes);
+when the agent calls one, the response ends with the call in the client's dialect and the run
+is parked, its MCP call waiting, until a request carrying the result continues it (its answer
+is the next round) or ``server.tool_result_timeout_secs`` pass (the run is killed). A parked
+run keeps its run slot. ``tool_choice`` ``none`` runs without the tools; ``required`` and a
+named tool add an instruction to the prompt, and a named tool is the only one offered.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
+
+from .. import events as ev
+from .. import execute
+from ..backends import base, options
+from ..toolbridge.hub import Hub
+from ..toolbridge.runs import BridgedRun, ParkedRuns, ToolCall, ToolSpec
+from . import compat, errors
+from .context import Context
+from .models import resolve_model
+
+AUTO, NONE, REQUIRED = "auto", "none", "required"
+
+
+class ToolRequest(NamedTuple):
+    """The client's tools and its ``tool_choice``: auto, none, required or a tool's name."""
+
+    tools: List[ToolSpec]
+    choice: str = AUTO
+
+    @property
+    def bridged(self) -> bool:
+        return bool(self.tools) and self.choice != NONE
+
+
+class ToolCalls(NamedTuple):
+    """The last piece of a round that ended on tool calls (instead of ``compat.Finished``)."""
+
+    calls: List[ToolCall]
+    text: str
+    usage: ev.Usage
+
+
+class Bridge:
+    """What the server holds for bridged runs: the socket hub, the live runs, this instance's
+    id (in every call id) and the timeouts. ``close()`` stops every run."""
+
+    def __init__(self, result_timeout: float) -> None:
+        self.hub = Hub()
+        self.runs = ParkedRuns()
+        self.instance = os.urandom(4).hex()
+        self.result_timeout = result_timeout
+
+    def close(self) -> None:
+        self.runs.stop_all("the server is shutting down")
+        self.hub.close()
+
+
+def self_command() -> List[str]:
+    """The argv that starts this clinvk's ``tool-bridge``: the source tree's clinvk.py, else
+    the zipapp that is running (its modules may have been imported from an unpacked copy)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = os.path.join(root, "clinvk.py")
+    if not os.path.isfile(script):
+        main = getattr(sys.modules.get("__main__"), "__file__", "") or ""
+        archive = os.path.dirname(os.path.abspath(main))
+        script = archive if os.path.isfile(archive) else root
+    return [sys.executable, script, "tool-bridge"]
+
+
+_BRIDGE_ID = re.compile(r"(call|toolu)_[0-9a-f]{8}_[0-9a-f]{20}\Z")
+
+
+def is_bridge_id(call_id: str) -> bool:
+    """Whether ``call_id`` has the form of the ids the bridge gives calls (an Anthropic
+    history may hold tool_result blocks of calls made elsewhere: they stay history)."""
+    return bool(_BRIDGE_ID.match(call_id))
+
+
+def tool_spec(name: Any, description: Any, parameters: Any, field: str) -> ToolSpec:
+    """A checked tool: a name the CLIs accept as an MCP tool name, a JSON Schema object."""
+    if not isinstance(name, str) or not name or len(name) > 64 or not all(
+            c.isascii() and (c.isalnum() or c in "_-") for c in name):
+        raise errors.invalid("a tool name must be 1 to 64 letters, digits, _ or -, got %r"
+                             % (name,), field + ".name")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise errors.invalid("expected a JSON Schema object", field)
+    return ToolSpec(name, description if isinstance(description, str) else "",
+                    parameters or {"type": "object", "properties": {}})
+
+
+def checked(tools: List[ToolSpec], choice: str, field: str) -> ToolRequest:
+    names = [t.name for t in tools]
+    if len(set(names)) != len(names):
+        raise errors.invalid("two tools have the same name", field)
+    if choice not in (AUTO, NONE, REQUIRED) and choice not in names:
+        raise errors.invalid("names no tool in tools: %r (tools: %s)"
+                             % (choice, ", ".join(names) or "none"), "tool_choice")
+    if choice == REQUIRED and not tools:
+        raise errors.invalid("required needs at least one tool in tools", "tool_choice")
+    return ToolRequest(tools, choice)
+
+
+def _instruction(request: ToolRequest) -> str:
+    if request.choice == REQUIRED:
+        return "Answer by calling one of the tools you were given."
+    if request.choice not in (AUTO, NONE):
+        return "Answer by calling the tool %s." % request.choice
+    return ""
+
+
+# -- starting and resuming ---------------------------------------------------------------------
+
+
+def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request: ToolRequest,
+          id_prefix: str, metadata: Optional[Dict[str, str]] = None) -> Tuple[BridgedRun, str]:
+    """Start a bridged run (its first round is read with ``pieces``); returns it and the text
+    it sent (for token estimates). 400 naming the backend when its CLI cannot be given
+    tools."""
+    if not can_bridge(ctx, model):
+        raise errors.invalid("the %s backend cannot be given the client's tools (clinvk "
+                             "bridges them to claude only): send the request without tools, "
+                             "or use claude" % resolve_model(model, ctx.app.cfg)[0], "tools")
+    bridge: Bridge = ctx.app.tool_bridge
+    run = BridgedRun(request.tools, _owner(ctx), id_prefix, bridge.instance,
+                     forced=request.choice if request.choice in
+                     [t.name for t in request.tools] else "", cancel=execute.Cancel())
+    instruction = _instruction(request)
+    if instruction:
+        last = conv.turns[-1]
+        conv = compat.Conversation(conv.system, conv.turns[:-1] + [
+            compat.Turn(last.role, "%s\n\n%s" % (last.text, instruction), last.index)])
+    call_timeout = bridge.result_timeout + (ctx.app.request_timeout or 0) + 60
+    tool_bridge = options.ToolBridge(self_command(), [t.name for t in request.tools],
+                                     forced=run.forced, call_timeout=call_timeout,
+                                     ticket=bridge.hub.register(run))
+    try:
+        prepared_run = compat.prepare(ctx, api, model, conv, stream=True, metadata=metadata,
+                                      tool_bridge=tool_bridge)
+        prepared = prepared_run.prepared
+        # Rounds are timed by the bridge (request timeout while answering, tool result
+        # timeout while parked), not the whole run.
+        prepared.timeout = None
+        release = ctx.hold_run_slot(outlive_request=True)
+    except BaseException:
+        bridge.hub.unregister(run)
+        raise
+    collected: List[execute.Outcome] = []
+
+    def ended() -> None:
+        release()
+        bridge.runs.remove(run)
+        bridge.hub.unregister(run)
+        if collected:
+            outcome = collected[0]
+            ctx.app.record_run(prepared.backend.name, "cancelled" if run.stop_reason else (
+                "success" if outcome.ok else "failure"), outcome.result.duration_ms,
+                outcome.result.usage)
+
+    run.backend = prepared.backend.name
+    bridge.runs.add(run)
+    try:
+        run.start(execute.stream(prepared, ctx.app.store, run.cancel, collected), ended)
+    except Exception as exc:
+        raise errors.from_exception(exc) or exc
+    return run, prepared_run.sent
+
+
+def can_bridge(ctx: Context, model: str) -> bool:
+    """Whether the backend ``model`` runs on can be given the client's tools."""
+    return base.get(resolve_model(model, ctx.app.cfg)[0]).bridges_tools
+
+
+def _owner(ctx: Context) -> str:
+    return ctx.api_key.key_id if ctx.api_key is not None else ""
+
+
+def resume(ctx: Context, results: Dict[str, Tuple[str, bool]], field: str) -> BridgedRun:
+    """The parked run the results are for, resumed with them. 404 ``tool_call_not_found``
+    for an id no parked run (of this API key) waits for; 400 when results of the round are
+    missing or belong to two runs."""
+    bridge: Bridge = ctx.app.tool_bridge
+    found = {call_id: bridge.runs.find(call_id) for call_id in results}
+    unknown = [i for i, run in found.items() if run is None or run.owner != _owner(ctx)]
+    if unknown:
+        raise errors.ApiError(404, "tool_call_not_found", "no run is waiting for the result "
+                              "of tool call %s: the id is unknown, was answered already, or "
+                              "its run ended (a parked run is stopped after "
+                              "server.tool_result_timeout_secs, %gs here); send the "
+                              "conversation again without it to start a new run"
+                              % (unknown[0], bridge.result_timeout), field)
+    runs = set(found.values())
+    if len(runs) != 1:
+        raise errors.invalid("the tool results belong to different runs: send each run's "
+                             "results in a request of their own", field)
+    run = runs.pop()
+    try:
+        run.resume(results)
+    except ValueError as exc:
+        raise errors.invalid("results are missing for tool calls %s of the same turn: send "
+                             "every call's result in one request" % exc, field)
+    except LookupError:
+        raise errors.ApiError(409, "tool_call_in_progress", "another request is already "
+                              "continuing the run of tool call %s" % next(iter(results)),
+                              field)
+    return run
+
+
+# -- rounds ------------------------------------------------------------------------------------
+
+
+def pieces(ctx: Context, run: BridgedRun, sent: str) -> Iterator[Any]:
+    """One round as compat pieces: Delta..., then ToolCalls (the run is parked, its timer
+    started) or Finished, or Failed."""
+    ctx.watch_client()
+    ctx.on_finish(ctx.unwatch_client)
+    backend = run.backend
+    timer = None
+    if ctx.app.request_timeout:
+        timer = threading.Timer(ctx.app.request_timeout, run.stop, args=(
+            "%s timed out after %gs and was stopped" % (backend, ctx.app.request_timeout),))
+        timer.daemon = True
+        timer.start()
+
+    def describe(exc: BaseException) -> errors.ApiError:
+        return ctx.app.error_for(ctx, exc)
+    events = run.round_events(lambda: ctx.cancel.fired)
+    try:
+        for piece in compat.reply_pieces(events, backend, sent, describe):
+            if isinstance(piece, compat.Failed) and run.stop_reason:
+                piece = compat.Failed(errors.timeout(run.stop_reason) if "timed out" in
+                                      run.stop_reason or "tool_result" in run.stop_reason
+                                      else errors.cancelled(run.stop_reason))
+            elif isinstance(piece, compat.Finished) and run.round_calls:
+                run.park_for(ctx.app.tool_bridge.result_timeout)
+                piece = ToolCalls(list(run.round_calls), piece.reply, piece.usage)
+            yield piece
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+class Round(NamedTuple):
+    text: str
+    calls: List[ToolCall]
+    usage: ev.Usage
+
+
+def complete(ctx: Context, run: BridgedRun, sent: str) -> Round:
+    """A whole round (not streamed); a failed one raises its ApiError."""
+    text: List[str] = []
+    for piece in pieces(ctx, run, sent):
+        if isinstance(piece, compat.Delta):
+            text.append(piece.text)
+        elif isinstance(piece, compat.Failed):
+            piece.error.headers.update(dict([compat.NO_RETRY] +
+                                            compat.session_headers(run.session_id)))
+            if piece.error.status == 504:
+                piece.error.status = compat.FAILED_RUN_STATUS
+            raise piece.error
+        elif isinstance(piece, ToolCalls):
+            return Round(piece.text, piece.calls, piece.usage)
+        else:
+            return Round(piece.reply, [], piece.usage)
+    return Round("".join(text), [], ev.Usage())

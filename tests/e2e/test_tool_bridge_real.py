@@ -1,0 +1,150 @@
+"""Client tools through the real claude (the built zipapp serving, the fake model API behind
+claude): the official openai SDK's function calling on Chat Completions, whole and streamed,
+two calls in one turn, two rounds, an unknown id and a parked run that times out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List
+
+import pytest
+
+openai = pytest.importorskip("openai")
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}},
+    {"type": "function", "function": {"name": "get_time", "description": "The time.",
+                                      "parameters": {"type": "object", "properties": {}}}}]
+ASK = 'CALL-TOOL: get_weather {"city": "Paris"}'
+
+
+def client(port: int) -> Any:
+    return openai.OpenAI(base_url="http://127.0.0.1:%d/openai/v1" % port, api_key="unused",
+                         max_retries=0, timeout=240)
+
+
+def answered(messages: List[Dict[str, Any]], message: Any, *results: str) -> List[Dict[str, Any]]:
+    return messages + [message.model_dump(exclude_none=True)] + [
+        {"role": "tool", "tool_call_id": call.id, "content": result}
+        for call, result in zip(message.tool_calls, results)]
+
+
+def test_openai_sdk_function_call_round_trip_on_the_real_claude(serve_port, fake_api):
+    c = client(serve_port)
+    messages = [{"role": "user", "content": ASK}]
+    first = c.chat.completions.create(model="claude", messages=messages, tools=TOOLS)
+    assert first.choices[0].finish_reason == "tool_calls"
+    call, = first.choices[0].message.tool_calls
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {
+        "city": "Paris"}
+    # The model saw the client's tool as claude names an MCP tool, and no built-in tool.
+    offered = [t["name"] for t in fake_api.main_requests("anthropic")[0]["json"]["tools"]]
+    assert offered == ["mcp__clinvk__get_time", "mcp__clinvk__get_weather"]
+    second = c.chat.completions.create(
+        model="claude", messages=answered(messages, first.choices[0].message, "sunny, 21 C"),
+        tools=TOOLS)
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.content == "TOOL-RESULT-SEEN: sunny, 21 C"
+
+
+def test_openai_sdk_streamed_rounds_on_the_real_claude(serve_port, fake_api):
+    c = client(serve_port)
+    messages = [{"role": "user", "content": ASK}]
+    with c.chat.completions.stream(model="claude", messages=messages, tools=TOOLS) as stream:
+        first = stream.get_final_completion()
+    assert first.choices[0].finish_reason == "tool_calls"
+    message = first.choices[0].message
+    chunks = c.chat.completions.create(
+        model="claude", messages=answered(messages, message, "cloudy"), tools=TOOLS,
+        stream=True)
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == "TOOL-RESULT-SEEN: cloudy"
+
+
+def test_two_calls_in_one_turn_and_a_second_round_on_the_real_claude(serve_port, fake_api):
+    c = client(serve_port)
+    messages = [{"role": "user", "content": ASK + "\nCALL-TOOL: get_time {}"}]
+    first = c.chat.completions.create(model="claude", messages=messages, tools=TOOLS)
+    calls = first.choices[0].message.tool_calls
+    assert sorted(call.function.name for call in calls) == ["get_time", "get_weather"]
+    results = ['CALL-TOOL: get_time {"again": 1}' if call.function.name == "get_weather"
+               else "noon" for call in calls]
+    messages = answered(messages, first.choices[0].message, *results)
+    second = c.chat.completions.create(model="claude", messages=messages, tools=TOOLS)
+    call, = second.choices[0].message.tool_calls
+    assert call.function.name == "get_time"
+    third = c.chat.completions.create(
+        model="claude", messages=answered(messages, second.choices[0].message, "late noon"),
+        tools=TOOLS)
+    assert third.choices[0].message.content == "TOOL-RESULT-SEEN: late noon"
+
+
+def test_an_unknown_call_id_is_a_404_the_sdk_raises(serve_port):
+    c = client(serve_port)
+    with pytest.raises(openai.NotFoundError) as caught:
+        c.chat.completions.create(model="claude", tools=TOOLS, messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [{
+                "id": "call_unknown", "type": "function",
+                "function": {"name": "get_time", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_unknown", "content": "x"}])
+    assert caught.value.body["code"] == "tool_call_not_found"
+
+
+@pytest.fixture
+def short_timeout_port(built_pyz, clinvk_env, tmp_path, workdir):
+    log = open(str(tmp_path / "serve.log"), "w+")
+    env = dict(clinvk_env, CLINVK_SERVER_TOOL_RESULT_TIMEOUT_SECS="2")
+    proc = subprocess.Popen([sys.executable, built_pyz, "serve", "--port", "0"], env=env,
+                            cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    port = 0
+    deadline = time.monotonic() + 30
+    while not port and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        log.seek(0)
+        text = log.read()
+        port = int(text.split("listening on http://127.0.0.1:")[1].split()[0].strip("/")) \
+            if "listening on http://127.0.0.1:" in text else 0
+    assert port, "server did not start"
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+        log.close()
+
+
+def test_a_parked_run_times_out_and_its_id_is_then_unknown(short_timeout_port, fake_api):
+    c = client(short_timeout_port)
+    messages = [{"role": "user", "content": ASK}]
+    first = c.chat.completions.create(model="claude", messages=messages, tools=TOOLS)
+    time.sleep(4)       # past server.tool_result_timeout_secs: the run was killed
+    with pytest.raises(openai.NotFoundError):
+        c.chat.completions.create(model="claude", tools=TOOLS,
+                                  messages=answered(messages, first.choices[0].message, "x"))
+
+
+def test_anthropic_sdk_tool_use_round_trip_on_the_real_claude(serve_port, fake_api):
+    anthropic = pytest.importorskip("anthropic")
+    c = anthropic.Anthropic(base_url="http://127.0.0.1:%d/anthropic" % serve_port,
+                            api_key="unused", max_retries=0, timeout=240)
+    tools = [{"name": t["function"]["name"], "description": t["function"]["description"],
+              "input_schema": t["function"]["parameters"]} for t in TOOLS]
+    messages = [{"role": "user", "content": ASK}]
+    first = c.messages.create(model="claude", max_tokens=100, messages=messages, tools=tools)
+    assert first.stop_reason == "tool_use"
+    use, = [b for b in first.content if b.type == "tool_use"]
+    assert use.name == "get_weather" and use.input == {"city": "Paris"}
+    messages += [{"role": "assistant", "content": [b.model_dump() for b in first.content]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                               "content": "windy"}]}]
+    with c.messages.stream(model="claude", max_tokens=100, messages=messages,
+                           tools=tools) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "end_turn"
+    assert final.content[0].text == "TOOL-RESULT-SEEN: windy"
