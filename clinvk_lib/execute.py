@@ -305,12 +305,39 @@ def prepare(req: Request, cfg: Config, store: Optional[SessionStore] = None,
     refusal = "" if opts.project_config else backend.project_config_refusal(cwd, env)
     if refusal:
         raise ExecError(ErrorKind.INVALID, refusal, "workdir")
+    _check_word_lengths(name, argv, env, opts)
     timeout = req.timeout or cfg.get("unified_flags.command_timeout_secs") or None
     tags = list(dict.fromkeys(list(cfg.get("session.default_tags") or []) + req.tags))
     if store is not None and not dry_run and (session is not None or not req.ephemeral):
         _check_session_store(store, session, req.session_wait)
     return Prepared(req, backend, opts, argv, env, cwd, session, stream, dry_run, timeout, tags,
                     files)
+
+
+# Linux refuses to start a program when one argv word or environment string is this long
+# (MAX_ARG_STRLEN, its terminating NUL included): execve fails with E2BIG.
+MAX_ARG_STRLEN = 128 * 1024
+
+
+def _check_word_lengths(name: str, argv: List[str], env: Dict[str, str],
+                        opts: options.Options) -> None:
+    """A 400 naming the option, rather than a failed start, when a value would make one argv
+    word or environment string too long for Linux (a long system prompt on a backend that
+    takes it on its command line: codex, qwen, opencode; claude reads a long one from a
+    file)."""
+    words = [os.fsencode(w) for w in argv] + [os.fsencode("%s=%s" % kv) for kv in env.items()]
+    longest = max((len(w) for w in words), default=0)
+    if longest < MAX_ARG_STRLEN:
+        return
+    size = len(opts.system_prompt.encode("utf-8"))
+    if size * 2 > longest:
+        raise ExecError(ErrorKind.INVALID, "the system prompt is %d bytes, too long for the %s "
+                        "backend, which takes it as one command-line word (Linux allows %d "
+                        "bytes): shorten it, or use claude, which reads a long one from a file"
+                        % (size, name, MAX_ARG_STRLEN - 1), "system_prompt")
+    raise ExecError(ErrorKind.INVALID, "a value on the %s command line is %d bytes, over the "
+                    "%d bytes Linux allows in one argument: shorten the request's longest "
+                    "option value" % (name, longest, MAX_ARG_STRLEN - 1), "")
 
 
 def _first_mode(*values: Any) -> str:

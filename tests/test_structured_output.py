@@ -522,3 +522,44 @@ def test_schema_text_stays_inside_the_one_argv_word_of_its_flag(server, record):
     assert "--dangerously-skip-permissions" not in argv
     [word] = [a for a in argv if a.startswith("--json-schema=")]
     assert json.loads(word[len("--json-schema="):]) == schema
+
+
+# -- a system prompt too long for one argv word ------------------------------------------------
+
+
+def test_a_claude_system_prompt_too_long_for_argv_goes_in_a_private_file(server, record):
+    long_prompt = "Be terse. " + "x" * 140000       # over Linux's 128 KiB per argv word
+    reply = server.post(CHAT, {"model": "claude", "messages": [
+        {"role": "system", "content": long_prompt}, {"role": "user", "content": "hi"}]})
+    assert reply.status == 200, reply
+    entry = records(record)[0]
+    seen = entry["system_prompt_file"]
+    assert seen["text"] == long_prompt and (seen["mode"], seen["dir_mode"]) == (0o600, 0o700)
+    assert "--system-prompt-file=" + seen["path"] in entry["argv"]
+    assert not any(a.startswith("--system-prompt=") for a in entry["argv"])
+    assert not os.path.exists(seen["path"])
+
+
+def test_a_short_claude_system_prompt_stays_on_the_command_line(server, record):
+    server.post(CHAT, {"model": "claude", "messages": [
+        {"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}]})
+    entry = records(record)[0]
+    assert "--system-prompt=Be terse." in entry["argv"] and "system_prompt_file" not in entry
+
+
+@pytest.mark.parametrize("model", ["codex", "qwen", "opencode"])
+def test_a_system_prompt_too_long_for_a_command_line_backend_is_a_400_naming_it(server, record,
+                                                                               model):
+    reply = server.post(CHAT, {"model": model, "messages": [
+        {"role": "system", "content": "x" * 140000}, {"role": "user", "content": "hi"}]})
+    status, message, _ = error_of(reply)
+    assert status == 400
+    assert message.startswith("the system prompt is 140000 bytes, too long for the %s backend"
+                              % model) and "use claude" in message
+    assert records(record) == []
+
+
+def test_the_native_api_names_the_field_of_a_too_long_system_prompt(server, record):
+    reply = server.post("/api/v1/prompt", {"backend": "codex", "prompt": "hi",
+                                           "system_prompt": "x" * 140000})
+    assert reply.status == 400 and reply.json()["field"] == "system_prompt", reply.json()

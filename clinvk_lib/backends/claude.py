@@ -14,6 +14,10 @@ from . import base, claude_dialect, options, parsing
 NAME = "claude"
 # Linux refuses an argv word over 128 KiB (MAX_ARG_STRLEN) with E2BIG; --json-schema is one.
 MAX_SCHEMA_CHARS = 100000
+# A system prompt longer than this (in UTF-8 bytes) goes in a run file, read by
+# --system-prompt-file (claude 2.1.197), instead of one argv word E2BIG would refuse.
+MAX_ARGV_SYSTEM_PROMPT = 100000
+SYSTEM_PROMPT_FILE = "system-prompt.txt"
 
 # One table for the approval and sandbox modes: mode -> (flags, what it really does).
 MODES = {
@@ -47,7 +51,8 @@ MODES = {
 
 OPTION_NOTES = {
     "model": "--model <name> (an alias such as 'sonnet' or a full model name).",
-    "system_prompt": "--system-prompt <text>: replaces claude's built-in system prompt.",
+    "system_prompt": "--system-prompt <text>: replaces claude's built-in system prompt (over "
+                     "100000 bytes: --system-prompt-file with a private file).",
     "max_turns": "--max-turns <n> (accepted by claude 2.1.197 although --help omits it).",
     "ephemeral": "--no-session-persistence: nothing is saved, the run cannot be resumed.",
     "resume": "--resume <session id>; the result reports the same session id.",
@@ -158,7 +163,9 @@ class ClaudeBackend(base.Backend):
         argv += options.mode_flags(MODES, "sandbox_mode", opts.sandbox_mode)
         if opts.max_turns > 0:
             argv.append("--max-turns=%d" % opts.max_turns)
-        if opts.system_prompt:
+        if SYSTEM_PROMPT_FILE in opts.run_files:
+            argv.append("--system-prompt-file=" + opts.run_files[SYSTEM_PROMPT_FILE])
+        elif opts.system_prompt:
             argv.append("--system-prompt=" + opts.system_prompt)
         allowed = [opts.allowed_tools] if opts.allowed_tools else []
         if opts.tool_bridge is not None:
@@ -178,6 +185,11 @@ class ClaudeBackend(base.Backend):
         return argv + list(opts.extra)
 
     bridges_tools = True
+
+    def run_files(self, opts: options.Options) -> Dict[str, str]:
+        if len(opts.system_prompt.encode("utf-8")) > MAX_ARGV_SYSTEM_PROMPT:
+            return {SYSTEM_PROMPT_FILE: opts.system_prompt}
+        return {}
 
     def child_env(self, base_env: Dict[str, str],
                   opts: Optional[options.Options] = None) -> Dict[str, str]:

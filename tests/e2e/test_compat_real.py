@@ -110,3 +110,14 @@ def test_model_api_failure_is_raised_by_the_sdk(base_url, fake_api):
                                      messages=[{"role": "user", "content": "hi"}])
     assert info.value.status_code == 424
     assert "the claude backend failed" in info.value.body["error"]["message"]
+
+
+def test_a_system_prompt_too_long_for_argv_reaches_the_real_claude_from_a_file(base_url,
+                                                                              fake_api):
+    # 150 KB: over Linux's 128 KiB per argv word, so clinvk passes --system-prompt-file.
+    rule = "Always answer in Latin. " + "Rule %d. " * 15000 % tuple(range(15000))
+    reply = oa(base_url).chat.completions.create(model="claude", messages=[
+        {"role": "system", "content": rule}, {"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "FAKE-REPLY: hi"
+    sent = json.dumps(fake_api.main_requests(KIND["claude"])[-1]["json"])
+    assert "Always answer in Latin." in sent and "Rule 14999." in sent

@@ -89,7 +89,7 @@ CLAUDE_FLAGS = {
     "--output-format": "value", "--input-format": "value", "--model": "value",
     "--permission-mode": "value", "--max-turns": "value", "--system-prompt": "value",
     "--append-system-prompt": "value", "--fallback-model": "value", "--effort": "value",
-    "--max-budget-usd": "value", "--json-schema": "value", "--session-id": "value",
+    "--system-prompt-file": "value", "--max-budget-usd": "value", "--json-schema": "value", "--session-id": "value",
     "--settings": "value", "--setting-sources": "value", "--allowedTools": "many",
     "--allowed-tools": "many",
     "--disallowedTools": "many", "--disallowed-tools": "many", "--tools": "many",
@@ -1057,9 +1057,11 @@ def record(backend, args, stdin_text):
     entry = {"backend": backend, "argv": [backend] + list(args), "stdin": stdin_text,
              "cwd": os.getcwd(), "env": env}
     for i, arg in enumerate(args):
-        if arg.startswith("--output-schema"):
-            schema_path = arg.partition("=")[2] or (args[i + 1] if i + 1 < len(args) else "")
-            entry["output_schema_file"] = describe_file(schema_path)
+        for flag, key in (("--output-schema", "output_schema_file"),
+                          ("--system-prompt-file", "system_prompt_file")):
+            if arg == flag or arg.startswith(flag + "="):
+                named = arg.partition("=")[2] or (args[i + 1] if i + 1 < len(args) else "")
+                entry[key] = describe_file(named)
     with open(path, "a", encoding="utf-8") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         f.write(json.dumps(entry, ensure_ascii=False) + "\n")
