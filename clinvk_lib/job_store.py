@@ -30,7 +30,11 @@ from .job_events import EventCursor, EventWriter, count_events, job_event
 from .sessions import EVERYTHING, Access
 from .textutil import rfc3339
 
+# What POST /api/v1/jobs runs (a synchronous route each); a response job is a Responses API
+# request with background: true.
 KINDS = ("prompt", "parallel", "chain", "compare")
+RESPONSE = "response"
+ALL_KINDS = KINDS + (RESPONSE,)
 QUEUED, RUNNING = "queued", "running"
 SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = "succeeded", "failed", "cancelled", "interrupted"
 FINAL = (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)

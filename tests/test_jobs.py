@@ -388,6 +388,29 @@ def test_a_fan_out_job_records_each_item_as_an_event(srv):
     assert sorted(f["output"] for f in finished) == ["echo: a", "echo: a"]
 
 
+@pytest.mark.parametrize("kind, request_body", [
+    ("compare", {"prompt": "a", "backends": ["claude", "codex"]}),
+    ("parallel", {"tasks": [{"backend": "claude", "prompt": "a"},
+                            {"backend": "gemini", "prompt": "a"}]}),
+    ("chain", {"steps": [{"backend": "claude", "prompt": "a"},
+                         {"backend": "codex", "prompt": "a"}]})])
+def test_a_fan_out_job_records_each_backends_unified_events_tagged_with_its_item(
+        srv, kind, request_body):
+    job_id = submit(srv, kind, **request_body)["id"]
+    assert wait_status(srv, job_id)["status"] == "succeeded"
+    lines = [json.loads(x) for x in srv.get("/api/v1/jobs/%s/events" % job_id).body.splitlines()]
+    for index in (0, 1):
+        mine = [e for e in lines if e.get("index") == index or
+                (e["type"].startswith("item_") and e["content"]["index"] == index)]
+        types = [e["type"] for e in mine]
+        assert types[0] == "item_started" and types[1] == "init"
+        assert types[-2] == "done" and types[-1] == "item_finished"
+        text = "".join(e["content"]["text"] for e in mine if e["type"] == "message")
+        assert text == "echo: a"
+        assert {e["backend"] for e in mine} == {mine[0]["backend"]}
+    assert [e["seq"] for e in lines] == list(range(1, len(lines) + 1))
+
+
 def test_a_job_that_starts_at_once_is_prepared_once_unless_it_continues_a_session(
         srv, monkeypatch):
     calls = []
@@ -398,3 +421,30 @@ def test_a_job_that_starts_at_once_is_prepared_once_unless_it_continues_a_sessio
     wait_status(srv, submit(srv, backend="claude", prompt="again",
                             session_id=first["result"]["session_id"])["id"])
     assert len(calls) == 3
+
+
+# -- /metrics --------------------------------------------------------------------------------------
+
+
+def test_jobs_are_counted_in_metrics_by_kind_and_final_status(start_server, monkeypatch):
+    srv = start_server(**{"server.metrics_enabled": True})
+    wait_status(srv, submit(srv)["id"])
+    monkeypatch.setenv("FAKE_CLI_MODE", "fail")
+    wait_status(srv, submit(srv)["id"])
+    text = srv.get("/metrics").body.decode()
+    assert 'clinvk_jobs_submitted_total{kind="prompt"} 2\n' in text
+    assert 'clinvk_jobs_finished_total{kind="prompt",status="succeeded"} 1\n' in text
+    assert 'clinvk_jobs_finished_total{kind="prompt",status="failed"} 1\n' in text
+    assert "\nclinvk_jobs_queued 0\n" in text and "\nclinvk_jobs_running 0\n" in text
+
+
+def test_metrics_show_a_running_and_a_queued_job(start_server, pidfile):
+    srv = start_server(**{"server.metrics_enabled": True, "server.max_concurrent_runs": 1})
+    running = submit(srv, backend="claude", prompt=slow(60))
+    read_pid(pidfile)
+    queued = submit(srv)
+    assert wait_status(srv, running["id"], ("running",))["status"] == "running"
+    text = srv.get("/metrics").body.decode()
+    assert "\nclinvk_jobs_queued 1\n" in text and "\nclinvk_jobs_running 1\n" in text
+    srv.request("DELETE", "/api/v1/jobs/" + running["id"])
+    wait_status(srv, queued["id"])

@@ -32,7 +32,7 @@ def jobs_parser() -> Parser:
     sub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
     ls = sub.add_parser("list", help="list jobs, newest first")
     ls.add_argument("--status", choices=job_store.STATUSES)
-    ls.add_argument("--kind", choices=job_store.KINDS)
+    ls.add_argument("--kind", choices=job_store.ALL_KINDS)
     ls.add_argument("-n", "--limit", type=int_at_least(0), default=job_store.LIST_LIMIT,
                     help="at most N jobs (default %d; 0 = all)" % job_store.LIST_LIMIT)
     ls.add_argument("--offset", type=int_at_least(0), default=0)

@@ -17,7 +17,7 @@ from ..sessions import Access
 from ..textutil import rfc3339
 from . import errors
 from .context import Context
-from .jobs_shapes import KIND_ROUTES
+from .jobs_shapes import JOB_TARGETS
 
 
 class Requeue(Exception):
@@ -31,7 +31,7 @@ class JobContext(Context):
 
     def __init__(self, app: Any, job: Job, writer: Optional[EventWriter] = None,
                  runner: Any = None) -> None:
-        super().__init__(app, None, "POST", KIND_ROUTES[job.kind][0], {}, "job")
+        super().__init__(app, None, "POST", JOB_TARGETS[job.kind], {}, "job")
         self.request_id = job.id
         self.job = job
         self.writer = writer
@@ -77,8 +77,14 @@ class JobContext(Context):
             events.close()
         return collected[0]
 
+    wants_item_events = True
+
     def fan_out_progress(self, kind: str, index: int, item: Any) -> None:
-        """An ``item_started`` / ``item_finished`` / ``item_skipped`` event."""
+        """An ``item_started`` / ``item_finished`` / ``item_skipped`` event, or an item's
+        unified event tagged with the item's ``index``."""
+        if kind == "event":
+            self.record(dict(item.to_dict(), index=index))
+            return
         if kind == "started":
             content: Dict[str, Any] = {"index": index, "name": item.name}
         elif kind == "finished":

@@ -23,10 +23,11 @@ webhooks resumed (``job_store`` explains how a dead server is told from a live o
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 import time
 import traceback
-from typing import Any, Callable, Deque, Dict, Iterator, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, NamedTuple, Optional, Set, Tuple
 
 from .. import execute, jsontext
 from ..job_events import JOB
@@ -35,10 +36,22 @@ from ..job_store import (CANCELLED, FAILED, FINAL, INTERRUPTED, QUEUED, RUNNING,
                          interrupted_error)
 from . import errors, native, webhooks
 from .job_context import JobContext, Requeue, judge
+Verdict = Tuple[str, Optional[Dict[str, Any]]]
 
-HANDLERS: Dict[str, Callable[[Any], Any]] = {
-    "prompt": native.prompt, "parallel": native.parallel, "chain": native.chain,
-    "compare": native.compare}
+
+class Kind(NamedTuple):
+    """How the jobs of one kind run: ``run(ctx)`` answers as the synchronous route would (the
+    answer's JSON body is the job's result), ``judge(result)`` makes the job's (status, error)
+    of that answer, and ``ended(job)``, when given, is told once the job has ended, whatever
+    ended it (its run, a cancel, a shutdown, the server that took over from a dead one)."""
+    run: Callable[[Any], Any]
+    judge: Callable[[Dict[str, Any]], Verdict]
+    ended: Optional[Callable[[Job], None]] = None
+
+
+NATIVE_KINDS = {name: Kind(handler, functools.partial(judge, name)) for name, handler in (
+    ("prompt", native.prompt), ("parallel", native.parallel), ("chain", native.chain),
+    ("compare", native.compare))}
 
 
 class RunningJob:
@@ -74,7 +87,11 @@ class JobRunner:
         self.lease = RunnerLease(store)
         self.max_queued = app.cfg.get("server.max_queued_jobs")
         self.retention_secs = app.cfg.get("server.job_retention_days") * 86400
-        self.deliveries = webhooks.Deliveries(app.cfg, app.log, self.record_webhook)
+        self.deliveries = webhooks.Deliveries(app.cfg, app.log, self.record_webhook,
+                                              app.metrics)
+        self.kinds: Dict[str, Kind] = dict(NATIVE_KINDS)
+        if app.metrics is not None:
+            app.metrics.watch_jobs(self.counts)
         self._queue: Deque[str] = collections.deque()
         self._reserved = 0
         self._running: Dict[str, RunningJob] = {}
@@ -91,6 +108,17 @@ class JobRunner:
     @property
     def stopping(self) -> bool:
         return self._stopping
+
+    def add_kind(self, name: str, kind: Kind) -> None:
+        """Run the jobs of kind ``name`` (a front end's own: a background Responses request)."""
+        self.kinds[name] = kind
+
+    def counts(self) -> Tuple[int, int]:
+        """(queued, running): the jobs of this process waiting for run slots, and those
+        holding them."""
+        with self._cond:
+            admitted = sum(1 for r in self._running.values() if r.admitted.is_set())
+            return len(self._queue) + len(self._running) - admitted, admitted
 
     # -- start and the dispatcher ---------------------------------------------------------
 
@@ -144,7 +172,9 @@ class JobRunner:
         job = self.store.read(job_id)
         if job is None or job.status != QUEUED or job.runner != self.lease.id:
             if job is not None and job.final:
-                self._deliver(job)       # cancelled while it waited (clinvk jobs cancel)
+                if job.runner == self.lease.id:
+                    self._ended(job)     # cancelled while it waited (clinvk jobs cancel)
+                self._deliver(job)
             return
         run = RunningJob(job, JobContext(self.app, job, self.store.writer(job_id), self))
         with self._cond:
@@ -191,9 +221,10 @@ class JobRunner:
         place back (the server is stopping before it started)."""
         result = None
         try:
-            answer = HANDLERS[run.job.kind](run.ctx)
+            kind = self.kinds[run.job.kind]
+            answer = kind.run(run.ctx)
             result = jsontext.loads(answer.body)
-            status, error = judge(run.job.kind, result)
+            status, error = kind.judge(result)
         except Requeue:
             return None
         except Exception as exc:  # noqa: BLE001 - every failure is the job's error
@@ -219,9 +250,22 @@ class JobRunner:
             return
         self.changed()
         if ended is not None:
-            self._log_end(ended)
+            self._ended(ended)
         if job is not None and job.final:
             self._deliver(job)
+
+    def _ended(self, job: Job) -> None:
+        """A job has ended (here, once): logged, counted, told to its kind."""
+        self._log_end(job)
+        if self.app.metrics is not None:
+            self.app.metrics.job_finished(job.kind, job.status)
+        kind = self.kinds.get(job.kind)
+        if kind is not None and kind.ended is not None:
+            try:
+                kind.ended(job)
+            except Exception:  # noqa: BLE001 - the job has ended whatever its kind makes of it
+                self.app.log.error("job %s: its end could not be told" % job.id, job.id,
+                                   traceback.format_exc())
 
     def _log_end(self, job: Job) -> None:
         """One line per job that ends (its id, kind, status; never its request)."""
@@ -265,6 +309,8 @@ class JobRunner:
             with self._cond:
                 self._reserved -= 1
             raise
+        if self.app.metrics is not None:
+            self.app.metrics.job_submitted(job.kind)
         with self._cond:
             self._reserved -= 1
             self._queue.append(job.id)
@@ -302,18 +348,19 @@ class JobRunner:
         if job is None:
             return None
         with self._cond:
-            if job_id in self._queue:
+            queued_here = job_id in self._queue
+            if queued_here:
                 self._queue.remove(job_id)
             run = self._running.get(job_id)
         self.changed()
-        if job.final:
-            self._log_end(job)           # it was queued: request_cancel ended it
         if run is not None:
             self._stop(run, cancel=True)
             if run.thread is not None:
                 run.thread.join(self.CANCEL_WAIT_SECS)
         elif job.final:
-            self._deliver(job)           # a queued job: it ended in request_cancel
+            if queued_here:
+                self._ended(job)         # request_cancel ended it
+            self._deliver(job)
         elif not self.store.runner_alive(job.runner):
             self._finish(job_id, CANCELLED, None, cancelled_error())
         else:
