@@ -411,16 +411,68 @@ def test_a_fan_out_job_records_each_backends_unified_events_tagged_with_its_item
     assert [e["seq"] for e in lines] == list(range(1, len(lines) + 1))
 
 
-def test_a_job_that_starts_at_once_is_prepared_once_unless_it_continues_a_session(
+def test_a_job_that_starts_at_once_is_prepared_once_even_when_it_continues_a_session(
         srv, monkeypatch):
     calls = []
     real = execute.prepare
     monkeypatch.setattr(execute, "prepare", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     first = wait_status(srv, submit(srv)["id"])
     assert first["status"] == "succeeded" and len(calls) == 1
-    wait_status(srv, submit(srv, backend="claude", prompt="again",
-                            session_id=first["result"]["session_id"])["id"])
-    assert len(calls) == 3
+    again = wait_status(srv, submit(srv, backend="claude", prompt="again",
+                                    session_id=first["result"]["session_id"])["id"])
+    assert again["status"] == "succeeded" and len(calls) == 2
+
+
+class HeldSession:
+    """Another turn holding a session's lock (in a thread of its own) until ``release()``."""
+
+    def __init__(self, store, session_id):
+        self._held, self._release = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._hold, args=(store, session_id))
+        self._thread.start()
+        assert self._held.wait(10)
+
+    def _hold(self, store, session_id):
+        with store.lock(session_id):
+            self._held.set()
+            self._release.wait(30)
+
+    def release(self):
+        self._release.set()
+        self._thread.join(10)
+
+
+@pytest.fixture
+def busy_session(start_server):
+    """A server with one run slot and a session another turn holds: (server, session id,
+    the HeldSession)."""
+    srv = start_server(**{"server.max_concurrent_runs": 1, "server.queue_timeout_secs": 0})
+    sid = srv.post("/api/v1/prompt", {"backend": "claude", "prompt": "one"}).json()["session_id"]
+    held = HeldSession(srv.app.store, sid)
+    yield srv, sid, held
+    held.release()
+
+
+def test_a_job_waiting_for_its_session_holds_no_run_slot_and_jobs_behind_it_start(
+        busy_session):
+    srv, sid, held = busy_session
+    waiting = submit(srv, backend="claude", prompt="two", session_id=sid)
+    behind = submit(srv, backend="claude", prompt="not in that session")
+    assert wait_status(srv, behind["id"])["status"] == "succeeded"
+    assert srv.post("/api/v1/prompt", {"backend": "claude", "prompt": "now"}).status == 200
+    assert job(srv, waiting["id"])["status"] == "queued"
+    held.release()
+    done = wait_status(srv, waiting["id"])
+    assert done["status"] == "succeeded" and done["result"]["session_id"] == sid
+
+
+def test_a_job_waiting_for_its_session_can_be_cancelled(record, busy_session):
+    srv, sid, _ = busy_session
+    waiting = submit(srv, backend="claude", prompt="two", session_id=sid)
+    assert wait_for(lambda: srv.app.jobs.counts() == (1, 0))
+    reply = srv.request("DELETE", "/api/v1/jobs/" + waiting["id"])
+    assert reply.status == 200 and reply.json()["status"] == "cancelled"
+    assert [r["stdin"] for r in records(record)] == ["one"]
 
 
 # -- /metrics --------------------------------------------------------------------------------------

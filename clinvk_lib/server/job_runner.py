@@ -58,13 +58,16 @@ class RunningJob:
     """A job this process has handed a worker: its context (``ctx.cancel`` stops it), its
     event writer, and why it is being stopped, if it is."""
 
-    __slots__ = ("job", "ctx", "thread", "admitted", "cancel_requested", "interrupted")
+    __slots__ = ("job", "ctx", "thread", "admitted", "handed_on", "cancel_requested",
+                 "interrupted")
 
     def __init__(self, job: Job, ctx: JobContext) -> None:
         self.job = job
         self.ctx = ctx
         self.thread: Optional[threading.Thread] = None
         self.admitted = threading.Event()     # it holds its slots, or it has ended
+        # The next job may start: this one is admitted, has ended, or waits for its session.
+        self.handed_on = threading.Event()
         self.cancel_requested = False
         self.interrupted = False
 
@@ -186,7 +189,7 @@ class JobRunner:
         except BaseException:
             self._forget(run)
             raise
-        while not run.admitted.wait(self.POLL_SECS):
+        while not run.handed_on.wait(self.POLL_SECS):
             self._look_for_cancels()
 
     def admit(self, ctx: JobContext) -> None:
@@ -197,6 +200,7 @@ class JobRunner:
         self.changed()
         if run is not None:
             run.admitted.set()
+            run.handed_on.set()
         if job is None:
             raise errors.cancelled("the job was cancelled before it started")
 
@@ -276,8 +280,16 @@ class JobRunner:
             self.app.log.info("job %s (%s) ended %s after %d events"
                               % (job.id, job.kind, job.status, job.event_count))
 
+    def park(self, ctx: JobContext) -> None:
+        """Called by a job's context that waits for its session (holding no run slot): the
+        jobs behind it may start meanwhile. It stays queued until it holds its slots."""
+        run = self._running.get(ctx.job.id)
+        if run is not None:
+            run.handed_on.set()
+
     def _forget(self, run: RunningJob) -> None:
         run.admitted.set()
+        run.handed_on.set()
         with self._cond:
             self._running.pop(run.job.id, None)
             self._generation += 1
@@ -314,7 +326,7 @@ class JobRunner:
         with self._cond:
             self._reserved -= 1
             self._queue.append(job.id)
-            if prepared is not None and not job.request.get("session_id"):
+            if prepared is not None:
                 self._keep_prepared(job.id, prepared)
             self._cond.notify_all()
 
@@ -330,8 +342,8 @@ class JobRunner:
     def prepared_for(self, job_id: str) -> Optional[execute.Prepared]:
         """The run the check before accepting the job prepared, if it is still fresh: a job
         that starts at once is not prepared twice (``prepare`` is the costliest part of
-        starting one: it asks git about the workdir). Never for a job that continues a
-        session, which another turn may have moved on meanwhile."""
+        starting one: it asks git about the workdir). The caller checks that the session it
+        continues, if any, has not moved on meanwhile."""
         with self._cond:
             at, prepared = self._prepared.pop(job_id, (0.0, None))
         return prepared if time.monotonic() - at <= self.PREPARED_FRESH_SECS else None
