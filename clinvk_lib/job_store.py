@@ -27,6 +27,7 @@ from . import jsontext
 from .filelock import locked
 from .fsutil import unlink_quietly, write_atomically
 from .job_events import EventCursor, EventWriter, count_events, job_event
+from .job_index import JobIndex, Summary
 from .sessions import EVERYTHING, Access
 from .textutil import rfc3339
 
@@ -146,6 +147,12 @@ class Job:
     def to_dict(self) -> Dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
 
+    def summary(self) -> Summary:
+        """What the index keeps of the job (``job_index``)."""
+        return {"id": self.id, "kind": self.kind, "owner": self.owner, "status": self.status,
+                "runner": self.runner, "finished_at": self.finished_at,
+                "hook": (self.webhook or {}).get("status", "")}
+
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "Job":
         return cls(**{name: data[name] for name in cls.__slots__ if name in data})
@@ -158,6 +165,7 @@ class JobStore:
     def __init__(self, home: str, events_max_bytes: int = DEFAULT_EVENTS_MAX_BYTES) -> None:
         self.dir = os.path.join(home, "jobs")
         self.events_max_bytes = events_max_bytes
+        self.index = JobIndex(self.dir)
 
     def _path(self, job_id: str, suffix: str) -> str:
         return os.path.join(self.dir, job_id + suffix)
@@ -219,6 +227,7 @@ class JobStore:
         with self._locked(job_id):
             unlink_quietly(self._path(job_id, ".json"))
             unlink_quietly(self._path(job_id, ".events"))
+            self._index_change(job_id, None)
 
     def ids(self) -> List[str]:
         """Every job's id, oldest first."""
@@ -234,15 +243,50 @@ class JobStore:
              kind: Optional[str] = None, limit: Optional[int] = None,
              offset: int = 0) -> Tuple[List[Job], int]:
         """The jobs ``access`` allows, newest first, with the status and kind given: at most
-        ``limit`` (None = all) after skipping ``offset``, and how many matched in all."""
-        matched = []
-        for job_id in reversed(self.ids()):
-            job = self.read(job_id)
-            if job is not None and access.allows(job.owner) and \
-                    status in (None, job.status) and kind in (None, job.kind):
-                matched.append(job)
+        ``limit`` (None = all) after skipping ``offset``, and how many matched in all. Only
+        the page's records are read (the index tells which match)."""
+        matched = sorted((job_id for job_id, s in self.summaries().items()
+                          if access.allows(s.get("owner", "")) and
+                          status in (None, s.get("status")) and kind in (None, s.get("kind"))),
+                         reverse=True)
         end = None if limit is None else offset + limit
-        return matched[offset:end], len(matched)
+        page = [self.read(job_id) for job_id in matched[offset:end]]
+        return [job for job in page if job is not None], len(matched)
+
+    # -- the index ----------------------------------------------------------------------------
+
+    def summaries(self) -> Dict[str, Summary]:
+        """Every job's summary by id (``job_index``); built from the records the first time
+        (a directory older than the index)."""
+        try:
+            found = self.index.entries()
+            if found is None:
+                if not os.path.isdir(self.dir):
+                    return {}
+                self.rebuild_index()
+                found = self.index.entries()
+        except OSError as exc:
+            raise _unavailable(exc, "read")
+        return found or {}
+
+    def rebuild_index(self) -> None:
+        """Rewrite the index from the records (a server's start: the index may lag them by
+        the change a crash interrupted). Nothing to do before the first job."""
+        if not os.path.isdir(self.dir):
+            return
+        try:
+            self.index.rewrite(lambda: (job.summary() for job in map(self.read, self.ids())
+                                        if job is not None))
+        except OSError as exc:
+            raise _unavailable(exc, "written")
+
+    def compact_index(self) -> None:
+        """Rewrite the index as one line per job when it has grown many more lines."""
+        if self.index.entries() is not None and self.index.needs_rewrite():
+            try:
+                self.index.rewrite(lambda: (self.index.entries() or {}).values())
+            except OSError as exc:
+                raise _unavailable(exc, "written")
 
     # -- status changes -------------------------------------------------------------------
 
@@ -335,7 +379,7 @@ class JobStore:
         event logs without a record and temporary files a crash left; the ids removed."""
         now = time.time() if now is None else now
         removed = []
-        for job_id in self.ids() if retention_secs > 0 else []:
+        for job_id in self._finished_before(now - retention_secs) if retention_secs > 0 else []:
             job = self.read(job_id)
             if job is not None and job.final and job.finished_at and \
                     now - parse_rfc3339(job.finished_at) > retention_secs:
@@ -343,6 +387,12 @@ class JobStore:
                 removed.append(job_id)
         self._sweep_strays(now)
         return removed
+
+    def _finished_before(self, when: float) -> List[str]:
+        """The ids of the jobs the index says finished before ``when``, oldest first."""
+        return sorted(job_id for job_id, s in self.summaries().items()
+                      if s.get("status") in FINAL and s.get("finished_at") and
+                      parse_rfc3339(s["finished_at"]) < when)
 
     def _sweep_strays(self, now: float) -> None:
         try:
@@ -385,6 +435,20 @@ class JobStore:
         data = jsontext.dumps_compact(job.to_dict()).encode("utf-8")
         try:
             write_atomically(self._path(job.id, ".json"), data, sync_dir=sync_dir)
+        except OSError as exc:
+            raise _unavailable(exc, "written")
+        self._index_change(job.id, job.summary())
+
+    def _index_change(self, job_id: str, summary: Optional[Summary]) -> None:
+        """Tell the index a record was written (``summary``) or removed (None); an index that
+        is not there yet is built from the records instead, which it then holds whole."""
+        try:
+            if not os.path.exists(self.index.path):
+                self.rebuild_index()
+            elif summary is None:
+                self.index.remove(job_id)
+            else:
+                self.index.add(summary)
         except OSError as exc:
             raise _unavailable(exc, "written")
 

@@ -561,9 +561,15 @@ def test_background_requests_past_the_job_queue_bound_are_a_503_with_retry_after
 def test_a_background_response_runs_as_a_job_of_its_key(keyed):
     made = create(keyed, key=ALICE, background=True, input="as a job").json()
     poll(keyed, made["id"], ALICE)
-    jobs = keyed.get("/api/v1/jobs?kind=response", headers={"X-Api-Key": ALICE}).json()
-    (job,) = jobs["jobs"]
-    assert job["status"] == "succeeded" and job["kind"] == "response"
+    listed = {}
+
+    def job_ended():
+        listed.update(keyed.get("/api/v1/jobs?kind=response",
+                                headers={"X-Api-Key": ALICE}).json())
+        return [j["status"] for j in listed["jobs"]] == ["succeeded"]
+    assert wait_for(job_ended, 10), listed
+    (job,) = listed["jobs"]
+    assert job["kind"] == "response"
     assert keyed.get("/api/v1/jobs?kind=response",
                      headers={"X-Api-Key": BOB}).json()["jobs"] == []
     events = keyed.get("/api/v1/jobs/%s/events" % job["id"],

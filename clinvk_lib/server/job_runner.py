@@ -486,11 +486,18 @@ class JobRunner:
     # -- upkeep ---------------------------------------------------------------------------
 
     def _maintain(self) -> None:
-        """Prune old jobs; take over the jobs of servers that are gone."""
+        """Prune old jobs; take over the jobs of servers that are gone. The first time, the
+        index is rebuilt from the records (it may lag them by a change a crash cut short)."""
+        first = not self._next_maintenance
         self._next_maintenance = time.monotonic() + self.MAINTENANCE_SECS
+        if first:
+            self.store.rebuild_index()
         if self.retention_secs:
             self.store.prune(self.retention_secs)
-        for job_id in self.store.ids():
+        self.store.compact_index()
+        for job_id, summary in sorted(self.store.summaries().items()):
+            if summary.get("status") in FINAL and summary.get("hook") != "pending":
+                continue                # nothing left to do for it, whoever ran it
             job = self.store.read(job_id)
             if job is None or job.runner == self.lease.id:
                 if job is not None and job.final:
