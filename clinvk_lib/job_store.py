@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import jsontext
 from .filelock import locked
-from .fsutil import unlink_quietly, write_atomically
+from .fsutil import read_json_record, unlink_quietly, write_atomically
 from .job_events import EventCursor, EventWriter, count_events, job_event
 from .job_index import JobIndex, Summary
 from .sessions import EVERYTHING, Access
@@ -186,15 +186,10 @@ class JobStore:
         if not is_job_id(job_id):
             return None
         try:
-            with open(self._path(job_id, ".json"), "rb") as f:
-                data = jsontext.loads(f.read())
-        except FileNotFoundError:
-            return None
+            data = read_json_record(self._path(job_id, ".json"))
         except OSError as exc:
             raise _unavailable(exc, "read")
-        except ValueError:
-            return None
-        return Job.from_dict(data) if isinstance(data, dict) else None
+        return Job.from_dict(data) if data is not None else None
 
     def get(self, job_id: str, access: Access = EVERYTHING) -> Job:
         """The job if ``access`` allows its owner; JobNotFound otherwise."""

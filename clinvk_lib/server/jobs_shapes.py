@@ -147,14 +147,9 @@ JobEvent = Obj(
     description="One line of the NDJSON stream (the data of one SSE event, whose id is seq).",
 )
 
-JobsQuery = Obj(
-    Field("status", String(enum=STATUSES), description="Only jobs in this status."),
-    Field("kind", String(enum=ALL_KINDS), description="Only jobs of this kind."),
-    Field("limit", Integer(minimum=0), default=LIST_LIMIT,
-          description="At most this many jobs; 0 = all."),
-    Field("offset", Integer(minimum=0), default=0, description="Skip this many jobs first."),
-    name="JobsQuery",
-)
+JobsQuery = shapes.list_query(
+    "JobsQuery", "jobs", STATUSES, LIST_LIMIT,
+    Field("kind", String(enum=ALL_KINDS), description="Only jobs of this kind."))
 
 JobPath = Obj(
     Field("id", String(min_length=1), required=True, description="Job id (job_...)."),

@@ -19,7 +19,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import jsontext
-from ..fsutil import unlink_quietly, write_atomically
+from ..fsutil import read_json_record, unlink_quietly, write_atomically
 from ..sessions import Access
 from . import errors
 
@@ -110,16 +110,11 @@ class ResponseStore:
         if not is_response_id(response_id):
             return None
         try:
-            with open(self._path(response_id), "rb") as f:
-                data = jsontext.loads(f.read())
-        except FileNotFoundError:
-            return None
+            data = read_json_record(self._path(response_id))
         except OSError as exc:
             raise _unavailable(exc, "read")
-        except ValueError:
-            return None                       # damaged: it cannot be served, so it is not there
-        record = StoredResponse.from_dict(data)
-        return record if access.allows(record.owner) else None
+        record = StoredResponse.from_dict(data) if data is not None else None
+        return record if record is not None and access.allows(record.owner) else None
 
     def delete(self, response_id: str) -> None:
         with self._lock:
