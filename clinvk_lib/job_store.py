@@ -7,16 +7,15 @@ the old record or the new, never half), each change under a lock per job (``file
 server's status change and an operator's cancel never interleave. A job is scoped to the API
 key that created it, as sessions are (``sessions.Access``): another key gets "not found".
 
-Which server process runs a job is told by a runner lease: a lock file the process holds for
-as long as it lives (``jobs/runners/<id>.lock``, flock: the kernel lets go when the process
-dies, even by SIGKILL). A job whose runner holds no lease was left by a server that is gone;
+Which server process runs a job is told by a runner lease (``job_lease``): a lock file the
+process holds for as long as it lives (``jobs/runners/<id>.lock``, flock: the kernel lets go
+when the process dies, even by SIGKILL). A job whose runner holds no lease was left by a server that is gone;
 the next server that looks marks it ``interrupted`` (it was running) or adopts it (queued).
 """
 
 from __future__ import annotations
 
 import calendar
-import fcntl
 import os
 import re
 import threading
@@ -28,6 +27,7 @@ from .filelock import locked
 from .fsutil import read_json_record, unlink_quietly, write_atomically
 from .job_events import EventCursor, EventWriter, count_events, job_event
 from .job_index import JobIndex, Summary
+from .job_lease import runner_alive
 from .sessions import EVERYTHING, Access
 from .textutil import rfc3339
 
@@ -50,7 +50,6 @@ _ID = re.compile(r"job_[0-9a-f]{24}\Z")
 _FILE = re.compile(r"(job_[0-9a-f]{24})\.json\Z")
 _EVENTS = re.compile(r"(job_[0-9a-f]{24})\.events\Z")
 _TEMP = re.compile(r"\.job_[0-9a-f]{24}\.json\.tmp-[0-9a-f]+\Z")
-_RUNNER = re.compile(r"[0-9a-f]{16}\Z")
 _STRAY_SECS = 60.0
 _LOCK_WAIT_SECS = 30.0
 
@@ -408,21 +407,8 @@ class JobStore:
     # -- runner leases --------------------------------------------------------------------
 
     def runner_alive(self, runner: str) -> bool:
-        """True while the process holding lease ``runner`` lives (this one included)."""
-        if not _RUNNER.match(runner or ""):
-            return False
-        try:
-            fd = os.open(os.path.join(self.dir, "runners", runner + ".lock"),
-                         os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        """True while the process holding lease ``runner`` lives (``job_lease``)."""
+        return runner_alive(self.dir, runner)
 
     # -- files --------------------------------------------------------------------------------
 
@@ -469,35 +455,6 @@ class _JobLock:
 
     def __exit__(self, *exc: Any) -> None:
         self._cm.__exit__(*exc)
-
-
-class RunnerLease:
-    """This process's lease on the jobs it queues and runs (see the module docstring):
-    ``take()`` at start, ``release()`` at the end; ``id`` goes into each job it owns."""
-
-    def __init__(self, store: JobStore) -> None:
-        self.id = os.urandom(8).hex()
-        self._path = os.path.join(store.dir, "runners", self.id + ".lock")
-        self._fd = -1
-
-    def take(self) -> None:
-        """OSError when the jobs directory cannot be written."""
-        os.makedirs(os.path.dirname(self._path), mode=0o700, exist_ok=True)
-        # Read-only: a file held open for writing would keep the filesystem from being
-        # remounted read-only (flock needs no write access).
-        fd = os.open(self._path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd >= 0:
-            unlink_quietly(self._path)
-            os.close(self._fd)
-            self._fd = -1
 
 
 def cancelled_error() -> Dict[str, Any]:

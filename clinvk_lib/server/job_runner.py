@@ -17,7 +17,7 @@ Shutdown (``serve.drain``): ``stop()`` starts nothing more (the job waiting for 
 its place back and stays queued on disk, for the next server); running jobs get the grace
 period, then ``interrupt_all()`` stops them and they end ``interrupted``. At start, jobs left by
 a server that died are marked ``interrupted`` (running) or adopted (queued), and pending
-webhooks resumed (``job_store`` explains how a dead server is told from a live one).
+webhooks resumed (``job_upkeep``; ``job_webhooks`` sends each finished job's webhook).
 """
 
 from __future__ import annotations
@@ -27,15 +27,17 @@ import functools
 import threading
 import time
 import traceback
-from typing import Any, Callable, Deque, Dict, Iterator, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, NamedTuple, Optional, Tuple
 
 from .. import execute, jsontext
 from ..job_events import JOB
-from ..job_store import (CANCELLED, FAILED, FINAL, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED,
-                         Job, JobStore, JobStoreError, RunnerLease, cancelled_error,
-                         interrupted_error)
-from . import errors, native, webhooks
+from ..job_store import (CANCELLED, FAILED, FINAL, INTERRUPTED, QUEUED, SUCCEEDED, Job,
+                         JobStore, JobStoreError, cancelled_error, interrupted_error)
+from ..job_lease import RunnerLease
+from . import errors, native
 from .job_context import JobContext, Requeue, judge
+from .job_upkeep import Upkeep
+from .job_webhooks import JobWebhooks
 Verdict = Tuple[str, Optional[Dict[str, Any]]]
 
 
@@ -79,7 +81,6 @@ class JobRunner:
     ``close()`` are for shutdown."""
 
     POLL_SECS = 0.5             # how often a cancel from another process is looked for
-    MAINTENANCE_SECS = 60.0     # how often old jobs are pruned and dead servers' jobs taken
     CANCEL_WAIT_SECS = 10.0     # how long DELETE waits for a cancelled job to stop
     PREPARED_FRESH_SECS = 2.0   # how old a run prepared at submission may be to be used
     PREPARED_KEPT = 64          # how many such runs are kept at once
@@ -87,18 +88,16 @@ class JobRunner:
     def __init__(self, app: Any, store: JobStore) -> None:
         self.app = app
         self.store = store
-        self.lease = RunnerLease(store)
+        self.lease = RunnerLease(store.dir)
         self.max_queued = app.cfg.get("server.max_queued_jobs")
-        self.retention_secs = app.cfg.get("server.job_retention_days") * 86400
-        self.deliveries = webhooks.Deliveries(app.cfg, app.log, self.record_webhook,
-                                              app.metrics)
+        self.upkeep = Upkeep(self, app.cfg.get("server.job_retention_days") * 86400)
+        self.webhooks = JobWebhooks(app, store)
         self.kinds: Dict[str, Kind] = dict(NATIVE_KINDS)
         if app.metrics is not None:
             app.metrics.watch_jobs(self.counts)
         self._queue: Deque[str] = collections.deque()
         self._reserved = 0
         self._running: Dict[str, RunningJob] = {}
-        self._delivering: Set[str] = set()
         self._prepared: Dict[str, Tuple[float, execute.Prepared]] = {}
         self._cond = threading.Condition()
         self._generation = 0                  # bumped at every event and status change
@@ -106,7 +105,6 @@ class JobRunner:
         self._thread: Optional[threading.Thread] = None
         self._open = False
         self._open_error = ""
-        self._next_maintenance = 0.0
 
     @property
     def stopping(self) -> bool:
@@ -154,8 +152,8 @@ class JobRunner:
     def _dispatch(self) -> None:
         while not self._stopping:
             try:
-                if time.monotonic() >= self._next_maintenance:
-                    self._maintain()
+                if self.upkeep.due():
+                    self.upkeep.run()
                 job_id = self._next_queued()
                 if job_id is not None:
                     self._launch(job_id)
@@ -177,7 +175,7 @@ class JobRunner:
             if job is not None and job.final:
                 if job.runner == self.lease.id:
                     self._ended(job)     # cancelled while it waited (clinvk jobs cancel)
-                self._deliver(job)
+                self.webhooks.deliver(job)
             return
         run = RunningJob(job, JobContext(self.app, job, self.store.writer(job_id), self))
         with self._cond:
@@ -210,10 +208,10 @@ class JobRunner:
         try:
             ending = self._outcome(run)
             if ending is not None:
-                self._finish(run.job.id, *ending, writer=run.ctx.writer)
+                self.finish(run.job.id, *ending, writer=run.ctx.writer)
         except Exception:  # noqa: BLE001 - a thread has nobody to raise to: log it
             self.app.log.error("job failed", run.job.id, traceback.format_exc())
-            self._finish(run.job.id, FAILED, None, dict(errors.native_body(
+            self.finish(run.job.id, FAILED, None, dict(errors.native_body(
                 errors.internal(run.job.id)), status=500), run.ctx.writer)
         finally:
             run.ctx.finish()
@@ -243,7 +241,7 @@ class JobRunner:
                 "the server shut down and its grace period (server.shutdown_grace_secs) ended")
         return status, result, error
 
-    def _finish(self, job_id: str, status: str, result: Any, error: Optional[Dict[str, Any]],
+    def finish(self, job_id: str, status: str, result: Any, error: Optional[Dict[str, Any]],
                 writer: Any = None) -> None:
         try:
             ended = self.store.finish(job_id, status, result, error, writer)
@@ -256,7 +254,7 @@ class JobRunner:
         if ended is not None:
             self._ended(ended)
         if job is not None and job.final:
-            self._deliver(job)
+            self.webhooks.deliver(job)
 
     def _ended(self, job: Job) -> None:
         """A job has ended (here, once): logged, counted, told to its kind."""
@@ -348,7 +346,8 @@ class JobRunner:
             at, prepared = self._prepared.pop(job_id, (0.0, None))
         return prepared if time.monotonic() - at <= self.PREPARED_FRESH_SECS else None
 
-    def _enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str) -> None:
+        """Queue a job this server adopted (its queued job was left by a dead server)."""
         with self._cond:
             self._queue.append(job_id)
             self._cond.notify_all()
@@ -372,9 +371,9 @@ class JobRunner:
         elif job.final:
             if queued_here:
                 self._ended(job)         # request_cancel ended it
-            self._deliver(job)
+            self.webhooks.deliver(job)
         elif not self.store.runner_alive(job.runner):
-            self._finish(job_id, CANCELLED, None, cancelled_error())
+            self.finish(job_id, CANCELLED, None, cancelled_error())
         else:
             self._wait_final(job_id, self.CANCEL_WAIT_SECS)
         return self.store.read(job_id)
@@ -447,83 +446,6 @@ class JobRunner:
                 self._cond.wait(self.POLL_SECS)
             return self._generation != seen
 
-    # -- webhooks -------------------------------------------------------------------------
-
-    def _deliver(self, job: Job, resume: bool = False) -> None:
-        """Send the finished job to its webhook (or continue the delivery a dead server left
-        pending)."""
-        if not job.webhook_url or (job.webhook or {}).get("status") != "pending":
-            return
-        with self._cond:
-            if job.id in self._delivering:
-                return
-            self._delivering.add(job.id)
-        hook = job.webhook or {}
-        attempts = max([a.get("attempt", 0) for a in hook.get("attempts", [])] or [0])
-        if resume and hook.get("delivery_id"):
-            self.deliveries.resume(job.id, job.public(), job.webhook_url, hook["delivery_id"],
-                                   attempts)
-        else:
-            self.deliveries.send(job.id, job.public(), job.webhook_url)
-
-    def record_webhook(self, job_id: str, state: Dict[str, Any]) -> None:
-        """Keep a delivery's state in its job (``webhooks.Deliveries`` calls this after
-        queuing and after each attempt)."""
-        def change(job: Job) -> bool:
-            hook = dict(job.webhook or {})
-            hook["delivery_id"] = state.get("delivery_id", "")
-            hook["status"] = state.get("state", "pending")
-            if state.get("attempt"):
-                hook["attempts"] = [a for a in hook.get("attempts", [])
-                                    if a.get("attempt") != state["attempt"]] + [state]
-            job.webhook = hook
-            return True
-        self.store.update(job_id, change)
-        if state.get("state") != "pending":
-            with self._cond:
-                self._delivering.discard(job_id)
-
-    # -- upkeep ---------------------------------------------------------------------------
-
-    def _maintain(self) -> None:
-        """Prune old jobs; take over the jobs of servers that are gone. The first time, the
-        index is rebuilt from the records (it may lag them by a change a crash cut short)."""
-        first = not self._next_maintenance
-        self._next_maintenance = time.monotonic() + self.MAINTENANCE_SECS
-        if first:
-            self.store.rebuild_index()
-        if self.retention_secs:
-            self.store.prune(self.retention_secs)
-        self.store.compact_index()
-        for job_id, summary in sorted(self.store.summaries().items()):
-            if summary.get("status") in FINAL and summary.get("hook") != "pending":
-                continue                # nothing left to do for it, whoever ran it
-            job = self.store.read(job_id)
-            if job is None or job.runner == self.lease.id:
-                if job is not None and job.final:
-                    self._deliver(job, resume=True)
-                continue
-            if self.store.runner_alive(job.runner):
-                continue
-            self._take_over(job)
-
-    def _take_over(self, job: Job) -> None:
-        """A job whose server is gone: running, it ends interrupted (its backend died with
-        its server); queued, this server adopts it; finished with a webhook pending, this
-        server delivers it."""
-        claimed = self.store.claim(job.id, job.runner, self.lease.id)
-        if claimed is None:
-            return
-        if claimed.status == QUEUED:
-            self._enqueue(claimed.id)
-        elif claimed.status == RUNNING:
-            cancelled = claimed.cancel_requested
-            self._finish(claimed.id, CANCELLED if cancelled else INTERRUPTED, None,
-                         cancelled_error() if cancelled else
-                         interrupted_error("the server process running it ended"))
-        else:
-            self._deliver(claimed, resume=True)
-
     # -- shutdown -------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -557,6 +479,6 @@ class JobRunner:
         self.stop()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.deliveries.close(timeout)
+        self.webhooks.close(timeout)
         self.lease.release()
         self._open = False
