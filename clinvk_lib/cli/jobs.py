@@ -102,8 +102,12 @@ def format_job_table(jobs: List[job_store.Job], total: int, offset: int) -> str:
 
 
 def _asked(job: job_store.Job) -> str:
-    """The job's prompt (a chain's first step, a parallel run's first task)."""
+    """The job's prompt (a chain's first step, a parallel run's first task, a background
+    response's input when it is text)."""
     request = job.request
+    if job.kind == job_store.RESPONSE:
+        text = (request.get("response") or {}).get("input")
+        return text if isinstance(text, str) else ""
     first = (request.get("steps") or request.get("tasks") or [request])[0]
     return first.get("prompt", "") if isinstance(first, dict) else ""
 
