@@ -49,7 +49,7 @@ DEFAULT_EVENTS_MAX_BYTES = 8 * 1024 * 1024
 _ID = re.compile(r"job_[0-9a-f]{24}\Z")
 _FILE = re.compile(r"(job_[0-9a-f]{24})\.json\Z")
 _EVENTS = re.compile(r"(job_[0-9a-f]{24})\.events\Z")
-_TEMP = re.compile(r"\.job_[0-9a-f]{24}\.json\.tmp-[0-9a-f]+\Z")
+_TEMP = re.compile(r"\.(job_[0-9a-f]{24}\.json|index)\.tmp-[0-9a-f]+\Z")
 _STRAY_SECS = 60.0
 _LOCK_WAIT_SECS = 30.0
 
@@ -250,18 +250,21 @@ class JobStore:
     # -- the index ----------------------------------------------------------------------------
 
     def summaries(self) -> Dict[str, Summary]:
-        """Every job's summary by id (``job_index``); built from the records the first time
-        (a directory older than the index)."""
+        """Every job's summary by id (``job_index``); the first time, in a directory older
+        than the index, the index is built from the records (or, where it cannot be written,
+        the summaries are read from them)."""
         try:
             found = self.index.entries()
-            if found is None:
-                if not os.path.isdir(self.dir):
-                    return {}
-                self.rebuild_index()
-                found = self.index.entries()
         except OSError as exc:
             raise _unavailable(exc, "read")
-        return found or {}
+        if found is not None or not os.path.isdir(self.dir):
+            return found or {}
+        try:
+            self.rebuild_index()
+            return self.index.entries() or {}
+        except (JobStoreError, OSError):
+            return {job.id: job.summary() for job in map(self.read, self.ids())
+                    if job is not None}
 
     def rebuild_index(self) -> None:
         """Rewrite the index from the records (a server's start: the index may lag them by

@@ -5,6 +5,7 @@ records when it is missing, catches up with them after a crash, and is compacted
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -115,3 +116,26 @@ def test_a_line_that_is_not_json_is_skipped(store):
         f.write(b"garbage\n")
     (second,) = make(store)
     assert [j.id for j in store.list()[0]] == [second.id, job.id]
+
+
+def test_an_older_directory_whose_index_cannot_be_written_is_listed_from_its_records(
+        store, tmp_path, monkeypatch):
+    made = make(store, 3)
+    os.unlink(store.index.path)
+    older = JobStore(str(tmp_path))
+
+    def refuse(summaries):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(older.index, "rewrite", refuse)
+    assert [j.id for j in older.list()[0]] == [j.id for j in reversed(made)]
+    assert not os.path.exists(older.index.path)
+
+
+def test_prune_sweeps_a_temporary_index_file_a_crash_left(store):
+    make(store)
+    stray = os.path.join(store.dir, ".index.tmp-0123456789abcdef")
+    with open(stray, "w") as f:
+        f.write("half")
+    os.utime(stray, (time.time() - 3600, time.time() - 3600))
+    store.prune(86400)
+    assert not os.path.exists(stray)
