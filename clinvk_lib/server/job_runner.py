@@ -1,17 +1,19 @@
 """The durable jobs of one server process: the FIFO queue, the runs, the end of each job.
 
 A job runs the synchronous route's own handler (``native.prompt``, ``parallel``, ``chain``,
-``compare``) with a ``JobContext`` in place of the request's context, so its ``result`` is that
-route's answer and its errors are that route's errors. What the context changes: the body is
-the stored request; a prompt runs in streaming mode so that its unified events are recorded as
-they come (its result is still the JSON answer); fan-out progress is recorded as ``item_*``
-events; a run slot is waited for as long as it takes (a job has no client on a connection to
-answer 503); a continued session is waited for as long as it takes too.
+``compare``; a front end may add a ``Kind`` of its own, as the Responses API does for
+``background: true``) with a ``JobContext`` in place of the request's context, so its
+``result`` is that route's answer and its errors are that route's errors. What the context
+changes: the body is the stored request; runs are in streaming mode so that their unified
+events are recorded as they come (a prompt's result is still the JSON answer); fan-out progress
+is recorded as ``item_*`` events, each item's backend events between them; a run slot is waited
+for as long as it takes (a job has no client on a connection to answer 503); a continued
+session is waited for as long as it takes too, before the run slot.
 
 Jobs start in the order they were accepted: one dispatcher thread hands the queue's head a
-worker thread and waits until that worker holds its run slots (or has ended) before the next,
-so at most one job waits in the run-slot queue, beside the synchronous requests. A job is
-``running`` once it holds its slots.
+worker thread and waits until that worker holds its run slots (or has ended, or waits for its
+session: ``park``) before the next, so at most one job waits in the run-slot queue, beside the
+synchronous requests. A job is ``running`` once it holds its slots.
 
 Shutdown (``serve.drain``): ``stop()`` starts nothing more (the job waiting for slots gives
 its place back and stays queued on disk, for the next server); running jobs get the grace
