@@ -79,7 +79,10 @@ class BackgroundResponses:
         """A response job's run: the backend answers and the response is stored completed,
         or failed with the run's error (a cancel or a shutdown is settled by ``ended``)."""
         request = ctx.json_body()
-        record = self.store.get(request["response_id"], EVERYTHING)
+        try:
+            record = self.store.get(request["response_id"], EVERYTHING)
+        except ResponseStoreError as exc:
+            raise unavailable(exc)
         if record is None:
             raise errors.cancelled("response %s was deleted before it ran"
                                    % request["response_id"])
