@@ -13,7 +13,8 @@ backend apply and no session is stored. A front end may pass:
   ``"finished"`` (payload: that item's ``TaskResult``, ``StepResult`` or ``CompareResult``)
   and, for compare, ``"skipped"`` (payload: a ``Skipped``), possibly from worker threads;
   with ``item_events``, also ``"event"`` (payload: an ``events.Event``) for each unified event
-  of each item's backend as it comes (the items then run their CLIs in streaming mode).
+  of each item's backend as it comes (the items then run their CLIs in streaming mode; a dry
+  run still shows the commands a run without ``item_events`` would run).
   Every payload has a ``backend``. ``index`` is the item's position in the input (the task,
   the step, the backend in the list given).
 
@@ -156,7 +157,7 @@ def run_parallel(tasks: Sequence[Dict[str, Any]], cfg: Config, max_parallel: int
     started = time.monotonic()
     cancel = cancel if cancel is not None else execute.Cancel()
     n = len(tasks)
-    prepared = [_prepare(t, cfg, policy, dry_run, item_events) for t in tasks]
+    prepared = [_prepare(t, cfg, policy, dry_run, item_events and not dry_run) for t in tasks]
     results: List[Optional[TaskResult]] = [None] * n
     stop_reason: List[str] = []
     stop_lock = threading.Lock()
@@ -229,7 +230,7 @@ def run_chain(steps: Sequence[Dict[str, Any]], cfg: Config, stop_on_failure: boo
             task["prompt"] = task.get("prompt", "").replace(PREVIOUS, previous_output)
         if pass_working_dir and not task.get("workdir") and previous_workdir:
             task["workdir"] = previous_workdir
-        p, exc = _prepare(task, cfg, policy, dry_run, item_events)
+        p, exc = _prepare(task, cfg, policy, dry_run, item_events and not dry_run)
         backend = p.backend.name if p else task.get("backend", "")
         _notify(on_progress, "started", i, Started(i, backend, step.get("name", "")))
         ending = _failed_to_prepare(exc) if exc is not None else \
@@ -299,7 +300,7 @@ def run_compare(prompt: str, backends: Sequence[str], cfg: Config, model: str = 
     started = time.monotonic()
     cancel = cancel if cancel is not None else execute.Cancel()
     runs, skipped = plan_compare(prompt, backends, cfg, model, workdir, dry_run, options, policy,
-                                 item_events)
+                                 item_events and not dry_run)
     for position, skip in skipped:
         _notify(on_progress, "skipped", position, skip)
     results: List[Optional[CompareResult]] = [None] * len(runs)

@@ -411,6 +411,16 @@ def test_a_fan_out_job_records_each_backends_unified_events_tagged_with_its_item
     assert [e["seq"] for e in lines] == list(range(1, len(lines) + 1))
 
 
+def test_a_dry_run_fan_out_job_shows_the_commands_of_the_synchronous_route(srv):
+    body = {"tasks": [{"backend": "claude", "prompt": "a"}, {"backend": "codex", "prompt": "b"}],
+            "dry_run": True}
+    done = wait_status(srv, submit(srv, "parallel", **body)["id"])
+    direct = srv.post("/api/v1/parallel", body).json()
+    commands = [r["output"] for r in done["result"]["results"]]
+    assert commands == [r["output"] for r in direct["results"]]
+    assert all("stream" not in c for c in commands)
+
+
 def test_a_job_that_starts_at_once_is_prepared_once_even_when_it_continues_a_session(
         srv, monkeypatch):
     calls = []
