@@ -7,7 +7,13 @@ On one `clinvk serve` with the zero-work fake claude:
   PAIRS alternating pairs, target at most +10 ms;
 - 1,000 queued jobs: a server with one run slot held by a job that sleeps, then 1,000 jobs
   submitted one after another: the submission latency (median, p99) and the server's resident
-  memory before and after (recorded, no target).
+  memory before and after (recorded, no target);
+- listing one page of 100,000 jobs (``JobStore.list``, limit 100): a store written directly
+  (LISTED records, 60% of them succeeded), then the first page read by a fresh store (which
+  reads the index file whole), a second page by the same store (which reads only what was
+  appended since), and, for comparison, reading every record as the listing did before the
+  index; plus rebuilding the index from the records, what a server does at start (recorded).
+  ``python3 bench/bench_jobs.py listing`` runs only this part (it needs no zipapp).
 """
 
 from __future__ import annotations
@@ -15,17 +21,24 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import Server, need_pyz, paired, post, record, report_value  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from clinvk_lib.job_store import Job, JobStore, new_job_id  # noqa: E402
+from clinvk_lib.jsontext import dumps_compact  # noqa: E402
+
 ISSUE = "18"
 PAIRS = 40
 QUEUED = 1000
+LISTED = 100000
 PROMPT = {"backend": "claude", "prompt": "hi", "ephemeral": True}
 
 
@@ -116,12 +129,54 @@ def bench_queued() -> None:
            "%.1f MiB before, %.1f MiB after (+%.1f MiB)" % (before, after, after - before))
 
 
+def write_records(directory: str, count: int) -> None:
+    """``count`` finished prompt job records, written plainly (no fsync: setup, not measured)."""
+    os.makedirs(directory)
+    for i in range(count):
+        job = Job(new_job_id(), "prompt", dict(PROMPT, prompt="job %d" % i),
+                  status="succeeded" if i % 5 < 3 else "failed",
+                  created_at="2026-01-01T00:00:00.000Z", finished_at="2026-01-01T00:00:01.000Z",
+                  result={"backend": "claude", "exit_code": 0, "output": "echo: job %d" % i},
+                  owner="k%d" % (i % 10))
+        with open(os.path.join(directory, job.id + ".json"), "w") as f:
+            f.write(dumps_compact(job.to_dict()))
+
+
+def timed_ms(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def bench_listing() -> None:
+    home = tempfile.mkdtemp(prefix="clinvk-bench-jobs-")
+    try:
+        write_records(os.path.join(home, "jobs"), LISTED)
+        rebuild = timed_ms(JobStore(home).rebuild_index)
+        store = JobStore(home)
+        first = timed_ms(lambda: store.list(limit=100))
+        again = timed_ms(lambda: store.list(limit=100, offset=100))
+        filtered = timed_ms(lambda: store.list(status="failed", limit=100))
+        every = timed_ms(lambda: [store.read(job_id) for job_id in store.ids()])
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    record(ISSUE, "one page (100) of %d jobs" % LISTED,
+           "a fresh store %.0f ms (it reads the index whole), then %.0f ms (status filter "
+           "%.0f ms); reading every record, as listing did before the index, %.0f ms"
+           % (first, again, filtered, every))
+    record(ISSUE, "rebuilding the index of %d jobs (server start)" % LISTED, "%.0f ms" % rebuild)
+
+
 def main() -> None:
+    if sys.argv[1:] == ["listing"]:
+        bench_listing()
+        return
     need_pyz()
     for name in [k for k in os.environ if k.startswith("CLINVK_")]:
         del os.environ[name]                 # the server must not pick up the caller's settings
     bench_first_event()
     bench_queued()
+    bench_listing()
 
 
 if __name__ == "__main__":

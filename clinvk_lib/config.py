@@ -100,7 +100,7 @@ SETTINGS = (
     _S("server.session_busy_wait_secs",    COUNT,            5,        "seconds a turn waits for a session another turn holds before 409 (0 = fail at once)"),
     _S("server.responses_max_stored",      Int(1),           1000,     "stored Responses API responses kept; past it the oldest are removed"),
     _S("server.responses_retention_days",  COUNT,            30,       "stored responses unwritten this many days are removed (0 = kept until the count pushes them out)"),
-    _S("server.max_queued_jobs",           Int(1),           1000,     "durable jobs waiting for a run slot at once; past it POST /api/v1/jobs gets 503"),
+    _S("server.max_queued_jobs",           Int(1),           1000,     "durable jobs waiting for a run slot at once (background responses included); past it POST /api/v1/jobs gets 503"),
     _S("server.job_events_max_bytes",      Int(4096),        8 * 1024 * 1024, "bytes of events kept per job; later events are dropped (its final status is always kept)"),
     _S("server.job_retention_days",        COUNT,            7,        "finished jobs and their events are removed this many days after they ended (0 = kept)"),
     _S("server.webhook_allowed_hosts",     STR_LIST,         (),       "hosts a job's webhook_url may name, as host or host:port, matched exactly (empty = webhooks refused)"),

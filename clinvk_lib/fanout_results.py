@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, TypeVar, Union
 
-from .events import Usage
+from .events import Event, Usage
 
 COMPLETED = "completed"
 FAILED = "failed"
@@ -142,7 +142,7 @@ class Skipped(NamedTuple):
         return {"backend": self.backend, "reason": self.reason}
 
 
-ProgressPayload = Union[Started, ItemResult, Skipped]
+ProgressPayload = Union[Started, ItemResult, Skipped, Event]
 ProgressFn = Callable[[str, int, ProgressPayload], None]
 
 

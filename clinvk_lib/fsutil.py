@@ -12,7 +12,9 @@ import errno
 import json
 import os
 import pwd
-from typing import Any
+from typing import Any, Dict, Optional
+
+from . import jsontext
 
 # A directory fsync some filesystems refuse (EINVAL, e.g. some network and FUSE mounts): the
 # rename is done, only its durability is the filesystem's business.
@@ -88,6 +90,18 @@ def read_json(path: str) -> Any:
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def read_json_record(path: str) -> Optional[Dict[str, Any]]:
+    """The JSON object a store keeps in file ``path``; None when the file is missing or holds
+    no JSON object (a damaged record cannot be served, so it is not there). OSError when the
+    file cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            data = jsontext.loads(f.read())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def unlink_quietly(path: str) -> None:

@@ -7,16 +7,15 @@ the old record or the new, never half), each change under a lock per job (``file
 server's status change and an operator's cancel never interleave. A job is scoped to the API
 key that created it, as sessions are (``sessions.Access``): another key gets "not found".
 
-Which server process runs a job is told by a runner lease: a lock file the process holds for
-as long as it lives (``jobs/runners/<id>.lock``, flock: the kernel lets go when the process
-dies, even by SIGKILL). A job whose runner holds no lease was left by a server that is gone;
+Which server process runs a job is told by a runner lease (``job_lease``): a lock file the
+process holds for as long as it lives (``jobs/runners/<id>.lock``, flock: the kernel lets go
+when the process dies, even by SIGKILL). A job whose runner holds no lease was left by a server that is gone;
 the next server that looks marks it ``interrupted`` (it was running) or adopts it (queued).
 """
 
 from __future__ import annotations
 
 import calendar
-import fcntl
 import os
 import re
 import threading
@@ -25,12 +24,18 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import jsontext
 from .filelock import locked
-from .fsutil import unlink_quietly, write_atomically
+from .fsutil import read_json_record, unlink_quietly, write_atomically
 from .job_events import EventCursor, EventWriter, count_events, job_event
+from .job_index import JobIndex, Summary
+from .job_lease import runner_alive
 from .sessions import EVERYTHING, Access
 from .textutil import rfc3339
 
+# What POST /api/v1/jobs runs (a synchronous route each); a response job is a Responses API
+# request with background: true.
 KINDS = ("prompt", "parallel", "chain", "compare")
+RESPONSE = "response"
+ALL_KINDS = KINDS + (RESPONSE,)
 QUEUED, RUNNING = "queued", "running"
 SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = "succeeded", "failed", "cancelled", "interrupted"
 FINAL = (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
@@ -44,8 +49,7 @@ DEFAULT_EVENTS_MAX_BYTES = 8 * 1024 * 1024
 _ID = re.compile(r"job_[0-9a-f]{24}\Z")
 _FILE = re.compile(r"(job_[0-9a-f]{24})\.json\Z")
 _EVENTS = re.compile(r"(job_[0-9a-f]{24})\.events\Z")
-_TEMP = re.compile(r"\.job_[0-9a-f]{24}\.json\.tmp-[0-9a-f]+\Z")
-_RUNNER = re.compile(r"[0-9a-f]{16}\Z")
+_TEMP = re.compile(r"\.(job_[0-9a-f]{24}\.json|index)\.tmp-[0-9a-f]+\Z")
 _STRAY_SECS = 60.0
 _LOCK_WAIT_SECS = 30.0
 
@@ -142,6 +146,12 @@ class Job:
     def to_dict(self) -> Dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
 
+    def summary(self) -> Summary:
+        """What the index keeps of the job (``job_index``)."""
+        return {"id": self.id, "kind": self.kind, "owner": self.owner, "status": self.status,
+                "runner": self.runner, "finished_at": self.finished_at,
+                "hook": (self.webhook or {}).get("status", "")}
+
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "Job":
         return cls(**{name: data[name] for name in cls.__slots__ if name in data})
@@ -154,6 +164,7 @@ class JobStore:
     def __init__(self, home: str, events_max_bytes: int = DEFAULT_EVENTS_MAX_BYTES) -> None:
         self.dir = os.path.join(home, "jobs")
         self.events_max_bytes = events_max_bytes
+        self.index = JobIndex(self.dir)
 
     def _path(self, job_id: str, suffix: str) -> str:
         return os.path.join(self.dir, job_id + suffix)
@@ -174,15 +185,10 @@ class JobStore:
         if not is_job_id(job_id):
             return None
         try:
-            with open(self._path(job_id, ".json"), "rb") as f:
-                data = jsontext.loads(f.read())
-        except FileNotFoundError:
-            return None
+            data = read_json_record(self._path(job_id, ".json"))
         except OSError as exc:
             raise _unavailable(exc, "read")
-        except ValueError:
-            return None
-        return Job.from_dict(data) if isinstance(data, dict) else None
+        return Job.from_dict(data) if data is not None else None
 
     def get(self, job_id: str, access: Access = EVERYTHING) -> Job:
         """The job if ``access`` allows its owner; JobNotFound otherwise."""
@@ -215,6 +221,7 @@ class JobStore:
         with self._locked(job_id):
             unlink_quietly(self._path(job_id, ".json"))
             unlink_quietly(self._path(job_id, ".events"))
+            self._index_change(job_id, None)
 
     def ids(self) -> List[str]:
         """Every job's id, oldest first."""
@@ -230,15 +237,53 @@ class JobStore:
              kind: Optional[str] = None, limit: Optional[int] = None,
              offset: int = 0) -> Tuple[List[Job], int]:
         """The jobs ``access`` allows, newest first, with the status and kind given: at most
-        ``limit`` (None = all) after skipping ``offset``, and how many matched in all."""
-        matched = []
-        for job_id in reversed(self.ids()):
-            job = self.read(job_id)
-            if job is not None and access.allows(job.owner) and \
-                    status in (None, job.status) and kind in (None, job.kind):
-                matched.append(job)
+        ``limit`` (None = all) after skipping ``offset``, and how many matched in all. Only
+        the page's records are read (the index tells which match)."""
+        matched = sorted((job_id for job_id, s in self.summaries().items()
+                          if access.allows(s.get("owner", "")) and
+                          status in (None, s.get("status")) and kind in (None, s.get("kind"))),
+                         reverse=True)
         end = None if limit is None else offset + limit
-        return matched[offset:end], len(matched)
+        page = [self.read(job_id) for job_id in matched[offset:end]]
+        return [job for job in page if job is not None], len(matched)
+
+    # -- the index ----------------------------------------------------------------------------
+
+    def summaries(self) -> Dict[str, Summary]:
+        """Every job's summary by id (``job_index``); the first time, in a directory older
+        than the index, the index is built from the records (or, where it cannot be written,
+        the summaries are read from them)."""
+        try:
+            found = self.index.entries()
+        except OSError as exc:
+            raise _unavailable(exc, "read")
+        if found is not None or not os.path.isdir(self.dir):
+            return found or {}
+        try:
+            self.rebuild_index()
+            return self.index.entries() or {}
+        except (JobStoreError, OSError):
+            return {job.id: job.summary() for job in map(self.read, self.ids())
+                    if job is not None}
+
+    def rebuild_index(self) -> None:
+        """Rewrite the index from the records (a server's start: the index may lag them by
+        the change a crash interrupted). Nothing to do before the first job."""
+        if not os.path.isdir(self.dir):
+            return
+        try:
+            self.index.rewrite(lambda: (job.summary() for job in map(self.read, self.ids())
+                                        if job is not None))
+        except OSError as exc:
+            raise _unavailable(exc, "written")
+
+    def compact_index(self) -> None:
+        """Rewrite the index as one line per job when it has grown many more lines."""
+        if self.index.entries() is not None and self.index.needs_rewrite():
+            try:
+                self.index.rewrite(lambda: (self.index.entries() or {}).values())
+            except OSError as exc:
+                raise _unavailable(exc, "written")
 
     # -- status changes -------------------------------------------------------------------
 
@@ -331,7 +376,7 @@ class JobStore:
         event logs without a record and temporary files a crash left; the ids removed."""
         now = time.time() if now is None else now
         removed = []
-        for job_id in self.ids() if retention_secs > 0 else []:
+        for job_id in self._finished_before(now - retention_secs) if retention_secs > 0 else []:
             job = self.read(job_id)
             if job is not None and job.final and job.finished_at and \
                     now - parse_rfc3339(job.finished_at) > retention_secs:
@@ -339,6 +384,12 @@ class JobStore:
                 removed.append(job_id)
         self._sweep_strays(now)
         return removed
+
+    def _finished_before(self, when: float) -> List[str]:
+        """The ids of the jobs the index says finished before ``when``, oldest first."""
+        return sorted(job_id for job_id, s in self.summaries().items()
+                      if s.get("status") in FINAL and s.get("finished_at") and
+                      parse_rfc3339(s["finished_at"]) < when)
 
     def _sweep_strays(self, now: float) -> None:
         try:
@@ -359,21 +410,8 @@ class JobStore:
     # -- runner leases --------------------------------------------------------------------
 
     def runner_alive(self, runner: str) -> bool:
-        """True while the process holding lease ``runner`` lives (this one included)."""
-        if not _RUNNER.match(runner or ""):
-            return False
-        try:
-            fd = os.open(os.path.join(self.dir, "runners", runner + ".lock"),
-                         os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        """True while the process holding lease ``runner`` lives (``job_lease``)."""
+        return runner_alive(self.dir, runner)
 
     # -- files --------------------------------------------------------------------------------
 
@@ -381,6 +419,20 @@ class JobStore:
         data = jsontext.dumps_compact(job.to_dict()).encode("utf-8")
         try:
             write_atomically(self._path(job.id, ".json"), data, sync_dir=sync_dir)
+        except OSError as exc:
+            raise _unavailable(exc, "written")
+        self._index_change(job.id, job.summary())
+
+    def _index_change(self, job_id: str, summary: Optional[Summary]) -> None:
+        """Tell the index a record was written (``summary``) or removed (None); an index that
+        is not there yet is built from the records instead, which it then holds whole."""
+        try:
+            if not os.path.exists(self.index.path):
+                self.rebuild_index()
+            elif summary is None:
+                self.index.remove(job_id)
+            else:
+                self.index.add(summary)
         except OSError as exc:
             raise _unavailable(exc, "written")
 
@@ -406,35 +458,6 @@ class _JobLock:
 
     def __exit__(self, *exc: Any) -> None:
         self._cm.__exit__(*exc)
-
-
-class RunnerLease:
-    """This process's lease on the jobs it queues and runs (see the module docstring):
-    ``take()`` at start, ``release()`` at the end; ``id`` goes into each job it owns."""
-
-    def __init__(self, store: JobStore) -> None:
-        self.id = os.urandom(8).hex()
-        self._path = os.path.join(store.dir, "runners", self.id + ".lock")
-        self._fd = -1
-
-    def take(self) -> None:
-        """OSError when the jobs directory cannot be written."""
-        os.makedirs(os.path.dirname(self._path), mode=0o700, exist_ok=True)
-        # Read-only: a file held open for writing would keep the filesystem from being
-        # remounted read-only (flock needs no write access).
-        fd = os.open(self._path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd >= 0:
-            unlink_quietly(self._path)
-            os.close(self._fd)
-            self._fd = -1
 
 
 def cancelled_error() -> Dict[str, Any]:

@@ -11,7 +11,10 @@ backend apply and no session is stored. A front end may pass:
   marks what has not started as cancelled (client gone, Ctrl-C). ``fail_fast`` fires it too.
 - ``on_progress(kind, index, payload)``: called with ``"started"`` (payload: a ``Started``),
   ``"finished"`` (payload: that item's ``TaskResult``, ``StepResult`` or ``CompareResult``)
-  and, for compare, ``"skipped"`` (payload: a ``Skipped``), possibly from worker threads.
+  and, for compare, ``"skipped"`` (payload: a ``Skipped``), possibly from worker threads;
+  with ``item_events``, also ``"event"`` (payload: an ``events.Event``) for each unified event
+  of each item's backend as it comes (the items then run their CLIs in streaming mode; a dry
+  run still shows the commands a run without ``item_events`` would run).
   Every payload has a ``backend``. ``index`` is the item's position in the input (the task,
   the step, the backend in the list given).
 
@@ -26,8 +29,9 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from . import events as ev
 from . import execute
 from .backends import base
 from .config import Config
@@ -64,10 +68,12 @@ def task_request(task: Dict[str, Any], dry_run: bool = False) -> execute.Request
     return execute.Request(**fields)
 
 
-def _prepare(task: Dict[str, Any], cfg: Config, policy: Optional[Policy],
-             dry_run: bool) -> Tuple[Optional[execute.Prepared], Optional[execute.ExecError]]:
+def _prepare(task: Dict[str, Any], cfg: Config, policy: Optional[Policy], dry_run: bool,
+             stream: bool = False
+             ) -> Tuple[Optional[execute.Prepared], Optional[execute.ExecError]]:
     try:
-        return execute.prepare(task_request(task, dry_run), cfg, policy=policy), None
+        return execute.prepare(task_request(task, dry_run), cfg, policy=policy,
+                               stream=stream), None
     except execute.ExecError as exc:
         return None, exc
 
@@ -82,12 +88,14 @@ def _cancelled(reason: str, duration_ms: int = 0) -> Ending:
     return Ending(CANCELLED, -1, error=reason, duration_ms=duration_ms)
 
 
-def _execute(prepared: execute.Prepared, cancel: execute.Cancel) -> Ending:
-    """Run one prepared item and tell how it ended (a dry run only describes itself)."""
+def _execute(prepared: execute.Prepared, cancel: execute.Cancel,
+             on_event: Optional[Callable[[ev.Event], None]] = None) -> Ending:
+    """Run one prepared item and tell how it ended (a dry run only describes itself);
+    ``on_event`` gets each unified event of a streaming run as it comes."""
     if prepared.dry_run:
         return Ending(COMPLETED, 0, dry_run=prepared.describe())
     try:
-        outcome = execute.run(prepared, cancel=cancel)
+        outcome = _outcome(prepared, cancel, on_event)
     except execute.ExecError as exc:
         return _failed_to_prepare(exc)
     r = outcome.result
@@ -96,6 +104,28 @@ def _execute(prepared: execute.Prepared, cancel: execute.Cancel) -> Ending:
     exit_code = r.exit_code if r.exit_code or r.ok else 1
     return Ending(COMPLETED if outcome.ok else FAILED, exit_code, r.text, r.error,
                   r.duration_ms, r.usage, model=r.model or prepared.opts.model)
+
+
+def _outcome(prepared: execute.Prepared, cancel: execute.Cancel,
+             on_event: Optional[Callable[[ev.Event], None]]) -> execute.Outcome:
+    if on_event is None:
+        return execute.run(prepared, cancel=cancel)
+    collected: List[execute.Outcome] = []
+    events = execute.stream(prepared, cancel=cancel, outcome=collected)
+    try:
+        for event in events:
+            on_event(event)
+    finally:
+        events.close()
+    return collected[0]
+
+
+def _events_of(on_progress: Optional[ProgressFn], item_events: bool,
+               index: int) -> Optional[Callable[[ev.Event], None]]:
+    """What reports item ``index``'s unified events, when they are asked for."""
+    if on_progress is None or not item_events:
+        return None
+    return lambda event: on_progress("event", index, event)
 
 
 def _notify(on_progress: Optional[ProgressFn], kind: str, index: int,
@@ -114,7 +144,8 @@ def _elapsed_ms(started: float) -> int:
 def run_parallel(tasks: Sequence[Dict[str, Any]], cfg: Config, max_parallel: int = 0,
                  fail_fast: bool = False, dry_run: bool = False,
                  policy: Optional[Policy] = None, cancel: Optional[execute.Cancel] = None,
-                 on_progress: Optional[ProgressFn] = None) -> ParallelSummary:
+                 on_progress: Optional[ProgressFn] = None,
+                 item_events: bool = False) -> ParallelSummary:
     """Run ``tasks`` (task dicts) with at most ``max_parallel`` at once (0 = config
     ``parallel.max_workers``), starting them in input order.
 
@@ -126,7 +157,7 @@ def run_parallel(tasks: Sequence[Dict[str, Any]], cfg: Config, max_parallel: int
     started = time.monotonic()
     cancel = cancel if cancel is not None else execute.Cancel()
     n = len(tasks)
-    prepared = [_prepare(t, cfg, policy, dry_run) for t in tasks]
+    prepared = [_prepare(t, cfg, policy, dry_run, item_events and not dry_run) for t in tasks]
     results: List[Optional[TaskResult]] = [None] * n
     stop_reason: List[str] = []
     stop_lock = threading.Lock()
@@ -154,7 +185,7 @@ def run_parallel(tasks: Sequence[Dict[str, Any]], cfg: Config, max_parallel: int
         else:
             _notify(on_progress, "started", index,
                     Started(index, p.backend.name, task.get("name") or task.get("id") or ""))
-            ending = _execute(p, cancel)
+            ending = _execute(p, cancel, _events_of(on_progress, item_events, index))
             if ending.status == FAILED:
                 fail_fast_after(index)
             elif ending.status == CANCELLED and stop_reason:
@@ -177,7 +208,8 @@ def run_parallel(tasks: Sequence[Dict[str, Any]], cfg: Config, max_parallel: int
 def run_chain(steps: Sequence[Dict[str, Any]], cfg: Config, stop_on_failure: bool = True,
               pass_working_dir: bool = False, dry_run: bool = False,
               policy: Optional[Policy] = None, cancel: Optional[execute.Cancel] = None,
-              on_progress: Optional[ProgressFn] = None) -> ChainSummary:
+              on_progress: Optional[ProgressFn] = None,
+              item_events: bool = False) -> ChainSummary:
     """Run ``steps`` one after another; ``{{previous}}`` in a prompt becomes the previous
     step's output, and with ``pass_working_dir`` a step without a workdir runs in the
     previous step's.
@@ -198,10 +230,11 @@ def run_chain(steps: Sequence[Dict[str, Any]], cfg: Config, stop_on_failure: boo
             task["prompt"] = task.get("prompt", "").replace(PREVIOUS, previous_output)
         if pass_working_dir and not task.get("workdir") and previous_workdir:
             task["workdir"] = previous_workdir
-        p, exc = _prepare(task, cfg, policy, dry_run)
+        p, exc = _prepare(task, cfg, policy, dry_run, item_events and not dry_run)
         backend = p.backend.name if p else task.get("backend", "")
         _notify(on_progress, "started", i, Started(i, backend, step.get("name", "")))
-        ending = _failed_to_prepare(exc) if exc is not None else _execute(p, cancel)
+        ending = _failed_to_prepare(exc) if exc is not None else \
+            _execute(p, cancel, _events_of(on_progress, item_events, i))
         result = StepResult(i + 1, step.get("name", ""), backend, ending)
         results.append(result)
         _notify(on_progress, "finished", i, result)
@@ -220,18 +253,19 @@ _Planned = Tuple[int, str, Optional[execute.Prepared], Optional[execute.ExecErro
 
 def plan_compare(prompt: str, backends: Sequence[str], cfg: Config, model: str = "",
                  workdir: str = "", dry_run: bool = False,
-                 options: Optional[Dict[str, Any]] = None, policy: Optional[Policy] = None
-                 ) -> Tuple[List[_Planned], List[Tuple[int, Skipped]]]:
+                 options: Optional[Dict[str, Any]] = None, policy: Optional[Policy] = None,
+                 stream: bool = False) -> Tuple[List[_Planned], List[Tuple[int, Skipped]]]:
     """What ``run_compare`` would run, before anything runs: ``(position, backend, prepared,
     refusal)`` per backend that stays in, and ``(position, Skipped)`` per backend left out
     (not installed, disabled). Raises ExecError as ``run_compare`` does when no backend is
     left or every one refuses the request for the same reason; a front end that accepts a
-    compare now and runs it later asks this first, so it refuses what the run would."""
+    compare now and runs it later asks this first, so it refuses what the run would.
+    ``stream``: the runs are prepared in streaming mode."""
     runs: List[_Planned] = []
     skipped: List[Tuple[int, Skipped]] = []
     for position, name in enumerate(backends):
         task = dict(options or {}, backend=name, prompt=prompt, model=model, workdir=workdir)
-        p, exc = _prepare(task, cfg, policy, dry_run)
+        p, exc = _prepare(task, cfg, policy, dry_run, stream)
         if exc is not None and exc.kind in (execute.ErrorKind.NOT_INSTALLED,
                                             execute.ErrorKind.DISABLED):
             skipped.append((position, Skipped(name, str(exc))))
@@ -251,7 +285,7 @@ def run_compare(prompt: str, backends: Sequence[str], cfg: Config, model: str = 
                 options: Optional[Dict[str, Any]] = None, policy: Optional[Policy] = None,
                 cancel: Optional[execute.Cancel] = None,
                 on_progress: Optional[ProgressFn] = None,
-                max_parallel: int = 0) -> CompareSummary:
+                max_parallel: int = 0, item_events: bool = False) -> CompareSummary:
     """Ask every backend in ``backends`` the same prompt, all at once unless ``sequential``
     (or, with ``max_parallel``, at most that many at once: the run slots a server holds).
 
@@ -265,7 +299,8 @@ def run_compare(prompt: str, backends: Sequence[str], cfg: Config, model: str = 
     """
     started = time.monotonic()
     cancel = cancel if cancel is not None else execute.Cancel()
-    runs, skipped = plan_compare(prompt, backends, cfg, model, workdir, dry_run, options, policy)
+    runs, skipped = plan_compare(prompt, backends, cfg, model, workdir, dry_run, options, policy,
+                                 item_events and not dry_run)
     for position, skip in skipped:
         _notify(on_progress, "skipped", position, skip)
     results: List[Optional[CompareResult]] = [None] * len(runs)
@@ -278,7 +313,7 @@ def run_compare(prompt: str, backends: Sequence[str], cfg: Config, model: str = 
             ending = _cancelled("cancelled")
         else:
             _notify(on_progress, "started", position, Started(position, name, name))
-            ending = _execute(p, cancel)
+            ending = _execute(p, cancel, _events_of(on_progress, item_events, position))
         results[index] = CompareResult(name, ending.model or (p.opts.model if p else model),
                                        ending)
         _notify(on_progress, "finished", position, results[index])

@@ -14,7 +14,7 @@ rather than accept and drop them; ``id`` and ``name`` label a task and come back
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
 
 from .backends import options
 from .backends.base import NAMES
@@ -222,14 +222,24 @@ ChainFile = Obj(
 
 # --- Sessions -------------------------------------------------------------------------------
 
-SessionsQuery = Obj(
-    Field("backend", String(enum=NAMES), description="Only sessions of this backend."),
-    Field("status", String(enum=SESSION_STATUSES), description="Only sessions in this status."),
-    Field("limit", Integer(minimum=0), default=SESSIONS_LIMIT,
-          description="At most this many sessions; 0 = all."),
-    Field("offset", Integer(minimum=0), default=0, description="Skip this many sessions first."),
-    name="SessionsQuery",
-)
+def list_query(name: str, noun: str, statuses: Sequence[str], default_limit: int,
+               *filters: Field) -> Obj:
+    """The query of a route that lists ``noun``: its own ``filters``, then ``status``,
+    ``limit`` (0 = all) and ``offset``."""
+    return Obj(
+        *filters,
+        Field("status", String(enum=statuses), description="Only %s in this status." % noun),
+        Field("limit", Integer(minimum=0), default=default_limit,
+              description="At most this many %s; 0 = all." % noun),
+        Field("offset", Integer(minimum=0), default=0,
+              description="Skip this many %s first." % noun),
+        name=name,
+    )
+
+
+SessionsQuery = list_query(
+    "SessionsQuery", "sessions", SESSION_STATUSES, SESSIONS_LIMIT,
+    Field("backend", String(enum=NAMES), description="Only sessions of this backend."))
 
 SessionPath = Obj(
     # No example: no example value can name a session of the reader's, and /docs turns a

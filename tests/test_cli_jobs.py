@@ -53,6 +53,16 @@ def test_list_json_filters_by_kind_and_status(srv, capsys):
     assert json.loads(out)["total"] == 0
 
 
+def test_list_shows_a_background_response_as_a_response_job_with_its_input(srv, capsys):
+    made = srv.post("/openai/v1/responses", {"model": "claude", "input": "asked later",
+                                             "background": True}).json()
+    assert wait_for(lambda: srv.get("/openai/v1/responses/" + made["id"]).json()["status"]
+                    == "completed", 10)
+    code, out, _ = run(capsys, "jobs", "list", "--kind", "response")
+    (line,) = out.splitlines()[1:]
+    assert code == 0 and "response" in line.split() and line.endswith("asked later")
+
+
 def test_show_by_prefix_gives_what_the_api_gives(srv, capsys):
     job = finished(srv)
     code, out, _ = run(capsys, "jobs", "show", job["id"][:20], "--json")

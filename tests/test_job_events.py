@@ -114,6 +114,21 @@ def test_the_stream_stays_open_while_the_job_runs_and_ends_when_it_ends(srv, slo
         "echo: " + LONG
 
 
+def test_a_fan_out_jobs_backend_events_stream_while_it_runs(srv, slow_stream):
+    job_id = submit(srv, "parallel", tasks=[{"backend": "claude", "prompt": LONG},
+                                            {"backend": "codex", "prompt": LONG}])["id"]
+    conn = srv.connection()
+    conn.request("GET", "/api/v1/jobs/%s/events" % job_id)
+    resp = conn.getresponse()
+    first = json.loads(resp.readline())
+    while "index" not in first:
+        first = json.loads(resp.readline())
+    seen_while = srv.get("/api/v1/jobs/" + job_id).json()["status"]
+    conn.close()
+    assert first["type"] == "init" and first["index"] in (0, 1)
+    assert seen_while == "running"
+
+
 @pytest.mark.parametrize("sse", [False, True])
 def test_reconnecting_again_and_again_while_it_runs_loses_and_repeats_nothing(
         srv, slow_stream, sse):

@@ -13,8 +13,8 @@ import pytest
 
 from clinvk_lib.job_events import EventCursor, EventWriter, job_event
 from clinvk_lib.job_store import (CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED,
-                                  Job, JobNotFound, JobStore, RunnerLease, is_job_id,
-                                  new_job_id)
+                                  Job, JobNotFound, JobStore, is_job_id, new_job_id)
+from clinvk_lib.job_lease import RunnerLease
 from clinvk_lib.sessions import Access
 
 
@@ -142,12 +142,13 @@ def test_prune_sweeps_event_logs_without_a_record(store):
 
 
 def test_a_lease_is_alive_while_its_process_lives_and_not_after(store, tmp_path):
-    mine = RunnerLease(store)
+    mine = RunnerLease(store.dir)
     mine.take()
     assert store.runner_alive(mine.id)
     code = ("import sys, time; sys.path.insert(0, %r)\n"
-            "from clinvk_lib.job_store import JobStore, RunnerLease\n"
-            "lease = RunnerLease(JobStore(%r)); lease.take(); print(lease.id, flush=True)\n"
+            "from clinvk_lib.job_store import JobStore\n"
+            "from clinvk_lib.job_lease import RunnerLease\n"
+            "lease = RunnerLease(JobStore(%r).dir); lease.take(); print(lease.id, flush=True)\n"
             "time.sleep(60)\n" % (os.getcwd(), str(tmp_path)))
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     other = child.stdout.readline().decode().strip()

@@ -388,13 +388,125 @@ def test_a_fan_out_job_records_each_item_as_an_event(srv):
     assert sorted(f["output"] for f in finished) == ["echo: a", "echo: a"]
 
 
-def test_a_job_that_starts_at_once_is_prepared_once_unless_it_continues_a_session(
+@pytest.mark.parametrize("kind, request_body", [
+    ("compare", {"prompt": "a", "backends": ["claude", "codex"]}),
+    ("parallel", {"tasks": [{"backend": "claude", "prompt": "a"},
+                            {"backend": "gemini", "prompt": "a"}]}),
+    ("chain", {"steps": [{"backend": "claude", "prompt": "a"},
+                         {"backend": "codex", "prompt": "a"}]})])
+def test_a_fan_out_job_records_each_backends_unified_events_tagged_with_its_item(
+        srv, kind, request_body):
+    job_id = submit(srv, kind, **request_body)["id"]
+    assert wait_status(srv, job_id)["status"] == "succeeded"
+    lines = [json.loads(x) for x in srv.get("/api/v1/jobs/%s/events" % job_id).body.splitlines()]
+    for index in (0, 1):
+        mine = [e for e in lines if e.get("index") == index or
+                (e["type"].startswith("item_") and e["content"]["index"] == index)]
+        types = [e["type"] for e in mine]
+        assert types[0] == "item_started" and types[1] == "init"
+        assert types[-2] == "done" and types[-1] == "item_finished"
+        text = "".join(e["content"]["text"] for e in mine if e["type"] == "message")
+        assert text == "echo: a"
+        assert {e["backend"] for e in mine} == {mine[0]["backend"]}
+    assert [e["seq"] for e in lines] == list(range(1, len(lines) + 1))
+
+
+def test_a_dry_run_fan_out_job_shows_the_commands_of_the_synchronous_route(srv):
+    body = {"tasks": [{"backend": "claude", "prompt": "a"}, {"backend": "codex", "prompt": "b"}],
+            "dry_run": True}
+    done = wait_status(srv, submit(srv, "parallel", **body)["id"])
+    direct = srv.post("/api/v1/parallel", body).json()
+    commands = [r["output"] for r in done["result"]["results"]]
+    assert commands == [r["output"] for r in direct["results"]]
+    assert all("stream" not in c for c in commands)
+
+
+def test_a_job_that_starts_at_once_is_prepared_once_even_when_it_continues_a_session(
         srv, monkeypatch):
     calls = []
     real = execute.prepare
     monkeypatch.setattr(execute, "prepare", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     first = wait_status(srv, submit(srv)["id"])
     assert first["status"] == "succeeded" and len(calls) == 1
-    wait_status(srv, submit(srv, backend="claude", prompt="again",
-                            session_id=first["result"]["session_id"])["id"])
-    assert len(calls) == 3
+    again = wait_status(srv, submit(srv, backend="claude", prompt="again",
+                                    session_id=first["result"]["session_id"])["id"])
+    assert again["status"] == "succeeded" and len(calls) == 2
+
+
+class HeldSession:
+    """Another turn holding a session's lock (in a thread of its own) until ``release()``."""
+
+    def __init__(self, store, session_id):
+        self._held, self._release = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._hold, args=(store, session_id))
+        self._thread.start()
+        assert self._held.wait(10)
+
+    def _hold(self, store, session_id):
+        with store.lock(session_id):
+            self._held.set()
+            self._release.wait(30)
+
+    def release(self):
+        self._release.set()
+        self._thread.join(10)
+
+
+@pytest.fixture
+def busy_session(start_server):
+    """A server with one run slot and a session another turn holds: (server, session id,
+    the HeldSession)."""
+    srv = start_server(**{"server.max_concurrent_runs": 1, "server.queue_timeout_secs": 0})
+    sid = srv.post("/api/v1/prompt", {"backend": "claude", "prompt": "one"}).json()["session_id"]
+    held = HeldSession(srv.app.store, sid)
+    yield srv, sid, held
+    held.release()
+
+
+def test_a_job_waiting_for_its_session_holds_no_run_slot_and_jobs_behind_it_start(
+        busy_session):
+    srv, sid, held = busy_session
+    waiting = submit(srv, backend="claude", prompt="two", session_id=sid)
+    behind = submit(srv, backend="claude", prompt="not in that session")
+    assert wait_status(srv, behind["id"])["status"] == "succeeded"
+    assert srv.post("/api/v1/prompt", {"backend": "claude", "prompt": "now"}).status == 200
+    assert job(srv, waiting["id"])["status"] == "queued"
+    held.release()
+    done = wait_status(srv, waiting["id"])
+    assert done["status"] == "succeeded" and done["result"]["session_id"] == sid
+
+
+def test_a_job_waiting_for_its_session_can_be_cancelled(record, busy_session):
+    srv, sid, _ = busy_session
+    waiting = submit(srv, backend="claude", prompt="two", session_id=sid)
+    assert wait_for(lambda: srv.app.jobs.counts() == (1, 0))
+    reply = srv.request("DELETE", "/api/v1/jobs/" + waiting["id"])
+    assert reply.status == 200 and reply.json()["status"] == "cancelled"
+    assert [r["stdin"] for r in records(record)] == ["one"]
+
+
+# -- /metrics --------------------------------------------------------------------------------------
+
+
+def test_jobs_are_counted_in_metrics_by_kind_and_final_status(start_server, monkeypatch):
+    srv = start_server(**{"server.metrics_enabled": True})
+    wait_status(srv, submit(srv)["id"])
+    monkeypatch.setenv("FAKE_CLI_MODE", "fail")
+    wait_status(srv, submit(srv)["id"])
+    text = srv.get("/metrics").body.decode()
+    assert 'clinvk_jobs_submitted_total{kind="prompt"} 2\n' in text
+    assert 'clinvk_jobs_finished_total{kind="prompt",status="succeeded"} 1\n' in text
+    assert 'clinvk_jobs_finished_total{kind="prompt",status="failed"} 1\n' in text
+    assert "\nclinvk_jobs_queued 0\n" in text and "\nclinvk_jobs_running 0\n" in text
+
+
+def test_metrics_show_a_running_and_a_queued_job(start_server, pidfile):
+    srv = start_server(**{"server.metrics_enabled": True, "server.max_concurrent_runs": 1})
+    running = submit(srv, backend="claude", prompt=slow(60))
+    read_pid(pidfile)
+    queued = submit(srv)
+    assert wait_status(srv, running["id"], ("running",))["status"] == "running"
+    text = srv.get("/metrics").body.decode()
+    assert "\nclinvk_jobs_queued 1\n" in text and "\nclinvk_jobs_running 1\n" in text
+    srv.request("DELETE", "/api/v1/jobs/" + running["id"])
+    wait_status(srv, queued["id"])

@@ -125,3 +125,54 @@ def test_a_server_takes_over_nothing_from_a_live_server_on_the_same_home(tmp_pat
     assert status(second, running) == "running"
     assert final_status(first, running) == "succeeded"
     assert os.path.isdir(str(home / "jobs" / "runners"))
+
+
+# -- background responses (the Responses API's background: true runs as a job) ---------------
+
+
+def respond_in_background(srv, text):
+    reply = srv.post("/openai/v1/responses", {"model": "claude", "input": text,
+                                              "background": True})
+    assert reply.status == 200, reply
+    return reply.json()["id"]
+
+
+def response_status(srv, response_id):
+    return srv.get("/openai/v1/responses/" + response_id).json()["status"]
+
+
+def test_background_responses_outlive_a_sigkill_running_one_failed_queued_one_run(
+        tmp_path, servers):
+    home = tmp_path / "home"
+    srv = start(home, tmp_path)
+    servers.append(srv)
+    running = respond_in_background(srv, "FAKE_SLEEP: 60\nlong")
+    assert wait_for(lambda: response_status(srv, running) == "in_progress")
+    pid = read_pid(str(tmp_path / "fake.pid"))
+    queued = respond_in_background(srv, "later")
+    assert response_status(srv, queued) == "queued"
+    srv.signal(signal.SIGKILL)
+    srv.proc.wait(10)
+    assert wait_for(lambda: not pid_alive(pid), 10)
+    again = start(home, tmp_path)
+    servers.append(again)
+    assert wait_for(lambda: response_status(again, running) == "failed", 20)
+    failed = again.get("/openai/v1/responses/" + running).json()
+    assert "the server process running it ended" in failed["error"]["message"]
+    assert wait_for(lambda: response_status(again, queued) == "completed", 20)
+    done = again.get("/openai/v1/responses/" + queued).json()
+    assert done["output"][0]["content"][0]["text"] == "echo: later"
+
+
+def test_a_background_response_interrupted_by_sigterm_reads_failed_saying_so(
+        tmp_path, servers):
+    home = tmp_path / "home"
+    srv = start(home, tmp_path, grace=0)
+    servers.append(srv)
+    running = respond_in_background(srv, "FAKE_SLEEP: 60\nlong")
+    assert wait_for(lambda: response_status(srv, running) == "in_progress")
+    assert srv.stop() == 0
+    again = start(home, tmp_path)
+    servers.append(again)
+    failed = again.get("/openai/v1/responses/" + running).json()
+    assert failed["status"] == "failed" and "shut down" in failed["error"]["message"]

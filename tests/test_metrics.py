@@ -239,6 +239,11 @@ FAMILIES = {
     "clinvk_rate_limited_total": "counter",
     "clinvk_auth_failures_total": "counter",
     "clinvk_sessions": "gauge",
+    "clinvk_jobs_submitted_total": "counter",
+    "clinvk_jobs_finished_total": "counter",
+    "clinvk_jobs_queued": "gauge",
+    "clinvk_jobs_running": "gauge",
+    "clinvk_webhook_deliveries_total": "counter",
     "clinvk_build_info": "gauge",
 }
 
@@ -254,6 +259,10 @@ def busy_metrics() -> ServerMetrics:
     m.run_finished("codex", "error", 0.4)
     m.rate_limited.inc()
     m.auth_failures.inc()
+    m.watch_jobs(lambda: (7, 2))
+    m.job_submitted("prompt")
+    m.job_finished("prompt", "succeeded")
+    m.webhook_attempted("retried")
     return m
 
 
@@ -305,3 +314,11 @@ def test_build_info_names_version_and_python():
 
 def test_sessions_gauge_reads_the_store_count():
     assert "\nclinvk_sessions 4\n" in busy_metrics().render()
+
+
+def test_job_gauges_read_the_runner_and_counters_go_by_kind_status_and_outcome():
+    text = busy_metrics().render()
+    assert "\nclinvk_jobs_queued 7\n" in text and "\nclinvk_jobs_running 2\n" in text
+    assert 'clinvk_jobs_submitted_total{kind="prompt"} 1\n' in text
+    assert 'clinvk_jobs_finished_total{kind="prompt",status="succeeded"} 1\n' in text
+    assert 'clinvk_webhook_deliveries_total{outcome="retried"} 1\n' in text

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 import time
 
 import pytest
@@ -18,6 +16,7 @@ from tests.conftest import records
 from tests.serverutil import (  # noqa: F401 (fixtures)
     pid_alive, read_pid, server, start_server, wait_for)
 
+from clinvk_lib.job_store import Job, JobStore, interrupted_error, new_job_id
 from clinvk_lib.server import compat
 from clinvk_lib.server.response_store import ResponseStore, StoredResponse
 from clinvk_lib.sessions import EVERYTHING
@@ -352,9 +351,9 @@ def test_the_store_removes_responses_older_than_the_retention(clinvk_home):
     assert store.get("resp_" + "2" * 24, EVERYTHING) is not None
 
 
-def stored_record(response_id, status="completed", pid=0):
+def stored_record(response_id, status="completed", job_id=""):
     return StoredResponse({"id": response_id, "status": status, "background": True,
-                           "store": True, "output": []}, [], pid=pid)
+                           "store": True, "output": []}, [], job_id=job_id)
 
 
 # -- API keys ------------------------------------------------------------------------------------
@@ -512,7 +511,7 @@ def test_deleting_a_background_response_stops_its_run(server, monkeypatch, tmp_p
     pid = read_pid(str(tmp_path / "fake.pid"))
     assert call(server, "DELETE", "%s/%s" % (PATH, made["id"])).status == 200
     assert wait_for(lambda: not pid_alive(pid), 10)
-    assert wait_for(lambda: server.app.background.running == 0, 10)
+    assert wait_for(lambda: server.app.jobs.counts() == (0, 0), 10)
     assert server.get("%s/%s" % (PATH, made["id"])).status == 404
 
 
@@ -524,17 +523,59 @@ def test_background_needs_store_and_is_not_streamed(server, record):
     assert records(record) == []
 
 
-def test_a_background_run_holds_a_run_slot(start_server, monkeypatch, tmp_path):
-    monkeypatch.setenv("FAKE_CLI_MODE", "hang")
+@pytest.fixture
+def one_slot_taken(start_server, monkeypatch, tmp_path):
+    """A server with one run slot, held by a background response that runs for a minute;
+    ``(server, that response)``."""
     monkeypatch.setenv("FAKE_CLI_PIDFILE", str(tmp_path / "fake.pid"))
-    srv = start_server(**{"server.max_concurrent_runs": 1, "server.queue_timeout_secs": 0})
-    made = create(srv, background=True).json()
+    srv = start_server(**{"server.max_concurrent_runs": 1, "server.queue_timeout_secs": 0,
+                          "server.max_queued_jobs": 1})
+    running = create(srv, background=True, input="FAKE_SLEEP: 60\nfirst").json()
     read_pid(str(tmp_path / "fake.pid"))
-    assert create(srv, background=True).status == 503
-    assert create(srv).status == 503
-    call(srv, "POST", "%s/%s/cancel" % (PATH, made["id"]))
-    monkeypatch.setenv("FAKE_CLI_MODE", "ok")
-    assert wait_for(lambda: create(srv).status == 200, 10)
+    assert wait_for(lambda: srv.app.jobs.counts() == (0, 1), 10)
+    yield srv, running
+    call(srv, "POST", "%s/%s/cancel" % (PATH, running["id"]))
+
+
+def test_a_background_run_holds_a_run_slot_and_the_next_one_waits_queued(one_slot_taken):
+    srv, running = one_slot_taken
+    assert call(srv, "GET", "%s/%s" % (PATH, running["id"])).json()["status"] == "in_progress"
+    waiting = create(srv, background=True, input="second")
+    assert waiting.status == 200 and waiting.json()["status"] == "queued"
+    assert call(srv, "GET", "%s/%s" % (PATH, waiting.json()["id"])).json()["status"] == \
+        "queued"
+    assert create(srv).status == 503                        # no slot for a foreground run
+    call(srv, "POST", "%s/%s/cancel" % (PATH, running["id"]))
+    assert poll(srv, waiting.json()["id"])["status"] == "completed"
+
+
+def test_background_requests_past_the_job_queue_bound_are_a_503_with_retry_after(
+        one_slot_taken):
+    srv, _ = one_slot_taken
+    assert create(srv, background=True).status == 200       # the one queued place
+    full = create(srv, background=True)
+    assert full.status == 503 and full.headers["Retry-After"]
+    assert full.json()["error"]["code"] == "job_queue_full"
+
+
+def test_a_background_response_runs_as_a_job_of_its_key(keyed):
+    made = create(keyed, key=ALICE, background=True, input="as a job").json()
+    poll(keyed, made["id"], ALICE)
+    listed = {}
+
+    def job_ended():
+        listed.update(keyed.get("/api/v1/jobs?kind=response",
+                                headers={"X-Api-Key": ALICE}).json())
+        return [j["status"] for j in listed["jobs"]] == ["succeeded"]
+    assert wait_for(job_ended, 10), listed
+    (job,) = listed["jobs"]
+    assert job["kind"] == "response"
+    assert keyed.get("/api/v1/jobs?kind=response",
+                     headers={"X-Api-Key": BOB}).json()["jobs"] == []
+    events = keyed.get("/api/v1/jobs/%s/events" % job["id"],
+                       headers={"X-Api-Key": ALICE}).body.splitlines()
+    types = [json.loads(line)["type"] for line in events]
+    assert types[0] == "job" and "message" in types and types[-1] == "job"
 
 
 def test_shutdown_stops_background_runs_and_records_them_failed(start_server, monkeypatch,
@@ -546,18 +587,31 @@ def test_shutdown_stops_background_runs_and_records_them_failed(start_server, mo
     pid = read_pid(str(tmp_path / "fake.pid"))
     srv.stop()
     assert not pid_alive(pid)
-    assert srv.app.background.running == 0
+    assert srv.app.jobs.counts() == (0, 0)
     record = ResponseStore(str(clinvk_home), 10).get(made["id"], EVERYTHING)
     assert record.status == "failed" and "shut down" in record.response["error"]["message"]
 
 
-def test_a_response_left_running_by_a_dead_server_is_reported_failed(server, clinvk_home):
-    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              stdout=subprocess.PIPE, check=True).stdout)
-    orphan = stored_record("resp_" + "3" * 24, status="in_progress", pid=gone)
+def test_a_response_whose_job_was_interrupted_is_reported_failed_saying_why(server,
+                                                                            clinvk_home):
+    store = JobStore(str(clinvk_home))
+    job = Job(new_job_id(), "response", {"response_id": "resp_" + "3" * 24}, status="queued")
+    store.create(job)
+    store.finish(job.id, "interrupted", None, interrupted_error("the server process running "
+                                                                "it ended"))
+    orphan = stored_record("resp_" + "3" * 24, status="in_progress", job_id=job.id)
     ResponseStore(str(clinvk_home), 10).add(orphan)
     got = server.get("%s/%s" % (PATH, orphan.id)).json()
-    assert got["status"] == "failed" and "pid %d" % gone in got["error"]["message"]
+    assert got["status"] == "failed" and "the server process running it ended" in \
+        got["error"]["message"]
+    assert ResponseStore(str(clinvk_home), 10).get(orphan.id, EVERYTHING).status == "failed"
+
+
+def test_a_response_whose_job_is_gone_is_reported_failed(server, clinvk_home):
+    orphan = stored_record("resp_" + "4" * 24, status="queued", job_id=new_job_id())
+    ResponseStore(str(clinvk_home), 10).add(orphan)
+    got = server.get("%s/%s" % (PATH, orphan.id)).json()
+    assert got["status"] == "failed" and "is gone" in got["error"]["message"]
 
 
 def test_the_session_header_continues_a_session_as_in_chat(server, record):

@@ -675,7 +675,7 @@ def test_dangerous_mode_runs_when_allowed(start_server, field, value):
 
 def busy_server_metrics(start_server) -> str:
     """/metrics of a server that answered a bit of everything: runs, streams, sessions,
-    401s, 404s, compat calls."""
+    401s, 404s, compat calls, a job."""
     srv = start_server(**dict(KEYS, **{"server.metrics_enabled": True,
                                        "server.rate_limit_enabled": True,
                                        "server.rate_limit_rps": 1000.0,
@@ -686,6 +686,8 @@ def busy_server_metrics(start_server) -> str:
     srv.get("/api/v1/sessions/" + sid, headers=key)
     srv.get("/api/v1/sessions/nope", headers=key)
     srv.post("/openai/v1/chat/completions", CHAT, headers=key)
+    srv.post("/api/v1/jobs", {"kind": "prompt", "request": {"backend": "claude",
+                                                            "prompt": "hi"}}, headers=key)
     prompt(srv)
     srv.request("BREW", "/api/v1/prompt", headers=key)
     return metrics_once_counted(srv, 'method="OTHER"', headers=key)

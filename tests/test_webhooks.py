@@ -6,6 +6,7 @@ Every receiver is an ``http.server`` (or a raw socket) on 127.0.0.1 written here
 from __future__ import annotations
 
 import datetime
+import email.utils
 import hashlib
 import hmac
 import io
@@ -77,7 +78,7 @@ class Receiver:
     one from then on), after ``delay`` seconds; keeps (path, headers, body) of every POST."""
 
     def __init__(self, script: List[int], delay: float = 0.0,
-                 location: str = "") -> None:
+                 location: str = "", retry_after: str = "") -> None:
         self.script = list(script)
         self.requests: List[Tuple[str, Dict[str, str], bytes]] = []
         receiver = self
@@ -92,6 +93,8 @@ class Receiver:
                 self.send_response(status)
                 if location:
                     self.send_header("Location", location)
+                if retry_after and status >= 300:
+                    self.send_header("Retry-After", retry_after)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -237,6 +240,56 @@ def test_real_deliveries_record_the_first_retry_due_within_10_seconds(tmp_path, 
     d.close(5)
     due = config_time(first["next_attempt_at"]) - config_time(first["at"])
     assert first["state"] == "pending" and 0 < due <= 10
+
+
+def first_retry_due(tmp_path, log_stream, hook) -> float:
+    """Seconds from the first failed attempt to the next one, as recorded."""
+    d, rec = deliveries(tmp_path, log_stream, cls=Deliveries)
+    d.send(JOB["id"], JOB, hook.url)
+    first = rec.wait_for(lambda s: any(x["attempt"] == 1 for x in s))[-1]
+    d.close(5)
+    assert first["state"] == "pending"
+    return config_time(first["next_attempt_at"]) - config_time(first["at"])
+
+
+def test_retry_after_in_seconds_sets_the_next_attempt(tmp_path, log_stream, receivers):
+    assert 36 <= first_retry_due(tmp_path, log_stream, receivers([503], retry_after="37")) \
+        <= 37.01
+
+
+def test_retry_after_as_an_http_date_sets_the_next_attempt(tmp_path, log_stream, receivers):
+    when = email.utils.formatdate(time.time() + 120, usegmt=True)
+    assert 115 <= first_retry_due(tmp_path, log_stream, receivers([429], retry_after=when)) \
+        <= 121
+
+
+def test_retry_after_is_capped_by_the_longest_back_off(tmp_path, log_stream, receivers):
+    due = first_retry_due(tmp_path, log_stream, receivers([503], retry_after="86400"))
+    assert Deliveries.max_retry_secs - 1 <= due <= Deliveries.max_retry_secs + 0.01
+
+
+def test_retry_after_that_is_neither_seconds_nor_a_date_leaves_the_back_off(
+        tmp_path, log_stream, receivers):
+    due = first_retry_due(tmp_path, log_stream, receivers([503], retry_after="soon-ish"))
+    assert Deliveries.first_retry_secs - 1 <= due <= Deliveries.first_retry_secs + 0.01
+
+
+class PatientDeliveries(Deliveries):
+    """A back-off far longer than the test waits: only Retry-After can make it deliver."""
+    first_retry_secs = 3600.0
+    max_retry_secs = 3600.0
+
+
+def test_a_receiver_asking_to_retry_at_once_gets_the_delivery_within_its_wait(
+        tmp_path, log_stream, receivers):
+    hook = receivers([503, 200], retry_after="0")
+    d, rec = deliveries(tmp_path, log_stream, cls=PatientDeliveries)
+    delivery_id = d.send(JOB["id"], JOB, hook.url)
+    states = rec.wait_final()
+    d.close(5)
+    assert [(s["attempt"], s["state"]) for s in states] == [
+        (0, "pending"), (1, "pending"), (2, "delivered")]
+    assert [h["X-Clinvk-Delivery"] for _, h, _ in hook.requests] == [delivery_id] * 2
 
 
 def config_time(stamp: str) -> float:

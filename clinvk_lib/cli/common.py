@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from .. import argparser, config
 from ..argparser import UsageError
@@ -127,6 +127,17 @@ def add_json_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON (same as -o json)")
     p.add_argument("-o", "--output-format", choices=("text", "json"),
                    help="text (default) or json")
+
+
+def add_list_flags(p: argparse.ArgumentParser, statuses: Sequence[str], default_limit: int,
+                   noun: str) -> None:
+    """The flags of a ``list`` action: ``--status``, ``-n/--limit`` (0 = all), ``--offset``
+    and the JSON flags."""
+    p.add_argument("--status", choices=statuses)
+    p.add_argument("-n", "--limit", type=int_at_least(0), default=default_limit,
+                   help="at most N %s (default %d; 0 = all)" % (noun, default_limit))
+    p.add_argument("--offset", type=int_at_least(0), default=0)
+    add_json_flags(p)
 
 
 def wants_json(args: argparse.Namespace) -> bool:

@@ -16,8 +16,9 @@ from typing import Any, Dict, List
 from .. import job_store
 from ..jsontext import dumps_compact
 from ..textutil import cut, printable
-from .common import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, Parser, add_config_flag, add_json_flags, err,
-                     int_at_least, load_config, parse_action, wants_json, write, write_json)
+from .common import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, Parser, add_config_flag, add_json_flags,
+                     add_list_flags, err, int_at_least, load_config, parse_action, wants_json,
+                     write, write_json)
 
 # How long ``cancel`` waits for the server running a job to stop it.
 CANCEL_WAIT_SECS = 15.0
@@ -31,12 +32,8 @@ def jobs_parser() -> Parser:
     add_config_flag(p)
     sub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
     ls = sub.add_parser("list", help="list jobs, newest first")
-    ls.add_argument("--status", choices=job_store.STATUSES)
-    ls.add_argument("--kind", choices=job_store.KINDS)
-    ls.add_argument("-n", "--limit", type=int_at_least(0), default=job_store.LIST_LIMIT,
-                    help="at most N jobs (default %d; 0 = all)" % job_store.LIST_LIMIT)
-    ls.add_argument("--offset", type=int_at_least(0), default=0)
-    add_json_flags(ls)
+    ls.add_argument("--kind", choices=job_store.ALL_KINDS)
+    add_list_flags(ls, job_store.STATUSES, job_store.LIST_LIMIT, "jobs")
     show = sub.add_parser("show", help="one job: status, request, result, error")
     show.add_argument("id", help="job id or unique prefix")
     add_json_flags(show)
@@ -105,8 +102,12 @@ def format_job_table(jobs: List[job_store.Job], total: int, offset: int) -> str:
 
 
 def _asked(job: job_store.Job) -> str:
-    """The job's prompt (a chain's first step, a parallel run's first task)."""
+    """The job's prompt (a chain's first step, a parallel run's first task, a background
+    response's input when it is text)."""
     request = job.request
+    if job.kind == job_store.RESPONSE:
+        text = (request.get("response") or {}).get("input")
+        return text if isinstance(text, str) else ""
     first = (request.get("steps") or request.get("tasks") or [request])[0]
     return first.get("prompt", "") if isinstance(first, dict) else ""
 

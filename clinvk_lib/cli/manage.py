@@ -16,7 +16,7 @@ from .. import config, render, session_record, sessions
 from ..jsontext import dumps_compact
 from ..textutil import cut, printable
 from .common import (EXIT_OK, EXIT_SESSION, Parser, UsageError, add_backend_flag,
-                     add_config_flag, add_json_flags, add_workdir_flag, err, int_at_least,
+                     add_config_flag, add_json_flags, add_list_flags, add_workdir_flag, err,
                      load_config, open_store, parse_action, wants_json, write, write_json)
 
 
@@ -33,11 +33,7 @@ def sessions_parser() -> Parser:
     add_workdir_flag(ls, "only the sessions of this directory")
     ls.add_argument("--here", action="store_true",
                     help="only the sessions of the current directory")
-    ls.add_argument("--status", choices=session_record.STATUSES)
-    ls.add_argument("-n", "--limit", type=int_at_least(0), default=session_record.LIST_LIMIT,
-                    help="at most N sessions (default %d; 0 = all)" % session_record.LIST_LIMIT)
-    ls.add_argument("--offset", type=int_at_least(0), default=0)
-    add_json_flags(ls)
+    add_list_flags(ls, session_record.STATUSES, session_record.LIST_LIMIT, "sessions")
     show = sub.add_parser("show", help="one session's details and its last reply")
     show.add_argument("id", help="session id or unique prefix")
     add_json_flags(show)

@@ -109,7 +109,6 @@ class App:
         self.response_hooks: List[Callable[[Context, List[Tuple[str, str]]], None]] = [
             echo_request_id]
         self.guards: Any = None                 # a guards.Guards once serve.build_app installs it
-        self.background: Any = None             # a background.BackgroundRuns, likewise
         self.jobs: Any = None                   # a job_runner.JobRunner, likewise
         self.tool_bridge: Any = None            # a toolcalls.Bridge, likewise
         self.idempotency = IdempotencyKeys.from_config(cfg)

@@ -1,156 +1,191 @@
-"""Runs that outlive the request that started them (a Responses ``background: true``).
+"""Background responses (the Responses API's ``background: true``) run as durable jobs.
 
-Each runs in a thread of its own and holds the run slot its request took, so background work
-counts against ``server.max_concurrent_runs`` like any run (and so its number is bounded).
-A run can be cancelled by its key; and none outlives the server: ``serve.drain`` waits for them
-within the shutdown grace period, then cancels them with the requests still in flight.
+A background request is checked as a foreground one is (its input, its model, the session it
+continues, the policy: ``prepare_run`` on the job's context, which prepares the run the job
+will start with), stored ``queued``, and submitted as a job of kind ``response``
+(``job_runner``): it waits in the FIFO queue with every other job, bounded by
+``server.max_queued_jobs`` (503 past it), shares the run slots, and records its unified
+events as any job does (``GET /api/v1/jobs/{id}/events``).
+
+The stored response names its job (``job_id``). While the job has not ended the response
+shows the job's status (``queued``, then ``in_progress``); the run stores it ``completed``, or
+``failed`` with the run's error. Whatever else ends the job settles the response from the
+job's end: a cancel (``POST .../cancel``, ``DELETE``, or the job's own routes: the job's process
+group is killed) makes it ``cancelled``; a shutdown past its grace period or a server that died
+(the job ends ``interrupted``) makes it ``failed``, saying so. The job's ``ended`` hook settles
+it at once; a read settles it too, should that hook never have run (its process died first).
 """
 
 from __future__ import annotations
 
-import threading
-import time
-import traceback
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
+from ..job_store import (CANCELLED, QUEUED, RESPONSE, SUCCEEDED, Job, JobStoreError,
+                         new_job_id)
+from ..sessions import EVERYTHING
+from . import compat, errors
 from .context import Context
+from .http import Response, json_response
+from .job_context import JobContext, Requeue
+from .job_runner import JobRunner, Kind
+from .response_object import IN_PROGRESS, RUNNING, Draft
+from .response_store import ResponseStore, ResponseStoreError, StoredResponse, unavailable
+
+# (ctx, Responses body, session id to continue ("" = none), ephemeral) -> the prepared run.
+PrepareRun = Callable[[Context, Dict[str, Any], str, bool], compat.Run]
 
 
-class DetachedContext(Context):
-    """A request as its background run sees it once the request has been answered: the same
-    App and caller (API key, request id, headers), no client connection to watch (the client
-    has its answer and may go), and the run slot the request already took (``release`` gives
-    it back; the run's ``ctx.run`` holds it through ``hold_run_slot``)."""
+class BackgroundResponses:
+    """The background responses of one server, over its response store and its jobs:
+    ``start`` accepts one, ``current`` is a stored response as it stands now, ``cancel``
+    stops one, ``forget`` stops the run of a deleted one."""
 
-    def __init__(self, parent: Context, release: Callable[[], None]) -> None:
-        super().__init__(parent.app, None, parent.method, parent.target, parent.headers,
-                         parent.client)
-        self.api_key = parent.api_key
-        self.request_id = parent.request_id
-        self.endpoint = parent.endpoint
-        self.style = parent.style
-        self._release = _once(release)
-        self._slot_handed = threading.Lock()
+    def __init__(self, store: ResponseStore, jobs: JobRunner, prepare_run: PrepareRun) -> None:
+        self.store = store
+        self.jobs = jobs
+        self.prepare_run = prepare_run
+        jobs.add_kind(RESPONSE, Kind(self.run, _succeeded, self.ended))
 
-    def hold_run_slot(self, count: int = 1) -> Callable[[], None]:
-        """The slot the request took, for the first run; a later run of the same response
-        (gemini's corrective structured-output turn) queues for a slot of its own."""
-        if self._slot_handed.acquire(blocking=False):
-            return self._release
-        return super().hold_run_slot(count)
-
-    def watch_client(self) -> None:
-        """Nothing to watch: a background run does not end with its client's connection."""
-
-    def unwatch_client(self) -> None:
-        """See ``watch_client``."""
-
-    def release_slot(self) -> None:
-        self._release()
-
-
-def _once(fn: Callable[[], None]) -> Callable[[], None]:
-    lock = threading.Lock()
-
-    def call() -> None:
-        if lock.acquire(blocking=False):
-            fn()
-    return call
-
-
-class BackgroundRun:
-    """One running background job: its context (``ctx.cancel`` stops it), its thread, and
-    whether a client asked to cancel it (a shutdown stops it without asking)."""
-
-    __slots__ = ("key", "ctx", "thread", "cancel_requested")
-
-    def __init__(self, key: str, ctx: DetachedContext) -> None:
-        self.key = key
-        self.ctx = ctx
-        self.thread: Optional[threading.Thread] = None
-        self.cancel_requested = False
-
-
-class BackgroundRuns:
-    """The background runs of one server, by key.
-
-    ``register(key, ctx)`` makes a run known (so that ``get`` finds it before it starts),
-    ``launch(run, work)`` runs ``work(run)`` in a new thread and gives the run slot back when
-    it returns (``discard`` gives it back for a run that will not be launched); ``cancel(key)``
-    stops one; ``cancel_all`` and ``wait_idle`` are for shutdown."""
-
-    def __init__(self) -> None:
-        self._runs: Dict[str, BackgroundRun] = {}
-        self._idle = threading.Condition()
-
-    def register(self, key: str, ctx: DetachedContext) -> BackgroundRun:
-        run = BackgroundRun(key, ctx)
-        with self._idle:
-            self._runs[key] = run
-        return run
-
-    def launch(self, run: BackgroundRun, work: Callable[[BackgroundRun], None]) -> None:
-        run.thread = threading.Thread(target=self._run, args=(run, work),
-                                      name="clinvk-background-%s" % run.key[-8:], daemon=True)
+    def start(self, ctx: Context, body: Dict[str, Any], record: StoredResponse,
+              ephemeral: bool) -> Response:
+        """Check the request, store ``record`` queued and submit its job; the answer is the
+        queued response."""
+        access = ctx.session_access()
+        job = Job(new_job_id(), RESPONSE, {"response_id": record.id, "response": body,
+                                           "session_id": record.session_id,
+                                           "ephemeral": ephemeral},
+                  metadata=body.get("metadata") or {}, owner=access.key_id,
+                  owner_everything=access.everything)
+        run = self.prepare_run(JobContext(ctx.app, job), body, record.session_id, ephemeral)
+        record.backend, record.job_id = run.backend, job.id
+        record.response = dict(record.response, status=QUEUED)
         try:
-            run.thread.start()
+            self.store.add(record)          # first: a GET right after the answer finds it
+        except ResponseStoreError as exc:
+            raise unavailable(exc)
+        try:
+            self.jobs.submit(job, run.prepared)
+        except JobStoreError as exc:
+            self.store.delete(record.id)
+            raise errors.ApiError(503, "job_store_unavailable", str(exc))
         except BaseException:
-            self._finished(run)
+            self.store.delete(record.id)
             raise
+        return json_response(record.response, headers=compat.session_headers(record.session_id))
 
-    def discard(self, run: BackgroundRun) -> None:
-        self._finished(run)
+    # -- the job ---------------------------------------------------------------------------
 
-    def _run(self, run: BackgroundRun, work: Callable[[BackgroundRun], None]) -> None:
+    def run(self, ctx: JobContext) -> Response:
+        """A response job's run: the backend answers and the response is stored completed,
+        or failed with the run's error (a cancel or a shutdown is settled by ``ended``)."""
+        request = ctx.json_body()
         try:
-            work(run)
-        except Exception:  # noqa: BLE001 - a thread has nobody to raise to: log it
-            run.ctx.app.log.error("background run failed", run.ctx.request_id,
-                                  traceback.format_exc())
-        finally:
-            self._finished(run)
+            record = self.store.get(request["response_id"], EVERYTHING)
+        except ResponseStoreError as exc:
+            raise unavailable(exc)
+        if record is None:
+            raise errors.cancelled("response %s was deleted before it ran"
+                                   % request["response_id"])
+        draft = Draft.of(record.response)
+        try:
+            run = self.prepare_run(ctx, request["response"], request["session_id"],
+                                   request["ephemeral"])
+            reply = compat.complete(ctx, run)
+        except Requeue:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure ends the response
+            err = ctx.app.error_for(ctx, exc)
+            record.session_id = record.session_id or err.headers.get(
+                compat.SESSION_HEADER, "") or err.extra.get("session_id", "")
+            if not ctx.cancel.fired:
+                record.response = draft.fail(err)
+            self._save(ctx, record)
+            raise err from exc
+        record.response = draft.complete(reply.text, reply.usage)
+        record.session_id = reply.session_id
+        self._save(ctx, record)
+        return json_response(record.response)
 
-    def _finished(self, run: BackgroundRun) -> None:
-        run.ctx.release_slot()
-        with self._idle:
-            self._runs.pop(run.key, None)
-            self._idle.notify_all()
+    def _save(self, ctx: Context, record: StoredResponse) -> None:
+        try:
+            self.store.update(record)
+        except ResponseStoreError as exc:
+            ctx.app.log.error("response %s not stored: %s" % (record.id, exc), ctx.request_id)
 
-    def get(self, key: str) -> Optional[BackgroundRun]:
-        with self._idle:
-            return self._runs.get(key)
+    def ended(self, job: Job) -> None:
+        """The job has ended: settle its response if it still shows running."""
+        record = self.store.get(job.request["response_id"], EVERYTHING)
+        if record is not None and record.status in RUNNING:
+            self._settle(record, job)
 
-    def cancel(self, key: str, wait: float) -> bool:
-        """Ask the run ``key`` to stop and wait up to ``wait`` seconds for it to end; False
-        when no such run is going on in this process."""
-        run = self.get(key)
-        if run is None:
-            return False
-        run.cancel_requested = True
-        run.ctx.cancel.fire()
-        if run.thread is not None and wait > 0:
-            run.thread.join(wait)
-        return True
+    # -- reads and cancels -----------------------------------------------------------------
 
-    def cancel_all(self) -> int:
-        """Stop every run (shutdown); returns how many there were."""
-        with self._idle:
-            runs = list(self._runs.values())
-        for run in runs:
-            run.ctx.cancel.fire()
-        return len(runs)
+    def current(self, record: StoredResponse) -> StoredResponse:
+        """The response as it stands: a running one shows its job's status, and is settled
+        (and stored so) once its job has ended or is gone."""
+        if record.status not in RUNNING:
+            return record
+        job = self._job(record)
+        if job is None or job.final:
+            return self._settle(record, job)
+        record.response = dict(record.response,
+                               status=QUEUED if job.status == QUEUED else IN_PROGRESS)
+        return record
 
-    @property
-    def running(self) -> int:
-        return len(self._runs)
+    def cancel(self, record: StoredResponse) -> StoredResponse:
+        """Cancel the response's job (its process group is killed; waits until it has
+        stopped, a few seconds at most) and return the response as it is then."""
+        try:
+            self.jobs.cancel(record.job_id)
+        except JobStoreError as exc:
+            raise errors.ApiError(503, "job_store_unavailable", str(exc))
+        now = self.current(self.store.get(record.id, EVERYTHING) or record)
+        if now.status in RUNNING:               # still stopping: it will end cancelled
+            now.response = dict(now.response, status="cancelled")
+        return now
 
-    def wait_idle(self, seconds: float, interrupted: Callable[[], bool] = lambda: False) -> bool:
-        """Wait until no run is left; False after ``seconds`` or once ``interrupted()``."""
-        deadline = time.monotonic() + seconds
-        with self._idle:
-            while self._runs:
-                left = deadline - time.monotonic()
-                if left <= 0 or interrupted():
-                    return False
-                self._idle.wait(min(left, 0.1))
-        return True
+    def forget(self, record: StoredResponse) -> None:
+        """Stop the run of a response that was deleted (nothing to store after it)."""
+        if record.status in RUNNING and record.job_id:
+            try:
+                self.jobs.cancel(record.job_id)
+            except JobStoreError as exc:
+                raise errors.ApiError(503, "job_store_unavailable", str(exc))
+
+    def _job(self, record: StoredResponse) -> Optional[Job]:
+        if not record.job_id:
+            return None
+        try:
+            return self.jobs.store.read(record.job_id)
+        except JobStoreError as exc:
+            raise errors.ApiError(503, "job_store_unavailable", str(exc))
+
+    def _settle(self, record: StoredResponse, job: Optional[Job]) -> StoredResponse:
+        """End a response whose job has ended (or is gone) as its job ended, and store it."""
+        draft = Draft.of(record.response)
+        if job is not None and job.status == SUCCEEDED and isinstance(job.result, dict):
+            record.response = job.result
+        elif job is not None and job.status == CANCELLED:
+            record.response = draft.cancel()
+        else:
+            record.response = draft.fail(errors.ApiError(500, "server_error", _why(record,
+                                                                                    job)))
+        try:
+            self.store.update(record)
+        except ResponseStoreError as exc:
+            raise unavailable(exc)
+        return record
+
+
+def _succeeded(result: Dict[str, Any]) -> Any:
+    """A response job's run that answered completed (a failed run raised its error)."""
+    return SUCCEEDED, None
+
+
+def _why(record: StoredResponse, job: Optional[Job]) -> str:
+    if job is None:
+        return ("the job that ran it (%s) is gone: no server runs it any more; send the "
+                "request again" % (record.job_id or "none"))
+    if job.error:
+        return job.error.get("message") or job.error.get("error") or job.status
+    return "its job ended %s" % job.status

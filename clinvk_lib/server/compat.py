@@ -192,7 +192,7 @@ def prepare(ctx: Context, api: str, model: str, conv: Conversation, stream: bool
     if session_id is None:
         session_id = ctx.headers.get(SESSION_HEADER, "").strip()
     if ephemeral is None:
-        ephemeral = _is_true(ctx.headers.get(EPHEMERAL_HEADER, ""))
+        ephemeral = asks_ephemeral(ctx)
     native_system = honours_system_prompt(backend)
     if session_id:
         prompt = conv.turns[-1].text
@@ -207,8 +207,9 @@ def prepare(ctx: Context, api: str, model: str, conv: Conversation, stream: bool
     return Run(ctx.prepare(request, stream=stream), prompt + system, output)
 
 
-def _is_true(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes")
+def asks_ephemeral(ctx: Context) -> bool:
+    """Whether the request's X-Clinvk-Ephemeral header asks for a run without a session."""
+    return ctx.headers.get(EPHEMERAL_HEADER, "").strip().lower() in ("1", "true", "yes")
 
 
 def session_headers(session_id: str) -> List[Tuple[str, str]]:

@@ -193,6 +193,10 @@ class Context:
         context whose runs are watched as they go (a durable job records their events)."""
         return execute.run(prepared, self.app.store, self.cancel)
 
+    # Whether ``fan_out_progress`` is told each backend's unified events too (``"event"``
+    # reports: the fan-out's CLIs then run in streaming mode).
+    wants_item_events = False
+
     def fan_out_progress(self, kind: str, index: int, item: Any) -> None:
         """A hook told each ``orchestrate`` progress report of the request's fan-out (see
         ``orchestrate``'s ``on_progress``); a durable job records them as its events."""

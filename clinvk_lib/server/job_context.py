@@ -13,11 +13,12 @@ from .. import execute
 from ..job_events import EventWriter
 from ..job_store import FAILED, SUCCEEDED, Job
 from ..runslots import Abandoned
+from ..session_record import Session, SessionBusy, SessionError
 from ..sessions import Access
 from ..textutil import rfc3339
 from . import errors
 from .context import Context
-from .jobs_shapes import KIND_ROUTES
+from .jobs_shapes import JOB_TARGETS
 
 
 class Requeue(Exception):
@@ -29,9 +30,11 @@ class JobContext(Context):
     """The context a job's handler runs with (``runner`` and ``writer`` None: the check a job
     gets before it is accepted, which runs nothing)."""
 
+    SESSION_POLL_SECS = 0.5     # how often a job waiting for its session looks for a stop
+
     def __init__(self, app: Any, job: Job, writer: Optional[EventWriter] = None,
                  runner: Any = None) -> None:
-        super().__init__(app, None, "POST", KIND_ROUTES[job.kind][0], {}, "job")
+        super().__init__(app, None, "POST", JOB_TARGETS[job.kind], {}, "job")
         self.request_id = job.id
         self.job = job
         self.writer = writer
@@ -50,11 +53,15 @@ class JobContext(Context):
         return self.job.access
 
     def prepare(self, request: execute.Request, stream: bool = False) -> execute.Prepared:
-        """``Context.prepare``, in streaming mode, and a continued session waited for as long
-        as another turn holds it (jobs on one session run one after another). A job that
-        starts right after it was accepted runs what the check before accepting prepared."""
+        """``Context.prepare``, in streaming mode. A job that continues a session first waits,
+        holding no run slot, until no other turn holds the session, then holds it for the rest
+        of the job (jobs on one session run one after another; the run slot comes after). A
+        job that starts right after it was accepted runs what the check before accepting
+        prepared, unless its session has moved on meanwhile."""
+        session = self._hold_session(request.session_id) if self.runner is not None and \
+            request.session_id else None
         ready = self.runner.prepared_for(self.job.id) if self.runner is not None else None
-        if ready is not None:
+        if ready is not None and (ready.session is None or ready.session == session):
             return ready
         if not request.timeout and self.app.request_timeout:
             request.timeout = self.app.request_timeout
@@ -65,6 +72,34 @@ class JobContext(Context):
                                    stream=True)
         except Exception as exc:
             raise errors.from_exception(exc) or exc
+
+    def _hold_session(self, id_or_prefix: str) -> Optional[Session]:
+        """Wait until no other turn holds the session, then hold its lock until the job ends
+        (the run takes it again: the lock is reentrant); the session as read under it. While
+        it waits, the jobs behind it start (``runner.park``). None for a session the caller
+        cannot continue: ``execute.prepare`` then says why."""
+        store = self.app.store
+        try:
+            sid = store.resolve(id_or_prefix, self.session_access()).id
+        except (SessionError, LookupError):
+            return None
+        parked = False
+        while True:
+            held = store.lock(sid, timeout=self.SESSION_POLL_SECS if parked else 0)
+            try:
+                session = held.__enter__()
+            except SessionBusy:
+                if not parked:
+                    parked = True
+                    self.runner.park(self)
+                if self.cancel.fired:
+                    raise errors.cancelled("the job was cancelled while it waited for its "
+                                           "session")
+                if self.runner.stopping and not self._admitted:
+                    raise Requeue()
+                continue
+            self.on_finish(lambda: held.__exit__(None, None, None))
+            return session
 
     def run_to_end(self, prepared: execute.Prepared) -> execute.Outcome:
         """The run, its unified events recorded as they come."""
@@ -77,8 +112,14 @@ class JobContext(Context):
             events.close()
         return collected[0]
 
+    wants_item_events = True
+
     def fan_out_progress(self, kind: str, index: int, item: Any) -> None:
-        """An ``item_started`` / ``item_finished`` / ``item_skipped`` event."""
+        """An ``item_started`` / ``item_finished`` / ``item_skipped`` event, or an item's
+        unified event tagged with the item's ``index``."""
+        if kind == "event":
+            self.record(dict(item.to_dict(), index=index))
+            return
         if kind == "started":
             content: Dict[str, Any] = {"index": index, "name": item.name}
         elif kind == "finished":

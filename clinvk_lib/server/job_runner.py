@@ -1,57 +1,77 @@
 """The durable jobs of one server process: the FIFO queue, the runs, the end of each job.
 
 A job runs the synchronous route's own handler (``native.prompt``, ``parallel``, ``chain``,
-``compare``) with a ``JobContext`` in place of the request's context, so its ``result`` is that
-route's answer and its errors are that route's errors. What the context changes: the body is
-the stored request; a prompt runs in streaming mode so that its unified events are recorded as
-they come (its result is still the JSON answer); fan-out progress is recorded as ``item_*``
-events; a run slot is waited for as long as it takes (a job has no client on a connection to
-answer 503); a continued session is waited for as long as it takes too.
+``compare``; a front end may add a ``Kind`` of its own, as the Responses API does for
+``background: true``) with a ``JobContext`` in place of the request's context, so its
+``result`` is that route's answer and its errors are that route's errors. What the context
+changes: the body is the stored request; runs are in streaming mode so that their unified
+events are recorded as they come (a prompt's result is still the JSON answer); fan-out progress
+is recorded as ``item_*`` events, each item's backend events between them; a run slot is waited
+for as long as it takes (a job has no client on a connection to answer 503); a continued
+session is waited for as long as it takes too, before the run slot.
 
 Jobs start in the order they were accepted: one dispatcher thread hands the queue's head a
-worker thread and waits until that worker holds its run slots (or has ended) before the next,
-so at most one job waits in the run-slot queue, beside the synchronous requests. A job is
-``running`` once it holds its slots.
+worker thread and waits until that worker holds its run slots (or has ended, or waits for its
+session: ``park``) before the next, so at most one job waits in the run-slot queue, beside the
+synchronous requests. A job is ``running`` once it holds its slots.
 
 Shutdown (``serve.drain``): ``stop()`` starts nothing more (the job waiting for slots gives
 its place back and stays queued on disk, for the next server); running jobs get the grace
 period, then ``interrupt_all()`` stops them and they end ``interrupted``. At start, jobs left by
 a server that died are marked ``interrupted`` (running) or adopted (queued), and pending
-webhooks resumed (``job_store`` explains how a dead server is told from a live one).
+webhooks resumed (``job_upkeep``; ``job_webhooks`` sends each finished job's webhook).
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 import time
 import traceback
-from typing import Any, Callable, Deque, Dict, Iterator, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, NamedTuple, Optional, Tuple
 
 from .. import execute, jsontext
 from ..job_events import JOB
-from ..job_store import (CANCELLED, FAILED, FINAL, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED,
-                         Job, JobStore, JobStoreError, RunnerLease, cancelled_error,
-                         interrupted_error)
-from . import errors, native, webhooks
+from ..job_store import (CANCELLED, FAILED, FINAL, INTERRUPTED, QUEUED, SUCCEEDED, Job,
+                         JobStore, JobStoreError, cancelled_error, interrupted_error)
+from ..job_lease import RunnerLease
+from . import errors, native
 from .job_context import JobContext, Requeue, judge
+from .job_upkeep import Upkeep
+from .job_webhooks import JobWebhooks
+Verdict = Tuple[str, Optional[Dict[str, Any]]]
 
-HANDLERS: Dict[str, Callable[[Any], Any]] = {
-    "prompt": native.prompt, "parallel": native.parallel, "chain": native.chain,
-    "compare": native.compare}
+
+class Kind(NamedTuple):
+    """How the jobs of one kind run: ``run(ctx)`` answers as the synchronous route would (the
+    answer's JSON body is the job's result), ``judge(result)`` makes the job's (status, error)
+    of that answer, and ``ended(job)``, when given, is told once the job has ended, whatever
+    ended it (its run, a cancel, a shutdown, the server that took over from a dead one)."""
+    run: Callable[[Any], Any]
+    judge: Callable[[Dict[str, Any]], Verdict]
+    ended: Optional[Callable[[Job], None]] = None
+
+
+NATIVE_KINDS = {name: Kind(handler, functools.partial(judge, name)) for name, handler in (
+    ("prompt", native.prompt), ("parallel", native.parallel), ("chain", native.chain),
+    ("compare", native.compare))}
 
 
 class RunningJob:
     """A job this process has handed a worker: its context (``ctx.cancel`` stops it), its
     event writer, and why it is being stopped, if it is."""
 
-    __slots__ = ("job", "ctx", "thread", "admitted", "cancel_requested", "interrupted")
+    __slots__ = ("job", "ctx", "thread", "admitted", "handed_on", "cancel_requested",
+                 "interrupted")
 
     def __init__(self, job: Job, ctx: JobContext) -> None:
         self.job = job
         self.ctx = ctx
         self.thread: Optional[threading.Thread] = None
         self.admitted = threading.Event()     # it holds its slots, or it has ended
+        # The next job may start: this one is admitted, has ended, or waits for its session.
+        self.handed_on = threading.Event()
         self.cancel_requested = False
         self.interrupted = False
 
@@ -63,7 +83,6 @@ class JobRunner:
     ``close()`` are for shutdown."""
 
     POLL_SECS = 0.5             # how often a cancel from another process is looked for
-    MAINTENANCE_SECS = 60.0     # how often old jobs are pruned and dead servers' jobs taken
     CANCEL_WAIT_SECS = 10.0     # how long DELETE waits for a cancelled job to stop
     PREPARED_FRESH_SECS = 2.0   # how old a run prepared at submission may be to be used
     PREPARED_KEPT = 64          # how many such runs are kept at once
@@ -71,14 +90,16 @@ class JobRunner:
     def __init__(self, app: Any, store: JobStore) -> None:
         self.app = app
         self.store = store
-        self.lease = RunnerLease(store)
+        self.lease = RunnerLease(store.dir)
         self.max_queued = app.cfg.get("server.max_queued_jobs")
-        self.retention_secs = app.cfg.get("server.job_retention_days") * 86400
-        self.deliveries = webhooks.Deliveries(app.cfg, app.log, self.record_webhook)
+        self.upkeep = Upkeep(self, app.cfg.get("server.job_retention_days") * 86400)
+        self.webhooks = JobWebhooks(app, store)
+        self.kinds: Dict[str, Kind] = dict(NATIVE_KINDS)
+        if app.metrics is not None:
+            app.metrics.watch_jobs(self.counts)
         self._queue: Deque[str] = collections.deque()
         self._reserved = 0
         self._running: Dict[str, RunningJob] = {}
-        self._delivering: Set[str] = set()
         self._prepared: Dict[str, Tuple[float, execute.Prepared]] = {}
         self._cond = threading.Condition()
         self._generation = 0                  # bumped at every event and status change
@@ -86,11 +107,21 @@ class JobRunner:
         self._thread: Optional[threading.Thread] = None
         self._open = False
         self._open_error = ""
-        self._next_maintenance = 0.0
 
     @property
     def stopping(self) -> bool:
         return self._stopping
+
+    def add_kind(self, name: str, kind: Kind) -> None:
+        """Run the jobs of kind ``name`` (a front end's own: a background Responses request)."""
+        self.kinds[name] = kind
+
+    def counts(self) -> Tuple[int, int]:
+        """(queued, running): the jobs of this process waiting for run slots, and those
+        holding them."""
+        with self._cond:
+            admitted = sum(1 for r in self._running.values() if r.admitted.is_set())
+            return len(self._queue) + len(self._running) - admitted, admitted
 
     # -- start and the dispatcher ---------------------------------------------------------
 
@@ -123,8 +154,8 @@ class JobRunner:
     def _dispatch(self) -> None:
         while not self._stopping:
             try:
-                if time.monotonic() >= self._next_maintenance:
-                    self._maintain()
+                if self.upkeep.due():
+                    self.upkeep.run()
                 job_id = self._next_queued()
                 if job_id is not None:
                     self._launch(job_id)
@@ -144,7 +175,9 @@ class JobRunner:
         job = self.store.read(job_id)
         if job is None or job.status != QUEUED or job.runner != self.lease.id:
             if job is not None and job.final:
-                self._deliver(job)       # cancelled while it waited (clinvk jobs cancel)
+                if job.runner == self.lease.id:
+                    self._ended(job)     # cancelled while it waited (clinvk jobs cancel)
+                self.webhooks.deliver(job)
             return
         run = RunningJob(job, JobContext(self.app, job, self.store.writer(job_id), self))
         with self._cond:
@@ -156,7 +189,7 @@ class JobRunner:
         except BaseException:
             self._forget(run)
             raise
-        while not run.admitted.wait(self.POLL_SECS):
+        while not run.handed_on.wait(self.POLL_SECS):
             self._look_for_cancels()
 
     def admit(self, ctx: JobContext) -> None:
@@ -167,6 +200,7 @@ class JobRunner:
         self.changed()
         if run is not None:
             run.admitted.set()
+            run.handed_on.set()
         if job is None:
             raise errors.cancelled("the job was cancelled before it started")
 
@@ -176,10 +210,10 @@ class JobRunner:
         try:
             ending = self._outcome(run)
             if ending is not None:
-                self._finish(run.job.id, *ending, writer=run.ctx.writer)
+                self.finish(run.job.id, *ending, writer=run.ctx.writer)
         except Exception:  # noqa: BLE001 - a thread has nobody to raise to: log it
             self.app.log.error("job failed", run.job.id, traceback.format_exc())
-            self._finish(run.job.id, FAILED, None, dict(errors.native_body(
+            self.finish(run.job.id, FAILED, None, dict(errors.native_body(
                 errors.internal(run.job.id)), status=500), run.ctx.writer)
         finally:
             run.ctx.finish()
@@ -191,9 +225,10 @@ class JobRunner:
         place back (the server is stopping before it started)."""
         result = None
         try:
-            answer = HANDLERS[run.job.kind](run.ctx)
+            kind = self.kinds[run.job.kind]
+            answer = kind.run(run.ctx)
             result = jsontext.loads(answer.body)
-            status, error = judge(run.job.kind, result)
+            status, error = kind.judge(result)
         except Requeue:
             return None
         except Exception as exc:  # noqa: BLE001 - every failure is the job's error
@@ -208,7 +243,7 @@ class JobRunner:
                 "the server shut down and its grace period (server.shutdown_grace_secs) ended")
         return status, result, error
 
-    def _finish(self, job_id: str, status: str, result: Any, error: Optional[Dict[str, Any]],
+    def finish(self, job_id: str, status: str, result: Any, error: Optional[Dict[str, Any]],
                 writer: Any = None) -> None:
         try:
             ended = self.store.finish(job_id, status, result, error, writer)
@@ -219,9 +254,22 @@ class JobRunner:
             return
         self.changed()
         if ended is not None:
-            self._log_end(ended)
+            self._ended(ended)
         if job is not None and job.final:
-            self._deliver(job)
+            self.webhooks.deliver(job)
+
+    def _ended(self, job: Job) -> None:
+        """A job has ended (here, once): logged, counted, told to its kind."""
+        self._log_end(job)
+        if self.app.metrics is not None:
+            self.app.metrics.job_finished(job.kind, job.status)
+        kind = self.kinds.get(job.kind)
+        if kind is not None and kind.ended is not None:
+            try:
+                kind.ended(job)
+            except Exception:  # noqa: BLE001 - the job has ended whatever its kind makes of it
+                self.app.log.error("job %s: its end could not be told" % job.id, job.id,
+                                   traceback.format_exc())
 
     def _log_end(self, job: Job) -> None:
         """One line per job that ends (its id, kind, status; never its request)."""
@@ -232,8 +280,16 @@ class JobRunner:
             self.app.log.info("job %s (%s) ended %s after %d events"
                               % (job.id, job.kind, job.status, job.event_count))
 
+    def park(self, ctx: JobContext) -> None:
+        """Called by a job's context that waits for its session (holding no run slot): the
+        jobs behind it may start meanwhile. It stays queued until it holds its slots."""
+        run = self._running.get(ctx.job.id)
+        if run is not None:
+            run.handed_on.set()
+
     def _forget(self, run: RunningJob) -> None:
         run.admitted.set()
+        run.handed_on.set()
         with self._cond:
             self._running.pop(run.job.id, None)
             self._generation += 1
@@ -265,10 +321,12 @@ class JobRunner:
             with self._cond:
                 self._reserved -= 1
             raise
+        if self.app.metrics is not None:
+            self.app.metrics.job_submitted(job.kind)
         with self._cond:
             self._reserved -= 1
             self._queue.append(job.id)
-            if prepared is not None and not job.request.get("session_id"):
+            if prepared is not None:
                 self._keep_prepared(job.id, prepared)
             self._cond.notify_all()
 
@@ -284,13 +342,14 @@ class JobRunner:
     def prepared_for(self, job_id: str) -> Optional[execute.Prepared]:
         """The run the check before accepting the job prepared, if it is still fresh: a job
         that starts at once is not prepared twice (``prepare`` is the costliest part of
-        starting one: it asks git about the workdir). Never for a job that continues a
-        session, which another turn may have moved on meanwhile."""
+        starting one: it asks git about the workdir). The caller checks that the session it
+        continues, if any, has not moved on meanwhile."""
         with self._cond:
             at, prepared = self._prepared.pop(job_id, (0.0, None))
         return prepared if time.monotonic() - at <= self.PREPARED_FRESH_SECS else None
 
-    def _enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str) -> None:
+        """Queue a job this server adopted (its queued job was left by a dead server)."""
         with self._cond:
             self._queue.append(job_id)
             self._cond.notify_all()
@@ -302,20 +361,21 @@ class JobRunner:
         if job is None:
             return None
         with self._cond:
-            if job_id in self._queue:
+            queued_here = job_id in self._queue
+            if queued_here:
                 self._queue.remove(job_id)
             run = self._running.get(job_id)
         self.changed()
-        if job.final:
-            self._log_end(job)           # it was queued: request_cancel ended it
         if run is not None:
             self._stop(run, cancel=True)
             if run.thread is not None:
                 run.thread.join(self.CANCEL_WAIT_SECS)
         elif job.final:
-            self._deliver(job)           # a queued job: it ended in request_cancel
+            if queued_here:
+                self._ended(job)         # request_cancel ended it
+            self.webhooks.deliver(job)
         elif not self.store.runner_alive(job.runner):
-            self._finish(job_id, CANCELLED, None, cancelled_error())
+            self.finish(job_id, CANCELLED, None, cancelled_error())
         else:
             self._wait_final(job_id, self.CANCEL_WAIT_SECS)
         return self.store.read(job_id)
@@ -388,76 +448,6 @@ class JobRunner:
                 self._cond.wait(self.POLL_SECS)
             return self._generation != seen
 
-    # -- webhooks -------------------------------------------------------------------------
-
-    def _deliver(self, job: Job, resume: bool = False) -> None:
-        """Send the finished job to its webhook (or continue the delivery a dead server left
-        pending)."""
-        if not job.webhook_url or (job.webhook or {}).get("status") != "pending":
-            return
-        with self._cond:
-            if job.id in self._delivering:
-                return
-            self._delivering.add(job.id)
-        hook = job.webhook or {}
-        attempts = max([a.get("attempt", 0) for a in hook.get("attempts", [])] or [0])
-        if resume and hook.get("delivery_id"):
-            self.deliveries.resume(job.id, job.public(), job.webhook_url, hook["delivery_id"],
-                                   attempts)
-        else:
-            self.deliveries.send(job.id, job.public(), job.webhook_url)
-
-    def record_webhook(self, job_id: str, state: Dict[str, Any]) -> None:
-        """Keep a delivery's state in its job (``webhooks.Deliveries`` calls this after
-        queuing and after each attempt)."""
-        def change(job: Job) -> bool:
-            hook = dict(job.webhook or {})
-            hook["delivery_id"] = state.get("delivery_id", "")
-            hook["status"] = state.get("state", "pending")
-            if state.get("attempt"):
-                hook["attempts"] = [a for a in hook.get("attempts", [])
-                                    if a.get("attempt") != state["attempt"]] + [state]
-            job.webhook = hook
-            return True
-        self.store.update(job_id, change)
-        if state.get("state") != "pending":
-            with self._cond:
-                self._delivering.discard(job_id)
-
-    # -- upkeep ---------------------------------------------------------------------------
-
-    def _maintain(self) -> None:
-        """Prune old jobs; take over the jobs of servers that are gone."""
-        self._next_maintenance = time.monotonic() + self.MAINTENANCE_SECS
-        if self.retention_secs:
-            self.store.prune(self.retention_secs)
-        for job_id in self.store.ids():
-            job = self.store.read(job_id)
-            if job is None or job.runner == self.lease.id:
-                if job is not None and job.final:
-                    self._deliver(job, resume=True)
-                continue
-            if self.store.runner_alive(job.runner):
-                continue
-            self._take_over(job)
-
-    def _take_over(self, job: Job) -> None:
-        """A job whose server is gone: running, it ends interrupted (its backend died with
-        its server); queued, this server adopts it; finished with a webhook pending, this
-        server delivers it."""
-        claimed = self.store.claim(job.id, job.runner, self.lease.id)
-        if claimed is None:
-            return
-        if claimed.status == QUEUED:
-            self._enqueue(claimed.id)
-        elif claimed.status == RUNNING:
-            cancelled = claimed.cancel_requested
-            self._finish(claimed.id, CANCELLED if cancelled else INTERRUPTED, None,
-                         cancelled_error() if cancelled else
-                         interrupted_error("the server process running it ended"))
-        else:
-            self._deliver(claimed, resume=True)
-
     # -- shutdown -------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -491,6 +481,6 @@ class JobRunner:
         self.stop()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.deliveries.close(timeout)
+        self.webhooks.close(timeout)
         self.lease.release()
         self._open = False

@@ -5,15 +5,19 @@ from the vocabulary in ``schema.py``, as ``api_shapes.py`` is)."""
 from __future__ import annotations
 
 from .. import shapes
-from ..job_store import KINDS, LIST_LIMIT, STATUSES
+from ..job_store import ALL_KINDS, KINDS, LIST_LIMIT, RESPONSE, STATUSES
 from ..schema import Any, Array, Boolean, Field, Integer, Map, Obj, OneOf, String
 from . import api_shapes as api
+from .responses_shapes import OpenAIResponse
 
 # The synchronous route whose body each kind's ``request`` is, and that body's shape.
 KIND_ROUTES = {"prompt": ("/api/v1/prompt", shapes.PromptRequest),
                "parallel": ("/api/v1/parallel", shapes.ParallelRequest),
                "chain": ("/api/v1/chain", shapes.ChainRequest),
                "compare": ("/api/v1/compare", shapes.CompareRequest)}
+# The route each kind of job answers as (a response job: a background Responses request).
+JOB_TARGETS = dict({kind: route for kind, (route, _) in KIND_ROUTES.items()},
+                   **{RESPONSE: "/openai/v1/responses"})
 
 _COUNT = Integer(minimum=0)
 
@@ -61,7 +65,10 @@ JobWebhook = Obj(
 
 _JOB_HEAD = (
     Field("id", String(), required=True, description="job_ and 24 hex digits."),
-    Field("kind", String(enum=KINDS), required=True),
+    Field("kind", String(enum=ALL_KINDS), required=True,
+          description="prompt, parallel, chain or compare (POST /api/v1/jobs), or response: a "
+                      "Responses API request with background: true (POST "
+                      "/openai/v1/responses), which runs as a job."),
     Field("status", String(enum=STATUSES), required=True,
           description="queued, running, then one of succeeded (every run exited 0), failed "
                       "(the job could not run, or a run failed: a prompt that exited non-zero, "
@@ -85,9 +92,10 @@ Job = Obj(
     *_JOB_HEAD,
     Field("request", Map(Any()), required=True,
           description="The synchronous route's body as validated (defaults filled in, unknown "
-                      "fields dropped)."),
+                      "fields dropped); for a response job: response_id, response (the "
+                      "Responses request), session_id and ephemeral."),
     Field("result", OneOf(api.PromptResponse, api.ParallelResponse, api.ChainResponse,
-                          api.CompareResponse), nullable=True, required=True,
+                          api.CompareResponse, OpenAIResponse), nullable=True, required=True,
           description="Exactly the synchronous route's answer, once finished; null until then "
                       "and when the route would have answered an error (see error)."),
     *_JOB_TAIL,
@@ -123,10 +131,14 @@ JobEvent = Obj(
           description="The event's number: 1 for the first, no gaps; resume after it."),
     Field("type", String(), required=True,
           description="job (content.status: running, then the final status; the last event), "
-                      "a unified event of a prompt job (init, message, thinking, tool_use, "
-                      "tool_result, error, done), item_started, item_finished, item_skipped "
+                      "a unified event (init, message, thinking, tool_use, tool_result, "
+                      "error, done) of a prompt or response job's backend or of a fan-out "
+                      "job's item (with index), item_started, item_finished, item_skipped "
                       "(content.index: the task, step or backend) of a fan-out job, or "
                       "events_truncated (server.job_events_max_bytes)."),
+    Field("index", Integer(minimum=0),
+          description="On a fan-out job's unified events: the task, step or backend (its "
+                      "position in the request) whose backend sent it."),
     Field("backend", String()),
     Field("session_id", String()),
     Field("timestamp", String(), required=True),
@@ -135,14 +147,9 @@ JobEvent = Obj(
     description="One line of the NDJSON stream (the data of one SSE event, whose id is seq).",
 )
 
-JobsQuery = Obj(
-    Field("status", String(enum=STATUSES), description="Only jobs in this status."),
-    Field("kind", String(enum=KINDS), description="Only jobs of this kind."),
-    Field("limit", Integer(minimum=0), default=LIST_LIMIT,
-          description="At most this many jobs; 0 = all."),
-    Field("offset", Integer(minimum=0), default=0, description="Skip this many jobs first."),
-    name="JobsQuery",
-)
+JobsQuery = shapes.list_query(
+    "JobsQuery", "jobs", STATUSES, LIST_LIMIT,
+    Field("kind", String(enum=ALL_KINDS), description="Only jobs of this kind."))
 
 JobPath = Obj(
     Field("id", String(min_length=1), required=True, description="Job id (job_...)."),

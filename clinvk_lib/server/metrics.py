@@ -131,7 +131,7 @@ class Gauge(_Scalar):
         if callback is not None and labelnames:
             raise ValueError("gauge %s: a callback gauge has no labels" % (name,))
         super().__init__(name, help, labelnames)
-        self._callback = callback
+        self.callback = callback
 
     def set(self, value: float, *labelvalues: object) -> None:
         key = self._key(labelvalues)
@@ -145,10 +145,10 @@ class Gauge(_Scalar):
         self._add(labelvalues, -amount)
 
     def _snapshot(self) -> List[Tuple[Tuple[str, ...], float]]:
-        if self._callback is None:
+        if self.callback is None:
             return super()._snapshot()
         try:
-            return [((), float(self._callback()))]
+            return [((), float(self.callback()))]
         except Exception:
             # A failing source (say, an unreadable session store) must not take down the whole
             # /metrics page; the series is left out and /health reports the cause.
@@ -258,6 +258,19 @@ class ServerMetrics:
             "clinvk_auth_failures_total", "Requests refused with 401 (missing or wrong API key)."))
         self.sessions = r.register(Gauge(
             "clinvk_sessions", "Sessions in the session store.", callback=session_count))
+        self.jobs_submitted = r.register(Counter(
+            "clinvk_jobs_submitted_total", "Durable jobs accepted, by kind.", ("kind",)))
+        self.jobs_finished = r.register(Counter(
+            "clinvk_jobs_finished_total", "Durable jobs ended in this process, by kind and "
+            "final status.", ("kind", "status")))
+        self.jobs_queued = r.register(Gauge(
+            "clinvk_jobs_queued", "Durable jobs of this process waiting for a run slot."))
+        self.jobs_running = r.register(Gauge(
+            "clinvk_jobs_running", "Durable jobs of this process holding run slots."))
+        self.webhook_deliveries = r.register(Counter(
+            "clinvk_webhook_deliveries_total", "Webhook delivery attempts, by outcome: "
+            "delivered, retried (another attempt follows) or failed (the delivery gave up).",
+            ("outcome",)))
         self.build_info = r.register(Gauge(
             "clinvk_build_info", "Always 1; the labels name the running build.",
             ("version", "python")))
@@ -290,6 +303,20 @@ class ServerMetrics:
                 count = getattr(usage, kind + "_tokens", 0)
                 if count:
                     self.backend_tokens.inc(backend, kind, amount=count)
+
+    def watch_jobs(self, counts: Callable[[], Tuple[int, int]]) -> None:
+        """Read the queued and running job gauges from ``counts()`` (queued, running)."""
+        self.jobs_queued.callback = lambda: counts()[0]
+        self.jobs_running.callback = lambda: counts()[1]
+
+    def job_submitted(self, kind: str) -> None:
+        self.jobs_submitted.inc(kind)
+
+    def job_finished(self, kind: str, status: str) -> None:
+        self.jobs_finished.inc(kind, status)
+
+    def webhook_attempted(self, outcome: str) -> None:
+        self.webhook_deliveries.inc(outcome)
 
     def render(self) -> str:
         return self.registry.render()

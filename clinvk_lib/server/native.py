@@ -127,7 +127,7 @@ def parallel(ctx: Context) -> Response:
     summary = _fan_out(ctx, width, body["dry_run"], lambda progress: orchestrate.run_parallel(
         tasks, ctx.app.cfg, max_parallel=width, fail_fast=body["fail_fast"],
         dry_run=body["dry_run"], policy=ctx.app.policy, cancel=ctx.cancel,
-        on_progress=progress))
+        on_progress=progress, item_events=ctx.wants_item_events))
     return json_response({
         "total_tasks": summary.total_tasks, "completed": summary.completed,
         "failed": summary.failed, "cancelled": summary.cancelled,
@@ -143,7 +143,8 @@ def chain(ctx: Context) -> Response:
     summary = _fan_out(ctx, 1, body["dry_run"], lambda progress: orchestrate.run_chain(
         steps, ctx.app.cfg, stop_on_failure=body["stop_on_failure"],
         pass_working_dir=body["pass_working_dir"], dry_run=body["dry_run"],
-        policy=ctx.app.policy, cancel=ctx.cancel, on_progress=progress))
+        policy=ctx.app.policy, cancel=ctx.cancel, on_progress=progress,
+        item_events=ctx.wants_item_events))
     return json_response({
         "total_steps": summary.total_steps, "completed_steps": summary.completed_steps,
         "failed_step": summary.failed_step, "total_duration_ms": summary.total_duration_ms,
@@ -157,7 +158,7 @@ def compare(ctx: Context) -> Response:
     width = 1 if body["sequential"] else min(len(body["backends"]), ctx.app.limiter.limit)
     summary = _fan_out(ctx, width, body["dry_run"], lambda progress: orchestrate.run_compare(
         sequential=body["sequential"], cancel=ctx.cancel, on_progress=progress,
-        max_parallel=width, **compare_plan(ctx, body)))
+        max_parallel=width, item_events=ctx.wants_item_events, **compare_plan(ctx, body)))
     out: Dict[str, Any] = {"prompt": summary.prompt, "backends": summary.backends,
                            "total_duration_ms": summary.total_duration_ms,
                            "results": [_compared(r) for r in summary.results]}

@@ -230,8 +230,9 @@ DEFAULT_ROUTES: Tuple[Operation, ...] = (
               description="One agent turn. previous_response_id continues the clinvk session "
                           "of a stored response with only this request's input; store (default "
                           "true) keeps the response for the caller's API key; background: true "
-                          "answers at once (in_progress) and runs in its run slot. The reply "
-                          "carries X-Clinvk-Session-Id."),
+                          "answers at once (queued) and runs as a durable job of kind response "
+                          "(503 past server.max_queued_jobs). The reply carries "
+                          "X-Clinvk-Session-Id."),
     Operation("GET", "/openai/v1/responses/{id}", "openaiGetResponse", OPENAI,
               "Get a stored response", response=rs.OpenAIResponse,
               errors=(401, 404, 429, 503), params=rs.ResponsePath,
@@ -242,10 +243,11 @@ DEFAULT_ROUTES: Tuple[Operation, ...] = (
               description="A background run of it is stopped."),
     Operation("POST", "/openai/v1/responses/{id}/cancel", "openaiCancelResponse", OPENAI,
               "Cancel a background response", response=rs.OpenAIResponse,
-              errors=(400, 401, 404, 409, 429, 503), params=rs.ResponsePath,
-              description="Stops the run; the response ends cancelled. 400 if it was not "
-                          "created with background: true or has already ended; 409 if another "
-                          "server process runs it."),
+              errors=(400, 401, 404, 429, 503), params=rs.ResponsePath,
+              description="Cancels its job (the backend's process group is killed, whichever "
+                          "server process on the store runs it); the response ends cancelled. "
+                          "400 if it was not created with background: true or has already "
+                          "ended."),
     Operation("GET", "/openai/v1/responses/{id}/input_items", "openaiListInputItems", OPENAI,
               "List a stored response's input items", response=rs.ResponseInputItemList,
               errors=(400, 401, 404, 429, 503),

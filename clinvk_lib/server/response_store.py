@@ -19,8 +19,9 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import jsontext
-from ..fsutil import unlink_quietly, write_atomically
+from ..fsutil import read_json_record, unlink_quietly, write_atomically
 from ..sessions import Access
+from . import errors
 
 # resp_ + 24 lowercase hex digits (compat.new_id): anything else names no file, so a path
 # parameter can never reach outside the directory.
@@ -39,20 +40,20 @@ class StoredResponse:
     """One stored response: ``response`` (the object the API returns), ``input_items`` (its
     input as listed by ``input_items``, oldest first), ``owner`` (the API key id that created
     it; "" = nobody's), ``session_id`` (the clinvk session a ``previous_response_id`` continues;
-    "" = none), ``backend``, and ``pid``, the server process running it while it is
-    ``in_progress``."""
+    "" = none), ``backend``, and ``job_id``, the durable job that runs a background response
+    ("" for any other)."""
 
-    __slots__ = ("response", "input_items", "owner", "session_id", "backend", "pid")
+    __slots__ = ("response", "input_items", "owner", "session_id", "backend", "job_id")
 
     def __init__(self, response: Dict[str, Any], input_items: List[Dict[str, Any]],
                  owner: str = "", session_id: str = "", backend: str = "",
-                 pid: int = 0) -> None:
+                 job_id: str = "") -> None:
         self.response = response
         self.input_items = input_items
         self.owner = owner
         self.session_id = session_id
         self.backend = backend
-        self.pid = pid or os.getpid()
+        self.job_id = job_id
 
     @property
     def id(self) -> str:
@@ -109,16 +110,11 @@ class ResponseStore:
         if not is_response_id(response_id):
             return None
         try:
-            with open(self._path(response_id), "rb") as f:
-                data = jsontext.loads(f.read())
-        except FileNotFoundError:
-            return None
+            data = read_json_record(self._path(response_id))
         except OSError as exc:
             raise _unavailable(exc, "read")
-        except ValueError:
-            return None                       # damaged: it cannot be served, so it is not there
-        record = StoredResponse.from_dict(data)
-        return record if access.allows(record.owner) else None
+        record = StoredResponse.from_dict(data) if data is not None else None
+        return record if record is not None and access.allows(record.owner) else None
 
     def delete(self, response_id: str) -> None:
         with self._lock:
@@ -169,6 +165,11 @@ def _oldest_first(directory: str, names: List[str]) -> List[Tuple[float, str]]:
             pass                                  # removed meanwhile
     out.sort()
     return out
+
+
+def unavailable(exc: ResponseStoreError) -> errors.ApiError:
+    """The API's 503 for a response store that cannot be used."""
+    return errors.ApiError(503, "response_store_unavailable", str(exc))
 
 
 def _unavailable(exc: OSError, action: str) -> ResponseStoreError:

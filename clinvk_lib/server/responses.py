@@ -21,9 +21,9 @@ What a request may carry and what happens to it:
   (ephemeral), so it can never be continued; sending ``X-Clinvk-Session-Id`` or
   ``previous_response_id`` still continues that session.
 - ``stream``: server-sent events (``responses_stream``).
-- ``background`` (needs ``store``, not with ``stream``): the run takes its run slot while the
-  request waits (503 when none frees up, as any run), then the response comes back at once,
-  ``in_progress``; ``GET`` polls it, ``POST .../cancel`` stops it.
+- ``background`` (needs ``store``, not with ``stream``): checked as any request, then run as
+  a durable job (``background``): the response comes back at once, ``queued`` (503 past
+  ``server.max_queued_jobs``); ``GET`` polls it, ``POST .../cancel`` stops it.
 - ``metadata``: stored with the response and with a new clinvk session.
 - ``text``: ``format`` ``text`` (structured output formats: ``structured.py``).
 - Accepted and ignored: everything else (``temperature``, ``top_p``, ``max_output_tokens``,
@@ -33,30 +33,25 @@ What a request may carry and what happens to it:
   which ignoring would silently lose).
 A run that fails before any output is an HTTP error as in chat (``compat.complete``); once a
 stream has started, ``response.failed``. A failed background run ends ``failed`` with its
-``error``.
+``error``, as does one its server stopped or lost.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import runner
-from ..runslots import Abandoned, Busy
 from ..schema import validate_query
 from . import compat, errors, models, openapi, sse, structured
 from .responses_shapes import InputItemsQuery
 from .app import App
-from .background import BackgroundRun, BackgroundRuns, DetachedContext
+from .background import BackgroundResponses
 from .context import Context
 from .http import Response, json_response
 from .response_object import RUNNING, Draft, input_message
 from .response_store import ResponseStore, ResponseStoreError, StoredResponse
+from .response_store import unavailable as store_unavailable
 from .responses_stream import EventWriter
 
-# How long a cancel waits for the run to stop (the runner's SIGTERM-then-SIGKILL grace, and
-# the time to record the turn).
-CANCEL_WAIT_SECS = runner.DEFAULT_GRACE + 5.0
 _ROUTES = ("openaiCreateResponse", "openaiGetResponse", "openaiDeleteResponse",
            "openaiCancelResponse", "openaiListInputItems")
 
@@ -67,7 +62,7 @@ def register(app: App) -> None:
     days = app.cfg.get("server.responses_retention_days")
     store = ResponseStore(app.store.home, app.cfg.get("server.responses_max_stored"),
                           days * 86400.0)
-    api = ResponsesApi(store, app.background)
+    api = ResponsesApi(store, BackgroundResponses(store, app.jobs, prepare_run))
     handlers = dict(zip(_ROUTES, (api.create, api.retrieve, api.delete, api.cancel,
                                   api.input_items)))
     for spec in openapi.DEFAULT_ROUTES:
@@ -119,6 +114,19 @@ def check_input(conv: compat.Conversation, is_string: bool) -> None:
         raise errors.invalid("the last user message has no text", where(last.index, "content"))
 
 
+def prepare_run(ctx: Context, body: Dict[str, Any], session_id: str,
+                ephemeral: Optional[bool]) -> compat.Run:
+    """The backend run of a validated request: its input as a conversation (only this
+    request's messages when it continues session ``session_id``), prepared by
+    ``compat.prepare`` (``ephemeral`` None: as the X-Clinvk-Ephemeral header says)."""
+    conv, _ = read_input(body)
+    if session_id:
+        conv = new_turns_only(conv)
+    return compat.prepare(ctx, "openai", body["model"], conv, stream=body["stream"],
+                          metadata=body.get("metadata"), session_id=session_id,
+                          ephemeral=ephemeral, output=structured.from_responses(body))
+
+
 def new_turns_only(conv: compat.Conversation) -> compat.Conversation:
     """For a continued session: every message of this request in one user turn (the earlier
     ones as history), since ``compat.prepare`` sends only the last turn of a session."""
@@ -143,19 +151,15 @@ def already_ended(record: StoredResponse) -> errors.ApiError:
                           % (record.id, record.status), "")
 
 
-def store_unavailable(exc: ResponseStoreError) -> errors.ApiError:
-    return errors.ApiError(503, "response_store_unavailable", str(exc))
-
-
 # -- the API -------------------------------------------------------------------------------
 
 
 class ResponsesApi:
-    """The route handlers, over one response store and the server's background runs."""
+    """The route handlers, over one response store and the server's background responses."""
 
-    def __init__(self, store: ResponseStore, runs: BackgroundRuns) -> None:
+    def __init__(self, store: ResponseStore, background: BackgroundResponses) -> None:
         self.store = store
-        self.runs = runs
+        self.background = background
 
     def create(self, ctx: Context) -> Any:
         body = ctx.json_body()
@@ -166,22 +170,19 @@ class ResponsesApi:
             raise errors.invalid("streaming a background response is not supported: send "
                                  "stream: false and poll GET /openai/v1/responses/{id}",
                                  "stream")
-        conv, items = read_input(body)
+        _, items = read_input(body)
         previous = self._previous(ctx, body)
         session_id = previous.session_id if previous else \
             ctx.headers.get(compat.SESSION_HEADER, "").strip()
-        if session_id:
-            conv = new_turns_only(conv)
-        # store: false keeps nothing: a new conversation gets no session either.
-        ephemeral = True if not body["store"] and not session_id else None
-        run = compat.prepare(ctx, "openai", body["model"], conv, stream=body["stream"],
-                             metadata=body.get("metadata"), session_id=session_id,
-                             ephemeral=ephemeral, output=structured.from_responses(body))
         draft = Draft(compat.new_id("resp_"), body)
         record = StoredResponse(draft.snapshot(), items, ctx.session_access().key_id,
-                                session_id, run.backend)
+                                session_id)
         if body["background"]:
-            return self._start_background(ctx, run, draft, record)
+            return self.background.start(ctx, body, record, compat.asks_ephemeral(ctx))
+        # store: false keeps nothing: a new conversation gets no session either.
+        ephemeral = True if not body["store"] and not session_id else None
+        run = prepare_run(ctx, body, session_id, ephemeral)
+        record.backend = run.backend
         if body["stream"]:
             return self._stream(ctx, run, draft, record)
         reply = compat.complete(ctx, run)
@@ -235,73 +236,18 @@ class ResponsesApi:
         except ResponseStoreError as exc:
             ctx.app.log.error("response %s not stored: %s" % (record.id, exc), ctx.request_id)
 
-    # -- background --------------------------------------------------------------------------
-
-    def _start_background(self, ctx: Context, run: compat.Run, draft: Draft,
-                          record: StoredResponse) -> Response:
-        """Take a run slot, store the response in_progress and start the run in a thread of
-        its own; the answer is the in_progress response."""
-        job = self.runs.register(record.id, DetachedContext(ctx, take_run_slot(ctx)))
-        try:
-            self.store.add(record)          # registered first: a GET meanwhile sees it running
-        except ResponseStoreError as exc:
-            self.runs.discard(job)
-            raise store_unavailable(exc)
-        self.runs.launch(job, lambda started: self._run_in_background(started, run, draft,
-                                                                      record))
-        return json_response(record.response, headers=compat.session_headers(record.session_id))
-
-    def _run_in_background(self, job: BackgroundRun, run: compat.Run, draft: Draft,
-                           record: StoredResponse) -> None:
-        ctx = job.ctx
-        try:
-            reply = compat.complete(ctx, run)
-            record.response = draft.complete(reply.text, reply.usage)
-            record.session_id = reply.session_id
-        except Exception as exc:  # noqa: BLE001 - every failure ends the response
-            err = ctx.app.error_for(ctx, exc)
-            record.session_id = record.session_id or err.headers.get(
-                compat.SESSION_HEADER, "") or err.extra.get("session_id", "")
-            if job.cancel_requested:
-                record.response = draft.cancel()
-            else:
-                if ctx.app.draining:
-                    err = errors.cancelled("the server shut down before the run finished")
-                record.response = draft.fail(err)
-        try:
-            self.store.update(record)
-        except ResponseStoreError as exc:
-            ctx.app.log.error("response %s not stored: %s" % (record.id, exc), ctx.request_id)
-
     # -- stored responses ----------------------------------------------------------------------
 
     def _load(self, ctx: Context, response_id: str, field: str = "") -> StoredResponse:
-        """The caller's stored response ``response_id`` (404 otherwise), a run that died with
-        its server process reported as failed."""
+        """The caller's stored response ``response_id`` (404 otherwise), as it stands now
+        (a background one as its job stands)."""
         try:
             record = self.store.get(response_id, ctx.session_access())
             if record is None:
                 raise not_found(response_id, field)
-            if record.status in RUNNING and self.runs.get(record.id) is None:
-                record = self._settle_orphan(ctx, record)
+            return self.background.current(record)
         except ResponseStoreError as exc:
             raise store_unavailable(exc)
-        return record
-
-    def _settle_orphan(self, ctx: Context, record: StoredResponse) -> StoredResponse:
-        """A running response no thread of this process runs: finished just now (read it
-        again), running in another server process (as it is), or orphaned by a process that
-        exited (failed, and stored so)."""
-        if record.pid == os.getpid():
-            record = self.store.get(record.id, ctx.session_access()) or record
-            if record.status not in RUNNING:
-                return record
-        elif _process_exists(record.pid):
-            return record
-        record.response = Draft.of(record.response).fail(errors.cancelled(
-            "the server process running it (pid %d) stopped before it finished" % record.pid))
-        self.store.update(record)
-        return record
 
     def retrieve(self, ctx: Context) -> Response:
         record = self._load(ctx, ctx.params["id"])
@@ -312,7 +258,7 @@ class ResponsesApi:
         """Remove the response (a background run of it is stopped first)."""
         record = self._load(ctx, ctx.params["id"])
         self.store.delete(record.id)
-        self.runs.cancel(record.id, wait=0)
+        self.background.forget(record)
         return json_response({"id": record.id, "object": "response", "deleted": True})
 
     def cancel(self, ctx: Context) -> Response:
@@ -323,17 +269,7 @@ class ResponsesApi:
                                  "created with background: true" % record.id, "")
         if record.status not in RUNNING:
             raise already_ended(record)
-        if not self.runs.cancel(record.id, CANCEL_WAIT_SECS):
-            record = self._load(ctx, record.id)     # it may have ended meanwhile
-            if record.status not in RUNNING:
-                raise already_ended(record)
-            raise errors.ApiError(409, "response_elsewhere", "response %s runs in another "
-                                  "server process (pid %d): send the cancel to the instance "
-                                  "that created it" % (record.id, record.pid))
-        record = self._load(ctx, record.id)
-        if record.status in RUNNING:            # still stopping: it will end cancelled
-            record.response = dict(record.response, status="cancelled")
-        return json_response(record.response)
+        return json_response(self.background.cancel(record).response)
 
     def input_items(self, ctx: Context) -> Response:
         """The response's input items, OpenAI's list: ``limit`` (20), ``order`` (desc: newest
@@ -355,30 +291,3 @@ class ResponsesApi:
                               "first_id": page[0]["id"] if page else None,
                               "last_id": page[-1]["id"] if page else None,
                               "has_more": len(items) > len(page)})
-
-
-def take_run_slot(ctx: Context):
-    """A run slot for a background run, taken while the request waits (as ``ctx.run`` would:
-    503 when none frees up in time, and given up if the client leaves meanwhile); returns its
-    release, which the background run calls."""
-    ctx.watch_client()
-    try:
-        taken = ctx.app.limiter.acquire(1, abandoned=lambda: ctx.cancel.fired)
-    except Busy as exc:
-        raise errors.busy(exc.retry_after, exc.limit, exc.waited)
-    except Abandoned:
-        raise errors.cancelled("the request was cancelled while it waited for a run slot "
-                               "(client gone or server shutting down)")
-    finally:
-        ctx.unwatch_client()
-    return lambda: ctx.app.limiter.release(taken)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True                     # exists, owned by someone else
-    return True

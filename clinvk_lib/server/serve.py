@@ -1,7 +1,7 @@
 """``clinvk serve``: the composition root of the HTTP server and its lifecycle.
 
 ``build_app`` is the one place that joins the parts: the App, the guards in front of every
-route, the background runs, and the API styles (native, OpenAI, Responses, Anthropic), each a
+route, the durable jobs, and the API styles (native, OpenAI, Responses, Anthropic), each a
 module with a ``register(app)`` that adds its routes and its error style. Adding an API style is one
 module plus one line in ``API_STYLES``. ``serve_command`` then binds, announces, serves
 until SIGTERM/SIGINT and drains. Only the command line imports this module.
@@ -25,7 +25,6 @@ from ..sessions import SessionStore
 from . import anthropic, guards, jobs, native, openai, responses, toolcalls
 from .accesslog import AccessLog
 from .app import App
-from .background import BackgroundRuns
 from .job_runner import JobRunner
 from .listener import HttpServer, make_server
 
@@ -41,8 +40,6 @@ def build_app(cfg: config.Config, store: Optional[SessionStore] = None,
     ConfigError when a key source or the CORS settings cannot be used."""
     app = App(cfg, store, log)
     app.guards = guards.install(app)
-    # Runs that outlive their request (Responses background: true); drain stops them.
-    app.background = BackgroundRuns()
     app.jobs = JobRunner(app, JobStore(cfg.home, cfg.get("server.job_events_max_bytes")))
     # Runs parked on a client tool call until the client's next request (toolcalls).
     app.tool_bridge = toolcalls.Bridge(cfg.get("server.tool_result_timeout_secs")
@@ -176,10 +173,10 @@ def run_until_signalled(app: App, server: HttpServer) -> int:
 
 
 def drain(app: App, server: HttpServer, hurry: Callable[[], bool] = lambda: False) -> None:
-    """Stop accepting and start no queued job, wait for in-flight requests, background runs
-    and running jobs (up to the grace period, or until ``hurry()``), then cancel every
-    backend still running (the jobs end interrupted; queued ones stay queued for the next
-    server) and wait for the answers."""
+    """Stop accepting and start no queued job, wait for in-flight requests and running jobs
+    (up to the grace period, or until ``hurry()``), then cancel every backend still running
+    (the jobs end interrupted; queued ones stay queued for the next server) and wait for the
+    answers."""
     grace = app.cfg.get("server.shutdown_grace_secs")
     # Close the listener first: a connection nginx opens meanwhile is refused (and retried on
     # another instance), not accepted only to be answered 503.
@@ -192,15 +189,12 @@ def drain(app: App, server: HttpServer, hurry: Callable[[], bool] = lambda: Fals
                  % (app.in_flight, grace))
     deadline = time.monotonic() + grace
     if not (app.wait_idle(grace, hurry) and
-            app.background.wait_idle(deadline - time.monotonic(), hurry) and
             app.jobs.wait_idle(deadline - time.monotonic(), hurry)):
         cancelled = app.cancel_all()
-        stopped = app.background.cancel_all()
         interrupted = app.jobs.interrupt_all()
-        app.log.info("grace period over: cancelled %d request(s), %d background run(s) and "
-                     "%d job(s) still running" % (cancelled, stopped, interrupted))
+        app.log.info("grace period over: cancelled %d request(s) and %d job(s) still running"
+                     % (cancelled, interrupted))
         app.wait_idle(runner.DEFAULT_GRACE + 3.0)
-        app.background.wait_idle(runner.DEFAULT_GRACE + 3.0)
         app.jobs.wait_idle(runner.DEFAULT_GRACE + 3.0)
     # Webhooks being sent get a moment; those still pending are resumed by the next server.
     app.jobs.close(runner.DEFAULT_GRACE)

@@ -22,6 +22,7 @@ allowlist would not check) and never log the secret, the URL's path or its query
 from __future__ import annotations
 
 import datetime
+import email.utils
 import hashlib
 import heapq
 import hmac
@@ -158,9 +159,28 @@ def new_delivery_id() -> str:
     return "dlv_" + uuid.uuid4().hex[:24]
 
 
-def post(target: Target, body: bytes, headers: Dict[str, str], timeout: float) -> int:
+def retry_after_secs(value: str, now: float) -> Optional[float]:
+    """The seconds a ``Retry-After`` header value asks to wait (RFC 9110 §10.2.3: a number of
+    seconds or an HTTP date), at ``now`` (epoch seconds); None when it is neither."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:                 # RFC 9110 dates are GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - now)
+
+
+def post(target: Target, body: bytes, headers: Dict[str, str],
+         timeout: float) -> Tuple[int, str]:
     """POST ``body`` to ``target`` on a direct connection and return the status (a redirect
-    is a status like any other: it is not followed). The whole attempt, connecting and
+    is a status like any other: it is not followed) and the answer's Retry-After ("" when it
+    has none). The whole attempt, connecting and
     reading the answer's head, takes at most ``timeout`` seconds; raises ``OSError`` or
     ``http.client.HTTPException`` (``socket.timeout`` past the deadline)."""
     if target.scheme == "https":
@@ -176,7 +196,8 @@ def post(target: Target, body: bytes, headers: Dict[str, str], timeout: float) -
     timer.start()
     try:
         conn.request("POST", target.path, body=body, headers=headers)
-        return conn.getresponse().status
+        answer = conn.getresponse()
+        return answer.status, answer.getheader("Retry-After") or ""
     except (OSError, http.client.HTTPException):
         if expired.is_set():
             raise socket.timeout("timed out") from None
@@ -220,9 +241,12 @@ class Deliveries:
     continues one a restart found pending; ``close(timeout)`` stops at shutdown. Each calls
     ``record(job_id, state)`` when the delivery is queued (attempt 0) and after every attempt,
     with ``state`` = {delivery_id, attempt, status_code or error, at, next_attempt_at (None
-    when final), state: pending | delivered | failed}. Memory is bounded: at most
-    ``max_pending`` deliveries and ``max_pending_bytes`` of bodies wait at once; one beyond
-    is recorded failed at once. Tunables are class attributes (a test shortens the back-off)."""
+    when final), state: pending | delivered | failed}. A receiver's ``Retry-After`` sets the
+    wait before the next attempt instead of the back-off, at most ``max_retry_secs``. Memory is
+    bounded: at most ``max_pending`` deliveries and ``max_pending_bytes`` of bodies wait at
+    once; one beyond is recorded failed at once. ``metrics`` (a ``metrics.ServerMetrics``, or
+    None) counts the attempts by outcome. Tunables are class attributes (a test shortens the
+    back-off)."""
 
     workers = 4
     max_pending = 1000
@@ -230,10 +254,11 @@ class Deliveries:
     first_retry_secs = 5.0
     max_retry_secs = 300.0
 
-    def __init__(self, cfg: Any, log: Any, record: Record) -> None:
+    def __init__(self, cfg: Any, log: Any, record: Record, metrics: Any = None) -> None:
         self._cfg = cfg
         self._log = log
         self._record = record
+        self._metrics = metrics
         self._cond = threading.Condition()
         self._queue: List[Tuple[float, int, _Delivery]] = []   # heap by due time
         self._order = itertools.count()
@@ -312,6 +337,7 @@ class Deliveries:
 
     def _give_up(self, job_id: str, delivery_id: str, attempts: int, why: str) -> None:
         self._log.error("webhook delivery %s of job %s failed: %s" % (delivery_id, job_id, why))
+        self._count("failed")
         self._safe_record(job_id, {"delivery_id": delivery_id, "attempt": attempts,
                                    "error": why, "at": rfc3339(), "next_attempt_at": None,
                                    "state": "failed"})
@@ -353,7 +379,7 @@ class Deliveries:
 
     def _attempt(self, delivery: _Delivery) -> None:
         delivery.attempts += 1
-        outcome = self._post(delivery)
+        outcome, retry_after = self._post(delivery)
         now = time.time()
         if 200 <= outcome.get("status_code", 0) < 300:
             self._save(delivery, outcome, now, "delivered")
@@ -361,7 +387,9 @@ class Deliveries:
         if delivery.attempts >= self._cfg.get("server.webhook_max_attempts"):
             self._save(delivery, outcome, now, "failed")
             return self._finish(delivery)
-        delay = retry_delay(delivery.attempts, self.first_retry_secs, self.max_retry_secs)
+        asked = retry_after_secs(retry_after, now) if retry_after else None
+        delay = retry_delay(delivery.attempts, self.first_retry_secs, self.max_retry_secs) \
+            if asked is None else min(asked, self.max_retry_secs)
         self._save(delivery, outcome, now, "pending", now + delay)
         with self._cond:
             if self._closed:
@@ -370,8 +398,9 @@ class Deliveries:
                 self._push(time.monotonic() + delay, delivery)
         return None
 
-    def _post(self, delivery: _Delivery) -> Dict[str, Any]:
-        """{"status_code": n} or {"error": why} of one attempt."""
+    def _post(self, delivery: _Delivery) -> Tuple[Dict[str, Any], str]:
+        """{"status_code": n} or {"error": why} of one attempt, and the receiver's
+        Retry-After ("" when none)."""
         headers = {"Content-Type": "application/json", "X-Clinvk-Event": EVENT,
                    "X-Clinvk-Delivery": delivery.delivery_id,
                    "X-Clinvk-Signature": sign(self._cfg.get("server.webhook_secret"),
@@ -379,12 +408,13 @@ class Deliveries:
                    "User-Agent": "clinvk/%s" % __version__}
         timeout = self._cfg.get("server.webhook_timeout_secs")
         try:
-            return {"status_code": post(delivery.target, delivery.body, headers, timeout)}
+            status, retry_after = post(delivery.target, delivery.body, headers, timeout)
         except socket.timeout:
-            return {"error": "timed out after %ds (server.webhook_timeout_secs)" % timeout}
+            return {"error": "timed out after %ds (server.webhook_timeout_secs)" % timeout}, ""
         except Exception as exc:   # any failure of one attempt (refused, TLS, reset) is its error
             return {"error": "%s: %s" % (type(exc).__name__, exc) if str(exc)
-                    else type(exc).__name__}
+                    else type(exc).__name__}, ""
+        return {"status_code": status}, retry_after
 
     def _finish(self, delivery: _Delivery) -> None:
         with self._cond:
@@ -398,8 +428,9 @@ class Deliveries:
 
     def _save(self, delivery: _Delivery, outcome: Dict[str, Any], now: float, state: str,
               next_at: Optional[float] = None) -> None:
-        """Log an attempt and hand its state to ``record``."""
+        """Log and count an attempt and hand its state to ``record``."""
         self._log_attempt(delivery, outcome, state, next_at, now)
+        self._count("retried" if state == "pending" else state)
         self._safe_record(delivery.job_id, _state(delivery, outcome, now, state, next_at))
 
     def _log_attempt(self, delivery: _Delivery, outcome: Dict[str, Any], state: str,
@@ -421,6 +452,10 @@ class Deliveries:
                            attempt=delivery.attempts, state=state, **outcome)
         else:
             self._log.info(text)
+
+    def _count(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.webhook_attempted(outcome)
 
     def _safe_record(self, job_id: str, entry: Dict[str, Any]) -> None:
         try:

@@ -80,6 +80,36 @@ def test_a_chain_job_on_the_real_clis(serve_port, fake_api, workdir):
     assert fake_api.main_requests("openai")[-1]["user_text"] == \
         "improve on: FAKE-REPLY: analyze X"
     got = events(serve_port, job_id)
-    assert [e["type"] for e in got] == ["job", "item_started", "item_finished",
-                                        "item_started", "item_finished", "job"]
+    assert [e["type"] for e in got if "index" not in e] == [
+        "job", "item_started", "item_finished", "item_started", "item_finished", "job"]
     assert got[-1]["content"]["status"] == "succeeded"
+    for index, backend, reply in ((0, "claude", "FAKE-REPLY: analyze X"),
+                                  (1, "codex", "FAKE-REPLY: improve on: FAKE-REPLY: analyze X")):
+        step = [e for e in got if e.get("index") == index]
+        assert step[0]["type"] == "init" and step[-1]["type"] == "done"
+        assert {e["backend"] for e in step} == {backend}
+        assert "".join(e["content"]["text"] for e in step if e["type"] == "message") == reply
+        started = [i for i, e in enumerate(got) if e["type"] == "item_started"][index]
+        ended = [i for i, e in enumerate(got) if e["type"] == "item_finished"][index]
+        assert all(started < got.index(e) < ended for e in step)
+
+
+def test_a_background_response_runs_as_a_job_on_the_real_cli(serve_port, fake_api):
+    status, _, data = request(serve_port, "POST", "/openai/v1/responses", {
+        "model": "claude", "input": "hello in the background", "background": True})
+    assert status == 200, data
+    made = json.loads(data)
+    assert made["status"] == "queued" and made["background"] is True
+    deadline = time.monotonic() + 240
+    while True:
+        done = json.loads(request(serve_port, "GET", "/openai/v1/responses/" + made["id"])[2])
+        if done["status"] not in ("queued", "in_progress"):
+            break
+        assert time.monotonic() < deadline, done
+        time.sleep(0.2)
+    assert done["status"] == "completed", done
+    assert done["output"][0]["content"][0]["text"] == "FAKE-REPLY: hello in the background"
+    jobs = json.loads(request(serve_port, "GET", "/api/v1/jobs?kind=response")[2])["jobs"]
+    (job,) = [j for j in jobs if j["status"] != "running"] or jobs
+    assert job["kind"] == "response"
+    assert "done" in [e["type"] for e in events(serve_port, job["id"])]
