@@ -79,12 +79,13 @@ def test_follow_gives_the_kept_events_then_new_ones_then_run_ended():
 
 
 class SlowRun:
-    """A prompt that runs (the fake sleeping before it answers) in a thread of its own;
-    ``reply`` is its answer once it came."""
+    """A prompt that runs (by default the fake sleeps a minute before it answers) in a thread
+    of its own; ``reply`` is its answer once it came."""
 
-    def __init__(self, srv, headers=None, stream=False, backend="claude"):
+    def __init__(self, srv, headers=None, stream=False, backend="claude",
+                 prompt="FAKE_SLEEP: 60\nhello"):
         self.reply = None
-        body = {"backend": backend, "prompt": "FAKE_SLEEP: 60\nhello", "ephemeral": True}
+        body = {"backend": backend, "prompt": prompt, "ephemeral": True}
         if stream:
             body["output_format"] = "stream-json"
         self.thread = threading.Thread(target=self._send, args=(srv, body, headers))

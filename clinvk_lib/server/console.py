@@ -31,7 +31,7 @@ ASSETS = {
     "chat.js": "text/javascript; charset=utf-8",
     "tryit.js": "text/javascript; charset=utf-8",
 }
-CONSOLE_SCRIPTS = ("core.js", "pages.js", "chat.js")
+CONSOLE_SCRIPTS = ("core.js", "chat.js", "pages.js")     # the router (pages.js) last
 DOCS_SCRIPTS = ("core.js", "tryit.js")
 
 IMMUTABLE = "public, max-age=31536000, immutable"   # an asset asked for by its version

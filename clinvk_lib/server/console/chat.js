@@ -29,6 +29,7 @@
       if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); turn(); }
     });
     backend.addEventListener("change", () => {
+      if (backend.value === state.backend) return;
       state.backend = backend.value;
       newSession("Switched to " + backend.value + ": the next message starts a new session.");
     });

@@ -10,7 +10,8 @@
 
   c.pages.runs = function (main) {
     const state = {timer: null, watch: null, holding: false};
-    const status = h("p", {class: "muted", role: "status"});
+    const status = h("p", {class: "muted"});
+    const outcome = h("p", {class: "action-result", role: "status"});
     const body = h("tbody");
     const table = h("div", {class: "table-wrap"}, h("table", {},
       h("caption", {class: "sr-only", text: "Runs in flight"}),
@@ -22,7 +23,7 @@
     c.append(main, [h("h1", {text: "Runs in flight"}),
       h("p", {class: "muted", text: "Synchronous requests, streams and fan-outs running a " +
         "backend now, and durable jobs queued or running. Refreshed every 2 seconds."}),
-      h("div", {class: "row"}, refresh), status, table, events]);
+      h("div", {class: "row"}, refresh), outcome, status, table, events]);
 
     async function load() {
       if (state.holding) return;       // a confirmation is open: do not redraw under it
@@ -93,8 +94,8 @@
         const yes = h("button", {type: "button", class: "danger", text: "Yes, cancel " + label,
                                  onclick: async () => {
                                    yes.disabled = true;
-                                   try { await onCancel(); status.textContent = label + " cancelled."; }
-                                   catch (err) { status.textContent = err.message; }
+                                   try { await onCancel(); outcome.textContent = label + " cancelled."; }
+                                   catch (err) { outcome.textContent = err.message; }
                                    show(); load();
                                  }});
         c.append(cell, [h("span", {text: "Stop it?"}), yes,

@@ -17,20 +17,24 @@
     return s;
   }
 
-  // The documented example reduced to its required fields (so that it needs nothing this
-  // server may not have: a model name, an approval mode, a flag), with every backend and
-  // model named after a backend installed here.
-  function runnable(doc, schema, value, names) {
-    const s = resolve(doc, schema);
-    if (Array.isArray(value)) return value.map((v) => runnable(doc, s.items, v, names));
-    if (!value || typeof value !== "object") return value;
+  // The documented example, made to run here: a backend (or a model naming one) that is not
+  // installed on this server is replaced by one that is, and a model or flags meant for the
+  // replaced backend are dropped.
+  function runnable(value, names) {
+    if (Array.isArray(value)) return value.map((v) => runnable(v, names));
+    if (!value || typeof value !== "object" || !names.length) return value;
     const out = {};
-    const required = s.properties ? (s.required || []) : Object.keys(value);
-    for (const [k, v] of Object.entries(value)) {
-      if (!required.includes(k)) continue;
-      if ((k === "backend" || k === "model") && typeof v === "string" && names.length) out[k] = names[0];
-      else if (k === "backends" && Array.isArray(v) && names.length) out[k] = names.slice(0, 2);
-      else out[k] = runnable(doc, s.properties ? s.properties[k] : {}, v, names);
+    for (const [k, v] of Object.entries(value)) out[k] = runnable(v, names);
+    if (typeof out.backend === "string" && !names.includes(out.backend)) {
+      out.backend = names[0];
+      delete out.model;
+      delete out.extra;
+    } else if (typeof out.model === "string" && !("backend" in out) && !names.includes(out.model)) {
+      out.model = names[0];
+    }
+    if (Array.isArray(out.backends)) {
+      const here = out.backends.filter((b) => names.includes(b));
+      out.backends = here.length ? here : names.slice(0, 2);
     }
     return out;
   }
@@ -100,7 +104,7 @@
     let textarea = null;
     let streamBox = null;
     if (media) {
-      const example = runnable(doc, media.schema, media.example || {}, names);
+      const example = runnable(media.example || {}, names);
       textarea = h("textarea", {id: "b" + n, rows: 8, spellcheck: "false", class: "tryit-body-input",
                                 text: JSON.stringify(example, null, 2)});
       if (streams(op)) {
