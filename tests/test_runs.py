@@ -224,3 +224,18 @@ def test_usage_counts_runs_and_tokens_per_backend_and_per_key(start_server):
 def test_usage_says_nothing_is_counted_when_metrics_are_off(start_server):
     usage = start_server().get("/api/v1/usage").json()
     assert (usage["enabled"], usage["backends"], usage["keys"]) == (False, {}, {})
+
+
+def test_a_quiet_runs_event_stream_carries_blank_keep_alive_lines(start_server):
+    srv = start_server(**{"server.sse_keepalive_secs": 1})
+    slow = SlowRun(srv)                     # no event for a minute
+    (run,) = running(srv)
+    conn = srv.connection()
+    try:
+        conn.request("GET", "/api/v1/runs/%s/events" % run["id"])
+        reply = conn.getresponse()
+        assert reply.readline() == b"\n"
+    finally:
+        conn.close()
+    srv.request("DELETE", "/api/v1/runs/" + run["id"])
+    slow.thread.join(30)

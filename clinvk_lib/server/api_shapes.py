@@ -394,8 +394,6 @@ SessionDetail = Obj(
     *Session.fields,
     Field("metadata", Map(String()), required=True,
           description="The metadata the session was created with ({} when none)."),
-    Field("last_reply", String(), description="The reply of its last turn (may be cut)."),
-    Field("last_error", String(), description="Why its last turn failed, when it did."),
     name="SessionDetail",
     example=dict(Session.example, metadata={"project": "demo"}),
 )

@@ -254,6 +254,8 @@ def _curl(base_url: str, method: str, path: str, op: dict) -> str:
         parts.append("-X " + method.upper())
     parts.append(shlex.quote(base_url + path))
     lines = [" ".join(parts)]
+    if "text/html" in streams:
+        lines.append("-H 'Accept: text/html'")    # what a browser asks for (the console)
     if op.get("security") != []:
         lines.append('-H "X-Api-Key: $CLINVK_API_KEY"')
     media = op.get("requestBody", {}).get("content", {}).get("application/json")

@@ -9,7 +9,10 @@
     const state = {session: params.get("session") || "", abort: null,
                    backend: params.get("backend") || ""};
     const backend = h("select", {id: "chat-backend"});
-    const model = h("input", {id: "chat-model", type: "text", placeholder: "backend default"});
+    const model = h("input", {id: "chat-model", type: "text", placeholder: "backend default",
+                              list: "chat-models"});
+    const models = h("datalist", {id: "chat-models"});
+    let known = [];
     const log = h("div", {class: "chat-log", role: "log", "aria-live": "polite",
                           "aria-label": "Conversation"});
     const prompt = h("textarea", {id: "chat-prompt", rows: 3, required: true});
@@ -23,7 +26,7 @@
         h("button", {type: "button", text: "New session", onclick: () => newSession("New session.")})));
     c.append(main, [h("h1", {text: "Chat"}),
       h("div", {class: "row"}, h("label", {for: "chat-backend"}, "Backend", backend),
-        h("label", {for: "chat-model"}, "Model (optional)", model)),
+        h("label", {for: "chat-model"}, "Model (optional)", model), models),
       sessionNote, log, form]);
     prompt.addEventListener("keydown", (e) => {
       if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); turn(); }
@@ -31,6 +34,7 @@
     backend.addEventListener("change", () => {
       if (backend.value === state.backend) return;
       state.backend = backend.value;
+      suggestModels();
       newSession("Switched to " + backend.value + ": the next message starts a new session.");
     });
 
@@ -39,10 +43,24 @@
       names.forEach((n) => backend.appendChild(h("option", {value: n, text: n})));
       if (state.backend) backend.value = state.backend;
       state.backend = backend.value;
+      suggestModels();
       showSession();
       if (!names.length) log.appendChild(c.errorBox(new Error("No backend CLI is installed " +
                                                               "on the server.")));
     }).catch((err) => log.appendChild(c.errorBox(err)));
+
+    // The models configured for the chosen backend (backend/model ids of the OpenAI model
+    // list), offered as suggestions.
+    function suggestModels() {
+      c.clear(models);
+      const prefix = backend.value + "/";
+      known.filter((id) => id.startsWith(prefix)).forEach(
+        (id) => models.appendChild(h("option", {value: id.slice(prefix.length)})));
+    }
+    c.json("GET", "openai/v1/models").then((list) => {
+      known = (list.data || []).map((m) => m.id);
+      suggestModels();
+    }).catch(() => {});
 
     function showSession() {
       sessionNote.textContent = state.session ? "Session " + state.session + " on " +

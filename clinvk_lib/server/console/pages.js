@@ -192,7 +192,7 @@
       try {
         const s = await c.json("GET", "api/v1/sessions/" + encodeURIComponent(id));
         const rows = ["backend", "status", "model", "working_dir", "created_at", "last_used",
-                      "turn_count", "title", "initial_prompt", "last_error"];
+                      "turn_count", "title", "initial_prompt"];
         const kv = h("dl", {class: "kv"});
         for (const name of rows) {
           if (s[name] === undefined || s[name] === "") continue;
@@ -222,7 +222,7 @@
         };
         offerDelete();
         c.append(detail, [h("h2", {tabindex: "-1", text: "Session " + s.id}), kv,
-          h("h3", {text: "Last reply"}), h("pre", {text: s.last_reply || "(none kept)"}),
+          h("h3", {text: "Metadata"}), h("pre", {text: JSON.stringify(s.metadata || {}, null, 2)}),
           h("div", {class: "row"},
             h("a", {href: "#chat?session=" + encodeURIComponent(s.id) + "&backend=" +
                     encodeURIComponent(s.backend), text: "Continue in Chat"}), del)]);

@@ -44,6 +44,12 @@
     return STREAMED.some((t) => t in (ok.content || {}));
   }
 
+  // The Accept a request sends: text/html for a page (the console answers a browser only).
+  function accept(op) {
+    const ok = op.responses["200"] || {};
+    return "text/html" in (ok.content || {}) ? "text/html" : "*/*";
+  }
+
   function shellQuote(text) {
     return "'" + String(text).replace(/'/g, "'\\''") + "'";
   }
@@ -138,6 +144,7 @@
       const t = target();
       const parts = ["curl" + (streams(op) ? " -N" : "") + (method !== "get" ? " -X " + method.toUpperCase() : "") +
                      " " + shellQuote(new URL(t.url, c.base).href)];
+      if (accept(op) !== "*/*") parts.push("-H 'Accept: " + accept(op) + "'");
       if (!(op.security && op.security.length === 0)) parts.push('-H "X-Api-Key: $CLINVK_API_KEY"');
       for (const [k, v] of Object.entries(t.headers)) parts.push("-H " + shellQuote(k + ": " + v));
       if (textarea || ["post", "put", "patch"].includes(method)) parts.push("-H 'Content-Type: application/json'");
@@ -158,7 +165,7 @@
       const started = performance.now();
       try {
         const reply = await c.call(method.toUpperCase(), t.url, body,
-                                   {signal: abort.signal, headers: Object.assign({Accept: "*/*"}, t.headers)});
+                                   {signal: abort.signal, headers: Object.assign({Accept: accept(op)}, t.headers)});
         const type = reply.headers.get("Content-Type") || "";
         status.textContent = reply.status + " " + reply.statusText + " · " + type;
         status.className = "tryit-status " + (reply.ok ? "status-ok" : "status-bad");
