@@ -23,7 +23,8 @@
     const form = h("form", {onsubmit: (e) => { e.preventDefault(); turn(); }},
       h("label", {for: "chat-prompt", text: "Message"}), prompt,
       h("div", {class: "row"}, send, stop,
-        h("button", {type: "button", text: "New session", onclick: () => newSession("New session.")})));
+        h("button", {type: "button", text: "New session",
+                     onclick: () => newSession("New session.")})));
     c.append(main, [h("h1", {text: "Chat"}),
       h("div", {class: "row"}, h("label", {for: "chat-backend"}, "Backend", backend),
         h("label", {for: "chat-model"}, "Model (optional)", model), models),
@@ -92,8 +93,8 @@
       state.abort = new AbortController();
       let streamed = "";
       try {
-        const answer = await c.call("POST", "api/v1/prompt", body,
-                                    {signal: state.abort.signal, headers: {Accept: "application/x-ndjson"}});
+        const answer = await c.call("POST", "api/v1/prompt", body, {
+          signal: state.abort.signal, headers: {Accept: "application/x-ndjson"}});
         if (!answer.ok) throw new Error(c.errorMessage(answer.status, null, await answer.text()));
         await c.readStream(answer, (e) => {
           const ev = e.data || {};
@@ -107,7 +108,8 @@
             }
             words.textContent = streamed;
           } else if (ev.type === "tool_use") {
-            reply.insertBefore(h("span", {class: "meta", text: "tool: " + content.tool_name}), meta);
+            const tool = h("span", {class: "meta", text: "tool: " + content.tool_name});
+            reply.insertBefore(tool, meta);
           } else if (ev.type === "error") {
             reply.insertBefore(h("span", {class: "meta status-bad", text: content.message}), meta);
           } else if (ev.type === "done") {

@@ -15,8 +15,8 @@
     const body = h("tbody");
     const table = h("div", {class: "table-wrap"}, h("table", {},
       h("caption", {class: "sr-only", text: "Runs in flight"}),
-      h("thead", {}, h("tr", {}, ["Run", "Backend", "Route", "State", "Elapsed", "Client",
-                                  "Key id", "Actions"].map((t) => h("th", {scope: "col", text: t})))),
+      h("thead", {}, headRow(["Run", "Backend", "Route", "State", "Elapsed", "Client", "Key id",
+                              "Actions"])),
       body));
     const events = h("section", {class: "card", "aria-live": "polite", hidden: true});
     const refresh = h("button", {type: "button", text: "Refresh", onclick: () => load()});
@@ -59,8 +59,7 @@
         h("td", {text: c.elapsed(run.elapsed_ms)}),
         h("td", {text: run.client}),
         h("td", {}, h("code", {text: run.key_id || "-"})),
-        h("td", {}, actions("run " + run.id, () => watch("api/v1/runs/" + encodeURIComponent(run.id)
-          + "/events", run.id), () => c.json("DELETE", "api/v1/runs/" + encodeURIComponent(run.id)))));
+        h("td", {}, actions("run " + run.id, "api/v1/runs/" + encodeURIComponent(run.id))));
     }
 
     function jobRow(job) {
@@ -73,12 +72,13 @@
         h("td", {text: started ? c.elapsed(Date.now() - Date.parse(started)) : "-"}),
         h("td", {text: "-"}),
         h("td", {}, h("code", {text: job.api_key_id || "-"})),
-        h("td", {}, actions("job " + job.id, () => watch("api/v1/jobs/" + encodeURIComponent(job.id)
-          + "/events", job.id), () => c.json("DELETE", "api/v1/jobs/" + encodeURIComponent(job.id)))));
+        h("td", {}, actions("job " + job.id, "api/v1/jobs/" + encodeURIComponent(job.id))));
     }
 
-    // Watch and Cancel buttons; Cancel asks to confirm in place.
-    function actions(label, onWatch, onCancel) {
+    // Watch (GET path/events) and Cancel (DELETE path) buttons; Cancel asks in place first.
+    function actions(label, path) {
+      const onWatch = () => watch(path + "/events", label);
+      const onCancel = () => c.json("DELETE", path);
       const cell = h("span", {class: "confirm"});
       const show = () => {
         state.holding = false;
@@ -94,8 +94,10 @@
         const yes = h("button", {type: "button", class: "danger", text: "Yes, cancel " + label,
                                  onclick: async () => {
                                    yes.disabled = true;
-                                   try { await onCancel(); outcome.textContent = label + " cancelled."; }
-                                   catch (err) { outcome.textContent = err.message; }
+                                   try {
+                                     await onCancel();
+                                     outcome.textContent = label + " cancelled.";
+                                   } catch (err) { outcome.textContent = err.message; }
                                    show(); load();
                                  }});
         c.append(cell, [h("span", {text: "Stop it?"}), yes,
@@ -115,8 +117,8 @@
       c.append(events, [h("h2", {text: "Events of " + id}),
         h("button", {type: "button", text: "Stop watching", onclick: () => abort.abort()}), list]);
       try {
-        const reply = await c.call("GET", path, undefined,
-                                   {signal: abort.signal, headers: {Accept: "application/x-ndjson"}});
+        const reply = await c.call("GET", path, undefined, {
+          signal: abort.signal, headers: {Accept: "application/x-ndjson"}});
         if (!reply.ok) throw new Error(c.errorMessage(reply.status, null, await reply.text()));
         await c.readStream(reply, (e) => list.appendChild(h("li", {text: describe(e.data)})));
       } catch (err) {
@@ -128,6 +130,10 @@
     state.timer = setInterval(load, 2000);
     return () => { clearInterval(state.timer); if (state.watch) state.watch.abort(); };
   };
+
+  function headRow(titles) {
+    return h("tr", {}, titles.map((t) => h("th", {scope: "col", text: t})));
+  }
 
   // One event as a line of text: its type and what it says.
   function describe(e) {
@@ -145,11 +151,13 @@
     const status = h("p", {class: "muted", role: "status"});
     const backend = h("select", {id: "f-backend"}, h("option", {value: "", text: "any"}));
     const state = h("select", {id: "f-status"}, h("option", {value: "", text: "any"}),
-      ["active", "completed", "error", "paused", "cancelled"].map((s) => h("option", {value: s, text: s})));
+      ["active", "completed", "error", "paused", "cancelled"].map(
+        (s) => h("option", {value: s, text: s})));
     const workdir = h("input", {id: "f-workdir", type: "search", placeholder: "part of a path"});
     const body = h("tbody");
     const detail = h("section", {class: "card", hidden: true, "aria-live": "polite"});
-    const form = h("form", {class: "row", role: "search", onsubmit: (e) => { e.preventDefault(); load(); }},
+    const form = h("form", {class: "row", role: "search",
+                            onsubmit: (e) => { e.preventDefault(); load(); }},
       h("label", {for: "f-backend"}, "Backend", backend),
       h("label", {for: "f-status"}, "Status", state),
       h("label", {for: "f-workdir"}, "Workdir contains", workdir),
@@ -157,8 +165,8 @@
     c.append(main, [h("h1", {text: "Sessions"}), form, status,
       h("div", {class: "table-wrap"}, h("table", {},
         h("caption", {class: "sr-only", text: "Sessions"}),
-        h("thead", {}, h("tr", {}, ["Session", "Backend", "Status", "Title", "Workdir", "Turns",
-                                    "Last used"].map((t) => h("th", {scope: "col", text: t})))),
+        h("thead", {}, headRow(["Session", "Backend", "Status", "Title", "Workdir", "Turns",
+                                "Last used"])),
         body)), detail]);
     c.backends().then((names) => names.forEach(
       (n) => backend.appendChild(h("option", {value: n, text: n})))).catch(() => {});
@@ -175,7 +183,8 @@
         for (const s of shown) {
           body.appendChild(h("tr", {"data-session": s.id},
             h("td", {}, h("button", {type: "button", class: "mono", text: s.id,
-                                     "aria-label": "Open session " + s.id, onclick: () => open(s.id)})),
+                                     "aria-label": "Open session " + s.id,
+                                     onclick: () => open(s.id)})),
             h("td", {text: s.backend}), h("td", {text: s.status || ""}),
             h("td", {text: s.title || ""}), h("td", {class: "mono", text: s.working_dir || ""}),
             h("td", {text: s.turn_count || 0}), h("td", {text: s.last_used})));
@@ -240,14 +249,15 @@
   c.pages.usage = function (main) {
     const out = h("div", {"aria-live": "polite"});
     c.append(main, [h("h1", {text: "Usage since start"}),
-      h("div", {class: "row"}, h("button", {type: "button", text: "Refresh", onclick: load})), out]);
+      h("div", {class: "row"}, h("button", {type: "button", text: "Refresh", onclick: load})),
+      out]);
 
     function table(caption, first, rows) {
       const cols = ["runs", "success", "failure", "timeout", "cancelled", "input_tokens",
                     "output_tokens", "cached_tokens", "cost_usd"];
       return h("div", {class: "table-wrap"}, h("table", {},
         h("caption", {text: caption}),
-        h("thead", {}, h("tr", {}, [first].concat(cols).map((t) => h("th", {scope: "col", text: t})))),
+        h("thead", {}, headRow([first].concat(cols))),
         h("tbody", {}, Object.entries(rows).map(([name, row]) => h("tr", {},
           h("th", {scope: "row"}, h("code", {text: name})),
           cols.map((k) => h("td", {text: k === "cost_usd" ? c.usd(row[k]) : (row[k] || 0)})))))));
@@ -293,7 +303,10 @@
   function start() {
     if (!document.getElementById("key-slot")) return;      // not the console page
     document.getElementById("key-slot").appendChild(c.keyField());
-    window.addEventListener("hashchange", () => { route(); document.getElementById("main").focus(); });
+    window.addEventListener("hashchange", () => {
+      route();
+      document.getElementById("main").focus();
+    });
     route();
   }
 

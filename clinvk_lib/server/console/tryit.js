@@ -13,7 +13,9 @@
     for (let i = 0; i < 10 && s.$ref; i++) {
       s = doc.components.schemas[s.$ref.split("/").pop()] || {};
     }
-    if (s.allOf && s.allOf.length === 1) s = Object.assign({}, resolve(doc, s.allOf[0]), s, {allOf: undefined});
+    if (s.allOf && s.allOf.length === 1) {
+      s = Object.assign({}, resolve(doc, s.allOf[0]), s, {allOf: undefined});
+    }
     return s;
   }
 
@@ -62,14 +64,16 @@
     if (s.oneOf) return s.oneOf.map((alt) => shape(doc, alt, depth, seen)).join(pad + "| or\n");
     if (s.type === "array") return pad + "array of:\n" + shape(doc, s.items, depth + 1, seen);
     if (!s.properties || depth > 3 || (name && seen.includes(name))) {
-      return pad + (name || s.type || "any") + (s.enum ? " (" + s.enum.join(", ") + ")" : "") + "\n";
+      const choices = s.enum ? " (" + s.enum.join(", ") + ")" : "";
+      return pad + (name || s.type || "any") + choices + "\n";
     }
     const req = s.required || [];
     return Object.entries(s.properties).map(([k, p]) => {
       const r = resolve(doc, p);
       const nested = (r.properties || (r.type === "array" && resolve(doc, r.items).properties));
+      const items = r.items || {};
       const kind = p.$ref ? p.$ref.split("/").pop() : (r.type || "any") +
-        (r.type === "array" ? " of " + ((r.items || {}).$ref || (r.items || {}).type || "any").split("/").pop() : "");
+        (r.type === "array" ? " of " + (items.$ref || items.type || "any").split("/").pop() : "");
       return pad + k + ": " + kind + (req.includes(k) ? " (required)" : "") + "\n" +
         (nested ? shape(doc, p, depth + 1, seen.concat(name ? [name] : [])) : "");
     }).join("");
@@ -111,7 +115,7 @@
     let streamBox = null;
     if (media) {
       const example = runnable(media.example || {}, names);
-      textarea = h("textarea", {id: "b" + n, rows: 8, spellcheck: "false", class: "tryit-body-input",
+      textarea = h("textarea", {id: "b" + n, rows: 8, spellcheck: "false",
                                 text: JSON.stringify(example, null, 2)});
       if (streams(op)) {
         streamBox = h("input", {id: "s" + n, type: "checkbox", class: "tryit-stream"});
@@ -131,7 +135,9 @@
       const headers = {};
       for (const p of params) {
         const value = p.input.value;
-        if (p.spec.in === "path") url = url.replace("{" + p.spec.name + "}", encodeURIComponent(value));
+        if (p.spec.in === "path") {
+          url = url.replace("{" + p.spec.name + "}", encodeURIComponent(value));
+        }
         else if (value === "") continue;
         else if (p.spec.in === "query") query.set(p.spec.name, value);
         else if (p.spec.in === "header") headers[p.spec.name] = value;
@@ -142,12 +148,16 @@
 
     function showCurl() {
       const t = target();
-      const parts = ["curl" + (streams(op) ? " -N" : "") + (method !== "get" ? " -X " + method.toUpperCase() : "") +
+      const parts = ["curl" + (streams(op) ? " -N" : "") +
+                     (method !== "get" ? " -X " + method.toUpperCase() : "") +
                      " " + shellQuote(new URL(t.url, c.base).href)];
       if (accept(op) !== "*/*") parts.push("-H 'Accept: " + accept(op) + "'");
-      if (!(op.security && op.security.length === 0)) parts.push('-H "X-Api-Key: $CLINVK_API_KEY"');
+      const isPublic = op.security && op.security.length === 0;
+      if (!isPublic) parts.push('-H "X-Api-Key: $CLINVK_API_KEY"');
       for (const [k, v] of Object.entries(t.headers)) parts.push("-H " + shellQuote(k + ": " + v));
-      if (textarea || ["post", "put", "patch"].includes(method)) parts.push("-H 'Content-Type: application/json'");
+      if (textarea || ["post", "put", "patch"].includes(method)) {
+        parts.push("-H 'Content-Type: application/json'");
+      }
       if (textarea) parts.push("-d " + shellQuote(textarea.value));
       curl.textContent = parts.join(" \\\n  ");
     }
@@ -164,8 +174,8 @@
       abort = new AbortController();
       const started = performance.now();
       try {
-        const reply = await c.call(method.toUpperCase(), t.url, body,
-                                   {signal: abort.signal, headers: Object.assign({Accept: accept(op)}, t.headers)});
+        const reply = await c.call(method.toUpperCase(), t.url, body, {
+          signal: abort.signal, headers: Object.assign({Accept: accept(op)}, t.headers)});
         const type = reply.headers.get("Content-Type") || "";
         status.textContent = reply.status + " " + reply.statusText + " · " + type;
         status.className = "tryit-status " + (reply.ok ? "status-ok" : "status-bad");
@@ -174,7 +184,8 @@
         result.appendChild(h("details", {}, h("summary", {text: "Headers (" + heads.length + ")"}),
                                 h("pre", {class: "headers", text: heads.join("\n")})));
         if (STREAMED.some((s) => type.includes(s))) {
-          const list = h("ol", {class: "events tryit-events", "aria-label": "Events as they arrive"});
+          const list = h("ol", {class: "events tryit-events",
+                                "aria-label": "Events as they arrive"});
           const counter = h("p", {class: "muted", "aria-live": "polite"});
           c.append(result, [counter, list]);
           let events = 0;
