@@ -27,6 +27,7 @@ from .http import is_json_media_type
 from .keys import KeyIdentity
 from .openapi import NATIVE, Operation
 from .ratelimit import Decision
+from .runs import Run
 from .watcher import Watch
 
 _SANE_HOST = re.compile(r"([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(:[0-9]{1,5})?\Z")
@@ -86,7 +87,7 @@ class Context:
         self._watch_depth = 0
         self._watch: Optional[Watch] = None
         # The entry of the run in flight in ``app.runs`` (the console's Runs page), if any.
-        self.run_entry: Optional[Any] = None
+        self.run_entry: Optional[Run] = None
 
     # -- reading the request ----------------------------------------------------------------
 
