@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build dist/clinvk.pyz: a compressed zipapp of our own modules only, with a
+# Build dist/clinvk.pyz: a compressed zipapp of our own modules (and the web console's
+# scripts and style sheet, clinvk_lib/server/console/*.js and *.css) only, with a
 # `#!/usr/bin/env python3` line. The same sources give the same bytes (fixed file times,
 # sorted entries, fixed permissions), so a copy can be checked by its hash:
 #   sha256sum dist/clinvk.pyz
@@ -14,6 +15,9 @@ FIXED_TIME = (1980, 1, 1, 0, 0, 0)   # the earliest time a zip entry can hold
 files = [("__main__.py", pathlib.Path("clinvk.py"))]
 files += sorted((p.as_posix(), p) for p in pathlib.Path("clinvk_lib").rglob("*.py")
                 if "__pycache__" not in p.parts)
+files += sorted((p.as_posix(), p) for p in pathlib.Path("clinvk_lib/server/console").iterdir()
+                if p.suffix in (".js", ".css"))
+files.sort(key=lambda f: (f[0] != "__main__.py", f[0]))
 buf = io.BytesIO()
 with zipfile.ZipFile(buf, "w") as z:
     for name, path in files:

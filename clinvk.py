@@ -34,7 +34,8 @@ def use_unpacked_copy(archive):
 
 
 def unpack(archive, root, target):
-    """Extract clinvk_lib/ from the archive into ``target`` (atomically, mode 0700)."""
+    """Extract clinvk_lib/ (its modules and the console's files) from the archive into
+    ``target`` (atomically, mode 0700)."""
     import shutil   # lazy: start-up (only the first run of an archive unpacks it)
     import zipfile  # lazy: start-up
     os.makedirs(root, mode=0o700, exist_ok=True)
@@ -42,7 +43,7 @@ def unpack(archive, root, target):
     try:
         with zipfile.ZipFile(archive) as z:
             for name in z.namelist():
-                if name.startswith("clinvk_lib/") and name.endswith(".py"):
+                if name.startswith("clinvk_lib/") and name.endswith((".py", ".js", ".css")):
                     z.extract(name, tmp)
     except zipfile.BadZipFile as exc:
         shutil.rmtree(tmp, ignore_errors=True)

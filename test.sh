@@ -45,11 +45,13 @@ run_pytest() {
 }
 
 # Debian packages some tests drive for real: promtool (metrics format), headless Chromium
-# (/docs renders), nginx (reverse-proxy tests), zsh and fish (completion scripts load).
-log "checking Debian packages: prometheus chromium nginx zsh fish"
+# and Firefox (the cross-site tests, the web console), nginx (reverse-proxy tests), zsh and
+# fish (completion scripts load).
+log "checking Debian packages: prometheus chromium firefox-esr nginx zsh fish"
 missing=""
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v firefox-esr >/dev/null 2>&1 || missing="$missing firefox-esr"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
 command -v zsh >/dev/null 2>&1 || missing="$missing zsh"
 command -v fish >/dev/null 2>&1 || missing="$missing fish"
@@ -81,6 +83,12 @@ if command -v npm >/dev/null 2>&1; then
             || [ ! -d "$CACHE/npm-sdk/node_modules/@ai-sdk/openai-compatible" ]; then
         npm install --silent --no-audit --no-fund --prefix "$CACHE/npm-sdk" openai@5 ai@7 @ai-sdk/openai-compatible@3 >&2 \
             || { echo "installing the JS SDKs failed" >&2; [ "${CI:-}" = "true" ] && status=1; }
+    fi
+    # axe-core, injected by the browser tests of the web console (tests/test_browser_console.py)
+    # for the accessibility scan.
+    if [ ! -f "$CACHE/npm-axe/node_modules/axe-core/axe.min.js" ]; then
+        npm install --silent --no-audit --no-fund --prefix "$CACHE/npm-axe" axe-core@4 >&2 \
+            || { echo "installing axe-core failed" >&2; [ "${CI:-}" = "true" ] && status=1; }
     fi
 elif [ "${CI:-}" = "true" ]; then
     echo "npm is not installed: the end-to-end tier cannot run, and CI requires it" >&2

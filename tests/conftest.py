@@ -17,8 +17,9 @@ if ROOT not in sys.path:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "sdk: needs the official openai/anthropic SDKs (dev venv)")
-    config.addinivalue_line("markers", "slow: load, proxy and fuzz tests (run once, in the "
-                                       "whole-suite tier, not in the per-interpreter unit tiers)")
+    config.addinivalue_line("markers", "slow: load, proxy, fuzz and browser tests (run once, in "
+                                       "the whole-suite tier, not in the per-interpreter unit "
+                                       "tiers)")
 
 
 @pytest.fixture

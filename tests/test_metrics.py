@@ -245,6 +245,10 @@ FAMILIES = {
     "clinvk_jobs_running": "gauge",
     "clinvk_webhook_deliveries_total": "counter",
     "clinvk_build_info": "gauge",
+    "clinvk_backend_cost_usd_total": "counter",
+    "clinvk_key_runs_total": "counter",
+    "clinvk_key_tokens_total": "counter",
+    "clinvk_key_cost_usd_total": "counter",
 }
 
 
@@ -322,3 +326,18 @@ def test_job_gauges_read_the_runner_and_counters_go_by_kind_status_and_outcome()
     assert 'clinvk_jobs_submitted_total{kind="prompt"} 1\n' in text
     assert 'clinvk_jobs_finished_total{kind="prompt",status="succeeded"} 1\n' in text
     assert 'clinvk_webhook_deliveries_total{outcome="retried"} 1\n' in text
+
+
+def test_runs_tokens_and_cost_are_counted_per_api_key_and_summed_in_usage():
+    m = ServerMetrics("1")
+    m.run_finished("claude", "success", 1.0, Usage(10, 20, 0, 0, cost_usd=0.25), "k1")
+    m.run_finished("claude", "failure", 1.0, Usage(5, 0, 0, 0), "k2")
+    m.run_finished("codex", "success", 1.0)
+    usage = m.usage()
+    assert usage["backends"]["claude"] == {"runs": 2, "success": 1, "failure": 1,
+                                           "input_tokens": 15, "output_tokens": 20,
+                                           "cost_usd": 0.25}
+    assert usage["backends"]["codex"] == {"runs": 1, "success": 1, "cost_usd": 0.0}
+    assert usage["keys"]["k1"] == {"runs": 1, "success": 1, "input_tokens": 10,
+                                   "output_tokens": 20, "cost_usd": 0.25}
+    assert 'clinvk_key_runs_total{key_id="k2",backend="claude",outcome="failure"} 1' in m.render()

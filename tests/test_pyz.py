@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import subprocess
 import sys
+import urllib.request
 import zipfile
 
 import pytest
+
+from clinvk_lib.server import console
+from clinvk_lib.server.console import ASSETS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYZ = os.path.join(ROOT, "dist", "clinvk.pyz")
@@ -33,13 +38,15 @@ def test_the_same_sources_give_the_same_bytes(pyz):
     assert sha(pyz) == first
 
 
-def test_archive_holds_only_our_modules_and_a_python3_shebang(pyz):
+def test_archive_holds_only_our_modules_the_console_files_and_a_python3_shebang(pyz):
     with open(pyz, "rb") as f:
         assert f.readline() == b"#!/usr/bin/env python3\n"
     names = zipfile.ZipFile(pyz).namelist()
     assert names[0] == "__main__.py"
+    console = [n for n in names if n.startswith("clinvk_lib/server/console/")]
+    assert sorted(os.path.basename(n) for n in console) == sorted(ASSETS)
     assert all(n == "__main__.py" or (n.startswith("clinvk_lib/") and n.endswith(".py"))
-               for n in names)
+               for n in names if n not in console)
     assert os.stat(pyz).st_mode & stat.S_IXUSR
 
 
@@ -87,3 +94,24 @@ def test_no_cache_when_asked(pyz, fake_path, clinvk_home, tmp_path):
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), CLINVK_NO_CACHE="1")
     subprocess.run([sys.executable, pyz, "backends"], check=True, env=env, capture_output=True)
     assert not (tmp_path / "cache" / "clinvk").exists()
+
+
+
+@pytest.mark.parametrize("no_cache", ["1", ""])
+def test_the_console_is_served_from_inside_the_archive(pyz, clinvk_home, tmp_path, no_cache):
+    """Its files come out of the archive itself, and out of the unpacked copy of it."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), CLINVK_NO_CACHE=no_cache)
+    proc = subprocess.Popen([sys.executable, pyz, "serve", "--port", "0"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, cwd=str(tmp_path))
+    try:
+        line = proc.stderr.readline().decode("utf-8", "replace")
+        port = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line).group(1)
+        for name, data in ((n, console.load(n)[0]) for n in ASSETS):
+            with urllib.request.urlopen("http://127.0.0.1:%s/console/%s" % (port, name),
+                                        timeout=30) as reply:
+                assert reply.read() == data
+                assert reply.headers["Content-Type"] == ASSETS[name]
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -8,6 +8,7 @@ import html
 import http.client
 import re
 import shlex
+import threading
 import urllib.parse
 from typing import Any, Dict, List, Tuple
 
@@ -188,7 +189,7 @@ def test_session_reply_has_every_field_the_openapi_document_marks_required(serve
 
 def docs_examples(page: str) -> List[Tuple[str, str, str]]:
     """(operation anchor, curl command, the note under it) for every example on the page."""
-    found = re.findall(r'<section class="op" id="([^"]+)">.*?<h4>Example</h4><pre>(.*?)</pre>'
+    found = re.findall(r'<section class="op" id="([^"]+)"[^>]*>.*?<h4>Example</h4><pre>(.*?)</pre>'
                        r'\s*(?:<p class="muted">(.*?)</p>)?', page, re.S)
     return [(anchor, html.unescape(curl), html.unescape(note)) for anchor, curl, note in found]
 
@@ -232,8 +233,16 @@ def placeholder_of(note: str) -> Tuple[str, str]:
 
 def readers_own(srv, anchor: str, note: str, key: str) -> str:
     """The id of a thing of the reader's that the example of ``anchor`` can act on: a
-    response (a background one still running, for cancel) or a session."""
+    response (a background one still running, for cancel), a run in flight (for a few
+    seconds) or a session."""
     headers = {"X-Api-Key": key}
+    if "run id" in note:
+        threading.Thread(target=srv.post, args=("/api/v1/prompt", ok_task(
+            "FAKE_SLEEP: 3\nfor " + anchor)), kwargs={"headers": headers}, daemon=True).start()
+        runs: List[Dict[str, Any]] = []
+        assert wait_for(lambda: runs.extend(srv.get("/api/v1/runs", headers=headers).json()[
+            "runs"]) or runs)
+        return runs[0]["id"]
     if "Job id" in note:
         job_id = srv.post("/api/v1/jobs", {"kind": "prompt", "request": ok_task("for " + anchor)},
                           headers=headers).json()["id"]

@@ -546,11 +546,14 @@ def test_openapi_document_lists_the_served_routes(server):
     assert "/metrics" not in doc["paths"]                 # metrics are off here
 
 
-def test_docs_page_is_self_contained_html(server):
+def test_docs_page_loads_scripts_and_styles_from_this_server_only(server):
     reply = server.get("/docs")
     assert reply.headers["Content-Type"].startswith("text/html")
     assert b"/api/v1/prompt" in reply.body
-    assert not re.search(rb"<script[^>]+src=|<link[^>]+href=\"?https?:", reply.body)
+    sources = re.findall(rb'<(?:script|link)[^>]+(?:src|href)="([^"]*)"', reply.body)
+    assert b"console/tryit.js" in b" ".join(sources)
+    assert all(s == b"data:," or s.startswith(b"console/") for s in sources), sources
+    assert "default-src 'none'" in reply.headers["Content-Security-Policy"]
 
 
 def test_metrics_is_404_when_disabled(server):

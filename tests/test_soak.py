@@ -119,6 +119,13 @@ class Mix:
                 "GET", "/api/v1/jobs/%s/events" % self.rng.choice(self.jobs), None)),
             "deleteJob": (1, lambda: ("DELETE", "/api/v1/jobs/"
                                       + self.rng.choice(self.doomed_jobs), None)),
+            "listRuns": (CHEAP_WEIGHT, lambda: ("GET", "/api/v1/runs", None)),
+            # A run that has ended (or never was) by the time the request lands: a 404 is fine.
+            "getRunEvents": (1, lambda: ("GET", "/api/v1/runs/run_gone/events", None)),
+            "cancelRun": (1, lambda: ("DELETE", "/api/v1/runs/run_gone", None)),
+            "getUsage": (CHEAP_WEIGHT, lambda: ("GET", "/api/v1/usage", None)),
+            "getConsole": (CHEAP_WEIGHT, lambda: ("GET", "/", None)),
+            "getConsoleAsset": (CHEAP_WEIGHT, lambda: ("GET", "/console/core.js", None)),
             "healthCheck": (CHEAP_WEIGHT, lambda: ("GET", "/health", None)),
             "getMetrics": (CHEAP_WEIGHT, lambda: ("GET", "/metrics", None)),
             "getOpenAPI": (CHEAP_WEIGHT, lambda: ("GET", "/openapi.json", None)),

@@ -257,3 +257,16 @@ def test_anthropic_results_of_calls_made_elsewhere_stay_history(server):
     r = message(server, [{"role": "user", "content": [
         {"type": "tool_result", "tool_use_id": "toolu_01ABC", "content": "out"}]}])
     assert r.status == 200 and r.json()["stop_reason"] == "end_turn"
+
+
+def test_a_parked_run_shows_on_the_runs_page_and_an_operator_can_cancel_it(server):
+    messages = [{"role": "user", "content": ASK}]
+    first = chat(server, messages).json()
+    listed, = server.get("/api/v1/runs").json()["runs"]
+    assert (listed["state"], listed["backends"]) == ("parked", ["claude"])
+    assert server.request("DELETE", "/api/v1/runs/" + listed["id"]).status == 200
+    assert wait_for(lambda: server.app.tool_bridge.runs.parked_count() == 0, 15)
+    assert wait_for(lambda: server.get("/api/v1/runs").json()["runs"] == [])
+    assert server.app.limiter.in_use == 0
+    r = chat(server, answered(messages, first, "too late"))
+    assert r.status == 404 and r.json()["error"]["code"] == "tool_call_not_found"

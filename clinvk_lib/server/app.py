@@ -41,6 +41,7 @@ from .http import JSON_TYPE, Response
 from .idempotency import IdempotencyKeys
 from .openapi import Operation
 from .router import Router
+from .runs import RunRegistry
 from .watcher import DisconnectWatcher
 
 # -- the steps every App runs ------------------------------------------------------------------
@@ -112,6 +113,7 @@ class App:
         self.jobs: Any = None                   # a job_runner.JobRunner, likewise
         self.tool_bridge: Any = None            # a toolcalls.Bridge, likewise
         self.idempotency = IdempotencyKeys.from_config(cfg)
+        self.runs = RunRegistry()               # the runs in flight (GET /api/v1/runs)
         self.watcher = DisconnectWatcher()
         self.started = time.monotonic()
         self.draining = False
@@ -177,10 +179,12 @@ class App:
         return Response(err.status, self.error_styles.render(err, ctx.style), JSON_TYPE,
                         err.headers.items())
 
-    def record_run(self, backend: str, outcome: str, duration_ms: int, usage=None) -> None:
-        """Count a finished backend run (outcome: success, failure, timeout, cancelled)."""
+    def record_run(self, backend: str, outcome: str, duration_ms: int, usage=None,
+                   key_id: str = "") -> None:
+        """Count a finished backend run (outcome: success, failure, timeout, cancelled), and
+        for the API key (its id) that asked for it, when there is one."""
         if self.metrics is not None:
-            self.metrics.run_finished(backend, outcome, duration_ms / 1000.0, usage)
+            self.metrics.run_finished(backend, outcome, duration_ms / 1000.0, usage, key_id)
 
     # -- requests in flight (for shutdown) ----------------------------------------------------
 

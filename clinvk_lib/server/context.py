@@ -27,6 +27,7 @@ from .http import is_json_media_type
 from .keys import KeyIdentity
 from .openapi import NATIVE, Operation
 from .ratelimit import Decision
+from .runs import Run
 from .watcher import Watch
 
 _SANE_HOST = re.compile(r"([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(:[0-9]{1,5})?\Z")
@@ -85,6 +86,8 @@ class Context:
         self._cleanups: List[Callable[[], None]] = []
         self._watch_depth = 0
         self._watch: Optional[Watch] = None
+        # The entry of the run in flight in ``app.runs`` (the console's Runs page), if any.
+        self.run_entry: Optional[Run] = None
 
     # -- reading the request ----------------------------------------------------------------
 
@@ -171,6 +174,7 @@ class Context:
         the request timeout is a 504; one cancelled by the server (shutdown) a 503; one whose
         CLI could not authenticate a 401, one its model API rate-limited a 429."""
         release = self.hold_run_slot()
+        self.tag_run(prepared.backend.name, "request")
         try:
             outcome = self.run_to_end(prepared)
         except execute.ExecError as exc:
@@ -178,7 +182,7 @@ class Context:
         finally:
             release()
         self.app.record_run(prepared.backend.name, outcome_label(outcome),
-                            outcome.result.duration_ms, outcome.result.usage)
+                            outcome.result.duration_ms, outcome.result.usage, self.key_id)
         if outcome.timed_out:
             raise errors.timeout(outcome.result.error, outcome.session_id)
         if outcome.cancelled:
@@ -191,7 +195,8 @@ class Context:
     def run_to_end(self, prepared: execute.Prepared) -> execute.Outcome:
         """How ``run`` runs the backend once it holds its slot: ``execute.run``. A hook for a
         context whose runs are watched as they go (a durable job records their events)."""
-        return execute.run(prepared, self.app.store, self.cancel)
+        return execute.run(prepared, self.app.store, self.cancel,
+                           on_stderr=self._record_stderr if self.run_entry else None)
 
     # Whether ``fan_out_progress`` is told each backend's unified events too (``"event"``
     # reports: the fan-out's CLIs then run in streaming mode).
@@ -199,13 +204,19 @@ class Context:
 
     def fan_out_progress(self, kind: str, index: int, item: Any) -> None:
         """A hook told each ``orchestrate`` progress report of the request's fan-out (see
-        ``orchestrate``'s ``on_progress``); a durable job records them as its events."""
+        ``orchestrate``'s ``on_progress``): here the run in flight shows it; a durable job
+        records them as its events."""
+        if self.run_entry is not None:
+            self.app.runs.add_backend(self.run_entry, item.backend)
+            self.record_run_event({"type": "item_" + kind, "backend": item.backend,
+                                   "content": {"index": index}})
 
     def stream(self, prepared: execute.Prepared) -> Iterator[Any]:
         """The run's unified events. The run slot is taken now (so a full server is still a
         503, before any byte is sent) and released when the events end or the response is
         done, whichever comes first."""
         release = self.hold_run_slot()
+        self.tag_run(prepared.backend.name, "stream")
         return self._events(prepared, release)
 
     def _events(self, prepared: execute.Prepared, release: Callable[[], None]) -> Iterator[Any]:
@@ -213,6 +224,7 @@ class Context:
         events = execute.stream(prepared, self.app.store, self.cancel, collected)
         try:
             for event in events:
+                self.record_run_event(event.to_dict())
                 yield event
         finally:
             events.close()
@@ -220,33 +232,60 @@ class Context:
         if collected:
             outcome = collected[0]
             self.app.record_run(prepared.backend.name, outcome_label(outcome),
-                                outcome.result.duration_ms, outcome.result.usage)
+                                outcome.result.duration_ms, outcome.result.usage, self.key_id)
 
     def hold_run_slot(self, count: int = 1,
                       outlive_request: bool = False) -> Callable[[], None]:
         """Take ``count`` run slots (one per backend process the request may run at once),
         waiting in the queue (503 when none free up in time) while watching for the client
         hanging up; returns the idempotent release, which also runs when the request ends
-        unless ``outlive_request`` (a parked run keeps its slot after its request)."""
+        unless ``outlive_request`` (a parked run keeps its slot after its request).
+        Until released the run is in ``app.runs``, where an operator can watch and cancel it."""
         self.watch_client()
+        entry = self.run_entry = self.app.runs.register(
+            self.method, self.route_template, self.client, self.key_id, self.request_id,
+            self.cancel.fire)
         try:
             taken = self.app.limiter.acquire(count, abandoned=lambda: self.cancel.fired)
         except Busy as exc:
+            self.app.runs.unregister(entry)
             self.unwatch_client()
             raise errors.busy(exc.retry_after, exc.limit, exc.waited)
         except Abandoned:
+            self.app.runs.unregister(entry)
             self.unwatch_client()
             raise errors.cancelled("the request was cancelled while it waited for a run slot "
                                    "(client gone or server shutting down)")
+        self.app.runs.started(entry)
         once = threading.Lock()
 
         def release() -> None:
             if once.acquire(blocking=False):
                 self.app.limiter.release(taken)
+                self.app.runs.unregister(entry)
                 if not outlive_request:
                     self.unwatch_client()
         self._cleanups.append(self.unwatch_client if outlive_request else release)
         return release
+
+    @property
+    def key_id(self) -> str:
+        """The id of the API key the request carried ("" without keys or on a public route)."""
+        return self.api_key.key_id if self.api_key is not None else ""
+
+    def tag_run(self, backend: str, kind: str) -> None:
+        """Name the backend (and kind: request, stream) of the run in flight."""
+        if self.run_entry is not None:
+            self.run_entry.kind = kind
+            self.app.runs.add_backend(self.run_entry, backend)
+
+    def record_run_event(self, event: Dict[str, Any]) -> None:
+        """Show ``event`` (a unified event's dict) to those watching the run in flight."""
+        if self.run_entry is not None:
+            self.app.runs.record(self.run_entry, event)
+
+    def _record_stderr(self, line: str) -> None:
+        self.record_run_event({"type": "stderr", "content": {"text": line}})
 
     def watch_client(self) -> None:
         """Fire ``self.cancel`` if the client hangs up before ``unwatch_client``; nests."""

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Tuple
 
 _METHOD_ORDER = ("get", "post", "put", "patch", "delete")
 
-_CSS = """
+CSS = """
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1d2330;
 background:#f7f8fa}
 nav{position:fixed;top:0;bottom:0;left:0;width:270px;overflow:auto;background:#1d2330;
@@ -30,7 +30,7 @@ margin:16px 0}
 .m{display:inline-block;min-width:58px;text-align:center;border-radius:4px;color:#fff;
 font-size:12px;padding:2px 6px;margin-right:8px;font-family:system-ui,sans-serif}
 .get{background:#2f7d4f}.post{background:#2c5fa8}.delete{background:#b23b3b}
-.put,.patch{background:#a0691c}
+.put,.patch{background:#8a5a14}
 .summary{font-weight:600}
 table{border-collapse:collapse;width:100%;margin:8px 0;font-size:14px}
 th,td{border-bottom:1px solid #e6e9ef;text-align:left;padding:4px 8px;vertical-align:top}
@@ -38,13 +38,17 @@ th{background:#f0f2f6}
 code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px}
 pre{background:#1d2330;color:#e8ebf2;padding:12px;border-radius:4px;overflow:auto}
 .req{color:#b23b3b;font-size:12px}
-.muted{color:#5c6475}
+.muted{color:#545c6c}
+.op h3,td{overflow-wrap:anywhere}
+@media (max-width:800px){nav{position:static;width:auto;max-height:45vh}
+main{margin-left:0;padding:12px 14px}table{display:block;overflow-x:auto}}
 """
 
 
-def render_docs_html(openapi_doc: Dict[str, Any]) -> str:
+def render_docs_html(openapi_doc: Dict[str, Any], head: str = "") -> str:
     """One HTML page listing every operation of ``openapi_doc`` grouped by tag: method, path,
-    summary, parameters, request fields and a curl example. Every text is HTML-escaped."""
+    summary, parameters, request fields and a curl example. Every text is HTML-escaped;
+    ``head`` (trusted markup: the console's <link> and <script> elements) goes in <head>."""
     info = openapi_doc.get("info", {})
     servers = openapi_doc.get("servers") or [{"url": "http://127.0.0.1:8080"}]
     base_url = servers[0]["url"].rstrip("/")
@@ -70,10 +74,12 @@ def render_docs_html(openapi_doc: Dict[str, Any]) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         "<title>%s</title>" % _e(title),
-        "<style>%s</style>" % _CSS,
+        head,                           # before the page's own style, which wins over it
+        "<style>%s</style>" % CSS,
         "</head><body>",
         "<nav><strong>%s</strong>%s</nav>" % (_e(title), "".join(nav)),
-        "<main><h1>%s</h1>" % _e(title),
+        '<main id="main"><p class="muted"><a href="./">Console</a> (runs, sessions, chat, '
+        'usage)</p><h1>%s</h1>' % _e(title),
         "<p>%s</p>" % _e(info.get("description", "")),
         '<p class="muted">Machine-readable: <a href="openapi.json">openapi.json</a></p>',
         "\n".join(body),
@@ -105,7 +111,8 @@ def _tag_description(doc: Dict[str, Any], tag: str) -> str:
 
 def _render_operation(doc: Dict[str, Any], base_url: str, method: str, path: str, op: dict,
                       anchor: str) -> str:
-    out = ['<section class="op" id="%s">' % _e(anchor),
+    out = ['<section class="op" id="%s" data-op="%s" data-method="%s" data-path="%s">'
+           % (_e(anchor), _e(op.get("operationId", "")), _e(method), _e(path)),
            '<h3><span class="m %s">%s</span>%s</h3>' % (_e(method), _e(method.upper()), _e(path)),
            '<div class="summary">%s</div>' % _e(op.get("summary", ""))]
     if op.get("description"):
@@ -247,6 +254,8 @@ def _curl(base_url: str, method: str, path: str, op: dict) -> str:
         parts.append("-X " + method.upper())
     parts.append(shlex.quote(base_url + path))
     lines = [" ".join(parts)]
+    if "text/html" in streams:
+        lines.append("-H 'Accept: text/html'")    # what a browser asks for (the console)
     if op.get("security") != []:
         lines.append('-H "X-Api-Key: $CLINVK_API_KEY"')
     media = op.get("requestBody", {}).get("content", {}).get("application/json")

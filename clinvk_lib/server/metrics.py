@@ -275,6 +275,18 @@ class ServerMetrics:
             "clinvk_build_info", "Always 1; the labels name the running build.",
             ("version", "python")))
         self.build_info.set(1, version, python_version)
+        self.backend_cost = r.register(Counter(
+            "clinvk_backend_cost_usd_total", "Cost in US dollars the backends reported.",
+            ("backend",)))
+        self.key_runs = r.register(Counter(
+            "clinvk_key_runs_total", "Backend CLI runs by the API key that asked (its key id), "
+            "when API keys are set.", ("key_id", "backend", "outcome")))
+        self.key_tokens = r.register(Counter(
+            "clinvk_key_tokens_total", "Tokens the backends reported, by API key id and kind.",
+            ("key_id", "kind")))
+        self.key_cost = r.register(Counter(
+            "clinvk_key_cost_usd_total", "Cost in US dollars the backends reported, by API key "
+            "id.", ("key_id",)))
 
     def count_parked_runs(self, count: Callable[[], float]) -> None:
         """Serve ``clinvk_parked_runs``: runs waiting for a client's tool result."""
@@ -294,15 +306,50 @@ class ServerMetrics:
         self.http_duration.observe(seconds, method, route)
 
     def run_finished(self, backend: str, outcome: str, seconds: float,
-                     usage: Optional[Usage] = None) -> None:
-        """Record a finished backend run and the tokens it reported."""
+                     usage: Optional[Usage] = None, key_id: str = "") -> None:
+        """Record a finished backend run and the tokens (and cost) it reported, also under
+        the id of the API key that asked for it when there is one."""
         self.backend_runs.inc(backend, outcome)
         self.backend_duration.observe(seconds, backend)
-        if usage is not None:
-            for kind in TOKEN_KINDS:
-                count = getattr(usage, kind + "_tokens", 0)
-                if count:
-                    self.backend_tokens.inc(backend, kind, amount=count)
+        if key_id:
+            self.key_runs.inc(key_id, backend, outcome)
+        if usage is None:
+            return
+        for kind in TOKEN_KINDS:
+            count = getattr(usage, kind + "_tokens", 0)
+            if count:
+                self.backend_tokens.inc(backend, kind, amount=count)
+                if key_id:
+                    self.key_tokens.inc(key_id, kind, amount=count)
+        if usage.cost_usd:
+            self.backend_cost.inc(backend, amount=usage.cost_usd)
+            if key_id:
+                self.key_cost.inc(key_id, amount=usage.cost_usd)
+
+    def requests_answered(self) -> float:
+        """HTTP requests answered since start."""
+        return sum(n for _, n in self.http_requests._snapshot())
+
+    def usage(self) -> Dict[str, Dict[str, Dict[str, float]]]:
+        """What the counters say per backend and per API key id since start:
+        ``{"backends": {name: {"runs", "<outcome>", "<kind>_tokens", "cost_usd"}},
+        "keys": {key_id: {...the same}}}`` (the console's Usage page)."""
+        out: Dict[str, Dict[str, Dict[str, float]]] = {"backends": {}, "keys": {}}
+
+        def add(group: str, who: str, name: str, value: float) -> None:
+            row = out[group].setdefault(who, {"runs": 0, "cost_usd": 0.0})
+            row[name] = row.get(name, 0) + value
+        for group, runs, tokens, cost in (
+                ("backends", self.backend_runs, self.backend_tokens, self.backend_cost),
+                ("keys", self.key_runs, self.key_tokens, self.key_cost)):
+            for labels, n in runs._snapshot():       # (backend | key_id, ..., outcome)
+                add(group, labels[0], "runs", n)
+                add(group, labels[0], labels[-1], n)
+            for (who, kind), n in tokens._snapshot():
+                add(group, who, kind + "_tokens", n)
+            for (who,), n in cost._snapshot():
+                add(group, who, "cost_usd", n)
+        return out
 
     def watch_jobs(self, counts: Callable[[], Tuple[int, int]]) -> None:
         """Read the queued and running job gauges from ``counts()`` (queued, running)."""

@@ -18,7 +18,7 @@ from ..fanout_results import (CANCELLED, CompareResult, ItemResult, ProgressFn, 
                               StepResult, Summary, TaskResult)
 from ..schema import Obj, validate_query
 from ..shapes import SessionsQuery
-from . import docs as docs_page
+from . import console, docs as docs_page
 from . import ndjson, openapi
 from .api_shapes import Session as SessionSchema
 from .api_shapes import SessionDetail
@@ -183,7 +183,7 @@ def _fan_out(ctx: Context, width: int, dry_run: bool,
     def progress(kind: str, index: int, item: ProgressPayload) -> None:
         if kind == "finished" and item.dry_run is None and item.status != CANCELLED:
             ctx.app.record_run(item.backend, "success" if item.ok else "failure",
-                               item.duration_ms, item.usage)
+                               item.duration_ms, item.usage, ctx.key_id)
         ctx.fan_out_progress(kind, index, item)
     if dry_run:
         return run(progress)
@@ -337,8 +337,11 @@ def openapi_json(ctx: Context) -> Response:
 
 
 def docs(ctx: Context) -> Response:
-    html = docs_page.render_docs_html(openapi_document(ctx))
-    return Response(200, html.encode("utf-8"), "text/html; charset=utf-8")
+    """The reference, with the console's Try it forms (its scripts) on every operation."""
+    html = docs_page.render_docs_html(openapi_document(ctx),
+                                      console.head_tags(console.DOCS_SCRIPTS))
+    return Response(200, html.encode("utf-8"), "text/html; charset=utf-8",
+                    console.page_headers(docs_page.CSS))
 
 
 def metrics(ctx: Context) -> Response:

@@ -12,6 +12,7 @@ from ..schema import Field, Node, Obj, OneOf, to_json_schema
 from . import api_shapes as api
 from . import jobs_shapes as js
 from . import responses_shapes as rs
+from . import runs_shapes as runs
 
 NATIVE = "Native API"
 OPENAI = "OpenAI Compatible"
@@ -135,6 +136,9 @@ _IDEMPOTENT = (400, 409, 422, 503)
 _SCOPED = (" With API keys, only the sessions the caller's key created are seen (every session "
            "for a key in server.admin_api_keys).")
 
+_RUN_SCOPED = (" With API keys, a key sees (and cancels) only the runs its own requests started; "
+               "a key in server.admin_api_keys every run.")
+
 _JOB_SCOPED = (" With API keys, only the jobs the caller's key created are seen (every job for "
                "a key in server.admin_api_keys); another key's job is not found.")
 
@@ -213,6 +217,30 @@ DEFAULT_ROUTES: Tuple[Operation, ...] = (
                           "job event (and after server.write_timeout_secs at the latest). "
                           "Reconnect with the last seq seen: no event is lost or repeated."
                           + _JOB_SCOPED),
+    Operation("GET", "/api/v1/runs", "listRuns", NATIVE, "List the runs in flight",
+              response=runs.RunList, errors=(401, 429),
+              description="Every request running a backend right now, or waiting for a run "
+                          "slot: synchronous prompts, streams, fan-outs, OpenAI and Anthropic "
+                          "turns (durable jobs are in GET /api/v1/jobs), with backend, route, "
+                          "elapsed time, client and API key id." + _RUN_SCOPED),
+    Operation("GET", "/api/v1/runs/{id}/events", "getRunEvents", NATIVE,
+              "Watch a run's events", response=runs.RunEvent, errors=(401, 404, 429),
+              params=runs.RunPath, media_type=NDJSON,
+              description="The run's latest events (up to 200 kept), then each as it comes; the "
+                          "stream ends with a run_ended event when the run ends. Unified events "
+                          "for a stream; the backend's stderr lines for a request answered "
+                          "whole; item_started / item_finished for a fan-out." + _RUN_SCOPED),
+    Operation("DELETE", "/api/v1/runs/{id}", "cancelRun", NATIVE, "Cancel a run",
+              response=runs.RunCancelled, errors=(401, 404, 429), params=runs.RunPath,
+              description="Stops the run: its backends' process groups get SIGTERM, then "
+                          "SIGKILL after 2 s; its client gets the answer of a cancelled run. "
+                          "Answers once the run has ended (ended: true) or after 5 s."
+                          + _RUN_SCOPED),
+    Operation("GET", "/api/v1/usage", "getUsage", NATIVE, "Usage since start",
+              response=runs.Usage, errors=(401, 429),
+              description="Runs, tokens and cost per backend and per API key id since the "
+                          "server started, from the counters of /metrics (all zero unless "
+                          "server.metrics_enabled)."),
     Operation("GET", "/openai/v1/models", "openaiListModels", OPENAI, "List models",
               response=api.OpenAIModelList, errors=(401, 429),
               description="The backends as models, plus backend/model entries for configured "
@@ -275,7 +303,18 @@ DEFAULT_ROUTES: Tuple[Operation, ...] = (
               public=True),
     Operation("GET", "/docs", "getDocs", META, "API documentation (HTML)", errors=(429,),
               media_type="text/html", public=True,
-              description="A self-contained page: no external scripts, styles or fonts."),
+              description="A self-contained page: no external scripts, styles or fonts. Each "
+                          "operation has a Try it form (with the console's scripts)."),
+    Operation("GET", "/", "getConsole", META, "Web console (HTML)", errors=(404, 429),
+              media_type="text/html", public=True,
+              description="For a browser (Accept: text/html): the web console (runs in "
+                          "flight, sessions, chat, usage; the API key is kept in the tab "
+                          "only). Any other client gets the 404 it always got."),
+    Operation("GET", "/console/{name}", "getConsoleAsset", META,
+              "A script or style sheet of the console", errors=(404, 429),
+              media_type="text/plain", public=True, params=runs.ConsoleAssetPath,
+              description="Served with its own content type, an ETag, and cached for a year "
+                          "when asked for with ?v= its current version."),
 )
 
 _PATH_PARAM = re.compile(r"{([^}]+)}")

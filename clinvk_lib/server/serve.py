@@ -22,14 +22,15 @@ from ..argparser import Parser, UsageError
 from ..backends import probe
 from ..job_store import JobStore
 from ..sessions import SessionStore
-from . import anthropic, guards, jobs, native, openai, responses, toolcalls
+from . import (anthropic, console, guards, jobs, native, openai, responses, runs_api,
+               toolcalls)
 from .accesslog import AccessLog
 from .app import App
 from .job_runner import JobRunner
 from .listener import HttpServer, make_server
 
 # The API styles served, in registration order (the order of /openapi.json).
-API_STYLES = (native, jobs, openai, responses, anthropic)
+API_STYLES = (native, jobs, runs_api, openai, responses, anthropic, console)
 
 
 def build_app(cfg: config.Config, store: Optional[SessionStore] = None,

@@ -152,6 +152,10 @@ def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request
         # timeout while parked), not the whole run.
         prepared.timeout = None
         release = ctx.hold_run_slot(outlive_request=True)
+        if ctx.run_entry is not None:
+            ctx.app.runs.outlives_request(ctx.run_entry, lambda: run.stop(
+                "cancelled by an operator (DELETE /api/v1/runs)"), lambda: run.parked)
+            ctx.app.runs.add_backend(ctx.run_entry, prepared.backend.name)
     except BaseException:
         bridge.hub.unregister(run)
         raise
@@ -165,7 +169,7 @@ def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request
             outcome = collected[0]
             ctx.app.record_run(prepared.backend.name, "cancelled" if run.stop_reason else (
                 "success" if outcome.ok else "failure"), outcome.result.duration_ms,
-                outcome.result.usage)
+                outcome.result.usage, ctx.key_id)
 
     run.backend = prepared.backend.name
     bridge.runs.add(run)
