@@ -257,6 +257,7 @@ def test_the_sessions_page_filters_shows_details_and_deletes_after_asking(start_
     page.get_by_role("button", name="Open session " + ids["claude"]).click()
     detail = page.locator("main section.card")
     expect(detail).to_contain_text("hello claude")          # its first prompt
+    expect(detail.locator("pre.reply")).to_have_text("echo: hello claude")  # its last reply
     expect(detail).to_contain_text("turn_count")
     shot(page, "sessions")
     detail.get_by_role("button", name="Delete…").click()

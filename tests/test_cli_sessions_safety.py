@@ -200,11 +200,12 @@ def test_the_json_listing_leaves_the_last_reply_out_and_show_has_it(env, capsys)
     assert shown["last_reply"] == "echo: prompt 0"
 
 
-def test_the_http_api_never_shows_a_sessions_last_reply(start_server, capsys):
+def test_the_http_api_shows_a_sessions_last_reply_in_its_details_only(start_server, capsys):
     srv = start_server()
     reply = srv.post("/api/v1/prompt", {"backend": "claude", "prompt": "secret answer please"})
     sid = reply.json()["session_id"]
     detail = srv.get("/api/v1/sessions/%s" % sid).json()
     listed = srv.get("/api/v1/sessions").json()["sessions"][0]
-    assert detail["id"] == sid and "last_reply" not in detail and "last_reply" not in listed
-    assert "echo: secret" not in json.dumps(detail) + json.dumps(listed)
+    # The web console's Sessions page shows it; lists stay small.
+    assert detail["id"] == sid and detail["last_reply"].startswith("echo: secret answer")
+    assert "last_reply" not in listed and "echo: secret" not in json.dumps(listed)

@@ -421,8 +421,12 @@ SessionDetail = Obj(
     *Session.fields,
     Field("metadata", Map(String()), required=True,
           description="The metadata the session was created with ({} when none)."),
+    Field("last_reply", String(),
+          description="The backend's last reply, as the store keeps it (its end when long); "
+                      "only here, never in lists."),
     name="SessionDetail",
-    example=dict(Session.example, metadata={"project": "demo"}),
+    example=dict(Session.example, metadata={"project": "demo"},
+                 last_reply="The auth changes look right; two nits below."),
 )
 
 SessionsList = Obj(

@@ -231,6 +231,7 @@
         };
         offerDelete();
         c.append(detail, [h("h2", {tabindex: "-1", text: "Session " + s.id}), kv,
+          h("h3", {text: "Last reply"}), h("pre", {class: "reply", text: s.last_reply || "(none yet)"}),
           h("h3", {text: "Metadata"}), h("pre", {text: JSON.stringify(s.metadata || {}, null, 2)}),
           h("div", {class: "row"},
             h("a", {href: "#chat?session=" + encodeURIComponent(s.id) + "&backend=" +
