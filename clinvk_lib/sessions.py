@@ -168,8 +168,10 @@ class SessionStore:
     def list(self, backend: Optional[str] = None, status: Optional[str] = None,
              limit: Optional[int] = None, offset: int = 0,
              access: Optional[Access] = None,
-             working_dir: Optional[str] = None) -> Tuple[List[Session], int]:
-        """Sessions matching the filters that ``access`` may use (default: all), most
+             working_dir: Optional[str] = None,
+             working_dir_part: str = "") -> Tuple[List[Session], int]:
+        """Sessions matching the filters (``working_dir``: that directory; ``working_dir_part``:
+        a directory whose path contains the text) that ``access`` may use (default: all), most
         recently used first, and how many matched before ``limit``/``offset``. Built from the
         index: ``initial_prompt`` is cut to INDEX_PROMPT_CHARS characters and ``last_reply``
         is empty (get() has both)."""
@@ -189,9 +191,10 @@ class SessionStore:
             if status:
                 states = index.column("status")
                 matching = [i for i in matching if states[i] == status]
-            if wanted:
+            if wanted or working_dir_part:
                 dirs = index.column("working_dir")
-                matching = [i for i in matching if dirs[i] == wanted]
+                matching = [i for i in matching if (not wanted or dirs[i] == wanted)
+                            and working_dir_part in dirs[i]]
             end = len(matching) if limit is None else min(offset + limit, len(matching))
             return index.sessions(matching[offset:end]), len(matching)
 

@@ -239,7 +239,9 @@ def list_query(name: str, noun: str, statuses: Sequence[str], default_limit: int
 
 SessionsQuery = list_query(
     "SessionsQuery", "sessions", SESSION_STATUSES, SESSIONS_LIMIT,
-    Field("backend", String(enum=NAMES), description="Only sessions of this backend."))
+    Field("backend", String(enum=NAMES), description="Only sessions of this backend."),
+    Field("workdir", String(), description="Only sessions whose working directory's path "
+                                           "contains this text."))
 
 SessionPath = Obj(
     # No example: no example value can name a session of the reader's, and /docs turns a

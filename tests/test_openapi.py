@@ -170,7 +170,8 @@ def test_rate_limit_response_documents_its_headers(doc):
 def test_session_list_query_parameters_are_documented(doc):
     params = doc["paths"]["/api/v1/sessions"]["get"]["parameters"]
     assert [(p["name"], p["in"]) for p in params] == \
-        [("backend", "query"), ("status", "query"), ("limit", "query"), ("offset", "query")]
+        [("backend", "query"), ("workdir", "query"), ("status", "query"), ("limit", "query"),
+         ("offset", "query")]
 
 
 def required_of(doc, name):

@@ -488,6 +488,16 @@ def test_sessions_list_filters_by_backend(server):
     assert body["total"] == 1 and body["sessions"][0]["backend"] == "gemini"
 
 
+def test_sessions_list_filters_by_a_part_of_the_workdir(server):
+    for path in ("/srv/shop/api", "/srv/shop/web", "/home/ann/notes"):
+        server.app.store.create("claude", path)
+    body = server.get("/api/v1/sessions?workdir=shop/").json()
+    assert body["total"] == 2
+    assert sorted(s["working_dir"] for s in body["sessions"]) == ["/srv/shop/api",
+                                                                  "/srv/shop/web"]
+    assert server.get("/api/v1/sessions?workdir=nowhere").json()["total"] == 0
+
+
 def test_sessions_list_bad_limit_is_400(server):
     reply = server.get("/api/v1/sessions?limit=many")
     assert reply.status == 400 and reply.json()["field"] == "limit"

@@ -273,7 +273,8 @@ def list_sessions(ctx: Context) -> Response:
     q = validate_query(SessionsQuery, ctx.query())
     found, total = ctx.app.store.list(backend=q.get("backend"), status=q.get("status"),
                                       limit=q["limit"] or None, offset=q["offset"],
-                                      access=ctx.session_access())
+                                      access=ctx.session_access(),
+                                      working_dir_part=q.get("workdir") or "")
     return json_response({"sessions": [session_info(s) for s in found], "total": total,
                           "limit": q["limit"], "offset": q["offset"]})
 

@@ -175,10 +175,10 @@
       const query = new URLSearchParams({limit: "200"});
       if (backend.value) query.set("backend", backend.value);
       if (state.value) query.set("status", state.value);
+      if (workdir.value.trim()) query.set("workdir", workdir.value.trim());
       try {
         const data = await c.json("GET", "api/v1/sessions?" + query);
-        const part = workdir.value.trim();
-        const shown = data.sessions.filter((s) => !part || (s.working_dir || "").includes(part));
+        const shown = data.sessions;
         c.clear(body);
         for (const s of shown) {
           body.appendChild(h("tr", {"data-session": s.id},
