@@ -296,15 +296,31 @@ def test_every_root_flag_that_takes_a_value_is_skipped_when_finding_the_command(
                                           "cli.manage"]),
     (["sessions", "list"], ["execute", "runner", "orchestrate", "server", "mcp",
                             "cli.prompt"]),
+    (["-b", "claude", "-o", "json", "--ephemeral", "hi"], ["sessions", "session_files",
+                                                          "session_index", "filelock",
+                                                          "orchestrate", "server", "mcp"]),
 ])
 def test_a_command_imports_only_the_modules_it_runs(env, argv, never):
+    loaded = modules_loaded_by(argv)
+    assert [m for m in never if "clinvk_lib." + m in loaded] == []
+
+
+def modules_loaded_by(argv):
+    """The modules in sys.modules once ``clinvk ARGV`` has run in a fresh interpreter."""
     script = ("import sys; from clinvk_lib.cli.main import main; main(%r); "
               "print(' '.join(sys.modules))" % argv)
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
     loaded = set(out.stdout.split())
     assert "clinvk_lib.cli.main" in loaded, out.stderr
-    assert [m for m in never if "clinvk_lib." + m in loaded] == []
+    return loaded
+
+
+def test_a_plain_prompt_skips_the_standard_modules_only_rare_paths_need(env):
+    # difflib: a mistyped word's suggestion; tempfile: a run that hands its CLI a file.
+    loaded = modules_loaded_by(["-b", "claude", "-o", "json", "hi"])
+    assert "clinvk_lib.sessions" in loaded
+    assert {"difflib", "tempfile"} & loaded == set()
 
 
 @pytest.mark.parametrize("command, usage", [("version", "usage: clinvk version"),
