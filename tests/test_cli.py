@@ -317,10 +317,11 @@ def modules_loaded_by(argv):
 
 
 def test_a_plain_prompt_skips_the_standard_modules_only_rare_paths_need(env):
-    # difflib: a mistyped word's suggestion; tempfile: a run that hands its CLI a file.
+    # difflib: a mistyped word's suggestion; tempfile: a run that hands its CLI a file;
+    # datetime and calendar: timestamps from other programs, ages in listings.
     loaded = modules_loaded_by(["-b", "claude", "-o", "json", "hi"])
     assert "clinvk_lib.sessions" in loaded
-    assert {"difflib", "tempfile"} & loaded == set()
+    assert {"difflib", "tempfile", "datetime", "calendar"} & loaded == set()
 
 
 @pytest.mark.parametrize("command, usage", [("version", "usage: clinvk version"),
