@@ -1,11 +1,13 @@
-"""Issue 2 benchmarks: start-up and CLI overhead (run: python3 bench/bench_cli.py).
+"""Start-up and CLI overhead (run: python3 bench/bench_cli.py).
 
 - start-up: `python3 dist/clinvk.pyz version` against `python3 -c pass`, median of 20 pairs,
-  target <= 1.5x; for context, the floor of every zipapp (an empty one against `python3 -c
-  pass`) and clinvk's own part (`clinvk version` against the empty zipapp).
-- CLI overhead: `clinvk -b claude -o json PROMPT` against running the same fake claude
-  directly (the exact argv clinvk runs, from --dry-run), median of 20 pairs, target <= 1.5x;
-  once with --ephemeral (no session written) and once the default way (a session saved).
+  target <= 1.1x (issue 20); for context, the floor of every zipapp (an empty one against
+  `python3 -c pass`), clinvk's own part (`clinvk version` against the empty zipapp) and the
+  source tree's `python3 clinvk.py version`.
+- CLI added time: `clinvk -b claude -o json PROMPT` against running the same fake claude
+  directly (the exact argv clinvk runs, from --dry-run), median of 20 pairs; targets (issue
+  20): at most +40 ms with --ephemeral (no session written), +50 ms the default way (a
+  session saved).
 
 When a target is missed, the modules the run imports are listed by import time
 (``python3 -X importtime``), biggest first.
@@ -22,10 +24,12 @@ import zipfile
 from typing import Dict, List
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (PY, PYZ, fake_env, need_pyz, paired, record, report,  # noqa: E402
-                    time_command)
+from common import (PY, PYZ, ROOT, fake_env, need_pyz, paired, record,  # noqa: E402
+                    report, report_value, time_command)
 
-ISSUE = "2"
+ISSUE = "20"
+# The most a CLI run may add to the bare CLI's wall time (ms): --ephemeral, a session saved.
+ADDED_MS = {"--ephemeral": 40.0, "with session": 50.0}
 
 
 def import_profile(argv: List[str], env: Dict[str, str], top: int = 15) -> None:
@@ -52,7 +56,7 @@ def main() -> None:
     env = fake_env({"CLINVK_HOME": home})
     r = paired(lambda: time_command([PY, PYZ, "version"], env=env),
                lambda: time_command([PY, "-c", "pass"], env=env), 20)
-    if not report(ISSUE, "start-up: `clinvk version` vs `python3 -c pass`", r, 1.5,
+    if not report(ISSUE, "start-up: `clinvk version` vs `python3 -c pass`", r, 1.1,
                   "pyz version", "python -c pass"):
         import_profile([PYZ, "version"], env)
     # The floor of any zipapp: an empty one (CPython imports runpy, zipimport and zlib to run
@@ -70,6 +74,11 @@ def main() -> None:
     record(ISSUE, "clinvk's own part: `clinvk version` vs `python3 empty.pyz`",
            "%.1f ms vs %.1f ms: %.2fx, +%.1f ms (median of %d pairs)"
            % (r["a_ms"], r["b_ms"], r["ratio"], r["diff_ms"], r["pairs"]))
+    r = paired(lambda: time_command([PY, os.path.join(ROOT, "clinvk.py"), "version"], env=env),
+               lambda: time_command([PY, "-c", "pass"], env=env), 20)
+    record(ISSUE, "source tree: `python3 clinvk.py version` vs `python3 -c pass`",
+           "%.1f ms vs %.1f ms: %.2fx (median of %d pairs)"
+           % (r["a_ms"], r["b_ms"], r["ratio"], r["pairs"]))
 
     for label, flags in (("--ephemeral", ["--ephemeral"]), ("with session", [])):
         argv = [PY, PYZ, "-b", "claude", "-o", "json"] + flags
@@ -78,8 +87,11 @@ def main() -> None:
         r = paired(lambda: time_command(argv + ["hi"], env=env),
                    lambda: time_command(plan["command"], b"hi", env=env, cwd=plan["workdir"]),
                    20)
-        if not report(ISSUE, "CLI overhead: `clinvk -b claude -o json` (%s) vs fake direct"
-                      % label, r, 1.5, "clinvk", "fake claude direct"):
+        if not report_value(ISSUE, "CLI added time: `clinvk -b claude -o json` (%s) minus "
+                            "fake direct" % label,
+                            "clinvk %.1f ms vs fake claude direct %.1f ms: %.2fx (median of %d "
+                            "pairs)" % (r["a_ms"], r["b_ms"], r["ratio"], r["pairs"]),
+                            r["diff_ms"], "ms", ADDED_MS[label]):
             import_profile(argv[1:] + ["hi"], env)
 
 
