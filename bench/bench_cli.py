@@ -11,12 +11,17 @@
 
 When a target is missed, the modules the run imports are listed by import time
 (``python3 -X importtime``), biggest first.
+
+``--before OTHER.pyz`` measures another build beside this one instead (e.g. the previous
+commit's): every command of both builds and the bare fake, interleaved in each of 30 rounds,
+so that what a change bought is read under one load.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,8 +55,39 @@ def import_profile(argv: List[str], env: Dict[str, str], top: int = 15) -> None:
                                                               name))
 
 
+def compare(before: str, rounds: int = 30) -> None:
+    """Median wall time of each command of ``before`` and of dist/clinvk.pyz, interleaved."""
+    home = tempfile.mkdtemp(prefix="clinvk-bench-cli-")
+    env = fake_env({"CLINVK_HOME": home})
+    plan = json.loads(subprocess.run([PY, PYZ, "-b", "claude", "-o", "json", "--ephemeral",
+                                      "--dry-run", "hi"], env=env, check=True,
+                                     stdout=subprocess.PIPE).stdout)
+    commands = {"python3 -c pass": ([PY, "-c", "pass"], b"", None),
+                "fake claude direct": (plan["command"], b"hi", plan["workdir"])}
+    for name, pyz in (("before", before), ("after", PYZ)):
+        commands["%s: version" % name] = ([PY, pyz, "version"], b"", None)
+        for label, flags in (("--ephemeral", ["--ephemeral"]), ("with session", [])):
+            commands["%s: -o json %s" % (name, label)] = (
+                [PY, pyz, "-b", "claude", "-o", "json"] + flags + ["hi"], b"", None)
+    times: Dict[str, List[float]] = {name: [] for name in commands}
+    for round_ in range(rounds + 1):                 # round 0 warms up (pyc, unpacked copy)
+        for name, (argv, stdin, cwd) in commands.items():
+            took = time_command(argv, stdin, env=env, cwd=cwd)
+            if round_:
+                times[name].append(took)
+    medians = {name: statistics.median(t) * 1000 for name, t in times.items()}
+    direct = medians["fake claude direct"]
+    for name, ms in medians.items():
+        added = " (+%.1f ms over the fake)" % (ms - direct) if "-o json" in name else ""
+        record(ISSUE, "before/after, median of %d interleaved rounds: %s" % (rounds, name),
+               "%.1f ms%s" % (ms, added))
+
+
 def main() -> None:
     need_pyz()
+    if sys.argv[1:2] == ["--before"]:
+        compare(sys.argv[2])
+        return
     home = tempfile.mkdtemp(prefix="clinvk-bench-cli-")
     env = fake_env({"CLINVK_HOME": home})
     r = paired(lambda: time_command([PY, PYZ, "version"], env=env),
