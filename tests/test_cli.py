@@ -316,6 +316,15 @@ def modules_loaded_by(argv):
     return loaded
 
 
+def test_a_command_runs_with_the_collector_on_and_the_start_up_objects_frozen():
+    script = ("import gc, runpy, sys; import clinvk_lib.cli.main as m; "
+              "m.run_main = lambda: print(gc.isenabled(), gc.get_freeze_count() > 0); "
+              "sys.argv = ['clinvk', 'help']; runpy.run_path('clinvk.py', run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.split() == ["True", "True"], out.stderr
+
+
 def test_a_plain_prompt_skips_the_standard_modules_only_rare_paths_need(env):
     # difflib: a mistyped word's suggestion; tempfile: a run that hands its CLI a file;
     # datetime and calendar: timestamps from other programs, ages in listings.
