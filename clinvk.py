@@ -72,6 +72,11 @@ if __name__ == "__main__":
     here = os.path.dirname(os.path.abspath(__file__))
     if os.path.isfile(here) and not os.environ.get("CLINVK_NO_CACHE"):
         use_unpacked_copy(here)
+    from clinvk_lib.cli.commands import starts_a_run
+    if starts_a_run(sys.argv[1:]):
+        # A run's supervisor is a Python interpreter too: it starts beside our imports.
+        from clinvk_lib import supervisor
+        supervisor.launch_ahead()
     from clinvk_lib.cli.main import run_main
     gc.freeze()
     gc.enable()

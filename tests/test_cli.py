@@ -11,7 +11,7 @@ import pytest
 
 from clinvk_lib import execute, render
 from clinvk_lib.backends import base, parsing
-from clinvk_lib.cli import common
+from clinvk_lib.cli import commands, common
 from clinvk_lib.cli import run as run_module
 from clinvk_lib.cli.main import main
 from tests.conftest import records
@@ -314,6 +314,21 @@ def modules_loaded_by(argv):
     loaded = set(out.stdout.split())
     assert "clinvk_lib.cli.main" in loaded, out.stderr
     return loaded
+
+
+@pytest.mark.parametrize("argv, starts", [
+    ([], True),                                         # the prompt from stdin
+    (["-b", "claude", "hi"], True),
+    (["--config", "c.yaml", "resume", "--last", "more"], True),
+    (["chain", "--file", "steps.json"], True),
+    (["-b", "claude", "--dry-run", "hi"], False),
+    (["sessions", "list"], False),
+    (["serve", "--port", "0"], False),
+    (["help", "resume"], False),
+    (["resume", "--help"], False),
+])
+def test_the_entry_point_launches_a_supervisor_ahead_only_for_commands_that_run(argv, starts):
+    assert commands.starts_a_run(argv) is starts
 
 
 def test_a_command_runs_with_the_collector_on_and_the_start_up_objects_frozen():
