@@ -168,6 +168,7 @@ class SessionStore:
 
     def _change(self, session_id: str, fn: Callable[[Session], Any],
                 new: Optional[Session]) -> Session:
+        """update(session_id, fn), or ``new`` (not saved yet) changed by ``fn`` and saved."""
         if new is None:
             return self.update(session_id, fn)
         if new.id != session_id:
