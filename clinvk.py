@@ -4,6 +4,7 @@
 This file is the entry point of the source tree and the ``__main__`` of dist/clinvk.pyz.
 """
 
+import gc
 import os
 import sys
 
@@ -65,8 +66,19 @@ if __name__ == "__main__":
         sys.stderr.write("clinvk: Python 3.8 or newer is required (this is %d.%d)\n"
                          % sys.version_info[:2])
         sys.exit(2)
+    # The collector stays off while the modules load: the objects they make live as long as
+    # the process, so every collection among them would find nothing to free. Frozen, they are
+    # never scanned again, at exit included (measured: ~6 ms of a prompt's run).
+    gc.disable()
     here = os.path.dirname(os.path.abspath(__file__))
     if os.path.isfile(here) and not os.environ.get("CLINVK_NO_CACHE"):
         use_unpacked_copy(here)
+    from clinvk_lib.cli.commands import starts_a_run
+    if starts_a_run(sys.argv[1:]):
+        # A run's supervisor is a Python interpreter too: it starts beside our imports.
+        from clinvk_lib import supervisor
+        supervisor.launch_ahead()
     from clinvk_lib.cli.main import run_main
+    gc.freeze()
+    gc.enable()
     run_main()

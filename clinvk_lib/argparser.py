@@ -9,7 +9,6 @@ Standard library only, imported by the front ends and nothing else.
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
@@ -26,6 +25,7 @@ class UsageError(Exception):
 
 def suggestion(word: str, candidates: Sequence[str]) -> str:
     """The candidate closest to ``word`` (difflib's ratio >= 0.6), or ""."""
+    import difflib  # lazy: start-up (only a mistyped word needs it)
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return close[0] if close else ""
 

@@ -381,15 +381,17 @@ def _check_session_store(store: SessionStore, session: Optional[Session],
 
 
 class _SessionScope:
-    """Creates the session of a new run (recorded as its caller's) or holds the lock of a
+    """Names the session of a new run (recorded as its caller's) or holds the lock of a
     resumed one for the whole run (SessionBusy after the request's ``session_wait``), then
-    records the turn."""
+    records the turn. A new session is saved once, with its first turn (or as cancelled when
+    the run is interrupted): ``prepare`` has checked that the store can be written."""
 
     def __init__(self, prepared: Prepared, store: Optional[SessionStore]) -> None:
         self.prepared = prepared
         self.store = store if not prepared.request.ephemeral or prepared.session else None
         self.session_id = ""
         self._lock_cm = None
+        self._new = None  # type: Optional[Session]
         self._recorded = False
 
     def __enter__(self) -> "_SessionScope":
@@ -401,10 +403,10 @@ class _SessionScope:
             self._lock_cm.__enter__()
             self.session_id = p.session.id
         else:
-            s = self.store.create(p.backend.name, p.cwd, model=p.opts.model,
-                                  initial_prompt=p.request.prompt, tags=p.tags,
-                                  metadata=p.request.metadata, access=p.request.access)
-            self.session_id = s.id
+            self._new = self.store.new(p.backend.name, p.cwd, model=p.opts.model,
+                                       initial_prompt=p.request.prompt, tags=p.tags,
+                                       metadata=p.request.metadata, access=p.request.access)
+            self.session_id = self._new.id
         return self
 
     def record(self, result: parsing.Result, cancelled: bool = False) -> None:
@@ -415,7 +417,7 @@ class _SessionScope:
                                (self.prepared.session.backend_session_id
                                 if self.prepared.session else ""),
                                result.usage.to_dict(), error=result.error, model=result.model,
-                               reply=result.text, cancelled=cancelled)
+                               reply=result.text, cancelled=cancelled, new=self._new)
 
     def __exit__(self, *exc: Any) -> None:
         try:
@@ -423,7 +425,8 @@ class _SessionScope:
                 # Interrupted before the turn could be counted (Ctrl-C, SIGTERM): the
                 # session must not look active, and stays resumable only if it was.
                 self.store.mark_cancelled(self.session_id, "%s run was interrupted before "
-                                          "it finished" % self.prepared.backend.name)
+                                          "it finished" % self.prepared.backend.name,
+                                          new=self._new)
         except SessionError:
             pass                # the store refuses writes now: the run's own error matters more
         finally:

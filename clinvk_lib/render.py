@@ -11,7 +11,6 @@ at run time but the text helpers every layer shares (``textutil``).
 
 from __future__ import annotations
 
-import calendar
 import json
 import re
 import shlex
@@ -45,6 +44,7 @@ def age(ts: str, now: Optional[float] = None) -> str:
     """'just now', '5m ago', '3h ago', '2d ago', or the date, for an RFC 3339 UTC time ('?'
     when it is not one). The fields are sliced, not parsed: a 10,000-row listing calls this
     once per row."""
+    import calendar  # lazy: start-up (only listings show ages)
     try:
         t = calendar.timegm((int(ts[0:4]), int(ts[5:7]), int(ts[8:10]), int(ts[11:13]),
                              int(ts[14:16]), int(ts[17:19]), 0, 0, 0))

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import atexit
 import os
-import shutil
 import stat
-import tempfile
 import threading
 from typing import Dict
 
@@ -28,6 +26,8 @@ def private_dir() -> str:
     """This process's directory for run files, made (again) when it is missing or is no
     longer this user's alone."""
     global _directory
+    import shutil    # lazy: start-up (most runs have no files)
+    import tempfile  # lazy: start-up
     with _lock:
         if not _directory or not is_private(_directory):
             _directory = tempfile.mkdtemp(prefix="clinvk-run-")

@@ -10,7 +10,6 @@ any id of 1-64 characters from ``[0-9a-f-]`` so older files keep working. Timest
 
 from __future__ import annotations
 
-import datetime
 import os
 import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -108,6 +107,7 @@ def now_rfc3339() -> str:
 
 def seconds_ago_rfc3339(seconds: float) -> str:
     """The UTC time ``seconds`` ago in the format of every session timestamp."""
+    import datetime  # lazy: start-up (a run never needs it)
     now = datetime.datetime.now(datetime.timezone.utc)
     return rfc3339(now - datetime.timedelta(seconds=seconds), _TIME_DIGITS)
 
@@ -122,6 +122,7 @@ def canonical_time(value: Any) -> str:
     m = _TIME_RE.match(value.strip())
     if m is None:
         return _EPOCH
+    import datetime  # lazy: start-up (files clinvk wrote are canonical already)
     year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
     micro = int((m.group(7) or "")[:6].ljust(6, "0"))
     offset = datetime.timedelta(0)

@@ -72,17 +72,28 @@ class SessionStore:
                backend_session_id: str = "", access: Optional[Access] = None) -> Session:
         """A new active session, saved, recorded as created by ``access.key_id``;
         ``working_dir`` must be absolute. StoreUnavailable if it cannot be written."""
+        session = self.new(backend, working_dir, model, initial_prompt, tags, metadata,
+                           backend_session_id, access)
+        self._save_new(session)
+        return session
+
+    def new(self, backend: str, working_dir: str, model: str = "", initial_prompt: str = "",
+            tags: Optional[Iterable[str]] = None, metadata: Optional[Mapping[str, Any]] = None,
+            backend_session_id: str = "", access: Optional[Access] = None) -> Session:
+        """What create() would save, with its id, but not saved: ``record_turn`` and
+        ``mark_cancelled`` given it as ``new`` save it with its first turn, in one write."""
         if not backend:
             raise ValueError("a session needs a backend name (claude, codex, ...)")
         if not os.path.isabs(working_dir):
             raise ValueError("working_dir must be an absolute path: got %r" % (working_dir,))
-        session = Session(new_session_id(), backend, os.path.normpath(working_dir),
-                          backend_session_id=backend_session_id, model=model,
-                          initial_prompt=initial_prompt, tags=tags, metadata=metadata,
-                          api_key_id=(access or EVERYTHING).key_id)
+        return Session(new_session_id(), backend, os.path.normpath(working_dir),
+                       backend_session_id=backend_session_id, model=model,
+                       initial_prompt=initial_prompt, tags=tags, metadata=metadata,
+                       api_key_id=(access or EVERYTHING).key_id)
+
+    def _save_new(self, session: Session) -> None:
         with self._files.holding(session.id, None):
             self._files.commit({session.id: session})
-        return session
 
     def get(self, session_id: str) -> Session:
         """The session with this exact id; SessionNotFound if there is none."""
@@ -120,12 +131,14 @@ class SessionStore:
 
     def record_turn(self, session_id: str, backend_session_id: str,
                     usage: Optional[Mapping[str, Any]], error: str = "",
-                    model: str = "", reply: str = "", cancelled: bool = False) -> Session:
+                    model: str = "", reply: str = "", cancelled: bool = False,
+                    new: Optional[Session] = None) -> Session:
         """Count one finished run: last_used = now, turn_count + 1, usage added (the keys of
         events.Usage.to_dict()), the reply kept (``bounded_reply``), status ``error`` with
         last_error = ``error`` if it failed, else ``active`` with last_error cleared. Empty
         ids and models keep the stored ones. A ``cancelled`` run is status ``cancelled``; it
-        counts as a turn only when the session can be resumed (the backend reported its id)."""
+        counts as a turn only when the session can be resumed (the backend reported its id).
+        With ``new`` (from new(), id ``session_id``), that session is saved with this turn."""
         def apply(s: Session) -> None:
             s.last_used = now_rfc3339()
             if backend_session_id:
@@ -140,16 +153,29 @@ class SessionStore:
                 s.last_reply = bounded_reply(reply)
             s.status = "cancelled" if cancelled else "error" if error else "active"
             s.last_error = error
-        return self.update(session_id, apply)
+        return self._change(session_id, apply, new)
 
-    def mark_cancelled(self, session_id: str, reason: str) -> Session:
+    def mark_cancelled(self, session_id: str, reason: str,
+                       new: Optional[Session] = None) -> Session:
         """Record that a run of the session was interrupted before it could be counted:
-        status ``cancelled``, last_error = ``reason``, last_used = now."""
+        status ``cancelled``, last_error = ``reason``, last_used = now. With ``new`` (from
+        new(), id ``session_id``), that session is saved so."""
         def apply(s: Session) -> None:
             s.last_used = now_rfc3339()
             s.status = "cancelled"
             s.last_error = reason
-        return self.update(session_id, apply)
+        return self._change(session_id, apply, new)
+
+    def _change(self, session_id: str, fn: Callable[[Session], Any],
+                new: Optional[Session]) -> Session:
+        """update(session_id, fn), or ``new`` (not saved yet) changed by ``fn`` and saved."""
+        if new is None:
+            return self.update(session_id, fn)
+        if new.id != session_id:
+            raise ValueError("the new session's id is %s, not %s" % (new.id, session_id))
+        fn(new)
+        self._save_new(new)
+        return new
 
     def delete(self, id_or_prefix: str, access: Optional[Access] = None,
                timeout: Optional[float] = None) -> str:

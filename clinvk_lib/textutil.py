@@ -7,8 +7,11 @@ word these the same way.
 
 from __future__ import annotations
 
-import datetime
-from typing import Optional
+import time
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    import datetime
 
 
 def printable(text: str, limit: int) -> str:
@@ -34,6 +37,11 @@ def cut(text: str, width: int, ellipsis: str = "\u2026") -> str:
 def rfc3339(when: Optional[datetime.datetime] = None, digits: int = 3) -> str:
     """``when`` (default: now) in UTC as RFC 3339 with ``digits`` (3 or 6) fractional digits
     and a ``Z``: fixed width, so timestamps of one kind sort as text."""
-    utc = datetime.timezone.utc
-    t = datetime.datetime.now(utc) if when is None else when.astimezone(utc)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + ("%06d" % t.microsecond)[:digits] + "Z"
+    if when is None:
+        seconds, micro = divmod(time.time_ns() // 1000, 1000000)
+        fields = time.gmtime(seconds)
+    else:
+        import datetime  # lazy: start-up (a caller that has a datetime has loaded it)
+        utc = when.astimezone(datetime.timezone.utc)
+        fields, micro = utc.timetuple(), utc.microsecond
+    return time.strftime("%Y-%m-%dT%H:%M:%S.", fields) + ("%06d" % micro)[:digits] + "Z"

@@ -11,7 +11,7 @@ import pytest
 
 from clinvk_lib import execute, render
 from clinvk_lib.backends import base, parsing
-from clinvk_lib.cli import common
+from clinvk_lib.cli import commands, common
 from clinvk_lib.cli import run as run_module
 from clinvk_lib.cli.main import main
 from tests.conftest import records
@@ -296,15 +296,56 @@ def test_every_root_flag_that_takes_a_value_is_skipped_when_finding_the_command(
                                           "cli.manage"]),
     (["sessions", "list"], ["execute", "runner", "orchestrate", "server", "mcp",
                             "cli.prompt"]),
+    (["-b", "claude", "-o", "json", "--ephemeral", "hi"], ["sessions", "session_files",
+                                                          "session_index", "filelock",
+                                                          "orchestrate", "server", "mcp"]),
 ])
 def test_a_command_imports_only_the_modules_it_runs(env, argv, never):
+    loaded = modules_loaded_by(argv)
+    assert [m for m in never if "clinvk_lib." + m in loaded] == []
+
+
+def modules_loaded_by(argv):
+    """The modules in sys.modules once ``clinvk ARGV`` has run in a fresh interpreter."""
     script = ("import sys; from clinvk_lib.cli.main import main; main(%r); "
               "print(' '.join(sys.modules))" % argv)
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
     loaded = set(out.stdout.split())
     assert "clinvk_lib.cli.main" in loaded, out.stderr
-    assert [m for m in never if "clinvk_lib." + m in loaded] == []
+    return loaded
+
+
+@pytest.mark.parametrize("argv, starts", [
+    ([], True),                                         # the prompt from stdin
+    (["-b", "claude", "hi"], True),
+    (["--config", "c.yaml", "resume", "--last", "more"], True),
+    (["chain", "--file", "steps.json"], True),
+    (["-b", "claude", "--dry-run", "hi"], False),
+    (["sessions", "list"], False),
+    (["serve", "--port", "0"], False),
+    (["help", "resume"], False),
+    (["resume", "--help"], False),
+])
+def test_the_entry_point_launches_a_supervisor_ahead_only_for_commands_that_run(argv, starts):
+    assert commands.starts_a_run(argv) is starts
+
+
+def test_a_command_runs_with_the_collector_on_and_the_start_up_objects_frozen():
+    script = ("import gc, runpy, sys; import clinvk_lib.cli.main as m; "
+              "m.run_main = lambda: print(gc.isenabled(), gc.get_freeze_count() > 0); "
+              "sys.argv = ['clinvk', 'help']; runpy.run_path('clinvk.py', run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.split() == ["True", "True"], out.stderr
+
+
+def test_a_plain_prompt_skips_the_standard_modules_only_rare_paths_need(env):
+    # difflib: a mistyped word's suggestion; tempfile: a run that hands its CLI a file;
+    # datetime and calendar: timestamps from other programs, ages in listings.
+    loaded = modules_loaded_by(["-b", "claude", "-o", "json", "hi"])
+    assert "clinvk_lib.sessions" in loaded
+    assert {"difflib", "tempfile", "datetime", "calendar"} & loaded == set()
 
 
 @pytest.mark.parametrize("command, usage", [("version", "usage: clinvk version"),

@@ -275,3 +275,51 @@ def kill_pids_in(path) -> None:
                 os.kill(int(pid), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+# -- a supervisor launched ahead (the command line: it starts while clinvk loads) ------------
+
+
+@pytest.fixture
+def launched_ahead():
+    """A supervisor launched ahead of its command; its pid."""
+    from clinvk_lib import supervisor
+    supervisor.launch_ahead()
+    [(proc, _, _, _)] = supervisor._ahead
+    yield proc.pid
+    with supervisor._ahead_lock:
+        for proc, life, report, job in supervisor._ahead:    # not used by the test
+            supervisor.close_fds(life, report, job)
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                pipe.close()
+        del supervisor._ahead[:]
+
+
+def test_a_supervisor_launched_ahead_runs_the_next_command(launched_ahead):
+    proc = runner.Process(["/usr/bin/env"], env={"PATH": "/usr/bin:/bin", "ONLY": "1"})
+    assert proc.pid == launched_ahead
+    assert sorted(proc.lines()) == ["ONLY=1", "PATH=/usr/bin:/bin"]
+    assert proc.wait().exit_code == 0
+
+
+def test_a_supervisor_launched_ahead_holds_no_environment_of_its_own(launched_ahead):
+    with open("/proc/%d/environ" % launched_ahead, "rb") as f:
+        assert f.read() == b""
+
+
+def test_a_supervisor_launched_ahead_reports_a_command_that_cannot_start(launched_ahead,
+                                                                         tmp_path):
+    with pytest.raises(runner.StartError) as info:
+        runner.Process(["/bin/true"], cwd=str(tmp_path / "missing"))
+    assert "No such file or directory" in str(info.value)
+    assert not alive(launched_ahead)
+
+
+def test_a_supervisor_launched_ahead_and_never_used_exits_with_its_caller():
+    code = ("from clinvk_lib import supervisor\n"
+            "supervisor.launch_ahead()\n"
+            "print(supervisor._ahead[0][0].pid, flush=True)\n")
+    caller = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert wait_gone(int(caller.stdout))

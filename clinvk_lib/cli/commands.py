@@ -7,7 +7,7 @@ commands accept."""
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from typing import Any, Callable, List
 
 # Every command's entry point, relative to this package.
 COMMANDS = {
@@ -49,6 +49,9 @@ PARSERS = {
 
 # Commands about clinvk itself that ``main`` answers without loading any other module.
 BUILT_IN_COMMANDS = ("help", "version")
+# Commands that start a backend run (besides the root command): the entry point starts the
+# run's process supervisor while the modules are still loading (``supervisor.launch_ahead``).
+RUNNING_COMMANDS = ("resume", "parallel", "chain", "compare", "chat")
 # ``clinvk help TOPIC``: references that are not a command's flags (``helptext`` functions).
 HELP_TOPICS = {"modes": "modes_text", "config": "config_text"}
 
@@ -57,3 +60,13 @@ def entry_point(target: str) -> Callable[..., Any]:
     """The function a ``COMMANDS`` (or ``PARSERS``) target names, importing its module."""
     module, _, function = target.partition(":")
     return getattr(importlib.import_module(module, __package__), function)
+
+
+def starts_a_run(argv: List[str]) -> bool:
+    """Whether ``clinvk ARGV`` will likely start a backend run: the root command (a prompt) or
+    one of RUNNING_COMMANDS, without --help or --dry-run. A guess from the words alone, made
+    before the parsers exist: a wrong one costs a supervisor that exits with clinvk."""
+    if any(a in ("-h", "--help", "--dry-run") for a in argv):
+        return False
+    named = [a for a in argv if a in COMMANDS or a in BUILT_IN_COMMANDS]
+    return not named or named[0] in RUNNING_COMMANDS

@@ -11,15 +11,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from .. import argparser, config
 from ..argparser import UsageError
 from ..jsontext import dumps_pretty
 from ..backends.base import NAMES
 from ..backends.options import APPROVAL_MODES, OUTPUT_FORMATS, SANDBOX_MODES
-from ..sessions import SessionStore
 from .pager import page
+
+if TYPE_CHECKING:
+    from ..sessions import SessionStore
 
 EXIT_OK = 0             # the backend answered
 EXIT_FAILED = 1         # the backend ran and failed (or reported an error with exit 0)
@@ -272,6 +274,7 @@ def load_config(args: argparse.Namespace, flags: Optional[Dict[str, Any]] = None
 
 def open_store(cfg: config.Config) -> SessionStore:
     """The session store under the configured home (nothing is created before a write)."""
+    from ..sessions import SessionStore  # lazy: start-up (an ephemeral run never opens it)
     return SessionStore(cfg.home)
 
 

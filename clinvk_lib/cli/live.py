@@ -18,12 +18,14 @@ import os
 import sys
 import threading
 import time
-from typing import Callable, List, Optional, TextIO
+from typing import TYPE_CHECKING, Callable, List, Optional, TextIO
 
 from .. import events as ev
 from .. import execute, render
 from ..config import Config
-from ..sessions import SessionStore
+
+if TYPE_CHECKING:
+    from ..sessions import SessionStore
 
 TICK_SECONDS = 0.2        # how often the status line is redrawn (spinner, elapsed time)
 TEXT_PAUSE = 0.4          # seconds without text before the status line may come back

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from .. import render, version_line
 from ..session_record import Session
-from ..sessions import SessionStore
 from .common import (EXIT_OK, EXIT_SESSION, Parser, UsageError, add_output_flag,
                      add_quiet_flag, add_run_flags, add_workdir_flag, err, load_config,
                      open_store, parse, read_prompt, root_parser, write)
 from .run import run_prompt
+
+if TYPE_CHECKING:
+    from ..sessions import SessionStore
 
 
 def prompt_command(argv: List[str]) -> int:

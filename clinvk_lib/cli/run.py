@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Iterator, List
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional
 
 from .. import execute, render
 from ..config import Config
 from ..execute import ErrorKind
-from ..sessions import SessionStore
 from . import live
 from .common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_AUTHENTICATED, EXIT_NOT_INSTALLED,
                      EXIT_OK, EXIT_SESSION, EXIT_TIMEOUT, EXIT_USAGE, err, write, write_json)
+
+if TYPE_CHECKING:
+    from ..sessions import SessionStore
 
 # What each kind of failure exits with; a kind missing here is EXIT_FAILED.
 EXIT_BY_KIND = {
@@ -69,8 +71,8 @@ def request_from_args(args: argparse.Namespace, prompt: str,
     )
 
 
-def run_prompt(args: argparse.Namespace, cfg: Config, store: SessionStore, prompt: str,
-               session_id: str) -> int:
+def run_prompt(args: argparse.Namespace, cfg: Config, store: Optional[SessionStore],
+               prompt: str, session_id: str) -> int:
     """Prepare, run (or dry-run) and render one prompt; returns the exit code. Text on a
     terminal is shown live (``live.run_live``)."""
     fmt = args.output_format or cfg.get("output.format") or "text"
