@@ -155,7 +155,10 @@ def test_the_planted_plugin_is_live_when_opencode_runs_there(planted, fake_api, 
     configuration off does not keep the plugin from running (opencode 1.18.33)."""
     env = dict(real_env, OPENCODE_DISABLE_PROJECT_CONFIG="1", OPENCODE_DISABLE_CLAUDE_CODE="1",
                OPENCODE_DISABLE_EXTERNAL_SKILLS="1")
-    for _ in range(3):          # the import races the end of the run (4 of 5 runs, by hand)
+    # The plugin's import races the end of the run (4 of 5 quick runs by hand; on a busy
+    # host 0 of 3): a slow answer keeps opencode running while it loads the plugin.
+    fake_api.set_reply(fake_api.reply, pieces=4, delay_between_chunks=0.5)
+    for _ in range(3):
         p = run_cli(["opencode", "run", "--format", "json", "--title="], "hello", env, workdir)
         assert p.returncode == 0, p.stderr
         if planted.exists():
