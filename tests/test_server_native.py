@@ -736,10 +736,11 @@ def serve_process(tmp_path, **env_extra):
     return proc, line, int(match.group(2))
 
 
-def test_startup_line_names_url_docs_and_backends(tmp_path):
+def test_startup_line_names_url_console_docs_and_backends(tmp_path):
     proc, line, port = serve_process(tmp_path)
     try:
-        assert "http://127.0.0.1:%d/docs" % port in line
+        assert "(console: http://127.0.0.1:%d/, docs: http://127.0.0.1:%d/docs)" % (port, port) \
+            in line
         assert "backends installed: claude, codex, gemini" in line
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -138,13 +138,14 @@ def announce(app: App, server: HttpServer) -> None:
     auth = "on (%d key%s)" % (len(keys), "" if len(keys) == 1 else "s") if keys else \
         "off (no API keys)"
     if app.log.json:
-        app.log.info("listening", url=url, docs=url + "/docs", version=__version__,
-                     backends=installed, auth="on" if keys else "off", api_keys=len(keys))
+        app.log.info("listening", url=url, docs=url + "/docs", console=url + "/",
+                     version=__version__, backends=installed, auth="on" if keys else "off",
+                     api_keys=len(keys))
     else:
-        app.log.info("clinvk %s listening on %s (docs: %s/docs); backends installed: %s%s; "
-                     "auth: %s" % (__version__, url, url, ", ".join(have) or "none",
-                                   "; not installed: " + ", ".join(missing) if missing else "",
-                                   auth))
+        app.log.info("clinvk %s listening on %s (console: %s/, docs: %s/docs); backends "
+                     "installed: %s%s; auth: %s"
+                     % (__version__, url, url, url, ", ".join(have) or "none",
+                        "; not installed: " + ", ".join(missing) if missing else "", auth))
 
 
 def run_until_signalled(app: App, server: HttpServer) -> int:
