@@ -108,8 +108,10 @@ def argument_parser() -> argparse.ArgumentParser:
     """The parser of ``clinvk serve`` (shell completion reads it too)."""
     parser = Parser(
         prog="clinvk serve",
-        description="HTTP server: the native REST API (/api/v1), the OpenAI- and "
-                    "Anthropic-compatible APIs, /health, /metrics, /openapi.json and /docs.")
+        description="HTTP server: the native REST API (/api/v1), durable jobs, the OpenAI "
+                    "(Chat Completions, Responses) and Anthropic-compatible APIs with client "
+                    "tools, /health, /metrics, /openapi.json, /docs, and the web console at / "
+                    "(open it in a browser).")
     parser.add_argument("--host", help="address to bind (default: server.host, 127.0.0.1)")
     parser.add_argument("--port", "-p", type=_port, help="port (default: server.port, 8080; "
                         "0 = any free port)")
