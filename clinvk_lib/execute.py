@@ -290,7 +290,7 @@ def prepare(req: Request, cfg: Config, store: Optional[SessionStore] = None,
     if req.tool_bridge is not None:
         if not backend.bridges_tools:
             raise ExecError(ErrorKind.INVALID, "the %s backend cannot be given the client's "
-                            "tools (tools are bridged to claude, codex and gemini only): "
+                            "tools (tools are bridged to claude and codex only): "
                             "send the request without tools, or use one of those" % name,
                             "tools")
         opts.tool_bridge = req.tool_bridge

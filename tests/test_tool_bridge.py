@@ -181,15 +181,27 @@ def test_another_api_keys_call_is_unknown(start_server):
     assert r.json()["choices"][0]["message"]["content"] == "TOOL-RESULT-SEEN: x"
 
 
+def test_codex_gets_the_tools_from_its_mcp_servers_config_and_a_round_trip_works(server):
+    messages = [{"role": "user", "content": ASK + "\nCALL-TOOL: get_time {}"}]
+    first = chat(server, messages, model="codex").json()
+    calls = first["choices"][0]["message"]["tool_calls"]
+    assert first["choices"][0]["finish_reason"] == "tool_calls"
+    assert sorted(c["function"]["name"] for c in calls) == ["get_time", "get_weather"]
+    results = ["sunny" if c["function"]["name"] == "get_weather" else "noon" for c in calls]
+    second = chat(server, answered(messages, first, *results), model="codex").json()
+    assert second["choices"][0]["message"]["content"] == "TOOL-RESULT-SEEN: sunny | noon"
+
+
 def test_tool_choice_none_runs_without_the_tools(server):
     r = chat(server, [{"role": "user", "content": "plain"}], tool_choice="none")
     assert r.json()["choices"][0]["message"]["content"] == "echo: plain"
 
 
 def test_a_backend_that_cannot_take_tools_is_a_400_naming_it(server):
-    r = chat(server, [{"role": "user", "content": ASK}], model="qwen")
-    assert r.status == 400
-    assert r.json()["error"]["param"] == "tools" and "qwen" in r.json()["error"]["message"]
+    for backend in ("qwen", "gemini"):
+        r = chat(server, [{"role": "user", "content": ASK}], model=backend)
+        assert r.status == 400
+        assert r.json()["error"]["param"] == "tools" and backend in r.json()["error"]["message"]
 
 
 def test_a_tool_name_the_clis_cannot_take_is_a_400_naming_it(server):

@@ -314,6 +314,14 @@ class GeminiBackend(base.Backend):
             argv.append("--debug")
         return argv + list(opts.extra)
 
+    # No tool bridge: gemini 0.61.0 starts no MCP server at all in an untrusted folder (its
+    # McpClientManager returns early; a stdio server throws "current folder is not trusted"),
+    # and server runs are untrusted (gemini_trust). A trusted run would need the bridge's
+    # mcpServers entry in a settings layer clinvk controls: the system defaults file is read
+    # only when root owns it and every directory above it, and the user's and the workdir's
+    # settings.json are not clinvk's to write.
+    bridges_tools = False
+
     def ignored_options(self, opts: options.Options) -> List[str]:
         out = []
         if opts.sandbox_mode == "read-only":

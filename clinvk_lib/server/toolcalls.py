@@ -4,7 +4,7 @@ client's results, and one round of a run as compat reply pieces ending in ``Tool
 
 What a bridged run is (README "Client tools"): the CLI gets an MCP server of clinvk's that
 offers exactly the client's tools, instead of its built-in tools (claude ``--tools=``; the
-built-in tools codex and gemini cannot switch off are left to them, see the backend notes);
+built-in tools codex cannot switch off are left to it, see the backend notes);
 when the agent calls one, the response ends with the call in the client's dialect and the run
 is parked, its MCP call waiting, until a request carrying the result continues it (its answer
 is the next round) or ``server.tool_result_timeout_secs`` pass (the run is killed). A parked
@@ -129,8 +129,8 @@ def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request
     tools."""
     if not can_bridge(ctx, model):
         raise errors.invalid("the %s backend cannot be given the client's tools (clinvk "
-                             "bridges them to claude only): send the request without tools, "
-                             "or use claude" % resolve_model(model, ctx.app.cfg)[0], "tools")
+                             "bridges them to claude and codex only): send the request without "
+                             "tools, or use one of those" % resolve_model(model, ctx.app.cfg)[0], "tools")
     bridge: Bridge = ctx.app.tool_bridge
     run = BridgedRun(request.tools, _owner(ctx), id_prefix, bridge.instance,
                      forced=request.choice if request.choice in

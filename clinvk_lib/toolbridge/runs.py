@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from .. import events as ev
+from ..backends import base
 from ..backends.options import BRIDGE_SERVER
 
 SETTLE_SECS = 0.3
@@ -210,17 +211,17 @@ class BridgedRun:
         passed on: the client sees the call in its dialect instead)."""
         if event.type not in (ev.TOOL_USE, ev.TOOL_RESULT):
             return False
-        name = self.client_name(event.content.get("name") or
-                                event.content.get("tool_name") or "")
+        if event.type == ev.TOOL_RESULT:
+            return bool(self.client_name(event.content.get("name") or
+                                         event.content.get("tool_name") or ""))
+        backend_name, arguments, backend_id = base.get(self.backend).bridged_tool_use(
+            event.content) if self.backend else ("", {}, "")
+        name = self.client_name(backend_name)
         if not name:
             return False
-        if event.type == ev.TOOL_USE:
-            arguments = event.content.get("input")
-            arguments = arguments if isinstance(arguments, dict) else {}
-            backend_id = event.content.get("id") or event.content.get("tool_id") or ""
-            with self._lock:
-                if self._matching(name, arguments, backend_id, "event") is None:
-                    self._new_call(name, arguments, backend_id)
+        with self._lock:
+            if self._matching(name, arguments, backend_id, "event") is None:
+                self._new_call(name, arguments, backend_id)
         return True
 
     def client_name(self, backend_name: str) -> str:

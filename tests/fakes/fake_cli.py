@@ -42,7 +42,9 @@ Environment variables:
 
 A prompt line "FAKE_SLEEP: <seconds>" makes that run wait before it starts answering.
 
-Client tools (clinvk's tool bridge), claude only: given --mcp-config, a prompt line
+Client tools (clinvk's tool bridge), claude and codex: given an MCP server (claude
+--mcp-config; codex -c mcp_servers.NAME.command/args, then the model sees mcp__NAME__TOOL, its
+calls are mcp_tool_call items and carry no _meta, codex-cli 0.169.0), a prompt line
 "CALL-TOOL: <name> <json args>" makes the fake start that MCP server (as claude 2.1.197 does),
 list its tools and call the one whose name ends with <name> (claude's name for it:
 mcp__SERVER__TOOL), one call per such line, all at once (claude runs read-only tools of one turn
@@ -552,6 +554,12 @@ def claude_messages(run, model, flags, fmt):
 CALL_TOOL = re.compile(r"^CALL-TOOL: (\S+) (.*)$", re.M)
 
 
+def asked_calls(text, listed):
+    """(tool name, arguments) of each CALL-TOOL line: the listed tool whose name ends so."""
+    return [(next((t["name"] for t in listed if t["name"].endswith(suffix)), suffix), json.loads(arguments))
+            for suffix, arguments in CALL_TOOL.findall(text)]
+
+
 class McpClient:
     """The MCP server an --mcp-config entry names, started as claude starts it (stdio)."""
 
@@ -560,6 +568,15 @@ class McpClient:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      env=dict(os.environ, **(spec.get("env") or {})))
         self.next_id = 0
+
+    @classmethod
+    def started(cls, spec, client_name, version):
+        """A client past the MCP handshake, and the server's tools."""
+        client = cls(spec)
+        client.answers([client.send("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                                   "clientInfo": {"name": client_name, "version": version}})])
+        client.send("notifications/initialized", {}, notify=True)
+        return client, client.answers([client.send("tools/list", {})])[0]["tools"]
 
     def send(self, method, params, notify=False):
         msg = {"jsonrpc": "2.0", "method": method, "params": params}
@@ -588,11 +605,7 @@ class McpClient:
 def claude_bridged(run, model, flags):
     """A stream-json run whose model calls the --mcp-config server's tools (CALL-TOOL lines)."""
     server_name, spec = next(iter(json.loads(last(flags, "--mcp-config"))["mcpServers"].items()))
-    client = McpClient(spec)
-    client.answers([client.send("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
-                                               "clientInfo": {"name": "claude-code", "version": "2.1.197"}})])
-    client.send("notifications/initialized", {}, notify=True)
-    listed = client.answers([client.send("tools/list", {})])[0]["tools"]
+    client, listed = McpClient.started(spec, "claude-code", "2.1.197")
     prefix = "mcp__%s__" % server_name
     common = {"parent_tool_use_id": None, "session_id": run.session_id}
     run.emit({"type": "system", "subtype": "init", "cwd": os.getcwd(), "session_id": run.session_id,
@@ -601,10 +614,9 @@ def claude_bridged(run, model, flags):
     text, results, count = run.prompt, [], 0
     while CALL_TOOL.search(text):
         calls = []
-        for suffix, arguments in CALL_TOOL.findall(text):
+        for name, arguments in asked_calls(text, listed):
             count += 1
-            name = next((t["name"] for t in listed if t["name"].endswith(suffix)), suffix)
-            calls.append(("toolu_fakecli_%d" % count, name, json.loads(arguments)))
+            calls.append(("toolu_fakecli_%d" % count, name, arguments))
         for tool_id, name, arguments in calls:
             run.emit(dict(type="assistant", uuid=str(uuid.uuid4()), **common, message={
                 "id": "msg_" + tool_id, "type": "message", "role": "assistant", "model": model,
@@ -728,6 +740,9 @@ def run_codex(run, args, stdin_text):
         run.emit({"type": "turn.failed",
                   "error": {"message": "fake failure (FAKE_CLI_MODE=error_exit0)"}})
         return 0
+    servers = codex_mcp_servers(flags)
+    if servers and CALL_TOOL.search(run.prompt):
+        return codex_bridged(run, servers)
     if run.tool:
         item = {"id": "item_0", "type": "command_execution", "command": "bash -lc ls",
                 "aggregated_output": "", "exit_code": None, "status": "in_progress"}
@@ -739,6 +754,52 @@ def run_codex(run, args, stdin_text):
     run.emit({"type": "turn.completed", "usage": {
         "input_tokens": tokens(run.prompt) + 4, "cached_input_tokens": 4,
         "output_tokens": tokens(run.reply), "reasoning_output_tokens": 0}})
+    return 0
+
+
+def codex_mcp_servers(flags):
+    """{name: {"command", "args"}} from -c mcp_servers.NAME.KEY=TOML overrides (strings and
+    arrays of strings, what clinvk writes)."""
+    servers = {}
+    for override in flags.get("--config") or []:
+        m = re.match(r"mcp_servers\.([^.=]+)\.([a-z_]+)=(.*)\Z", override, re.S)
+        if m:
+            try:
+                value = json.loads(m.group(3))
+            except ValueError:
+                value = m.group(3)
+            servers.setdefault(m.group(1), {})[m.group(2)] = value
+    return {k: v for k, v in servers.items() if "command" in v}
+
+
+def codex_bridged(run, servers):
+    """A run whose model calls the MCP server's tools (CALL-TOOL lines), as codex 0.169.0 does:
+    an mcp_tool_call item started per call of a model turn, the calls made at once (the
+    model API's function calls of one turn run in parallel), no _meta."""
+    server_name, spec = next(iter(servers.items()))
+    client, listed = McpClient.started(spec, "codex-mcp-client", "0.169.0")
+    text, results, count = run.prompt, [], 0
+    while CALL_TOOL.search(text):
+        items = []
+        for name, arguments in asked_calls(text, listed):
+            count += 1
+            items.append({"id": "item_%d" % count, "type": "mcp_tool_call", "server": server_name,
+                          "tool": name, "arguments": arguments, "result": None,
+                          "error": None, "status": "in_progress"})
+            run.emit({"type": "item.started", "item": items[-1]})
+        answers = client.answers([client.send("tools/call", {"name": item["tool"], "arguments": item["arguments"]})
+                                  for item in items])
+        results = ["\n".join(part.get("text", "") for part in a.get("content") or []) for a in answers]
+        for item, answer in zip(items, answers):
+            run.emit({"type": "item.completed", "item": dict(
+                item, result={"content": answer.get("content") or []},
+                status="failed" if answer.get("isError") else "completed")})
+        text = "\n".join(results)
+    client.close()
+    reply = "TOOL-RESULT-SEEN: " + " | ".join(results)
+    run.emit({"type": "item.completed", "item": {"id": "item_reply", "type": "agent_message", "text": reply}})
+    run.emit({"type": "turn.completed", "usage": {"input_tokens": tokens(run.prompt), "cached_input_tokens": 0,
+                                                  "output_tokens": tokens(reply), "reasoning_output_tokens": 0}})
     return 0
 
 
