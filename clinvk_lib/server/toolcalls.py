@@ -123,10 +123,12 @@ def _instruction(request: ToolRequest) -> str:
 
 
 def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request: ToolRequest,
-          id_prefix: str, metadata: Optional[Dict[str, str]] = None) -> Tuple[BridgedRun, str]:
+          id_prefix: str, metadata: Optional[Dict[str, str]] = None,
+          session_id: Optional[str] = None,
+          ephemeral: Optional[bool] = None) -> Tuple[BridgedRun, str]:
     """Start a bridged run (its first round is read with ``pieces``); returns it and the text
-    it sent (for token estimates). 400 naming the backend when its CLI cannot be given
-    tools."""
+    it sent (for token estimates). ``session_id`` and ``ephemeral`` as ``compat.prepare``
+    takes them. 400 naming the backend when its CLI cannot be given tools."""
     if not can_bridge(ctx, model):
         raise errors.invalid("the %s backend cannot be given the client's tools (clinvk "
                              "bridges them to claude and codex only): send the request without "
@@ -146,6 +148,7 @@ def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request
                                      ticket=bridge.hub.register(run))
     try:
         prepared_run = compat.prepare(ctx, api, model, conv, stream=True, metadata=metadata,
+                                      session_id=session_id, ephemeral=ephemeral,
                                       tool_bridge=tool_bridge)
         prepared = prepared_run.prepared
         # Rounds are timed by the bridge (request timeout while answering, tool result

@@ -184,3 +184,19 @@ def test_openai_sdk_round_trip_on_codex_and_gemini(backend, serve_port, fake_api
     assert second.choices[0].finish_reason == "stop"
     assert second.choices[0].message.content == "TOOL-RESULT-SEEN: sunny, 21 C"
 
+
+
+RESPONSES_TOOLS = [dict(t["function"], type="function") for t in TOOLS]
+
+
+@pytest.mark.parametrize("backend", ["claude", "codex"])
+def test_responses_function_call_rounds_whole_and_streamed(backend, serve_port, fake_api):
+    c = client(serve_port)
+    first = c.responses.create(model=backend, input=ASK, tools=RESPONSES_TOOLS)
+    call, = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}
+    with c.responses.stream(model=backend, previous_response_id=first.id, tools=RESPONSES_TOOLS,
+                            input=[{"type": "function_call_output", "call_id": call.call_id,
+                                    "output": "misty"}]) as stream:
+        second = stream.get_final_response()
+    assert second.output_text == "TOOL-RESULT-SEEN: misty"
