@@ -200,3 +200,21 @@ def test_responses_function_call_rounds_whole_and_streamed(backend, serve_port, 
                                     "output": "misty"}]) as stream:
         second = stream.get_final_response()
     assert second.output_text == "TOOL-RESULT-SEEN: misty"
+
+
+# -- third-party clients (everything on 127.0.0.1; the Agents SDK's tracing off) ---------------
+
+
+@pytest.mark.parametrize("backend", ["claude", "codex"])
+def test_openai_agents_sdk_function_tool_on_the_real_cli(backend, serve_port, fake_api):
+    from tests.test_tool_bridge_clients import run_weather_agent
+    seen, result = run_weather_agent("http://127.0.0.1:%d/openai/v1" % serve_port, backend)
+    assert seen == ["Paris"]
+    assert result.final_output == "TOOL-RESULT-SEEN: sunny in Paris"
+
+
+def test_instructor_and_langchain_structured_output_on_the_real_claude(serve_port, fake_api):
+    from tests.test_tool_bridge_clients import Person, instructor_person, langchain_person
+    url = "http://127.0.0.1:%d" % serve_port
+    assert isinstance(instructor_person(url, "claude"), Person)
+    assert isinstance(langchain_person(url, "claude"), Person)
