@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from typing import Any, Dict, List
 
 
@@ -169,6 +170,24 @@ def test_a_client_that_hangs_up_while_parked_does_not_lose_the_run(server):
             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
         {"role": "tool", "tool_call_id": call_id, "content": "still here"}])
     assert r.json()["choices"][0]["message"]["content"] == "TOOL-RESULT-SEEN: still here"
+
+
+def test_shutdown_stops_parked_runs_and_lets_a_round_being_answered_end_with_its_calls(
+        start_server):
+    srv = start_server()
+    chat(srv, [{"role": "user", "content": ASK}])
+    assert srv.app.tool_bridge.runs.parked_count() == 1
+    got = {}
+    slow = threading.Thread(target=lambda: got.update(reply=chat(
+        srv, [{"role": "user", "content": "FAKE_SLEEP: 1\n" + ASK}])))
+    slow.start()
+    assert wait_for(lambda: srv.app.in_flight == 1)
+    srv.stop()                      # as SIGTERM: drain, then cancel what is left
+    slow.join()
+    reply = got["reply"]
+    assert reply.status == 200 and reply.json()["choices"][0]["finish_reason"] == "tool_calls"
+    assert wait_for(lambda: srv.app.limiter.in_use == 0)
+    assert srv.app.tool_bridge.runs.parked_count() == 0
 
 
 def test_another_api_keys_call_is_unknown(start_server):

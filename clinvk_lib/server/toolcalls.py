@@ -24,7 +24,7 @@ from .. import events as ev
 from .. import execute
 from ..backends import base, options
 from ..toolbridge.hub import Hub
-from ..toolbridge.runs import BridgedRun, ParkedRuns, ToolCall, ToolSpec
+from ..toolbridge.runs import TIMED_OUT, BridgedRun, ParkedRuns, ToolCall, ToolSpec
 from . import compat, errors
 from .context import Context
 from .models import resolve_model
@@ -53,17 +53,29 @@ class ToolCalls(NamedTuple):
 
 class Bridge:
     """What the server holds for bridged runs: the socket hub, the live runs, this instance's
-    id (in every call id) and the timeouts. ``close()`` stops every run."""
+    id (in every call id) and the timeouts. On shutdown, ``drain()`` stops the parked runs
+    (their next request can no longer reach this server) while rounds being answered go on
+    (a round that ends on calls then stops its run instead of parking it); ``close()``, once
+    the requests in flight are done or cancelled, stops what is left and closes the hub."""
 
     def __init__(self, result_timeout: float) -> None:
         self.hub = Hub()
         self.runs = ParkedRuns()
         self.instance = os.urandom(4).hex()
         self.result_timeout = result_timeout
+        self.draining = False
+
+    def drain(self) -> None:
+        self.draining = True
+        self.runs.stop_all(SHUTDOWN, parked_only=True)
 
     def close(self) -> None:
-        self.runs.stop_all("the server is shutting down")
+        self.draining = True
+        self.runs.stop_all(SHUTDOWN)
         self.hub.close()
+
+
+SHUTDOWN = "the server is shutting down"
 
 
 def self_command() -> List[str]:
@@ -231,7 +243,8 @@ def pieces(ctx: Context, run: BridgedRun, sent: str) -> Iterator[Any]:
     timer = None
     if ctx.app.request_timeout:
         timer = threading.Timer(ctx.app.request_timeout, run.stop, args=(
-            "%s timed out after %gs and was stopped" % (backend, ctx.app.request_timeout),))
+            "%s timed out after %gs and was stopped" % (backend, ctx.app.request_timeout),
+            TIMED_OUT))
         timer.daemon = True
         timer.start()
 
@@ -241,11 +254,14 @@ def pieces(ctx: Context, run: BridgedRun, sent: str) -> Iterator[Any]:
     try:
         for piece in compat.reply_pieces(events, backend, sent, describe):
             if isinstance(piece, compat.Failed) and run.stop_reason:
-                piece = compat.Failed(errors.timeout(run.stop_reason) if "timed out" in
-                                      run.stop_reason or "tool_result" in run.stop_reason
+                piece = compat.Failed(errors.timeout(run.stop_reason)
+                                      if run.stop_kind == TIMED_OUT
                                       else errors.cancelled(run.stop_reason))
             elif isinstance(piece, compat.Finished) and run.round_calls:
-                run.park_for(ctx.app.tool_bridge.result_timeout)
+                bridge: Bridge = ctx.app.tool_bridge
+                run.park_for(bridge.result_timeout)
+                if bridge.draining:
+                    run.stop(SHUTDOWN)
                 piece = ToolCalls(list(run.round_calls), piece.reply, piece.usage)
             yield piece
     finally:
