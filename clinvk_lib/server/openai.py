@@ -116,6 +116,9 @@ def chat_completions(ctx: Context) -> Any:
     body = ctx.json_body()
     results = tool_results(body["messages"])
     if results:
+        forwarded = toolcalls.elsewhere(ctx, results)
+        if forwarded is not None:
+            return forwarded
         run = toolcalls.resume(ctx, results, "messages[%d].tool_call_id"
                                % (len(body["messages"]) - 1))
         return _bridged(ctx, body, run, "")

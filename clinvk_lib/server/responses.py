@@ -239,6 +239,9 @@ class ResponsesApi:
         if body["background"]:
             raise errors.invalid("client tool results cannot be sent in the background: "
                                  "send background: false", "background")
+        forwarded = toolcalls.elsewhere(ctx, results)
+        if forwarded is not None:
+            return forwarded
         if body.get("previous_response_id"):
             self._load(ctx, body["previous_response_id"], "previous_response_id")
         items = [tool_item(item, index) for index, item in enumerate(body["input"])

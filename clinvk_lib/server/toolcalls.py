@@ -24,8 +24,9 @@ from .. import events as ev
 from .. import execute
 from ..backends import base, options
 from ..toolbridge.hub import Hub
+from ..toolbridge.peers import Peers
 from ..toolbridge.runs import TIMED_OUT, BridgedRun, ParkedRuns, ToolCall, ToolSpec
-from . import compat, errors
+from . import compat, errors, guards, toolforward
 from .context import Context
 from .models import resolve_model
 
@@ -64,15 +65,36 @@ class Bridge:
         self.instance = os.urandom(4).hex()
         self.result_timeout = result_timeout
         self.draining = False
+        # The home's registry of serving processes (toolforward), once listening.
+        self.peers: Optional[Peers] = None
+
+    def listen_at(self, home: str, host: str, port: int, log: Any) -> None:
+        """Register this process in ``home`` as reachable on 127.0.0.1:``port`` (when it
+        listens there: a loopback or wildcard ``host``), so that another process of the home
+        can hand it the results of its calls."""
+        if host not in ("", "0.0.0.0", "::") and not guards.is_loopback_host(host):
+            return
+        peers = Peers(home)
+        try:
+            peers.register(self.instance, port)
+        except OSError as exc:
+            log.error("tool results for this server cannot be forwarded to it by the other "
+                      "servers of %s: %s" % (home, exc))
+            return
+        self.peers = peers
 
     def drain(self) -> None:
         self.draining = True
+        if self.peers is not None:
+            self.peers.unregister()         # its listener is closed now
         self.runs.stop_all(SHUTDOWN, parked_only=True)
 
     def close(self) -> None:
         self.draining = True
         self.runs.stop_all(SHUTDOWN)
         self.hub.close()
+        if self.peers is not None:
+            self.peers.unregister()
 
 
 SHUTDOWN = "the server is shutting down"
@@ -198,6 +220,12 @@ def can_bridge(ctx: Context, model: str) -> bool:
 
 def _owner(ctx: Context) -> str:
     return ctx.api_key.key_id if ctx.api_key is not None else ""
+
+
+def elsewhere(ctx: Context, results: Dict[str, Tuple[str, bool]]) -> Any:
+    """The answer of the instance of this CLINVK_HOME that made the calls, when another one
+    did (``toolforward``); None: ``resume`` here."""
+    return toolforward.forward(ctx, list(results))
 
 
 def resume(ctx: Context, results: Dict[str, Tuple[str, bool]], field: str) -> BridgedRun:
