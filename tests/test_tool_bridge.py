@@ -211,6 +211,23 @@ def test_codex_gets_the_tools_from_its_mcp_servers_config_and_a_round_trip_works
     assert second["choices"][0]["message"]["content"] == "TOOL-RESULT-SEEN: sunny | noon"
 
 
+def test_gemini_gets_the_tools_when_its_runs_load_the_workdirs_configuration(start_server):
+    srv = start_server(**{"server.allow_project_config": True})
+    messages = [{"role": "user", "content": ASK + "\nCALL-TOOL: get_time {}"}]
+    first = chat(srv, messages, model="gemini").json()
+    calls = first["choices"][0]["message"]["tool_calls"]
+    assert sorted(c["function"]["name"] for c in calls) == ["get_time", "get_weather"]
+    results = ["rain" if c["function"]["name"] == "get_weather" else "dusk" for c in calls]
+    second = chat(srv, answered(messages, first, *results), model="gemini").json()
+    assert second["choices"][0]["message"]["content"] == "TOOL-RESULT-SEEN: rain | dusk"
+
+
+def test_gemini_untrusted_is_a_400_saying_why(server):
+    r = chat(server, [{"role": "user", "content": ASK}], model="gemini")
+    assert r.status == 400 and r.json()["error"]["param"] == "tools"
+    assert "server.allow_project_config" in r.json()["error"]["message"]
+
+
 def test_tool_choice_none_runs_without_the_tools(server):
     r = chat(server, [{"role": "user", "content": "plain"}], tool_choice="none")
     assert r.json()["choices"][0]["message"]["content"] == "echo: plain"

@@ -149,4 +149,4 @@ def test_docs_describe_the_tool_flow_of_each_dialect_with_an_example(server):
     for marker in ("role tool messages (tool_call_id)", "function_call_output items (call_id)",
                    "tool_result blocks (tool_use_id)"):
         assert marker in page
-    assert page.count("Client tools: the agent (claude or codex)") == 3
+    assert page.count("Client tools: the agent (claude, codex; gemini") == 3

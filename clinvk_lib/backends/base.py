@@ -140,6 +140,15 @@ class Backend:
     # end to end against the real CLI.
     bridges_tools = False
 
+    def tool_bridge_problem(self, project_config: bool) -> str:
+        """Why this CLI cannot be given the client's tools in a run that loads (or not) the
+        workdir's configuration: a sentence naming the backend, or ""."""
+        if self.bridges_tools:
+            return ""
+        return ("the %s backend cannot be given the client's tools (tools are bridged to "
+                "claude, codex and gemini only): send the request without tools, or use one "
+                "of those" % self.name)
+
     def bridged_tool_use(self, content: Dict[str, Any]) -> Tuple[str, Dict[str, Any], str]:
         """(tool name as the CLI names it, arguments, the CLI's call id) of a tool_use event's
         content, for matching it to the bridge's MCP calls."""

@@ -96,7 +96,8 @@ _IDEMPOTENCY_KEY_PARAM = {
 
 # The client tool flow (the tool bridge, README "Client tools"), per dialect: how the call
 # comes out, how the result goes in, a worked example.
-_TOOLS_NOTE = (" Client tools: the agent (claude or codex) may call the request's tools; the "
+_TOOLS_NOTE = (" Client tools: the agent (claude, codex; gemini where runs load the workdir's "
+               "configuration) may call the request's tools; the "
                "reply then ends with %s and the run waits (parked, up to "
                "server.tool_result_timeout_secs) for the next request, which carries the "
                "results as %s; its answer continues the run. An id no parked run waits for is "

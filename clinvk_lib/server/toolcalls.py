@@ -4,7 +4,7 @@ client's results, and one round of a run as compat reply pieces ending in ``Tool
 
 What a bridged run is (README "Client tools"): the CLI gets an MCP server of clinvk's that
 offers exactly the client's tools, instead of its built-in tools (claude ``--tools=``; the
-built-in tools codex cannot switch off are left to it, see the backend notes);
+built-in tools codex and gemini cannot switch off are left to them, see the backend notes);
 when the agent calls one, the response ends with the call in the client's dialect and the run
 is parked, its MCP call waiting, until a request carrying the result continues it (its answer
 is the next round) or ``server.tool_result_timeout_secs`` pass (the run is killed). A parked
@@ -163,10 +163,9 @@ def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request
     """Start a bridged run (its first round is read with ``pieces``); returns it and the text
     it sent (for token estimates). ``session_id`` and ``ephemeral`` as ``compat.prepare``
     takes them. 400 naming the backend when its CLI cannot be given tools."""
-    if not can_bridge(ctx, model):
-        raise errors.invalid("the %s backend cannot be given the client's tools (clinvk "
-                             "bridges them to claude and codex only): send the request without "
-                             "tools, or use one of those" % resolve_model(model, ctx.app.cfg)[0], "tools")
+    problem = _bridge_problem(ctx, model)
+    if problem:
+        raise errors.invalid(problem, "tools")
     bridge: Bridge = ctx.app.tool_bridge
     run = BridgedRun(request.tools, _owner(ctx), id_prefix, bridge.instance,
                      forced=request.choice if request.choice in
@@ -215,7 +214,12 @@ def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request
 
 def can_bridge(ctx: Context, model: str) -> bool:
     """Whether the backend ``model`` runs on can be given the client's tools."""
-    return base.get(resolve_model(model, ctx.app.cfg)[0]).bridges_tools
+    return not _bridge_problem(ctx, model)
+
+
+def _bridge_problem(ctx: Context, model: str) -> str:
+    backend = base.get(resolve_model(model, ctx.app.cfg)[0])
+    return backend.tool_bridge_problem(ctx.app.policy.allow_project_config)
 
 
 def _owner(ctx: Context) -> str:

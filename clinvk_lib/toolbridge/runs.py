@@ -229,7 +229,8 @@ class BridgedRun:
 
     def client_name(self, backend_name: str) -> str:
         """The client's name of a tool as the CLI names it ("" when it is not a bridged one):
-        claude 2.1.197 ``mcp__clinvk__NAME``, codex ``clinvk.NAME``, gemini ``NAME``."""
+        claude 2.1.197 ``mcp__clinvk__NAME``, codex 0.169.0 ``NAME`` (server ``clinvk``),
+        gemini 0.61.0 ``mcp_clinvk_NAME``."""
         if backend_name in self.tools:
             return backend_name
         for sep in ("__", ".", "_", "/"):

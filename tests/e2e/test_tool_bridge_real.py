@@ -68,9 +68,9 @@ def test_openai_sdk_streamed_rounds_on_the_real_claude(serve_port, fake_api):
     assert text == "TOOL-RESULT-SEEN: cloudy"
 
 
-@pytest.mark.parametrize("backend", ["claude", "codex"])
-def test_two_calls_in_one_turn_and_a_second_round(backend, serve_port, fake_api):
-    c = client(serve_port)
+@pytest.mark.parametrize("backend", ["claude", "codex", "gemini"])
+def test_two_calls_in_one_turn_and_a_second_round(backend, project_config_port, fake_api):
+    c = client(project_config_port)
     messages = [{"role": "user", "content": ASK + "\nCALL-TOOL: get_time {}"}]
     first = c.chat.completions.create(model=backend, messages=messages, tools=TOOLS)
     calls = first.choices[0].message.tool_calls
@@ -87,6 +87,13 @@ def test_two_calls_in_one_turn_and_a_second_round(backend, serve_port, fake_api)
     assert third.choices[0].message.content == "TOOL-RESULT-SEEN: late noon"
 
 
+def test_gemini_in_an_untrusted_folder_is_refused_naming_why(serve_port):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(serve_port).chat.completions.create(
+            model="gemini", messages=[{"role": "user", "content": ASK}], tools=TOOLS)
+    assert "untrusted" in caught.value.body["message"]
+
+
 def test_an_unknown_call_id_is_a_404_the_sdk_raises(serve_port):
     c = client(serve_port)
     with pytest.raises(openai.NotFoundError) as caught:
@@ -99,10 +106,10 @@ def test_an_unknown_call_id_is_a_404_the_sdk_raises(serve_port):
     assert caught.value.body["code"] == "tool_call_not_found"
 
 
-@pytest.fixture
-def short_timeout_port(built_pyz, clinvk_env, tmp_path, workdir):
-    log = open(str(tmp_path / "serve.log"), "w+")
-    env = dict(clinvk_env, CLINVK_SERVER_TOOL_RESULT_TIMEOUT_SECS="2")
+def serving(built_pyz: str, env: Dict[str, str], log_path: str, workdir: str):
+    """``clinvk serve --port 0`` (the built zipapp) with ``env``: yields its port, and must
+    exit 0 when terminated."""
+    log = open(log_path, "w+")
     proc = subprocess.Popen([sys.executable, built_pyz, "serve", "--port", "0"], env=env,
                             cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
     port = 0
@@ -120,6 +127,21 @@ def short_timeout_port(built_pyz, clinvk_env, tmp_path, workdir):
         proc.terminate()
         assert proc.wait(timeout=60) == 0
         log.close()
+
+
+@pytest.fixture
+def short_timeout_port(built_pyz, clinvk_env, tmp_path, workdir):
+    env = dict(clinvk_env, CLINVK_SERVER_TOOL_RESULT_TIMEOUT_SECS="2")
+    for port in serving(built_pyz, env, str(tmp_path / "serve.log"), workdir):
+        yield port
+
+
+@pytest.fixture
+def project_config_port(built_pyz, clinvk_env, tmp_path, workdir):
+    """A server whose runs load the workdir's configuration (gemini runs trusted)."""
+    env = dict(clinvk_env, CLINVK_SERVER_ALLOW_PROJECT_CONFIG="true")
+    for port in serving(built_pyz, env, str(tmp_path / "serve.log"), workdir):
+        yield port
 
 
 def test_a_parked_run_times_out_and_its_id_is_then_unknown(short_timeout_port, fake_api):
@@ -153,14 +175,14 @@ def test_anthropic_sdk_tool_use_round_trip_on_the_real_claude(serve_port, fake_a
     assert final.content[0].text == "TOOL-RESULT-SEEN: windy"
 
 
-# codex: the same round trips (claude's are above); gemini 0.61.0 starts no MCP server in the
-# untrusted folder clinvk runs it in (see backends/gemini.py).
-OTHER_BACKENDS = ["codex"]
+# codex and gemini: the same round trips (claude's are above); gemini only where its runs load
+# the workdir's configuration: gemini 0.61.0 starts no MCP server in an untrusted folder.
+OTHER_BACKENDS = ["codex", "gemini"]
 
 
 # How the model sees the client's get_weather: codex 0.169.0 defers MCP tools behind its
 # tool_search tool (the fake searches first, then the namespace mcp__clinvk holds the tool).
-BRIDGED_NAMES = {"codex": "mcp__clinvk/get_weather", "gemini": "get_weather"}
+BRIDGED_NAMES = {"codex": "mcp__clinvk/get_weather", "gemini": "mcp_clinvk_get_weather"}
 
 
 def offered_names(fake_api: Any, backend: str) -> List[str]:
@@ -169,8 +191,8 @@ def offered_names(fake_api: Any, backend: str) -> List[str]:
 
 
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
-def test_openai_sdk_round_trip_on_codex_and_gemini(backend, serve_port, fake_api):
-    c = client(serve_port)
+def test_openai_sdk_round_trip_on_codex_and_gemini(backend, project_config_port, fake_api):
+    c = client(project_config_port)
     messages = [{"role": "user", "content": ASK}]
     first = c.chat.completions.create(model=backend, messages=messages, tools=TOOLS)
     assert first.choices[0].finish_reason == "tool_calls", first.choices[0].message.content
@@ -189,9 +211,10 @@ def test_openai_sdk_round_trip_on_codex_and_gemini(backend, serve_port, fake_api
 RESPONSES_TOOLS = [dict(t["function"], type="function") for t in TOOLS]
 
 
-@pytest.mark.parametrize("backend", ["claude", "codex"])
-def test_responses_function_call_rounds_whole_and_streamed(backend, serve_port, fake_api):
-    c = client(serve_port)
+@pytest.mark.parametrize("backend", ["claude", "codex", "gemini"])
+def test_responses_function_call_rounds_whole_and_streamed(backend, project_config_port,
+                                                           fake_api):
+    c = client(project_config_port)
     first = c.responses.create(model=backend, input=ASK, tools=RESPONSES_TOOLS)
     call, = [item for item in first.output if item.type == "function_call"]
     assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}
@@ -205,10 +228,11 @@ def test_responses_function_call_rounds_whole_and_streamed(backend, serve_port, 
 # -- third-party clients (everything on 127.0.0.1; the Agents SDK's tracing off) ---------------
 
 
-@pytest.mark.parametrize("backend", ["claude", "codex"])
-def test_openai_agents_sdk_function_tool_on_the_real_cli(backend, serve_port, fake_api):
+@pytest.mark.parametrize("backend", ["claude", "codex", "gemini"])
+def test_openai_agents_sdk_function_tool_on_the_real_cli(backend, project_config_port, fake_api):
     from tests.test_tool_bridge_clients import run_weather_agent
-    seen, result = run_weather_agent("http://127.0.0.1:%d/openai/v1" % serve_port, backend)
+    seen, result = run_weather_agent("http://127.0.0.1:%d/openai/v1" % project_config_port,
+                                     backend)
     assert seen == ["Paris"]
     assert result.final_output == "TOOL-RESULT-SEEN: sunny in Paris"
 

@@ -42,9 +42,10 @@ Environment variables:
 
 A prompt line "FAKE_SLEEP: <seconds>" makes that run wait before it starts answering.
 
-Client tools (clinvk's tool bridge), claude and codex: given an MCP server (claude
---mcp-config; codex -c mcp_servers.NAME.command/args, then the model sees mcp__NAME__TOOL, its
-calls are mcp_tool_call items and carry no _meta, codex-cli 0.169.0), a prompt line
+Client tools (clinvk's tool bridge): given an MCP server (claude --mcp-config; codex -c
+mcp_servers.NAME.command/args, its calls mcp_tool_call items without _meta, codex-cli
+0.169.0; gemini, trusted, the mcpServers of its system defaults file, its calls tool_use lines
+of mcp_NAME_TOOL without _meta, gemini 0.61.0), a prompt line
 "CALL-TOOL: <name> <json args>" makes the fake start that MCP server (as claude 2.1.197 does),
 list its tools and call the one whose name ends with <name> (claude's name for it:
 mcp__SERVER__TOOL), one call per such line, all at once (claude runs read-only tools of one turn
@@ -772,30 +773,45 @@ def codex_mcp_servers(flags):
     return {k: v for k, v in servers.items() if "command" in v}
 
 
-def codex_bridged(run, servers):
-    """A run whose model calls the MCP server's tools (CALL-TOOL lines), as codex 0.169.0 does:
-    an mcp_tool_call item started per call of a model turn, the calls made at once (the
-    model API's function calls of one turn run in parallel), no _meta."""
-    server_name, spec = next(iter(servers.items()))
-    client, listed = McpClient.started(spec, "codex-mcp-client", "0.169.0")
+def mcp_rounds(run, client, listed, started, finished):
+    """The CALL-TOOL rounds of a bridged run: each round's calls are announced
+    (``started(n, name, arguments)`` -> a handle), made at once (the model API's calls of one
+    turn run in parallel), then reported (``finished(handle, answer, result_text)``); a result
+    holding CALL-TOOL lines makes another round. Returns the last round's results."""
     text, results, count = run.prompt, [], 0
     while CALL_TOOL.search(text):
-        items = []
-        for name, arguments in asked_calls(text, listed):
+        calls = asked_calls(text, listed)
+        handles = []
+        for name, arguments in calls:
             count += 1
-            items.append({"id": "item_%d" % count, "type": "mcp_tool_call", "server": server_name,
-                          "tool": name, "arguments": arguments, "result": None,
-                          "error": None, "status": "in_progress"})
-            run.emit({"type": "item.started", "item": items[-1]})
-        answers = client.answers([client.send("tools/call", {"name": item["tool"], "arguments": item["arguments"]})
-                                  for item in items])
+            handles.append(started(count, name, arguments))
+        answers = client.answers([client.send("tools/call", {"name": name, "arguments": arguments})
+                                  for name, arguments in calls])
         results = ["\n".join(part.get("text", "") for part in a.get("content") or []) for a in answers]
-        for item, answer in zip(items, answers):
-            run.emit({"type": "item.completed", "item": dict(
-                item, result={"content": answer.get("content") or []},
-                status="failed" if answer.get("isError") else "completed")})
+        for handle, answer, result in zip(handles, answers, results):
+            finished(handle, answer, result)
         text = "\n".join(results)
     client.close()
+    return results
+
+
+def codex_bridged(run, servers):
+    """A run whose model calls the MCP server's tools (CALL-TOOL lines), as codex 0.169.0 does:
+    an mcp_tool_call item started per call, no _meta."""
+    server_name, spec = next(iter(servers.items()))
+    client, listed = McpClient.started(spec, "codex-mcp-client", "0.169.0")
+
+    def started(n, name, arguments):
+        item = {"id": "item_%d" % n, "type": "mcp_tool_call", "server": server_name, "tool": name,
+                "arguments": arguments, "result": None, "error": None, "status": "in_progress"}
+        run.emit({"type": "item.started", "item": item})
+        return item
+
+    def finished(item, answer, result):
+        run.emit({"type": "item.completed", "item": dict(
+            item, result={"content": answer.get("content") or []},
+            status="failed" if answer.get("isError") else "completed")})
+    results = mcp_rounds(run, client, listed, started, finished)
     reply = "TOOL-RESULT-SEEN: " + " | ".join(results)
     run.emit({"type": "item.completed", "item": {"id": "item_reply", "type": "agent_message", "text": reply}})
     run.emit({"type": "turn.completed", "usage": {"input_tokens": tokens(run.prompt), "cached_input_tokens": 0,
@@ -853,12 +869,56 @@ def run_gemini(run, args, stdin_text):
     if not error:
         run.save()
     run.streaming = fmt == "stream-json"
+    servers = gemini_mcp_servers() if trusted else {}
+    if run.streaming and servers and not error and CALL_TOOL.search(run.prompt):
+        return gemini_bridged(run, model, servers)
     if run.streaming:
         gemini_stream(run, model, answered_by, error)
     elif fmt == "json":
         gemini_json(run, answered_by, error)
     else:
         run.document(run.reply)
+    return 0
+
+
+def gemini_mcp_servers():
+    """The mcpServers of the system defaults file, their $VARIABLES expanded (gemini 0.61.0
+    expands them in every settings file; the fake reads only this layer). A trusted run only:
+    untrusted, gemini starts no MCP server."""
+    try:
+        with open(os.environ.get("GEMINI_CLI_SYSTEM_DEFAULTS_PATH", "")) as f:
+            servers = json.load(f).get("mcpServers") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {name: dict(spec, command=os.path.expandvars(spec["command"]),
+                       args=[os.path.expandvars(a) for a in spec.get("args") or []])
+            for name, spec in servers.items() if isinstance(spec, dict) and spec.get("command")}
+
+
+def gemini_bridged(run, model, servers):
+    """A stream-json run whose model calls the MCP server's tools (CALL-TOOL lines), as gemini
+    0.61.0 does: tools named mcp_SERVER_TOOL, tool_use and tool_result lines, no _meta."""
+    server_name, spec = next(iter(servers.items()))
+    client, listed = McpClient.started(spec, "gemini-cli-mcp-client", "0.61.0")
+    run.emit({"type": "init", "timestamp": now(), "session_id": run.session_id, "model": model})
+    run.emit({"type": "message", "timestamp": now(), "role": "user", "content": run.prompt})
+
+    def started(n, name, arguments):
+        tool_id = "mcp_%s_%s-%d" % (server_name, name, n)
+        run.emit({"type": "tool_use", "timestamp": now(), "tool_name": "mcp_%s_%s" % (server_name, name),
+                  "tool_id": tool_id, "parameters": arguments})
+        return tool_id
+
+    def finished(tool_id, answer, result):
+        run.emit({"type": "tool_result", "timestamp": now(), "tool_id": tool_id,
+                  "status": "error" if answer.get("isError") else "success", "output": result})
+    results = mcp_rounds(run, client, listed, started, finished)
+    reply = "TOOL-RESULT-SEEN: " + " | ".join(results)
+    run.emit({"type": "message", "timestamp": now(), "role": "assistant", "content": reply, "delta": True})
+    stats = {"total_tokens": tokens(run.prompt) + tokens(reply), "input_tokens": tokens(run.prompt),
+             "output_tokens": tokens(reply), "cached": 0, "input": tokens(run.prompt), "duration_ms": 12,
+             "tool_calls": 1}
+    run.emit({"type": "result", "timestamp": now(), "status": "success", "stats": stats})
     return 0
 
 

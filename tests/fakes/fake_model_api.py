@@ -59,6 +59,8 @@ CALL_TOOL = re.compile(r"^CALL-TOOL: (\S+) (.*)$", re.M)
 CALL_TOOL_ID = "toolu_calltool_"
 # codex 0.169.0 hands the model an MCP tool's result as "Wall time: 0.3 seconds\nOutput:\n<text>".
 CODEX_TOOL_OUTPUT = re.compile(r"\AWall time: [^\n]*\nOutput:\n")
+# gemini 0.61.0 wraps an MCP tool's result in these tags.
+GEMINI_TOOL_OUTPUT = re.compile(r"\A<untrusted_context>\n?(.*?)\n?</untrusted_context>\Z", re.S)
 
 
 def tool_calls_asked(text: str, tool_names: List[str]) -> List[Dict[str, Any]]:
@@ -278,8 +280,8 @@ def _gemini_results(body: Dict[str, Any]) -> Dict[str, Any]:
         if isinstance(response, dict):
             value = response.get("response")
             text = value.get("output", value.get("error", "")) if isinstance(value, dict) else value
-            results.append((str(response.get("id") or ""),
-                            text if isinstance(text, str) else json.dumps(text)))
+            text = text if isinstance(text, str) else json.dumps(text)
+            results.append((str(response.get("id") or ""), GEMINI_TOOL_OUTPUT.sub(r"\1", text)))
     return _latest_results(results)
 
 
