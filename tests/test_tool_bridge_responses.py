@@ -115,9 +115,13 @@ def test_client_tools_cannot_run_in_the_background(server):
     assert caught.value.body["param"] == "background"
 
 
-def test_a_backend_that_cannot_take_tools_is_a_400_naming_it(server):
+def test_a_backend_that_cannot_take_tools_ignores_them_unless_a_call_is_asked_for(server):
+    # Codex CLI as a client sends its own tools with every turn: the agent uses its own.
+    c = client(server)
+    assert c.responses.create(model="qwen", input="plain",
+                              tools=TOOLS).output_text == "echo: plain"
     with pytest.raises(openai.BadRequestError) as caught:
-        client(server).responses.create(model="gemini", input=ASK, tools=TOOLS)
+        c.responses.create(model="gemini", input=ASK, tools=TOOLS, tool_choice="required")
     assert caught.value.body["param"] == "tools" and "gemini" in caught.value.body["message"]
 
 

@@ -198,7 +198,8 @@ class ResponsesApi:
         if session_id:
             conv = new_turns_only(conv)
         tools = responses_tools.tool_request(body)
-        if tools.bridged:
+        if tools.bridged and (body.get("tool_choice") not in (None, toolcalls.AUTO) or
+                              toolcalls.can_bridge(ctx, body["model"])):
             return self._bridged_start(ctx, body, conv, items, tools, session_id)
         # store: false keeps nothing: a new conversation gets no session either.
         ephemeral = True if not body["store"] and not session_id else None

@@ -10,7 +10,8 @@ resuming the parked run.
 - Other ``function_call`` / ``function_call_output`` items (an earlier round of the
   conversation) become history turns of a new run.
 - Tools of other types (``web_search``, ``file_search``, ...) are ignored as before: the agent
-  uses its own.
+  uses its own. So are function tools without a ``tool_choice`` (or ``auto``) on a backend
+  the bridge cannot give them to: Codex CLI as a client sends its own tools with every turn.
 """
 
 from __future__ import annotations
