@@ -1,6 +1,9 @@
-"""Client tools through the real claude (the built zipapp serving, the fake model API behind
-claude): the official openai SDK's function calling on Chat Completions, whole and streamed,
-two calls in one turn, two rounds, an unknown id and a parked run that times out."""
+"""Client tools through the real claude, codex and gemini (the built zipapp serving, the fake
+model API behind the CLI; gemini in a server whose runs load the workdir's configuration): the
+official openai SDK's function calling on Chat Completions and the Responses API and the
+anthropic SDK's tool use, whole and streamed, two calls in one turn, two rounds, an unknown id,
+a parked run that times out; and third-party clients: the OpenAI Agents SDK's function_tool,
+instructor's TOOLS mode, LangChain's ChatAnthropic.with_structured_output."""
 
 from __future__ import annotations
 
@@ -154,21 +157,22 @@ def test_a_parked_run_times_out_and_its_id_is_then_unknown(short_timeout_port, f
                                   messages=answered(messages, first.choices[0].message, "x"))
 
 
-def test_anthropic_sdk_tool_use_round_trip_on_the_real_claude(serve_port, fake_api):
+@pytest.mark.parametrize("backend", ["claude", "codex", "gemini"])
+def test_anthropic_sdk_tool_use_round_trip(backend, project_config_port, fake_api):
     anthropic = pytest.importorskip("anthropic")
-    c = anthropic.Anthropic(base_url="http://127.0.0.1:%d/anthropic" % serve_port,
+    c = anthropic.Anthropic(base_url="http://127.0.0.1:%d/anthropic" % project_config_port,
                             api_key="unused", max_retries=0, timeout=240)
     tools = [{"name": t["function"]["name"], "description": t["function"]["description"],
               "input_schema": t["function"]["parameters"]} for t in TOOLS]
     messages = [{"role": "user", "content": ASK}]
-    first = c.messages.create(model="claude", max_tokens=100, messages=messages, tools=tools)
+    first = c.messages.create(model=backend, max_tokens=100, messages=messages, tools=tools)
     assert first.stop_reason == "tool_use"
     use, = [b for b in first.content if b.type == "tool_use"]
     assert use.name == "get_weather" and use.input == {"city": "Paris"}
     messages += [{"role": "assistant", "content": [b.model_dump() for b in first.content]},
                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
                                                "content": "windy"}]}]
-    with c.messages.stream(model="claude", max_tokens=100, messages=messages,
+    with c.messages.stream(model=backend, max_tokens=100, messages=messages,
                            tools=tools) as stream:
         final = stream.get_final_message()
     assert final.stop_reason == "end_turn"
