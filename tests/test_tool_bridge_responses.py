@@ -139,6 +139,16 @@ def test_an_earlier_rounds_calls_are_history_of_a_new_run(server):
     assert "<tool>\nsunny\n</tool>" in prompt
 
 
+@pytest.mark.parametrize("missing", ["call_id", "output"])
+def test_a_result_without_its_call_id_or_output_is_a_400_naming_it(server, missing):
+    item = {"type": "function_call_output", "call_id": "call_x", "output": "x"}
+    del item[missing]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(server).responses.create(model="claude", tools=TOOLS, input=[
+            {"role": "user", "content": "hi"}, item])
+    assert caught.value.body["param"] == "input[1].%s" % missing
+
+
 def test_a_function_call_output_without_its_output_is_a_400_naming_the_field(server):
     with pytest.raises(openai.BadRequestError) as caught:
         client(server).responses.create(model="claude", tools=TOOLS, input=[

@@ -50,7 +50,10 @@ def tool_results(items: Any) -> Tuple[Dict[str, Tuple[str, bool]], int]:
         if kind == "message":
             results, last = {}, -1
         elif kind == FUNCTION_CALL_OUTPUT:
-            results[item["call_id"]] = (output_text(item.get("output")), False)
+            for name in ("call_id", "output"):
+                if name not in item:
+                    raise errors.invalid("field required", "input[%d].%s" % (index, name))
+            results[item["call_id"]] = (output_text(item["output"]), False)
             last = index
     return results, last
 
