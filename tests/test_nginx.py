@@ -354,6 +354,33 @@ def test_tool_results_through_nginx_reach_the_parked_runs_streamed(cluster, addr
             if line.startswith("data: {") and json.loads(line[6:])["choices"])
 
 
+def test_responses_and_anthropic_results_sent_to_another_instance_reach_their_runs(
+        cluster, address):
+    c = cluster()
+    rid = request_id()
+    first = c.request(address, "POST", "/openai/v1/responses",
+                      {"model": "codex", "input": ASK_TOOL[0]["content"],
+                       "tools": [dict(WEATHER[0]["function"], type="function")]},
+                      {"X-Request-Id": rid})
+    call, = [item for item in first.json()["output"] if item["type"] == "function_call"]
+    r = c.other(c.served_by(rid)).post("/openai/v1/responses", {
+        "model": "codex", "previous_response_id": first.json()["id"], "stream": True,
+        "input": [{"type": "function_call_output", "call_id": call["call_id"], "output": "fog"}]})
+    assert r.status == 200 and b"TOOL-RESULT-SEEN: fog" in r.body
+    rid = request_id()
+    tools = [{"name": "get_weather", "input_schema": WEATHER[0]["function"]["parameters"]}]
+    first = c.request(address, "POST", "/anthropic/v1/messages",
+                      {"model": "claude", "max_tokens": 100, "messages": ASK_TOOL,
+                       "tools": tools}, {"X-Request-Id": rid})
+    use, = [b for b in first.json()["content"] if b["type"] == "tool_use"]
+    r = c.other(c.served_by(rid)).post("/anthropic/v1/messages", {
+        "model": "claude", "max_tokens": 100, "tools": tools, "messages": ASK_TOOL + [
+            {"role": "assistant", "content": first.json()["content"]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use["id"],
+                                          "content": "hail"}]}]})
+    assert r.json()["content"][0]["text"] == "TOOL-RESULT-SEEN: hail"
+
+
 def test_a_forwarded_request_is_not_forwarded_again_and_a_forged_mark_is_ignored(
         cluster, address):
     c = cluster()
