@@ -19,9 +19,9 @@ class Person(pydantic.BaseModel):
     age: int
 
 
-def run_weather_agent(base_url: str, backend: str):
-    """An Agents SDK agent with one function_tool on ``backend``; (the cities the tool was
-    called with, the run's result)."""
+def run_weather_agent(base_url: str, backend: str, streamed: bool = False):
+    """An Agents SDK agent with one function_tool on ``backend`` (``streamed``: the Responses
+    API's streams); (the cities the tool was called with, the run's result)."""
     agents = pytest.importorskip("agents")
     openai = pytest.importorskip("openai")
     agents.set_tracing_disabled(True)           # no trace export: nothing leaves the machine
@@ -38,8 +38,14 @@ def run_weather_agent(base_url: str, backend: str):
         model = agents.OpenAIResponsesModel(model=backend, openai_client=client)
         agent = agents.Agent(name="weather", instructions="Use the tools.",
                              tools=[get_weather], model=model)
+        ask = 'CALL-TOOL: get_weather {"city": "Paris"}'
         try:
-            return await agents.Runner.run(agent, 'CALL-TOOL: get_weather {"city": "Paris"}')
+            if not streamed:
+                return await agents.Runner.run(agent, ask)
+            result = agents.Runner.run_streamed(agent, ask)
+            async for _ in result.stream_events():
+                pass
+            return result
         finally:
             await client.close()
     return seen, asyncio.run(run())
@@ -63,9 +69,10 @@ def langchain_person(url: str, backend: str) -> Person:
     return model.with_structured_output(Person).invoke("Ada is 36.")
 
 
-@pytest.mark.parametrize("backend", ["claude", "codex"])
-def test_the_openai_agents_sdk_runs_a_function_tool_end_to_end(server, backend):
-    seen, result = run_weather_agent(server.url + "/openai/v1", backend)
+@pytest.mark.parametrize("backend, streamed", [("claude", False), ("codex", False),
+                                               ("claude", True)])
+def test_the_openai_agents_sdk_runs_a_function_tool_end_to_end(server, backend, streamed):
+    seen, result = run_weather_agent(server.url + "/openai/v1", backend, streamed)
     assert seen == ["Paris"]
     assert result.final_output == "TOOL-RESULT-SEEN: sunny in Paris"
 
