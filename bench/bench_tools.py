@@ -1,5 +1,6 @@
-"""Client tools benchmark (run: python3 bench/bench_tools.py): the tool bridge's round trip on
-the zero-work fake claude (tests/fakes), in one process with the server.
+"""Client tools benchmark (run: python3 bench/bench_tools.py [BACKEND...], default claude codex
+gemini): the tool bridge's round trip on the zero-work fake CLIs (tests/fakes), in one process
+with the server (gemini's runs load the workdir's configuration: it takes MCP servers only so).
 
 Measured, median of 30: the continuation's time to first token (the request carrying the tool
 result, until the first content delta of the streamed answer: the result goes over the Unix
@@ -22,6 +23,9 @@ sys.path.insert(0, ROOT)
 
 from tests.serverutil import make_server  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import record  # noqa: E402
+
 TOOLS = [{"type": "function", "function": {"name": "get_time",
                                            "parameters": {"type": "object"}}}]
 
@@ -43,32 +47,38 @@ def first_token(srv, body) -> float:
     return took
 
 
-def main() -> int:
+def measure(srv, backend: str):
+    """(plain streamed first tokens, continuation first tokens), 30 of each."""
+    plain, resumed = [], []
+    for _ in range(30):
+        plain.append(first_token(srv, {"model": backend, "stream": True, "messages": [
+            {"role": "user", "content": "hi"}], "tools": TOOLS, "tool_choice": "none"}))
+        ask = [{"role": "user", "content": "CALL-TOOL: get_time {}"}]
+        reply = srv.post("/openai/v1/chat/completions",
+                         {"model": backend, "messages": ask, "tools": TOOLS}).json()
+        message = reply["choices"][0]["message"]
+        resumed.append(first_token(srv, {"model": backend, "stream": True, "tools": TOOLS,
+                                         "messages": ask + [message, {
+                                             "role": "tool", "content": "noon",
+                                             "tool_call_id": message["tool_calls"][0]["id"]}]}))
+    return plain, resumed
+
+
+def main(backends) -> int:
     os.environ["PATH"] = os.path.join(ROOT, "tests", "fakes", "bin") + os.pathsep + os.environ["PATH"]
     os.environ["CLINVK_HOME"] = tempfile.mkdtemp()
     os.environ["FAKE_CLI_STATE_DIR"] = tempfile.mkdtemp()
-    srv = make_server({})
-    plain, resumed = [], []
+    srv = make_server({"server.allow_project_config": True})
     try:
-        for _ in range(30):
-            plain.append(first_token(srv, {"model": "claude", "stream": True, "messages": [
-                {"role": "user", "content": "hi"}], "tools": TOOLS, "tool_choice": "none"}))
-            ask = [{"role": "user", "content": "CALL-TOOL: get_time {}"}]
-            reply = srv.post("/openai/v1/chat/completions",
-                             {"model": "claude", "messages": ask, "tools": TOOLS}).json()
-            message = reply["choices"][0]["message"]
-            resumed.append(first_token(srv, {"model": "claude", "stream": True, "tools": TOOLS,
-                                             "messages": ask + [message, {
-                                                 "role": "tool", "content": "noon",
-                                                 "tool_call_id": message["tool_calls"][0]["id"]}]}))
+        for backend in backends:
+            plain, resumed = measure(srv, backend)
+            record("15", "tool result to the continuation's first token, fake %s" % backend,
+                   "median %.1f ms (a plain streamed request's first token: %.1f ms)"
+                   % (1000 * statistics.median(resumed), 1000 * statistics.median(plain)))
     finally:
         srv.stop()
-    print("plain streamed request, time to first token: median %.1f ms"
-          % (1000 * statistics.median(plain)))
-    print("tool result to the continuation's first token: median %.1f ms"
-          % (1000 * statistics.median(resumed)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:] or ["claude", "codex", "gemini"]))

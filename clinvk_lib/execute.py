@@ -288,11 +288,9 @@ def prepare(req: Request, cfg: Config, store: Optional[SessionStore] = None,
                         % (name, backend.executable), "backend")
     contents = backend.run_files(opts)
     if req.tool_bridge is not None:
-        if not backend.bridges_tools:
-            raise ExecError(ErrorKind.INVALID, "the %s backend cannot be given the client's "
-                            "tools (tools are bridged to claude, codex and gemini only): "
-                            "send the request without tools, or use one of those" % name,
-                            "tools")
+        problem = backend.tool_bridge_problem(opts.project_config)
+        if problem:
+            raise ExecError(ErrorKind.INVALID, problem, "tools")
         opts.tool_bridge = req.tool_bridge
         contents[options.BRIDGE_TICKET] = req.tool_bridge.ticket
     files = RunFiles(contents)

@@ -76,6 +76,20 @@ def test_system_prompt_is_a_toml_string_codex_decodes_to_the_same_text(text):
     assert tomllib.loads("v = " + codex.toml_string(text))["v"] == text
 
 
+def test_the_tool_bridge_is_an_mcp_server_of_config_overrides_codex_parses_as_toml():
+    tomllib = pytest.importorskip("tomllib")
+    bridge = options.ToolBridge(["/usr/bin/python3", '/opt/my "clinvk".py', "tool-bridge"],
+                                ["get_weather"], call_timeout=390.5)
+    opts = options.Options(run_files={options.BRIDGE_TICKET: "/run/t 1"}, tool_bridge=bridge)
+    got = BACKEND.build_argv(opts)
+    overrides = [got[i + 1] for i, a in enumerate(got) if a == "-c"]
+    server = tomllib.loads("\n".join(overrides))["mcp_servers"]["clinvk"]
+    assert server == {"command": "/usr/bin/python3", "default_tools_approval_mode": "approve",
+                      "args": ['/opt/my "clinvk".py', "tool-bridge", "/run/t 1"],
+                      "tool_timeout_sec": 390}
+    assert got[-1] == "-"
+
+
 @pytest.mark.parametrize("kw, field", [
     ({"approval_mode": "never"}, "approval_mode"),
     ({"sandbox_mode": "workspace-write"}, "sandbox_mode"),

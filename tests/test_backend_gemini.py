@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from clinvk_lib import events as ev
@@ -311,3 +313,22 @@ def test_forget_session_deletes_nothing_when_the_session_is_not_listed():
     gemini.BACKEND.forget_session("not-there", "gemini",
                                   lambda argv: ran.append(argv) or "No sessions found")
     assert ran == [["gemini", "--list-sessions"]]
+
+
+def test_a_bridged_trusted_run_gets_the_bridge_from_its_system_defaults_file():
+    bridge = options.ToolBridge(["/usr/bin/python3", "/opt/clinvk.py", "tool-bridge"],
+                                ["get_weather"])
+    opts = options.Options(project_config=True, tool_bridge=bridge,
+                           run_files={options.BRIDGE_TICKET: "/run/ticket"})
+    env = BACKEND.child_env({"PATH": "/usr/bin"}, opts)
+    assert env["GEMINI_CLI_TRUST_WORKSPACE"] == "true"
+    assert env["CLINVK_TOOL_TICKET"] == "/run/ticket"
+    with open(env["GEMINI_CLI_SYSTEM_DEFAULTS_PATH"]) as f:
+        server = json.load(f)["mcpServers"]["clinvk"]
+    assert server["command"] == "/usr/bin/python3" and server["trust"] is True
+    assert server["args"] == ["/opt/clinvk.py", "tool-bridge", "$CLINVK_TOOL_TICKET"]
+
+
+def test_an_untrusted_run_cannot_be_given_tools_and_says_why():
+    assert "untrusted" in BACKEND.tool_bridge_problem(False)
+    assert BACKEND.tool_bridge_problem(True) == ""

@@ -96,7 +96,7 @@ def test_cells_show_passes_failures_skips_and_missing_tests(recorded):
     assert codex[at["json"]] == "✗ 1 of 2"
     assert codex[at["stream deltas"]] == "✓ 1 (whole messages)"
     assert qwen[1:3] == ["not installed", "skipped"]
-    assert claude[at["resume"]] == "not tested" and claude[at["tool bridge"]] == "not built"
+    assert claude[at["resume"]] == "not tested" and claude[at["tool bridge"]] == "not tested"
 
 
 def test_the_section_names_the_run_lists_failures_and_keeps_the_rest(recorded):

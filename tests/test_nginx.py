@@ -309,6 +309,99 @@ def test_session_created_through_one_instance_is_resumed_through_the_other(clust
     assert other.get("/api/v1/sessions/" + sid).json()["turn_count"] == 2
 
 
+# -- client tools: the result reaches the instance whose run waits for it -------------------------
+
+WEATHER = [{"type": "function", "function": {
+    "name": "get_weather", "parameters": {"type": "object",
+                                          "properties": {"city": {"type": "string"}}}}}]
+ASK_TOOL = [{"role": "user", "content": 'CALL-TOOL: get_weather {"city": "Paris"}'}]
+
+
+def answered_call(first: Reply, result: str, **extra: Any) -> Dict[str, Any]:
+    message = first.json()["choices"][0]["message"]
+    return dict({"model": "claude", "tools": WEATHER, "messages": ASK_TOOL + [message, {
+        "role": "tool", "tool_call_id": message["tool_calls"][0]["id"], "content": result}]},
+        **extra)
+
+
+def test_a_tool_result_sent_to_another_instance_reaches_the_parked_run(cluster, address):
+    c = cluster()
+    rid = request_id()
+    first = c.request(address, "POST", "/openai/v1/chat/completions",
+                      {"model": "claude", "tools": WEATHER, "messages": ASK_TOOL},
+                      {"X-Request-Id": rid})
+    assert first.json()["choices"][0]["finish_reason"] == "tool_calls", first
+    other = c.other(c.served_by(rid))
+    r = other.post("/openai/v1/chat/completions", answered_call(first, "sunny"))
+    assert r.status == 200, r
+    assert r.json()["choices"][0]["message"]["content"] == "TOOL-RESULT-SEEN: sunny"
+
+
+def test_tool_results_through_nginx_reach_the_parked_runs_streamed(cluster, address):
+    c = cluster()
+    for n in range(4):              # nginx hashes each request on a random key
+        rid = request_id()
+        first = c.request(address, "POST", "/openai/v1/chat/completions",
+                          {"model": "claude", "tools": WEATHER, "messages": ASK_TOOL},
+                          {"X-Request-Id": rid})
+        rid = request_id()
+        r = c.request(address, "POST", "/openai/v1/chat/completions",
+                      answered_call(first, "cloudy %d" % n, stream=True), {"X-Request-Id": rid})
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+        assert "TOOL-RESULT-SEEN: cloudy %d" % n in "".join(
+            json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+            for line in r.body.decode().splitlines()
+            if line.startswith("data: {") and json.loads(line[6:])["choices"])
+
+
+def test_responses_and_anthropic_results_sent_to_another_instance_reach_their_runs(
+        cluster, address):
+    c = cluster()
+    rid = request_id()
+    first = c.request(address, "POST", "/openai/v1/responses",
+                      {"model": "codex", "input": ASK_TOOL[0]["content"],
+                       "tools": [dict(WEATHER[0]["function"], type="function")]},
+                      {"X-Request-Id": rid})
+    call, = [item for item in first.json()["output"] if item["type"] == "function_call"]
+    r = c.other(c.served_by(rid)).post("/openai/v1/responses", {
+        "model": "codex", "previous_response_id": first.json()["id"], "stream": True,
+        "input": [{"type": "function_call_output", "call_id": call["call_id"], "output": "fog"}]})
+    assert r.status == 200 and b"TOOL-RESULT-SEEN: fog" in r.body
+    rid = request_id()
+    tools = [{"name": "get_weather", "input_schema": WEATHER[0]["function"]["parameters"]}]
+    first = c.request(address, "POST", "/anthropic/v1/messages",
+                      {"model": "claude", "max_tokens": 100, "messages": ASK_TOOL,
+                       "tools": tools}, {"X-Request-Id": rid})
+    use, = [b for b in first.json()["content"] if b["type"] == "tool_use"]
+    r = c.other(c.served_by(rid)).post("/anthropic/v1/messages", {
+        "model": "claude", "max_tokens": 100, "tools": tools, "messages": ASK_TOOL + [
+            {"role": "assistant", "content": first.json()["content"]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use["id"],
+                                          "content": "hail"}]}]})
+    assert r.json()["content"][0]["text"] == "TOOL-RESULT-SEEN: hail"
+
+
+def test_a_forwarded_request_is_not_forwarded_again_and_a_forged_mark_is_ignored(
+        cluster, address):
+    c = cluster()
+    rid = request_id()
+    first = c.request(address, "POST", "/openai/v1/chat/completions",
+                      {"model": "claude", "tools": WEATHER, "messages": ASK_TOOL},
+                      {"X-Request-Id": rid})
+    other = c.other(c.served_by(rid))
+    # A client's own mark (not the home's key) does not stop the forwarding.
+    with open(os.path.join(c.tmp, "clinvk-home", "tool-bridge", "forward.key")) as f:
+        key = f.read()
+    # Marked with the home's key, as a forwarded request is: answered where it lands (404).
+    r = other.post("/openai/v1/chat/completions", answered_call(first, "x"),
+                   headers={"X-Clinvk-Forwarded": key})
+    assert r.status == 404 and r.json()["error"]["code"] == "tool_call_not_found"
+    # A client's own mark (not the home's key) does not stop the forwarding.
+    r = other.post("/openai/v1/chat/completions", answered_call(first, "x"),
+                   headers={"X-Clinvk-Forwarded": "guess"})
+    assert r.json()["choices"][0]["message"]["content"] == "TOOL-RESULT-SEEN: x"
+
+
 # -- the client's address ------------------------------------------------------------------------
 
 

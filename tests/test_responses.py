@@ -185,11 +185,19 @@ def test_a_content_part_that_is_not_text_is_a_400_naming_it(server, record, part
     assert records(record) == []
 
 
-@pytest.mark.parametrize("item_type", ["function_call_output", "reasoning", "item_reference"])
-def test_an_item_that_is_not_a_message_is_a_400_naming_its_type(server, item_type):
+@pytest.mark.parametrize("item_type", ["reasoning", "item_reference", "web_search_call"])
+def test_an_item_that_is_not_a_message_nor_a_function_call_is_a_400_naming_its_type(
+        server, item_type):
     reply = create(server, input=[{"role": "user", "content": "hi"},
                                   {"type": item_type, "call_id": "c1", "output": "42"}])
     assert reply.status == 400 and reply.json()["error"]["param"] == "input[1].type"
+
+
+def test_a_function_call_output_no_parked_run_waits_for_is_a_404_naming_it(server):
+    # (Client tools: tests/test_tool_bridge_responses.py.)
+    reply = create(server, input=[{"role": "user", "content": "hi"},
+                                  {"type": "function_call_output", "call_id": "c1", "output": "42"}])
+    assert reply.status == 404 and reply.json()["error"]["code"] == "tool_call_not_found"
 
 
 def test_a_trailing_assistant_item_is_a_400_naming_its_role(server):

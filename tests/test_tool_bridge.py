@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from typing import Any, Dict, List
 
 
@@ -171,6 +172,24 @@ def test_a_client_that_hangs_up_while_parked_does_not_lose_the_run(server):
     assert r.json()["choices"][0]["message"]["content"] == "TOOL-RESULT-SEEN: still here"
 
 
+def test_shutdown_stops_parked_runs_and_lets_a_round_being_answered_end_with_its_calls(
+        start_server):
+    srv = start_server()
+    chat(srv, [{"role": "user", "content": ASK}])
+    assert srv.app.tool_bridge.runs.parked_count() == 1
+    got = {}
+    slow = threading.Thread(target=lambda: got.update(reply=chat(
+        srv, [{"role": "user", "content": "FAKE_SLEEP: 1\n" + ASK}])))
+    slow.start()
+    assert wait_for(lambda: srv.app.in_flight == 1)
+    srv.stop()                      # as SIGTERM: drain, then cancel what is left
+    slow.join()
+    reply = got["reply"]
+    assert reply.status == 200 and reply.json()["choices"][0]["finish_reason"] == "tool_calls"
+    assert wait_for(lambda: srv.app.limiter.in_use == 0)
+    assert srv.app.tool_bridge.runs.parked_count() == 0
+
+
 def test_another_api_keys_call_is_unknown(start_server):
     srv = start_server(**{"server.api_keys": ["k-one", "k-two"]})
     messages = [{"role": "user", "content": ASK}]
@@ -181,15 +200,44 @@ def test_another_api_keys_call_is_unknown(start_server):
     assert r.json()["choices"][0]["message"]["content"] == "TOOL-RESULT-SEEN: x"
 
 
+def test_codex_gets_the_tools_from_its_mcp_servers_config_and_a_round_trip_works(server):
+    messages = [{"role": "user", "content": ASK + "\nCALL-TOOL: get_time {}"}]
+    first = chat(server, messages, model="codex").json()
+    calls = first["choices"][0]["message"]["tool_calls"]
+    assert first["choices"][0]["finish_reason"] == "tool_calls"
+    assert sorted(c["function"]["name"] for c in calls) == ["get_time", "get_weather"]
+    results = ["sunny" if c["function"]["name"] == "get_weather" else "noon" for c in calls]
+    second = chat(server, answered(messages, first, *results), model="codex").json()
+    assert second["choices"][0]["message"]["content"] == "TOOL-RESULT-SEEN: sunny | noon"
+
+
+def test_gemini_gets_the_tools_when_its_runs_load_the_workdirs_configuration(start_server):
+    srv = start_server(**{"server.allow_project_config": True})
+    messages = [{"role": "user", "content": ASK + "\nCALL-TOOL: get_time {}"}]
+    first = chat(srv, messages, model="gemini").json()
+    calls = first["choices"][0]["message"]["tool_calls"]
+    assert sorted(c["function"]["name"] for c in calls) == ["get_time", "get_weather"]
+    results = ["rain" if c["function"]["name"] == "get_weather" else "dusk" for c in calls]
+    second = chat(srv, answered(messages, first, *results), model="gemini").json()
+    assert second["choices"][0]["message"]["content"] == "TOOL-RESULT-SEEN: rain | dusk"
+
+
+def test_gemini_untrusted_is_a_400_saying_why(server):
+    r = chat(server, [{"role": "user", "content": ASK}], model="gemini")
+    assert r.status == 400 and r.json()["error"]["param"] == "tools"
+    assert "server.allow_project_config" in r.json()["error"]["message"]
+
+
 def test_tool_choice_none_runs_without_the_tools(server):
     r = chat(server, [{"role": "user", "content": "plain"}], tool_choice="none")
     assert r.json()["choices"][0]["message"]["content"] == "echo: plain"
 
 
 def test_a_backend_that_cannot_take_tools_is_a_400_naming_it(server):
-    r = chat(server, [{"role": "user", "content": ASK}], model="qwen")
-    assert r.status == 400
-    assert r.json()["error"]["param"] == "tools" and "qwen" in r.json()["error"]["message"]
+    for backend in ("qwen", "gemini"):
+        r = chat(server, [{"role": "user", "content": ASK}], model=backend)
+        assert r.status == 400
+        assert r.json()["error"]["param"] == "tools" and backend in r.json()["error"]["message"]
 
 
 def test_a_tool_name_the_clis_cannot_take_is_a_400_naming_it(server):

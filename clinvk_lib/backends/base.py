@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ..fsutil import read_json
 from . import gitenv
@@ -139,6 +139,23 @@ class Backend:
     # Whether the CLI can be given the client's tools over MCP (Options.tool_bridge), checked
     # end to end against the real CLI.
     bridges_tools = False
+
+    def tool_bridge_problem(self, project_config: bool) -> str:
+        """Why this CLI cannot be given the client's tools in a run that loads (or not) the
+        workdir's configuration: a sentence naming the backend, or ""."""
+        if self.bridges_tools:
+            return ""
+        return ("the %s backend cannot be given the client's tools (tools are bridged to "
+                "claude, codex and gemini only): send the request without tools, or use one "
+                "of those" % self.name)
+
+    def bridged_tool_use(self, content: Dict[str, Any]) -> Tuple[str, Dict[str, Any], str]:
+        """(tool name as the CLI names it, arguments, the CLI's call id) of a tool_use event's
+        content, for matching it to the bridge's MCP calls."""
+        arguments = content.get("input")
+        return (str(content.get("name") or content.get("tool_name") or ""),
+                arguments if isinstance(arguments, dict) else {},
+                str(content.get("id") or content.get("tool_id") or ""))
 
     def run_files(self, opts: Options) -> Dict[str, str]:
         """Files the run hands the CLI, {key: text}. execute writes each one (0600, in a

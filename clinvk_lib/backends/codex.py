@@ -236,6 +236,29 @@ def _configured_provider(env: Dict[str, str]) -> str:
     return m.group(1) if m else ""
 
 
+def toml_array(words: List[str]) -> str:
+    return "[%s]" % ", ".join(toml_string(w) for w in words)
+
+
+def bridge_flags(opts: options.Options) -> List[str]:
+    """The client's tools as codex-cli 0.169.0 takes an MCP server: ``-c mcp_servers.NAME.*``
+    overrides (command, args: the ticket's path is all they hold). Its tool_timeout_sec (60 by
+    default) is how long one call may wait for the HTTP client's next request; every tool of
+    the server is approved beforehand (exec cannot ask). codex names the tools
+    ``mcp__clinvk__NAME`` to the model, and sends no call id in the MCP request's _meta: calls
+    are matched by name and arguments to its mcp_tool_call items. Its built-in tools (shell,
+    apply_patch) stay: codex has no switch for them."""
+    bridge = opts.tool_bridge
+    command = bridge.command_for(opts)
+    head = "mcp_servers.%s." % options.BRIDGE_SERVER
+    flags = ["-c", head + "command=" + toml_string(command[0]),
+             "-c", head + "args=" + toml_array(command[1:]),
+             "-c", head + "default_tools_approval_mode=\"approve\""]
+    if bridge.call_timeout:
+        flags += ["-c", head + "tool_timeout_sec=%d" % int(bridge.call_timeout)]
+    return flags
+
+
 class CodexBackend(base.Backend):
     name = NAME
     executable = "codex"
@@ -308,6 +331,8 @@ class CodexBackend(base.Backend):
             argv += ["-c", "developer_instructions=" + toml_string(opts.system_prompt)]
         if opts.ephemeral:
             argv.append("--ephemeral")
+        if opts.tool_bridge is not None:
+            argv += bridge_flags(opts)
         if SCHEMA_FILE in opts.run_files:
             # An exec option: before `resume`, as --sandbox must be (codex-cli 0.169.0).
             argv.append("--output-schema=" + opts.run_files[SCHEMA_FILE])
@@ -318,6 +343,16 @@ class CodexBackend(base.Backend):
             argv += ["resume", opts.resume_id]
         # "-": read the prompt from stdin (codex also waits for stdin's EOF).
         return argv + ["-"]
+
+    bridges_tools = True
+
+    def bridged_tool_use(self, content: Dict[str, Any]) -> Any:
+        # An mcp_tool_call item's input is {"server", "arguments"} (see _tool_call).
+        name, tool_input, call_id = super().bridged_tool_use(content)
+        if tool_input.get("server") != options.BRIDGE_SERVER:
+            return "", {}, call_id
+        arguments = tool_input.get("arguments")
+        return name, arguments if isinstance(arguments, dict) else {}, call_id
 
     def output_schema_route(self, schema: Dict[str, Any]) -> str:
         # OpenAI's strict mode (codex always sends strict: true) lists every property of an

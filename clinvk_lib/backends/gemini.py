@@ -235,6 +235,21 @@ def _output_objects(stdout: str, stderr: str) -> List[Dict[str, Any]]:
     return []
 
 
+# Where a bridged run's ticket path is, for the bridge's entry of the system defaults file.
+TICKET_VARIABLE = "CLINVK_TOOL_TICKET"
+# How long gemini lets one MCP call run, in ms (its default is 10 minutes): a bridged call
+# waits for the client's next request, and clinvk stops the run when it waits too long
+# (server.tool_result_timeout_secs).
+BRIDGE_CALL_TIMEOUT_MS = 24 * 3600 * 1000
+
+
+def bridge_settings(bridge: options.ToolBridge) -> Dict[str, Any]:
+    """The system defaults that give gemini 0.61.0 the tool bridge's MCP server."""
+    return {"mcpServers": {options.BRIDGE_SERVER: {
+        "command": bridge.command[0], "args": bridge.command[1:] + ["$" + TICKET_VARIABLE],
+        "trust": True, "timeout": BRIDGE_CALL_TIMEOUT_MS}}}
+
+
 class GeminiBackend(base.Backend):
     name = NAME
     executable = "gemini"
@@ -314,6 +329,27 @@ class GeminiBackend(base.Backend):
             argv.append("--debug")
         return argv + list(opts.extra)
 
+    # The tool bridge, in runs that load the workdir's configuration only: gemini 0.61.0
+    # starts no MCP server at all in an untrusted folder (its McpClientManager returns early;
+    # a stdio server throws "current folder is not trusted"), and server runs are untrusted
+    # unless server.allow_project_config (gemini_trust). The server comes from the system
+    # defaults file (the one settings layer clinvk may write: the user's and the workdir's
+    # settings.json are not clinvk's), the same for every run: the ticket's path is
+    # $CLINVK_TOOL_TICKET, which gemini expands in settings. "trust": its calls need no
+    # confirmation (a headless run cannot ask). gemini names the tools to the model
+    # mcp_clinvk_NAME, wraps their results in <untrusted_context> tags, and sends no call id
+    # in the MCP request: calls are matched by name and arguments to its tool_use events.
+    bridges_tools = True
+
+    def tool_bridge_problem(self, project_config: bool) -> str:
+        if project_config:
+            return ""
+        return ("the gemini backend cannot be given the client's tools here: gemini 0.61.0 "
+                "starts no MCP server in an untrusted folder, and clinvk runs gemini "
+                "untrusted so that the workdir's configuration is not loaded (set "
+                "server.allow_project_config: true if the contents of every workdir are "
+                "trusted), or use claude or codex")
+
     def ignored_options(self, opts: options.Options) -> List[str]:
         out = []
         if opts.sandbox_mode == "read-only":
@@ -349,6 +385,10 @@ class GeminiBackend(base.Backend):
         env = super().child_env(base_env, opts)
         if opts is None or opts.project_config:
             env["GEMINI_CLI_TRUST_WORKSPACE"] = "true"      # same as --skip-trust
+            if opts is not None and opts.tool_bridge is not None:
+                env["GEMINI_CLI_SYSTEM_DEFAULTS_PATH"] = gemini_trust.bridge_defaults_file(
+                    bridge_settings(opts.tool_bridge))
+                env[TICKET_VARIABLE] = opts.run_files.get(options.BRIDGE_TICKET, "")
             return env
         # Untrusted, gemini reads none of the workdir's configuration (see gemini_trust).
         env["GEMINI_CLI_TRUST_WORKSPACE"] = "false"

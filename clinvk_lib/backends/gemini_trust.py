@@ -12,10 +12,11 @@ own system settings (``/etc/gemini-cli/settings.json``) still apply on top of it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
-from typing import List
+from typing import Any, Dict, List, Optional
 
 from ..fsutil import private_cache_dir, write_if_changed
 from .options import SetupError
@@ -32,6 +33,10 @@ _NEEDS_ROOT = ("gemini cannot run here without loading the workdir's configurati
                "it. clinvk runs as uid %d, so create %s once as root: sudo mkdir -p %s && echo "
                "'%s' | sudo tee %s (or set server.allow_project_config: true if the contents "
                "of every workdir are trusted)")
+_BRIDGE_NEEDS_ROOT = ("gemini takes the client's tools from an MCP server in its system defaults "
+                      "file, which gemini 0.61.0 reads only when root owns it and every "
+                      "directory above it. clinvk runs as uid %d, so create %s once as root: "
+                      "sudo mkdir -p %s && echo '%s' | sudo tee %s")
 
 
 def untrusted_defaults_file() -> str:
@@ -42,30 +47,59 @@ def untrusted_defaults_file() -> str:
     provisioned = PROVISIONED_DEFAULTS
     if os.path.lexists(provisioned):
         return _checked(provisioned)
+    return _written(FILE_NAME, UNTRUSTED_DEFAULTS, provisioned, _NEEDS_ROOT)
+
+
+def bridge_defaults_file(settings: Dict[str, Any]) -> str:
+    """A system defaults file holding ``settings`` (the tool bridge's MCP server, for a run
+    that loads the workdir's configuration), which gemini will read: written by clinvk when
+    it runs as root (named by its content, which is the same for every run of this clinvk);
+    else the operator's copy at PROVISIONED_BRIDGE. SetupError naming the fix otherwise."""
+    text = json.dumps(settings, sort_keys=True)
+    name = "gemini-tool-bridge-%s.json" % hashlib.sha256(text.encode()).hexdigest()[:12]
+    provisioned = os.path.join(os.path.dirname(PROVISIONED_DEFAULTS), name)
+    if os.path.lexists(provisioned):
+        return _checked(provisioned, settings)
+    return _written(name, settings, provisioned, _BRIDGE_NEEDS_ROOT)
+
+
+def _written(name: str, settings: Dict[str, Any], provisioned: str, needs_root: str) -> str:
     euid = os.geteuid()
     if euid != 0:
-        raise SetupError(_NEEDS_ROOT % (euid, provisioned, os.path.dirname(provisioned),
-                                        json.dumps(UNTRUSTED_DEFAULTS), provisioned))
+        raise SetupError(needs_root % (euid, provisioned, os.path.dirname(provisioned),
+                                       json.dumps(settings), provisioned))
     try:
         # In clinvk's own directory: gemini skips a file whose directories are not the
         # account's (a test's $HOME under /tmp).
-        path = os.path.join(private_cache_dir(), FILE_NAME)
-        write_if_changed(path, json.dumps(UNTRUSTED_DEFAULTS) + "\n")
+        path = os.path.join(private_cache_dir(), name)
+        write_if_changed(path, json.dumps(settings) + "\n")
     except (OSError, KeyError) as exc:
         raise SetupError("cannot write gemini's system defaults file (%s): create %s as root "
                          "instead, or set server.allow_project_config: true" % (exc, provisioned))
-    return _checked(path)
+    return _checked(path, settings)
 
 
-def _checked(path: str) -> str:
-    """``path`` when gemini would read it and it turns folder trust off; else SetupError."""
+def _checked(path: str, settings: Optional[Dict[str, Any]] = None) -> str:
+    """``path`` when gemini would read it and it holds ``settings`` (default: turns folder
+    trust off); else SetupError."""
     problem = gemini_skips(path)
-    if not problem and _folder_trust(path) is not False:
+    if settings is not None:
+        if not problem and _read(path) != settings:
+            problem = "it must hold the JSON %s" % json.dumps(settings)
+    elif not problem and _folder_trust(path) is not False:
         problem = "it must hold the JSON %s" % json.dumps(UNTRUSTED_DEFAULTS)
     if problem:
         raise SetupError("gemini's system defaults file %s cannot be used: %s (or set "
                          "server.allow_project_config: true)" % (path, problem))
     return path
+
+
+def _read(path: str) -> object:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def _folder_trust(path: str) -> object:

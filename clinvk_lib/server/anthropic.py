@@ -156,6 +156,9 @@ def create_message(ctx: Context) -> Any:
     metadata = {"user_id": user_id} if user_id else None
     results = tool_results(body["messages"])
     if results:
+        forwarded = toolcalls.elsewhere(ctx, results)
+        if forwarded is not None:
+            return forwarded
         run = toolcalls.resume(ctx, results, "messages[%d].content"
                                % (len(body["messages"]) - 1))
         return _bridged(ctx, body, run, "")

@@ -25,7 +25,7 @@ Errors have OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from .. import events as ev
 from . import compat, errors, models, openapi, sse, structured, toolcalls
@@ -116,24 +116,57 @@ def chat_completions(ctx: Context) -> Any:
     body = ctx.json_body()
     results = tool_results(body["messages"])
     if results:
+        forwarded = toolcalls.elsewhere(ctx, results)
+        if forwarded is not None:
+            return forwarded
         run = toolcalls.resume(ctx, results, "messages[%d].tool_call_id"
                                % (len(body["messages"]) - 1))
         return _bridged(ctx, body, run, "")
     conv = conversation(body["messages"])
+    output = structured.from_chat(body)
+    forced = output.tool if output is not None else ""
     tools = tool_request(body)
-    if tools.bridged:
+    if tools.bridged and not forced:
         run, sent = toolcalls.start(ctx, "openai", body["model"], conv, tools, "call_",
                                     body.get("metadata"))
         return _bridged(ctx, body, run, sent)
     run = compat.prepare(ctx, "openai", body["model"], conv,
                          stream=body["stream"], metadata=body.get("metadata"),
-                         output=structured.from_chat(body))
+                         output=output)
     if not body["stream"]:
         reply = compat.complete(ctx, run)
+        if forced:
+            return json_response(completion(body, "", [ForcedCall(forced, reply.text)],
+                                            reply.usage),
+                                 headers=compat.session_headers(reply.session_id))
         return json_response(completion(body, reply.text, [], reply.usage),
                              headers=compat.session_headers(reply.session_id))
     session_id, pieces = compat.stream(ctx, run)
+    if forced:
+        pieces = _as_forced_call(pieces, forced)
     return _streamed(ctx, body, pieces, session_id)
+
+
+class ForcedCall(NamedTuple):
+    """The reply to a forced function (``structured._forced_function``): its call, the JSON
+    value as its arguments."""
+
+    name: str
+    arguments_json: str
+    id: str = ""
+
+
+def _as_forced_call(pieces: Iterator[Any], name: str) -> Iterator[Any]:
+    """A structured stream's pieces with the JSON reply as the forced function's call (its
+    text deltas are held back: the checked reply comes whole with Finished)."""
+    try:
+        for piece in pieces:
+            if isinstance(piece, compat.Finished):
+                yield toolcalls.ToolCalls([ForcedCall(name, piece.reply)], "", piece.usage)
+            elif not isinstance(piece, compat.Delta):
+                yield piece
+    finally:
+        close_iterator(pieces)
 
 
 def _bridged(ctx: Context, body: Dict[str, Any], run: Any, sent: str) -> Any:
@@ -169,7 +202,7 @@ def completion(body: Dict[str, Any], text: str, calls: List[Any],
 
 
 def tool_call(call: Any) -> Dict[str, Any]:
-    return {"id": call.id, "type": "function",
+    return {"id": call.id or compat.new_id("call_"), "type": "function",
             "function": {"name": call.name, "arguments": call.arguments_json}}
 
 

@@ -95,6 +95,16 @@ _IDEMPOTENCY_KEY_PARAM = {
                    "request's answer, waiting for it while it runs, and starts no run."}
 
 
+# The client tool flow (the tool bridge, README "Client tools"), per dialect: how the call
+# comes out, how the result goes in, a worked example.
+_TOOLS_NOTE = (" Client tools: the agent (claude, codex; gemini where runs load the workdir's "
+               "configuration) may call the request's tools; the "
+               "reply then ends with %s and the run waits (parked, up to "
+               "server.tool_result_timeout_secs) for the next request, which carries the "
+               "results as %s; its answer continues the run. An id no parked run waits for is "
+               "a 404 tool_call_not_found. Example: %s")
+
+
 class Operation(NamedTuple):
     """One operation of the API, as the OpenAPI document describes it.
 
@@ -251,7 +261,20 @@ DEFAULT_ROUTES: Tuple[Operation, ...] = (
               "Create a chat completion", request=api.ChatCompletionRequest,
               response=api.OpenAIChatCompletion, errors=_COMPAT, streaming=(SSE,), starts_runs=True,
               description="The reply carries X-Clinvk-Session-Id; send it back as a request header "
-                          "to continue that session with only the newest user turn."),
+                          "to continue that session with only the newest user turn." + (
+                              _TOOLS_NOTE % (
+                                  "finish_reason tool_calls and message.tool_calls",
+                                  "role tool messages (tool_call_id)",
+                                  '{"model": "claude", "messages": [{"role": "user", "content": '
+                                  '"Weather in Paris?"}], "tools": [{"type": "function", '
+                                  '"function": {"name": "get_weather", "parameters": {"type": '
+                                  '"object", "properties": {"city": {"type": "string"}}}}}]} '
+                                  'answers message.tool_calls [{"id": "call_5f2c9a1e_...", '
+                                  '"type": "function", "function": {"name": "get_weather", '
+                                  '"arguments": "{\\"city\\": \\"Paris\\"}"}}]; the next '
+                                  'request sends the same messages, that assistant message and '
+                                  '{"role": "tool", "tool_call_id": "call_5f2c9a1e_...", '
+                                  '"content": "sunny"}, and its answer is the agent\'s reply.'))),
     Operation("POST", "/openai/v1/responses", "openaiCreateResponse", OPENAI,
               "Create a response", request=rs.ResponsesRequest, response=rs.OpenAIResponse,
               errors=_COMPAT, streaming=(SSE,), starts_runs=True,
@@ -260,7 +283,22 @@ DEFAULT_ROUTES: Tuple[Operation, ...] = (
                           "true) keeps the response for the caller's API key; background: true "
                           "answers at once (queued) and runs as a durable job of kind response "
                           "(503 past server.max_queued_jobs). The reply carries "
-                          "X-Clinvk-Session-Id."),
+                          "X-Clinvk-Session-Id." + (
+                              _TOOLS_NOTE % (
+                                  "function_call output items (call_id)",
+                                  "function_call_output items (call_id), with or without "
+                                  "previous_response_id",
+                                  '{"model": "codex", "input": "Weather in Paris?", "tools": '
+                                  '[{"type": "function", "name": "get_weather", "parameters": '
+                                  '{"type": "object", "properties": {"city": {"type": '
+                                  '"string"}}}}]} answers output [{"type": "function_call", '
+                                  '"call_id": "call_5f2c9a1e_...", "name": "get_weather", '
+                                  '"arguments": "{\\"city\\": \\"Paris\\"}"}]; the next '
+                                  'request sends {"previous_response_id": "resp_...", "input": '
+                                  '[{"type": "function_call_output", "call_id": '
+                                  '"call_5f2c9a1e_...", "output": "sunny"}]} and its answer is '
+                                  'the agent\'s reply. Client tools cannot run in the '
+                                  'background.'))),
     Operation("GET", "/openai/v1/responses/{id}", "openaiGetResponse", OPENAI,
               "Get a stored response", response=rs.OpenAIResponse,
               errors=(401, 404, 429, 503), params=rs.ResponsePath,
@@ -286,7 +324,20 @@ DEFAULT_ROUTES: Tuple[Operation, ...] = (
               response=api.AnthropicMessageResponse,
               errors=_COMPAT, streaming=(SSE,), starts_runs=True,
               description="Also served at /anthropic/v1/v1/messages, the path the Anthropic SDK "
-                          "requests when its base_url ends in /v1."),
+                          "requests when its base_url ends in /v1." + (
+                              _TOOLS_NOTE % (
+                                  "stop_reason tool_use and tool_use content blocks",
+                                  "tool_result blocks (tool_use_id) in its last user message",
+                                  '{"model": "claude", "max_tokens": 1024, "messages": '
+                                  '[{"role": "user", "content": "Weather in Paris?"}], "tools": '
+                                  '[{"name": "get_weather", "input_schema": {"type": "object", '
+                                  '"properties": {"city": {"type": "string"}}}}]} answers '
+                                  'content [{"type": "tool_use", "id": "toolu_5f2c9a1e_...", '
+                                  '"name": "get_weather", "input": {"city": "Paris"}}]; the next '
+                                  'request adds that assistant message and {"role": "user", '
+                                  '"content": [{"type": "tool_result", "tool_use_id": '
+                                  '"toolu_5f2c9a1e_...", "content": "sunny"}]}, and its answer '
+                                  'is the agent\'s reply.'))),
     Operation("POST", "/anthropic/v1/messages/count_tokens", "anthropicCountTokens", ANTHROPIC,
               "Count tokens (estimate)", request=api.CountTokensRequest,
               response=api.CountTokensResponse, errors=(400, 401, 404, 413, 415, 429)),

@@ -2,8 +2,10 @@
 failed or cancelled), with every field the official SDKs' ``Response`` model reads.
 
 The reply is one ``message`` output item (``msg_...``) holding one ``output_text`` part (no
-annotations, no logprobs). Parameters clinvk accepts and ignores are reported as what is in
-effect: ``tools`` is empty (the agent uses its own), ``tool_choice`` ``auto``, ``truncation``
+annotations, no logprobs), followed by a ``function_call`` item per client tool the agent
+called (``responses_tools``; then the message is left out when it has no text). Parameters
+clinvk accepts and ignores are reported as what is in effect: ``tools`` holds the request's
+function tools only, ``tool_choice`` is ``auto``, ``truncation``
 ``disabled``, and the sampling ones (``temperature``, ``top_p``, ``max_output_tokens``,
 ``reasoning``) null. ``output_text`` is left to the SDKs, which compute it from ``output``.
 """
@@ -57,7 +59,9 @@ class Draft:
             "output": [], "parallel_tool_calls": request.get("parallel_tool_calls", True),
             "previous_response_id": request.get("previous_response_id"), "reasoning": None,
             "store": request["store"], "temperature": None,
-            "text": request.get("text") or DEFAULT_TEXT, "tool_choice": "auto", "tools": [],
+            "text": request.get("text") or DEFAULT_TEXT, "tool_choice": "auto",
+            "tools": [t for t in request.get("tools") or []
+                      if isinstance(t, dict) and t.get("type") == "function"],
             "top_p": None, "truncation": "disabled", "usage": None, "user": None,
             "metadata": dict(request.get("metadata") or {}),
         }
@@ -76,8 +80,12 @@ class Draft:
         """The object as it stands (a copy; its lists are new)."""
         return dict(self.body, output=list(self.body["output"]))
 
-    def complete(self, text: str, usage: ev.Usage) -> Dict[str, Any]:
-        return self._end(COMPLETED, output=[message_item(self.item_id, text)],
+    def complete(self, text: str, usage: ev.Usage,
+                 call_items: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
+        """Completed with ``text`` and, when the round ended on client tool calls, their
+        ``function_call`` items (the message only when it has text)."""
+        message = [message_item(self.item_id, text)] if text or not call_items else []
+        return self._end(COMPLETED, output=message + list(call_items or []),
                          usage=usage_body(usage))
 
     def fail(self, err: errors.ApiError, partial: str = "") -> Dict[str, Any]:

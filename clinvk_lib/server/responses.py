@@ -6,9 +6,12 @@ What a request may carry and what happens to it:
 - ``model`` picks the backend as in chat (``models.resolve_model``); the response echoes it.
 - ``input``: a string (one user message) or a list of message items (``type: "message"`` or
   no type) with role user, assistant, system or developer and content a string or a list of
-  ``input_text`` / ``output_text`` parts. Other part types are a 400 naming the part
-  (``input[1].content[0].type``), other item types one naming the item (client tools and
-  reasoning items cannot be replayed to an agent that runs its own tools).
+  ``input_text`` / ``output_text`` parts, and the ``function_call`` / ``function_call_output``
+  items of client tools (``responses_tools``). Other part types are a 400 naming the part
+  (``input[1].content[0].type``), other item types one naming the item (reasoning items
+  cannot be replayed to an agent).
+- ``tools`` of type function and ``tool_choice``: the client's tools, bridged to the agent
+  (``responses_tools``, ``toolcalls``).
 - ``instructions`` and system/developer messages, in that order, joined by a blank line, go
   to the backend's system prompt, as a chat's system messages do; the other messages become
   the prompt as in chat (``compat.render_prompt``). The last message must be a user message.
@@ -27,7 +30,7 @@ What a request may carry and what happens to it:
 - ``metadata``: stored with the response and with a new clinvk session.
 - ``text``: ``format`` ``text`` (structured output formats: ``structured.py``).
 - Accepted and ignored: everything else (``temperature``, ``top_p``, ``max_output_tokens``,
-  ``reasoning``, ``tools``, ``tool_choice``, ``parallel_tool_calls``, ``truncation``,
+  ``reasoning``, tools of other types, ``parallel_tool_calls``, ``truncation``,
   ``include``, ``prompt_cache_key``, ``safety_identifier``, ``user``, ``service_tier``,
   ``stream_options``, ...). Refused: ``conversation`` and ``prompt`` (state kept elsewhere,
   which ignoring would silently lose).
@@ -41,7 +44,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..schema import validate_query
-from . import compat, errors, models, openapi, sse, structured
+from . import compat, errors, models, openapi, responses_tools, sse, structured, toolcalls
 from .responses_shapes import InputItemsQuery
 from .app import App
 from .background import BackgroundResponses
@@ -81,6 +84,13 @@ def read_input(body: Dict[str, Any]) -> Tuple[compat.Conversation, List[Dict[str
     turns: List[compat.Turn] = []
     items = []
     for index, message in enumerate(messages):
+        if message.get("type", "message") != "message":
+            items.append(tool_item(message, index))
+            turns.append(responses_tools.history_turn(message, index))
+            continue
+        for name in ("role", "content"):
+            if name not in message:
+                raise errors.invalid("field required", "input[%d].%s" % (index, name))
         content = message["content"]
         parts = [{"type": "input_text", "text": content}] if isinstance(content, str) \
             else content
@@ -95,6 +105,18 @@ def read_input(body: Dict[str, Any]) -> Tuple[compat.Conversation, List[Dict[str
     conv = compat.Conversation("\n\n".join(system), turns)
     check_input(conv, isinstance(raw, str))
     return conv, items
+
+
+def tool_item(item: Dict[str, Any], index: int) -> Dict[str, Any]:
+    """A function_call or function_call_output input item as stored (400 naming a missing
+    field)."""
+    needed = ("call_id", "name") if item["type"] == "function_call" else ("call_id", "output")
+    for name in needed:
+        if name not in item:
+            raise errors.invalid("field required", "input[%d].%s" % (index, name))
+    kept = dict((k, v) for k, v in item.items() if k in ("type",) + needed + ("arguments",))
+    return dict(kept, id=compat.new_id("fc_" if item["type"] == "function_call" else "fco_"),
+                status="completed")
 
 
 def check_input(conv: compat.Conversation, is_string: bool) -> None:
@@ -170,10 +192,19 @@ class ResponsesApi:
             raise errors.invalid("streaming a background response is not supported: send "
                                  "stream: false and poll GET /openai/v1/responses/{id}",
                                  "stream")
-        _, items = read_input(body)
+        results, last = responses_tools.tool_results(body["input"])
+        if results:
+            return self._resume(ctx, body, results, last)
+        conv, items = read_input(body)
         previous = self._previous(ctx, body)
         session_id = previous.session_id if previous else \
             ctx.headers.get(compat.SESSION_HEADER, "").strip()
+        tools = responses_tools.tool_request(body)
+        if tools.bridged and (body.get("tool_choice") not in (None, toolcalls.AUTO) or
+                              toolcalls.can_bridge(ctx, body["model"])):
+            if session_id:
+                conv = new_turns_only(conv)
+            return self._bridged_start(ctx, body, conv, items, tools, session_id)
         draft = Draft(compat.new_id("resp_"), body)
         record = StoredResponse(draft.snapshot(), items, ctx.session_access().key_id,
                                 session_id)
@@ -190,6 +221,56 @@ class ResponsesApi:
         record.session_id = reply.session_id
         self._keep(ctx, record)
         return json_response(record.response, headers=compat.session_headers(reply.session_id))
+
+    # -- client tools (responses_tools) ---------------------------------------------------------
+
+    def _bridged_start(self, ctx: Context, body: Dict[str, Any], conv: compat.Conversation,
+                       items: List[Dict[str, Any]], tools: toolcalls.ToolRequest,
+                       session_id: str) -> Any:
+        if body["background"]:
+            raise errors.invalid("client tools (tools of type function) cannot run in the "
+                                 "background: send background: false", "background")
+        ephemeral = True if not body["store"] and not session_id else None
+        run, sent = toolcalls.start(ctx, "openai", body["model"], conv, tools, "call_",
+                                    body.get("metadata"), session_id=session_id,
+                                    ephemeral=ephemeral)
+        return self._bridged_round(ctx, body, run, sent, items)
+
+    def _resume(self, ctx: Context, body: Dict[str, Any],
+                results: Dict[str, Any], last: int) -> Any:
+        """The input carries client tool results: the parked run they answer continues as
+        this response."""
+        if body["background"]:
+            raise errors.invalid("client tool results cannot be sent in the background: "
+                                 "send background: false", "background")
+        forwarded = toolcalls.elsewhere(ctx, results)
+        if forwarded is not None:
+            return forwarded
+        if body.get("previous_response_id"):
+            self._load(ctx, body["previous_response_id"], "previous_response_id")
+        items = [tool_item(item, index) for index, item in enumerate(body["input"])
+                 if item["type"] == "function_call_output"]
+        run = toolcalls.resume(ctx, results, "input[%d].call_id" % last)
+        return self._bridged_round(ctx, body, run, "", items)
+
+    def _bridged_round(self, ctx: Context, body: Dict[str, Any], run: Any, sent: str,
+                       items: List[Dict[str, Any]]) -> Any:
+        draft = Draft(compat.new_id("resp_"), body)
+        record = StoredResponse(draft.snapshot(), items, ctx.session_access().key_id,
+                                run.session_id, run.backend)
+        if body["stream"]:
+            def on_end(final: Dict[str, Any]) -> None:
+                record.response = final
+                self._keep(ctx, record)
+            writer = EventWriter(draft, on_end, bridged=True)
+            return sse.response(writer.stream(toolcalls.pieces(ctx, run, sent)),
+                                sse.COMMENT_KEEPALIVE, compat.keepalive_secs(ctx),
+                                compat.session_headers(run.session_id))
+        done = toolcalls.complete(ctx, run, sent)
+        record.response = draft.complete(done.text, done.usage,
+                                         responses_tools.call_items(done.calls))
+        self._keep(ctx, record)
+        return json_response(record.response, headers=compat.session_headers(run.session_id))
 
     def _previous(self, ctx: Context, body: Dict[str, Any]) -> Optional[StoredResponse]:
         """The stored response ``previous_response_id`` names (None when absent): 404 if the

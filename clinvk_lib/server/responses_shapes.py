@@ -22,12 +22,15 @@ def _responses_part_type(part_type: str) -> Optional[str]:
             "got %r" % (", ".join(RESPONSES_TEXT_PARTS), part_type[:40]))
 
 
+RESPONSES_ITEM_TYPES = ("message", "function_call", "function_call_output")
+
+
 def _responses_item_type(item_type: str) -> Optional[str]:
-    if item_type == "message":
+    if item_type in RESPONSES_ITEM_TYPES:
         return None
-    return ("only message items are supported, got %r: the agent runs its own tools, so "
-            "client tool calls and their outputs (function_call, function_call_output, ...) "
-            "and reasoning items cannot be replayed to it" % item_type[:40])
+    return ("only message, function_call and function_call_output items are supported, got "
+            "%r: reasoning items and the calls of built-in tools cannot be replayed to an "
+            "agent that runs its own tools" % item_type[:40])
 
 
 ResponsesContentPart = Obj(
@@ -39,11 +42,19 @@ ResponsesContentPart = Obj(
 
 ResponsesInputItem = Obj(
     Field("type", String(), default="message", check=_responses_item_type,
-          description="Only \"message\" (the default when absent)."),
-    Field("role", String(enum=RESPONSES_ROLES), required=True,
-          description="system and developer messages join the system prompt."),
-    Field("content", OneOf(String(), Array(ResponsesContentPart)), required=True,
-          description="A string or an array of text parts."),
+          description="message (the default when absent), or a client tool's "
+                      "function_call and its function_call_output (the tool bridge)."),
+    Field("role", String(enum=RESPONSES_ROLES),
+          description="A message's role (required): system and developer messages join the "
+                      "system prompt."),
+    Field("content", OneOf(String(), Array(ResponsesContentPart)),
+          description="A message's content (required): a string or an array of text parts."),
+    Field("call_id", String(min_length=1),
+          description="function_call and function_call_output (required): the call's id."),
+    Field("output", OneOf(String(), Array(Any())),
+          description="function_call_output (required): the tool's result."),
+    Field("name", String(), description="function_call: the tool's name."),
+    Field("arguments", String(), description="function_call: the arguments, JSON text."),
     name="ResponsesInputItem",
 )
 
@@ -73,8 +84,12 @@ ResponsesRequest = Obj(
     Field("top_p", Number(), description=_IGNORED),
     Field("max_output_tokens", Integer(minimum=1), description=_IGNORED),
     Field("reasoning", Map(Any()), description=_IGNORED),
-    Field("tools", Array(Any()), description=_IGNORED + " The agent uses its own tools."),
-    Field("tool_choice", Any(), description=_IGNORED),
+    Field("tools", Array(Any()),
+          description="Tools of type function are the client's own, bridged to the agent "
+                      "(README \"Client tools\"): a reply that calls them ends with "
+                      "function_call items. Other tool types are ignored."),
+    Field("tool_choice", Any(), description="auto, none, required, or {\"type\": "
+                                            "\"function\", \"name\": ...}."),
     Field("parallel_tool_calls", Boolean(), description=_IGNORED),
     Field("truncation", String(), description=_IGNORED),
     Field("include", Array(String()), description=_IGNORED),
@@ -115,10 +130,16 @@ ResponseTextPart = Obj(
 
 ResponseMessageItem = Obj(
     Field("id", String(), required=True),
-    Field("type", String(enum=("message",)), required=True),
-    Field("role", String(enum=RESPONSES_ROLES), required=True),
+    Field("type", String(enum=RESPONSES_ITEM_TYPES), required=True),
+    Field("role", String(enum=RESPONSES_ROLES), description="A message's role."),
     Field("status", String(enum=("in_progress", "completed", "incomplete")), required=True),
-    Field("content", Array(ResponseTextPart), required=True),
+    Field("content", Array(ResponseTextPart), description="A message's text parts."),
+    Field("call_id", String(), description="function_call, function_call_output: the id the "
+                                            "client answers with."),
+    Field("name", String(), description="function_call: the client tool called."),
+    Field("arguments", String(), description="function_call: its arguments, JSON text."),
+    Field("output", OneOf(String(), Array(Any())),
+          description="function_call_output: the result."),
     name="ResponseMessageItem",
 )
 
@@ -142,8 +163,9 @@ OpenAIResponse = Obj(
     Field("status", String(enum=RESPONSE_STATUSES), required=True),
     Field("model", String(), required=True, description="The request's model, echoed."),
     Field("output", Array(ResponseMessageItem), required=True,
-          description="One assistant message with one output_text part; empty until the run "
-                      "completes."),
+          description="One assistant message with one output_text part, then the "
+                      "function_call items of client tools the agent called; empty until "
+                      "the run completes."),
     Field("usage", ResponseUsage, nullable=True, required=True),
     Field("error", Obj(Field("code", String(), required=True),
                        Field("message", String(), required=True), name="ResponseError"),
@@ -154,7 +176,8 @@ OpenAIResponse = Obj(
     Field("store", Boolean(), required=True),
     Field("background", Boolean(), required=True),
     Field("text", Map(Any()), required=True),
-    Field("tools", Array(Any()), required=True, description="Always empty."),
+    Field("tools", Array(Any()), required=True,
+          description="The request's function tools (bridged to the agent)."),
     name="OpenAIResponse",
     description="Also carries the fields the SDKs expect (incomplete_details, "
                 "parallel_tool_calls, tool_choice, temperature, top_p, truncation, ...).",

@@ -90,6 +90,7 @@ def serve_command(argv: List[str]) -> int:
         sys.stderr.write("clinvk: cannot listen on %s:%d: %s%s\n"
                          % (host, port, exc.strerror or exc, _listen_hint(exc, port)))
         return 1
+    app.tool_bridge.listen_at(cfg.home, host, server.server_address[1], app.log)
     return run_until_signalled(app, server)
 
 
@@ -188,7 +189,7 @@ def drain(app: App, server: HttpServer, hurry: Callable[[], bool] = lambda: Fals
     server.server_close()
     app.draining = True
     app.jobs.stop()
-    app.tool_bridge.close()         # a parked run's next request would be refused now
+    app.tool_bridge.drain()         # a parked run's next request would be refused now
     app.log.info("shutting down: %d request(s) in flight, up to %ds to finish"
                  % (app.in_flight, grace))
     deadline = time.monotonic() + grace
@@ -200,6 +201,7 @@ def drain(app: App, server: HttpServer, hurry: Callable[[], bool] = lambda: Fals
                      % (cancelled, interrupted))
         app.wait_idle(runner.DEFAULT_GRACE + 3.0)
         app.jobs.wait_idle(runner.DEFAULT_GRACE + 3.0)
+    app.tool_bridge.close()
     # Webhooks being sent get a moment; those still pending are resumed by the next server.
     app.jobs.close(runner.DEFAULT_GRACE)
     # Nothing this process started may outlive it (a run that slipped past the cancel).

@@ -40,7 +40,7 @@ class OutputSpec:
     """What the reply must be: ``schema`` (a JSON Schema), ``kind`` (JSON_SCHEMA, or
     JSON_OBJECT for any object), ``name`` (the schema's or tool's name), ``field`` (the
     request field holding the schema, for errors) and ``tool`` (the forced Anthropic tool's
-    name; "" on the OpenAI APIs)."""
+    or Chat Completions function's name; "" for a response format)."""
 
     __slots__ = ("kind", "schema", "name", "field", "tool")
 
@@ -61,10 +61,38 @@ class OutputSpec:
 
 
 def from_chat(body: Dict[str, Any]) -> Optional[OutputSpec]:
-    """The structured output of a Chat Completions body (``response_format``); None for
-    plain text. 400 naming the field when it is malformed."""
+    """The structured output of a Chat Completions body (``response_format``, else a forced
+    single function: ``_forced_function``); None for plain text. 400 naming the field when it
+    is malformed."""
     fmt = body.get("response_format")
-    return None if fmt is None else _from_format(fmt, "response_format", nested=True)
+    if fmt is not None:
+        return _from_format(fmt, "response_format", nested=True)
+    return _forced_function(body)
+
+
+def _forced_function(body: Dict[str, Any]) -> Optional[OutputSpec]:
+    """A ``tool_choice`` that forces one function (named, or ``required`` with exactly one
+    tool), as instructor's TOOLS mode and LangChain's ``with_structured_output`` send it: the
+    reply is that function's call, its arguments the JSON value (the function's
+    ``parameters`` is the schema), as for a forced Anthropic tool. A run that waited for the
+    client to run the function could never be resumed: such clients do not answer it."""
+    choice = body.get("tool_choice")
+    tools = [t.get("function") or {} for t in body.get("tools") or []]
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+    elif choice == "required" and len(tools) == 1:
+        name = tools[0].get("name")
+    else:
+        return None
+    for index, function in enumerate(tools):
+        if function.get("name") == name:
+            field = "tools[%d].function.parameters" % index
+            spec = _json_schema(function.get("parameters"), name, field, schema_field=field)
+            spec.tool = str(name)
+            return spec
+    known = ", ".join(repr(f.get("name")) for f in tools[:10]) or "none"
+    raise errors.invalid("names no tool in tools: %r (tools: %s)" % (name, known),
+                         "tool_choice")
 
 
 def from_responses(body: Dict[str, Any]) -> Optional[OutputSpec]:

@@ -24,8 +24,9 @@ from .. import events as ev
 from .. import execute
 from ..backends import base, options
 from ..toolbridge.hub import Hub
-from ..toolbridge.runs import BridgedRun, ParkedRuns, ToolCall, ToolSpec
-from . import compat, errors
+from ..toolbridge.peers import Peers
+from ..toolbridge.runs import TIMED_OUT, BridgedRun, ParkedRuns, ToolCall, ToolSpec
+from . import compat, errors, guards, toolforward
 from .context import Context
 from .models import resolve_model
 
@@ -53,17 +54,50 @@ class ToolCalls(NamedTuple):
 
 class Bridge:
     """What the server holds for bridged runs: the socket hub, the live runs, this instance's
-    id (in every call id) and the timeouts. ``close()`` stops every run."""
+    id (in every call id) and the timeouts. On shutdown, ``drain()`` stops the parked runs
+    (their next request can no longer reach this server) while rounds being answered go on
+    (a round that ends on calls then stops its run instead of parking it); ``close()``, once
+    the requests in flight are done or cancelled, stops what is left and closes the hub."""
 
     def __init__(self, result_timeout: float) -> None:
         self.hub = Hub()
         self.runs = ParkedRuns()
         self.instance = os.urandom(4).hex()
         self.result_timeout = result_timeout
+        self.draining = False
+        # The home's registry of serving processes (toolforward), once listening.
+        self.peers: Optional[Peers] = None
+
+    def listen_at(self, home: str, host: str, port: int, log: Any) -> None:
+        """Register this process in ``home`` as reachable on 127.0.0.1:``port`` (when it
+        listens there: a loopback or wildcard ``host``), so that another process of the home
+        can hand it the results of its calls."""
+        if host not in ("", "0.0.0.0", "::") and not guards.is_loopback_host(host):
+            return
+        peers = Peers(home)
+        try:
+            peers.register(self.instance, port)
+        except OSError as exc:
+            log.error("tool results for this server cannot be forwarded to it by the other "
+                      "servers of %s: %s" % (home, exc))
+            return
+        self.peers = peers
+
+    def drain(self) -> None:
+        self.draining = True
+        if self.peers is not None:
+            self.peers.unregister()         # its listener is closed now
+        self.runs.stop_all(SHUTDOWN, parked_only=True)
 
     def close(self) -> None:
-        self.runs.stop_all("the server is shutting down")
+        self.draining = True
+        self.runs.stop_all(SHUTDOWN)
         self.hub.close()
+        if self.peers is not None:
+            self.peers.unregister()
+
+
+SHUTDOWN = "the server is shutting down"
 
 
 def self_command() -> List[str]:
@@ -123,14 +157,15 @@ def _instruction(request: ToolRequest) -> str:
 
 
 def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request: ToolRequest,
-          id_prefix: str, metadata: Optional[Dict[str, str]] = None) -> Tuple[BridgedRun, str]:
+          id_prefix: str, metadata: Optional[Dict[str, str]] = None,
+          session_id: Optional[str] = None,
+          ephemeral: Optional[bool] = None) -> Tuple[BridgedRun, str]:
     """Start a bridged run (its first round is read with ``pieces``); returns it and the text
-    it sent (for token estimates). 400 naming the backend when its CLI cannot be given
-    tools."""
-    if not can_bridge(ctx, model):
-        raise errors.invalid("the %s backend cannot be given the client's tools (clinvk "
-                             "bridges them to claude only): send the request without tools, "
-                             "or use claude" % resolve_model(model, ctx.app.cfg)[0], "tools")
+    it sent (for token estimates). ``session_id`` and ``ephemeral`` as ``compat.prepare``
+    takes them. 400 naming the backend when its CLI cannot be given tools."""
+    problem = _bridge_problem(ctx, model)
+    if problem:
+        raise errors.invalid(problem, "tools")
     bridge: Bridge = ctx.app.tool_bridge
     run = BridgedRun(request.tools, _owner(ctx), id_prefix, bridge.instance,
                      forced=request.choice if request.choice in
@@ -146,6 +181,7 @@ def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request
                                      ticket=bridge.hub.register(run))
     try:
         prepared_run = compat.prepare(ctx, api, model, conv, stream=True, metadata=metadata,
+                                      session_id=session_id, ephemeral=ephemeral,
                                       tool_bridge=tool_bridge)
         prepared = prepared_run.prepared
         # Rounds are timed by the bridge (request timeout while answering, tool result
@@ -182,11 +218,22 @@ def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request
 
 def can_bridge(ctx: Context, model: str) -> bool:
     """Whether the backend ``model`` runs on can be given the client's tools."""
-    return base.get(resolve_model(model, ctx.app.cfg)[0]).bridges_tools
+    return not _bridge_problem(ctx, model)
+
+
+def _bridge_problem(ctx: Context, model: str) -> str:
+    backend = base.get(resolve_model(model, ctx.app.cfg)[0])
+    return backend.tool_bridge_problem(ctx.app.policy.allow_project_config)
 
 
 def _owner(ctx: Context) -> str:
     return ctx.api_key.key_id if ctx.api_key is not None else ""
+
+
+def elsewhere(ctx: Context, results: Dict[str, Tuple[str, bool]]) -> Any:
+    """The answer of the instance of this CLINVK_HOME that made the calls, when another one
+    did (``toolforward``); None: ``resume`` here."""
+    return toolforward.forward(ctx, list(results))
 
 
 def resume(ctx: Context, results: Dict[str, Tuple[str, bool]], field: str) -> BridgedRun:
@@ -232,7 +279,8 @@ def pieces(ctx: Context, run: BridgedRun, sent: str) -> Iterator[Any]:
     timer = None
     if ctx.app.request_timeout:
         timer = threading.Timer(ctx.app.request_timeout, run.stop, args=(
-            "%s timed out after %gs and was stopped" % (backend, ctx.app.request_timeout),))
+            "%s timed out after %gs and was stopped" % (backend, ctx.app.request_timeout),
+            TIMED_OUT))
         timer.daemon = True
         timer.start()
 
@@ -242,11 +290,14 @@ def pieces(ctx: Context, run: BridgedRun, sent: str) -> Iterator[Any]:
     try:
         for piece in compat.reply_pieces(events, backend, sent, describe):
             if isinstance(piece, compat.Failed) and run.stop_reason:
-                piece = compat.Failed(errors.timeout(run.stop_reason) if "timed out" in
-                                      run.stop_reason or "tool_result" in run.stop_reason
+                piece = compat.Failed(errors.timeout(run.stop_reason)
+                                      if run.stop_kind == TIMED_OUT
                                       else errors.cancelled(run.stop_reason))
             elif isinstance(piece, compat.Finished) and run.round_calls:
-                run.park_for(ctx.app.tool_bridge.result_timeout)
+                bridge: Bridge = ctx.app.tool_bridge
+                run.park_for(bridge.result_timeout)
+                if bridge.draining:
+                    run.stop(SHUTDOWN)
                 piece = ToolCalls(list(run.round_calls), piece.reply, piece.usage)
             yield piece
     finally:

@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from .. import events as ev
+from ..backends import base
 from ..backends.options import BRIDGE_SERVER
 
 SETTLE_SECS = 0.3
@@ -71,8 +72,10 @@ class ToolCall:
             self.mcp.answer({"content": [{"type": "text", "text": text}], "isError": is_error})
 
 
-class Stopped(Exception):
-    """Why a bridged run was stopped by clinvk (timeout, client gone)."""
+# Why clinvk stopped a bridged run (BridgedRun.stop_kind): a timeout (a round over
+# server.request_timeout_secs, or no result within server.tool_result_timeout_secs), or
+# cancelled (the client hung up while the run answered, the server is shutting down).
+TIMED_OUT, CANCELLED = "timed_out", "cancelled"
 
 
 class BridgedRun:
@@ -94,6 +97,7 @@ class BridgedRun:
         self.parked = False
         self.ended = False
         self.stop_reason = ""
+        self.stop_kind = ""
         self.settle_secs = SETTLE_SECS
         self._calls: List[ToolCall] = []
         self._queue: "queue.Queue[Tuple[str, Any]]" = queue.Queue()
@@ -154,7 +158,7 @@ class BridgedRun:
             kind, value = self._next(ending_at)
             if kind == "idle":
                 if abandoned() and not self.stop_reason:
-                    self.stop("the client hung up while the run was answering")
+                    self.stop("the client hung up while the run was answering", CANCELLED)
                 continue
             if kind == "end":
                 return
@@ -210,22 +214,23 @@ class BridgedRun:
         passed on: the client sees the call in its dialect instead)."""
         if event.type not in (ev.TOOL_USE, ev.TOOL_RESULT):
             return False
-        name = self.client_name(event.content.get("name") or
-                                event.content.get("tool_name") or "")
+        if event.type == ev.TOOL_RESULT:
+            return bool(self.client_name(event.content.get("name") or
+                                         event.content.get("tool_name") or ""))
+        backend_name, arguments, backend_id = base.get(self.backend).bridged_tool_use(
+            event.content) if self.backend else ("", {}, "")
+        name = self.client_name(backend_name)
         if not name:
             return False
-        if event.type == ev.TOOL_USE:
-            arguments = event.content.get("input")
-            arguments = arguments if isinstance(arguments, dict) else {}
-            backend_id = event.content.get("id") or event.content.get("tool_id") or ""
-            with self._lock:
-                if self._matching(name, arguments, backend_id, "event") is None:
-                    self._new_call(name, arguments, backend_id)
+        with self._lock:
+            if self._matching(name, arguments, backend_id, "event") is None:
+                self._new_call(name, arguments, backend_id)
         return True
 
     def client_name(self, backend_name: str) -> str:
         """The client's name of a tool as the CLI names it ("" when it is not a bridged one):
-        claude 2.1.197 ``mcp__clinvk__NAME``, codex ``clinvk.NAME``, gemini ``NAME``."""
+        claude 2.1.197 ``mcp__clinvk__NAME``, codex 0.169.0 ``NAME`` (server ``clinvk``),
+        gemini 0.61.0 ``mcp_clinvk_NAME``."""
         if backend_name in self.tools:
             return backend_name
         for sep in ("__", ".", "_", "/"):
@@ -294,16 +299,19 @@ class BridgedRun:
         with self._lock:
             if not self.parked:
                 return
-        self.stop("no tool result came within %gs (server.tool_result_timeout_secs)" % seconds)
+        self.stop("no tool result came within %gs (server.tool_result_timeout_secs)" % seconds,
+                  TIMED_OUT)
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def stop(self, reason: str) -> None:
-        """Stop the run (its process group is killed)."""
-        self.stop_reason = self.stop_reason or reason
+    def stop(self, reason: str, kind: str = CANCELLED) -> None:
+        """Stop the run (its process group is killed); ``kind`` TIMED_OUT or CANCELLED, the
+        first stop's reason and kind are kept."""
+        if not self.stop_reason:
+            self.stop_reason, self.stop_kind = reason, kind
         if self.cancel is not None:
             self.cancel.fire()
 
@@ -341,8 +349,9 @@ class ParkedRuns:
         with self._lock:
             return sum(1 for r in self._runs if r.parked and not r.ended)
 
-    def stop_all(self, reason: str) -> None:
+    def stop_all(self, reason: str, parked_only: bool = False) -> None:
         with self._lock:
             runs = list(self._runs)
         for run in runs:
-            run.stop(reason)
+            if run.parked or not parked_only:
+                run.stop(reason)

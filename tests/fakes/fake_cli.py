@@ -42,7 +42,10 @@ Environment variables:
 
 A prompt line "FAKE_SLEEP: <seconds>" makes that run wait before it starts answering.
 
-Client tools (clinvk's tool bridge), claude only: given --mcp-config, a prompt line
+Client tools (clinvk's tool bridge): given an MCP server (claude --mcp-config; codex -c
+mcp_servers.NAME.command/args, its calls mcp_tool_call items without _meta, codex-cli
+0.169.0; gemini, trusted, the mcpServers of its system defaults file, its calls tool_use lines
+of mcp_NAME_TOOL without _meta, gemini 0.61.0), a prompt line
 "CALL-TOOL: <name> <json args>" makes the fake start that MCP server (as claude 2.1.197 does),
 list its tools and call the one whose name ends with <name> (claude's name for it:
 mcp__SERVER__TOOL), one call per such line, all at once (claude runs read-only tools of one turn
@@ -552,6 +555,12 @@ def claude_messages(run, model, flags, fmt):
 CALL_TOOL = re.compile(r"^CALL-TOOL: (\S+) (.*)$", re.M)
 
 
+def asked_calls(text, listed):
+    """(tool name, arguments) of each CALL-TOOL line: the listed tool whose name ends so."""
+    return [(next((t["name"] for t in listed if t["name"].endswith(suffix)), suffix), json.loads(arguments))
+            for suffix, arguments in CALL_TOOL.findall(text)]
+
+
 class McpClient:
     """The MCP server an --mcp-config entry names, started as claude starts it (stdio)."""
 
@@ -560,6 +569,15 @@ class McpClient:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      env=dict(os.environ, **(spec.get("env") or {})))
         self.next_id = 0
+
+    @classmethod
+    def started(cls, spec, client_name, version):
+        """A client past the MCP handshake, and the server's tools."""
+        client = cls(spec)
+        client.answers([client.send("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                                   "clientInfo": {"name": client_name, "version": version}})])
+        client.send("notifications/initialized", {}, notify=True)
+        return client, client.answers([client.send("tools/list", {})])[0]["tools"]
 
     def send(self, method, params, notify=False):
         msg = {"jsonrpc": "2.0", "method": method, "params": params}
@@ -588,11 +606,7 @@ class McpClient:
 def claude_bridged(run, model, flags):
     """A stream-json run whose model calls the --mcp-config server's tools (CALL-TOOL lines)."""
     server_name, spec = next(iter(json.loads(last(flags, "--mcp-config"))["mcpServers"].items()))
-    client = McpClient(spec)
-    client.answers([client.send("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
-                                               "clientInfo": {"name": "claude-code", "version": "2.1.197"}})])
-    client.send("notifications/initialized", {}, notify=True)
-    listed = client.answers([client.send("tools/list", {})])[0]["tools"]
+    client, listed = McpClient.started(spec, "claude-code", "2.1.197")
     prefix = "mcp__%s__" % server_name
     common = {"parent_tool_use_id": None, "session_id": run.session_id}
     run.emit({"type": "system", "subtype": "init", "cwd": os.getcwd(), "session_id": run.session_id,
@@ -601,10 +615,9 @@ def claude_bridged(run, model, flags):
     text, results, count = run.prompt, [], 0
     while CALL_TOOL.search(text):
         calls = []
-        for suffix, arguments in CALL_TOOL.findall(text):
+        for name, arguments in asked_calls(text, listed):
             count += 1
-            name = next((t["name"] for t in listed if t["name"].endswith(suffix)), suffix)
-            calls.append(("toolu_fakecli_%d" % count, name, json.loads(arguments)))
+            calls.append(("toolu_fakecli_%d" % count, name, arguments))
         for tool_id, name, arguments in calls:
             run.emit(dict(type="assistant", uuid=str(uuid.uuid4()), **common, message={
                 "id": "msg_" + tool_id, "type": "message", "role": "assistant", "model": model,
@@ -728,6 +741,9 @@ def run_codex(run, args, stdin_text):
         run.emit({"type": "turn.failed",
                   "error": {"message": "fake failure (FAKE_CLI_MODE=error_exit0)"}})
         return 0
+    servers = codex_mcp_servers(flags)
+    if servers and CALL_TOOL.search(run.prompt):
+        return codex_bridged(run, servers)
     if run.tool:
         item = {"id": "item_0", "type": "command_execution", "command": "bash -lc ls",
                 "aggregated_output": "", "exit_code": None, "status": "in_progress"}
@@ -739,6 +755,67 @@ def run_codex(run, args, stdin_text):
     run.emit({"type": "turn.completed", "usage": {
         "input_tokens": tokens(run.prompt) + 4, "cached_input_tokens": 4,
         "output_tokens": tokens(run.reply), "reasoning_output_tokens": 0}})
+    return 0
+
+
+def codex_mcp_servers(flags):
+    """{name: {"command", "args"}} from -c mcp_servers.NAME.KEY=TOML overrides (strings and
+    arrays of strings, what clinvk writes)."""
+    servers = {}
+    for override in flags.get("--config") or []:
+        m = re.match(r"mcp_servers\.([^.=]+)\.([a-z_]+)=(.*)\Z", override, re.S)
+        if m:
+            try:
+                value = json.loads(m.group(3))
+            except ValueError:
+                value = m.group(3)
+            servers.setdefault(m.group(1), {})[m.group(2)] = value
+    return {k: v for k, v in servers.items() if "command" in v}
+
+
+def mcp_rounds(run, client, listed, started, finished):
+    """The CALL-TOOL rounds of a bridged run: each round's calls are announced
+    (``started(n, name, arguments)`` -> a handle), made at once (the model API's calls of one
+    turn run in parallel), then reported (``finished(handle, answer, result_text)``); a result
+    holding CALL-TOOL lines makes another round. Returns the last round's results."""
+    text, results, count = run.prompt, [], 0
+    while CALL_TOOL.search(text):
+        calls = asked_calls(text, listed)
+        handles = []
+        for name, arguments in calls:
+            count += 1
+            handles.append(started(count, name, arguments))
+        answers = client.answers([client.send("tools/call", {"name": name, "arguments": arguments})
+                                  for name, arguments in calls])
+        results = ["\n".join(part.get("text", "") for part in a.get("content") or []) for a in answers]
+        for handle, answer, result in zip(handles, answers, results):
+            finished(handle, answer, result)
+        text = "\n".join(results)
+    client.close()
+    return results
+
+
+def codex_bridged(run, servers):
+    """A run whose model calls the MCP server's tools (CALL-TOOL lines), as codex 0.169.0 does:
+    an mcp_tool_call item started per call, no _meta."""
+    server_name, spec = next(iter(servers.items()))
+    client, listed = McpClient.started(spec, "codex-mcp-client", "0.169.0")
+
+    def started(n, name, arguments):
+        item = {"id": "item_%d" % n, "type": "mcp_tool_call", "server": server_name, "tool": name,
+                "arguments": arguments, "result": None, "error": None, "status": "in_progress"}
+        run.emit({"type": "item.started", "item": item})
+        return item
+
+    def finished(item, answer, result):
+        run.emit({"type": "item.completed", "item": dict(
+            item, result={"content": answer.get("content") or []},
+            status="failed" if answer.get("isError") else "completed")})
+    results = mcp_rounds(run, client, listed, started, finished)
+    reply = "TOOL-RESULT-SEEN: " + " | ".join(results)
+    run.emit({"type": "item.completed", "item": {"id": "item_reply", "type": "agent_message", "text": reply}})
+    run.emit({"type": "turn.completed", "usage": {"input_tokens": tokens(run.prompt), "cached_input_tokens": 0,
+                                                  "output_tokens": tokens(reply), "reasoning_output_tokens": 0}})
     return 0
 
 
@@ -792,12 +869,56 @@ def run_gemini(run, args, stdin_text):
     if not error:
         run.save()
     run.streaming = fmt == "stream-json"
+    servers = gemini_mcp_servers() if trusted else {}
+    if run.streaming and servers and not error and CALL_TOOL.search(run.prompt):
+        return gemini_bridged(run, model, servers)
     if run.streaming:
         gemini_stream(run, model, answered_by, error)
     elif fmt == "json":
         gemini_json(run, answered_by, error)
     else:
         run.document(run.reply)
+    return 0
+
+
+def gemini_mcp_servers():
+    """The mcpServers of the system defaults file, their $VARIABLES expanded (gemini 0.61.0
+    expands them in every settings file; the fake reads only this layer). A trusted run only:
+    untrusted, gemini starts no MCP server."""
+    try:
+        with open(os.environ.get("GEMINI_CLI_SYSTEM_DEFAULTS_PATH", "")) as f:
+            servers = json.load(f).get("mcpServers") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {name: dict(spec, command=os.path.expandvars(spec["command"]),
+                       args=[os.path.expandvars(a) for a in spec.get("args") or []])
+            for name, spec in servers.items() if isinstance(spec, dict) and spec.get("command")}
+
+
+def gemini_bridged(run, model, servers):
+    """A stream-json run whose model calls the MCP server's tools (CALL-TOOL lines), as gemini
+    0.61.0 does: tools named mcp_SERVER_TOOL, tool_use and tool_result lines, no _meta."""
+    server_name, spec = next(iter(servers.items()))
+    client, listed = McpClient.started(spec, "gemini-cli-mcp-client", "0.61.0")
+    run.emit({"type": "init", "timestamp": now(), "session_id": run.session_id, "model": model})
+    run.emit({"type": "message", "timestamp": now(), "role": "user", "content": run.prompt})
+
+    def started(n, name, arguments):
+        tool_id = "mcp_%s_%s-%d" % (server_name, name, n)
+        run.emit({"type": "tool_use", "timestamp": now(), "tool_name": "mcp_%s_%s" % (server_name, name),
+                  "tool_id": tool_id, "parameters": arguments})
+        return tool_id
+
+    def finished(tool_id, answer, result):
+        run.emit({"type": "tool_result", "timestamp": now(), "tool_id": tool_id,
+                  "status": "error" if answer.get("isError") else "success", "output": result})
+    results = mcp_rounds(run, client, listed, started, finished)
+    reply = "TOOL-RESULT-SEEN: " + " | ".join(results)
+    run.emit({"type": "message", "timestamp": now(), "role": "assistant", "content": reply, "delta": True})
+    stats = {"total_tokens": tokens(run.prompt) + tokens(reply), "input_tokens": tokens(run.prompt),
+             "output_tokens": tokens(reply), "cached": 0, "input": tokens(run.prompt), "duration_ms": 12,
+             "tool_calls": 1}
+    run.emit({"type": "result", "timestamp": now(), "status": "success", "stats": stats})
     return 0
 
 

@@ -42,7 +42,7 @@ Reply = Union[str, Callable[[Dict[str, Any]], str]]
 # Request kinds that are real model turns (what main_requests() returns), per vendor.
 MAIN_KINDS = {"anthropic": "anthropic", "openai": "openai", "gemini": "gemini", "chat": "chat"}
 # The model turns that obey CALL-TOOL lines.
-CALL_TOOL_KINDS = ("anthropic",)
+CALL_TOOL_KINDS = ("anthropic", "openai", "gemini")
 # Claude Code 2.1.197 prepends context to the user turn in blocks like this; they are not the prompt.
 CLAUDE_REMINDER = "<system-reminder>"
 # Gemini CLI 0.61.0 puts a context part before the prompt in the first user turn.
@@ -57,6 +57,10 @@ TITLE_REQUEST = "You are a title generator"
 
 CALL_TOOL = re.compile(r"^CALL-TOOL: (\S+) (.*)$", re.M)
 CALL_TOOL_ID = "toolu_calltool_"
+# codex 0.169.0 hands the model an MCP tool's result as "Wall time: 0.3 seconds\nOutput:\n<text>".
+CODEX_TOOL_OUTPUT = re.compile(r"\AWall time: [^\n]*\nOutput:\n")
+# gemini 0.61.0 wraps an MCP tool's result in these tags.
+GEMINI_TOOL_OUTPUT = re.compile(r"\A<untrusted_context>\n?(.*?)\n?</untrusted_context>\Z", re.S)
 
 
 def tool_calls_asked(text: str, tool_names: List[str]) -> List[Dict[str, Any]]:
@@ -69,9 +73,21 @@ def tool_calls_asked(text: str, tool_names: List[str]) -> List[Dict[str, Any]]:
     return calls
 
 
+def _searchable(body: Dict[str, Any]) -> bool:
+    return any(isinstance(t, dict) and t.get("type") == "tool_search" for t in body.get("tools") or [])
+
+
 def offered_tool_names(body: Dict[str, Any]) -> List[str]:
-    """The tool names a model request offers (Anthropic, Responses or Chat Completions)."""
+    """The tool names a model request offers (Anthropic, Responses or Chat Completions), with
+    those a Responses tool_search found ("NAMESPACE/NAME" for a tool of a namespace)."""
     names = []
+    found = []
+    for item in body.get("input") if isinstance(body.get("input"), list) else []:
+        if isinstance(item, dict) and item.get("type") == "tool_search_output":
+            for tool in item.get("tools") or []:
+                found += [(tool.get("name") or "") + "/" + (t.get("name") or "")
+                          for t in tool.get("tools") or []] if tool.get("type") == "namespace" else [tool.get("name") or ""]
+    names += found
     for tool in body.get("tools") or []:
         if isinstance(tool, dict):
             function = tool.get("function") if isinstance(tool.get("function"), dict) else tool
@@ -223,6 +239,50 @@ def _openai_user_text(body: Dict[str, Any]) -> str:
         if texts:
             return "\n".join(texts)
     return ""
+
+
+def _latest_results(results: List[Any]) -> Dict[str, Any]:
+    """Of (id, text) tool results, those answering the fake's latest CALL-TOOL turn (ids
+    CALL_TOOL_ID<n>_<i>: the highest n), all of them when none has such an id; as a turn's
+    tool_results and tool_result_ids."""
+    turns = [int(i[len(CALL_TOOL_ID):].split("_")[0]) for i, _ in results
+             if i.startswith(CALL_TOOL_ID)]
+    if turns:
+        mark = "%s%d_" % (CALL_TOOL_ID, max(turns))
+        results = [(i, t) for i, t in results if i.startswith(mark)]
+    return {"tool_results": [t for _, t in results], "tool_result_ids": [i for i, _ in results]}
+
+
+def _openai_results(body: Dict[str, Any]) -> Dict[str, Any]:
+    """The function_call_output items of a Responses request after its last user message
+    (codex 0.169.0 resends the whole history; its output is a string or content items)."""
+    items = body.get("input") if isinstance(body.get("input"), list) else []
+    results: List[Any] = []
+    for item in items:
+        if item.get("role") == "user" and item.get("type", "message") == "message":
+            results = []
+        elif item.get("type") == "function_call_output":
+            output = item.get("output")
+            text = _tool_result_text(output) if isinstance(output, list) else str(output or "")
+            text = CODEX_TOOL_OUTPUT.sub("", text, count=1)
+            results.append((str(item.get("call_id") or ""), text))
+    return _latest_results(results)
+
+
+def _gemini_results(body: Dict[str, Any]) -> Dict[str, Any]:
+    """The functionResponse parts of a Gemini request's last user content (gemini 0.61.0 echoes
+    the functionCall's id in the functionResponse)."""
+    contents = body.get("contents") or []
+    last = contents[-1] if contents else {}
+    results = []
+    for part in last.get("parts") or []:
+        response = part.get("functionResponse")
+        if isinstance(response, dict):
+            value = response.get("response")
+            text = value.get("output", value.get("error", "")) if isinstance(value, dict) else value
+            text = text if isinstance(text, str) else json.dumps(text)
+            results.append((str(response.get("id") or ""), GEMINI_TOOL_OUTPUT.sub(r"\1", text)))
+    return _latest_results(results)
 
 
 def _gemini_user_text(body: Dict[str, Any]) -> str:
@@ -383,7 +443,14 @@ class FakeModelAPI:
         answered = bool(ids) and all(i.startswith(CALL_TOOL_ID) for i in ids)
         source = "\n".join(record["tool_results"]) if answered else \
             ("" if record["tool_results"] else record["user_text"])
-        asked = tool_calls_asked(source, offered_tool_names(record["json"]))
+        offered = offered_tool_names(record["json"])
+        asked = tool_calls_asked(source, offered)
+        if asked and record["kind"] == "openai" and _searchable(record["json"]) and \
+                not all(call["name"] in offered for call in asked):
+            # codex 0.169.0 defers MCP tools behind its client-side tool_search tool: search
+            # first, as a model does; the found tools come back in a tool_search_output item.
+            record["tool_search"] = " ".join(call["name"] for call in asked)
+            return True
         if asked:
             record["tool_uses"] = asked
         elif answered:
@@ -451,11 +518,14 @@ class _Handler(BaseHTTPRequestHandler):
             record["tool_result_ids"] = turn["tool_result_ids"]
         elif kind == "openai":
             record["user_text"] = _openai_user_text(body)
+            record.update(_openai_results(body))
         elif kind.startswith("chat"):
             turn = _chat_turn(body)
             record["user_text"], record["tool_results"] = turn["text"], turn["tool_results"]
         elif kind.startswith("gemini"):
             record["user_text"] = _gemini_user_text(body)
+            if kind == "gemini":
+                record.update(_gemini_results(body))
         record = self.fake._record(record)
         if "fail_status" in record:
             return self._send_error(record["fail_status"], kind)
@@ -525,24 +595,57 @@ class _Handler(BaseHTTPRequestHandler):
         rid, mid = "resp_fake_%d" % r["n"], "msg_fake_%d" % r["n"]
         model = r["json"].get("model", "gpt-fake")
         used_in, used_out = _tokens(r["user_text"]), _tokens(r["reply"])
-        item = {"type": "message", "id": mid, "status": "completed", "role": "assistant",
-                "content": [{"type": "output_text", "text": r["reply"], "annotations": []}]}
         response = {"id": rid, "object": "response", "created_at": int(time.time()), "model": model,
                     "status": "in_progress", "output": []}
-        events = [("response.created", {"type": "response.created", "response": response}),
-                  ("response.output_item.added", {"type": "response.output_item.added", "output_index": 0,
-                                                  "item": dict(item, status="in_progress", content=[])})]
-        events += [("response.output_text.delta", {"type": "response.output_text.delta", "item_id": mid,
-                                                   "output_index": 0, "content_index": 0, "delta": piece})
-                   for piece in r["pieces"]]
+        events = [("response.created", {"type": "response.created", "response": response})]
+        if r.get("tool_search"):
+            item = {"type": "tool_search_call", "id": "ts_fake_%d" % r["n"], "call_id": "ts_call_%d" % r["n"],
+                    "execution": "client", "status": "completed",
+                    "arguments": {"query": r["tool_search"], "limit": 8}}
+            items = [item]
+            events += [("response.output_item.added", {"type": "response.output_item.added", "output_index": 0,
+                                                       "item": item}),
+                       ("response.output_item.done", {"type": "response.output_item.done", "output_index": 0,
+                                                      "item": item})]
+            used_out = 10
+        elif r.get("tool_uses"):
+            items = [{"type": "function_call", "id": "fc_fake_%d_%d" % (r["n"], i), "status": "completed",
+                      "call_id": "%s%d_%d" % (CALL_TOOL_ID, r["n"], i), "name": tool["name"].split("/")[-1],
+                      "arguments": json.dumps(tool["input"])} for i, tool in enumerate(r["tool_uses"])]
+            for item, tool in zip(items, r["tool_uses"]):
+                if "/" in tool["name"]:
+                    item["namespace"] = tool["name"].split("/")[0]
+            for index, item in enumerate(items):
+                events += [("response.output_item.added", {
+                    "type": "response.output_item.added", "output_index": index,
+                    "item": dict(item, status="in_progress", arguments="")}),
+                    ("response.function_call_arguments.delta", {
+                        "type": "response.function_call_arguments.delta", "item_id": item["id"],
+                        "output_index": index, "delta": item["arguments"]}),
+                    ("response.function_call_arguments.done", {
+                        "type": "response.function_call_arguments.done", "item_id": item["id"],
+                        "output_index": index, "arguments": item["arguments"]}),
+                    ("response.output_item.done", {"type": "response.output_item.done",
+                                                   "output_index": index, "item": item})]
+            used_out = 20
+        else:
+            item = {"type": "message", "id": mid, "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": r["reply"], "annotations": []}]}
+            items = [item]
+            events.append(("response.output_item.added", {
+                "type": "response.output_item.added", "output_index": 0,
+                "item": dict(item, status="in_progress", content=[])}))
+            events += [("response.output_text.delta", {"type": "response.output_text.delta", "item_id": mid,
+                                                       "output_index": 0, "content_index": 0, "delta": piece})
+                       for piece in r["pieces"]]
+            events.append(("response.output_item.done", {"type": "response.output_item.done",
+                                                         "output_index": 0, "item": item}))
         usage = {"input_tokens": used_in, "input_tokens_details": {"cached_tokens": 0},
                  "output_tokens": used_out, "output_tokens_details": {"reasoning_tokens": 0},
                  "total_tokens": used_in + used_out}
-        events += [("response.output_item.done", {"type": "response.output_item.done", "output_index": 0,
-                                                  "item": item}),
-                   ("response.completed", {"type": "response.completed",
-                                           "response": dict(response, status="completed", output=[item],
-                                                            usage=usage)})]
+        events.append(("response.completed", {"type": "response.completed",
+                                              "response": dict(response, status="completed", output=items,
+                                                               usage=usage)}))
         self._send_sse(events, r, delta_event="response.output_text.delta")
 
     def _chat(self, r: Dict[str, Any]) -> None:
@@ -601,6 +704,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _gemini_stream(self, r: Dict[str, Any]) -> None:
         used_in = _tokens(r["user_text"])
         pieces = r["pieces"]
+        if r.get("tool_uses"):
+            parts = [{"functionCall": {"id": "%s%d_%d" % (CALL_TOOL_ID, r["n"], i), "name": tool["name"],
+                                       "args": tool["input"]}} for i, tool in enumerate(r["tool_uses"])]
+            chunk = _gemini_chunk("", "STOP", used_in, 20)
+            chunk["candidates"][0]["content"]["parts"] = parts
+            return self._send_sse([(None, chunk)], r, delta_event=None)
         events = [(None, _gemini_chunk(piece, "STOP" if i == len(pieces) - 1 else None,
                                        used_in, _tokens(r["reply"])))
                   for i, piece in enumerate(pieces)]
