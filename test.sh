@@ -45,12 +45,14 @@ run_pytest() {
 }
 
 # Debian packages some tests drive for real: promtool (metrics format), headless Chromium
-# (/docs renders), nginx (reverse-proxy tests), zsh and fish (completion scripts load).
-log "checking Debian packages: prometheus chromium nginx zsh fish"
+# (/docs renders), nginx (reverse-proxy tests), redis-server (the Redis store), zsh and fish
+# (completion scripts load).
+log "checking Debian packages: prometheus chromium nginx redis-server zsh fish"
 missing=""
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v zsh >/dev/null 2>&1 || missing="$missing zsh"
 command -v fish >/dev/null 2>&1 || missing="$missing fish"
 if [ -n "$missing" ]; then
