@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 from .backends.base import NAMES
 from .backends.options import APPROVAL_MODES, OUTPUT_FORMATS, SANDBOX_MODES
 from .config_types import (BOOL, COUNT, STR, STR_LIST, Choice, Int, Invalid, NetworkList, Positive,
-                           ValueType)
+                           StoreURL, ValueType)
 from .fsutil import write_atomically
 
 
@@ -116,6 +116,10 @@ SETTINGS = (
     _S("server.rate_limit_rps",            Positive(),       10.0,     "requests per second per client IP"),
     _S("server.rate_limit_burst",          Int(1),           20,       "requests a client IP may send at once"),
     _S("server.rate_limit_max_clients",    Int(1),           100000,   "clients with a bucket of their own; beyond, new clients share one"),
+    _S("server.rate_limit_fail_open",      BOOL,             False,    "while server.store cannot be reached, admit requests unlimited (true) instead of refusing them with 503 (false)"),
+    _S("server.store",                     StoreURL(),       "",       "state shared by several clinvk nodes (empty = none: each process keeps its own); redis://[user:password@]host:port/db or rediss:// (TLS). Holds today: the rate-limit buckets", secret=True),
+    _S("server.store_key_prefix",          STR,              "clinvk:", "prefix of every key clinvk writes in server.store (several deployments can share one Redis)"),
+    _S("server.store_ca_file",             STR,              "",       "PEM file of the certificate authorities a rediss:// store is checked against (empty = the system's)"),
     _S("server.trusted_proxies",           NetworkList(),    (),       "proxies whose X-Forwarded-For is believed (IPs or CIDRs)"),
     _S("server.max_request_body_bytes",    Int(1),           10 * 1024 * 1024, "largest request body accepted"),
     _S("server.cors_allowed_origins",      STR_LIST,         (),       "browser origins allowed to call the API (empty = none)"),

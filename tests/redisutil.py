@@ -48,6 +48,7 @@ class RedisServer:
 
     def __init__(self, directory: str, password: str = "", tls: bool = False) -> None:
         require_redis_server()
+        os.makedirs(directory, exist_ok=True)
         self.directory = directory
         self.password = password
         self.port = free_port()
@@ -85,12 +86,21 @@ class RedisServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if not wait_for(self._listening, 10.0):
+        if not wait_for(self._listening, 10.0) or self.proc.poll() is not None:
             self.stop()
-            raise RuntimeError("redis-server did not start listening on 127.0.0.1:%d"
-                               % self.port)
+            raise RuntimeError("redis-server did not start listening on 127.0.0.1:%d; its "
+                               "log: %s" % (self.port, self.log_tail()))
+
+    def log_tail(self) -> str:
+        try:
+            with open(os.path.join(self.directory, "redis.log")) as f:
+                return " | ".join(f.read().splitlines()[-5:])
+        except OSError as exc:
+            return str(exc)
 
     def _listening(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            return True     # exited: start() reports it
         try:
             with socket.create_connection(("127.0.0.1", self.port), 0.2):
                 return True

@@ -22,6 +22,7 @@ from ..argparser import Parser, UsageError
 from ..backends import probe
 from ..job_store import JobStore
 from ..sessions import SessionStore
+from ..shared_store import open_shared_store
 from . import anthropic, guards, jobs, native, openai, responses, toolcalls
 from .accesslog import AccessLog
 from .app import App
@@ -39,6 +40,7 @@ def build_app(cfg: config.Config, store: Optional[SessionStore] = None,
     ``start_jobs``: ``serve_command`` starts them once it has announced itself) run.
     ConfigError when a key source or the CORS settings cannot be used."""
     app = App(cfg, store, log)
+    app.shared_store = open_shared_store(cfg)
     app.guards = guards.install(app)
     app.jobs = JobRunner(app, JobStore(cfg.home, cfg.get("server.job_events_max_bytes")))
     # Runs parked on a client tool call until the client's next request (toolcalls).

@@ -1,0 +1,31 @@
+"""The store several clinvk nodes share (``server.store``): a Redis client built from the
+settings, or None when the setting is empty and each process keeps its state to itself."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Optional
+
+from .config import Config, ConfigError
+from .redisclient import Client
+
+
+def open_shared_store(cfg: Config) -> Optional[Client]:
+    """A client for ``server.store`` under ``server.store_key_prefix``, or None when no store
+    is set. Nothing is connected yet: the first command connects. ConfigError when
+    ``server.store_ca_file`` cannot be read."""
+    url = cfg.get("server.store")
+    if not url:
+        return None
+    return Client(url, prefix=cfg.get("server.store_key_prefix"),
+                  ssl_context=_ssl_context(cfg.get("server.store_ca_file")))
+
+
+def _ssl_context(ca_file: str) -> Optional[ssl.SSLContext]:
+    if not ca_file:
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("server.store_ca_file: cannot read certificate authorities from %r "
+                          "(%s); give a PEM file" % (ca_file, exc)) from None
