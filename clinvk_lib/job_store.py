@@ -51,7 +51,7 @@ _FILE = re.compile(r"(job_[0-9a-f]{24})\.json\Z")
 _EVENTS = re.compile(r"(job_[0-9a-f]{24})\.events\Z")
 _TEMP = re.compile(r"\.(job_[0-9a-f]{24}\.json|index)\.tmp-[0-9a-f]+\Z")
 _STRAY_SECS = 60.0
-_LOCK_WAIT_SECS = 30.0
+LOCK_WAIT_SECS = 30.0
 
 _id_lock = threading.Lock()
 _last_micros = [0]
@@ -444,7 +444,7 @@ class _JobLock:
     """The lock of one job, held while its record changes."""
 
     def __init__(self, path: str) -> None:
-        self._cm = locked(path, _LOCK_WAIT_SECS)
+        self._cm = locked(path, LOCK_WAIT_SECS)
 
     def __enter__(self) -> None:
         try:
@@ -453,11 +453,14 @@ class _JobLock:
             raise _unavailable(exc, "locked")
         if not acquired:
             self._cm.__exit__(None, None, None)
-            raise JobStoreError("a job's lock was held for over %ds; retry later"
-                                % _LOCK_WAIT_SECS)
+            raise lock_held_too_long()
 
     def __exit__(self, *exc: Any) -> None:
         self._cm.__exit__(*exc)
+
+
+def lock_held_too_long() -> JobStoreError:
+    return JobStoreError("a job's lock was held for over %ds; retry later" % LOCK_WAIT_SECS)
 
 
 def cancelled_error() -> Dict[str, Any]:
