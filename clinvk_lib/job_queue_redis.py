@@ -10,17 +10,19 @@ queued one is run, a running one is marked interrupted). ``keep`` tells a worker
 entries were reclaimed from it meanwhile, so that it stops those runs: a job is never run by
 two workers at once for longer than one ``keep`` interval.
 
-``RunnerHeartbeat`` is the liveness of one process: a key that exists while it renews it.
+``RunnerHeartbeat`` is the liveness of one process: a key that exists while it renews it,
+holding what the process advertises (its backends, capacity, busy runs).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from typing import Any, List, NamedTuple, Sequence
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Sequence
 
 from .job_store import INTERRUPTED, RUNNING, interrupted_error
-from .redisclient import Client, ReplyError, Script
+from .redisclient import Client, RedisError, ReplyError, Script
 
 GROUP = "workers"
 
@@ -132,39 +134,52 @@ def _delivery(entry: Any, reclaimed: bool) -> Any:
 
 
 class RunnerHeartbeat:
-    """The liveness key ``runner:<id>`` of one process: set when ``start`` is called, renewed
-    every ``ttl_secs / 3`` by a daemon thread, removed by ``stop``. If the process dies the key
-    expires after ``ttl_secs``, and ``RedisJobStore.runner_alive`` says False."""
+    """The liveness of one process: the hash ``runner:<id>``, set by ``take``, renewed every
+    ``ttl_secs / 3`` by a daemon thread, removed by ``release`` (``job_lease.RunnerLease``'s
+    interface). If the process dies the key expires after ``ttl_secs`` and
+    ``RedisJobStore.runner_alive`` says False. Each renewal also writes what ``describe()``
+    returns (a flat dict of text: the backends it can run, its capacity, how busy it is)."""
 
-    def __init__(self, client: Client, ttl_secs: float, runner: str = "") -> None:
+    def __init__(self, client: Client, ttl_secs: float,
+                 describe: Callable[[], Dict[str, str]] = dict) -> None:
         self.client = client
-        self.id = runner or os.urandom(8).hex()
+        self.id = os.urandom(8).hex()
         self.ttl_ms = int(ttl_secs * 1000)
         self.key = client.key("runner:" + self.id)
+        self.describe = describe
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True,
                                         name="clinvk-heartbeat")
 
-    def start(self) -> None:
-        """Set the key now (RedisError when Redis cannot be reached), then keep it."""
-        self.client.execute("SET", self.key, "1", "PX", self.ttl_ms)
+    def take(self) -> None:
+        """Set the key now, then keep it. OSError when Redis cannot be reached."""
+        try:
+            self._renew()
+        except RedisError as exc:
+            raise OSError("the job store cannot be reached: %s" % exc) from None
         self._thread.start()
+
+    def _renew(self) -> None:
+        fields = dict(self.describe(), seen=str(int(time.time())))
+        flat = [item for pair in sorted(fields.items()) for item in pair]
+        self.client.pipeline([("HSET", self.key) + tuple(flat),
+                              ("PEXPIRE", self.key, self.ttl_ms)])
 
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl_ms / 3000.0):
             try:
-                self.client.execute("SET", self.key, "1", "PX", self.ttl_ms)
+                self._renew()
             except Exception:  # noqa: BLE001 - Redis down: the next beat tries again
                 continue
 
-    def stop(self) -> None:
+    def release(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
         try:
             self.client.execute("DEL", self.key)
-        except Exception:  # noqa: BLE001 - it expires anyway
-            pass
+        except RedisError:
+            pass                        # it expires anyway
 
 
 def settle(store: Any, queue: JobQueue, delivery: Delivery, runner: str) -> Any:

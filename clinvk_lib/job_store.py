@@ -27,7 +27,7 @@ from .filelock import locked
 from .fsutil import read_json_record, unlink_quietly, write_atomically
 from .job_events import EventCursor, EventWriter, count_events, job_event
 from .job_index import JobIndex, Summary
-from .job_lease import runner_alive
+from .job_lease import RunnerLease, runner_alive
 from .sessions import EVERYTHING, Access
 from .textutil import rfc3339
 
@@ -412,6 +412,10 @@ class JobStore:
     def runner_alive(self, runner: str) -> bool:
         """True while the process holding lease ``runner`` lives (``job_lease``)."""
         return runner_alive(self.dir, runner)
+
+    def lease(self) -> RunnerLease:
+        """A new lease for a process that will queue and run jobs on this store."""
+        return RunnerLease(self.dir)
 
     # -- files --------------------------------------------------------------------------------
 

@@ -24,11 +24,12 @@ import contextlib
 import os
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import jsontext
 from .job_events import EventWriter
 from .job_index import Summary
+from .job_queue_redis import RunnerHeartbeat
 from .job_store import (DEFAULT_EVENTS_MAX_BYTES, LOCK_WAIT_SECS, Job, JobStore, JobStoreError,
                         is_job_id, lock_held_too_long)
 from .redisclient import Client, RedisError, ReplyError, Script
@@ -55,10 +56,13 @@ class RedisJobStore(JobStore):
     """Jobs in Redis through ``client`` (its prefix in front of every key); safe for many
     threads and processes at once."""
 
-    def __init__(self, client: Client, events_max_bytes: int = DEFAULT_EVENTS_MAX_BYTES) -> None:
+    def __init__(self, client: Client, events_max_bytes: int = DEFAULT_EVENTS_MAX_BYTES,
+                 runner_ttl_secs: float = 60.0) -> None:
         self.client = client
         self.dir = ""
         self.events_max_bytes = events_max_bytes
+        self.runner_ttl_secs = runner_ttl_secs
+        self.describe_runner: Callable[[], Dict[str, str]] = dict
         self._index_key = client.key("jobs:index")
 
     def _key(self, job_id: str, suffix: str = "") -> str:
@@ -150,6 +154,11 @@ class RedisJobStore(JobStore):
         with store_errors("read"):
             return bool(runner) and bool(self.client.execute(
                 "EXISTS", self.client.key("runner:" + runner)))
+
+    def lease(self) -> RunnerHeartbeat:
+        """A new heartbeat for a process that will queue and run jobs on this store; it
+        advertises what ``describe_runner()`` returns."""
+        return RunnerHeartbeat(self.client, self.runner_ttl_secs, self.describe_runner)
 
     def _locked(self, job_id: str) -> Any:
         return RedisLock(self.client, self._key(job_id, ":lock"))

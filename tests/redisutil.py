@@ -15,10 +15,13 @@ import shutil
 import signal
 import socket
 import subprocess
-from typing import List, Optional
+import sys
+import threading
+from typing import Any, Dict, List, Optional
 
 import pytest
 
+from tests.serveproc import CLINVK, dump_yaml, fake_cli_env
 from tests.serverutil import wait_for
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -129,3 +132,55 @@ class RedisServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class WorkerProcess:
+    """A started ``clinvk worker`` driving the fake CLIs, in a process group of its own (so
+    ``kill()`` takes its backend runs with it, as the death of a machine would); every line
+    of its stderr lands in ``log_lines``."""
+
+    def __init__(self, home: str, config: Dict[str, Any],
+                 env: Optional[Dict[str, str]] = None) -> None:
+        os.makedirs(home, exist_ok=True)
+        path = os.path.join(home, "worker.yaml")
+        with open(path, "w") as f:
+            f.write(dump_yaml(config))
+        self.proc = subprocess.Popen(
+            [sys.executable, CLINVK, "worker", "--config", path], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=home,
+            env=fake_cli_env(home, os.path.join(home, "fake-state"), env),
+            start_new_session=True)
+        first = self.proc.stderr.readline().decode("utf-8", "replace")
+        if " worker " not in first:
+            self.kill()
+            raise AssertionError("clinvk worker did not start: %r" % first)
+        self.log_lines: List[str] = [first.rstrip("\n")]
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+
+    def _read_log(self) -> None:
+        for raw in self.proc.stderr:
+            self.log_lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def kill(self) -> None:
+        """SIGKILL the worker and everything it started."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM (the worker drains), then the exit code; SIGKILL if it does not come."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self.proc.returncode
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)    # nothing may outlive it
+        except ProcessLookupError:
+            pass
+        return code

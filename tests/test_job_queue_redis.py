@@ -161,7 +161,7 @@ def test_a_heartbeat_lapses_when_its_process_is_killed(redis):
     code = ("import sys, time; sys.path.insert(0, %r)\n"
             "from clinvk_lib.job_queue_redis import RunnerHeartbeat\n"
             "from clinvk_lib.redisclient import Client\n"
-            "beat = RunnerHeartbeat(Client(%r, prefix='t:'), 0.5); beat.start()\n"
+            "beat = RunnerHeartbeat(Client(%r, prefix='t:'), 0.5); beat.take()\n"
             "print(beat.id, flush=True); time.sleep(60)\n" % (ROOT, redis.url))
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     store = RedisJobStore(client(redis))

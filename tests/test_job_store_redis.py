@@ -142,9 +142,10 @@ def test_store_down_is_a_job_store_error_naming_redis_without_the_password(tmp_p
 
 
 def test_a_runner_is_alive_while_its_heartbeat_is_kept(store):
-    beat = RunnerHeartbeat(store.client, ttl_secs=30)
+    beat = RunnerHeartbeat(store.client, ttl_secs=30, describe=lambda: {"capacity": "4"})
     assert not store.runner_alive(beat.id)
-    beat.start()
+    beat.take()
     assert store.runner_alive(beat.id)
-    beat.stop()
+    assert store.client.execute("HGET", beat.key, "capacity") == b"4"
+    beat.release()
     assert not store.runner_alive(beat.id) and not store.runner_alive("")

@@ -1,0 +1,102 @@
+"""Durable jobs across nodes on one Redis: `clinvk serve` API nodes (server.role: api) queue
+jobs, `clinvk worker` processes run them; a job's record and events are read from any node,
+and a worker killed mid-job loses the job to the visibility timeout: it ends interrupted,
+runs nowhere else, and the other worker keeps going. Real processes, a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.redisutil import RedisServer, WorkerProcess
+from tests.serveproc import CLINVK, ServeProcess, fake_cli_env
+from tests.serverutil import wait_for
+from tests.test_jobs_durability import status, submit
+
+pytestmark = pytest.mark.slow
+
+FINAL = ("succeeded", "failed", "cancelled", "interrupted")
+
+
+@pytest.fixture
+def redis(tmp_path):
+    with RedisServer(str(tmp_path / "redis")) as server:
+        yield server
+
+
+def settings(redis, **server):
+    return {"server": dict({"store": redis.url, "job_visibility_timeout_secs": 3}, **server)}
+
+
+@pytest.fixture
+def api_nodes(redis, tmp_path):
+    nodes = [ServeProcess(str(tmp_path / name), config=settings(redis, role="api"))
+             for name in ("a", "b")]
+    yield nodes
+    for node in nodes:
+        node.stop()
+
+
+def test_a_job_queued_on_one_node_runs_on_a_worker_and_is_read_on_another(
+        redis, api_nodes, tmp_path):
+    a, b = api_nodes
+    worker = WorkerProcess(str(tmp_path / "w1"), settings(redis))
+    try:
+        job_id = submit(a, "hello from node a")
+        assert wait_for(lambda: status(b, job_id) in FINAL, 30)
+    finally:
+        worker.stop()
+    job = b.get("/api/v1/jobs/" + job_id).json()
+    assert job["status"] == "succeeded" and "hello from node a" in json.dumps(job["result"])
+    events = b.get("/api/v1/jobs/%s/events" % job_id).body.decode().splitlines()
+    seqs = [json.loads(line)["seq"] for line in events if line.strip()]
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 3
+    assert any(job_id in line and "succeeded" in line for line in worker.log_lines)
+    assert not any(job_id in line for node in api_nodes for line in node.log_lines
+                   if "ended" in line)       # the API nodes ran nothing
+
+
+def test_an_api_node_alone_keeps_the_job_queued(redis, api_nodes):
+    job_id = submit(api_nodes[0], "nobody runs this")
+    assert not wait_for(lambda: status(api_nodes[1], job_id) != "queued", 2)
+
+
+def test_a_killed_workers_job_ends_interrupted_and_the_other_worker_goes_on(
+        redis, api_nodes, tmp_path):
+    a, b = api_nodes
+    record = str(tmp_path / "runs.jsonl")
+    hanging = WorkerProcess(str(tmp_path / "w1"), settings(redis),
+                            env={"FAKE_CLI_MODE": "hang", "FAKE_CLI_RECORD": record})
+    try:
+        stuck = submit(a, "the stuck one")
+        assert wait_for(lambda: status(b, stuck) == "running", 30)
+        healthy = WorkerProcess(str(tmp_path / "w2"), settings(redis),
+                                env={"FAKE_CLI_RECORD": record})
+    finally:
+        hanging.kill()
+    try:
+        assert wait_for(lambda: status(b, stuck) in FINAL, 30)
+        after = submit(b, "after the kill")
+        assert wait_for(lambda: status(a, after) in FINAL, 30)
+    finally:
+        healthy.stop()
+    ended = b.get("/api/v1/jobs/" + stuck).json()
+    assert ended["status"] == "interrupted"
+    assert "job_visibility_timeout_secs" in ended["error"]["message"] or \
+        "ended" in ended["error"]["message"]
+    assert status(a, after) == "succeeded"
+    with open(record) as f:
+        prompts = [json.dumps(json.loads(line)) for line in f]
+    assert sum("the stuck one" in p for p in prompts) == 1      # never run a second time
+
+
+def test_a_worker_without_a_store_is_refused_saying_how_to_give_one(tmp_path):
+    home = str(tmp_path / "home")
+    os.makedirs(home)
+    done = subprocess.run([sys.executable, CLINVK, "worker"], capture_output=True,
+                          env=fake_cli_env(home, home), timeout=60)
+    assert done.returncode == 2 and b"--store redis://" in done.stderr
