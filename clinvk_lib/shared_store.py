@@ -1,5 +1,6 @@
 """The store several clinvk nodes share (``server.store``): a Redis client built from the
-settings, or None when the setting is empty and each process keeps its state to itself."""
+settings, or None when the setting is empty and each process keeps its state to itself; and
+the job store on it, or on ``CLINVK_HOME`` without it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import ssl
 from typing import Optional
 
 from .config import Config, ConfigError
+from .job_store import JobStore
+from .job_store_redis import RedisJobStore
 from .redisclient import Client
 
 
@@ -29,3 +32,12 @@ def _ssl_context(ca_file: str) -> Optional[ssl.SSLContext]:
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError("server.store_ca_file: cannot read certificate authorities from %r "
                           "(%s); give a PEM file" % (ca_file, exc)) from None
+
+
+def open_job_store(cfg: Config, shared: Optional[Client]) -> JobStore:
+    """The durable jobs: in ``shared`` (a client from ``open_shared_store``) when given, else
+    under ``CLINVK_HOME``."""
+    events_max = cfg.get("server.job_events_max_bytes")
+    if shared is None:
+        return JobStore(cfg.home, events_max)
+    return RedisJobStore(shared, events_max, cfg.get("server.job_visibility_timeout_secs"))

@@ -100,3 +100,34 @@ def test_a_worker_without_a_store_is_refused_saying_how_to_give_one(tmp_path):
     done = subprocess.run([sys.executable, CLINVK, "worker"], capture_output=True,
                           env=fake_cli_env(home, home), timeout=60)
     assert done.returncode == 2 and b"--store redis://" in done.stderr
+
+
+def test_clinvk_jobs_reads_the_shared_store(redis, api_nodes, tmp_path):
+    job_id = submit(api_nodes[0], "listed from anywhere")
+    home = str(tmp_path / "operator")
+    os.makedirs(home)
+    done = subprocess.run([sys.executable, CLINVK, "jobs", "show", job_id, "--json"],
+                          capture_output=True, timeout=60,
+                          env=fake_cli_env(home, home, {"CLINVK_SERVER_STORE": redis.url}))
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["id"] == job_id and shown["status"] == "queued"
+
+
+def test_a_worker_told_to_stop_finishes_its_job_and_gives_the_waiting_one_back(
+        redis, api_nodes, tmp_path):
+    a, b = api_nodes
+    one_slot = settings(redis, max_concurrent_runs=1)
+    worker = WorkerProcess(str(tmp_path / "w1"), one_slot,
+                           env={"FAKE_CLI_MODE": "slow", "FAKE_CLI_DELAY": "0.3"})
+    running = submit(a, "finish me")
+    assert wait_for(lambda: status(b, running) == "running", 30)
+    waiting = submit(a, "give me back")
+    assert worker.stop() == 0
+    assert status(b, running) == "succeeded" and status(b, waiting) == "queued"
+    successor = WorkerProcess(str(tmp_path / "w2"), one_slot)
+    try:
+        assert wait_for(lambda: status(b, waiting) in FINAL, 30)
+    finally:
+        successor.stop()
+    assert status(b, waiting) == "succeeded"

@@ -20,10 +20,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from .. import __version__, config, runner
 from ..argparser import Parser, UsageError
 from ..backends import probe
-from ..job_store import JobStore
 from ..job_store_redis import RedisJobStore
 from ..sessions import SessionStore
-from ..shared_store import open_shared_store
+from ..shared_store import open_job_store, open_shared_store
 from . import anthropic, guards, jobs, native, openai, responses, toolcalls
 from .accesslog import AccessLog
 from .app import App
@@ -60,13 +59,11 @@ def build_app(cfg: config.Config, store: Optional[SessionStore] = None,
 
 def job_runner(app: App) -> JobRunner:
     """The jobs of this process: on its own disk, or on the shared store when there is one."""
-    cfg = app.cfg
-    events_max = cfg.get("server.job_events_max_bytes")
-    if app.shared_store is None:
-        return JobRunner(app, JobStore(cfg.home, events_max))
-    visibility = cfg.get("server.job_visibility_timeout_secs")
-    return SharedJobRunner(app, RedisJobStore(app.shared_store, events_max, visibility),
-                           visibility, pulls=cfg.get("server.role") != "api")
+    store = open_job_store(app.cfg, app.shared_store)
+    if isinstance(store, RedisJobStore):
+        return SharedJobRunner(app, store, app.cfg.get("server.job_visibility_timeout_secs"),
+                               pulls=app.cfg.get("server.role") != "api")
+    return JobRunner(app, store)
 
 
 def serve_command(argv: List[str]) -> int:
