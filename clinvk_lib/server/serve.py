@@ -25,6 +25,7 @@ from ..sessions import SessionStore
 from ..shared_store import open_job_store, open_shared_store
 from . import anthropic, guards, jobs, native, openai, responses, toolcalls
 from .accesslog import AccessLog
+from .idempotency_shared import SharedIdempotencyKeys
 from .app import App
 from .job_runner import JobRunner
 from .job_runner_shared import SharedJobRunner
@@ -42,6 +43,8 @@ def build_app(cfg: config.Config, store: Optional[SessionStore] = None,
     ConfigError when a key source or the CORS settings cannot be used."""
     app = App(cfg, store, log)
     app.shared_store = open_shared_store(cfg)
+    if app.shared_store is not None:
+        app.idempotency = SharedIdempotencyKeys.from_store(app.shared_store, cfg)
     app.guards = guards.install(app)
     app.jobs = job_runner(app)
     # Runs parked on a client tool call until the client's next request (toolcalls).
