@@ -182,6 +182,31 @@ class RunnerHeartbeat:
             pass                        # it expires anyway
 
 
+def list_runners(client: Client) -> List[Dict[str, Any]]:
+    """Every live process on the store, by id, with what it advertises: ``backends`` (a
+    list), ``capacity`` and ``busy`` (runs), ``seen`` (seconds since the epoch of its last
+    heartbeat)."""
+    keys, cursor = [], b"0"
+    while True:
+        cursor, found = client.execute("SCAN", cursor, "MATCH", client.key("runner:*"),
+                                       "COUNT", 1000)
+        keys += found
+        if cursor in (b"0", 0):
+            break
+    replies = client.pipeline([("HGETALL", key) for key in sorted(set(keys))])
+    return [_runner(key, reply) for key, reply in zip(sorted(set(keys)), replies)
+            if reply and not isinstance(reply, ReplyError)]
+
+
+def _runner(key: bytes, reply: Any) -> Dict[str, Any]:
+    fields = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2]))
+    text = {k.decode(): v.decode() for k, v in fields.items()}
+    return {"id": key.decode().rsplit(":", 1)[-1],
+            "backends": [b for b in text.get("backends", "").split(",") if b],
+            "capacity": int(text.get("capacity") or 0), "busy": int(text.get("busy") or 0),
+            "seen": int(text.get("seen") or 0)}
+
+
 def settle(store: Any, queue: JobQueue, delivery: Delivery, runner: str) -> Any:
     """What worker ``runner`` does with ``delivery``: the job to run (it was queued, and is
     now ``runner``'s), or None when there is nothing to run — the job is gone or has ended

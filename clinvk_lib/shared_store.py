@@ -5,12 +5,13 @@ the job store on it, or on ``CLINVK_HOME`` without it."""
 from __future__ import annotations
 
 import ssl
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from .config import Config, ConfigError
+from .job_queue_redis import list_runners
 from .job_store import JobStore
 from .job_store_redis import RedisJobStore
-from .redisclient import Client
+from .redisclient import Client, RedisError
 
 
 def open_shared_store(cfg: Config) -> Optional[Client]:
@@ -41,3 +42,14 @@ def open_job_store(cfg: Config, shared: Optional[Client]) -> JobStore:
     if shared is None:
         return JobStore(cfg.home, events_max)
     return RedisJobStore(shared, events_max, cfg.get("server.job_visibility_timeout_secs"))
+
+
+def store_health(client: Client) -> Dict[str, Any]:
+    """What /health tells of the shared store: its URL (no password), whether it answers (and
+    why not), and the processes on it with what each advertises."""
+    try:
+        runners = list_runners(client)
+    except RedisError as exc:
+        return {"url": client.url.redacted(), "available": False, "error": str(exc),
+                "runners": []}
+    return {"url": client.url.redacted(), "available": True, "error": "", "runners": runners}

@@ -95,20 +95,14 @@ def test_a_killed_workers_job_ends_interrupted_and_the_other_worker_goes_on(
 
 
 def test_a_worker_without_a_store_is_refused_saying_how_to_give_one(tmp_path):
-    home = str(tmp_path / "home")
-    os.makedirs(home)
-    done = subprocess.run([sys.executable, CLINVK, "worker"], capture_output=True,
-                          env=fake_cli_env(home, home), timeout=60)
+    done = clinvk(str(tmp_path / "home"), "worker")
     assert done.returncode == 2 and b"--store redis://" in done.stderr
 
 
 def test_clinvk_jobs_reads_the_shared_store(redis, api_nodes, tmp_path):
     job_id = submit(api_nodes[0], "listed from anywhere")
-    home = str(tmp_path / "operator")
-    os.makedirs(home)
-    done = subprocess.run([sys.executable, CLINVK, "jobs", "show", job_id, "--json"],
-                          capture_output=True, timeout=60,
-                          env=fake_cli_env(home, home, {"CLINVK_SERVER_STORE": redis.url}))
+    done = clinvk(str(tmp_path / "operator"), "jobs", "show", job_id, "--json",
+                  CLINVK_SERVER_STORE=redis.url)
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     assert shown["id"] == job_id and shown["status"] == "queued"
@@ -131,3 +125,53 @@ def test_a_worker_told_to_stop_finishes_its_job_and_gives_the_waiting_one_back(
     finally:
         successor.stop()
     assert status(b, waiting) == "succeeded"
+
+
+def test_health_shows_the_store_and_the_workers_on_it(redis, api_nodes, tmp_path):
+    worker = WorkerProcess(str(tmp_path / "w1"), settings(redis, max_concurrent_runs=3))
+    try:
+        health = api_nodes[0].get("/health").json()
+    finally:
+        worker.stop()
+    shared = health["shared_store"]
+    assert health["status"] == "ok" and shared["available"] and shared["error"] == ""
+    assert shared["url"] == redis.url
+    capacities = sorted(r["capacity"] for r in shared["runners"])
+    assert capacities == [0, 0, 3]          # two API nodes, one worker
+    worker_row = [r for r in shared["runners"] if r["capacity"] == 3][0]
+    assert "claude" in worker_row["backends"] and worker_row["busy"] == 0
+
+
+def test_health_is_degraded_while_the_store_is_down(redis, api_nodes):
+    redis.stop()
+    reply = api_nodes[0].get("/health")
+    shared = reply.json()["shared_store"]
+    assert reply.status == 200 and reply.json()["status"] == "degraded"
+    assert not shared["available"] and "redis://127.0.0.1" in shared["error"]
+
+
+def clinvk(home, *argv, **env):
+    os.makedirs(home, exist_ok=True)
+    return subprocess.run([sys.executable, CLINVK] + list(argv), capture_output=True,
+                          timeout=60, env=fake_cli_env(home, home, env))
+
+
+def test_clinvk_workers_lists_each_worker_with_its_backends_and_slots(redis, tmp_path):
+    worker = WorkerProcess(str(tmp_path / "w1"), settings(redis, max_concurrent_runs=2))
+    try:
+        listed = clinvk(str(tmp_path / "op"), "workers", "--store", redis.url, "--json")
+        table = clinvk(str(tmp_path / "op"), "workers", "--store", redis.url)
+    finally:
+        worker.stop()
+    assert listed.returncode == 0, listed.stderr
+    row, = json.loads(listed.stdout)["workers"]
+    assert row["capacity"] == 2 and "claude" in row["backends"]
+    assert row["id"] in worker.log_lines[0]
+    header, line = table.stdout.decode().splitlines()
+    assert header.split() == ["ID", "CAPACITY", "BUSY", "SEEN", "BACKENDS"]
+    assert line.startswith(row["id"])
+
+
+def test_clinvk_workers_without_a_store_says_how_to_give_one(tmp_path):
+    done = clinvk(str(tmp_path / "op"), "workers")
+    assert done.returncode == 2 and b"--store redis://" in done.stderr

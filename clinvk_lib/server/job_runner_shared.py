@@ -56,10 +56,11 @@ class SharedJobRunner(JobRunner):
 
     def describe(self) -> Dict[str, str]:
         """What this process advertises in its heartbeat: the backends it can run, its run
-        slots, and the jobs it holds them for."""
+        slots for jobs (0 when it pulls none), and the jobs holding them."""
         installed = probe.availability()
+        capacity = self.app.cfg.get("server.max_concurrent_runs") if self.pulls else 0
         return {"backends": ",".join(n for n, ok in installed.items() if ok),
-                "capacity": str(self.app.cfg.get("server.max_concurrent_runs")),
+                "capacity": str(capacity),
                 "busy": str(self.counts()[1])}
 
     def submit(self, job: Job, prepared: Optional[execute.Prepared] = None) -> None:
