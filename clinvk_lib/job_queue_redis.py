@@ -69,9 +69,14 @@ class JobQueue:
         """Up to ``count`` jobs for this worker: reclaimed ones first, then new ones, waiting
         up to ``block_secs`` for a new one when there is none."""
         self._make_group()
-        found = self._reclaim(count)
-        if len(found) < count:
-            found += self._read_new(count - len(found), block_secs)
+        try:
+            found = self._reclaim(count)
+            if len(found) < count:
+                found += self._read_new(count - len(found), block_secs)
+        except ReplyError as exc:
+            if exc.code == "NOGROUP":       # Redis restarted empty: make the group again
+                self._group_made = False
+            raise
         return found
 
     def keep(self, entries: Sequence[str]) -> List[str]:

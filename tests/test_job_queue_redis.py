@@ -16,7 +16,7 @@ import pytest
 from clinvk_lib.job_queue_redis import JobQueue, settle
 from clinvk_lib.job_store import INTERRUPTED, QUEUED, RUNNING, Job, new_job_id
 from clinvk_lib.job_store_redis import RedisJobStore
-from clinvk_lib.redisclient import Client
+from clinvk_lib.redisclient import Client, ReplyError
 from tests.redisutil import RedisServer
 from tests.serverutil import wait_for
 
@@ -109,7 +109,7 @@ import sys, time
 sys.path.insert(0, %(root)r)
 from clinvk_lib.job_queue_redis import JobQueue, settle
 from clinvk_lib.job_store_redis import RedisJobStore
-from clinvk_lib.redisclient import Client
+from clinvk_lib.redisclient import Client, ReplyError
 client = Client(%(url)r, prefix="t:")
 store, queue = RedisJobStore(client), JobQueue(client, "killed", %(visibility)r)
 delivery, = queue.pull(1, 5)
@@ -172,3 +172,15 @@ def test_a_heartbeat_lapses_when_its_process_is_killed(redis):
         child.kill()
         child.wait()
     assert wait_for(lambda: not store.runner_alive(runner), 10)
+
+
+def test_a_worker_goes_on_pulling_after_redis_restarts_empty(redis):
+    queue = JobQueue(client(redis), "w1", 60)
+    assert queue.pull(1, 0.05) == []
+    redis.stop()
+    redis.start()
+    store = RedisJobStore(client(redis))
+    with pytest.raises(ReplyError, match="NOGROUP"):
+        queue.pull(1, 0.05)
+    job = queued_job(store, JobQueue(client(redis), "api", 60))
+    assert [d.job_id for d in queue.pull(1, 0.1)] == [job.id]

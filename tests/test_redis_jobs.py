@@ -175,3 +175,25 @@ def test_clinvk_workers_lists_each_worker_with_its_backends_and_slots(redis, tmp
 def test_clinvk_workers_without_a_store_says_how_to_give_one(tmp_path):
     done = clinvk(str(tmp_path / "op"), "workers")
     assert done.returncode == 2 and b"--store redis://" in done.stderr
+
+
+def test_while_redis_is_down_jobs_get_503_and_after_a_restart_they_run_again(
+        redis, api_nodes, tmp_path):
+    a, b = api_nodes
+    worker = WorkerProcess(str(tmp_path / "w1"), settings(redis))
+    try:
+        redis.stop()
+        down = a.post("/api/v1/jobs", {"kind": "prompt",
+                                       "request": {"backend": "claude", "prompt": "lost"}})
+        assert down.status == 503 and down.json()["error"] == "job_store_unavailable"
+        assert "redis://127.0.0.1" in down.json()["message"]
+        redis.start()
+        accepted = []
+        assert wait_for(lambda: accepted.append(a.post("/api/v1/jobs", {
+            "kind": "prompt", "request": {"backend": "claude", "prompt": "after"}})) or
+            accepted[-1].status == 202, 15, 0.2)     # once the client's back-off has passed
+        job_id = accepted[-1].json()["id"]
+        assert wait_for(lambda: status(b, job_id) in FINAL, 30)
+    finally:
+        worker.stop()
+    assert status(b, job_id) == "succeeded"
