@@ -32,7 +32,7 @@ from .job_index import Summary
 from .job_queue_redis import RunnerHeartbeat
 from .job_store import (DEFAULT_EVENTS_MAX_BYTES, LOCK_WAIT_SECS, Job, JobStore, JobStoreError,
                         is_job_id, lock_held_too_long)
-from .redisclient import Client, RedisError, ReplyError, Script
+from .redisclient import Client, Connection, RedisError, ReplyError, Script
 
 LOCK_TTL_MS = 30000
 # Entries one XRANGE returns at most; a cursor reads on until it has them all.
@@ -223,13 +223,15 @@ class StreamEventWriter(EventWriter):
 
 class StreamEventCursor:
     """``EventCursor`` over a Redis Stream: ``read()`` returns the events after the last it
-    returned (after ``after`` at first); ``seq`` is the last one's."""
+    returned (after ``after`` at first); ``seq`` is the last one's; ``wait(timeout)`` waits
+    for the next one to be written, wherever it is written. ``close()`` when done."""
 
     def __init__(self, client: Client, key: str, after: int = 0) -> None:
         self.client = client
         self.key = key
         self.seq = max(0, after)
         self._lock = threading.Lock()
+        self._conn: Optional[Connection] = None
 
     def read(self) -> List[Dict[str, Any]]:
         with self._lock:
@@ -244,8 +246,25 @@ class StreamEventCursor:
                 continue                # not written by StreamEventWriter
         return out
 
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for an event after the last one read (XREAD BLOCK,
+        on a connection of this cursor's own); True when one is there."""
+        try:
+            if self._conn is None or self._conn.sock is None:
+                self._conn = self.client.dedicated()
+            reply = self.client.call(self._conn, "XREAD", "COUNT", 1, "BLOCK",
+                                     max(1, int(timeout * 1000)), "STREAMS", self.key,
+                                     "0-%d" % self.seq, timeout=timeout + 5)
+        except RedisError:
+            time.sleep(timeout)         # Redis down: the caller reads and decides
+            return False
+        return bool(reply)
+
     def close(self) -> None:
-        """Nothing is held between reads."""
+        """Close the cursor's connection, if ``wait`` opened one."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
 
 def _read_stream(client: Client, key: str, after: int) -> List[Tuple[int, bytes]]:

@@ -4,7 +4,8 @@ URLs (TLS from ``ssl``), AUTH and SELECT, a connection pool, connect and read ti
 pipelining, Lua scripts by SHA1, and a key prefix. Valkey speaks the same protocol.
 
 What a caller uses: ``Client(url)``, then ``execute(*args)``, ``pipeline(commands)``,
-``run_script(script, keys, args)``, ``key(name)`` and ``close()``.
+``run_script(script, keys, args)``, ``key(name)`` and ``close()``; ``dedicated()`` and
+``call(conn, *args)`` for a blocking command on a connection of its own.
 
 Failures are of two kinds, both naming the URL without its password: ``RedisUnavailable``
 (Redis cannot be reached, or the connection broke mid-command) and ``ReplyError`` (Redis
@@ -348,6 +349,24 @@ class Client:
             if exc.code != "NOSCRIPT":
                 raise
         return self.execute("EVAL", script.source, *tail)
+
+    def dedicated(self) -> Connection:
+        """A connection of the caller's own, outside the pool (for blocking commands that
+        would hold a pooled one for long): connected, with the pool's back-off; the caller
+        closes it."""
+        return self._connect()
+
+    def call(self, conn: Connection, *args: Any, timeout: Optional[float] = None) -> Any:
+        """``execute`` on a ``dedicated`` connection: the reply, ReplyError raised;
+        RedisUnavailable (and the connection closed) when it broke."""
+        try:
+            reply = conn.call_all([args], timeout)[0]
+        except (OSError, RedisUnavailable) as exc:
+            conn.close()
+            raise self._unavailable("the connection broke", exc) from None
+        if isinstance(reply, ReplyError):
+            raise self._named(reply)
+        return reply
 
     def close(self) -> None:
         """Close the idle connections; those lent out close when they come back."""

@@ -149,3 +149,29 @@ def test_a_runner_is_alive_while_its_heartbeat_is_kept(store):
     assert store.client.execute("HGET", beat.key, "capacity") == b"4"
     beat.release()
     assert not store.runner_alive(beat.id) and not store.runner_alive("")
+
+
+def test_a_cursor_waits_for_the_next_event_written_by_another_node(redis):
+    a, b = node(redis), node(redis)
+    job = make(a)
+    writer = a.writer(job.id)
+    writer.append({"type": "init"})
+    cursor = b.cursor(job.id)
+    assert [e["seq"] for e in cursor.read()] == [1]
+    assert cursor.wait(0.05) is False                 # nothing new yet
+    later = threading.Timer(0.2, lambda: writer.append({"type": "message"}))
+    later.start()
+    try:
+        assert cursor.wait(10) is True
+    finally:
+        later.join()
+    assert [e["seq"] for e in cursor.read()] == [2]
+    cursor.close()
+    assert cursor.wait(0.05) is False                 # a closed cursor can still wait
+
+
+def test_a_cursor_waiting_while_redis_is_down_says_nothing_came(redis):
+    store = node(redis)
+    cursor = store.cursor(make(store).id)
+    redis.stop()
+    assert cursor.wait(0.05) is False

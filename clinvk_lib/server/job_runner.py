@@ -436,12 +436,16 @@ class JobRunner:
                     yield event
                     if event.get("type") == JOB and event["content"].get("status") in FINAL:
                         return
-                if gone() or not self._wait_change(seen):
+                if gone() or not self._wait_events(job_id, cursor, seen):
                     job = self.store.read(job_id)
                     if job is None or gone() or (job.final and cursor.seq >= job.event_count):
                         return
         finally:
             cursor.close()
+
+    def _wait_events(self, job_id: str, cursor: Any, seen: int) -> bool:
+        """Wait for the job's next event (a subclass may wait on its store instead)."""
+        return self._wait_change(seen)
 
     def _wait_change(self, seen: int) -> bool:
         """Wait for a change after generation ``seen``; False after POLL_SECS without one

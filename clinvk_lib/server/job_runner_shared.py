@@ -141,6 +141,13 @@ class SharedJobRunner(JobRunner):
             # Left pending: reclaimed after the visibility timeout, and settled then.
             self._warn_unreachable(exc)
 
+    def _wait_events(self, job_id: str, cursor: Any, seen: int) -> bool:
+        """A job another process runs: wait on its event stream in Redis, so its events come
+        as they are written there (not at the next poll)."""
+        if job_id in self._running:
+            return super()._wait_events(job_id, cursor, seen)
+        return cursor.wait(self.POLL_SECS)
+
     def cancel(self, job_id: str) -> Optional[Job]:
         job = super().cancel(job_id)
         # Ended by the cancel before any process pulled it (its only event is the final
