@@ -157,12 +157,13 @@ class RunnerHeartbeat:
                                         name="clinvk-heartbeat")
 
     def take(self) -> None:
-        """Set the key now, then keep it. OSError when Redis cannot be reached."""
+        """Set the key now and keep it from now on. OSError when Redis cannot be reached
+        now: the key is set by the first renewal that reaches it."""
+        self._thread.start()
         try:
             self._renew()
         except RedisError as exc:
             raise OSError("the job store cannot be reached: %s" % exc) from None
-        self._thread.start()
 
     def _renew(self) -> None:
         fields = dict(self.describe(), seen=str(int(time.time())))

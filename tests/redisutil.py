@@ -150,11 +150,13 @@ class WorkerProcess:
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=home,
             env=fake_cli_env(home, os.path.join(home, "fake-state"), env),
             start_new_session=True)
-        first = self.proc.stderr.readline().decode("utf-8", "replace")
-        if " worker " not in first:
-            self.kill()
-            raise AssertionError("clinvk worker did not start: %r" % first)
-        self.log_lines: List[str] = [first.rstrip("\n")]
+        self.log_lines: List[str] = []
+        while not any(" worker " in line for line in self.log_lines):   # its start-up line
+            line = self.proc.stderr.readline().decode("utf-8", "replace")
+            if not line:
+                self.kill()
+                raise AssertionError("clinvk worker did not start: %r" % self.log_lines)
+            self.log_lines.append(line.rstrip("\n"))
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
 

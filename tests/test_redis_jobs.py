@@ -166,7 +166,7 @@ def test_clinvk_workers_lists_each_worker_with_its_backends_and_slots(redis, tmp
     assert listed.returncode == 0, listed.stderr
     row, = json.loads(listed.stdout)["workers"]
     assert row["capacity"] == 2 and "claude" in row["backends"]
-    assert row["id"] in worker.log_lines[0]
+    assert any(row["id"] in line for line in worker.log_lines)
     header, line = table.stdout.decode().splitlines()
     assert header.split() == ["ID", "CAPACITY", "BUSY", "SEEN", "BACKENDS"]
     assert line.startswith(row["id"])
@@ -197,3 +197,21 @@ def test_while_redis_is_down_jobs_get_503_and_after_a_restart_they_run_again(
     finally:
         worker.stop()
     assert status(b, job_id) == "succeeded"
+
+
+def test_a_worker_started_while_redis_is_down_runs_jobs_once_it_is_up(
+        redis, api_nodes, tmp_path):
+    redis.stop()
+    worker = WorkerProcess(str(tmp_path / "w1"), settings(redis))
+    try:
+        redis.start()
+        accepted = []
+        assert wait_for(lambda: accepted.append(api_nodes[0].post("/api/v1/jobs", {
+            "kind": "prompt", "request": {"backend": "claude", "prompt": "late"}})) or
+            accepted[-1].status == 202, 15, 0.2)
+        job_id = accepted[-1].json()["id"]
+        assert wait_for(lambda: status(api_nodes[1], job_id) in FINAL, 30)
+    finally:
+        worker.stop()
+    assert status(api_nodes[1], job_id) == "succeeded"
+    assert any("jobs run once it is back" in line for line in worker.log_lines)

@@ -54,6 +54,14 @@ class SharedJobRunner(JobRunner):
         self._kept_at = 0.0
         self._warned_at = -self.WARN_EVERY_SECS
 
+    def open(self) -> None:
+        """Take this process's heartbeat. Redis down is no reason not to run jobs later: the
+        heartbeat and the queue are retried until it is back."""
+        super().open()
+        if not self._open:
+            self.app.log.error("jobs: %s; jobs run once it is back" % self._open_error)
+            self._open = True
+
     def describe(self) -> Dict[str, str]:
         """What this process advertises in its heartbeat: the backends it can run, its run
         slots for jobs (0 when it pulls none), and the jobs holding them."""
