@@ -291,8 +291,9 @@ class Client:
 
     BACKOFF_SECS = 0.05
     MAX_BACKOFF_SECS = 5.0
+    MAX_CONNECTIONS = 32
 
-    def __init__(self, url: str, prefix: str = "", max_connections: int = 32,
+    def __init__(self, url: str, prefix: str = "", max_connections: int = MAX_CONNECTIONS,
                  connect_timeout: float = 5.0, read_timeout: float = 10.0,
                  connect_attempts: int = 3, ssl_context: Optional[ssl.SSLContext] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
