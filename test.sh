@@ -45,14 +45,15 @@ run_pytest() {
 }
 
 # Debian packages some tests drive for real: promtool (metrics format), headless Chromium
-# and Firefox (the cross-site tests, the web console), nginx (reverse-proxy tests), zsh and
-# fish (completion scripts load).
-log "checking Debian packages: prometheus chromium firefox-esr nginx zsh fish"
+# and Firefox (the cross-site tests, the web console), nginx (reverse-proxy tests),
+# redis-server (the Redis store), zsh and fish (completion scripts load).
+log "checking Debian packages: prometheus chromium firefox-esr nginx redis-server zsh fish"
 missing=""
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v firefox-esr >/dev/null 2>&1 || missing="$missing firefox-esr"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v zsh >/dev/null 2>&1 || missing="$missing zsh"
 command -v fish >/dev/null 2>&1 || missing="$missing fish"
 if [ -n "$missing" ]; then

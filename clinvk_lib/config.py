@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 from .backends.base import NAMES
 from .backends.options import APPROVAL_MODES, OUTPUT_FORMATS, SANDBOX_MODES
 from .config_types import (BOOL, COUNT, STR, STR_LIST, Choice, Int, Invalid, NetworkList, Positive,
-                           ValueType)
+                           StoreURL, ValueType)
 from .fsutil import write_atomically
 
 
@@ -102,6 +102,8 @@ SETTINGS = (
     _S("server.responses_retention_days",  COUNT,            30,       "stored responses unwritten this many days are removed (0 = kept until the count pushes them out)"),
     _S("server.max_queued_jobs",           Int(1),           1000,     "durable jobs waiting for a run slot at once (background responses included); past it POST /api/v1/jobs gets 503"),
     _S("server.job_events_max_bytes",      Int(4096),        8 * 1024 * 1024, "bytes of events kept per job; later events are dropped (its final status is always kept)"),
+    _S("server.role",                      Choice("all", "api"), "all", "with server.store: api = this node queues durable jobs and runs none of them (clinvk worker does); all = it runs them too"),
+    _S("server.job_visibility_timeout_secs", Int(3),        60,       "with server.store: seconds a job's process may go unheard before another process takes the job back (a running one ends interrupted)"),
     _S("server.job_retention_days",        COUNT,            7,        "finished jobs and their events are removed this many days after they ended (0 = kept)"),
     _S("server.webhook_allowed_hosts",     STR_LIST,         (),       "hosts a job's webhook_url may name, as host or host:port, matched exactly (empty = webhooks refused)"),
     _S("server.webhook_secret",            STR,              "",       "key of the HMAC-SHA256 signature in X-Clinvk-Signature (empty = webhooks refused)", secret=True),
@@ -116,6 +118,10 @@ SETTINGS = (
     _S("server.rate_limit_rps",            Positive(),       10.0,     "requests per second per client IP"),
     _S("server.rate_limit_burst",          Int(1),           20,       "requests a client IP may send at once"),
     _S("server.rate_limit_max_clients",    Int(1),           100000,   "clients with a bucket of their own; beyond, new clients share one"),
+    _S("server.rate_limit_fail_open",      BOOL,             False,    "while server.store cannot be reached, admit requests unlimited (true) instead of refusing them with 503 (false)"),
+    _S("server.store",                     StoreURL(),       "",       "state shared by several clinvk nodes (empty = none: each process keeps its own); redis://[user:password@]host:port/db or rediss:// (TLS). Holds today: the rate-limit buckets, the durable jobs and the Idempotency-Keys", secret=True),
+    _S("server.store_key_prefix",          STR,              "clinvk:", "prefix of every key clinvk writes in server.store (several deployments can share one Redis)"),
+    _S("server.store_ca_file",             STR,              "",       "PEM file of the certificate authorities a rediss:// store is checked against (empty = the system's)"),
     _S("server.trusted_proxies",           NetworkList(),    (),       "proxies whose X-Forwarded-For is believed (IPs or CIDRs)"),
     _S("server.max_request_body_bytes",    Int(1),           10 * 1024 * 1024, "largest request body accepted"),
     _S("server.cors_allowed_origins",      STR_LIST,         (),       "browser origins allowed to call the API (empty = none)"),

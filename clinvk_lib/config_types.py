@@ -143,6 +143,22 @@ class NetworkList(StrList):
         return items
 
 
+class StoreURL(Str):
+    """Empty, or a Redis URL ``redis://[user:password@]host:port/db`` / ``rediss://``."""
+
+    expected = 'empty, or redis://[user:password@]host:port/db (rediss:// for TLS)'
+
+    def check(self, value: Any) -> Any:
+        text = super().check(value).strip()
+        if text:
+            from .redisclient import parse_url  # lazy: start-up (only server.store needs it)
+            try:
+                parse_url(text)
+            except ValueError as exc:
+                raise Invalid("%s: %s" % (self.expected, exc)) from None
+        return text
+
+
 STR = Str()
 BOOL = Bool()
 STR_LIST = StrList()

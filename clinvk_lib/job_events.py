@@ -54,9 +54,14 @@ class EventWriter:
         self.path = path
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self.count, self._size = _repair(path)
-        self._truncated = False
         self._fd = -1
+        self.count, self._size = self._existing()
+        self._truncated = False
+
+    def _existing(self) -> Tuple[int, int]:
+        """(events, bytes) already in the log, once repaired (a subclass may keep the log
+        elsewhere)."""
+        return _repair(self.path)
 
     def append(self, event: Dict[str, Any], final: bool = False) -> int:
         """Write ``event`` (a dict with ``type``) as the next line; ``final`` for the job's
@@ -70,13 +75,17 @@ class EventWriter:
                 line = self._line({"type": TRUNCATED, "timestamp": rfc3339(), "content": {
                     "message": "the job's later events were not kept: its event log reached "
                                "%d bytes (server.job_events_max_bytes)" % self.max_bytes}})
-            if self._fd < 0:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT |
-                                   os.O_CLOEXEC, 0o600)
-            os.write(self._fd, line)
+            self._write(line)
             self.count += 1
             self._size += len(line)
             return self.count
+
+    def _write(self, line: bytes) -> None:
+        """Store one whole line (a subclass may keep the log elsewhere)."""
+        if self._fd < 0:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT |
+                               os.O_CLOEXEC, 0o600)
+        os.write(self._fd, line)
 
     def _line(self, event: Dict[str, Any]) -> bytes:
         return (jsontext.dumps_compact(dict({"seq": self.count + 1}, **event)) + "\n"

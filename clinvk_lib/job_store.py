@@ -27,7 +27,7 @@ from .filelock import locked
 from .fsutil import read_json_record, unlink_quietly, write_atomically
 from .job_events import EventCursor, EventWriter, count_events, job_event
 from .job_index import JobIndex, Summary
-from .job_lease import runner_alive
+from .job_lease import RunnerLease, runner_alive
 from .sessions import EVERYTHING, Access
 from .textutil import rfc3339
 
@@ -51,7 +51,7 @@ _FILE = re.compile(r"(job_[0-9a-f]{24})\.json\Z")
 _EVENTS = re.compile(r"(job_[0-9a-f]{24})\.events\Z")
 _TEMP = re.compile(r"\.(job_[0-9a-f]{24}\.json|index)\.tmp-[0-9a-f]+\Z")
 _STRAY_SECS = 60.0
-_LOCK_WAIT_SECS = 30.0
+LOCK_WAIT_SECS = 30.0
 
 _id_lock = threading.Lock()
 _last_micros = [0]
@@ -413,6 +413,10 @@ class JobStore:
         """True while the process holding lease ``runner`` lives (``job_lease``)."""
         return runner_alive(self.dir, runner)
 
+    def lease(self) -> RunnerLease:
+        """A new lease for a process that will queue and run jobs on this store."""
+        return RunnerLease(self.dir)
+
     # -- files --------------------------------------------------------------------------------
 
     def _write(self, job: Job, sync_dir: bool = False) -> None:
@@ -444,7 +448,7 @@ class _JobLock:
     """The lock of one job, held while its record changes."""
 
     def __init__(self, path: str) -> None:
-        self._cm = locked(path, _LOCK_WAIT_SECS)
+        self._cm = locked(path, LOCK_WAIT_SECS)
 
     def __enter__(self) -> None:
         try:
@@ -453,11 +457,14 @@ class _JobLock:
             raise _unavailable(exc, "locked")
         if not acquired:
             self._cm.__exit__(None, None, None)
-            raise JobStoreError("a job's lock was held for over %ds; retry later"
-                                % _LOCK_WAIT_SECS)
+            raise lock_held_too_long()
 
     def __exit__(self, *exc: Any) -> None:
         self._cm.__exit__(*exc)
+
+
+def lock_held_too_long() -> JobStoreError:
+    return JobStoreError("a job's lock was held for over %ds; retry later" % LOCK_WAIT_SECS)
 
 
 def cancelled_error() -> Dict[str, Any]:

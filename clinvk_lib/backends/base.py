@@ -34,6 +34,7 @@ SERVER_SECRET_VARIABLES = (
     "CLINVK_SERVER_API_KEYS_FILE",
     "CLINVK_API_KEYS_GOPASS_PATH", "CLINVK_SERVER_API_KEYS_GOPASS_PATH",
     "CLINVK_SERVER_WEBHOOK_SECRET",
+    "CLINVK_SERVER_STORE",
 )
 
 # What String.prototype.trim() removes (ECMA-262: WhiteSpace and LineTerminator), for the

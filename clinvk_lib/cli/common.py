@@ -235,6 +235,8 @@ def root_parser() -> Parser:
                "  doctor     can each backend run here? (version, login, why not)\n"
                "  serve      HTTP server (native, OpenAI and Anthropic APIs)\n"
                "  jobs       the server's durable jobs: list, show, events, cancel\n"
+               "  worker     run the jobs queued on a shared store (server.store)\n"
+               "  workers    the processes on the shared store: backends, slots, busy\n"
                "  mcp        MCP server over stdio\n"
                "  completion shell completion script (bash, zsh, fish)\n"
                "  chat       interactive session (also: clinvk with no prompt on a terminal)\n"

@@ -1,5 +1,5 @@
 """``clinvk jobs list|show|events|cancel``: the durable jobs of the servers that share this
-CLINVK_HOME, read from its job store, so an operator can see what a server is doing (and stop
+CLINVK_HOME (or ``server.store``, when set), read from its job store, so an operator can see what a server is doing (and stop
 a job) without an API key. The command line sees every job, as it sees every session.
 
 A job a live server runs is cancelled by flagging it in the store: that server stops it within
@@ -14,6 +14,8 @@ import time
 from typing import Any, Dict, List
 
 from .. import job_store
+from ..config import ConfigError
+from ..shared_store import open_job_store, open_shared_store
 from ..jsontext import dumps_compact
 from ..textutil import cut, printable
 from .common import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, Parser, add_config_flag, add_json_flags,
@@ -55,8 +57,9 @@ def jobs_command(argv: List[str]) -> int:
     args, code = parse_action(jobs_parser(), argv)
     if args is None:
         return code
-    store = job_store.JobStore(load_config(args).home)
+    cfg = load_config(args)
     try:
+        store = open_job_store(cfg, open_shared_store(cfg))
         if args.action == "list":
             list_jobs(store, args)
         elif args.action == "show":
@@ -65,7 +68,7 @@ def jobs_command(argv: List[str]) -> int:
             print_events(store, store.resolve(args.id), args.after, args.follow)
         elif args.action == "cancel":
             return cancel_job(store, store.resolve(args.id))
-    except (LookupError, job_store.JobStoreError) as exc:
+    except (LookupError, job_store.JobStoreError, ConfigError) as exc:
         err(str(exc.args[0]) if exc.args else str(exc))
         return EXIT_USAGE
     return EXIT_OK

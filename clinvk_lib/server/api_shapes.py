@@ -447,8 +447,8 @@ SessionDeleted = Obj(
 
 Health = Obj(
     Field("status", String(enum=("ok", "degraded", "unhealthy")), required=True,
-          description="ok; degraded = some backend CLI missing; unhealthy = session store "
-                      "unusable (HTTP 503)."),
+          description="ok; degraded = some backend CLI missing, or server.store not "
+                      "answering; unhealthy = session store unusable (HTTP 503)."),
     Field("version", String(), required=True),
     Field("uptime", String(), required=True, example="2m31s"),
     Field("uptime_millis", TOKEN_COUNT, required=True),
@@ -459,6 +459,24 @@ Health = Obj(
                                      description="Why the store cannot be used; \"\" when "
                                                  "it can."),
                                name="SessionStoreHealth"), required=True),
+    Field("shared_store", Obj(
+        Field("url", String(), required=True, description="server.store, without password."),
+        Field("available", Boolean(), required=True),
+        Field("error", String(), required=True,
+              description="Why the store does not answer; \"\" when it does."),
+        Field("runners", Array(Obj(
+            Field("id", String(), required=True),
+            Field("backends", Array(String()), required=True,
+                  description="The backends whose CLI it has installed."),
+            Field("capacity", TOKEN_COUNT, required=True, description="Its run slots for jobs (0: it runs none)."),
+            Field("busy", TOKEN_COUNT, required=True, description="Jobs holding them."),
+            Field("seen", TOKEN_COUNT, required=True,
+                  description="Its last heartbeat, in seconds since the epoch."),
+            name="StoreRunner")), required=True,
+              description="The processes on the store: clinvk worker, clinvk serve."),
+        name="SharedStoreHealth"),
+          description="With server.store only; the status is degraded while it does not "
+                      "answer."),
     name="Health",
     example={"status": "ok", "version": "0.1.0", "uptime": "2m31s", "uptime_millis": 151000,
              "backends": [{"name": "claude", "available": True}],

@@ -112,6 +112,7 @@ class App:
         self.guards: Any = None                 # a guards.Guards once serve.build_app installs it
         self.jobs: Any = None                   # a job_runner.JobRunner, likewise
         self.tool_bridge: Any = None            # a toolcalls.Bridge, likewise
+        self.shared_store: Any = None           # a redisclient.Client when server.store is set
         self.idempotency = IdempotencyKeys.from_config(cfg)
         self.runs = RunRegistry()               # the runs in flight (GET /api/v1/runs)
         self.watcher = DisconnectWatcher()

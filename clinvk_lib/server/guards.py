@@ -34,15 +34,17 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from ..config import Config, ConfigError
+from ..redisclient import Client, RedisError
 from .app import App
 from .http import Response, is_json_media_type
 from .errors import ApiError, unsupported_media_type
 from .keys import ApiKeys, digest
 from .ratelimit import RateLimiter, client_ip, parse_trusted, rate_key
+from .ratelimit_shared import SharedRateLimiter
 
 # Request headers a browser page may send cross-origin (lower case). The OpenAI and Anthropic
 # SDKs add their own telemetry headers (x-stainless-*), allowed by prefix.
@@ -236,14 +238,19 @@ class Guards:
     adds to the App."""
 
     def __init__(self, cfg: Config, keys: ApiKeys,
-                 allowed_methods: Callable[[str], Tuple[str, ...]], metrics=None) -> None:
+                 allowed_methods: Callable[[str], Tuple[str, ...]], metrics=None,
+                 shared_store: Optional[Client] = None) -> None:
         self.keys = keys
         self.metrics = metrics
         self.allowed_methods = allowed_methods      # path -> methods it answers (router)
         self.metrics_public = bool(cfg.get("server.metrics_public"))
         self.trusted = parse_trusted(cfg.get("server.trusted_proxies"))
-        self.limiter: Optional[RateLimiter] = None
-        if cfg.get("server.rate_limit_enabled"):
+        self.limiter: Union[RateLimiter, SharedRateLimiter, None] = None
+        if cfg.get("server.rate_limit_enabled") and shared_store is not None:
+            self.limiter = SharedRateLimiter(shared_store, cfg.get("server.rate_limit_rps"),
+                                             cfg.get("server.rate_limit_burst"),
+                                             cfg.get("server.rate_limit_fail_open"))
+        elif cfg.get("server.rate_limit_enabled"):
             self.limiter = RateLimiter(cfg.get("server.rate_limit_rps"),
                                        cfg.get("server.rate_limit_burst"),
                                        max_clients=cfg.get("server.rate_limit_max_clients"))
@@ -309,7 +316,14 @@ class Guards:
             client = "ip:" + rate_key(ctx.client)
         # A valid key always has a bucket of its own: a flood of new addresses filling the
         # table must not push an authenticated client into the shared overflow bucket.
-        decision = self.limiter.check(client, reserved=valid_key)
+        try:
+            decision = self.limiter.check(client, reserved=valid_key)
+        except RedisError as exc:
+            raise ApiError(503, "rate_limit_store_unavailable",
+                           "the rate limit cannot be checked: %s; requests are refused until "
+                           "the store (server.store) is back (server.rate_limit_fail_open: "
+                           "true admits them unlimited instead)" % exc,
+                           headers={"Retry-After": "1"}) from None
         # Read by add_rate_limit_headers when the response goes out.
         ctx.rate_limit = decision
         if not decision.allowed:
@@ -442,7 +456,7 @@ def install(app: App) -> Guards:
     """Build the guards from ``app.cfg`` and add their steps (after the request id) and
     hooks to ``app``. ConfigError when a key source or the CORS settings cannot be used."""
     guards = Guards(app.cfg, ApiKeys.from_config(app.cfg, on_error=app.log.error),
-                    app.router.allowed, app.metrics)
+                    app.router.allowed, app.metrics, app.shared_store)
     app.steps[1:1] = guards.steps
     app.response_hooks.extend(guards.hooks)
     return guards

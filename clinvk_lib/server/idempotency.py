@@ -18,7 +18,7 @@ The caller is the API key's id (``keys.key_id``); without API keys, every caller
 scope. A kept answer is forgotten ``server.idempotency_window_secs`` after it was given, or
 earlier, oldest first, when more than ``server.idempotency_max_keys`` keys or
 ``server.idempotency_max_stored_bytes`` of answers are held. Keys are held in this server
-process's memory.
+process's memory (in the shared store with ``server.store``: ``idempotency_shared``).
 """
 
 from __future__ import annotations

@@ -35,7 +35,6 @@ from .. import execute, jsontext
 from ..job_events import JOB
 from ..job_store import (CANCELLED, FAILED, FINAL, INTERRUPTED, QUEUED, SUCCEEDED, Job,
                          JobStore, JobStoreError, cancelled_error, interrupted_error)
-from ..job_lease import RunnerLease
 from . import errors, native
 from .job_context import JobContext, Requeue, judge
 from .job_upkeep import Upkeep
@@ -90,7 +89,7 @@ class JobRunner:
     def __init__(self, app: Any, store: JobStore) -> None:
         self.app = app
         self.store = store
-        self.lease = RunnerLease(store.dir)
+        self.lease = store.lease()
         self.max_queued = app.cfg.get("server.max_queued_jobs")
         self.upkeep = Upkeep(self, app.cfg.get("server.job_retention_days") * 86400)
         self.webhooks = JobWebhooks(app, store)
@@ -325,10 +324,14 @@ class JobRunner:
             self.app.metrics.job_submitted(job.kind)
         with self._cond:
             self._reserved -= 1
-            self._queue.append(job.id)
+            self._queue_job(job.id)
             if prepared is not None:
                 self._keep_prepared(job.id, prepared)
             self._cond.notify_all()
+
+    def _queue_job(self, job_id: str) -> None:
+        """Put a saved job in the queue (self._cond held)."""
+        self._queue.append(job_id)
 
     def _keep_prepared(self, job_id: str, prepared: execute.Prepared) -> None:
         """Keep a just-checked run for a job that may start at once (self._cond held)."""
@@ -433,12 +436,16 @@ class JobRunner:
                     yield event
                     if event.get("type") == JOB and event["content"].get("status") in FINAL:
                         return
-                if gone() or not self._wait_change(seen):
+                if gone() or not self._wait_events(job_id, cursor, seen):
                     job = self.store.read(job_id)
                     if job is None or gone() or (job.final and cursor.seq >= job.event_count):
                         return
         finally:
             cursor.close()
+
+    def _wait_events(self, job_id: str, cursor: Any, seen: int) -> bool:
+        """Wait for the job's next event (a subclass may wait on its store instead)."""
+        return self._wait_change(seen)
 
     def _wait_change(self, seen: int) -> bool:
         """Wait for a change after generation ``seen``; False after POLL_SECS without one

@@ -18,6 +18,7 @@ from ..fanout_results import (CANCELLED, CompareResult, ItemResult, ProgressFn, 
                               StepResult, Summary, TaskResult)
 from ..schema import Obj, validate_query
 from ..shapes import SessionsQuery
+from ..shared_store import store_health
 from . import console, docs as docs_page
 from . import ndjson, openapi
 from .api_shapes import Session as SessionSchema
@@ -299,7 +300,8 @@ def delete_session(ctx: Context) -> Response:
 
 
 def health(ctx: Context) -> Response:
-    """ok; degraded when an enabled backend's CLI is missing; unhealthy (HTTP 503) when the
+    """ok; degraded when an enabled backend's CLI is missing or the shared store
+    (``server.store``) does not answer; unhealthy (HTTP 503) when the
     session store cannot be used: a file cannot be written in it right now (read-only or full
     disk) or it cannot be listed. Needs no key, so the store's problem is told without the
     server's paths."""
@@ -307,13 +309,16 @@ def health(ctx: Context) -> Response:
     available, count, problem = ctx.app.store.health()
     missing = [r for r in rows if not r["available"]
                and ctx.app.cfg.backend_enabled(r["name"])]
-    status = "unhealthy" if not available else "degraded" if missing else "ok"
+    shared = store_health(ctx.app.shared_store) if ctx.app.shared_store is not None else None
+    degraded = missing or (shared is not None and not shared["available"])
+    status = "unhealthy" if not available else "degraded" if degraded else "ok"
     store = {"available": available, "session_count": count, "error": problem}
     millis = int((time.monotonic() - ctx.app.started) * 1000)
-    return json_response({"status": status, "version": __version__,
-                          "uptime": format_uptime(millis), "uptime_millis": millis,
-                          "backends": rows, "session_store": store},
-                         503 if status == "unhealthy" else 200)
+    body = {"status": status, "version": __version__, "uptime": format_uptime(millis),
+            "uptime_millis": millis, "backends": rows, "session_store": store}
+    if shared is not None:
+        body["shared_store"] = shared
+    return json_response(body, 503 if status == "unhealthy" else 200)
 
 
 def format_uptime(millis: int) -> str:

@@ -15,18 +15,21 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import __version__, config, runner
 from ..argparser import Parser, UsageError
 from ..backends import probe
-from ..job_store import JobStore
+from ..job_store_redis import RedisJobStore
 from ..sessions import SessionStore
+from ..shared_store import open_job_store, open_shared_store
 from . import (anthropic, console, guards, jobs, native, openai, responses, runs_api,
                toolcalls)
 from .accesslog import AccessLog
+from .idempotency_shared import SharedIdempotencyKeys
 from .app import App
 from .job_runner import JobRunner
+from .job_runner_shared import SharedJobRunner
 from .listener import HttpServer, make_server
 
 # The API styles served, in registration order (the order of /openapi.json).
@@ -40,8 +43,11 @@ def build_app(cfg: config.Config, store: Optional[SessionStore] = None,
     ``start_jobs``: ``serve_command`` starts them once it has announced itself) run.
     ConfigError when a key source or the CORS settings cannot be used."""
     app = App(cfg, store, log)
+    app.shared_store = open_shared_store(cfg)
+    if app.shared_store is not None:
+        app.idempotency = SharedIdempotencyKeys.from_store(app.shared_store, cfg)
     app.guards = guards.install(app)
-    app.jobs = JobRunner(app, JobStore(cfg.home, cfg.get("server.job_events_max_bytes")))
+    app.jobs = job_runner(app)
     # Runs parked on a client tool call until the client's next request (toolcalls).
     app.tool_bridge = toolcalls.Bridge(cfg.get("server.tool_result_timeout_secs")
                                        or cfg.get("server.request_timeout_secs") or 0)
@@ -55,24 +61,25 @@ def build_app(cfg: config.Config, store: Optional[SessionStore] = None,
     return app
 
 
+def job_runner(app: App) -> JobRunner:
+    """The jobs of this process: on its own disk, or on the shared store when there is one."""
+    store = open_job_store(app.cfg, app.shared_store)
+    if isinstance(store, RedisJobStore):
+        return SharedJobRunner(app, store, app.cfg.get("server.job_visibility_timeout_secs"),
+                               pulls=app.cfg.get("server.role") != "api")
+    return JobRunner(app, store)
+
+
 def serve_command(argv: List[str]) -> int:
     """``clinvk serve [--host H] [--port P] [--config PATH] [--log-format text|json]``:
     serve until SIGTERM/SIGINT, then drain; returns the exit code."""
-    try:
-        args = argument_parser().parse_args(argv)
-    except SystemExit as exc:           # --help
-        return int(exc.code or 0)
-    except UsageError as exc:
-        sys.stderr.write("clinvk: %s\n" % exc)
-        return 2
     # --host goes into the config: the Host check needs to know whether the bind is loopback.
-    flags = {"server.log_format": args.log_format, "server.host": args.host or None}
-    try:
-        cfg = config.load(args.config, flags=flags)
-        app = build_app(cfg, start_jobs=False)
-    except config.ConfigError as exc:
-        sys.stderr.write("clinvk: %s\n" % exc)
-        return 2
+    started, code = _start(argument_parser(), argv, lambda args: {
+        "server.log_format": args.log_format, "server.host": args.host or None})
+    if started is None:
+        return code
+    args, app = started
+    cfg = app.cfg
     host = cfg.get("server.host")
     port = cfg.get("server.port") if args.port is None else args.port
     if not app.guards.keys and not args.allow_unauthenticated and \
@@ -92,6 +99,50 @@ def serve_command(argv: List[str]) -> int:
         return 1
     app.tool_bridge.listen_at(cfg.home, host, server.server_address[1], app.log)
     return run_until_signalled(app, server)
+
+
+def worker_command(argv: List[str]) -> int:
+    """``clinvk worker [--store URL] [--config PATH] [--log-format text|json]``: run the jobs
+    of a shared store until SIGTERM/SIGINT, then drain; returns the exit code."""
+    started, code = _start(worker_parser(), argv, lambda args: {
+        "server.log_format": args.log_format, "server.store": args.store}, need_store=True)
+    return code if started is None else run_until_signalled(started[1], None)
+
+
+def _start(parser: argparse.ArgumentParser, argv: List[str],
+           flags_of: Callable[[Any], Dict[str, Any]], need_store: bool = False
+           ) -> Tuple[Optional[Tuple[Any, App]], int]:
+    """((arguments, app), 0) for a command line, or (None, exit code) when it ends here:
+    --help, a bad flag or a configuration that cannot be used (named on stderr)."""
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:           # --help
+        return None, int(exc.code or 0)
+    except UsageError as exc:
+        sys.stderr.write("clinvk: %s\n" % exc)
+        return None, 2
+    try:
+        cfg = config.load(args.config, flags=flags_of(args))
+        if need_store and not cfg.get("server.store"):
+            raise config.ConfigError("clinvk worker runs the jobs of a shared store: give "
+                                     "--store redis://HOST:6379/0 (or set server.store)")
+        return (args, build_app(cfg, start_jobs=False)), 0
+    except config.ConfigError as exc:
+        sys.stderr.write("clinvk: %s\n" % exc)
+        return None, 2
+
+
+def worker_parser() -> argparse.ArgumentParser:
+    """The parser of ``clinvk worker`` (shell completion reads it too)."""
+    parser = Parser(prog="clinvk worker",
+                    description="Run the durable jobs queued on a shared store (Redis) by "
+                                "any clinvk serve using it, where the agent CLIs are.")
+    parser.add_argument("--store", metavar="URL", help="redis://[user:password@]host:port/db "
+                        "or rediss:// (default: server.store)")
+    parser.add_argument("--config", metavar="PATH", help="config file")
+    parser.add_argument("--log-format", choices=("text", "json"),
+                        help="log format on stderr (default: server.log_format)")
+    return parser
 
 
 def _listen_hint(exc: OSError, port: int) -> str:
@@ -151,10 +202,25 @@ def announce(app: App, server: HttpServer) -> None:
                         "; not installed: " + ", ".join(missing) if missing else "", auth))
 
 
-def run_until_signalled(app: App, server: HttpServer) -> int:
-    """Serve until SIGTERM or SIGINT. Then: stop accepting, give in-flight requests
-    ``server.shutdown_grace_secs`` to finish, cancel the backends still running (their
-    requests answer at once), and return 0. A second signal skips the grace period."""
+def announce_worker(app: App) -> None:
+    """The start-up line of a worker: its runner id, its store, its backends and capacity."""
+    have = [n for n, ok in probe.availability(ttl=0).items() if ok]
+    store = app.shared_store.url.redacted()
+    capacity = app.cfg.get("server.max_concurrent_runs")
+    if app.log.json:
+        app.log.info("worker", runner=app.jobs.lease.id, store=store, backends=have,
+                     capacity=capacity, version=__version__)
+    else:
+        app.log.info("clinvk %s worker %s pulling jobs from %s; backends installed: %s; "
+                     "capacity: %d runs" % (__version__, app.jobs.lease.id, store,
+                                            ", ".join(have) or "none", capacity))
+
+
+def run_until_signalled(app: App, server: Optional[HttpServer]) -> int:
+    """Serve until SIGTERM or SIGINT (without ``server``: run jobs only, as a worker). Then:
+    stop accepting, give in-flight requests ``server.shutdown_grace_secs`` to finish, cancel
+    the backends still running (their requests answer at once), and return 0. A second
+    signal skips the grace period."""
     signals = []
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -162,10 +228,12 @@ def run_until_signalled(app: App, server: HttpServer) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        worker = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                  name="clinvk-accept", daemon=True)
-        worker.start()
-        announce(app, server)
+        if server is not None:
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                             name="clinvk-accept", daemon=True).start()
+            announce(app, server)
+        else:
+            announce_worker(app)
         # After the start-up line: what the jobs a dead server left became is logged next.
         app.jobs.start()
         while not signals:
@@ -177,7 +245,8 @@ def run_until_signalled(app: App, server: HttpServer) -> int:
     return 0
 
 
-def drain(app: App, server: HttpServer, hurry: Callable[[], bool] = lambda: False) -> None:
+def drain(app: App, server: Optional[HttpServer],
+          hurry: Callable[[], bool] = lambda: False) -> None:
     """Stop accepting and start no queued job, wait for in-flight requests and running jobs
     (up to the grace period, or until ``hurry()``), then cancel every backend still running
     (the jobs end interrupted; queued ones stay queued for the next server) and wait for the
@@ -185,8 +254,9 @@ def drain(app: App, server: HttpServer, hurry: Callable[[], bool] = lambda: Fals
     grace = app.cfg.get("server.shutdown_grace_secs")
     # Close the listener first: a connection nginx opens meanwhile is refused (and retried on
     # another instance), not accepted only to be answered 503.
-    server.shutdown()
-    server.server_close()
+    if server is not None:
+        server.shutdown()
+        server.server_close()
     app.draining = True
     app.jobs.stop()
     app.tool_bridge.drain()         # a parked run's next request would be refused now

@@ -1,0 +1,186 @@
+"""Issue 21 benchmark: clinvk on Redis (run: python3 bench/bench_redis.py).
+
+Debian's redis-server on a free loopback port (nothing saved), the zero-work fake claude:
+- jobs through Redis: JOBS jobs submitted to an API node (server.role: api) and run by two
+  `clinvk worker` processes, from the first submission to the last job's end, against the
+  same jobs on one `clinvk serve` on its own disk (recorded: jobs per second each);
+- first event across the hop: from sending `POST /api/v1/jobs` to reading the job's
+  ``init`` event from the API node, a worker running it, against one `clinvk serve` running
+  it itself; median of PAIRS alternating pairs, target at most +10 ms (as a job's own, issue
+  18);
+- the shared rate limit: one `GET /api/v1/backends` on a keep-alive connection with rate limiting on,
+  buckets in Redis against buckets in the process; median of PAIRS alternating pairs, target
+  at most +2 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (PY, PYZ, Server, fake_env, need_pyz, paired, post, record,  # noqa: E402
+                    report_value)
+
+ISSUE = "21"
+JOBS = 100
+PAIRS = 40
+PROMPT = {"backend": "claude", "prompt": "hi", "ephemeral": True}
+LIMITED = {"CLINVK_SERVER_RATE_LIMIT_ENABLED": "true", "CLINVK_SERVER_RATE_LIMIT_RPS": "100000",
+           "CLINVK_SERVER_RATE_LIMIT_BURST": "100000"}
+
+
+class Redis:
+    """redis-server on a free loopback port in a temporary directory, nothing saved."""
+
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.dir = tempfile.mkdtemp(prefix="clinvk-bench-redis-")
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(self.port),
+             "--bind", "127.0.0.1", "--dir", self.dir, "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    @property
+    def url(self) -> str:
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Worker:
+    """``clinvk worker`` on ``store``, with a fresh CLINVK_HOME."""
+
+    def __init__(self, store: str) -> None:
+        self.home = tempfile.mkdtemp(prefix="clinvk-bench-worker-")
+        self.log = open(os.path.join(self.home, "worker.log"), "w+b")
+        self.proc = subprocess.Popen([PY, PYZ, "worker", "--store", store],
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+                                     env=fake_env({"CLINVK_HOME": self.home}),
+                                     start_new_session=True)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            self.log.seek(0)
+            if b" worker " in self.log.read():
+                return
+            time.sleep(0.05)
+        raise RuntimeError("clinvk worker did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        self.log.close()
+
+
+def submit(server: Server) -> str:
+    status, raw = post(server.connect(), "/api/v1/jobs", {"kind": "prompt", "request": PROMPT})
+    if status != 202:
+        raise RuntimeError("POST /api/v1/jobs answered %d: %r" % (status, raw[:300]))
+    return json.loads(raw)["id"]
+
+
+def finished(server: Server) -> int:
+    conn = server.connect()
+    total = 0
+    for status in ("succeeded", "failed", "cancelled", "interrupted"):
+        conn.request("GET", "/api/v1/jobs?limit=1&status=" + status)
+        total += json.loads(conn.getresponse().read())["total"]
+    return total
+
+
+def throughput(server: Server) -> float:
+    """Jobs per second: JOBS submitted, from the first submission to the last end."""
+    start = time.perf_counter()
+    for _ in range(JOBS):
+        submit(server)
+    while finished(server) < JOBS:
+        time.sleep(0.05)
+    return JOBS / (time.perf_counter() - start)
+
+
+def first_event(server: Server) -> float:
+    """Seconds from sending a job to reading its init event; waits for the job to end."""
+    follow = server.connect()
+    start = time.perf_counter()
+    job_id = submit(server)
+    follow.request("GET", "/api/v1/jobs/%s/events" % job_id)
+    resp = follow.getresponse()
+    elapsed = None
+    for line in resp:
+        if elapsed is None and json.loads(line)["type"] == "init":
+            elapsed = time.perf_counter() - start
+    if elapsed is None:
+        raise RuntimeError("job %s ended without an init event" % job_id)
+    return elapsed
+
+
+def backends(conn) -> float:
+    """Seconds of one GET /api/v1/backends (a cheap route: the CLI probe is cached)."""
+    start = time.perf_counter()
+    conn.request("GET", "/api/v1/backends")
+    resp = conn.getresponse()
+    resp.read()
+    if resp.status != 200:
+        raise RuntimeError("/api/v1/backends answered %d" % resp.status)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    need_pyz()
+    if not shutil.which("redis-server") and not os.path.exists("/usr/bin/redis-server"):
+        print("SKIP | %s | redis-server is not installed (apt-get install redis-server)"
+              % ISSUE)
+        return
+    redis = Redis()
+    started: List = []
+    try:
+        api = Server({"CLINVK_SERVER_STORE": redis.url, "CLINVK_SERVER_ROLE": "api"})
+        started.append(api)
+        started += [Worker(redis.url), Worker(redis.url)]
+        local = Server()
+        started.append(local)
+        rates: Dict[str, float] = {"redis": throughput(api), "local": throughput(local)}
+        record(ISSUE, "%d jobs, zero-work fake: API node + 2 workers on Redis vs one serve"
+               % JOBS, "%.1f vs %.1f jobs/s" % (rates["redis"], rates["local"]))
+        r = paired(lambda: first_event(api), lambda: first_event(local), PAIRS)
+        report_value(ISSUE, "job submission to its first event: across Redis minus one serve",
+                     "%.1f ms vs %.1f ms (median of %d pairs)" % (r["a_ms"], r["b_ms"], PAIRS),
+                     r["diff_ms"], "ms", 10.0)
+        shared = Server(dict(LIMITED, CLINVK_SERVER_STORE=redis.url))
+        own = Server(LIMITED)
+        started += [shared, own]
+        a, b = shared.connect(), own.connect()
+        r = paired(lambda: backends(a), lambda: backends(b), PAIRS * 5)
+        report_value(ISSUE, "rate-limited GET /api/v1/backends: buckets in Redis minus in-process",
+                     "%.2f ms vs %.2f ms (median of %d pairs)" % (r["a_ms"], r["b_ms"],
+                                                                  PAIRS * 5),
+                     r["diff_ms"], "ms", 2.0, fmt="%.2f")
+    finally:
+        for process in reversed(started):
+            process.stop()
+        redis.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""The queue of jobs waiting for a worker, in Redis: a Stream (``jobs:queue``) read by one
+consumer group (``workers``), so each queued job is delivered to one worker, and stays
+pending (owned by that worker) until the worker acknowledges it.
+
+A worker keeps the entries it holds fresh (``keep``: every few seconds, well within the
+visibility timeout); an entry left idle longer than the visibility timeout belongs to a
+worker that stopped (killed, frozen, cut off), and the next ``pull`` of any worker reclaims
+it (XAUTOCLAIM) with ``reclaimed`` set: that worker then decides what becomes of the job (a
+queued one is run, a running one is marked interrupted). ``keep`` tells a worker which of its
+entries were reclaimed from it meanwhile, so that it stops those runs: a job is never run by
+two workers at once for longer than one ``keep`` interval.
+
+``RunnerHeartbeat`` is the liveness of one process: a key that exists while it renews it,
+holding what the process advertises (its backends, capacity, busy runs).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Sequence
+
+from .job_store import INTERRUPTED, RUNNING, interrupted_error
+from .redisclient import Client, RedisError, ReplyError, Script
+
+GROUP = "workers"
+
+# KEYS[1] the queue; ARGV group, consumer, then entry ids. Claims again (resetting the idle
+# time) each entry still pending for this consumer; returns the ids that are not.
+_KEEP = Script("""
+local lost = {}
+for i = 3, #ARGV do
+  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if pending[1] and pending[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+""")
+
+
+class Delivery(NamedTuple):
+    """One queued job handed to this worker: its queue entry, its id, and whether it was
+    reclaimed from a worker that stopped (rather than delivered for the first time)."""
+
+    entry: str
+    job_id: str
+    reclaimed: bool
+
+
+class JobQueue:
+    """The queue as one worker (``consumer``) sees it. ``push`` is for any node."""
+
+    def __init__(self, client: Client, consumer: str, visibility_secs: float) -> None:
+        self.client = client
+        self.consumer = consumer
+        self.visibility_ms = int(visibility_secs * 1000)
+        self.key = client.key("jobs:queue")
+        self._group_made = False
+
+    def push(self, job_id: str) -> str:
+        """Queue ``job_id`` behind the others; its entry id."""
+        return self.client.execute("XADD", self.key, "*", "job", job_id).decode()
+
+    def pull(self, count: int, block_secs: float) -> List[Delivery]:
+        """Up to ``count`` jobs for this worker: reclaimed ones first, then new ones, waiting
+        up to ``block_secs`` for a new one when there is none."""
+        self._make_group()
+        try:
+            found = self._reclaim(count)
+            if len(found) < count:
+                found += self._read_new(count - len(found), block_secs)
+        except ReplyError as exc:
+            if exc.code == "NOGROUP":       # Redis restarted empty: make the group again
+                self._group_made = False
+            raise
+        return found
+
+    def keep(self, entries: Sequence[str]) -> List[str]:
+        """Renew this worker's hold on ``entries``; the ones another worker reclaimed."""
+        if not entries:
+            return []
+        lost = self.client.run_script(_KEEP, [self.key], [GROUP, self.consumer] + list(entries))
+        return [e.decode() if isinstance(e, bytes) else e for e in lost]
+
+    def done(self, entry: str) -> None:
+        """The job of ``entry`` has ended (or is no longer this queue's business)."""
+        self.client.pipeline([("XACK", self.key, GROUP, entry), ("XDEL", self.key, entry)])
+
+    def waiting(self) -> int:
+        """Jobs queued and not yet delivered to any worker (0 before the first)."""
+        self._make_group()
+        groups = self.client.execute("XINFO", "GROUPS", self.key)
+        for group in groups:
+            info = group if isinstance(group, dict) else dict(zip(group[::2], group[1::2]))
+            name = info.get("name", info.get(b"name"))
+            if name in (GROUP, GROUP.encode()):
+                return int(info.get("lag", info.get(b"lag")) or 0)
+        return 0
+
+    def _make_group(self) -> None:
+        if self._group_made:
+            return
+        try:
+            self.client.execute("XGROUP", "CREATE", self.key, GROUP, "0", "MKSTREAM")
+        except ReplyError as exc:
+            if exc.code != "BUSYGROUP":
+                raise
+        self._group_made = True
+
+    def _reclaim(self, count: int) -> List[Delivery]:
+        reply = self.client.execute("XAUTOCLAIM", self.key, GROUP, self.consumer,
+                                    self.visibility_ms, "0-0", "COUNT", count)
+        return [d for d in map(lambda e: _delivery(e, True), reply[1]) if d is not None]
+
+    def _read_new(self, count: int, block_secs: float) -> List[Delivery]:
+        block_ms = max(1, int(block_secs * 1000))
+        reply = self.client.execute("XREADGROUP", "GROUP", GROUP, self.consumer,
+                                    "COUNT", count, "BLOCK", block_ms, "STREAMS", self.key, ">",
+                                    timeout=block_secs + self.client.read_timeout)
+        if not reply:
+            return []
+        streams = reply.values() if isinstance(reply, dict) else [s[1] for s in reply]
+        return [d for entries in streams for d in map(lambda e: _delivery(e, False), entries)
+                if d is not None]
+
+
+def _delivery(entry: Any, reclaimed: bool) -> Any:
+    """A Delivery of an XAUTOCLAIM / XREADGROUP entry; None for one deleted meanwhile."""
+    if not entry or entry[1] is None:
+        return None
+    entry_id, fields = entry
+    if isinstance(fields, list):
+        fields = dict(zip(fields[::2], fields[1::2]))
+    return Delivery(entry_id.decode(), fields.get(b"job", b"").decode(), reclaimed)
+
+
+class RunnerHeartbeat:
+    """The liveness of one process: the hash ``runner:<id>``, set by ``take``, renewed every
+    ``ttl_secs / 3`` by a daemon thread, removed by ``release`` (``job_lease.RunnerLease``'s
+    interface). If the process dies the key expires after ``ttl_secs`` and
+    ``RedisJobStore.runner_alive`` says False. Each renewal also writes what ``describe()``
+    returns (a flat dict of text: the backends it can run, its capacity, how busy it is)."""
+
+    def __init__(self, client: Client, ttl_secs: float,
+                 describe: Callable[[], Dict[str, str]] = dict) -> None:
+        self.client = client
+        self.id = os.urandom(8).hex()
+        self.ttl_ms = int(ttl_secs * 1000)
+        self.key = client.key("runner:" + self.id)
+        self.describe = describe
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True,
+                                        name="clinvk-heartbeat")
+
+    def take(self) -> None:
+        """Set the key now and keep it from now on. OSError when Redis cannot be reached
+        now: the key is set by the first renewal that reaches it."""
+        self._thread.start()
+        try:
+            self._renew()
+        except RedisError as exc:
+            raise OSError("the job store cannot be reached: %s" % exc) from None
+
+    def _renew(self) -> None:
+        fields = dict(self.describe(), seen=str(int(time.time())))
+        flat = [item for pair in sorted(fields.items()) for item in pair]
+        self.client.pipeline([("HSET", self.key) + tuple(flat),
+                              ("PEXPIRE", self.key, self.ttl_ms)])
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl_ms / 3000.0):
+            try:
+                self._renew()
+            except Exception:  # noqa: BLE001 - Redis down: the next beat tries again
+                continue
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        try:
+            self.client.execute("DEL", self.key)
+        except RedisError:
+            pass                        # it expires anyway
+
+
+def list_runners(client: Client) -> List[Dict[str, Any]]:
+    """Every live process on the store, by id, with what it advertises: ``backends`` (a
+    list), ``capacity`` and ``busy`` (runs), ``seen`` (seconds since the epoch of its last
+    heartbeat)."""
+    keys, cursor = [], b"0"
+    while True:
+        cursor, found = client.execute("SCAN", cursor, "MATCH", client.key("runner:*"),
+                                       "COUNT", 1000)
+        keys += found
+        if cursor in (b"0", 0):
+            break
+    replies = client.pipeline([("HGETALL", key) for key in sorted(set(keys))])
+    return [_runner(key, reply) for key, reply in zip(sorted(set(keys)), replies)
+            if reply and not isinstance(reply, ReplyError)]
+
+
+def _runner(key: bytes, reply: Any) -> Dict[str, Any]:
+    fields = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2]))
+    text = {k.decode(): v.decode() for k, v in fields.items()}
+    return {"id": key.decode().rsplit(":", 1)[-1],
+            "backends": [b for b in text.get("backends", "").split(",") if b],
+            "capacity": int(text.get("capacity") or 0), "busy": int(text.get("busy") or 0),
+            "seen": int(text.get("seen") or 0)}
+
+
+def settle(store: Any, queue: JobQueue, delivery: Delivery, runner: str) -> Any:
+    """What worker ``runner`` does with ``delivery``: the job to run (it was queued, and is
+    now ``runner``'s), or None when there is nothing to run — the job is gone or has ended
+    (its entry is acknowledged), or it was running on a worker that stopped answering (it
+    ends ``interrupted``, and its entry is acknowledged), or another worker claimed it."""
+    job = store.read(delivery.job_id)
+    if job is not None and not job.final and job.status == RUNNING:
+        store.finish(job.id, INTERRUPTED, None, interrupted_error(
+            "its worker stopped answering for longer than server.job_visibility_timeout_secs"))
+        job = store.read(job.id)
+    if job is None or job.final:
+        queue.done(delivery.entry)
+        return None
+    return store.claim(job.id, job.runner, runner)

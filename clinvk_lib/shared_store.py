@@ -1,0 +1,55 @@
+"""The store several clinvk nodes share (``server.store``): a Redis client built from the
+settings, or None when the setting is empty and each process keeps its state to itself; and
+the job store on it, or on ``CLINVK_HOME`` without it."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any, Dict, Optional
+
+from .config import Config, ConfigError
+from .job_queue_redis import list_runners
+from .job_store import JobStore
+from .job_store_redis import RedisJobStore
+from .redisclient import Client, RedisError
+
+
+def open_shared_store(cfg: Config) -> Optional[Client]:
+    """A client for ``server.store`` under ``server.store_key_prefix``, or None when no store
+    is set. Nothing is connected yet: the first command connects. ConfigError when
+    ``server.store_ca_file`` cannot be read."""
+    url = cfg.get("server.store")
+    if not url:
+        return None
+    return Client(url, prefix=cfg.get("server.store_key_prefix"),
+                  ssl_context=_ssl_context(cfg.get("server.store_ca_file")))
+
+
+def _ssl_context(ca_file: str) -> Optional[ssl.SSLContext]:
+    if not ca_file:
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("server.store_ca_file: cannot read certificate authorities from %r "
+                          "(%s); give a PEM file" % (ca_file, exc)) from None
+
+
+def open_job_store(cfg: Config, shared: Optional[Client]) -> JobStore:
+    """The durable jobs: in ``shared`` (a client from ``open_shared_store``) when given, else
+    under ``CLINVK_HOME``."""
+    events_max = cfg.get("server.job_events_max_bytes")
+    if shared is None:
+        return JobStore(cfg.home, events_max)
+    return RedisJobStore(shared, events_max, cfg.get("server.job_visibility_timeout_secs"))
+
+
+def store_health(client: Client) -> Dict[str, Any]:
+    """What /health tells of the shared store: its URL (no password), whether it answers (and
+    why not), and the processes on it with what each advertises."""
+    try:
+        runners = list_runners(client)
+    except RedisError as exc:
+        return {"url": client.url.redacted(), "available": False, "error": str(exc),
+                "runners": []}
+    return {"url": client.url.redacted(), "available": True, "error": "", "runners": runners}
