@@ -122,14 +122,11 @@ def clinvk_env(real_env: Dict[str, str], tmp_path: Path) -> Dict[str, str]:
     return dict(real_env, CLINVK_HOME=str(tmp_path / "clinvk-home"))
 
 
-@pytest.fixture
-def serve_port(built_pyz: str, clinvk_env: Dict[str, str], tmp_path: Path,
-               workdir: str) -> Iterator[int]:
-    """The port of a running ``clinvk serve --port 0`` (the built zipapp, clinvk_env). It runs
-    in the empty ``workdir`` (compat runs use the server's working directory) and must exit 0
-    when terminated."""
-    log = open(str(tmp_path / "serve.log"), "w+")
-    proc = subprocess.Popen([sys.executable, built_pyz, "serve", "--port", "0"], env=clinvk_env,
+def serving(built_pyz: str, env: Dict[str, str], log_path: str, workdir: str) -> Iterator[int]:
+    """Run ``clinvk serve --port 0`` (the built zipapp) with ``env`` in ``workdir``, logging to
+    ``log_path``: yields its port, and the server must exit 0 when terminated."""
+    log = open(log_path, "w+")
+    proc = subprocess.Popen([sys.executable, built_pyz, "serve", "--port", "0"], env=env,
                             cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
     port = 0
     deadline = time.monotonic() + 30
@@ -145,6 +142,14 @@ def serve_port(built_pyz: str, clinvk_env: Dict[str, str], tmp_path: Path,
         proc.terminate()
         assert proc.wait(timeout=60) == 0
         log.close()
+
+
+@pytest.fixture
+def serve_port(built_pyz: str, clinvk_env: Dict[str, str], tmp_path: Path,
+               workdir: str) -> Iterator[int]:
+    """The port of a running ``clinvk serve`` (``serving``) with clinvk_env, in the empty
+    ``workdir`` (compat runs use the server's working directory)."""
+    yield from serving(built_pyz, clinvk_env, str(tmp_path / "serve.log"), workdir)
 
 
 def require_more_cli(binary: str) -> str:

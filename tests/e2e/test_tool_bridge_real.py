@@ -8,13 +8,12 @@ instructor's TOOLS mode, LangChain's ChatAnthropic.with_structured_output."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from typing import Any, Dict, List
 
 import pytest
 
+from tests.e2e.conftest import serving
 from tests.fakes.fake_model_api import offered_tool_names
 
 openai = pytest.importorskip("openai")
@@ -107,29 +106,6 @@ def test_an_unknown_call_id_is_a_404_the_sdk_raises(serve_port):
                 "function": {"name": "get_time", "arguments": "{}"}}]},
             {"role": "tool", "tool_call_id": "call_unknown", "content": "x"}])
     assert caught.value.body["code"] == "tool_call_not_found"
-
-
-def serving(built_pyz: str, env: Dict[str, str], log_path: str, workdir: str):
-    """``clinvk serve --port 0`` (the built zipapp) with ``env``: yields its port, and must
-    exit 0 when terminated."""
-    log = open(log_path, "w+")
-    proc = subprocess.Popen([sys.executable, built_pyz, "serve", "--port", "0"], env=env,
-                            cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-    port = 0
-    deadline = time.monotonic() + 30
-    while not port and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-        log.seek(0)
-        text = log.read()
-        port = int(text.split("listening on http://127.0.0.1:")[1].split()[0].strip("/")) \
-            if "listening on http://127.0.0.1:" in text else 0
-    assert port, "server did not start"
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=60) == 0
-        log.close()
 
 
 @pytest.fixture
