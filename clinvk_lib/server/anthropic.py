@@ -156,12 +156,9 @@ def create_message(ctx: Context) -> Any:
     metadata = {"user_id": user_id} if user_id else None
     results = tool_results(body["messages"])
     if results:
-        forwarded = toolcalls.elsewhere(ctx, results)
-        if forwarded is not None:
-            return forwarded
-        run = toolcalls.resume(ctx, results, "messages[%d].content"
-                               % (len(body["messages"]) - 1))
-        return _bridged(ctx, body, run, "")
+        return toolcalls.answer_results(
+            ctx, results, "messages[%d].content" % (len(body["messages"]) - 1),
+            lambda run: _bridged(ctx, body, run, ""))
     output = structured.from_anthropic(body)
     tools = tool_request(body) if output is None else None
     if tools is not None and tools.bridged and (

@@ -116,12 +116,9 @@ def chat_completions(ctx: Context) -> Any:
     body = ctx.json_body()
     results = tool_results(body["messages"])
     if results:
-        forwarded = toolcalls.elsewhere(ctx, results)
-        if forwarded is not None:
-            return forwarded
-        run = toolcalls.resume(ctx, results, "messages[%d].tool_call_id"
-                               % (len(body["messages"]) - 1))
-        return _bridged(ctx, body, run, "")
+        return toolcalls.answer_results(
+            ctx, results, "messages[%d].tool_call_id" % (len(body["messages"]) - 1),
+            lambda run: _bridged(ctx, body, run, ""))
     conv = conversation(body["messages"])
     output = structured.from_chat(body)
     forced = output.tool if output is not None else ""

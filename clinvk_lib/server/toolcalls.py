@@ -18,7 +18,7 @@ import os
 import re
 import sys
 import threading
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from .. import events as ev
 from .. import execute
@@ -234,6 +234,16 @@ def elsewhere(ctx: Context, results: Dict[str, Tuple[str, bool]]) -> Any:
     """The answer of the instance of this CLINVK_HOME that made the calls, when another one
     did (``toolforward``); None: ``resume`` here."""
     return toolforward.forward(ctx, list(results))
+
+
+def answer_results(ctx: Context, results: Dict[str, Tuple[str, bool]], field: str,
+                   answer: Callable[[BridgedRun], Any]) -> Any:
+    """The answer to a request carrying tool results: the other instance's when it made the
+    calls (``elsewhere``), else ``answer`` of the parked run here, resumed with them."""
+    forwarded = elsewhere(ctx, results)
+    if forwarded is not None:
+        return forwarded
+    return answer(resume(ctx, results, field))
 
 
 def resume(ctx: Context, results: Dict[str, Tuple[str, bool]], field: str) -> BridgedRun:
