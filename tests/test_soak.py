@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import re
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -192,6 +193,20 @@ def is_designed_503(status: int, body: bytes) -> bool:
     return status == 503 and b"max_concurrent_runs" in body
 
 
+def failures(results: List[Tuple[Request, Any]]) -> List[Tuple[Request, Any]]:
+    """The requests that failed (an exception or a 5xx other than the designed 503), each
+    with its error or status and the start of its body."""
+    return [(req, o if isinstance(o, Exception) else (o[0], o[1][:300]))
+            for req, o in results
+            if isinstance(o, Exception) or (o[0] >= 500 and not is_designed_503(*o))]
+
+
+def trouble(srv: ServeProcess) -> List[str]:
+    """The server's log lines that say something went wrong (the last 20)."""
+    pattern = re.compile(r' 5\d\d [\d.]+ms|Traceback|ERROR|error|warning')
+    return [line for line in list(srv.log_lines) if pattern.search(line)][-20:]
+
+
 @pytest.fixture(params=["disk", "redis"])
 def soak_server(request, tmp_path):
     """The server on its own disk, and on a Redis store (server.store: jobs, idempotency
@@ -229,18 +244,18 @@ def test_two_thousand_mixed_requests_leave_no_5xx_threads_files_or_children(soak
         "kind": "prompt", "request": {"backend": "claude", "prompt": "seed"}})] * 16)
     ids = [json.loads(o[1])["id"] for _, o in submitted]
     mix.jobs, mix.doomed_jobs = ids[:8], ids[8:]
-    warm = hammer(srv.port, mix.plan(operations, 2 * CONCURRENCY))
-    assert all(not isinstance(o, Exception) and o[0] < 500 for _, o in warm)
+    warm = failures(hammer(srv.port, mix.plan(operations, 2 * CONCURRENCY)))
+    assert warm == [], "%d failures warming up, first: %r; server log: %s" % (
+        len(warm), warm[:3], trouble(srv))
     assert wait_for(lambda: not srv.children(), 10)
     threads, fds = srv.threads(), srv.open_fds()
 
     results = hammer(srv.port, mix.plan(operations, TOTAL))
 
     assert len(results) == TOTAL
-    failures = [(req, o if isinstance(o, Exception) else (o[0], o[1][:200]))
-                for req, o in results
-                if isinstance(o, Exception) or (o[0] >= 500 and not is_designed_503(*o))]
-    assert failures == [], "%d failures, first: %r" % (len(failures), failures[:3])
+    failed = failures(results)
+    assert failed == [], "%d failures, first: %r; server log: %s" % (
+        len(failed), failed[:3], trouble(srv))
     # Once the load is gone: handler, stream and reaper threads end, sockets and pipes close,
     # every backend is reaped.
     assert wait_for(lambda: not srv.children(), 10), srv.children()
