@@ -296,7 +296,9 @@ class Run:
 
     def save(self):
         os.makedirs(self.state_dir, exist_ok=True)
-        tmp = self._state_file(self.session_id) + ".tmp"
+        # Its own temporary file: two runs resuming one session at once must not write into
+        # each other's (the last replace wins, as with a real CLI's transcript).
+        tmp = "%s.%d.tmp" % (self._state_file(self.session_id), os.getpid())
         with open(tmp, "w") as f:
             json.dump({"turns": self.history + 1, "prompts": self.earlier + [self.prompt]}, f)
         os.replace(tmp, self._state_file(self.session_id))
