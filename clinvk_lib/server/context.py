@@ -212,14 +212,21 @@ class Context:
                                    "content": {"index": index}})
 
     def stream(self, prepared: execute.Prepared) -> Iterator[Any]:
-        """The run's unified events. The run slot is taken now (so a full server is still a
-        503, before any byte is sent) and released when the events end or the response is
-        done, whichever comes first."""
-        release = self.hold_run_slot()
-        self.tag_run(prepared.backend.name, "stream")
-        return self._events(prepared, release)
+        """The run's unified events. With a queue (``server.queue_timeout_secs`` > 0) the run
+        slot is waited for when the events are first read, so a stream's headers and
+        keep-alives go out while the request waits in line (and a slot that never frees up
+        ends the stream in an error); without one it is taken now, so a full server is a 503
+        before any byte is sent. Released when the events end or the response is done,
+        whichever comes first."""
+        if self.app.limiter.queue_timeout > 0:
+            return self._events(prepared, None)
+        return self._events(prepared, self.hold_run_slot())
 
-    def _events(self, prepared: execute.Prepared, release: Callable[[], None]) -> Iterator[Any]:
+    def _events(self, prepared: execute.Prepared,
+                release: Optional[Callable[[], None]]) -> Iterator[Any]:
+        if release is None:
+            release = self.hold_run_slot()
+        self.tag_run(prepared.backend.name, "stream")
         collected: List[execute.Outcome] = []
         events = execute.stream(prepared, self.app.store, self.cancel, collected)
         try:
