@@ -42,6 +42,16 @@ ROUTES = {
                     b"", b"\n"),
 }
 SSE_ROUTES = ["openai", "anthropic", "responses"]
+# The same with the client's tools (bridged to the agent: toolcalls).
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}}
+BRIDGED = {
+    "openai": dict(ROUTES["openai"].body, tools=[
+        {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}]),
+    "anthropic": dict(ROUTES["anthropic"].body, tools=[
+        {"name": "get_weather", "input_schema": WEATHER}]),
+    "responses": dict(ROUTES["responses"].body, tools=[
+        {"type": "function", "name": "get_weather", "parameters": WEATHER}]),
+}
 
 
 @pytest.fixture
@@ -92,6 +102,19 @@ def test_headers_first_event_and_keepalives_come_while_the_backend_is_silent(
     finally:
         conn.close()
     assert b"echo: hi" in rest
+
+
+@pytest.mark.parametrize("name", SSE_ROUTES)
+def test_a_stream_with_client_tools_starts_while_the_backend_is_silent(server, gate, name):
+    route = ROUTES[name]
+    conn, resp = start(server, route, BRIDGED[name])
+    try:
+        assert resp.status == 200 and resp.getheader("X-Clinvk-Session-Id")
+        assert b"echo" not in read_until(resp, route.first)
+        open_gate(gate)
+        assert b"echo: hi" in resp.read()
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("name", SSE_ROUTES)

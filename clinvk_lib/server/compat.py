@@ -34,8 +34,8 @@ and so is a run over ``server.request_timeout_secs`` (code ``timeout``); a CLI t
 authenticate is a 401 ``backend_not_authenticated``, a model API's rate limit a 429
 ``backend_rate_limited`` (with Retry-After when the CLI said); all also say
 ``X-Should-Retry: false``. Not 502 / 504: clients retry those by themselves (the Vercel AI SDK
-ignores X-Should-Retry), and a retry is a second agent run. In a stream that has started, the
-same error ends the stream in the API's error event.
+ignores X-Should-Retry), and a retry is a second agent run. A stream starts before its backend
+does (``stream``), so there the same error ends the stream in the API's error event.
 """
 
 from __future__ import annotations

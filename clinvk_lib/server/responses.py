@@ -34,8 +34,8 @@ What a request may carry and what happens to it:
   ``include``, ``prompt_cache_key``, ``safety_identifier``, ``user``, ``service_tier``,
   ``stream_options``, ...). Refused: ``conversation`` and ``prompt`` (state kept elsewhere,
   which ignoring would silently lose).
-A run that fails before any output is an HTTP error as in chat (``compat.complete``); once a
-stream has started, ``response.failed``. A failed background run ends ``failed`` with its
+A run that fails is an HTTP error as in chat (``compat.complete``); streamed, it ends the
+stream with ``response.failed`` (a stream starts before its backend does: ``compat.stream``). A failed background run ends ``failed`` with its
 ``error``, as does one its server stopped or lost.
 """
 

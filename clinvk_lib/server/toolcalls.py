@@ -209,10 +209,8 @@ def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request
 
     run.backend = prepared.backend.name
     bridge.runs.add(run)
-    try:
-        run.start(execute.stream(prepared, ctx.app.store, run.cancel, collected), ended)
-    except Exception as exc:
-        raise errors.from_exception(exc) or exc
+    run.start(execute.stream(prepared, ctx.app.store, run.cancel, collected), ended,
+              prepared.session.id if prepared.session is not None else prepared.new_session_id)
     return run, prepared_run.sent
 
 
