@@ -181,12 +181,13 @@ def slot_held(start_server, gate, monkeypatch, tmp_path):
         conn.close()
 
 
-@pytest.mark.parametrize("name", sorted(ROUTES))
+@pytest.mark.parametrize("name,tools", [(name, False) for name in sorted(ROUTES)]
+                         + [(name, True) for name in SSE_ROUTES])
 def test_a_stream_waits_for_a_run_slot_after_its_headers_with_keepalives(
-        slot_held, gate, name):
+        slot_held, gate, name, tools):
     route = ROUTES[name]
     srv = slot_held(**{"server.queue_timeout_secs": 60})
-    conn, resp = start(srv, route)
+    conn, resp = start(srv, route, BRIDGED[name] if tools else None)
     try:
         assert resp.status == 200
         read_until(resp, route.keepalive)

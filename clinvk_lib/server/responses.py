@@ -233,7 +233,7 @@ class ResponsesApi:
         ephemeral = True if not body["store"] and not session_id else None
         run, sent = toolcalls.start(ctx, "openai", body["model"], conv, tools, "call_",
                                     body.get("metadata"), session_id=session_id,
-                                    ephemeral=ephemeral)
+                                    ephemeral=ephemeral, stream=body["stream"])
         return self._bridged_round(ctx, body, run, sent, items)
 
     def _resume(self, ctx: Context, body: Dict[str, Any],
