@@ -212,15 +212,19 @@ class Context:
                                    "content": {"index": index}})
 
     def stream(self, prepared: execute.Prepared) -> Iterator[Any]:
-        """The run's unified events. With a queue (``server.queue_timeout_secs`` > 0) the run
-        slot is waited for when the events are first read, so a stream's headers and
-        keep-alives go out while the request waits in line (and a slot that never frees up
-        ends the stream in an error); without one it is taken now, so a full server is a 503
-        before any byte is sent. Released when the events end or the response is done,
-        whichever comes first."""
-        if self.app.limiter.queue_timeout > 0:
+        """The run's unified events. The run slot is taken now, or when the events are first
+        read if ``slot_waits_in_stream``; released when the events end or the response is
+        done, whichever comes first."""
+        if self.slot_waits_in_stream():
             return self._events(prepared, None)
         return self._events(prepared, self.hold_run_slot())
+
+    def slot_waits_in_stream(self) -> bool:
+        """Whether a stream waits for its run slot after its headers have gone out: with a
+        queue (``server.queue_timeout_secs`` > 0), so that its headers and keep-alives go out
+        while it waits in line (a slot that never frees up ends the stream in an error);
+        without one a full server is a 503 before any byte is sent."""
+        return self.app.limiter.queue_timeout > 0
 
     def _events(self, prepared: execute.Prepared,
                 release: Optional[Callable[[], None]]) -> Iterator[Any]:

@@ -162,9 +162,8 @@ def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request
           stream: bool = False) -> Tuple[BridgedRun, str]:
     """Start a bridged run (its first round is read with ``pieces``); returns it and the text
     it sent (for token estimates). ``session_id`` and ``ephemeral`` as ``compat.prepare``
-    takes them. 400 naming the backend when its CLI cannot be given tools. For a ``stream``
-    with a queue (``server.queue_timeout_secs`` > 0) the run slot is waited for once the run
-    is read, as ``Context.stream`` does, so the stream's headers go out first."""
+    takes them. 400 naming the backend when its CLI cannot be given tools. A ``stream`` takes
+    its run slot as ``Context.stream`` does (``Context.slot_waits_in_stream``)."""
     problem = _bridge_problem(ctx, model)
     if problem:
         raise errors.invalid(problem, "tools")
@@ -197,7 +196,7 @@ def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request
         # Rounds are timed by the bridge (request timeout while answering, tool result
         # timeout while parked), not the whole run.
         prepared.timeout = None
-        slot_in_stream = stream and ctx.app.limiter.queue_timeout > 0
+        slot_in_stream = stream and ctx.slot_waits_in_stream()
         if not slot_in_stream:
             hold_slot()
     except BaseException:
