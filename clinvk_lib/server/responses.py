@@ -35,8 +35,9 @@ What a request may carry and what happens to it:
   ``stream_options``, ...). Refused: ``conversation`` and ``prompt`` (state kept elsewhere,
   which ignoring would silently lose).
 A run that fails is an HTTP error as in chat (``compat.complete``); streamed, it ends the
-stream with ``response.failed`` (a stream starts before its backend does: ``compat.stream``). A failed background run ends ``failed`` with its
-``error``, as does one its server stopped or lost.
+stream with ``response.failed`` (a stream starts before its backend does: ``compat.stream``).
+A failed background run ends ``failed`` with its ``error``, as does one its server stopped or
+lost.
 """
 
 from __future__ import annotations
