@@ -20,7 +20,7 @@ from .backends import base, options, parsing
 from .config import Config
 from .policy import Policy, PolicyError, check_extra_flags, resolve_workdir
 from .runfiles import RunFiles
-from .session_record import Session, SessionError
+from .session_record import Session, SessionError, new_session_id
 
 if TYPE_CHECKING:
     # Named for type checkers only: a run without sessions (fan-out, dry run) never loads the
@@ -123,6 +123,10 @@ class Prepared:
         self.tags = list(tags or [])    # for a new session: session.default_tags + the request's
         self.warnings = backend.ignored_options(opts)   # options this CLI cannot honour
         self.files = files or RunFiles({})  # written when the run starts, removed after it
+        # The id the new session will have: known before the run starts, so that a stream's
+        # response headers can name it; nothing is saved under it until the turn is recorded.
+        self.new_session_id = new_session_id() if session is None and not request.ephemeral \
+            and not dry_run else ""
 
     @property
     def stdin(self) -> str:
@@ -404,6 +408,7 @@ class _SessionScope:
             self._new = self.store.new(p.backend.name, p.cwd, model=p.opts.model,
                                        initial_prompt=p.request.prompt, tags=p.tags,
                                        metadata=p.request.metadata, access=p.request.access)
+            self._new.id = p.new_session_id or self._new.id
             self.session_id = self._new.id
         return self
 

@@ -164,7 +164,7 @@ def create_message(ctx: Context) -> Any:
     if tools is not None and tools.bridged and (
             body.get("tool_choice") or toolcalls.can_bridge(ctx, body["model"])):
         run, sent = toolcalls.start(ctx, "anthropic", body["model"], conversation(body), tools,
-                                    "toolu_", metadata)
+                                    "toolu_", metadata, stream=body["stream"])
         return _bridged(ctx, body, run, sent)
     run = compat.prepare(ctx, "anthropic", body["model"], conversation(body),
                          stream=body["stream"], metadata=metadata, output=output)

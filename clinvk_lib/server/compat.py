@@ -34,8 +34,8 @@ and so is a run over ``server.request_timeout_secs`` (code ``timeout``); a CLI t
 authenticate is a 401 ``backend_not_authenticated``, a model API's rate limit a 429
 ``backend_rate_limited`` (with Retry-After when the CLI said); all also say
 ``X-Should-Retry: false``. Not 502 / 504: clients retry those by themselves (the Vercel AI SDK
-ignores X-Should-Retry), and a retry is a second agent run. In a stream that has started, the
-same error ends the stream in the API's error event.
+ignores X-Should-Retry), and a retry is a second agent run. A stream starts before its backend
+does (``stream``), so there the same error ends the stream in the API's error event.
 """
 
 from __future__ import annotations
@@ -331,36 +331,22 @@ class Failed(NamedTuple):
 def stream(ctx: Context, run: Run) -> Tuple[str, Iterator[Any]]:
     """(session id, the reply as Delta pieces then one Finished or Failed).
 
-    A new session exists only once the run starts, so then the backend is started here and
-    its first event awaited, for the session id the response header needs (and a failure
-    to start is an HTTP error). A continued session is known already: its run starts with
-    the stream, because the session's lock must be taken and released by the one thread
-    that writes the stream. Structured output (``run.output``) is checked and corrected as
-    by ``complete``, and comes as one Delta at the end (``reply_pieces``).
+    Nothing waits here for the backend, so the response's headers go out at once: the
+    session id is the continued session's, or the one the new session will be saved under
+    (``execute.Prepared.new_session_id``; "" when ephemeral). The run slot is waited for and
+    the backend started when the pieces are first read, and a failure from then on is a
+    Failed piece (the stream's error event). Structured output (``run.output``) is checked
+    and corrected as by ``complete``, and comes as one Delta at the end (``reply_pieces``).
     """
     def describe(exc: BaseException) -> errors.ApiError:
         return ctx.app.error_for(ctx, exc)
-    events = ctx.stream(run.prepared)
     p = run.prepared
-    if p.session is not None or p.request.ephemeral:
-        session_id = p.session.id if p.session else ""
-    else:
-        first = next(events)
-        session_id, events = first.session_id, _chain(first, events)
+    session_id = p.session.id if p.session is not None else p.new_session_id
 
     def correct(problem: str) -> Iterator[ev.Event]:
         return ctx.stream(_correction(ctx, run, session_id, problem, stream=True))
-    return session_id, reply_pieces(events, run.backend, run.sent, describe, run.output,
+    return session_id, reply_pieces(ctx.stream(p), run.backend, run.sent, describe, run.output,
                                     correct if _correctable(run, session_id) else None)
-
-
-def _chain(first: ev.Event, rest: Iterator[ev.Event]) -> Iterator[ev.Event]:
-    try:
-        yield first
-        for event in rest:
-            yield event
-    finally:
-        close_iterator(rest)
 
 
 def reply_pieces(events: Iterator[ev.Event], backend: str, sent: str,

@@ -212,14 +212,25 @@ class Context:
                                    "content": {"index": index}})
 
     def stream(self, prepared: execute.Prepared) -> Iterator[Any]:
-        """The run's unified events. The run slot is taken now (so a full server is still a
-        503, before any byte is sent) and released when the events end or the response is
+        """The run's unified events. The run slot is taken now, or when the events are first
+        read if ``slot_waits_in_stream``; released when the events end or the response is
         done, whichever comes first."""
-        release = self.hold_run_slot()
-        self.tag_run(prepared.backend.name, "stream")
-        return self._events(prepared, release)
+        if self.slot_waits_in_stream():
+            return self._events(prepared, None)
+        return self._events(prepared, self.hold_run_slot())
 
-    def _events(self, prepared: execute.Prepared, release: Callable[[], None]) -> Iterator[Any]:
+    def slot_waits_in_stream(self) -> bool:
+        """Whether a stream waits for its run slot after its headers have gone out: with a
+        queue (``server.queue_timeout_secs`` > 0), so that its headers and keep-alives go out
+        while it waits in line (a slot that never frees up ends the stream in an error);
+        without one a full server is a 503 before any byte is sent."""
+        return self.app.limiter.queue_timeout > 0
+
+    def _events(self, prepared: execute.Prepared,
+                release: Optional[Callable[[], None]]) -> Iterator[Any]:
+        if release is None:
+            release = self.hold_run_slot()
+        self.tag_run(prepared.backend.name, "stream")
         collected: List[execute.Outcome] = []
         events = execute.stream(prepared, self.app.store, self.cancel, collected)
         try:

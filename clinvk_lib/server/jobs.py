@@ -21,14 +21,12 @@ from urllib.parse import urlsplit
 from .. import execute, orchestrate
 from ..job_store import (Job, JobNotFound, JobStoreError, new_job_id)
 from ..schema import ValidationError, validate, validate_query
-from . import errors, native, openapi, sse, webhooks
+from . import errors, native, ndjson, openapi, sse, webhooks
 from .app import App
 from .context import Context
 from .http import Response, StreamResponse, dump_json, json_response
 from .job_context import JobContext
 from .jobs_shapes import KIND_ROUTES, JobEventsParams, JobPath, JobsQuery
-
-NDJSON_TYPE = "application/x-ndjson"
 
 
 def register(app: App) -> None:
@@ -169,7 +167,8 @@ def job_events(ctx: Context) -> StreamResponse:
     if use_sse:
         return sse.response((_sse_frame(e) for e in events), sse.COMMENT_KEEPALIVE,
                             ctx.app.cfg.get("server.sse_keepalive_secs"))
-    return StreamResponse((dump_json(e) + b"\n" for e in events), NDJSON_TYPE)
+    return ndjson.response((dump_json(e) + b"\n" for e in events),
+                           ctx.app.cfg.get("server.sse_keepalive_secs"))
 
 
 def _last_event_id(header: Optional[str], default: int) -> int:

@@ -59,11 +59,11 @@ def prompt(ctx: Context) -> Any:
         return dry_run_answer(prepared, stream)
     if stream:
         events = ctx.stream(prepared)
-        return StreamResponse(
+        return ndjson.response(
             ndjson.ndjson_lines(events, prepared.backend.name,
                                 prepared.session.id if prepared.session else "",
                                 lambda exc: ctx.app.error_for(ctx, exc).message),
-            ndjson.CONTENT_TYPE)
+            ctx.app.cfg.get("server.sse_keepalive_secs"))
     return json_response(prompt_result(ctx.run(prepared)))
 
 

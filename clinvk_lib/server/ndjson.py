@@ -3,17 +3,28 @@
 Each event becomes one chunk of bytes the server writes and flushes on its own, so a client
 sees it as soon as the backend produced it. The stream always ends with a ``done`` event: if
 the event source fails part way, an ``error`` event and then ``done`` close it, so a client
-never has to guess whether a stream was cut.
+never has to guess whether a stream was cut. While the source is silent for
+``server.sse_keepalive_secs``, a blank line goes out (``response``): NDJSON readers skip blank
+lines, and proxies do not cut a stream that is quiet for minutes.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Tuple
 
 from .. import events as ev
-from .http import close_iterator, dump_json
+from .http import StreamResponse, close_iterator, dump_json
 
 CONTENT_TYPE = "application/x-ndjson"
+KEEPALIVE = b"\n"
+
+
+def response(lines: Iterable[bytes], keepalive_secs: float,
+             headers: Iterable[Tuple[str, str]] = ()) -> StreamResponse:
+    """A streamed 200 of NDJSON ``lines``, with a blank line after every ``keepalive_secs``
+    of silence (0 = never)."""
+    return StreamResponse(lines, CONTENT_TYPE, headers=headers,
+                          keepalive_secs=keepalive_secs, keepalive_chunk=KEEPALIVE)
 
 
 def encode_event(event: ev.Event) -> bytes:

@@ -125,7 +125,7 @@ def chat_completions(ctx: Context) -> Any:
     tools = tool_request(body)
     if tools.bridged and not forced:
         run, sent = toolcalls.start(ctx, "openai", body["model"], conv, tools, "call_",
-                                    body.get("metadata"))
+                                    body.get("metadata"), stream=body["stream"])
         return _bridged(ctx, body, run, sent)
     run = compat.prepare(ctx, "openai", body["model"], conv,
                          stream=body["stream"], metadata=body.get("metadata"),

@@ -140,6 +140,11 @@ _EVERY_ROUTE = (403,)                           # the cross-site refusal guards 
 _BODY = (400, 401, 413, 415, 429)               # every route with a JSON body
 _RUN = (503, 504)                               # every route that runs a backend
 _COMPAT = (400, 401, 404, 409, 413, 415, 424, 429, 500, 503)
+_STREAM_NOTE = (" With stream: true the headers (X-Clinvk-Session-Id included, a new "
+                "session's too) and the API's first event go out before the backend starts, "
+                "and a keep-alive after every server.sse_keepalive_secs of silence; from then "
+                "on a failure (the run's, or no run slot within server.queue_timeout_secs) "
+                "ends the stream in the API's error event.")
 # What an Idempotency-Key adds: a malformed key, one whose first answer is lost, one used for
 # another request, and a key table full of requests still running.
 _IDEMPOTENT = (400, 409, 422, 503)
@@ -261,7 +266,8 @@ DEFAULT_ROUTES: Tuple[Operation, ...] = (
               "Create a chat completion", request=api.ChatCompletionRequest,
               response=api.OpenAIChatCompletion, errors=_COMPAT, streaming=(SSE,), starts_runs=True,
               description="The reply carries X-Clinvk-Session-Id; send it back as a request header "
-                          "to continue that session with only the newest user turn." + (
+                          "to continue that session with only the newest user turn."
+                          + _STREAM_NOTE + (
                               _TOOLS_NOTE % (
                                   "finish_reason tool_calls and message.tool_calls",
                                   "role tool messages (tool_call_id)",
@@ -283,7 +289,7 @@ DEFAULT_ROUTES: Tuple[Operation, ...] = (
                           "true) keeps the response for the caller's API key; background: true "
                           "answers at once (queued) and runs as a durable job of kind response "
                           "(503 past server.max_queued_jobs). The reply carries "
-                          "X-Clinvk-Session-Id." + (
+                          "X-Clinvk-Session-Id." + _STREAM_NOTE + (
                               _TOOLS_NOTE % (
                                   "function_call output items (call_id)",
                                   "function_call_output items (call_id), with or without "
@@ -324,7 +330,7 @@ DEFAULT_ROUTES: Tuple[Operation, ...] = (
               response=api.AnthropicMessageResponse,
               errors=_COMPAT, streaming=(SSE,), starts_runs=True,
               description="Also served at /anthropic/v1/v1/messages, the path the Anthropic SDK "
-                          "requests when its base_url ends in /v1." + (
+                          "requests when its base_url ends in /v1." + _STREAM_NOTE + (
                               _TOOLS_NOTE % (
                                   "stop_reason tool_use and tool_use content blocks",
                                   "tool_result blocks (tool_use_id) in its last user message",

@@ -34,9 +34,10 @@ What a request may carry and what happens to it:
   ``include``, ``prompt_cache_key``, ``safety_identifier``, ``user``, ``service_tier``,
   ``stream_options``, ...). Refused: ``conversation`` and ``prompt`` (state kept elsewhere,
   which ignoring would silently lose).
-A run that fails before any output is an HTTP error as in chat (``compat.complete``); once a
-stream has started, ``response.failed``. A failed background run ends ``failed`` with its
-``error``, as does one its server stopped or lost.
+A run that fails is an HTTP error as in chat (``compat.complete``); streamed, it ends the
+stream with ``response.failed`` (a stream starts before its backend does: ``compat.stream``).
+A failed background run ends ``failed`` with its ``error``, as does one its server stopped or
+lost.
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ class ResponsesApi:
         ephemeral = True if not body["store"] and not session_id else None
         run, sent = toolcalls.start(ctx, "openai", body["model"], conv, tools, "call_",
                                     body.get("metadata"), session_id=session_id,
-                                    ephemeral=ephemeral)
+                                    ephemeral=ephemeral, stream=body["stream"])
         return self._bridged_round(ctx, body, run, sent, items)
 
     def _resume(self, ctx: Context, body: Dict[str, Any],

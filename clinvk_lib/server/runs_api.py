@@ -63,11 +63,8 @@ def run_events(ctx: Context) -> StreamResponse:
     ctx.watch_client()
     ctx.on_finish(ctx.unwatch_client)
     events = ctx.app.runs.follow(run, lambda: ctx.cancel.fired or ctx.app.draining)
-    # A blank line after each server.sse_keepalive_secs of silence keeps proxies from cutting a
-    # stream that is quiet for minutes; NDJSON readers skip blank lines.
-    return StreamResponse((dump_json(e) + b"\n" for e in events), ndjson.CONTENT_TYPE,
-                          keepalive_secs=ctx.app.cfg.get("server.sse_keepalive_secs"),
-                          keepalive_chunk=b"\n")
+    return ndjson.response((dump_json(e) + b"\n" for e in events),
+                           ctx.app.cfg.get("server.sse_keepalive_secs"))
 
 
 def cancel_run(ctx: Context) -> Response:

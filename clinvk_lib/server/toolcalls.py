@@ -158,11 +158,12 @@ def _instruction(request: ToolRequest) -> str:
 
 def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request: ToolRequest,
           id_prefix: str, metadata: Optional[Dict[str, str]] = None,
-          session_id: Optional[str] = None,
-          ephemeral: Optional[bool] = None) -> Tuple[BridgedRun, str]:
+          session_id: Optional[str] = None, ephemeral: Optional[bool] = None,
+          stream: bool = False) -> Tuple[BridgedRun, str]:
     """Start a bridged run (its first round is read with ``pieces``); returns it and the text
     it sent (for token estimates). ``session_id`` and ``ephemeral`` as ``compat.prepare``
-    takes them. 400 naming the backend when its CLI cannot be given tools."""
+    takes them. 400 naming the backend when its CLI cannot be given tools. A ``stream`` takes
+    its run slot as ``Context.stream`` does (``Context.slot_waits_in_stream``)."""
     problem = _bridge_problem(ctx, model)
     if problem:
         raise errors.invalid(problem, "tools")
@@ -179,6 +180,14 @@ def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request
     tool_bridge = options.ToolBridge(self_command(), [t.name for t in request.tools],
                                      forced=run.forced, call_timeout=call_timeout,
                                      ticket=bridge.hub.register(run))
+    held: List[Callable[[], None]] = []
+
+    def hold_slot() -> None:
+        held.append(ctx.hold_run_slot(outlive_request=True))
+        if ctx.run_entry is not None:
+            ctx.app.runs.outlives_request(ctx.run_entry, lambda: run.stop(
+                "cancelled by an operator (DELETE /api/v1/runs)"), lambda: run.parked)
+            ctx.app.runs.add_backend(ctx.run_entry, prepared.backend.name)
     try:
         prepared_run = compat.prepare(ctx, api, model, conv, stream=True, metadata=metadata,
                                       session_id=session_id, ephemeral=ephemeral,
@@ -187,18 +196,17 @@ def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request
         # Rounds are timed by the bridge (request timeout while answering, tool result
         # timeout while parked), not the whole run.
         prepared.timeout = None
-        release = ctx.hold_run_slot(outlive_request=True)
-        if ctx.run_entry is not None:
-            ctx.app.runs.outlives_request(ctx.run_entry, lambda: run.stop(
-                "cancelled by an operator (DELETE /api/v1/runs)"), lambda: run.parked)
-            ctx.app.runs.add_backend(ctx.run_entry, prepared.backend.name)
+        slot_in_stream = stream and ctx.slot_waits_in_stream()
+        if not slot_in_stream:
+            hold_slot()
     except BaseException:
         bridge.hub.unregister(run)
         raise
     collected: List[execute.Outcome] = []
 
     def ended() -> None:
-        release()
+        for release in held:
+            release()
         bridge.runs.remove(run)
         bridge.hub.unregister(run)
         if collected:
@@ -207,12 +215,14 @@ def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request
                 "success" if outcome.ok else "failure"), outcome.result.duration_ms,
                 outcome.result.usage, ctx.key_id)
 
+    def events() -> Iterator[ev.Event]:
+        if slot_in_stream:
+            hold_slot()
+        yield from execute.stream(prepared, ctx.app.store, run.cancel, collected)
     run.backend = prepared.backend.name
     bridge.runs.add(run)
-    try:
-        run.start(execute.stream(prepared, ctx.app.store, run.cancel, collected), ended)
-    except Exception as exc:
-        raise errors.from_exception(exc) or exc
+    run.start(events(), ended,
+              prepared.session.id if prepared.session is not None else prepared.new_session_id)
     return run, prepared_run.sent
 
 

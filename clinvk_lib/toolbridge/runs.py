@@ -101,7 +101,6 @@ class BridgedRun:
         self.settle_secs = SETTLE_SECS
         self._calls: List[ToolCall] = []
         self._queue: "queue.Queue[Tuple[str, Any]]" = queue.Queue()
-        self._head: List[Tuple[str, Any]] = []
         self._lock = threading.Lock()
         self._timer: Optional[threading.Timer] = None
 
@@ -116,18 +115,15 @@ class BridgedRun:
 
     # -- the CLI's side (the pump thread) -----------------------------------------------------
 
-    def start(self, events: Iterator[ev.Event], on_end: Callable[[], None]) -> None:
+    def start(self, events: Iterator[ev.Event], on_end: Callable[[], None],
+              session_id: str) -> None:
         """Read ``events`` in a thread of its own (the run's session is taken and released
-        there), then call ``on_end``; waits for the first event (or failure to start), whose
-        session id becomes ``session_id``; a failure to start is raised here."""
+        there), then call ``on_end``. Nothing waits for the CLI here: ``session_id`` is the
+        run's session, known before it starts, and a failure to start is raised by the first
+        round's ``round_events``."""
+        self.session_id = session_id
         threading.Thread(target=self._pump, args=(events, on_end), name="bridged-run",
                          daemon=True).start()
-        kind, value = self._queue.get()
-        if kind == "failed":
-            raise value
-        self._head.append((kind, value))
-        if kind == "event":
-            self.session_id = value.session_id
 
     def _pump(self, events: Iterator[ev.Event], on_end: Callable[[], None]) -> None:
         try:
@@ -173,8 +169,6 @@ class BridgedRun:
             yield value
 
     def _next(self, ending_at: Optional[float]) -> Tuple[str, Any]:
-        if self._head:
-            return self._head.pop(0)
         wait = POLL_SECS if ending_at is None else max(0.0, min(
             POLL_SECS, ending_at - time.monotonic()))
         try:

@@ -39,6 +39,9 @@ Environment variables:
   FAKE_CLI_RECALL=1          a resumed session's reply also starts with "[recalled: P1 | P2] ",
                              the prompts of its earlier turns (what a model remembers)
   FAKE_CLI_JSON=<text>       the model's answer to every run given an output schema
+  FAKE_CLI_GATE=<path>       a run (not --version) says nothing until this file exists,
+                             then answers: a backend that stays silent for as long as a
+                             test wants
 
 A prompt line "FAKE_SLEEP: <seconds>" makes that run wait before it starts answering.
 
@@ -1232,6 +1235,9 @@ def main(backend, args):
     reads_stdin = "--version" not in args and "-V" not in args and "-v" not in args
     stdin_text = sys.stdin.buffer.read().decode("utf-8", "replace") if reads_stdin else ""
     record(backend, args, stdin_text)
+    gate = os.environ.get("FAKE_CLI_GATE")
+    while gate and reads_stdin and not os.path.exists(gate):
+        time.sleep(0.02)
     nap = re.search(r"^FAKE_SLEEP: ?([0-9.]+)$", stdin_text, re.MULTILINE)
     if nap:
         time.sleep(float(nap.group(1)))
