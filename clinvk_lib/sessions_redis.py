@@ -46,7 +46,8 @@ class StoreUnreachable(StoreUnavailable):
         SessionError.__init__(
             self, "the session store %s cannot be %s: %s; check that Redis is up and "
             "reachable (server.store)" % (url, action, exc),
-            "the session store (Redis) cannot be %s; retry once it is back" % action)
+            "the session store (Redis, %s) cannot be %s; retry once it is back"
+            % (url, action))
         self.reason = str(exc)
 
 
