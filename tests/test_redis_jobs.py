@@ -165,10 +165,10 @@ def test_clinvk_workers_lists_each_worker_with_its_backends_and_slots(redis, tmp
         worker.stop()
     assert listed.returncode == 0, listed.stderr
     row, = json.loads(listed.stdout)["workers"]
-    assert row["capacity"] == 2 and "claude" in row["backends"]
+    assert row["capacity"] == 2 and "claude" in row["backends"] and row["worker"]
     assert any(row["id"] in line for line in worker.log_lines)
     header, line = table.stdout.decode().splitlines()
-    assert header.split() == ["ID", "CAPACITY", "BUSY", "SEEN", "BACKENDS"]
+    assert header.split() == ["ID", "WORKER", "CAPACITY", "BUSY", "SEEN", "BACKENDS"]
     assert line.startswith(row["id"])
 
 
