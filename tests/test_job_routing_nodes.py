@@ -6,6 +6,7 @@ different fakes) each get only the jobs they can run. A real redis-server per te
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -14,6 +15,7 @@ from tests.redisutil import RedisServer, WorkerProcess
 from tests.serveproc import FAKE_BIN, ServeProcess
 from tests.serverutil import wait_for
 from tests.test_jobs_durability import status
+from tests.test_redis_jobs import clinvk
 
 pytestmark = pytest.mark.slow
 
@@ -124,3 +126,21 @@ def test_workers_with_different_backends_each_get_only_the_jobs_they_can_run(
     finally:
         claude.stop()
         codex.stop()
+
+
+def test_the_command_line_on_the_store_shares_the_sessions_of_the_servers(redis, tmp_path):
+    state = str(tmp_path / "cli-home")          # the CLI and the node on one machine
+    env = dict(RECALL, CLINVK_SERVER_STORE=redis.url, FAKE_CLI_STATE_DIR=state)
+    made = clinvk(str(tmp_path / "op"), "-b", "claude", "-o", "json", "the code is 9", **env)
+    assert made.returncode == 0, made.stderr
+    sid = json.loads(made.stdout)["session_id"]
+    listed = clinvk(str(tmp_path / "other"), "sessions", "list", "--json", **env)
+    assert sid in listed.stdout.decode(), listed.stderr
+    node = ServeProcess(str(tmp_path / "a"), config=settings(redis), env=RECALL,
+                        state_dir=state)
+    try:
+        later = node.post("/api/v1/prompt", {"backend": "claude", "prompt": "which code?",
+                                             "session_id": sid})
+    finally:
+        node.stop()
+    assert later.status == 200 and "[recalled: the code is 9" in later.json()["output"]
