@@ -6,14 +6,17 @@ for the module, emptied before each test."""
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import pytest
 
-from clinvk_lib import sessions_redis
+from clinvk_lib import config, sessions_redis
 from clinvk_lib.redisclient import Client
 from clinvk_lib.session_record import SessionBusy, StoreUnavailable
+from clinvk_lib.sessions import SessionStore
 from clinvk_lib.sessions_redis import RedisSessionStore
+from clinvk_lib.shared_store import open_session_store, open_shared_store
 from tests.redisutil import RedisServer, free_port
 from tests.test_sessions import (  # noqa: F401 (the disk store's tests, run on this store)
     set_fields, test_a_prefix_is_not_ambiguous_because_of_another_keys_session,
@@ -145,3 +148,14 @@ def test_redis_down_is_store_unavailable_naming_redis(redis, tmp_path):
     assert "Redis" in info.value.public and "server.store" in str(info.value)
     available, count, problem = store.health()
     assert (available, count) == (False, 0) and "Redis" in problem
+
+
+def test_the_store_setting_chooses_redis_and_the_worker_name_defaults_to_the_host(
+        redis, tmp_path):
+    cfg = config.load(None, flags={"server.store": redis.url})
+    store = open_session_store(cfg, open_shared_store(cfg))
+    assert isinstance(store, RedisSessionStore) and store.worker == socket.gethostname()
+    named = config.load(None, flags={"server.store": redis.url, "server.worker_name": "gpu-1"})
+    assert open_session_store(named, open_shared_store(named)).worker == "gpu-1"
+    disk = config.load(None, flags={})
+    assert type(open_session_store(disk, open_shared_store(disk))) is SessionStore
