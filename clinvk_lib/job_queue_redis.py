@@ -292,8 +292,7 @@ class RoutedQueues:
         own, the backend queues whose backends it has (from another one each time), then
         the shared one."""
         have = set(self.backends())
-        routed = [n for n in self.names() if n != SHARED and
-                  (queue_backends(n) or {""}) <= have]
+        routed = [n for n in self.names() if queue_backends(n) and queue_backends(n) <= have]
         if routed:
             start = next(self._turn) % len(routed)
             routed = routed[start:] + routed[:start]

@@ -68,10 +68,16 @@ class RedisSessionStore(SessionStore):
         recorded). SessionNotFound if there is no such session."""
         return self._files.worker_of(session_id)
 
-    def _change(self, session_id: str, fn: Any, new: Optional[Session]) -> Session:
-        """A turn ran here: the session records this process's worker name."""
+    def record_turn(self, session_id: str, backend_session_id: str, *args: Any,
+                    **kwargs: Any) -> Session:
+        """``SessionStore.record_turn``. A turn whose run reported the backend's session id
+        left its transcript on this machine: the session records this process's worker
+        name. One that did not (e.g. the CLI found no transcript here to resume) keeps the
+        worker it had, so a turn sent to the wrong machine does not lose the session."""
+        if not backend_session_id:
+            return super().record_turn(session_id, backend_session_id, *args, **kwargs)
         with self._files.recording_worker():
-            return super()._change(session_id, fn, new)
+            return super().record_turn(session_id, backend_session_id, *args, **kwargs)
 
 
 class RedisSessionFiles:

@@ -131,6 +131,7 @@ def test_a_turn_records_the_worker_that_ran_it_and_an_update_keeps_it(redis, sto
     other.record_turn(s.id, "b", None)
     assert store.worker_of(s.id) == "w2"
     set_fields(store, s.id, tags=["x"])
+    store.record_turn(s.id, "", None, error="No conversation found")   # nothing resumed here
     assert other.worker_of(s.id) == "w2"
 
 

@@ -10,9 +10,9 @@ What changes from one process on its own disk:
   409 ``session_worker_gone`` if no process of that worker is alive, unless
   ``server.shared_cli_homes``; any other job goes to the queue of the backends it names (a
   warning is logged while no live process that pulls jobs has them all: it waits for one, as
-  jobs wait for workers that restart); a job whose
-  backends cannot be told (a kind of a front end's own without a prepared run) goes to the
-  shared queue. Past ``server.max_queued_jobs`` jobs waiting in all queues, 503.
+  jobs wait for workers that restart); a job whose backends cannot be told (a kind of a
+  front end's own without a prepared run) goes to the shared queue. Past
+  ``server.max_queued_jobs`` jobs waiting in all queues, 503.
 - The dispatcher pulls one job at a time, and only once the job before it holds its run
   slots: a process takes a job only when it can run it, and the rest stay in Redis for the
   others. A ``clinvk serve`` on the store thus runs jobs too, unless ``server.role`` is
