@@ -57,8 +57,10 @@ def run_job(node, request) -> dict:
     return node.get("/api/v1/jobs/" + job_id).json()
 
 
-def ran_on(worker, job_id) -> bool:
-    return any(job_id in line and "ended" in line for line in worker.log_lines)
+def ran_on(worker, job_id, seconds=5.0) -> bool:
+    """True once the worker has logged the job's end (which may follow the end's record)."""
+    return wait_for(lambda: any(job_id in line and "ended" in line
+                                for line in worker.log_lines), seconds, 0.02)
 
 
 def test_a_session_started_through_one_node_is_resumed_through_another(redis, tmp_path):
@@ -88,7 +90,8 @@ def test_a_sessions_later_turns_run_on_its_worker_and_fail_clearly_once_it_is_go
         first = run_job(api, {"backend": "claude", "prompt": "remember 42"})
         assert first["status"] == "succeeded", first
         sid = first["result"]["session_id"]
-        home = [n for n, w in workers.items() if ran_on(w, first["id"])]
+        assert wait_for(lambda: any(ran_on(w, first["id"], 0) for w in workers.values()), 5)
+        home = [n for n, w in workers.items() if ran_on(w, first["id"], 0)]
         assert len(home) == 1
         for turn in range(3):                   # on the other worker the CLI has no transcript
             later = run_job(api, {"backend": "claude", "prompt": "turn %d" % turn,
