@@ -11,20 +11,31 @@ entries were reclaimed from it meanwhile, so that it stops those runs: a job is 
 two workers at once for longer than one ``keep`` interval.
 
 ``RunnerHeartbeat`` is the liveness of one process: a key that exists while it renews it,
-holding what the process advertises (its backends, capacity, busy runs).
+holding what the process advertises (its worker name, backends, capacity, busy runs).
+
+Routing (``RoutedQueues``): besides the shared queue there is one queue per set of backends a
+job needs (``jobs:queue:backends:claude+codex``) and one per worker name
+(``jobs:queue:worker:<name>``, the jobs continuing a session whose CLI transcript is on that
+worker); the set ``jobs:queues`` names them all. A process pulls from its worker queue first,
+then from every backend queue whose backends it has (starting at another one each time, so
+none starves), then from the shared queue. A job is thus only ever delivered to a process
+that can run it: nothing is handed back, nothing loops.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Sequence
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
 
 from .job_store import INTERRUPTED, RUNNING, interrupted_error
 from .redisclient import Client, RedisError, ReplyError, Script
 
 GROUP = "workers"
+# The queue of jobs any process may run; the names of the others start with it.
+SHARED = "jobs:queue"
 
 # KEYS[1] the queue; ARGV group, consumer, then entry ids. Claims again (resetting the idle
 # time) each entry still pending for this consumer; returns the ids that are not.
@@ -49,16 +60,19 @@ class Delivery(NamedTuple):
     entry: str
     job_id: str
     reclaimed: bool
+    queue: str = SHARED
 
 
 class JobQueue:
     """The queue as one worker (``consumer``) sees it. ``push`` is for any node."""
 
-    def __init__(self, client: Client, consumer: str, visibility_secs: float) -> None:
+    def __init__(self, client: Client, consumer: str, visibility_secs: float,
+                 name: str = SHARED) -> None:
         self.client = client
         self.consumer = consumer
         self.visibility_ms = int(visibility_secs * 1000)
-        self.key = client.key("jobs:queue")
+        self.name = name
+        self.key = client.key(name)
         self._group_made = False
 
     def push(self, job_id: str) -> str:
@@ -189,9 +203,9 @@ class RunnerHeartbeat:
 
 
 def list_runners(client: Client) -> List[Dict[str, Any]]:
-    """Every live process on the store, by id, with what it advertises: ``backends`` (a
-    list), ``capacity`` and ``busy`` (runs), ``seen`` (seconds since the epoch of its last
-    heartbeat)."""
+    """Every live process on the store, by id, with what it advertises: ``worker`` (the
+    name of its machine's CLI homes), ``backends`` (a list), ``capacity`` and ``busy``
+    (runs), ``seen`` (seconds since the epoch of its last heartbeat)."""
     keys, cursor = [], b"0"
     while True:
         cursor, found = client.execute("SCAN", cursor, "MATCH", client.key("runner:*"),
@@ -207,10 +221,101 @@ def list_runners(client: Client) -> List[Dict[str, Any]]:
 def _runner(key: bytes, reply: Any) -> Dict[str, Any]:
     fields = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2]))
     text = {k.decode(): v.decode() for k, v in fields.items()}
-    return {"id": key.decode().rsplit(":", 1)[-1],
+    return {"id": key.decode().rsplit(":", 1)[-1], "worker": text.get("worker", ""),
             "backends": [b for b in text.get("backends", "").split(",") if b],
             "capacity": int(text.get("capacity") or 0), "busy": int(text.get("busy") or 0),
             "seen": int(text.get("seen") or 0)}
+
+
+# -- routing: a queue per worker and per set of backends --------------------------------------
+
+
+def worker_queue(worker: str) -> str:
+    """The queue of the jobs only worker ``worker`` may run (they continue its sessions)."""
+    return SHARED + ":worker:" + worker
+
+
+def backends_queue(backends: Iterable[str]) -> str:
+    """The queue of the jobs that need exactly these backends; the shared one for none."""
+    names = sorted(set(backends))
+    return SHARED + ":backends:" + "+".join(names) if names else SHARED
+
+
+def queue_backends(name: str) -> Optional[frozenset]:
+    """The backends a job in queue ``name`` needs; None for a worker's own queue."""
+    if name == SHARED:
+        return frozenset()
+    prefix = SHARED + ":backends:"
+    return frozenset(name[len(prefix):].split("+")) if name.startswith(prefix) else None
+
+
+class RoutedQueues:
+    """Every queue as one process (``consumer``, of worker ``worker``) sees it: ``push`` a job
+    where the processes that can run it pull, ``pull`` from the queues this process can serve
+    (``backends()``: the backends it has now), ``queue(name)`` for keeping and acknowledging
+    an entry of one of them, ``waiting()`` across all of them."""
+
+    REGISTRY = "jobs:queues"
+
+    def __init__(self, client: Client, consumer: str, visibility_secs: float, worker: str,
+                 backends: Callable[[], Iterable[str]]) -> None:
+        self.client = client
+        self.consumer = consumer
+        self.visibility_secs = visibility_secs
+        self.worker = worker
+        self.backends = backends
+        self._queues: Dict[str, JobQueue] = {}
+        self._turn = itertools.count()
+
+    def queue(self, name: str) -> JobQueue:
+        found = self._queues.get(name)
+        if found is None:
+            found = self._queues[name] = JobQueue(self.client, self.consumer,
+                                                  self.visibility_secs, name)
+        return found
+
+    def push(self, job_id: str, backends: Iterable[str] = (), worker: str = "") -> str:
+        """Queue ``job_id`` for worker ``worker`` when given, else for any process with all
+        of ``backends``; the name of the queue."""
+        name = worker_queue(worker) if worker else backends_queue(backends)
+        self.client.execute("SADD", self.client.key(self.REGISTRY), name)
+        self.queue(name).push(job_id)
+        return name
+
+    def names(self) -> List[str]:
+        """Every queue jobs were pushed on (the shared one included)."""
+        found = self.client.execute("SMEMBERS", self.client.key(self.REGISTRY))
+        return sorted({SHARED} | {n.decode() if isinstance(n, bytes) else n for n in found})
+
+    def serving(self) -> List[str]:
+        """The queues this process pulls from, in the order it tries them: its worker's
+        own, the backend queues whose backends it has (from another one each time), then
+        the shared one."""
+        have = set(self.backends())
+        routed = [n for n in self.names() if queue_backends(n) and queue_backends(n) <= have]
+        if routed:
+            start = next(self._turn) % len(routed)
+            routed = routed[start:] + routed[:start]
+        own = worker_queue(self.worker)
+        return [own] + [n for n in routed if n != own] + [SHARED]
+
+    def pull(self, block_secs: float) -> List[Delivery]:
+        """One job for this process (reclaimed or new) from the first of its queues that
+        has one; if none has, wait up to ``block_secs`` for one to be pushed, and []. (A job
+        pushed between the look and the wait is found by the next pull.)"""
+        names = self.serving()
+        for name in names:
+            found = self.queue(name).pull(1, 0)
+            if found:
+                return [d._replace(queue=name) for d in found]
+        self.client.execute("XREAD", "COUNT", 1, "BLOCK", max(1, int(block_secs * 1000)),
+                            "STREAMS", *([self.client.key(n) for n in names] + ["$"] * len(names)),
+                            timeout=block_secs + self.client.read_timeout)
+        return []
+
+    def waiting(self) -> int:
+        """Jobs queued and not yet delivered to any process, in every queue."""
+        return sum(self.queue(name).waiting() for name in self.names())
 
 
 def settle(store: Any, queue: JobQueue, delivery: Delivery, runner: str) -> Any:

@@ -1,9 +1,10 @@
 """The store several clinvk nodes share (``server.store``): a Redis client built from the
 settings, or None when the setting is empty and each process keeps its state to itself; and
-the job store on it, or on ``CLINVK_HOME`` without it."""
+the job and session stores on it, or on ``CLINVK_HOME`` without it."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 from typing import Any, Dict, Optional
 
@@ -12,6 +13,8 @@ from .job_queue_redis import list_runners
 from .job_store import JobStore
 from .job_store_redis import RedisJobStore
 from .redisclient import Client, RedisError
+from .sessions import SessionStore
+from .sessions_redis import RedisSessionStore
 
 
 def open_shared_store(cfg: Config) -> Optional[Client]:
@@ -42,6 +45,20 @@ def open_job_store(cfg: Config, shared: Optional[Client]) -> JobStore:
     if shared is None:
         return JobStore(cfg.home, events_max)
     return RedisJobStore(shared, events_max, cfg.get("server.job_visibility_timeout_secs"))
+
+
+def open_session_store(cfg: Config, shared: Optional[Client]) -> SessionStore:
+    """The sessions: in ``shared`` (a client from ``open_shared_store``) when given, each turn
+    recording this machine's ``worker_name``; else under ``CLINVK_HOME``."""
+    if shared is None:
+        return SessionStore(cfg.home)
+    return RedisSessionStore(shared, cfg.home, worker_name(cfg))
+
+
+def worker_name(cfg: Config) -> str:
+    """The name of this machine's CLI homes, as sessions record it: ``server.worker_name``,
+    else the host name."""
+    return cfg.get("server.worker_name") or socket.gethostname()
 
 
 def store_health(client: Client) -> Dict[str, Any]:

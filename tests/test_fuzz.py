@@ -14,6 +14,8 @@ from typing import Dict, List, Tuple
 
 import pytest
 
+from clinvk_lib.redisclient import Client
+from tests.redisutil import RedisServer
 from tests.serveproc import ServeProcess
 from tests.serverutil import raw_request, status_of
 
@@ -59,17 +61,26 @@ class Canary:
                       if self.before.get(p) != after.get(p))
 
 
-@pytest.fixture(scope="module")
-def fuzz_target(tmp_path_factory):
-    """(server, canary): a server with an API key, metrics on, and a short request timeout."""
+@pytest.fixture(scope="module", params=["disk", "redis"])
+def fuzz_target(request, tmp_path_factory):
+    """(server, canary): a server with an API key, metrics on, and a short request timeout;
+    its stores on its disk, or in Redis (server.store: sessions and jobs there)."""
     root = str(tmp_path_factory.mktemp("fuzz"))
     home = os.path.join(root, "clinvk-home")
     os.makedirs(home)
-    srv = ServeProcess(home, config={"server": {
-        "api_keys": [KEY], "metrics_enabled": True, "request_timeout_secs": 10}})
+    settings = {"api_keys": [KEY], "metrics_enabled": True, "request_timeout_secs": 10}
+    redis = None
+    if request.param == "redis":
+        redis = RedisServer(str(tmp_path_factory.mktemp("fuzz-redis")))
+        settings["store"] = redis.url
+    srv = ServeProcess(home, config={"server": settings})
     canary = Canary(root, home)
     yield srv, canary
     srv.stop()
+    if redis is not None:
+        keys = Client(redis.url).execute("KEYS", "*")
+        redis.stop()
+        assert all(k.startswith(b"clinvk:") for k in keys), keys   # none outside the prefix
 
 
 def assert_sane_answer(status: int, body: bytes, what: str) -> None:

@@ -86,5 +86,6 @@ def test_store_down_refuses_a_request_with_a_key_and_runs_one_without(nodes, red
     assert reply.status == 503
     assert reply.json()["error"] == "idempotency_store_unavailable"
     assert reply.headers["Retry-After"] == "1"
-    assert post(nodes[0], *PROMPT, key=None).status == 200
+    ephemeral = ("/api/v1/prompt", dict(PROMPT[1], ephemeral=True))  # sessions are in Redis
+    assert post(nodes[0], *ephemeral, key=None).status == 200
     assert len(records(record)) == 1

@@ -209,8 +209,9 @@ def trouble(srv: ServeProcess) -> List[str]:
 
 @pytest.fixture(params=["disk", "redis"])
 def soak_server(request, tmp_path):
-    """The server on its own disk, and on a Redis store (server.store: jobs, idempotency
-    keys and rate-limit buckets there; rate limits high enough never to refuse)."""
+    """The server on its own disk, and on a Redis store (server.store: sessions, jobs,
+    idempotency keys and rate-limit buckets there; rate limits high enough never to
+    refuse)."""
     settings = {"metrics_enabled": True, "max_concurrent_runs": 16, "queue_timeout_secs": 30}
     redis = None
     if request.param == "redis":

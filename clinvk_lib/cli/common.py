@@ -275,9 +275,17 @@ def load_config(args: argparse.Namespace, flags: Optional[Dict[str, Any]] = None
 
 
 def open_store(cfg: config.Config) -> SessionStore:
-    """The session store under the configured home (nothing is created before a write)."""
-    from ..sessions import SessionStore  # lazy: start-up (an ephemeral run never opens it)
-    return SessionStore(cfg.home)
+    """The session store: under the configured home (nothing is created before a write), or
+    in ``server.store`` when it is set, so the command line sees the sessions every node
+    and worker on it sees (its turns record this machine as their worker)."""
+    if not cfg.get("server.store"):
+        from ..sessions import SessionStore  # lazy: start-up (an ephemeral run never opens it)
+        return SessionStore(cfg.home)
+    from ..shared_store import open_session_store, open_shared_store  # lazy: start-up
+    try:
+        return open_session_store(cfg, open_shared_store(cfg))
+    except config.ConfigError as exc:
+        raise UsageError(str(exc))
 
 
 def read_prompt(positional: Optional[str], shape_checks_blank: bool = False) -> str:

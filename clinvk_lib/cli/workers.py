@@ -51,14 +51,14 @@ def workers_command(argv: List[str]) -> int:
 
 
 def format_runner_table(runners: List[Dict[str, Any]], now: float) -> str:
-    """One line per process: id, run slots for jobs, busy, seconds since its heartbeat,
-    backends."""
+    """One line per process: id, worker name, run slots for jobs, busy, seconds since its
+    heartbeat, backends."""
     if not runners:
         return "no workers\n"
-    rows = [("ID", "CAPACITY", "BUSY", "SEEN", "BACKENDS")]
-    rows += [(r["id"], str(r["capacity"]), str(r["busy"]),
+    rows = [("ID", "WORKER", "CAPACITY", "BUSY", "SEEN", "BACKENDS")]
+    rows += [(r["id"], r["worker"] or "-", str(r["capacity"]), str(r["busy"]),
               "%ds ago" % max(0, int(now - r["seen"])), ",".join(r["backends"]) or "none")
              for r in runners]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
     return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ from typing import Any, List
 
 from .. import __version__, config
 from ..argparser import Parser, UsageError
-from ..sessions import SessionStore
+from ..shared_store import open_session_store, open_shared_store
 from .protocol import Server
 from .tools import ToolContext, all_tools
 
@@ -36,6 +36,7 @@ def mcp_command(argv: List[str]) -> int:
         return 2
     try:
         cfg = config.load(args.config)
+        store = open_session_store(cfg, open_shared_store(cfg))
     except config.ConfigError as exc:
         sys.stderr.write("clinvk: %s\n" % exc)
         return 2
@@ -48,7 +49,7 @@ def mcp_command(argv: List[str]) -> int:
     out = sys.stdout.buffer
     # stdout is the protocol channel: anything printed by mistake goes to stderr instead.
     sys.stdout = sys.stderr
-    ctx = ToolContext(cfg, SessionStore(cfg.home))
+    ctx = ToolContext(cfg, store)
     server = Server(all_tools(ctx), out, name="clinvk", version=__version__,
                     instructions=INSTRUCTIONS,
                     max_message_bytes=cfg.get("server.max_request_body_bytes"))

@@ -466,6 +466,9 @@ Health = Obj(
               description="Why the store does not answer; \"\" when it does."),
         Field("runners", Array(Obj(
             Field("id", String(), required=True),
+            Field("worker", String(), required=True,
+                  description="server.worker_name (default: its host name): the sessions "
+                              "whose turns it ran continue there."),
             Field("backends", Array(String()), required=True,
                   description="The backends whose CLI it has installed."),
             Field("capacity", TOKEN_COUNT, required=True, description="Its run slots for jobs (0: it runs none)."),

@@ -4,8 +4,15 @@ with a free run slot runs it.
 
 What changes from one process on its own disk:
 
-- ``submit`` saves the job and pushes it on the shared queue (``job_queue_redis``); past
-  ``server.max_queued_jobs`` jobs waiting there, 503.
+- ``submit`` saves the job and pushes it where the processes that can run it pull
+  (``job_queue_redis.RoutedQueues``; ``route`` decides): a job continuing a session goes to
+  the queue of the worker that ran the session's last turn (its CLI's transcript is there),
+  409 ``session_worker_gone`` if no process of that worker is alive, unless
+  ``server.shared_cli_homes``; any other job goes to the queue of the backends it names (a
+  warning is logged while no live process that pulls jobs has them all: it waits for one, as
+  jobs wait for workers that restart); a job whose backends cannot be told (a kind of a
+  front end's own without a prepared run) goes to the shared queue. Past
+  ``server.max_queued_jobs`` jobs waiting in all queues, 503.
 - The dispatcher pulls one job at a time, and only once the job before it holds its run
   slots: a process takes a job only when it can run it, and the rest stay in Redis for the
   others. A ``clinvk serve`` on the store thus runs jobs too, unless ``server.role`` is
@@ -24,14 +31,17 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from .. import execute
 from ..backends import probe
-from ..job_queue_redis import JobQueue, settle
+from ..job_queue_redis import RoutedQueues, list_runners, settle
 from ..job_store import CANCELLED, Job, JobStoreError
 from ..job_store_redis import RedisJobStore
 from ..redisclient import RedisError
+from ..session_record import SessionError
+from ..shared_store import worker_name
+from ..sessions_redis import RedisSessionStore
 from . import errors
 from .job_runner import JobRunner, RunningJob
 
@@ -48,8 +58,12 @@ class SharedJobRunner(JobRunner):
         super().__init__(app, store)
         self.visibility_secs = visibility_secs
         self.pulls = pulls
-        self.queue = JobQueue(store.client, self.lease.id, visibility_secs)
-        self._entries: Dict[str, str] = {}       # job id -> the queue entry this process holds
+        self.worker = worker_name(app.cfg)
+        self.queues = RoutedQueues(store.client, self.lease.id, visibility_secs, self.worker,
+                                   self._installed)
+        self._routes: Dict[str, Route] = {}      # job id -> where submit queues it
+        # job id -> (queue name, entry) of the queue entry this process holds
+        self._entries: Dict[str, Tuple[str, str]] = {}
         self._entries_lock = threading.Lock()
         self._kept_at = 0.0
         self._warned_at = -self.WARN_EVERY_SECS
@@ -63,17 +77,23 @@ class SharedJobRunner(JobRunner):
             self._open = True
 
     def describe(self) -> Dict[str, str]:
-        """What this process advertises in its heartbeat: the backends it can run, its run
-        slots for jobs (0 when it pulls none), and the jobs holding them."""
-        installed = probe.availability()
+        """What this process advertises in its heartbeat: its worker name, the backends it
+        can run, its run slots for jobs (0 when it pulls none), and the jobs holding them."""
         capacity = self.app.cfg.get("server.max_concurrent_runs") if self.pulls else 0
-        return {"backends": ",".join(n for n, ok in installed.items() if ok),
-                "capacity": str(capacity),
-                "busy": str(self.counts()[1])}
+        return {"worker": self.worker, "backends": ",".join(self._installed()),
+                "capacity": str(capacity), "busy": str(self.counts()[1])}
+
+    @staticmethod
+    def _installed() -> List[str]:
+        return [name for name, ok in probe.availability().items() if ok]
 
     def submit(self, job: Job, prepared: Optional[execute.Prepared] = None) -> None:
+        """``JobRunner.submit``, the job queued where a process that can run it pulls (the
+        module docstring says where and when it is refused instead)."""
         try:
-            waiting = self.queue.waiting()
+            route = self.route(job, prepared)
+            warning = check_route(route, list_runners(self.store.client))
+            waiting = self.queues.waiting()
         except RedisError as exc:
             raise errors.ApiError(503, "job_store_unavailable", "the job store cannot be "
                                   "reached: %s; retry once it is back" % exc) from None
@@ -81,10 +101,37 @@ class SharedJobRunner(JobRunner):
             raise errors.ApiError(503, "job_queue_full", "%d jobs are waiting for a run slot "
                                   "(server.max_queued_jobs); retry later" % self.max_queued,
                                   headers={"Retry-After": "10"})
-        super().submit(job, prepared)
+        if warning:
+            self.app.log.error("job %s: %s" % (job.id, warning))
+        self._routes[job.id] = route
+        try:
+            super().submit(job, prepared)
+        finally:
+            self._routes.pop(job.id, None)
+
+    def route(self, job: Job, prepared: Optional[execute.Prepared] = None) -> "Route":
+        """Where ``job`` is queued: the worker that ran the last turn of the session it
+        continues (unless ``server.shared_cli_homes``), and the backends it needs."""
+        cfg = self.app.cfg
+        session_id = prepared.session.id if prepared is not None and \
+            prepared.session is not None else job.request.get("session_id") or ""
+        worker, backend = "", ""
+        if session_id and isinstance(self.app.store, RedisSessionStore):
+            try:
+                session = self.app.store.resolve(session_id, job.access)
+                backend = session.backend
+                if not cfg.get("server.shared_cli_homes"):
+                    worker = self.app.store.worker_of(session.id)
+            except SessionError:
+                pass                    # the run says why it cannot continue it
+        if prepared is not None:
+            return Route(worker, (prepared.backend.name,))
+        return Route(worker, job_backends(job.kind, job.request, backend or
+                                          cfg.get("default_backend")))
 
     def _queue_job(self, job_id: str) -> None:
-        self.queue.push(job_id)
+        route = self._routes.get(job_id, Route("", ()))
+        self.queues.push(job_id, route.backends, route.worker)
 
     def enqueue(self, job_id: str) -> None:
         """Nothing to do: a queued job stays in the shared queue until a process pulls it."""
@@ -95,16 +142,17 @@ class SharedJobRunner(JobRunner):
                 self._cond.wait(self.POLL_SECS)
             return None
         try:
-            deliveries = self.queue.pull(1, self.POLL_SECS)
+            deliveries = self.queues.pull(self.POLL_SECS)
         except RedisError as exc:
             self._warn_unreachable(exc)
             time.sleep(self.POLL_SECS)
             return None
         for delivery in deliveries:
-            job = settle(self.store, self.queue, delivery, self.lease.id)
+            job = settle(self.store, self.queues.queue(delivery.queue), delivery,
+                         self.lease.id)
             if job is not None:
                 with self._entries_lock:
-                    self._entries[job.id] = delivery.entry
+                    self._entries[job.id] = (delivery.queue, delivery.entry)
                 return job.id
         return None
 
@@ -124,8 +172,11 @@ class SharedJobRunner(JobRunner):
         self._kept_at = time.monotonic()
         with self._entries_lock:
             held = dict(self._entries)
-        lost = set(self.queue.keep(list(held.values())))
-        for job_id in [j for j, entry in held.items() if entry in lost]:
+        lost = set()
+        for name in {queue for queue, _ in held.values()}:
+            entries = [entry for queue, entry in held.values() if queue == name]
+            lost.update((name, entry) for entry in self.queues.queue(name).keep(entries))
+        for job_id in [j for j, held_entry in held.items() if held_entry in lost]:
             self.app.log.error("job %s was taken back from this process (it could not keep "
                                "it for server.job_visibility_timeout_secs): stopping its run"
                                % job_id)
@@ -138,13 +189,13 @@ class SharedJobRunner(JobRunner):
     def _forget(self, run: RunningJob) -> None:
         super()._forget(run)
         with self._entries_lock:
-            entry = self._entries.pop(run.job.id, None)
-        if entry is None:
+            held = self._entries.pop(run.job.id, None)
+        if held is None:
             return
         try:
             job = self.store.read(run.job.id)
             if job is None or job.final:
-                self.queue.done(entry)
+                self.queues.queue(held[0]).done(held[1])
         except (JobStoreError, RedisError) as exc:
             # Left pending: reclaimed after the visibility timeout, and settled then.
             self._warn_unreachable(exc)
@@ -164,3 +215,49 @@ class SharedJobRunner(JobRunner):
                 job_id not in self._running:
             self._ended(job)
         return job
+
+
+class Route(NamedTuple):
+    """Where a job is queued: the worker whose own queue it goes to ("" = none), else the
+    queue of the processes that have all of ``backends`` (none = the shared queue)."""
+
+    worker: str
+    backends: Tuple[str, ...]
+
+
+def job_backends(kind: str, request: Dict[str, Any], default: str) -> Tuple[str, ...]:
+    """The backends a job of ``kind`` runs, from its stored request (``default`` where it
+    names none); () for a kind whose request does not say."""
+    if kind == "prompt":
+        names = [request.get("backend") or default]
+    elif kind in ("parallel", "chain"):
+        names = [item.get("backend") or default
+                 for item in request.get("tasks" if kind == "parallel" else "steps") or ()]
+    elif kind == "compare":
+        names = list(request.get("backends") or ())
+    else:
+        names = []
+    return tuple(sorted(set(names)))
+
+
+def check_route(route: Route, runners: List[Dict[str, Any]]) -> str:
+    """Whether a live process that pulls jobs can take a job so routed: an ApiError 409
+    ``session_worker_gone`` naming the worker when none of the session's worker is alive;
+    a warning to log ("" = none) when none has the backends the job needs (it stays queued
+    until one that has them starts: workers may be restarting)."""
+    pulling = [r for r in runners if r["capacity"] > 0]
+    if route.worker:
+        if not any(r["worker"] == route.worker for r in pulling):
+            raise errors.ApiError(409, "session_worker_gone", "the session's CLI transcript "
+                                  "is on worker %r, and no clinvk worker of that name is "
+                                  "alive: start it again (server.worker_name), or set "
+                                  "server.shared_cli_homes: true if every worker sees the "
+                                  "same CLI homes" % route.worker, "session_id")
+        return ""
+    needed = set(route.backends)
+    if not needed or any(needed <= set(r["backends"]) for r in pulling):
+        return ""
+    have = sorted({",".join(r["backends"]) or "none" for r in pulling})
+    return ("no live clinvk worker has %s (the live ones have: %s); the job waits until one "
+            "that has %s starts" % (" and ".join(sorted(needed)), "; ".join(have) or "none",
+                                   "it" if len(needed) == 1 else "them"))

@@ -301,17 +301,19 @@ def delete_session(ctx: Context) -> Response:
 
 def health(ctx: Context) -> Response:
     """ok; degraded when an enabled backend's CLI is missing or the shared store
-    (``server.store``) does not answer; unhealthy (HTTP 503) when the
-    session store cannot be used: a file cannot be written in it right now (read-only or full
-    disk) or it cannot be listed. Needs no key, so the store's problem is told without the
-    server's paths."""
+    (``server.store``, then holding the sessions too) does not answer; unhealthy (HTTP 503)
+    when the session store on this node's disk cannot be used: a file cannot be written in it
+    right now (read-only or full disk) or it cannot be listed (restarting elsewhere may help;
+    restarting every node because Redis is down would not). Needs no key, so the store's
+    problem is told without the server's paths."""
     rows = backend_rows(ctx)
     available, count, problem = ctx.app.store.health()
     missing = [r for r in rows if not r["available"]
                and ctx.app.cfg.backend_enabled(r["name"])]
     shared = store_health(ctx.app.shared_store) if ctx.app.shared_store is not None else None
-    degraded = missing or (shared is not None and not shared["available"])
-    status = "unhealthy" if not available else "degraded" if degraded else "ok"
+    degraded = missing or (shared is not None and not (shared["available"] and available))
+    status = "unhealthy" if not available and shared is None else \
+        "degraded" if degraded else "ok"
     store = {"available": available, "session_count": count, "error": problem}
     millis = int((time.monotonic() - ctx.app.started) * 1000)
     body = {"status": status, "version": __version__, "uptime": format_uptime(millis),

@@ -22,7 +22,7 @@ from ..argparser import Parser, UsageError
 from ..backends import probe
 from ..job_store_redis import RedisJobStore
 from ..sessions import SessionStore
-from ..shared_store import open_job_store, open_shared_store
+from ..shared_store import open_job_store, open_session_store, open_shared_store
 from . import (anthropic, console, guards, jobs, native, openai, responses, runs_api,
                toolcalls)
 from .accesslog import AccessLog
@@ -42,8 +42,9 @@ def build_app(cfg: config.Config, store: Optional[SessionStore] = None,
     every API style's routes registered, durable jobs accepted and (unless not
     ``start_jobs``: ``serve_command`` starts them once it has announced itself) run.
     ConfigError when a key source or the CORS settings cannot be used."""
-    app = App(cfg, store, log)
-    app.shared_store = open_shared_store(cfg)
+    shared = open_shared_store(cfg)
+    app = App(cfg, store if store is not None else open_session_store(cfg, shared), log)
+    app.shared_store = shared
     if app.shared_store is not None:
         app.idempotency = SharedIdempotencyKeys.from_store(app.shared_store, cfg)
     app.guards = guards.install(app)
