@@ -407,8 +407,8 @@ class _SessionScope:
         else:
             self._new = self.store.new(p.backend.name, p.cwd, model=p.opts.model,
                                        initial_prompt=p.request.prompt, tags=p.tags,
-                                       metadata=p.request.metadata, access=p.request.access)
-            self._new.id = p.new_session_id or self._new.id
+                                       metadata=p.request.metadata, access=p.request.access,
+                                       session_id=p.new_session_id)
             self.session_id = self._new.id
         return self
 

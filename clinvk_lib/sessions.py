@@ -79,14 +79,16 @@ class SessionStore:
 
     def new(self, backend: str, working_dir: str, model: str = "", initial_prompt: str = "",
             tags: Optional[Iterable[str]] = None, metadata: Optional[Mapping[str, Any]] = None,
-            backend_session_id: str = "", access: Optional[Access] = None) -> Session:
-        """What create() would save, with its id, but not saved: ``record_turn`` and
+            backend_session_id: str = "", access: Optional[Access] = None,
+            session_id: str = "") -> Session:
+        """What create() would save, with its id (``session_id`` when given, one chosen
+        beforehand by ``new_session_id``), but not saved: ``record_turn`` and
         ``mark_cancelled`` given it as ``new`` save it with its first turn, in one write."""
         if not backend:
             raise ValueError("a session needs a backend name (claude, codex, ...)")
         if not os.path.isabs(working_dir):
             raise ValueError("working_dir must be an absolute path: got %r" % (working_dir,))
-        return Session(new_session_id(), backend, os.path.normpath(working_dir),
+        return Session(session_id or new_session_id(), backend, os.path.normpath(working_dir),
                        backend_session_id=backend_session_id, model=model,
                        initial_prompt=initial_prompt, tags=tags, metadata=metadata,
                        api_key_id=(access or EVERYTHING).key_id)
