@@ -14,8 +14,12 @@ What changes from one process on its own disk:
 - While a job runs, its queue entry is kept (``JobQueue.keep``) every third of
   ``server.job_visibility_timeout_secs``. An entry not kept that long (the process was killed
   or cut off) is reclaimed by another process, which ends the job ``interrupted`` if it was
-  running, or runs it if it was still queued; the process that lost it stops the run at its
-  next keep, so a job never runs in two places at once for longer than one keep interval.
+  running (or queues it again for another attempt, ``server.job_retries``), or runs it if it
+  was still queued; the process that lost it stops the run at its next keep, so a job never
+  runs in two places at once for longer than one keep interval (and what the lost run still
+  writes is refused: its next event's id is taken by the requeue's).
+- Every ``server.job_visibility_timeout_secs`` a pulling process also deletes from the
+  consumer group the consumers of processes long gone (``forget_dead_consumers``).
 - A job that ends is acknowledged (its entry leaves the queue). One given back at shutdown
   before it started stays pending, and is reclaimed after the visibility timeout.
 """
@@ -28,7 +32,7 @@ from typing import Any, Dict, Optional
 
 from .. import execute
 from ..backends import probe
-from ..job_queue_redis import JobQueue, settle
+from ..job_queue_redis import JobQueue, forget_dead_consumers, settle
 from ..job_store import CANCELLED, Job, JobStoreError
 from ..job_store_redis import RedisJobStore
 from ..redisclient import RedisError
@@ -42,12 +46,18 @@ class SharedJobRunner(JobRunner):
     # Seconds between two log lines saying the queue cannot be read.
     WARN_EVERY_SECS = 60.0
 
+    # A consumer idle this many visibility timeouts, holding nothing, without a heartbeat, is
+    # a process long gone.
+    DEAD_AFTER_TIMEOUTS = 3
+
     def __init__(self, app: Any, store: RedisJobStore, visibility_secs: float,
-                 pulls: bool = True) -> None:
+                 pulls: bool = True, retries: int = 0) -> None:
         store.describe_runner = self.describe
         super().__init__(app, store)
         self.visibility_secs = visibility_secs
         self.pulls = pulls
+        self.retries = retries
+        self._swept_at = time.monotonic()
         self.queue = JobQueue(store.client, self.lease.id, visibility_secs)
         self._entries: Dict[str, str] = {}       # job id -> the queue entry this process holds
         self._entries_lock = threading.Lock()
@@ -100,13 +110,29 @@ class SharedJobRunner(JobRunner):
             self._warn_unreachable(exc)
             time.sleep(self.POLL_SECS)
             return None
+        self._sweep_consumers()
         for delivery in deliveries:
-            job = settle(self.store, self.queue, delivery, self.lease.id)
+            job = settle(self.store, self.queue, delivery, self.lease.id, self.retries)
             if job is not None:
                 with self._entries_lock:
                     self._entries[job.id] = delivery.entry
                 return job.id
         return None
+
+    def _sweep_consumers(self) -> None:
+        now = time.monotonic()
+        if now - self._swept_at < self.visibility_secs:
+            return
+        self._swept_at = now
+        try:
+            gone = forget_dead_consumers(self.queue,
+                                         self.visibility_secs * self.DEAD_AFTER_TIMEOUTS)
+        except RedisError as exc:
+            self._warn_unreachable(exc)
+            return
+        if gone:
+            self.app.log.info("jobs: forgot the queue consumers of %d processes long gone: %s"
+                              % (len(gone), ", ".join(gone)))
 
     def _warn_unreachable(self, exc: Exception) -> None:
         now = time.monotonic()
