@@ -30,7 +30,7 @@ import pytest
 from clinvk_lib.redisclient import Client
 from tests.redisutil import RedisServer, WorkerProcess, free_port, require_redis_server
 from tests.serveproc import ServeProcess
-from tests.serverutil import HttpClient, Reply, send_request, wait_for
+from tests.serverutil import HttpClient, Reply, wait_for
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 FINAL = ("succeeded", "failed", "cancelled", "interrupted")
