@@ -267,3 +267,18 @@ def test_consumers_of_workers_long_gone_are_forgotten_and_no_other(redis):
         assert wait_for(lambda: found.extend(other.pull(1, 0.05)) or found, 10)
     finally:
         alive.release()
+
+
+def test_the_attempt_a_dead_worker_lost_cannot_end_the_job_run_again(redis):
+    """A worker that only froze comes back after its job was queued again: whatever its run
+    still writes (events, its end) is refused, as the requeue took the next event's id."""
+    store = RedisJobStore(client(redis))
+    job = running_on_a_dead_worker(redis, store)
+    stale = store.writer(job.id)            # the lost attempt's log, as its worker holds it
+    survivor = JobQueue(client(redis), "survivor", 0)
+    found = []
+    assert wait_for(lambda: found.extend(survivor.pull(1, 0.05)) or found, 10)
+    assert settle(store, survivor, found[0], "s" * 16, retries=1).status == QUEUED
+    with pytest.raises(OSError):
+        store.finish(job.id, "succeeded", {"output": "late"}, None, stale)
+    assert store.read(job.id).status == QUEUED and store.read(job.id).result is None

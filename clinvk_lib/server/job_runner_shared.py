@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Set
 
 from .. import execute
 from ..backends import probe
@@ -61,6 +61,7 @@ class SharedJobRunner(JobRunner):
         self.queue = JobQueue(store.client, self.lease.id, visibility_secs)
         self._entries: Dict[str, str] = {}       # job id -> the queue entry this process holds
         self._entries_lock = threading.Lock()
+        self._taken_back: Set[str] = set()       # jobs whose run here is no longer theirs
         self._kept_at = 0.0
         self._warned_at = -self.WARN_EVERY_SECS
 
@@ -157,14 +158,31 @@ class SharedJobRunner(JobRunner):
                                % job_id)
             with self._entries_lock:
                 self._entries.pop(job_id, None)
+                self._taken_back.add(job_id)
             run = self._running.get(job_id)
             if run is not None:
                 self._stop(run, cancel=False)
+
+    def finish(self, job_id: str, status: str, result: Any, error: Optional[Dict[str, Any]],
+               writer: Any = None) -> None:
+        """End the job, unless it was taken back from this process: then another process
+        has it (ended, or queued for another attempt), and this run's end is not its end.
+        A run that ends before this process learns it lost the job cannot write its end
+        either: the event id it would take is the requeue's (OSError, logged)."""
+        with self._entries_lock:
+            if job_id in self._taken_back:
+                self._taken_back.discard(job_id)
+                return
+        try:
+            super().finish(job_id, status, result, error, writer)
+        except OSError as exc:
+            self.app.log.error("job %s: its end (%s) was not recorded: %s" % (job_id, status, exc))
 
     def _forget(self, run: RunningJob) -> None:
         super()._forget(run)
         with self._entries_lock:
             entry = self._entries.pop(run.job.id, None)
+            self._taken_back.discard(run.job.id)
         if entry is None:
             return
         try:
