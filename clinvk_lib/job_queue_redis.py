@@ -30,7 +30,8 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
 
-from .job_store import INTERRUPTED, RUNNING, interrupted_error
+from .job_events import job_event
+from .job_store import INTERRUPTED, QUEUED, RUNNING, Job, interrupted_error
 from .redisclient import Client, RedisError, ReplyError, Script
 
 GROUP = "workers"
@@ -318,17 +319,88 @@ class RoutedQueues:
         return sum(self.queue(name).waiting() for name in self.names())
 
 
-def settle(store: Any, queue: JobQueue, delivery: Delivery, runner: str) -> Any:
+def settle(store: Any, queue: JobQueue, delivery: Delivery, runner: str,
+           retries: int = 0) -> Any:
     """What worker ``runner`` does with ``delivery``: the job to run (it was queued, and is
     now ``runner``'s), or None when there is nothing to run — the job is gone or has ended
-    (its entry is acknowledged), or it was running on a worker that stopped answering (it
-    ends ``interrupted``, and its entry is acknowledged), or another worker claimed it."""
+    (its entry is acknowledged), or another worker claimed it. A job that was running on a
+    worker that stopped answering is run again when it has had at most ``retries`` attempts
+    more than its first (``server.job_retries``; its ``attempt`` goes up by one, and a ``job``
+    event says so); else it ends ``interrupted`` (and its entry is acknowledged)."""
     job = store.read(delivery.job_id)
     if job is not None and not job.final and job.status == RUNNING:
-        store.finish(job.id, INTERRUPTED, None, interrupted_error(
-            "its worker stopped answering for longer than server.job_visibility_timeout_secs"))
-        job = store.read(job.id)
+        job = _requeue(store, job, retries + 1) or _interrupt(store, job, retries)
     if job is None or job.final:
         queue.done(delivery.entry)
         return None
     return store.claim(job.id, job.runner, runner)
+
+
+def _requeue(store: Any, job: Job, attempts: int) -> Optional[Job]:
+    """``job`` (running on a worker that stopped) queued again for its next attempt, when
+    that is at most ``attempts``; None otherwise."""
+    dead = job.runner
+
+    def change(current: Job) -> bool:
+        if current.status != RUNNING or current.runner != dead or current.attempt >= attempts:
+            return False
+        event = job_event(QUEUED)
+        event["content"].update(attempt=current.attempt + 1, reason=_WORKER_LOST)
+        log = store.writer(current.id)
+        try:
+            log.append(event)
+        finally:
+            log.close()
+        current.status, current.attempt = QUEUED, current.attempt + 1
+        current.event_count = log.count
+        return True
+    requeued = store.update(job.id, change)
+    return requeued if requeued is not None and requeued.status == QUEUED else None
+
+
+def _interrupt(store: Any, job: Job, retries: int) -> Optional[Job]:
+    why = _WORKER_LOST
+    if retries:
+        why += " (attempt %d of %d, server.job_retries)" % (job.attempt, retries + 1)
+    store.finish(job.id, INTERRUPTED, None, interrupted_error(why))
+    return store.read(job.id)
+
+
+_WORKER_LOST = ("its worker stopped answering for longer than "
+                "server.job_visibility_timeout_secs")
+
+# KEYS[1] the queue; ARGV group, then consumers. Deletes each consumer that holds no entry
+# (so deleting it loses nothing); returns those deleted.
+_FORGET = Script("""
+local gone = {}
+for i = 2, #ARGV do
+  local held = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[i])
+  if #held == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[i])
+    table.insert(gone, ARGV[i])
+  end
+end
+return gone
+""")
+
+
+def forget_dead_consumers(queue: JobQueue, idle_secs: float) -> List[str]:
+    """Delete from the consumer group the consumers of workers long gone: idle over
+    ``idle_secs``, holding no entry, and with no heartbeat (``runner:<name>``). A worker that
+    pulls again is added back by Redis, so a wrong guess costs nothing. Their names."""
+    reply = queue.client.execute("XINFO", "CONSUMERS", queue.key, GROUP)
+    idle = []
+    for consumer in reply:
+        info = consumer if isinstance(consumer, dict) else dict(zip(consumer[::2], consumer[1::2]))
+        info = {(k.decode() if isinstance(k, bytes) else k): v for k, v in info.items()}
+        name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+        if int(info.get("pending") or 0) == 0 and int(info.get("idle") or 0) > idle_secs * 1000:
+            idle.append(name)
+    if not idle:
+        return []
+    beats = queue.client.pipeline([("EXISTS", queue.client.key("runner:" + n)) for n in idle])
+    dead = [n for n, alive in zip(idle, beats) if alive == 0]
+    if not dead:
+        return []
+    gone = queue.client.run_script(_FORGET, [queue.key], [GROUP] + dead)
+    return [g.decode() if isinstance(g, bytes) else g for g in gone]

@@ -90,11 +90,12 @@ class Job:
     API key id that created it, "" = nobody's) and ``owner_everything`` (whether its runs
     may use every session, as the key that created it could), ``runner`` (the lease id of the
     server process that queued or runs it), ``cancel_requested``, ``webhook_url`` (where the
-    finished job is sent; ``webhook`` is the public record of that delivery)."""
+    finished job is sent; ``webhook`` is the public record of that delivery), ``attempt`` (1, and
+    one more each time a job whose worker died is run again: ``server.job_retries``)."""
 
     __slots__ = ("id", "kind", "status", "created_at", "started_at", "finished_at", "request",
                  "result", "error", "metadata", "event_count", "owner", "owner_everything",
-                 "runner", "cancel_requested", "webhook_url", "webhook")
+                 "runner", "cancel_requested", "webhook_url", "webhook", "attempt")
 
     def __init__(self, id: str, kind: str, request: Dict[str, Any], status: str = QUEUED,
                  created_at: str = "", started_at: Optional[str] = None,
@@ -103,7 +104,7 @@ class Job:
                  metadata: Optional[Dict[str, str]] = None, event_count: int = 0,
                  owner: str = "", owner_everything: bool = True, runner: str = "",
                  cancel_requested: bool = False, webhook_url: str = "",
-                 webhook: Optional[Dict[str, Any]] = None) -> None:
+                 webhook: Optional[Dict[str, Any]] = None, attempt: int = 1) -> None:
         self.id = id
         self.kind = kind
         self.request = request
@@ -121,6 +122,7 @@ class Job:
         self.cancel_requested = cancel_requested
         self.webhook_url = webhook_url
         self.webhook = webhook
+        self.attempt = attempt
 
     @property
     def final(self) -> bool:
@@ -133,12 +135,13 @@ class Job:
 
     def public(self, event_count: Optional[int] = None) -> Dict[str, Any]:
         """The job object of the API: id, kind, status, created_at, started_at, finished_at,
-        request, result, error, metadata, event_count, and webhook when it has one."""
+        request, result, error, metadata, event_count, attempt, and webhook when it has one."""
         out = {"id": self.id, "kind": self.kind, "status": self.status,
                "created_at": self.created_at, "started_at": self.started_at,
                "finished_at": self.finished_at, "request": self.request,
                "result": self.result, "error": self.error, "metadata": self.metadata,
-               "event_count": self.event_count if event_count is None else event_count}
+               "event_count": self.event_count if event_count is None else event_count,
+               "attempt": self.attempt}
         if self.webhook is not None:
             out["webhook"] = self.webhook
         return out

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from clinvk_lib.job_queue_redis import JobQueue, settle
+from clinvk_lib.job_queue_redis import JobQueue, RunnerHeartbeat, forget_dead_consumers, settle
 from clinvk_lib.job_store import INTERRUPTED, QUEUED, RUNNING, Job, new_job_id
 from clinvk_lib.job_store_redis import RedisJobStore
 from clinvk_lib.redisclient import Client, ReplyError
@@ -107,7 +107,7 @@ def test_a_job_its_worker_stopped_keeping_is_reclaimed_and_the_worker_told(redis
 WORKER = """
 import sys, time
 sys.path.insert(0, %(root)r)
-from clinvk_lib.job_queue_redis import JobQueue, settle
+from clinvk_lib.job_queue_redis import JobQueue, RunnerHeartbeat, forget_dead_consumers, settle
 from clinvk_lib.job_store_redis import RedisJobStore
 from clinvk_lib.redisclient import Client, ReplyError
 client = Client(%(url)r, prefix="t:")
@@ -184,3 +184,101 @@ def test_a_worker_goes_on_pulling_after_redis_restarts_empty(redis):
         queue.pull(1, 0.05)
     job = queued_job(store, JobQueue(client(redis), "api", 60))
     assert [d.job_id for d in queue.pull(1, 0.1)] == [job.id]
+
+
+def running_on_a_dead_worker(redis, store: RedisJobStore, attempt: int = 1) -> Job:
+    """A job that was running on worker "dead" (no heartbeat), whose entry "dead" held, so
+    that a pull reclaims it at once (visibility 0)."""
+    job = queued_job(store, JobQueue(client(redis), "api", 60), runner="d" * 16)
+    dead = JobQueue(client(redis), "dead", 60)
+    delivery, = dead.pull(1, 0.1)
+    store.update(job.id, lambda j: setattr(j, "attempt", attempt) is None)
+    store.start(job.id, "d" * 16, store.writer(job.id))
+    return job
+
+
+def test_a_dead_workers_running_job_is_run_again_when_retries_are_configured(redis):
+    store = RedisJobStore(client(redis))
+    job = running_on_a_dead_worker(redis, store)
+    survivor = JobQueue(client(redis), "survivor", 0)
+    found = []
+    assert wait_for(lambda: found.extend(survivor.pull(1, 0.05)) or found, 10)
+    again = settle(store, survivor, found[0], "s" * 16, retries=1)
+    assert again.status == QUEUED and again.runner == "s" * 16 and again.attempt == 2
+    assert store.read(job.id).public()["attempt"] == 2
+    requeued = store.cursor(job.id).read()[-1]["content"]
+    assert requeued["status"] == QUEUED and requeued["attempt"] == 2
+    assert "job_visibility_timeout_secs" in requeued["reason"]
+    # The new attempt runs here; its worker is the only one that can start it.
+    assert store.start(job.id, "d" * 16, store.writer(job.id)) is None
+    assert store.start(job.id, "s" * 16, store.writer(job.id)).status == RUNNING
+
+
+def test_a_job_that_had_all_its_attempts_ends_interrupted_saying_so(redis):
+    store = RedisJobStore(client(redis))
+    job = running_on_a_dead_worker(redis, store, attempt=2)
+    survivor = JobQueue(client(redis), "survivor", 0)
+    found = []
+    assert wait_for(lambda: found.extend(survivor.pull(1, 0.05)) or found, 10)
+    assert settle(store, survivor, found[0], "s" * 16, retries=1) is None
+    ended = store.read(job.id)
+    assert ended.status == INTERRUPTED and ended.attempt == 2
+    assert "attempt 2 of 2, server.job_retries" in ended.error["message"]
+    assert client(redis).execute("XLEN", "t:jobs:queue") == 0
+
+
+def test_without_retries_a_dead_workers_job_is_not_run_again(redis):
+    store = RedisJobStore(client(redis))
+    job = running_on_a_dead_worker(redis, store)
+    survivor = JobQueue(client(redis), "survivor", 0)
+    found = []
+    assert wait_for(lambda: found.extend(survivor.pull(1, 0.05)) or found, 10)
+    assert settle(store, survivor, found[0], "s" * 16) is None
+    assert store.read(job.id).status == INTERRUPTED and store.read(job.id).attempt == 1
+
+
+def consumers(redis):
+    reply = client(redis).execute("XINFO", "CONSUMERS", "t:jobs:queue", "workers")
+    return sorted(dict(zip(c[::2], c[1::2]))[b"name"].decode() for c in reply)
+
+
+def test_consumers_of_workers_long_gone_are_forgotten_and_no_other(redis):
+    store = RedisJobStore(client(redis))
+    alive = RunnerHeartbeat(client(redis), 60)
+    alive.take()
+    try:
+        queued_job(store, JobQueue(client(redis), "api", 60))
+        holder = JobQueue(client(redis), "holder", 60)     # gone, but holds an entry
+        assert len(holder.pull(1, 0.1)) == 1
+
+        def join(name):
+            client(redis).execute("XGROUP", "CREATECONSUMER", "t:jobs:queue", "workers", name)
+        join("gone")                                       # gone, holds nothing
+        join(alive.id)                                     # idle, holds nothing, alive
+        time.sleep(0.3)
+        join("fresh")                                      # gone a moment ago
+        fresh = JobQueue(client(redis), "fresh", 60)
+        assert consumers(redis) == sorted(["holder", "gone", alive.id, "fresh"])
+        assert forget_dead_consumers(fresh, 0.25) == ["gone"]
+        assert consumers(redis) == sorted(["holder", alive.id, "fresh"])
+        # The entry "holder" held is still reclaimable: nothing was lost.
+        found = []
+        other = JobQueue(client(redis), "other", 0)
+        assert wait_for(lambda: found.extend(other.pull(1, 0.05)) or found, 10)
+    finally:
+        alive.release()
+
+
+def test_the_attempt_a_dead_worker_lost_cannot_end_the_job_run_again(redis):
+    """A worker that only froze comes back after its job was queued again: whatever its run
+    still writes (events, its end) is refused, as the requeue took the next event's id."""
+    store = RedisJobStore(client(redis))
+    job = running_on_a_dead_worker(redis, store)
+    stale = store.writer(job.id)            # the lost attempt's log, as its worker holds it
+    survivor = JobQueue(client(redis), "survivor", 0)
+    found = []
+    assert wait_for(lambda: found.extend(survivor.pull(1, 0.05)) or found, 10)
+    assert settle(store, survivor, found[0], "s" * 16, retries=1).status == QUEUED
+    with pytest.raises(OSError):
+        store.finish(job.id, "succeeded", {"output": "late"}, None, stale)
+    assert store.read(job.id).status == QUEUED and store.read(job.id).result is None

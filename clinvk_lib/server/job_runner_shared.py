@@ -21,8 +21,12 @@ What changes from one process on its own disk:
 - While a job runs, its queue entry is kept (``JobQueue.keep``) every third of
   ``server.job_visibility_timeout_secs``. An entry not kept that long (the process was killed
   or cut off) is reclaimed by another process, which ends the job ``interrupted`` if it was
-  running, or runs it if it was still queued; the process that lost it stops the run at its
-  next keep, so a job never runs in two places at once for longer than one keep interval.
+  running (or queues it again for another attempt, ``server.job_retries``), or runs it if it
+  was still queued; the process that lost it stops the run at its next keep, so a job never
+  runs in two places at once for longer than one keep interval (and what the lost run still
+  writes is refused: its next event's id is taken by the requeue's).
+- Every ``server.job_visibility_timeout_secs`` a pulling process also deletes from the
+  consumer group the consumers of processes long gone (``forget_dead_consumers``).
 - A job that ends is acknowledged (its entry leaves the queue). One given back at shutdown
   before it started stays pending, and is reclaimed after the visibility timeout.
 """
@@ -31,14 +35,14 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from .. import execute
 from ..backends import probe
-from ..job_queue_redis import RoutedQueues, list_runners, settle
+from ..job_queue_redis import RoutedQueues, forget_dead_consumers, list_runners, settle
 from ..job_store import CANCELLED, Job, JobStoreError
 from ..job_store_redis import RedisJobStore
-from ..redisclient import RedisError
+from ..redisclient import RedisError, ReplyError
 from ..session_record import SessionError
 from ..shared_store import worker_name
 from ..sessions_redis import RedisSessionStore
@@ -52,19 +56,26 @@ class SharedJobRunner(JobRunner):
     # Seconds between two log lines saying the queue cannot be read.
     WARN_EVERY_SECS = 60.0
 
+    # A consumer idle this many visibility timeouts, holding nothing, without a heartbeat, is
+    # a process long gone.
+    DEAD_AFTER_TIMEOUTS = 3
+
     def __init__(self, app: Any, store: RedisJobStore, visibility_secs: float,
-                 pulls: bool = True) -> None:
+                 pulls: bool = True, retries: int = 0) -> None:
         store.describe_runner = self.describe
         super().__init__(app, store)
         self.visibility_secs = visibility_secs
         self.pulls = pulls
+        self.retries = retries
         self.worker = worker_name(app.cfg)
         self.queues = RoutedQueues(store.client, self.lease.id, visibility_secs, self.worker,
                                    self._installed)
         self._routes: Dict[str, Route] = {}      # job id -> where submit queues it
         # job id -> (queue name, entry) of the queue entry this process holds
         self._entries: Dict[str, Tuple[str, str]] = {}
+        self._swept_at = time.monotonic()
         self._entries_lock = threading.Lock()
+        self._taken_back: Set[str] = set()       # jobs whose run here is no longer theirs
         self._kept_at = 0.0
         self._warned_at = -self.WARN_EVERY_SECS
 
@@ -147,14 +158,35 @@ class SharedJobRunner(JobRunner):
             self._warn_unreachable(exc)
             time.sleep(self.POLL_SECS)
             return None
+        self._sweep_consumers()
         for delivery in deliveries:
             job = settle(self.store, self.queues.queue(delivery.queue), delivery,
-                         self.lease.id)
+                         self.lease.id, self.retries)
             if job is not None:
                 with self._entries_lock:
                     self._entries[job.id] = (delivery.queue, delivery.entry)
                 return job.id
         return None
+
+    def _sweep_consumers(self) -> None:
+        now = time.monotonic()
+        if now - self._swept_at < self.visibility_secs:
+            return
+        self._swept_at = now
+        gone: List[str] = []
+        try:
+            for name in self.queues.names():
+                try:
+                    gone += forget_dead_consumers(
+                        self.queues.queue(name), self.visibility_secs * self.DEAD_AFTER_TIMEOUTS)
+                except ReplyError:
+                    pass            # a queue no process has pulled from yet: no group
+        except RedisError as exc:
+            self._warn_unreachable(exc)
+            return
+        if gone:
+            self.app.log.info("jobs: forgot the queue consumers of %d processes long gone: %s"
+                              % (len(gone), ", ".join(gone)))
 
     def _warn_unreachable(self, exc: Exception) -> None:
         now = time.monotonic()
@@ -182,14 +214,31 @@ class SharedJobRunner(JobRunner):
                                % job_id)
             with self._entries_lock:
                 self._entries.pop(job_id, None)
+                self._taken_back.add(job_id)
             run = self._running.get(job_id)
             if run is not None:
                 self._stop(run, cancel=False)
+
+    def finish(self, job_id: str, status: str, result: Any, error: Optional[Dict[str, Any]],
+               writer: Any = None) -> None:
+        """End the job, unless it was taken back from this process: then another process
+        has it (ended, or queued for another attempt), and this run's end is not its end.
+        A run that ends before this process learns it lost the job cannot write its end
+        either: the event id it would take is the requeue's (OSError, logged)."""
+        with self._entries_lock:
+            if job_id in self._taken_back:
+                self._taken_back.discard(job_id)
+                return
+        try:
+            super().finish(job_id, status, result, error, writer)
+        except OSError as exc:
+            self.app.log.error("job %s: its end (%s) was not recorded: %s" % (job_id, status, exc))
 
     def _forget(self, run: RunningJob) -> None:
         super()._forget(run)
         with self._entries_lock:
             held = self._entries.pop(run.job.id, None)
+            self._taken_back.discard(run.job.id)
         if held is None:
             return
         try:

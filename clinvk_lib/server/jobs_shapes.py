@@ -85,6 +85,9 @@ _JOB_TAIL = (
     Field("metadata", Map(String()), required=True),
     Field("event_count", _COUNT, required=True,
           description="Events recorded so far (the seq of the last one)."),
+    Field("attempt", Integer(minimum=1), required=True,
+          description="1, and one more each time the job is run again because its worker "
+                      "died while running it (server.job_retries, with server.store)."),
     Field("webhook", JobWebhook, description="Present when the job has a webhook_url."),
 )
 
@@ -106,7 +109,8 @@ Job = Obj(
              "request": {"backend": "claude", "prompt": "explain this code"},
              "result": {"session_id": "b681dac8", "backend": "claude", "exit_code": 0,
                         "duration_ms": 2510, "output": "It parses...", "error": ""},
-             "error": None, "metadata": {"ticket": "OPS-12"}, "event_count": 6},
+             "error": None, "metadata": {"ticket": "OPS-12"}, "event_count": 6,
+             "attempt": 1},
 )
 
 JobSummary = Obj(*_JOB_HEAD, *_JOB_TAIL, name="JobSummary",

@@ -67,7 +67,8 @@ def job_runner(app: App) -> JobRunner:
     store = open_job_store(app.cfg, app.shared_store)
     if isinstance(store, RedisJobStore):
         return SharedJobRunner(app, store, app.cfg.get("server.job_visibility_timeout_secs"),
-                               pulls=app.cfg.get("server.role") != "api")
+                               pulls=app.cfg.get("server.role") != "api",
+                               retries=app.cfg.get("server.job_retries"))
     return JobRunner(app, store)
 
 
