@@ -29,11 +29,12 @@ from typing import Any, Dict, Optional
 from .. import execute
 from ..backends import probe
 from ..job_queue_redis import JobQueue, settle
-from ..job_store import CANCELLED, Job, JobStoreError
+from ..job_store import CANCELLED, RUN, Job, JobStoreError
 from ..job_store_redis import RedisJobStore
 from ..redisclient import RedisError
 from . import errors
-from .job_runner import JobRunner, RunningJob
+from . import remote_run
+from .job_runner import JobRunner, Kind, RunningJob
 
 
 class SharedJobRunner(JobRunner):
@@ -46,6 +47,8 @@ class SharedJobRunner(JobRunner):
                  pulls: bool = True) -> None:
         store.describe_runner = self.describe
         super().__init__(app, store)
+        # The runs API nodes hand the workers (server.role: api; remote_run).
+        self.add_kind(RUN, Kind(remote_run.run_job, remote_run.judge_run))
         self.visibility_secs = visibility_secs
         self.pulls = pulls
         self.queue = JobQueue(store.client, self.lease.id, visibility_secs)

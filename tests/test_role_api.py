@@ -1,0 +1,197 @@
+"""An API node (`clinvk serve` with server.role: api on a Redis store) runs nothing itself:
+every synchronous route that runs a backend becomes a job a `clinvk worker` runs, and the
+client sees the same answer as from a single process. Real processes (the API node, the
+worker and a single `clinvk serve` to compare with, all driving the fake CLIs), a real
+redis-server."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.redisutil import RedisServer, WorkerProcess
+from tests.serveproc import ServeProcess
+from tests.serverutil import encode_body, sse_events, wait_for
+
+pytestmark = pytest.mark.slow
+
+PROMPT = {"backend": "claude", "prompt": "hello"}
+CHAT = {"model": "claude", "messages": [{"role": "user", "content": "hello"}]}
+MESSAGES = {"model": "claude", "max_tokens": 64,
+            "messages": [{"role": "user", "content": "hello"}]}
+RESPONSES = {"model": "claude", "input": "hello"}
+
+# (path, body, how the answer is read): every route that runs a backend.
+ROUTES = {
+    "prompt": ("/api/v1/prompt", PROMPT, "json"),
+    "prompt-stream": ("/api/v1/prompt", dict(PROMPT, output_format="stream-json"), "ndjson"),
+    "parallel": ("/api/v1/parallel", {"tasks": [PROMPT, dict(PROMPT, backend="codex")]},
+                 "json"),
+    "chain": ("/api/v1/chain", {"steps": [PROMPT, dict(PROMPT, prompt="on {{previous}}")]},
+              "json"),
+    "compare": ("/api/v1/compare", {"prompt": "hello", "backends": ["claude", "codex"]},
+                "json"),
+    "chat": ("/openai/v1/chat/completions", CHAT, "json"),
+    "chat-stream": ("/openai/v1/chat/completions", dict(CHAT, stream=True), "sse"),
+    "messages": ("/anthropic/v1/messages", MESSAGES, "json"),
+    "messages-stream": ("/anthropic/v1/messages", dict(MESSAGES, stream=True), "sse"),
+    "responses": ("/openai/v1/responses", RESPONSES, "json"),
+    "responses-stream": ("/openai/v1/responses", dict(RESPONSES, stream=True), "sse"),
+}
+
+
+def settings(redis=None, **server):
+    base = {"job_visibility_timeout_secs": 5}
+    if redis is not None:
+        base["store"] = redis.url
+    base.update(server)
+    return {"server": base}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A redis-server, an API node on it, one worker, and a single process on its own disk."""
+    root = str(tmp_path_factory.mktemp("role-api"))
+    with RedisServer(os.path.join(root, "redis")) as redis:
+        api = ServeProcess(os.path.join(root, "api"),
+                           config=settings(redis, role="api", queue_timeout_secs=5))
+        worker = WorkerProcess(os.path.join(root, "worker"), settings(redis))
+        single = ServeProcess(os.path.join(root, "single"), config=settings())
+        try:
+            yield api, worker, single
+        finally:
+            for proc in (api, worker, single):
+                proc.stop()
+
+
+def shape(value):
+    """``value`` with every leaf replaced by its type: what must not differ between nodes."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(v) for v in value]
+    return type(value).__name__
+
+
+def texts(value, key=""):
+    """The text values in an answer (a reply's text, a stream's deltas), in order."""
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in texts(v, k)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in texts(v, key)]
+    return [value] if key in ("text", "content", "output") and isinstance(value, str) else []
+
+
+def answer(node, path, body, kind):
+    reply = node.post(path, body, timeout=60)
+    assert reply.status == 200, (path, reply.status, reply.body[:400])
+    if kind == "json":
+        return reply.json()
+    if kind == "ndjson":
+        return [json.loads(line) for line in reply.body.decode().splitlines() if line]
+    return sse_events(reply.body)
+
+
+def comparable(data, kind):
+    if kind == "json":
+        return shape(data)
+    if kind == "ndjson":
+        return [(e["type"], sorted(e["content"])) for e in data]
+    return [(name, shape(payload)) for name, payload in data]
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+def test_each_route_answers_through_an_api_node_as_a_single_process_does(cluster, route):
+    api, worker, single = cluster
+    path, body, kind = ROUTES[route]
+    remote = answer(api, path, body, kind)
+    local = answer(single, path, body, kind)
+    assert comparable(remote, kind) == comparable(local, kind)
+    assert texts(remote) == texts(local) and "hello" in "".join(texts(remote))
+    assert api.children() == []          # the API node never started a backend
+
+
+def test_the_worker_runs_the_backend_and_the_api_node_none(cluster, tmp_path):
+    api, worker, single = cluster
+    path, body, _ = ROUTES["prompt-stream"]
+    conn = api.connection()
+    conn.request("POST", path, *encode_body(dict(body, prompt="slow one")))
+    started = worker.log_lines[:]
+    try:
+        resp = conn.getresponse()
+        assert resp.status == 200
+        resp.readline()                  # init: the run has started on the worker
+        assert api.children() == []
+        resp.read()
+    finally:
+        conn.close()
+    assert len(worker.log_lines) > len(started)     # the worker logged the run job's end
+    assert any("(run) ended succeeded" in line for line in worker.log_lines)
+
+
+def test_a_failed_run_fails_as_it_would_locally(cluster):
+    api, worker, single = cluster
+    body = dict(PROMPT, workdir="/nonexistent/dir")
+    remote, local = api.post("/api/v1/prompt", body), single.post("/api/v1/prompt", body)
+    assert remote.status == local.status == 400
+    assert remote.json()["field"] == local.json()["field"] == "workdir"
+
+
+def test_client_tools_are_refused_with_a_clear_501(cluster):
+    api, _, _ = cluster
+    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {
+        "type": "object", "properties": {}}}}]
+    reply = api.post("/openai/v1/chat/completions", dict(CHAT, tools=tools))
+    assert reply.status == 501
+    assert "server.role" in reply.json()["error"]["message"]
+
+
+def test_a_client_that_hangs_up_cancels_the_run_on_the_worker(tmp_path):
+    record = str(tmp_path / "runs.jsonl")
+    with RedisServer(str(tmp_path / "redis")) as redis:
+        api = ServeProcess(str(tmp_path / "api"), config=settings(redis, role="api"))
+        worker = WorkerProcess(str(tmp_path / "w"), settings(redis),
+                               env={"FAKE_CLI_MODE": "hang", "FAKE_CLI_RECORD": record,
+                                    "FAKE_CLI_PIDFILE": str(tmp_path / "fake.pid")})
+        try:
+            conn = api.connection()
+            conn.request("POST", "/api/v1/prompt",
+                         *encode_body(dict(PROMPT, output_format="stream-json")))
+            resp = conn.getresponse()
+            assert resp.status == 200
+            resp.readline()
+            assert wait_for(lambda: os.path.exists(str(tmp_path / "fake.pid")), 20)
+            with open(str(tmp_path / "fake.pid")) as f:
+                pid = int(f.read().strip())
+            assert os.path.exists("/proc/%d" % pid)
+            conn.close()                 # the client hangs up
+            assert wait_for(lambda: not _alive(pid), 20)
+            assert wait_for(lambda: any("(run) ended cancelled" in line
+                                        for line in worker.log_lines), 20)
+        finally:
+            api.stop()
+            worker.stop()
+
+
+def test_an_api_node_without_workers_answers_503_after_the_queue_timeout(tmp_path):
+    with RedisServer(str(tmp_path / "redis")) as redis:
+        api = ServeProcess(str(tmp_path / "api"),
+                           config=settings(redis, role="api", queue_timeout_secs=1))
+        try:
+            reply = api.post("/api/v1/prompt", PROMPT)
+            assert reply.status == 503 and reply.json()["error"] == "no_worker"
+            assert "server.queue_timeout_secs" in reply.json()["message"]
+            jobs = api.get("/api/v1/jobs?kind=run").json()["jobs"]
+            assert [j["status"] for j in jobs] == ["cancelled"]      # nothing left queued
+        finally:
+            api.stop()
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
