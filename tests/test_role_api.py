@@ -52,10 +52,11 @@ def settings(redis=None, **server):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A redis-server, an API node on it, one worker, and a single process on its own disk."""
+    """A redis-server, an API node on it (without any agent CLI on its PATH: it needs
+    none), one worker, and a single process on its own disk."""
     root = str(tmp_path_factory.mktemp("role-api"))
     with RedisServer(os.path.join(root, "redis")) as redis:
-        api = ServeProcess(os.path.join(root, "api"),
+        api = ServeProcess(os.path.join(root, "api"), env={"PATH": "/usr/bin:/bin"},
                            config=settings(redis, role="api", queue_timeout_secs=5))
         worker = WorkerProcess(os.path.join(root, "worker"), settings(redis))
         single = ServeProcess(os.path.join(root, "single"), config=settings())

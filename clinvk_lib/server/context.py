@@ -157,7 +157,7 @@ class Context:
             raise remote_run.refuse_tool_bridge()
         try:
             return execute.prepare(request, self.app.cfg, self.app.store, self.app.policy,
-                                   stream=stream)
+                                   stream=stream, elsewhere=remote_run.is_api_node(self.app))
         except Exception as exc:
             raise errors.from_exception(exc) or exc
 
