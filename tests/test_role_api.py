@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from tests.redisutil import RedisServer, WorkerProcess
-from tests.serveproc import ServeProcess
+from tests.serveproc import CLINVK, ServeProcess, fake_cli_env
 from tests.serverutil import encode_body, sse_events, wait_for
 
 pytestmark = pytest.mark.slow
@@ -196,3 +198,11 @@ def _alive(pid):
             return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_role_api_without_a_store_is_refused_at_start(tmp_path):
+    done = subprocess.run([sys.executable, CLINVK, "serve", "--role", "api", "--port", "0"],
+                          env=fake_cli_env(str(tmp_path), str(tmp_path / "state")),
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert done.returncode == 2
+    assert b"server.role: api" in done.stderr and b"--store" in done.stderr
