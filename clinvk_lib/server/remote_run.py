@@ -29,7 +29,7 @@ from .. import events as ev
 from .. import execute
 from ..backends import parsing
 from ..job_events import JOB
-from ..job_store import FAILED, FINAL, RUN, RUNNING, SUCCEEDED, Job, new_job_id
+from ..job_store import FAILED, RUN, RUNNING, SUCCEEDED, Job, new_job_id
 from . import errors
 from .http import Response, json_response
 
@@ -66,12 +66,13 @@ def events(ctx: Any, prepared: execute.Prepared,
     start there (the worker's error, or 503 when no worker took it in time)."""
     job = submit(ctx, RUN, run_request(prepared.request))
     seen: List[ev.Event] = []
-    for data in follow(ctx, job):
+    final: List[Job] = []
+    for data in follow(ctx, job, final):
         event = ev.Event(data["type"], data.get("backend", ""), data.get("content"),
                          data.get("session_id", ""), data.get("timestamp", ""))
         seen.append(event)
         yield event
-    result = ended(ctx, job)
+    result = ended(final)
     if outcome is not None:
         outcome.append(outcome_of(result, seen))
 
@@ -91,10 +92,10 @@ def fan_out(kind: str) -> Callable[[Any], Response]:
         body = ctx.json_body()
         release = ctx.hold_run_slot()
         try:
-            job = submit(ctx, kind, body)
-            for _ in follow(ctx, job):
+            final: List[Job] = []
+            for _ in follow(ctx, submit(ctx, kind, body), final):
                 pass
-            return json_response(ended(ctx, job))
+            return json_response(ended(final))
         finally:
             release()
     return handler
@@ -110,10 +111,11 @@ def submit(ctx: Any, kind: str, request: Dict[str, Any]) -> Job:
     return job
 
 
-def follow(ctx: Any, job: Job) -> Iterator[Dict[str, Any]]:
-    """The job's events but its ``job`` ones, until it ends. Not started by any worker within
-    ``server.queue_timeout_secs``: cancelled, and 503 ``no_worker``. The client gone or the
-    follower closed before the job ended: the job is cancelled."""
+def follow(ctx: Any, job: Job, final: List[Job]) -> Iterator[Dict[str, Any]]:
+    """The job's events but its ``job`` ones, until it ends (then the job as it ended is
+    appended to ``final``). Not started by any worker within ``server.queue_timeout_secs``:
+    cancelled, and 503 ``no_worker``. The client gone or the follower closed before the job
+    ended: the job is cancelled."""
     runner = ctx.app.jobs
     wait = ctx.app.cfg.get("server.queue_timeout_secs")
     deadline = time.monotonic() + wait
@@ -128,12 +130,12 @@ def follow(ctx: Any, job: Job) -> Iterator[Dict[str, Any]]:
             if event["type"] != JOB:
                 yield event
                 continue
-            status = event["content"].get("status")
-            started[0] = started[0] or status == RUNNING
-            finished = status in FINAL
-        final = runner.store.read(job.id)
-        finished = final is not None and final.final
-        if not finished and not started[0] and not ctx.cancel.fired:
+            started[0] = started[0] or event["content"].get("status") == RUNNING
+        last = runner.store.read(job.id)
+        finished = last is not None and last.final
+        if finished:
+            final.append(last)
+        elif not started[0] and not ctx.cancel.fired:
             raise errors.ApiError(
                 503, "no_worker", "no worker started the run within %gs "
                 "(server.queue_timeout_secs): this API node (server.role: api) runs nothing "
@@ -141,16 +143,16 @@ def follow(ctx: Any, job: Job) -> Iterator[Dict[str, Any]]:
                 headers={"Retry-After": "10"})
     finally:
         if not finished:
-            runner.cancel(job.id)
+            final.append(runner.cancel(job.id))
 
 
-def ended(ctx: Any, job: Job) -> Any:
-    """The result of a job that has ended, or the ApiError its route answered (503 cancelled
-    when it was stopped before it answered)."""
-    final = ctx.app.jobs.store.read(job.id)
-    if final is not None and final.result is not None:
-        return final.result
-    error = (final.error if final is not None else None) or {}
+def ended(final: List[Optional[Job]]) -> Any:
+    """The result of the job ``follow`` followed, or the ApiError its route answered (503
+    cancelled when it was stopped before it answered)."""
+    job = final[0] if final else None
+    if job is not None and job.result is not None:
+        return job.result
+    error = (job.error if job is not None else None) or {}
     extra = {k: v for k, v in error.items() if k not in ("error", "message", "status", "field")}
     raise errors.ApiError(int(error.get("status") or 503), error.get("error") or "cancelled",
                           error.get("message") or "the run was stopped before it ended",
