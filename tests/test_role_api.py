@@ -152,9 +152,13 @@ def test_client_tools_are_refused_with_a_clear_501(cluster):
 
 
 def test_a_client_that_hangs_up_cancels_the_run_on_the_worker(tmp_path):
+    """And while it runs, the API node's console lists it; a run killed by the API node's
+    server.request_timeout_secs is its 504, as on a single process."""
     record = str(tmp_path / "runs.jsonl")
     with RedisServer(str(tmp_path / "redis")) as redis:
         api = ServeProcess(str(tmp_path / "api"), config=settings(redis, role="api"))
+        timing = ServeProcess(str(tmp_path / "api2"), config=settings(
+            redis, role="api", request_timeout_secs=2))
         worker = WorkerProcess(str(tmp_path / "w"), settings(redis),
                                env={"FAKE_CLI_MODE": "hang", "FAKE_CLI_RECORD": record,
                                     "FAKE_CLI_PIDFILE": str(tmp_path / "fake.pid")})
@@ -168,13 +172,19 @@ def test_a_client_that_hangs_up_cancels_the_run_on_the_worker(tmp_path):
             assert wait_for(lambda: os.path.exists(str(tmp_path / "fake.pid")), 20)
             with open(str(tmp_path / "fake.pid")) as f:
                 pid = int(f.read().strip())
-            assert os.path.exists("/proc/%d" % pid)
+            assert _alive(pid)
+            runs = api.get("/api/v1/runs").json()["runs"]
+            assert [r["backends"] for r in runs] == [["claude"]]
             conn.close()                 # the client hangs up
             assert wait_for(lambda: not _alive(pid), 20)
             assert wait_for(lambda: any("(run) ended cancelled" in line
                                         for line in worker.log_lines), 20)
+            reply = timing.post("/api/v1/prompt", PROMPT, timeout=60)
+            assert reply.status == 504 and reply.json()["error"] == "timeout"
+            assert "timed out after 2s" in reply.json()["message"]
         finally:
             api.stop()
+            timing.stop()
             worker.stop()
 
 
