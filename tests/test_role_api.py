@@ -216,3 +216,28 @@ def test_role_api_without_a_store_is_refused_at_start(tmp_path):
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     assert done.returncode == 2
     assert b"server.role: api" in done.stderr and b"--store" in done.stderr
+
+
+def test_a_session_continues_through_an_api_node_sharing_the_workers_home(tmp_path):
+    """Until sessions live in Redis, an API node and its worker share CLINVK_HOME: then a
+    session started through the API node is continued there, and the model sees turn 1."""
+    home = str(tmp_path / "shared")
+    with RedisServer(str(tmp_path / "redis")) as redis:
+        api = ServeProcess(home, config=settings(redis, role="api"))
+        worker = WorkerProcess(home, settings(redis), env={"FAKE_CLI_RECALL": "1"})
+        try:
+            reply = api.post("/api/v1/prompt", dict(PROMPT, prompt="the fact is 42"))
+            first = reply.json()
+            assert reply.status == 200 and first["exit_code"] == 0, reply.body
+            assert first["session_id"]
+            reply = api.post("/api/v1/prompt", dict(PROMPT, session_id=first["session_id"],
+                                                     prompt="what is the fact?"))
+            second = reply.json()
+            assert reply.status == 200, (second, worker.log_lines[-5:])
+            assert second["session_id"] == first["session_id"]
+            assert "the fact is 42" in second["output"]
+            session = api.get("/api/v1/sessions/" + first["session_id"]).json()
+            assert session["turn_count"] == 2
+        finally:
+            api.stop()
+            worker.stop()
