@@ -29,10 +29,12 @@ from .. import events as ev
 from .. import execute
 from ..backends import parsing
 from ..job_events import JOB
-from ..job_store import FAILED, RUN, RUNNING, SUCCEEDED, Job, new_job_id
+from ..job_store import FAILED, FINAL, RUN, RUNNING, SUCCEEDED, Job, new_job_id
 from . import errors
 from .http import Response, json_response
 
+# How long the record of a job whose final event was read may take to say it ended.
+RECORD_WAIT_SECS = 5.0
 # The execute.Request fields a run job carries (what the client's request made them).
 _REQUEST_FIELDS = execute.Request.FIELDS + ("output_schema",)
 
@@ -126,12 +128,15 @@ def follow(ctx: Any, job: Job, final: List[Job]) -> Iterator[Dict[str, Any]]:
             (not started[0] and time.monotonic() >= deadline)
     finished = False
     try:
+        ending = False
         for event in runner.follow(job.id, 0, gone):
             if event["type"] != JOB:
                 yield event
                 continue
-            started[0] = started[0] or event["content"].get("status") == RUNNING
-        last = runner.store.read(job.id)
+            status = event["content"].get("status")
+            started[0] = started[0] or status == RUNNING
+            ending = status in FINAL
+        last = ended_record(runner.store, job.id, ending)
         finished = last is not None and last.final
         if finished:
             final.append(last)
@@ -144,6 +149,17 @@ def follow(ctx: Any, job: Job, final: List[Job]) -> Iterator[Dict[str, Any]]:
     finally:
         if not finished:
             final.append(runner.cancel(job.id))
+
+
+def ended_record(store: Any, job_id: str, ending: bool) -> Optional[Job]:
+    """The job's record; once its final event is written (``ending``), the record that says
+    so (written right after the event: waited for, RECORD_WAIT_SECS at most)."""
+    until = time.monotonic() + RECORD_WAIT_SECS
+    job = store.read(job_id)
+    while ending and (job is None or not job.final) and time.monotonic() < until:
+        time.sleep(0.002)
+        job = store.read(job_id)
+    return job
 
 
 def ended(final: List[Optional[Job]]) -> Any:
