@@ -140,7 +140,7 @@ def follow(ctx: Any, job: Job, final: List[Job]) -> Iterator[Dict[str, Any]]:
         finished = last is not None and last.final
         if finished:
             final.append(last)
-        elif not started[0] and not ctx.cancel.fired:
+        elif not started[0] and not ctx.cancel.fired and not ctx.app.draining:
             raise errors.ApiError(
                 503, "no_worker", "no worker started the run within %gs "
                 "(server.queue_timeout_secs): this API node (server.role: api) runs nothing "
