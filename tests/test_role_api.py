@@ -241,3 +241,30 @@ def test_a_session_continues_through_an_api_node_sharing_the_workers_home(tmp_pa
         finally:
             api.stop()
             worker.stop()
+
+
+def test_an_api_node_shutting_down_lets_its_runs_finish_on_the_workers(tmp_path):
+    """SIGTERM on the API node mid-run: the request gets the grace period, as a local run
+    does; its run is not cancelled on the worker."""
+    with RedisServer(str(tmp_path / "redis")) as redis:
+        api = ServeProcess(str(tmp_path / "api"), config=settings(redis, role="api"))
+        worker = WorkerProcess(str(tmp_path / "w"), settings(redis),
+                               env={"FAKE_CLI_MODE": "slow", "FAKE_CLI_DELAY": "0.3"})
+        try:
+            conn = api.connection()
+            conn.request("POST", "/api/v1/prompt",
+                         *encode_body(dict(PROMPT, output_format="stream-json")))
+            resp = conn.getresponse()
+            assert resp.status == 200
+            resp.readline()              # init: running on the worker
+            api.signal()                 # SIGTERM: drain
+            lines = [json.loads(line) for line in resp.read().decode().splitlines() if line]
+            conn.close()
+            assert lines[-1]["type"] == "done" and lines[-1]["content"]["exit_code"] == 0
+            assert not any(e["type"] == "error" for e in lines)
+            assert api.proc.wait(30) == 0
+            assert wait_for(lambda: any("(run) ended succeeded" in line
+                                        for line in worker.log_lines), 20)
+        finally:
+            api.stop()
+            worker.stop()

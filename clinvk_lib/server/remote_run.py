@@ -123,9 +123,10 @@ def follow(ctx: Any, job: Job, final: List[Job]) -> Iterator[Dict[str, Any]]:
     deadline = time.monotonic() + wait
     started = [False]
 
+    # A shutdown does not stop following: in-flight requests get the grace period, then
+    # ``app.cancel_all`` fires their cancel.
     def gone() -> bool:
-        return ctx.cancel.fired or ctx.app.draining or \
-            (not started[0] and time.monotonic() >= deadline)
+        return ctx.cancel.fired or (not started[0] and time.monotonic() >= deadline)
     finished = False
     try:
         ending = False
@@ -140,7 +141,7 @@ def follow(ctx: Any, job: Job, final: List[Job]) -> Iterator[Dict[str, Any]]:
         finished = last is not None and last.final
         if finished:
             final.append(last)
-        elif not started[0] and not ctx.cancel.fired and not ctx.app.draining:
+        elif not started[0] and not ctx.cancel.fired:
             raise errors.ApiError(
                 503, "no_worker", "no worker started the run within %gs "
                 "(server.queue_timeout_secs): this API node (server.role: api) runs nothing "
