@@ -202,6 +202,14 @@ def test_an_api_node_without_workers_answers_503_after_the_queue_timeout(tmp_pat
             api.stop()
 
 
+def error_code(body):
+    """The error code of an error body in any dialect (None for an answer)."""
+    error = body.get("error")
+    if isinstance(error, dict):
+        return error.get("code") or error.get("type")
+    return error if isinstance(error, str) else None
+
+
 def _alive(pid):
     try:
         with open("/proc/%d/stat" % pid) as f:
@@ -268,3 +276,27 @@ def test_an_api_node_shutting_down_lets_its_runs_finish_on_the_workers(tmp_path)
         finally:
             api.stop()
             worker.stop()
+
+
+@pytest.mark.parametrize("mode", ["fail", "rate_limited"])
+def test_a_backend_that_fails_on_the_worker_is_answered_as_a_local_failure(tmp_path, mode):
+    """The backend's failure (exit 1; its model API's 429) has the same status and body
+    shape through an API node as on a single process, in each dialect."""
+    env = {"FAKE_CLI_MODE": mode}
+    with RedisServer(str(tmp_path / "redis")) as redis:
+        api = ServeProcess(str(tmp_path / "api"), config=settings(redis, role="api"))
+        worker = WorkerProcess(str(tmp_path / "w"), settings(redis), env=env)
+        single = ServeProcess(str(tmp_path / "single"), env=env, config=settings())
+        try:
+            statuses = set()
+            for route in ("prompt", "chat", "messages", "responses"):
+                path, body, _ = ROUTES[route]
+                remote, local = api.post(path, body), single.post(path, body)
+                assert remote.status == local.status, (route, remote.body, local.body)
+                assert shape(remote.json()) == shape(local.json()), route
+                assert error_code(remote.json()) == error_code(local.json()), route
+                statuses.add(remote.status)
+            assert statuses - {200}          # the failure is an error status somewhere
+        finally:
+            for proc in (api, worker, single):
+                proc.stop()
