@@ -300,3 +300,18 @@ def test_a_backend_that_fails_on_the_worker_is_answered_as_a_local_failure(tmp_p
         finally:
             for proc in (api, worker, single):
                 proc.stop()
+
+
+def test_a_backend_not_installed_on_the_worker_is_the_same_503(tmp_path):
+    with RedisServer(str(tmp_path / "redis")) as redis:
+        api = ServeProcess(str(tmp_path / "api"), config=settings(redis, role="api"))
+        worker = WorkerProcess(str(tmp_path / "w"), settings(redis),
+                               env={"PATH": "/usr/bin:/bin"})
+        try:
+            reply = api.post("/api/v1/prompt", PROMPT)
+            assert reply.status == 503
+            assert reply.json()["error"] == "backend_not_installed"
+            assert reply.json()["field"] == "backend"
+        finally:
+            api.stop()
+            worker.stop()
