@@ -29,7 +29,8 @@ from .. import events as ev
 from .. import execute
 from ..backends import parsing
 from ..job_events import JOB
-from ..job_store import FAILED, FINAL, RUN, RUNNING, SUCCEEDED, Job, new_job_id
+from ..job_store import (FAILED, FINAL, RUN, RUNNING, SUCCEEDED, Job, JobStoreError,
+                         new_job_id)
 from . import errors
 from .http import Response, json_response
 
@@ -150,6 +151,17 @@ def follow(ctx: Any, job: Job, final: List[Job]) -> Iterator[Dict[str, Any]]:
     finally:
         if not finished:
             final.append(runner.cancel(job.id))
+        if final and final[0] is not None and final[0].final:
+            ctx.on_finish(lambda: forget(runner.store, job.id))
+
+
+def forget(store: Any, job_id: str) -> None:
+    """Delete an answered job (once the answer is written): a synchronous request leaves
+    nothing in the store. One that cannot be deleted now goes with the retention."""
+    try:
+        store.delete(job_id)
+    except JobStoreError:
+        pass
 
 
 def ended_record(store: Any, job_id: str, ending: bool) -> Optional[Job]:
