@@ -246,14 +246,15 @@ def prepare(req: Request, cfg: Config, store: Optional[SessionStore] = None,
             policy.check_modes(approval, sandbox)
             extra = check_extra_flags(name, extra, backend.allowed_extra_flags,
                                       backend.path_extra_flags, policy.check_path)
-        check_workdir = policy.check_workdir_elsewhere if policy is not None and elsewhere \
-            else policy.check_workdir if policy is not None else None
+        check_workdir = None  # type: Optional[Callable[[str], str]]
+        if policy is not None:
+            check_workdir = policy.check_workdir_elsewhere if elsewhere else policy.check_workdir
         if session is not None:
             cwd = session.working_dir
             if not elsewhere and not os.path.isdir(cwd):
                 raise ExecError(ErrorKind.SESSION, "session %s: its working directory %s no "
                                 "longer exists" % (session.id, cwd))
-            if policy is not None:
+            if check_workdir is not None:
                 # A session made elsewhere (the CLI shares the store) must not carry a run
                 # outside the server's workdir policy.
                 cwd = check_workdir(cwd)
