@@ -130,8 +130,8 @@ def test_the_worker_runs_the_backend_and_the_api_node_none(cluster, tmp_path):
         resp.read()
     finally:
         conn.close()
-    assert len(worker.log_lines) > len(started)     # the worker logged the run job's end
-    assert any("(run) ended succeeded" in line for line in worker.log_lines)
+    assert wait_for(lambda: any("(run) ended succeeded" in line     # the worker ran it
+                                for line in worker.log_lines[len(started):]), 10)
     # Answered, the job is gone from the store: a synchronous request leaves nothing there.
     assert wait_for(lambda: api.get("/api/v1/jobs?kind=run").json()["jobs"] == [], 10)
 
