@@ -15,7 +15,7 @@ import pytest
 
 from tests.redisutil import RedisServer, WorkerProcess
 from tests.serveproc import CLINVK, ServeProcess, children_of, fake_cli_env
-from tests.serverutil import encode_body, sse_events, wait_for
+from tests.serverutil import HttpClient, encode_body, sse_events, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -218,6 +218,26 @@ def _alive(pid):
             return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_role_and_store_from_the_command_line(tmp_path):
+    """clinvk serve --role api --store URL is an API node: alone, it answers no_worker."""
+    with RedisServer(str(tmp_path / "redis")) as redis:
+        env = fake_cli_env(str(tmp_path), str(tmp_path / "state"),
+                           {"CLINVK_SERVER_QUEUE_TIMEOUT_SECS": "1"})
+        proc = subprocess.Popen([sys.executable, CLINVK, "serve", "--role", "api", "--store",
+                                 redis.url, "--port", "0"], env=env, cwd=str(tmp_path),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        try:
+            first = proc.stderr.readline().decode()
+            node = HttpClient()
+            node.port = int(first.split("listening on http://127.0.0.1:")[1].split()[0])
+            reply = node.post("/api/v1/prompt", PROMPT)
+            assert reply.status == 503 and reply.json()["error"] == "no_worker"
+        finally:
+            proc.terminate()
+            proc.wait(30)
 
 
 def test_role_api_without_a_store_is_refused_at_start(tmp_path):
