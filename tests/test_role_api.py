@@ -59,7 +59,8 @@ def cluster(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("role-api"))
     with RedisServer(os.path.join(root, "redis")) as redis:
         api = ServeProcess(os.path.join(root, "api"), env={"PATH": "/usr/bin:/bin"},
-                           config=settings(redis, role="api", queue_timeout_secs=5))
+                           config=settings(redis, role="api", queue_timeout_secs=5,
+                                           metrics_enabled=True))
         worker = WorkerProcess(os.path.join(root, "worker"), settings(redis))
         single = ServeProcess(os.path.join(root, "single"), config=settings())
         try:
@@ -114,6 +115,23 @@ def test_each_route_answers_through_an_api_node_as_a_single_process_does(cluster
     assert comparable(remote, kind) == comparable(local, kind)
     assert texts(remote) == texts(local) and "hello" in "".join(texts(remote))
     assert api.children() == []          # the API node never started a backend
+
+
+def test_the_api_node_counts_the_runs_its_workers_ran_in_its_metrics(cluster):
+    api, _, _ = cluster
+    before = runs_counted(api, "gemini")
+    body = {"tasks": [dict(PROMPT, backend="gemini"), dict(PROMPT, backend="gemini")]}
+    assert api.post("/api/v1/parallel", body).status == 200
+    assert api.post("/api/v1/prompt", dict(PROMPT, backend="gemini")).status == 200
+    assert runs_counted(api, "gemini") == before + 3
+
+
+def runs_counted(node, backend):
+    needle = 'clinvk_backend_runs_total{backend="%s",outcome="success"} ' % backend
+    for line in node.get("/metrics").body.decode().splitlines():
+        if line.startswith(needle):
+            return float(line[len(needle):])
+    return 0.0
 
 
 def test_the_worker_runs_the_backend_and_the_api_node_none(cluster, tmp_path):

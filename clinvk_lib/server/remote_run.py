@@ -98,10 +98,24 @@ def fan_out(kind: str) -> Callable[[Any], Response]:
             final: List[Job] = []
             for _ in follow(ctx, submit(ctx, kind, body), final):
                 pass
-            return json_response(ended(final))
+            answer = ended(final)
         finally:
             release()
+        if not body.get("dry_run"):
+            count_items(ctx, answer)
+        return json_response(answer)
     return handler
+
+
+def count_items(ctx: Any, answer: Dict[str, Any]) -> None:
+    """Count each finished item of a fan-out's answer in this node's metrics, as a local
+    fan-out does (a cancelled one, exit code -1, is not counted)."""
+    for item in answer["results"]:
+        if item["exit_code"] == -1:
+            continue
+        ctx.app.record_run(item["backend"], "success" if item["exit_code"] == 0 and
+                           not item["error"] else "failure", item["duration_ms"],
+                           ev.Usage.from_dict(item.get("token_usage")), ctx.key_id)
 
 
 def submit(ctx: Any, kind: str, request: Dict[str, Any]) -> Job:
