@@ -8,6 +8,10 @@ Debian's redis-server on a free loopback port (nothing saved), the zero-work fak
   ``init`` event from the API node, a worker running it, against one `clinvk serve` running
   it itself; median of PAIRS alternating pairs, target at most +10 ms (as a job's own, issue
   18);
+- per-request overhead of an API node: one `POST /api/v1/prompt` (JSON answer, keep-alive)
+  to an API node (server.role: api), which hands the run to a worker and waits on it, against
+  one `clinvk serve` running it itself; median of PAIRS alternating pairs, target at most
+  +15 ms;
 - the shared rate limit: one `GET /api/v1/backends` on a keep-alive connection with rate limiting on,
   buckets in Redis against buckets in the process; median of PAIRS alternating pairs, target
   at most +2 ms.
@@ -27,8 +31,8 @@ import time
 from typing import Dict, List
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (PY, PYZ, Server, fake_env, need_pyz, paired, post, record,  # noqa: E402
-                    report_value)
+from common import (PY, PYZ, Server, fake_env, need_pyz, paired, post, post_ok,  # noqa: E402
+                    record, report_value)
 
 ISSUE = "21"
 JOBS = 100
@@ -135,6 +139,13 @@ def first_event(server: Server) -> float:
     return elapsed
 
 
+def prompt(conn) -> float:
+    """Seconds of one POST /api/v1/prompt with its JSON answer."""
+    start = time.perf_counter()
+    post_ok(conn, "/api/v1/prompt", PROMPT)
+    return time.perf_counter() - start
+
+
 def backends(conn) -> float:
     """Seconds of one GET /api/v1/backends (a cheap route: the CLI probe is cached)."""
     start = time.perf_counter()
@@ -167,6 +178,11 @@ def main() -> None:
         report_value(ISSUE, "job submission to its first event: across Redis minus one serve",
                      "%.1f ms vs %.1f ms (median of %d pairs)" % (r["a_ms"], r["b_ms"], PAIRS),
                      r["diff_ms"], "ms", 10.0)
+        a, b = api.connect(), local.connect()
+        r = paired(lambda: prompt(a), lambda: prompt(b), PAIRS)
+        report_value(ISSUE, "POST /api/v1/prompt: API node + worker minus one serve",
+                     "%.1f ms vs %.1f ms (median of %d pairs)" % (r["a_ms"], r["b_ms"], PAIRS),
+                     r["diff_ms"], "ms", 15.0)
         shared = Server(dict(LIMITED, CLINVK_SERVER_STORE=redis.url))
         own = Server(LIMITED)
         started += [shared, own]

@@ -197,8 +197,12 @@ class Cancel:
 
 def prepare(req: Request, cfg: Config, store: Optional[SessionStore] = None,
             policy: Optional[Policy] = None, stream: bool = False,
-            base_env: Optional[Dict[str, str]] = None) -> Prepared:
-    """Resolve and validate ``req``; raises ExecError (or PolicyError) naming what is wrong."""
+            base_env: Optional[Dict[str, str]] = None, elsewhere: bool = False) -> Prepared:
+    """Resolve and validate ``req``; raises ExecError (or PolicyError) naming what is wrong.
+    ``elsewhere``: the run will be prepared again and run on another host (an API node hands
+    it a worker), so what only that host can tell is left to it: whether the CLI is
+    installed, whether the workdir exists, what the child environment and the workdir's
+    project configuration are (nothing is started here: no git)."""
     session = None
     if req.session_id:
         if store is None:
@@ -246,17 +250,20 @@ def prepare(req: Request, cfg: Config, store: Optional[SessionStore] = None,
             policy.check_modes(approval, sandbox)
             extra = check_extra_flags(name, extra, backend.allowed_extra_flags,
                                       backend.path_extra_flags, policy.check_path)
+        check_workdir = None  # type: Optional[Callable[[str], str]]
+        if policy is not None:
+            check_workdir = policy.check_workdir_elsewhere if elsewhere else policy.check_workdir
         if session is not None:
             cwd = session.working_dir
-            if not os.path.isdir(cwd):
+            if not elsewhere and not os.path.isdir(cwd):
                 raise ExecError(ErrorKind.SESSION, "session %s: its working directory %s no "
                                 "longer exists" % (session.id, cwd))
-            if policy is not None:
+            if check_workdir is not None:
                 # A session made elsewhere (the CLI shares the store) must not carry a run
                 # outside the server's workdir policy.
-                cwd = policy.check_workdir(cwd)
+                cwd = check_workdir(cwd)
         elif req.workdir:
-            cwd = policy.check_workdir(req.workdir) if policy is not None \
+            cwd = check_workdir(req.workdir) if check_workdir is not None \
                 else resolve_workdir(req.workdir, require_absolute=False)
         elif policy is not None:
             # The server's default directory is checked like any workdir (the compatible
@@ -287,7 +294,7 @@ def prepare(req: Request, cfg: Config, store: Optional[SessionStore] = None,
         output_schema=req.output_schema,
     )
     executable = backend.find_executable()
-    if executable is None and not dry_run:
+    if executable is None and not dry_run and not elsewhere:
         raise ExecError(ErrorKind.NOT_INSTALLED, "backend %r is not installed (no %r on PATH)"
                         % (name, backend.executable), "backend")
     contents = backend.run_files(opts)
@@ -301,10 +308,12 @@ def prepare(req: Request, cfg: Config, store: Optional[SessionStore] = None,
     opts.run_files = dict(files.paths)
     argv = backend.build_argv(opts, executable or backend.executable)
     try:
-        env = backend.child_env(dict(os.environ if base_env is None else base_env), opts)
+        env = {} if elsewhere else \
+            backend.child_env(dict(os.environ if base_env is None else base_env), opts)
     except options.SetupError as exc:
         raise ExecError(ErrorKind.DISABLED, str(exc), "backend")
-    refusal = "" if opts.project_config else backend.project_config_refusal(cwd, env)
+    refusal = "" if opts.project_config or elsewhere else \
+        backend.project_config_refusal(cwd, env)
     if refusal:
         raise ExecError(ErrorKind.INVALID, refusal, "workdir")
     _check_word_lengths(name, argv, env, opts)

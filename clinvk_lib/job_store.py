@@ -32,10 +32,12 @@ from .sessions import EVERYTHING, Access
 from .textutil import rfc3339
 
 # What POST /api/v1/jobs runs (a synchronous route each); a response job is a Responses API
-# request with background: true.
+# request with background: true; a run job is one backend run an API node (server.role: api)
+# hands a worker (server/remote_run.py).
 KINDS = ("prompt", "parallel", "chain", "compare")
 RESPONSE = "response"
-ALL_KINDS = KINDS + (RESPONSE,)
+RUN = "run"
+ALL_KINDS = KINDS + (RESPONSE, RUN)
 QUEUED, RUNNING = "queued", "running"
 SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = "succeeded", "failed", "cancelled", "interrupted"
 FINAL = (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)

@@ -232,10 +232,14 @@ class StreamEventCursor:
         self.seq = max(0, after)
         self._lock = threading.Lock()
         self._conn: Optional[Connection] = None
+        # The entries the last ``wait`` brought (XREAD returns them): read without asking again.
+        self._brought: List[Tuple[int, bytes]] = []
 
     def read(self) -> List[Dict[str, Any]]:
         with self._lock:
-            entries = _read_stream(self.client, self.key, self.seq)
+            brought, self._brought = self._brought, []
+            entries = [e for e in brought if e[0] > self.seq] or \
+                _read_stream(self.client, self.key, self.seq)
             if entries:
                 self.seq = entries[-1][0]
         out = []
@@ -252,13 +256,21 @@ class StreamEventCursor:
         try:
             if self._conn is None or self._conn.sock is None:
                 self._conn = self.client.dedicated()
-            reply = self.client.call(self._conn, "XREAD", "COUNT", 1, "BLOCK",
+            reply = self.client.call(self._conn, "XREAD", "COUNT", PAGE, "BLOCK",
                                      max(1, int(timeout * 1000)), "STREAMS", self.key,
                                      "0-%d" % self.seq, timeout=timeout + 5)
         except RedisError:
             time.sleep(timeout)         # Redis down: the caller reads and decides
             return False
-        return bool(reply)
+        if not reply:
+            return False
+        streams = reply.values() if isinstance(reply, dict) else [s[1] for s in reply]
+        brought = [(int(entry_id.split(b"-")[1]), _field(fields, b"e"))
+                   for entries in streams for entry_id, fields in entries]
+        if len(brought) < PAGE:         # all there was: read() need not ask again
+            with self._lock:
+                self._brought = brought
+        return True
 
     def close(self) -> None:
         """Close the cursor's connection, if ``wait`` opened one."""

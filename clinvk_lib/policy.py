@@ -229,6 +229,15 @@ class Policy:
         _check_text("workdir", path)
         return self._check_prefixes("workdir", resolve_workdir(path, require_absolute=True))
 
+    def check_workdir_elsewhere(self, path: str) -> str:
+        """A workdir on another host (an API node checks a worker's run): absolute and
+        within the prefixes as written; whether it exists, and where its links lead, only
+        that host can tell (it checks with ``check_workdir``)."""
+        _check_text("workdir", path)
+        if not os.path.isabs(path):
+            raise PolicyError("workdir", "must be an absolute path: got %r" % path)
+        return self._check_prefixes("workdir", os.path.normpath(path))
+
     def check_path(self, field: str, path: str) -> str:
         """A path given to a backend flag (``--add-dir``): absolute, and inside the same
         prefixes as a workdir (it need not exist or be a directory)."""

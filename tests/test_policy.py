@@ -71,6 +71,19 @@ def test_sibling_with_a_common_name_prefix_is_not_allowed(tmp_path):
         policy.check_workdir(str(tmp_path / "application"))
 
 
+def test_a_workdir_on_another_host_is_checked_as_written():
+    """An API node checks a worker's workdir: it need not exist here, but must be absolute
+    and within the prefixes (``..`` cannot climb out)."""
+    policy = Policy(allowed_prefixes=["/srv/projects"])
+    assert policy.check_workdir_elsewhere("/srv/projects/app") == "/srv/projects/app"
+    with pytest.raises(PolicyError, match="absolute"):
+        policy.check_workdir_elsewhere("projects/app")
+    with pytest.raises(PolicyError, match="not inside an allowed prefix"):
+        policy.check_workdir_elsewhere("/srv/projects/../other")
+    with pytest.raises(PolicyError, match="blocked prefix /etc"):
+        Policy().check_workdir_elsewhere("/etc/nginx")
+
+
 def test_operator_can_remove_the_default_blocked_prefixes():
     assert Policy(blocked_prefixes=[]).check_workdir("/etc") == "/etc"
 

@@ -22,7 +22,7 @@ from .. import execute, jsontext
 from ..runslots import Abandoned, Busy
 from ..schema import validate
 from ..sessions import Access
-from . import errors
+from . import errors, remote_run
 from .http import is_json_media_type
 from .keys import KeyIdentity
 from .openapi import NATIVE, Operation
@@ -153,9 +153,11 @@ class Context:
             request.timeout = self.app.request_timeout
         request.access = self.session_access()
         request.session_wait = self.app.cfg.get("server.session_busy_wait_secs")
+        if request.tool_bridge is not None and remote_run.is_api_node(self.app):
+            raise remote_run.refuse_tool_bridge()
         try:
             return execute.prepare(request, self.app.cfg, self.app.store, self.app.policy,
-                                   stream=stream)
+                                   stream=stream, elsewhere=remote_run.is_api_node(self.app))
         except Exception as exc:
             raise errors.from_exception(exc) or exc
 
@@ -194,7 +196,10 @@ class Context:
 
     def run_to_end(self, prepared: execute.Prepared) -> execute.Outcome:
         """How ``run`` runs the backend once it holds its slot: ``execute.run``. A hook for a
-        context whose runs are watched as they go (a durable job records their events)."""
+        context whose runs are watched as they go (a durable job records their events). On an
+        API node (server.role: api) a worker runs it (``remote_run``)."""
+        if remote_run.is_api_node(self.app):
+            return remote_run.run(self, prepared)
         return execute.run(prepared, self.app.store, self.cancel,
                            on_stderr=self._record_stderr if self.run_entry else None)
 
@@ -232,7 +237,10 @@ class Context:
             release = self.hold_run_slot()
         self.tag_run(prepared.backend.name, "stream")
         collected: List[execute.Outcome] = []
-        events = execute.stream(prepared, self.app.store, self.cancel, collected)
+        if remote_run.is_api_node(self.app):
+            events = remote_run.events(self, prepared, collected)
+        else:
+            events = execute.stream(prepared, self.app.store, self.cancel, collected)
         try:
             for event in events:
                 self.record_run_event(event.to_dict())

@@ -40,14 +40,15 @@ from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 from .. import execute
 from ..backends import probe
 from ..job_queue_redis import RoutedQueues, forget_dead_consumers, list_runners, settle
-from ..job_store import CANCELLED, Job, JobStoreError
+from ..job_store import CANCELLED, RUN, Job, JobStoreError
 from ..job_store_redis import RedisJobStore
 from ..redisclient import RedisError, ReplyError
 from ..session_record import SessionError
 from ..shared_store import worker_name
 from ..sessions_redis import RedisSessionStore
 from . import errors
-from .job_runner import JobRunner, RunningJob
+from . import remote_run
+from .job_runner import JobRunner, Kind, RunningJob
 
 
 class SharedJobRunner(JobRunner):
@@ -64,6 +65,8 @@ class SharedJobRunner(JobRunner):
                  pulls: bool = True, retries: int = 0) -> None:
         store.describe_runner = self.describe
         super().__init__(app, store)
+        # The runs API nodes hand the workers (server.role: api; remote_run).
+        self.add_kind(RUN, Kind(remote_run.run_job, remote_run.judge_run))
         self.visibility_secs = visibility_secs
         self.pulls = pulls
         self.retries = retries

@@ -5,7 +5,7 @@ from the vocabulary in ``schema.py``, as ``api_shapes.py`` is)."""
 from __future__ import annotations
 
 from .. import shapes
-from ..job_store import ALL_KINDS, KINDS, LIST_LIMIT, RESPONSE, STATUSES
+from ..job_store import ALL_KINDS, KINDS, LIST_LIMIT, RESPONSE, RUN, STATUSES
 from ..schema import Any, Array, Boolean, Field, Integer, Map, Obj, OneOf, String
 from . import api_shapes as api
 from .responses_shapes import OpenAIResponse
@@ -17,7 +17,7 @@ KIND_ROUTES = {"prompt": ("/api/v1/prompt", shapes.PromptRequest),
                "compare": ("/api/v1/compare", shapes.CompareRequest)}
 # The route each kind of job answers as (a response job: a background Responses request).
 JOB_TARGETS = dict({kind: route for kind, (route, _) in KIND_ROUTES.items()},
-                   **{RESPONSE: "/openai/v1/responses"})
+                   **{RESPONSE: "/openai/v1/responses", RUN: "/api/v1/prompt"})
 
 _COUNT = Integer(minimum=0)
 
@@ -43,6 +43,27 @@ JobCreateRequest = Obj(
              "metadata": {"ticket": "OPS-12"}},
 )
 
+RunOutcome = Obj(
+    Field("backend", String(), required=True),
+    Field("text", String(), required=True),
+    Field("backend_session_id", String(), required=True),
+    Field("model", String(), required=True),
+    Field("usage", Map(Any()), required=True),
+    Field("error", String(), required=True),
+    Field("exit_code", Integer(), required=True),
+    Field("duration_ms", _COUNT, required=True),
+    Field("structured", Any(), nullable=True, required=True),
+    Field("session_id", String(), required=True),
+    Field("timed_out", Boolean(), required=True),
+    Field("cancelled", Boolean(), required=True),
+    Field("timeout", Any(), nullable=True, required=True),
+    Field("error_kind", String(), required=True),
+    Field("retry_after", Integer(), nullable=True, required=True),
+    name="RunOutcome",
+    description="The result of a run job: one backend run an API node (server.role: api) "
+                "handed a worker, as the worker's run ended.",
+)
+
 JobError = Obj(
     Field("error", String(), required=True, description="A stable code (as the synchronous "
                                                         "route's error, or run_failed, "
@@ -66,9 +87,11 @@ JobWebhook = Obj(
 _JOB_HEAD = (
     Field("id", String(), required=True, description="job_ and 24 hex digits."),
     Field("kind", String(enum=ALL_KINDS), required=True,
-          description="prompt, parallel, chain or compare (POST /api/v1/jobs), or response: a "
+          description="prompt, parallel, chain or compare (POST /api/v1/jobs), response: a "
                       "Responses API request with background: true (POST "
-                      "/openai/v1/responses), which runs as a job."),
+                      "/openai/v1/responses), which runs as a job, or run: one backend run "
+                      "of a synchronous request an API node (server.role: api) handed a "
+                      "worker."),
     Field("status", String(enum=STATUSES), required=True,
           description="queued, running, then one of succeeded (every run exited 0), failed "
                       "(the job could not run, or a run failed: a prompt that exited non-zero, "
@@ -98,7 +121,8 @@ Job = Obj(
                       "fields dropped); for a response job: response_id, response (the "
                       "Responses request), session_id and ephemeral."),
     Field("result", OneOf(api.PromptResponse, api.ParallelResponse, api.ChainResponse,
-                          api.CompareResponse, OpenAIResponse), nullable=True, required=True,
+                          api.CompareResponse, OpenAIResponse, RunOutcome), nullable=True,
+                   required=True,
           description="Exactly the synchronous route's answer, once finished; null until then "
                       "and when the route would have answered an error (see error)."),
     *_JOB_TAIL,

@@ -20,7 +20,7 @@ from ..schema import Obj, validate_query
 from ..shapes import SessionsQuery
 from ..shared_store import store_health
 from . import console, docs as docs_page
-from . import ndjson, openapi
+from . import ndjson, openapi, remote_run
 from .api_shapes import Session as SessionSchema
 from .api_shapes import SessionDetail
 from .app import App
@@ -40,6 +40,11 @@ def register(app: App) -> None:
     }
     if app.metrics is not None:
         handlers["getMetrics"] = metrics
+    if remote_run.is_api_node(app):
+        # Fan-outs run as jobs of their own kind on a worker (single runs: Context.run).
+        handlers.update(executeParallel=remote_run.fan_out("parallel"),
+                        executeChain=remote_run.fan_out("chain"),
+                        executeCompare=remote_run.fan_out("compare"))
     for spec in openapi.DEFAULT_ROUTES:
         handler = handlers.get(spec.operation_id)
         if handler is not None:

@@ -73,11 +73,13 @@ def job_runner(app: App) -> JobRunner:
 
 
 def serve_command(argv: List[str]) -> int:
-    """``clinvk serve [--host H] [--port P] [--config PATH] [--log-format text|json]``:
+    """``clinvk serve [--host H] [--port P] [--role all|api] [--store URL] [--config PATH]
+    [--log-format text|json]``:
     serve until SIGTERM/SIGINT, then drain; returns the exit code."""
     # --host goes into the config: the Host check needs to know whether the bind is loopback.
     started, code = _start(argument_parser(), argv, lambda args: {
-        "server.log_format": args.log_format, "server.host": args.host or None})
+        "server.log_format": args.log_format, "server.host": args.host or None,
+        "server.role": args.role, "server.store": args.store})
     if started is None:
         return code
     args, app = started
@@ -128,6 +130,10 @@ def _start(parser: argparse.ArgumentParser, argv: List[str],
         if need_store and not cfg.get("server.store"):
             raise config.ConfigError("clinvk worker runs the jobs of a shared store: give "
                                      "--store redis://HOST:6379/0 (or set server.store)")
+        if cfg.get("server.role") == "api" and not cfg.get("server.store"):
+            raise config.ConfigError("server.role: api hands every run to the workers of a "
+                                     "shared store: give --store redis://HOST:6379/0 (or "
+                                     "set server.store)")
         return (args, build_app(cfg, start_jobs=False)), 0
     except config.ConfigError as exc:
         sys.stderr.write("clinvk: %s\n" % exc)
@@ -172,6 +178,11 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="PATH", help="config file")
     parser.add_argument("--log-format", choices=("text", "json"),
                         help="access log format on stderr (default: server.log_format)")
+    parser.add_argument("--role", choices=("all", "api"),
+                        help="with a store: api = run no backend, hand every run to the "
+                             "workers (default: server.role, all)")
+    parser.add_argument("--store", metavar="URL", help="redis://[user:password@]host:port/db "
+                        "or rediss:// shared with other nodes (default: server.store)")
     parser.add_argument("--allow-unauthenticated", action="store_true",
                         help="serve a non-loopback address without API keys (only behind "
                              "something that authenticates clients itself)")
