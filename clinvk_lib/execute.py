@@ -207,7 +207,7 @@ def prepare(req: Request, cfg: Config, store: Optional[SessionStore] = None,
     if req.session_id:
         if store is None:
             raise ExecError(ErrorKind.INVALID, "sessions are not available here", "session_id")
-        session = _resumable_session(store, req.session_id, req.access)
+        session = _resumable_session(store, req.session_id, req.access, elsewhere)
         if req.backend and req.backend != session.backend:
             raise ExecError(ErrorKind.INVALID, "session %s belongs to backend %s, not %s"
                             % (session.id, session.backend, req.backend), "backend")
@@ -359,11 +359,14 @@ def _first_mode(*values: Any) -> str:
 
 
 def _resumable_session(store: SessionStore, session_id: str,
-                       access: Optional[Access]) -> Session:
+                       access: Optional[Access], elsewhere: bool = False) -> Session:
     """The session ``session_id`` (an id or a unique prefix) names among those ``access`` may
-    use, if it can be continued."""
+    use, if it can be continued (here: its CLI's transcript is on this machine, unless the
+    run goes ``elsewhere``, where the job's routing sees to it)."""
     try:
         session = store.resolve(session_id, access)
+        if not elsewhere:
+            store.check_here(session)
     except SessionError as exc:
         raise ExecError(ErrorKind.SESSION, str(exc), "session_id")
     if not session.backend_session_id:

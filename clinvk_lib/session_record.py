@@ -93,6 +93,20 @@ class AmbiguousSession(SessionError, LookupError):
         self.candidates = candidates
 
 
+class SessionElsewhere(SessionError):
+    """The session's CLI transcript is on another machine (a shared store: its last turn ran
+    on worker ``worker``), so this one cannot continue it."""
+
+    def __init__(self, session_id: str, worker: str, here: str) -> None:
+        super().__init__("session %s cannot be continued on this machine (worker %r): its CLI "
+                         "transcript is on worker %r. Continue it through a job (POST "
+                         "/api/v1/jobs) or an API node (server.role: api), which send it to "
+                         "that worker, or set server.shared_cli_homes: true if every machine "
+                         "sees the same CLI homes" % (session_id, here, worker))
+        self.session_id = session_id
+        self.worker = worker
+
+
 class SessionBusy(SessionError, TimeoutError):
     def __init__(self, session_id: str, timeout: float) -> None:
         super().__init__("session %s is in use by another clinvk run (waited %gs); try again "

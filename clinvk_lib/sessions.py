@@ -296,6 +296,10 @@ class SessionStore:
         """How many readable sessions there are."""
         return self._files.query(len)
 
+    def check_here(self, session: Session) -> None:
+        """Nothing: on this machine's disk, a session's CLI transcript is on this machine
+        (``RedisSessionStore`` says otherwise for a session another worker ran)."""
+
     def check_writable(self) -> None:
         """StoreUnavailable unless new files can be written in the store's directories right
         now (see ``SessionFiles.check_writable``)."""

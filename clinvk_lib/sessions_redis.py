@@ -26,7 +26,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 from .jsontext import dumps_compact
 from .redisclient import Client, RedisError, ReplyError, Script
 from .session_index import NO_INDEX, Index
-from .session_record import Session, SessionBusy, SessionError, SessionNotFound, StoreUnavailable
+from .session_record import (Session, SessionBusy, SessionElsewhere, SessionError,
+                             SessionNotFound, StoreUnavailable)
 from .sessions import SessionStore
 
 LOCK_TTL_MS = 30000
@@ -57,11 +58,20 @@ class RedisSessionStore(SessionStore):
     responses, stays on its disk); ``worker`` is the name recorded on each turn this
     process runs (``server.worker_name``)."""
 
-    def __init__(self, client: Client, home: str, worker: str) -> None:
+    def __init__(self, client: Client, home: str, worker: str,
+                 shared_homes: bool = False) -> None:
         self._files = RedisSessionFiles(client, worker)
         self.home = os.path.abspath(home)
         self.dir = client.url.redacted()
         self.worker = worker
+        self.shared_homes = shared_homes        # server.shared_cli_homes
+
+    def check_here(self, session: Session) -> None:
+        """SessionElsewhere when the session's last turn ran on another worker (its CLI's
+        transcript is there), unless every machine sees the same CLI homes."""
+        worker = self.worker_of(session.id)
+        if worker and worker != self.worker and not self.shared_homes:
+            raise SessionElsewhere(session.id, worker, self.worker)
 
     def worker_of(self, session_id: str) -> str:
         """The name of the machine whose CLI ran the session's last turn ("" if none is

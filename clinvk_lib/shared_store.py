@@ -52,7 +52,8 @@ def open_session_store(cfg: Config, shared: Optional[Client]) -> SessionStore:
     recording this machine's ``worker_name``; else under ``CLINVK_HOME``."""
     if shared is None:
         return SessionStore(cfg.home)
-    return RedisSessionStore(shared, cfg.home, worker_name(cfg))
+    return RedisSessionStore(shared, cfg.home, worker_name(cfg),
+                             bool(cfg.get("server.shared_cli_homes")))
 
 
 def worker_name(cfg: Config) -> str:

@@ -11,9 +11,10 @@ import threading
 
 import pytest
 
-from clinvk_lib import config, sessions_redis
+from clinvk_lib import config, execute, sessions_redis
 from clinvk_lib.redisclient import Client
-from clinvk_lib.session_record import SessionBusy, StoreUnavailable
+from clinvk_lib.server import errors
+from clinvk_lib.session_record import SessionBusy, SessionElsewhere, StoreUnavailable
 from clinvk_lib.sessions import SessionStore
 from clinvk_lib.sessions_redis import RedisSessionStore
 from clinvk_lib.shared_store import open_session_store, open_shared_store
@@ -133,6 +134,35 @@ def test_a_turn_records_the_worker_that_ran_it_and_an_update_keeps_it(redis, sto
     set_fields(store, s.id, tags=["x"])
     store.record_turn(s.id, "", None, error="No conversation found")   # nothing resumed here
     assert other.worker_of(s.id) == "w2"
+
+
+def test_a_session_another_worker_ran_cannot_be_continued_here_unless_homes_are_shared(
+        redis, store, tmp_path):
+    s = store.create("claude", "/w")
+    store.check_here(s)                                     # w1 ran it: here
+    other = node(redis, str(tmp_path), "w2")
+    with pytest.raises(SessionElsewhere) as caught:
+        other.check_here(s)
+    assert caught.value.worker == "w1" and "'w1'" in str(caught.value)
+    assert "server.shared_cli_homes" in str(caught.value)
+    shared = RedisSessionStore(Client(redis.url, prefix="t:"), str(tmp_path), "w2",
+                               shared_homes=True)
+    shared.check_here(s)
+
+
+def test_a_run_continuing_a_session_of_another_worker_is_refused_before_it_starts(
+        redis, store, tmp_path, fake_path):
+    s = store.create("claude", str(tmp_path), backend_session_id="b")
+    other = node(redis, str(tmp_path), "w2")
+    cfg = config.load(flags={})
+    with pytest.raises(execute.ExecError) as caught:
+        execute.prepare(execute.Request(backend="claude", prompt="again", session_id=s.id),
+                        cfg, other)
+    assert caught.value.field == "session_id" and "'w1'" in str(caught.value)
+    assert errors.from_exception(caught.value).code == "session_worker_elsewhere"
+    # Run elsewhere (an API node hands it to a worker): the job's routing sees to it.
+    execute.prepare(execute.Request(backend="claude", prompt="again", session_id=s.id),
+                    cfg, other, elsewhere=True)
 
 
 def test_a_first_turn_saved_with_its_new_session_records_the_worker(store):

@@ -137,6 +137,8 @@ def _session_error(cause: Optional[BaseException], message: str, field: str) -> 
         return ApiError(404, "session_not_found", message, field)
     if isinstance(cause, session_record.SessionBusy):
         return ApiError(409, "session_busy", message, field)
+    if isinstance(cause, session_record.SessionElsewhere):
+        return ApiError(409, "session_worker_elsewhere", message, field)
     if isinstance(cause, session_record.StoreUnavailable):
         return ApiError(503, "session_store_unavailable", message, field)
     # The session exists but cannot be continued (no backend session id, workdir gone, ...).

@@ -67,9 +67,13 @@ class JobContext(Context):
             request.timeout = self.app.request_timeout
         request.access = self.session_access()
         request.session_wait = None
+        # Checked before it is accepted, a job on a shared store (server.store) may run on
+        # another worker: what only that worker can tell (its CLIs, its directories, that
+        # it has the session's transcript) it checks itself.
+        elsewhere = self.runner is None and self.app.shared_store is not None
         try:
             return execute.prepare(request, self.app.cfg, self.app.store, self.app.policy,
-                                   stream=True)
+                                   stream=True, elsewhere=elsewhere)
         except Exception as exc:
             raise errors.from_exception(exc) or exc
 
