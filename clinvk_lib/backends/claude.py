@@ -101,6 +101,22 @@ def bridge_flags(opts: options.Options) -> List[str]:
     return flags
 
 
+def chat_flags(opts: options.Options) -> List[str]:
+    """The chat profile on claude 2.1.197: no settings file at all (--setting-sources= loads
+    neither the user's nor the workdir's: no hooks, plugins, CLAUDE.md or permissions), no
+    skills or slash commands, and without client tools no built-in tools, no MCP server and
+    one model turn. With client tools the bridge's flags already keep only its server
+    (bridge_flags); the built-in tools go even when the client asked to keep them."""
+    flags = ["--setting-sources=", "--disable-slash-commands"]
+    if opts.tool_bridge is None:
+        flags += ["--tools=", "--strict-mcp-config"]
+        if opts.max_turns <= 0:
+            flags.append("--max-turns=1")
+    elif opts.tool_bridge.builtin_tools:
+        flags.append("--tools=")
+    return flags
+
+
 def _compact(schema: Dict[str, Any]) -> str:
     """The schema as one line of ASCII JSON (no NUL or other control byte reaches argv)."""
     return json.dumps(schema, separators=(",", ":"))
@@ -136,6 +152,14 @@ class ClaudeBackend(base.Backend):
     path_extra_flags = {"--add-dir": base.PathFlag(variadic=True)}
     mode_notes = options.mode_notes_of(MODES)
     option_notes = OPTION_NOTES
+    chat_notes = ("--tools= (no built-in tool), --strict-mcp-config (no MCP server), "
+                  "--setting-sources= (no settings file: no hooks, plugins, permissions or "
+                  "CLAUDE.md, the user's included), --disable-slash-commands (no skills or "
+                  "slash commands), --system-prompt (the client's, else a one-line one) and "
+                  "--max-turns=1. With client tools: only the tool bridge's MCP server, no "
+                  "built-in tools, no turn limit. Authentication configured in "
+                  "~/.claude/settings.json (apiKeyHelper, env) is not read either: use "
+                  "ANTHROPIC_API_KEY or the login.")
     # claude 2.1.197: "No conversation found with session ID: <id>" (stderr, and in the
     # stream-json result's "errors").
     missing_session_markers = ("no conversation found with session id",)
@@ -165,8 +189,8 @@ class ClaudeBackend(base.Backend):
             argv.append("--max-turns=%d" % opts.max_turns)
         if SYSTEM_PROMPT_FILE in opts.run_files:
             argv.append("--system-prompt-file=" + opts.run_files[SYSTEM_PROMPT_FILE])
-        elif opts.system_prompt:
-            argv.append("--system-prompt=" + opts.system_prompt)
+        elif opts.system_prompt_or_chat():
+            argv.append("--system-prompt=" + opts.system_prompt_or_chat())
         allowed = [opts.allowed_tools] if opts.allowed_tools else []
         if opts.tool_bridge is not None:
             argv += bridge_flags(opts)
@@ -176,7 +200,9 @@ class ClaudeBackend(base.Backend):
             argv.append("--allowedTools=" + ",".join(allowed))
         if opts.ephemeral:
             argv.append("--no-session-persistence")
-        if not opts.project_config:
+        if opts.chat:
+            argv += chat_flags(opts)
+        elif not opts.project_config:
             # claude 2.1.197: without it, a plain -p run executes the workdir's
             # .claude/settings.json hooks and starts its .mcp.json servers.
             argv.append("--setting-sources=user")
