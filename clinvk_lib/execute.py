@@ -63,9 +63,11 @@ class ExecError(Exception):
 class Request:
     """What a front end asks for. Empty / zero / None means "use the configured default"."""
 
+    # The fields a task, step or body may carry (the shape table decides which each front end
+    # accepts: ``profile`` none, the HTTP server sets it from a request header).
     FIELDS = ("backend", "prompt", "model", "workdir", "approval_mode", "sandbox_mode",
               "max_turns", "system_prompt", "verbose", "ephemeral", "extra", "session_id",
-              "dry_run", "timeout", "metadata", "tags")
+              "dry_run", "timeout", "metadata", "tags", "profile")
 
     def __init__(self, **kw: Any) -> None:
         self.backend = kw.pop("backend", "") or ""
@@ -95,8 +97,8 @@ class Request:
         self.output_schema = kw.pop("output_schema", None)
         # ... and the client's tools served over MCP (backends.options.ToolBridge; None: none).
         self.tool_bridge = kw.pop("tool_bridge", None)
-        # ... and how much of its agent the CLI brings (backends.options.PROFILES; "": the
-        # agent profile).
+        # How much of its agent the CLI brings (backends.options.PROFILES; "": the agent
+        # profile).
         self.profile = kw.pop("profile", "") or ""
         if kw:
             raise TypeError("unknown request fields: %s" % ", ".join(sorted(kw)))

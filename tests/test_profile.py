@@ -3,6 +3,8 @@ environment it builds, and how execute.prepare applies a request's profile."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from clinvk_lib import config, execute
@@ -197,3 +199,21 @@ def test_a_chat_run_file_is_written_for_the_run_and_passes_the_extra_flag_policy
     with pytest.raises(execute.ExecError):
         prepare(tmp_path, fake_path, backend="claude", profile=CHAT,
                 extra=["--settings", "/etc/x.json"])
+
+
+@pytest.mark.parametrize("opts, env, simple", [
+    (options.Options(profile=CHAT), {"ANTHROPIC_API_KEY": "k"}, True),
+    (options.Options(profile=CHAT), {}, False),                       # a login: not read then
+    (options.Options(), {"ANTHROPIC_API_KEY": "k"}, False),
+    (options.Options(profile=CHAT, tool_bridge=bridge()), {"ANTHROPIC_API_KEY": "k"}, False),
+])
+def test_claude_chat_runs_minimal_mode_only_when_an_api_key_logs_it_in(opts, env, simple):
+    child = claude.BACKEND.child_env(dict(env, PATH="/bin"), opts)
+    assert (child.get("CLAUDE_CODE_SIMPLE") == "1") is simple
+
+
+@pytest.mark.parametrize("name", base.NAMES)
+def test_the_readme_says_what_the_chat_profile_changes_as_the_backend_does(name):
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md"),
+              encoding="utf-8") as f:
+        assert "| %s | %s |" % (name, base.get(name).chat_notes) in f.read()

@@ -9,6 +9,7 @@ from clinvk_lib import config
 from clinvk_lib.server import models, profiles
 from tests.conftest import records
 from tests.serverutil import server, start_server  # noqa: F401 (fixtures)
+from tests.test_jobs import submit, wait_status
 
 HI = [{"role": "user", "content": "hi"}]
 CHAT_FLAG = "--tools="          # what only claude's chat profile passes
@@ -153,3 +154,37 @@ def test_an_unknown_default_profile_is_a_config_error_naming_the_key():
         config.load(env={"CLINVK_SERVER_DEFAULT_PROFILE": "lean"})
     assert "server.default_profile" in str(info.value)
     assert "one of agent, chat" in str(info.value)
+
+
+# -- fan-out routes and durable jobs --------------------------------------------------------------
+
+def test_the_header_makes_every_parallel_task_a_chat_run(server, record):
+    reply = server.post("/api/v1/parallel", {"tasks": [{"backend": "claude", "prompt": "a"},
+                                                       {"backend": "codex", "prompt": "b"}]},
+                        headers={"X-Clinvk-Profile": "chat"})
+    assert reply.status == 200 and reply.json()["completed"] == 2
+    runs = {r["backend"]: r["argv"] for r in records(record)}
+    assert CHAT_FLAG in runs["claude"] and "--ignore-rules" in runs["codex"]
+
+
+def test_the_header_makes_every_chain_step_and_compared_backend_a_chat_run(server, record):
+    headers = {"X-Clinvk-Profile": "chat"}
+    assert server.post("/api/v1/chain", {"steps": [{"backend": "claude", "prompt": "a"}]},
+                       headers=headers).status == 200
+    assert server.post("/api/v1/compare", {"prompt": "a", "backends": ["claude"]},
+                       headers=headers).status == 200
+    assert [CHAT_FLAG in r["argv"] for r in records(record)] == [True, True]
+
+
+def test_an_unknown_header_value_refuses_a_fan_out_before_any_run(server, record):
+    reply = server.post("/api/v1/parallel", {"tasks": [{"backend": "claude", "prompt": "a"}]},
+                        headers={"X-Clinvk-Profile": "lean"})
+    assert reply.status == 400 and reply.json()["field"] == "X-Clinvk-Profile"
+    assert records(record) == []
+
+
+def test_a_durable_job_runs_in_the_configured_default_profile(start_server, record):
+    srv = start_server(**{"server.default_profile": "chat"})
+    job = submit(srv)
+    assert wait_status(srv, job["id"])["status"] == "succeeded"
+    assert CHAT_FLAG in last_argv(record)

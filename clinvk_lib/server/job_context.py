@@ -19,6 +19,7 @@ from ..textutil import rfc3339
 from . import errors
 from .context import Context
 from .jobs_shapes import JOB_TARGETS
+from .profiles import requested_profile
 
 
 class Requeue(Exception):
@@ -67,6 +68,8 @@ class JobContext(Context):
             request.timeout = self.app.request_timeout
         request.access = self.session_access()
         request.session_wait = None
+        if not request.profile:         # a job keeps no request header: the configured one
+            request.profile = requested_profile(self.headers, self.app.cfg)
         try:
             return execute.prepare(request, self.app.cfg, self.app.store, self.app.policy,
                                    stream=True)
