@@ -8,8 +8,10 @@ For one "hello" turn, measured in interleaved rounds (chat, agent, bare; the ord
   request such as gemini's router or claude's token count; Content-Length as received);
 - tool definitions offered in the model call (the most offered by one request of the turn);
 - wall time: for clinvk, from sending ``POST /openai/v1/chat/completions`` (``<backend>-chat``
-  or ``<backend>``, ``X-Clinvk-Ephemeral: true``) to the whole reply; for the bare CLI, its run
-  (``claude -p --output-format json`` etc., prompt on stdin) from start to exit.
+  or ``<backend>``) to the whole reply; for the bare CLI, its run (``claude -p --output-format
+  json`` etc., prompt on stdin) from start to exit. Both keep a session, as a bare CLI does:
+  ``X-Clinvk-Ephemeral`` would add gemini's two session-deleting runs (and qwen's, copilot's,
+  opencode's clean-ups) to clinvk's side.
 
 Medians of ROUNDS rounds. Targets (claude): chat bytes <= 10% of the agent profile's, chat turn
 <= 0.85x the bare CLI's.
@@ -51,7 +53,7 @@ def through_clinvk(port: int, model: str) -> float:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
     start = time.perf_counter()
     conn.request("POST", "/openai/v1/chat/completions", body=body,
-                 headers={"Content-Type": "application/json", "X-Clinvk-Ephemeral": "true"})
+                 headers={"Content-Type": "application/json"})
     reply = conn.getresponse()
     data = reply.read()
     elapsed = time.perf_counter() - start
