@@ -97,6 +97,7 @@ SETTINGS = (
     _S("server.max_concurrent_runs",       Int(1),           _run_slots, "backend runs at once; later requests wait (default max(4, 2 x CPUs))"),
     _S("server.queue_timeout_secs",        COUNT,            30,       "seconds a request waits for a run slot before 503 (0 = fail at once); on an API node (server.role: api), for a worker to start its run"),
     _S("server.tool_result_timeout_secs",  COUNT,            300,      "seconds a run parked on a client tool call waits for the result before it is killed (0 = until the request timeout)"),
+    _S("server.default_profile",           Choice("agent", "chat"), "agent", "how much of its agent a backend brings to a server run without X-Clinvk-Profile or a <backend>-chat model: agent = all of it, chat = no tools, settings, project files, MCP servers or skills, a short system prompt, one turn"),
     _S("server.session_busy_wait_secs",    COUNT,            5,        "seconds a turn waits for a session another turn holds before 409 (0 = fail at once)"),
     _S("server.responses_max_stored",      Int(1),           1000,     "stored Responses API responses kept; past it the oldest are removed"),
     _S("server.responses_retention_days",  COUNT,            30,       "stored responses unwritten this many days are removed (0 = kept until the count pushes them out)"),

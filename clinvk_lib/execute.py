@@ -63,9 +63,11 @@ class ExecError(Exception):
 class Request:
     """What a front end asks for. Empty / zero / None means "use the configured default"."""
 
+    # The fields a task, step or body may carry (the shape table decides which each front end
+    # accepts: ``profile`` none, the HTTP server sets it from a request header).
     FIELDS = ("backend", "prompt", "model", "workdir", "approval_mode", "sandbox_mode",
               "max_turns", "system_prompt", "verbose", "ephemeral", "extra", "session_id",
-              "dry_run", "timeout", "metadata", "tags")
+              "dry_run", "timeout", "metadata", "tags", "profile")
 
     def __init__(self, **kw: Any) -> None:
         self.backend = kw.pop("backend", "") or ""
@@ -95,6 +97,9 @@ class Request:
         self.output_schema = kw.pop("output_schema", None)
         # ... and the client's tools served over MCP (backends.options.ToolBridge; None: none).
         self.tool_bridge = kw.pop("tool_bridge", None)
+        # How much of its agent the CLI brings (backends.options.PROFILES; "": the agent
+        # profile).
+        self.profile = kw.pop("profile", "") or ""
         if kw:
             raise TypeError("unknown request fields: %s" % ", ".join(sorted(kw)))
 
@@ -274,6 +279,10 @@ def prepare(req: Request, cfg: Config, store: Optional[SessionStore] = None,
     except PolicyError as exc:
         raise ExecError(ErrorKind.INVALID, str(exc), exc.field)
 
+    profile = req.profile or options.AGENT_PROFILE
+    if profile not in options.PROFILES:
+        raise ExecError(ErrorKind.INVALID, "profile must be one of %s: got %r"
+                        % (", ".join(options.PROFILES), profile[:100]), "profile")
     dry_run = bool(cfg.get("unified_flags.dry_run")) if req.dry_run is None else bool(req.dry_run)
     opts = options.Options(
         model=req.model or setting("model") or "",
@@ -290,19 +299,23 @@ def prepare(req: Request, cfg: Config, store: Optional[SessionStore] = None,
         allowed_tools=setting("allowed_tools") or "",
         # The command line runs its user's own workdirs as the CLI would; the server and MCP
         # load a workdir's configuration only when the operator opts in.
-        project_config=policy is None or policy.allow_project_config,
+        # A chat run never does: it is a model's answer, not the project's agent.
+        project_config=profile != options.CHAT_PROFILE and (
+            policy is None or policy.allow_project_config),
         output_schema=req.output_schema,
+        profile=profile,
     )
     executable = backend.find_executable()
     if executable is None and not dry_run and not elsewhere:
         raise ExecError(ErrorKind.NOT_INSTALLED, "backend %r is not installed (no %r on PATH)"
                         % (name, backend.executable), "backend")
-    contents = backend.run_files(opts)
     if req.tool_bridge is not None:
         problem = backend.tool_bridge_problem(opts.project_config)
         if problem:
             raise ExecError(ErrorKind.INVALID, problem, "tools")
         opts.tool_bridge = req.tool_bridge
+    contents = backend.run_files(opts)
+    if req.tool_bridge is not None:
         contents[options.BRIDGE_TICKET] = req.tool_bridge.ticket
     files = RunFiles(contents)
     opts.run_files = dict(files.paths)

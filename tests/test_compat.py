@@ -61,12 +61,13 @@ def test_model_of_a_disabled_backend_is_not_found_and_says_why():
     assert "backends.gemini.enabled: false" in info.value.message
 
 
-def test_models_list_has_each_enabled_backend_and_its_configured_model():
+def test_models_list_has_each_enabled_backend_its_chat_profile_and_its_configured_model():
     listed = models.listed_models(cfg(**{"backends.claude.model": "claude-sonnet-4-5",
                                          "backends.codex.enabled": False}))
-    assert listed[:3] == [("claude", "claude"), ("claude/claude-sonnet-4-5", "claude"),
-                          ("gemini", "gemini")]
-    assert [m for m, _ in listed[3:]] == [n for n in base.NAMES[3:]]
+    assert listed[:5] == [("claude", "claude"), ("claude-chat", "claude"),
+                          ("claude/claude-sonnet-4-5", "claude"),
+                          ("gemini", "gemini"), ("gemini-chat", "gemini")]
+    assert [m for m, _ in listed[5:]] == [m for n in base.NAMES[3:] for m in (n, n + "-chat")]
 
 
 def test_vendor_of_each_backend():

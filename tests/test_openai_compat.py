@@ -223,6 +223,7 @@ def test_models_are_the_backends_with_their_vendors(start_server):
     srv = start_server(**{"backends.claude.model": "claude-sonnet-4-5"})
     models = {m.id: m.owned_by for m in client(srv).models.list()}
     assert models == dict({n: base.get(n).vendor for n in base.NAMES},
+                          **{n + "-chat": base.get(n).vendor for n in base.NAMES},
                           **{"claude/claude-sonnet-4-5": "anthropic"})
     assert [models[n] for n in ("claude", "codex", "gemini", "qwen")] == [
         "anthropic", "openai", "google", "qwen"]

@@ -101,6 +101,9 @@ class Backend:
     # README says the same in its backend tables; tests/test_readme.py keeps them equal.
     mode_notes: Dict[str, Dict[str, str]] = {}
     option_notes: Dict[str, str] = {}
+    # What the chat profile (options.CHAT_PROFILE) changes on this CLI, flag by flag, and
+    # what it cannot switch off. The README's chat profile table says the same.
+    chat_notes = ""
     # Lower-case pieces of the CLI's message when a resumed session's transcript is gone.
     missing_session_markers: Tuple[str, ...] = ()
     # The oldest and newest release of the CLI the end-to-end tests passed on (``--version``

@@ -101,6 +101,22 @@ def bridge_flags(opts: options.Options) -> List[str]:
     return flags
 
 
+def chat_flags(opts: options.Options) -> List[str]:
+    """The chat profile on claude 2.1.197: no settings file at all (--setting-sources= loads
+    neither the user's nor the workdir's: no hooks, plugins, CLAUDE.md or permissions), no
+    skills or slash commands, and without client tools no built-in tools, no MCP server and
+    one model turn. With client tools the bridge's flags already keep only its server
+    (bridge_flags); the built-in tools go even when the client asked to keep them."""
+    flags = ["--setting-sources=", "--disable-slash-commands"]
+    if opts.tool_bridge is None:
+        flags += ["--tools=", "--strict-mcp-config"]
+        if opts.max_turns <= 0:
+            flags.append("--max-turns=1")
+    elif opts.tool_bridge.builtin_tools:
+        flags.append("--tools=")
+    return flags
+
+
 def _compact(schema: Dict[str, Any]) -> str:
     """The schema as one line of ASCII JSON (no NUL or other control byte reaches argv)."""
     return json.dumps(schema, separators=(",", ":"))
@@ -136,6 +152,17 @@ class ClaudeBackend(base.Backend):
     path_extra_flags = {"--add-dir": base.PathFlag(variadic=True)}
     mode_notes = options.mode_notes_of(MODES)
     option_notes = OPTION_NOTES
+    chat_notes = ("--tools= (no built-in tool), --strict-mcp-config (no MCP server), "
+                  "--setting-sources= (no settings file: no hooks, plugins, permissions or "
+                  "CLAUDE.md, the user's included), --disable-slash-commands (no skills or "
+                  "slash commands), --system-prompt (the client's, else a one-line one) and "
+                  "--max-turns=1; with ANTHROPIC_API_KEY set, also CLAUDE_CODE_SIMPLE=1 "
+                  "(claude's minimal mode, as --bare: no LSP, plugin sync, auto-memory or "
+                  "background prefetches; it reads no other credential, so not for a login). "
+                  "With client tools: only the tool bridge's MCP server, no "
+                  "built-in tools, no turn limit. Authentication configured in "
+                  "~/.claude/settings.json (apiKeyHelper, env) is not read either: use "
+                  "ANTHROPIC_API_KEY or the login.")
     # claude 2.1.197: "No conversation found with session ID: <id>" (stderr, and in the
     # stream-json result's "errors").
     missing_session_markers = ("no conversation found with session id",)
@@ -165,8 +192,8 @@ class ClaudeBackend(base.Backend):
             argv.append("--max-turns=%d" % opts.max_turns)
         if SYSTEM_PROMPT_FILE in opts.run_files:
             argv.append("--system-prompt-file=" + opts.run_files[SYSTEM_PROMPT_FILE])
-        elif opts.system_prompt:
-            argv.append("--system-prompt=" + opts.system_prompt)
+        elif opts.system_prompt_or_chat():
+            argv.append("--system-prompt=" + opts.system_prompt_or_chat())
         allowed = [opts.allowed_tools] if opts.allowed_tools else []
         if opts.tool_bridge is not None:
             argv += bridge_flags(opts)
@@ -176,7 +203,9 @@ class ClaudeBackend(base.Backend):
             argv.append("--allowedTools=" + ",".join(allowed))
         if opts.ephemeral:
             argv.append("--no-session-persistence")
-        if not opts.project_config:
+        if opts.chat:
+            argv += chat_flags(opts)
+        elif not opts.project_config:
             # claude 2.1.197: without it, a plain -p run executes the workdir's
             # .claude/settings.json hooks and starts its .mcp.json servers.
             argv.append("--setting-sources=user")
@@ -194,6 +223,11 @@ class ClaudeBackend(base.Backend):
     def child_env(self, base_env: Dict[str, str],
                   opts: Optional[options.Options] = None) -> Dict[str, str]:
         env = super().child_env(base_env, opts)
+        if opts is not None and opts.chat_without_tools and env.get("ANTHROPIC_API_KEY"):
+            # claude 2.1.197's minimal mode (what --bare sets): no LSP, plugin sync, auto-memory,
+            # background prefetches or keychain reads; about 10% less work per turn. It reads
+            # no credential but ANTHROPIC_API_KEY, so only when that is how claude logs in.
+            env["CLAUDE_CODE_SIMPLE"] = "1"
         if opts is not None and opts.tool_bridge is not None and opts.tool_bridge.call_timeout:
             # claude 2.1.197 gives up on an MCP tool call after MCP_TOOL_TIMEOUT ms; a bridged
             # call waits for the HTTP client's next request.

@@ -18,6 +18,18 @@ from . import base, options, parsing
 NAME = "codex"
 # The run file (Backend.run_files) holding the output schema.
 SCHEMA_FILE = "output-schema.json"
+# The chat profile's system prompt, read by -c model_instructions_file.
+INSTRUCTIONS_FILE = "chat-instructions.md"
+# The chat profile on codex-cli 0.169.0: the features that offer the model a tool or load
+# configuration (`codex features list`; an unknown name makes codex exit 1), and the -c keys
+# that drop the skills, permissions, apps and environment sections and AGENTS.md from the
+# request.
+CHAT_DISABLED_FEATURES = ("shell_tool", "unified_exec", "view_image", "goals", "plugins",
+                          "apps", "hooks", "multi_agent", "image_generation", "skill_search",
+                          "tool_suggest", "shell_snapshot", "sleep_tool")
+CHAT_SETTINGS = ("include_permissions_instructions=false", "include_environment_context=false",
+                 "include_apps_instructions=false", "skills.include_instructions=false",
+                 "project_doc_max_bytes=0")
 
 # One table for the approval and sandbox modes: mode -> (flags, what it really does).
 # codex-cli 0.169.0: `exec` forces approval policy "never" whatever the config or `-c` says,
@@ -259,6 +271,19 @@ def bridge_flags(opts: options.Options) -> List[str]:
     return flags
 
 
+def chat_flags(opts: options.Options) -> List[str]:
+    """The chat profile (see CHAT_DISABLED_FEATURES): the system prompt replaces codex's
+    base instructions (model_instructions_file), no execpolicy rules, and without client
+    tools no MCP server from config.toml."""
+    flags = ["--ignore-rules"] + ["--disable=" + name for name in CHAT_DISABLED_FEATURES]
+    for setting in CHAT_SETTINGS:
+        flags += ["-c", setting]
+    flags += ["-c", "model_instructions_file=" + toml_string(opts.run_files[INSTRUCTIONS_FILE])]
+    if opts.tool_bridge is None:
+        flags += ["-c", "mcp_servers={}"]
+    return flags
+
+
 class CodexBackend(base.Backend):
     name = NAME
     executable = "codex"
@@ -288,6 +313,15 @@ class CodexBackend(base.Backend):
     }
     mode_notes = options.mode_notes_of(MODES)
     option_notes = OPTION_NOTES
+    chat_notes = ("--disable=<feature> for %s (no shell, image, goal, agent or plugin tools, no "
+                  "hooks or apps), -c %s (no skills, permissions, apps or environment "
+                  "sections, no AGENTS.md), --ignore-rules, -c model_instructions_file=<the "
+                  "client's system prompt, else a one-line one> (replaces codex's base "
+                  "instructions) and, without client tools, -c mcp_servers={}. Not available: "
+                  "apply_patch and request_user_input stay offered (codex-cli 0.169.0 has no "
+                  "switch for them); no turn limit (codex exec has none; without tools the "
+                  "model answers in one call)." % (", ".join(CHAT_DISABLED_FEATURES),
+                                                     ", -c ".join(CHAT_SETTINGS)))
     # codex-cli 0.169.0, stderr: "Error: thread/resume: thread/resume failed: no rollout
     # found for thread id <id> (code -32600)".
     missing_session_markers = ("no rollout found for thread id",)
@@ -327,7 +361,9 @@ class CodexBackend(base.Backend):
             argv.append("--model=" + opts.model)
         argv += options.mode_flags(MODES, "approval_mode", opts.approval_mode)
         argv += options.mode_flags(MODES, "sandbox_mode", opts.sandbox_mode)
-        if opts.system_prompt:
+        if opts.chat:
+            argv += chat_flags(opts)
+        elif opts.system_prompt:
             argv += ["-c", "developer_instructions=" + toml_string(opts.system_prompt)]
         if opts.ephemeral:
             argv.append("--ephemeral")
@@ -369,10 +405,13 @@ class CodexBackend(base.Backend):
         return ""
 
     def run_files(self, opts: options.Options) -> Dict[str, str]:
+        files = {}
+        if opts.chat:
+            files[INSTRUCTIONS_FILE] = opts.system_prompt_or_chat()
         schema = opts.output_schema
-        if schema is None or self.output_schema_route(schema) != options.SCHEMA_BY_FLAG:
-            return {}
-        return {SCHEMA_FILE: json.dumps(schema, ensure_ascii=False)}
+        if schema is not None and self.output_schema_route(schema) == options.SCHEMA_BY_FLAG:
+            files[SCHEMA_FILE] = json.dumps(schema, ensure_ascii=False)
+        return files
 
     def ignored_options(self, opts: options.Options) -> List[str]:
         out = []

@@ -310,6 +310,11 @@ class CopilotBackend(base.Backend):
     path_extra_flags = {"--add-dir": base.PathFlag(), "--attachment": base.PathFlag()}
     mode_notes = options.mode_notes_of(MODES)
     option_notes = OPTION_NOTES
+    chat_notes = ("--available-tools=none (no tool is offered), --no-custom-instructions "
+                  "(no AGENTS.md, CLAUDE.md, GEMINI.md or .github instructions) and "
+                  "--disable-builtin-mcps (no GitHub MCP servers). Not available: a system "
+                  "prompt (copilot has no flag; the client's goes into the prompt) and a turn "
+                  "limit (without tools the model answers in one call).")
     # copilot 1.0.102, stderr, exit code 1: "Error: No session, task, or name matched '<id>'."
     missing_session_markers = ("no session, task, or name matched",)
     tested_versions = ("1.0.102", "1.0.102")
@@ -329,7 +334,12 @@ class CopilotBackend(base.Backend):
         argv += options.mode_flags(MODES, "sandbox_mode", opts.sandbox_mode)
         if opts.allowed_tools:
             argv.append("--allow-tool=" + opts.allowed_tools)
-        if not opts.project_config:
+        if opts.chat:
+            # copilot 1.0.102: only the tools --available-tools names are offered, and no
+            # tool is called "none"; --disable-builtin-mcps drops its GitHub MCP servers.
+            argv += ["--no-custom-instructions", "--available-tools=none",
+                     "--disable-builtin-mcps"]
+        elif not opts.project_config:
             # copilot 1.0.102 puts AGENTS.md, CLAUDE.md, GEMINI.md and .github instruction
             # files in the prompt of an untrusted folder too, and lets the model use the
             # workdir's skills (.github/skills, .claude/skills) and agents.

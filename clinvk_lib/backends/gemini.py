@@ -237,6 +237,13 @@ def _output_objects(stdout: str, stderr: str) -> List[Dict[str, Any]]:
 
 # Where a bridged run's ticket path is, for the bridge's entry of the system defaults file.
 TICKET_VARIABLE = "CLINVK_TOOL_TICKET"
+# The chat profile on gemini 0.61.0 has no flag of its own: GEMINI_SYSTEM_MD names a file
+# that replaces the whole built-in system prompt (tool guidance, skills and GEMINI.md
+# included), and a --policy file that denies every tool leaves the model request without
+# any tool declaration.
+SYSTEM_MD_FILE = "chat-system.md"
+POLICY_FILE = "chat-policy.toml"
+DENY_ALL_POLICY = '[[rule]]\ntoolName = "*"\ndecision = "deny"\npriority = 999\n'
 # How long gemini lets one MCP call run, in ms (its default is 10 minutes): a bridged call
 # waits for the client's next request, and clinvk stops the run when it waits too long
 # (server.tool_result_timeout_secs).
@@ -272,6 +279,15 @@ class GeminiBackend(base.Backend):
     path_extra_flags = {"--include-directories": base.PathFlag(separator=",", trims=True)}
     mode_notes = options.mode_notes_of(MODES)
     option_notes = OPTION_NOTES
+    chat_notes = ("GEMINI_SYSTEM_MD=<a file with the client's system prompt, else a "
+                  "one-line one> (replaces gemini's whole system prompt: tool guidance, "
+                  "skills, GEMINI.md), --policy=<a file denying every tool> (no tool "
+                  "declaration reaches the model, MCP and extension tools included), and "
+                  "gemini runs untrusted (no workdir settings, .env, hooks or MCP servers; "
+                  "see project_config). Not available: a turn limit (gemini has no flag; "
+                  "without tools the model answers in one call), and client tools (gemini "
+                  "takes them only in a trusted folder). gemini's model router still makes "
+                  "its short classifier request when the model is 'auto'.")
     # gemini 0.61.0, stderr, exit code 42: "Error resuming session: No previous sessions
     # found for this project." or "... Invalid session identifier ...".
     missing_session_markers = ("error resuming session",)
@@ -327,7 +343,17 @@ class GeminiBackend(base.Backend):
         argv += options.mode_flags(MODES, "sandbox_mode", opts.sandbox_mode)
         if opts.verbose:
             argv.append("--debug")
+        if POLICY_FILE in opts.run_files:
+            argv.append("--policy=" + opts.run_files[POLICY_FILE])
         return argv + list(opts.extra)
+
+    def run_files(self, opts: options.Options) -> Dict[str, str]:
+        if not opts.chat:
+            return {}
+        files = {SYSTEM_MD_FILE: opts.system_prompt_or_chat()}
+        if opts.chat_without_tools:
+            files[POLICY_FILE] = DENY_ALL_POLICY
+        return files
 
     # The tool bridge, in runs that load the workdir's configuration only: gemini 0.61.0
     # starts no MCP server at all in an untrusted folder (its McpClientManager returns early;
@@ -354,7 +380,7 @@ class GeminiBackend(base.Backend):
         out = []
         if opts.sandbox_mode == "read-only":
             out.append("gemini has no read-only sandbox: " + MODES["sandbox_mode"]["read-only"][1])
-        if opts.system_prompt:
+        if opts.system_prompt and not opts.chat:
             out.append("gemini has no system prompt flag: system_prompt is ignored")
         if opts.max_turns > 0:
             out.append("gemini has no turn limit flag: max_turns=%d is ignored" % opts.max_turns)
@@ -383,6 +409,8 @@ class GeminiBackend(base.Backend):
     def child_env(self, base_env: Dict[str, str],
                   opts: Optional[options.Options] = None) -> Dict[str, str]:
         env = super().child_env(base_env, opts)
+        if opts is not None and SYSTEM_MD_FILE in opts.run_files:
+            env["GEMINI_SYSTEM_MD"] = opts.run_files[SYSTEM_MD_FILE]
         if opts is None or opts.project_config:
             env["GEMINI_CLI_TRUST_WORKSPACE"] = "true"      # same as --skip-trust
             if opts is not None and opts.tool_bridge is not None:

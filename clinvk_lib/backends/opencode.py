@@ -225,6 +225,12 @@ class OpencodeBackend(base.Backend):
                         "--file": base.PathFlag(variadic=True)}
     mode_notes = options.mode_notes_of(MODES)
     option_notes = OPTION_NOTES
+    chat_notes = ("--pure (no external plugins), OPENCODE_CONFIG_CONTENT={\"agent\":{\"build\":"
+                  "{\"prompt\":<the client's system prompt, else a one-line one>,\"tools\":"
+                  "{\"*\":false}}}} (no tool is offered) and the project configuration off "
+                  "(no AGENTS.md, CLAUDE.md, skills, project MCP servers). Not available: a "
+                  "turn limit (steps is advisory; without tools the model answers in one "
+                  "call).")
     # opencode 1.18.33, stderr, exit code 1: "Error: Session not found".
     missing_session_markers = ("session not found",)
     tested_versions = ("1.18.33", "1.18.33")
@@ -247,6 +253,8 @@ class OpencodeBackend(base.Backend):
         argv += options.mode_flags(MODES, "sandbox_mode", opts.sandbox_mode)
         if opts.verbose:
             argv += ["--print-logs", "--log-level=DEBUG"]
+        if opts.chat:
+            argv.append("--pure")       # opencode 1.18.33: no external plugins
         return argv + list(opts.extra)
 
     def ignored_options(self, opts: options.Options) -> List[str]:
@@ -350,10 +358,13 @@ def project_config_file(workdir: str, home: str) -> str:
 
 def _agent_settings(opts: options.Options) -> Dict[str, Any]:
     settings: Dict[str, Any] = {}
-    if opts.system_prompt:
-        settings["prompt"] = opts.system_prompt
+    if opts.system_prompt_or_chat():
+        settings["prompt"] = opts.system_prompt_or_chat()
     if opts.max_turns > 0:
         settings["steps"] = opts.max_turns
+    if opts.chat_without_tools:
+        # opencode 1.18.33: an agent's "tools" map switches tools off by glob.
+        settings["tools"] = {"*": False}
     return settings
 
 

@@ -22,6 +22,15 @@ OUTPUT_FORMATS = ("text",) + BACKEND_FORMATS
 # reply (and may ask once more).
 SCHEMA_BY_FLAG = "flag"
 SCHEMA_IN_PROMPT = "prompt"
+# How much of its agent a CLI brings to a run. "agent": all of it (tools, settings, project
+# files, MCP servers, skills, its own system prompt; the CLI's own behaviour). "chat": none of
+# it, where the CLI has a flag for it (each backend's ``chat_notes`` says what): a model that
+# answers, with a short system prompt, in one model call.
+AGENT_PROFILE = "agent"
+CHAT_PROFILE = "chat"
+PROFILES = (AGENT_PROFILE, CHAT_PROFILE)
+# The chat profile's system prompt when the run brings none of its own.
+CHAT_SYSTEM_PROMPT = "You are a helpful assistant. Answer the user's message directly."
 SCHEMA_INSTRUCTION = ("Reply with only a JSON value that is valid against the JSON Schema "
                       "below: no other text before or after it, no Markdown code fence.")
 
@@ -31,7 +40,8 @@ class Options:
 
     __slots__ = ("model", "workdir", "approval_mode", "sandbox_mode", "output_format",
                  "max_turns", "system_prompt", "verbose", "ephemeral", "extra", "resume_id",
-                 "allowed_tools", "project_config", "output_schema", "run_files", "tool_bridge")
+                 "allowed_tools", "project_config", "output_schema", "run_files", "tool_bridge",
+                 "profile")
 
     def __init__(self, model: str = "", workdir: str = "", approval_mode: str = "default",
                  sandbox_mode: str = "default", output_format: str = "json", max_turns: int = 0,
@@ -40,7 +50,8 @@ class Options:
                  allowed_tools: str = "", project_config: bool = True,
                  output_schema: Optional[Dict[str, Any]] = None,
                  run_files: Optional[Dict[str, str]] = None,
-                 tool_bridge: Optional["ToolBridge"] = None) -> None:
+                 tool_bridge: Optional["ToolBridge"] = None,
+                 profile: str = AGENT_PROFILE) -> None:
         self.model = model
         self.workdir = workdir
         self.approval_mode = approval_mode or "default"
@@ -63,6 +74,25 @@ class Options:
         self.run_files = dict(run_files or {})
         # The client's own tools, served to the CLI by an MCP server of clinvk's (None: none).
         self.tool_bridge = tool_bridge
+        # PROFILES: how much of its agent the CLI brings (execute makes a chat run one that
+        # loads no project configuration).
+        self.profile = profile
+
+    @property
+    def chat(self) -> bool:
+        return self.profile == CHAT_PROFILE
+
+    @property
+    def chat_without_tools(self) -> bool:
+        """A chat run that offers the model no tool at all (no client tools to bridge)."""
+        return self.chat and self.tool_bridge is None
+
+    def system_prompt_or_chat(self) -> str:
+        """The run's own system prompt; in the chat profile CHAT_SYSTEM_PROMPT when it has
+        none (for the CLIs that take one)."""
+        if self.system_prompt or not self.chat:
+            return self.system_prompt
+        return CHAT_SYSTEM_PROMPT
 
     def __repr__(self) -> str:
         return "Options(%s)" % ", ".join("%s=%r" % (k, getattr(self, k)) for k in self.__slots__)

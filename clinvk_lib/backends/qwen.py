@@ -170,6 +170,12 @@ class QwenBackend(base.Backend):
     }
     mode_notes = options.mode_notes_of(MODES)
     option_notes = OPTION_NOTES
+    chat_notes = ("--safe-mode (no context files such as QWEN.md, hooks, extensions, skills "
+                  "or MCP servers; chat runs never load the workdir's configuration), "
+                  "--system-prompt (the client's, else a one-line one) and "
+                  "--max-session-turns=1. Not available: switching the built-in tools off "
+                  "(qwen-code 0.24.4 still offers its deferred tools with --core-tools or "
+                  "--exclude-tools), so the model request keeps about ten tool definitions.")
     # qwen-code 0.24.4, stderr, exit code 1: "No saved session found with ID <id>. Run
     # `qwen --resume` without an ID to choose from existing sessions."
     missing_session_markers = ("no saved session found with id",)
@@ -192,8 +198,10 @@ class QwenBackend(base.Backend):
         argv += options.mode_flags(MODES, "sandbox_mode", opts.sandbox_mode)
         if opts.max_turns > 0:
             argv.append("--max-session-turns=%d" % opts.max_turns)
-        if opts.system_prompt:
-            argv.append("--system-prompt=" + opts.system_prompt)
+        elif opts.chat_without_tools:
+            argv.append("--max-session-turns=1")
+        if opts.system_prompt_or_chat():
+            argv.append("--system-prompt=" + opts.system_prompt_or_chat())
         if opts.allowed_tools:
             argv.append("--allowed-tools=" + opts.allowed_tools)
         if opts.ephemeral:

@@ -50,6 +50,7 @@ from .. import execute
 from ..backends import base, options, parsing
 from . import errors, structured
 from .models import resolve_model
+from .profiles import split_chat_model
 from .context import Context
 from .http import close_iterator
 
@@ -203,7 +204,8 @@ def prepare(ctx: Context, api: str, model: str, conv: Conversation, stream: bool
         backend=backend_name, prompt=prompt, model=cli_model, system_prompt=system,
         session_id=session_id, ephemeral=ephemeral,
         dry_run=False, metadata=metadata, tags=[api],
-        output_schema=output.schema if output is not None else None, tool_bridge=tool_bridge)
+        output_schema=output.schema if output is not None else None, tool_bridge=tool_bridge,
+        profile=split_chat_model(model)[1])
     return Run(ctx.prepare(request, stream=stream), prompt + system, output)
 
 
@@ -296,7 +298,8 @@ def _correction(ctx: Context, run: Run, session_id: str, problem: str,
     return ctx.prepare(execute.Request(
         backend=first.backend, prompt=structured.correction_prompt(problem), model=first.model,
         system_prompt=first.system_prompt, session_id=session_id, dry_run=False,
-        tags=first.tags, output_schema=first.output_schema), stream=stream)
+        tags=first.tags, output_schema=first.output_schema, profile=first.profile),
+        stream=stream)
 
 
 def _added(a: ev.Usage, b: ev.Usage) -> ev.Usage:

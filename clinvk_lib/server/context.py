@@ -26,6 +26,7 @@ from . import errors, remote_run
 from .http import is_json_media_type
 from .keys import KeyIdentity
 from .openapi import NATIVE, Operation
+from .profiles import requested_profile
 from .ratelimit import Decision
 from .runs import Run
 from .watcher import Watch
@@ -147,12 +148,15 @@ class Context:
 
     def prepare(self, request: execute.Request, stream: bool = False) -> execute.Prepared:
         """``execute.prepare`` with the server's policy and request timeout, the sessions the
-        caller may use and how long a busy session is waited for; engine errors become
+        caller may use, how long a busy session is waited for and the run profile the request
+        asks for (``profiles``, when the front end chose none); engine errors become
         ApiErrors (400 / 404 / 409 / 503)."""
         if not request.timeout and self.app.request_timeout:
             request.timeout = self.app.request_timeout
         request.access = self.session_access()
         request.session_wait = self.app.cfg.get("server.session_busy_wait_secs")
+        if not request.profile:
+            request.profile = requested_profile(self.headers, self.app.cfg)
         if request.tool_bridge is not None and remote_run.is_api_node(self.app):
             raise remote_run.refuse_tool_bridge()
         try:

@@ -19,6 +19,7 @@ from ..textutil import rfc3339
 from . import errors
 from .context import Context
 from .jobs_shapes import JOB_TARGETS
+from .profiles import requested_profile
 
 
 class Requeue(Exception):
@@ -67,6 +68,8 @@ class JobContext(Context):
             request.timeout = self.app.request_timeout
         request.access = self.session_access()
         request.session_wait = None
+        if not request.profile:         # a job keeps no request header: the configured one
+            request.profile = requested_profile(self.headers, self.app.cfg)
         # Checked before it is accepted, a job on a shared store (server.store) may run on
         # another worker: what only that worker can tell (its CLIs, its directories, that
         # it has the session's transcript) it checks itself.

@@ -1,6 +1,7 @@
 """Which backend a model id of the OpenAI- and Anthropic-compatible APIs names.
 
-Model ids (``resolve_model``), in this order:
+Model ids (``resolve_model``), in this order, after a chat profile's ``-chat`` suffix is
+taken off the backend name (``claude-chat``, ``codex-chat/gpt-5.5``: ``profiles``):
 - a backend name (``claude``, ``codex``, ``gemini``): that backend with its configured model;
 - ``backend/model-id`` (``claude/claude-sonnet-4-5``): that backend, ``model-id`` passed to
   the CLI as its model;
@@ -18,6 +19,7 @@ from typing import List, Tuple
 from ..backends import base
 from ..config import Config
 from . import errors
+from .profiles import CHAT_SUFFIX, split_chat_model
 
 _VENDOR_PREFIXES = (("claude-", "claude"), ("gpt-", "codex"), ("codex-", "codex"),
                     ("gemini-", "gemini"), ("qwen", "qwen"))
@@ -28,6 +30,8 @@ def resolve_model(model: str, cfg: Config) -> Tuple[str, str]:
     """(backend name, model for the CLI: "" = the configured one) for a request's ``model``;
     a 404 ``model_not_found`` ApiError when no enabled backend serves it."""
     names = base.NAMES
+    asked = model
+    model = split_chat_model(model)[0]
     backend, cli_model = "", ""
     if model in names:
         backend = model
@@ -44,12 +48,13 @@ def resolve_model(model: str, cfg: Config) -> Tuple[str, str]:
             backend = "codex"
         cli_model = model
     if not backend:
-        raise model_not_found(model, "use a backend name (%s), backend/model-id "
-                                     "(claude/claude-sonnet-4-5), or a model id starting with "
-                                     "claude-, gpt-, o<digit>, codex-, gemini- or qwen"
-                              % ", ".join(names))
+        raise model_not_found(asked, "use a backend name (%s), backend/model-id "
+                                     "(claude/claude-sonnet-4-5), <backend>-chat for the "
+                                     "chat profile (claude-chat, codex-chat/gpt-5.5), or a "
+                                     "model id starting with claude-, gpt-, o<digit>, codex-, "
+                                     "gemini- or qwen" % ", ".join(names))
     if not cfg.backend_enabled(backend):
-        raise model_not_found(model, "its backend %r is disabled in the configuration "
+        raise model_not_found(asked, "its backend %r is disabled in the configuration "
                                      "(backends.%s.enabled: false)" % (backend, backend))
     return backend, cli_model
 
@@ -60,13 +65,13 @@ def model_not_found(model: str, hint: str) -> errors.ApiError:
 
 
 def listed_models(cfg: Config) -> List[Tuple[str, str]]:
-    """(model id, backend) of every enabled backend, followed by ``backend/model`` when
-    ``backends.<name>.model`` is configured."""
+    """(model id, backend) of every enabled backend, then ``backend-chat`` (its chat
+    profile), followed by ``backend/model`` when ``backends.<name>.model`` is configured."""
     out: List[Tuple[str, str]] = []
     for name in base.NAMES:
         if not cfg.backend_enabled(name):
             continue
-        out.append((name, name))
+        out += [(name, name), (name + CHAT_SUFFIX, name)]
         configured = cfg.get("backends.%s.model" % name)
         if configured:
             out.append(("%s/%s" % (name, configured), name))

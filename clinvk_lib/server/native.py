@@ -26,6 +26,7 @@ from .api_shapes import SessionDetail
 from .app import App
 from .context import Context
 from .http import Response, StreamResponse, json_response
+from .profiles import requested_profile
 
 
 def register(app: App) -> None:
@@ -126,7 +127,7 @@ def parallel(ctx: Context) -> Response:
     """Tasks at once (always ephemeral); results in request order; completed + failed +
     cancelled == total_tasks."""
     body = ctx.json_body()
-    tasks = [_with_timeout(ctx, t) for t in body["tasks"]]
+    tasks = [_as_served(ctx, t) for t in body["tasks"]]
     width = min(len(tasks), orchestrate.resolve_max_parallel(body.get("max_parallel") or 0,
                                                              ctx.app.cfg),
                 ctx.app.limiter.limit)
@@ -145,7 +146,7 @@ def chain(ctx: Context) -> Response:
     """Steps in order, ``{{previous}}`` replaced by the previous step's output (ephemeral);
     ``failed_step`` is the first failed step's number, 0 when none failed."""
     body = ctx.json_body()
-    steps = [_with_timeout(ctx, s) for s in body["steps"]]
+    steps = [_as_served(ctx, s) for s in body["steps"]]
     summary = _fan_out(ctx, 1, body["dry_run"], lambda progress: orchestrate.run_chain(
         steps, ctx.app.cfg, stop_on_failure=body["stop_on_failure"],
         pass_working_dir=body["pass_working_dir"], dry_run=body["dry_run"],
@@ -178,8 +179,7 @@ def compare_plan(ctx: Context, body: Dict[str, Any]) -> Dict[str, Any]:
     validated compare body."""
     return dict(prompt=body["prompt"], backends=body["backends"], cfg=ctx.app.cfg,
                 model=body["model"], workdir=body["workdir"], dry_run=body["dry_run"],
-                options={"timeout": ctx.app.request_timeout} if ctx.app.request_timeout else {},
-                policy=ctx.app.policy)
+                options=_as_served(ctx, {}), policy=ctx.app.policy)
 
 
 def _fan_out(ctx: Context, width: int, dry_run: bool,
@@ -200,8 +200,12 @@ def _fan_out(ctx: Context, width: int, dry_run: bool,
         release()
 
 
-def _with_timeout(ctx: Context, item: Dict[str, Any]) -> Dict[str, Any]:
-    return dict(item, timeout=ctx.app.request_timeout) if ctx.app.request_timeout else item
+def _as_served(ctx: Context, item: Dict[str, Any]) -> Dict[str, Any]:
+    """A task or step with the server's request timeout and the request's run profile."""
+    served = dict(item, profile=requested_profile(ctx.headers, ctx.app.cfg))
+    if ctx.app.request_timeout:
+        served["timeout"] = ctx.app.request_timeout
+    return served
 
 
 def run_item(r: ItemResult) -> Dict[str, Any]:

@@ -98,6 +98,14 @@ _IDEMPOTENCY_KEY_PARAM = {
                    "method, path and body) within server.idempotency_window_secs gets this "
                    "request's answer, waiting for it while it runs, and starts no run."}
 
+_PROFILE_PARAM = {
+    "name": "X-Clinvk-Profile", "in": "header", "required": False,
+    "schema": {"type": "string", "enum": ["agent", "chat"]},
+    "description": "chat: the backend runs without its agent tools, settings, project files, "
+                   "MCP servers and skills, with a short system prompt and one turn; agent: "
+                   "as the CLI runs by itself. Default: server.default_profile (a "
+                   "<backend>-chat model id always runs the chat profile)."}
+
 
 # The client tool flow (the tool bridge, README "Client tools"), per dialect: how the call
 # comes out, how the result goes in, a worked example.
@@ -427,6 +435,8 @@ def _operation(route: Operation, refs: Dict[str, dict]) -> Dict[str, Any]:
     parameters = _parameters(route, refs)
     if route.starts_runs:
         parameters.append(dict(_IDEMPOTENCY_KEY_PARAM))
+    if route.starts_runs and route.success == 200:     # a job keeps no header: not there
+        parameters.append(dict(_PROFILE_PARAM))
     if parameters:
         op["parameters"] = parameters
     if route.request is not None:
