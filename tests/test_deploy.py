@@ -24,21 +24,35 @@ from clinvk_lib import config
 
 
 
+# The dev venv's (kubernetes-validate brings PyYAML and jsonschema): the unit tier's venvs
+# have none of them, and leave these tests out (slow).
+pytestmark = pytest.mark.slow
+
+
 def dev_module(name: str) -> Any:
-    """A module of tests/requirements-dev.txt (kubernetes-validate brings PyYAML and
-    jsonschema): skip without it, or fail under CI=true, where test.sh installs it."""
+    """A module of tests/requirements-dev.txt, or None when it is not installed."""
     try:
         return __import__(name, fromlist=["_"])
     except ImportError:
-        message = "%s is not installed (tests/requirements-dev.txt)" % name
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + ": CI must have it", pytrace=False)
-        pytest.skip(message, allow_module_level=True)
+        return None
 
 
 yaml = dev_module("yaml")
 jsonschema = dev_module("jsonschema")
 kv = dev_module("kubernetes_validate.utils")
+
+
+@pytest.fixture(autouse=True)
+def dev_modules() -> None:
+    """Skip without the dev requirements, or fail under CI=true, where test.sh installs
+    them."""
+    missing = [name for name, module in (("PyYAML", yaml), ("jsonschema", jsonschema),
+                                         ("kubernetes-validate", kv)) if module is None]
+    if missing:
+        message = "%s not installed (tests/requirements-dev.txt)" % ", ".join(missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + ": CI must have it", pytrace=False)
+        pytest.skip(message)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY = os.path.join(ROOT, "deploy")

@@ -132,6 +132,7 @@ def test_a_new_sessions_header_names_the_session_the_stream_saves(server, gate, 
     assert saved.status == 200 and saved.json()["turn_count"] == 1
 
 
+@pytest.mark.sdk
 def test_openai_sdk_returns_the_stream_before_the_backend_answers(server, gate):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=server.url + "/openai/v1", api_key="unused",
@@ -141,6 +142,7 @@ def test_openai_sdk_returns_the_stream_before_the_backend_answers(server, gate):
     assert "".join(c.choices[0].delta.content or "" for c in stream) == "echo: hi"
 
 
+@pytest.mark.sdk
 def test_openai_sdk_returns_the_responses_stream_before_the_backend_answers(server, gate):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=server.url + "/openai/v1", api_key="unused",
@@ -151,6 +153,7 @@ def test_openai_sdk_returns_the_responses_stream_before_the_backend_answers(serv
     assert done[0].response.output_text == "echo: hi"
 
 
+@pytest.mark.sdk
 def test_anthropic_sdk_returns_the_stream_before_the_backend_answers(server, gate):
     anthropic = pytest.importorskip("anthropic")
     client = anthropic.Anthropic(base_url=server.url + "/anthropic", api_key="unused",
