@@ -121,7 +121,7 @@ SETTINGS = (
     _S("server.rate_limit_burst",          Int(1),           20,       "requests a client IP may send at once"),
     _S("server.rate_limit_max_clients",    Int(1),           100000,   "clients with a bucket of their own; beyond, new clients share one"),
     _S("server.rate_limit_fail_open",      BOOL,             False,    "while server.store cannot be reached, admit requests unlimited (true) instead of refusing them with 503 (false)"),
-    _S("server.store",                     StoreURL(),       "",       "state shared by several clinvk nodes (empty = none: each process keeps its own); redis://[user:password@]host:port/db or rediss:// (TLS). Holds the sessions, the rate-limit buckets, the durable jobs and the Idempotency-Keys", secret=True),
+    _S("server.store",                     StoreURL(),       "",       "state shared by several clinvk nodes (empty = none: each process keeps its own); redis://[user:password@]host:port/db or rediss:// (TLS). Holds the sessions, the rate-limit buckets, the durable jobs, the Idempotency-Keys and where parked client tool calls wait", secret=True),
     _S("server.store_key_prefix",          STR,              "clinvk:", "prefix of every key clinvk writes in server.store (several deployments can share one Redis)"),
     _S("server.store_ca_file",             STR,              "",       "PEM file of the certificate authorities a rediss:// store is checked against (empty = the system's)"),
     _S("server.forward_host",              STR,              "",       "with server.store: the host name or IP the other nodes reach this one on (at its port) to hand it the tool results of its parked runs (empty = the address it binds; its host name when it binds every address)"),
