@@ -101,7 +101,8 @@ def serve_command(argv: List[str]) -> int:
         sys.stderr.write("clinvk: cannot listen on %s:%d: %s%s\n"
                          % (host, port, exc.strerror or exc, _listen_hint(exc, port)))
         return 1
-    app.tool_bridge.listen_at(cfg.home, host, server.server_address[1], app.log)
+    app.tool_bridge.listen_at(cfg.home, host, server.server_address[1], app.log,
+                              app.shared_store, cfg.get("server.forward_host"))
     return run_until_signalled(app, server)
 
 

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 import threading
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from .. import events as ev
 from .. import execute
 from ..backends import base, options
 from ..toolbridge.hub import Hub
+from ..redisclient import Client
 from ..toolbridge.peers import Peers
+from ..toolbridge.peers_redis import SharedPeers
 from ..toolbridge.runs import TIMED_OUT, BridgedRun, ParkedRuns, ToolCall, ToolSpec
 from . import compat, errors, guards, toolforward
 from .context import Context
@@ -65,14 +68,23 @@ class Bridge:
         self.instance = os.urandom(4).hex()
         self.result_timeout = result_timeout
         self.draining = False
-        # The home's registry of serving processes (toolforward), once listening.
-        self.peers: Optional[Peers] = None
+        # Where the other processes' calls wait (toolforward), once listening: the home's
+        # registry of serving processes, or the shared store's.
+        self.peers: Optional[Union[Peers, SharedPeers]] = None
 
-    def listen_at(self, home: str, host: str, port: int, log: Any) -> None:
-        """Register this process in ``home`` as reachable on 127.0.0.1:``port`` (when it
-        listens there: a loopback or wildcard ``host``), so that another process of the home
-        can hand it the results of its calls."""
-        if host not in ("", "0.0.0.0", "::") and not guards.is_loopback_host(host):
+    def listen_at(self, home: str, host: str, port: int, log: Any,
+                  shared: Optional[Client] = None, forward_host: str = "") -> None:
+        """Make this process reachable for the results of its calls that reach another one:
+        through the ``shared`` store, on ``forward_host`` (default: the address it binds, or
+        the host name when it binds every address); else through ``home``'s registry, on
+        127.0.0.1 when it listens there (a loopback or wildcard ``host``)."""
+        wildcard = host in ("", "0.0.0.0", "::")
+        if shared is not None:
+            self.peers = SharedPeers(shared, forward_host or (
+                socket.gethostname() if wildcard else host))
+            self.peers.register(self.instance, port)
+            return
+        if not wildcard and not guards.is_loopback_host(host):
             return
         peers = Peers(home)
         try:
@@ -82,6 +94,12 @@ class Bridge:
                       "servers of %s: %s" % (home, exc))
             return
         self.peers = peers
+
+    def parked(self, run: BridgedRun) -> None:
+        """``run`` is parked on its round's calls: say where, for the other processes."""
+        if self.peers is not None:
+            # No timeout at all (0): the record lasts a day, the run's own bound does.
+            self.peers.parked([c.id for c in run.round_calls], self.result_timeout or 86400)
 
     def drain(self) -> None:
         self.draining = True
@@ -241,8 +259,8 @@ def _owner(ctx: Context) -> str:
 
 
 def elsewhere(ctx: Context, results: Dict[str, Tuple[str, bool]]) -> Any:
-    """The answer of the instance of this CLINVK_HOME that made the calls, when another one
-    did (``toolforward``); None: ``resume`` here."""
+    """The answer of the instance of this CLINVK_HOME (or node of this store) that made the
+    calls, when another one did (``toolforward``); None: ``resume`` here."""
     return toolforward.forward(ctx, list(results))
 
 
@@ -316,6 +334,7 @@ def pieces(ctx: Context, run: BridgedRun, sent: str) -> Iterator[Any]:
             elif isinstance(piece, compat.Finished) and run.round_calls:
                 bridge: Bridge = ctx.app.tool_bridge
                 run.park_for(bridge.result_timeout)
+                bridge.parked(run)
                 if bridge.draining:
                     run.stop(SHUTDOWN)
                 piece = ToolCalls(list(run.round_calls), piece.reply, piece.usage)

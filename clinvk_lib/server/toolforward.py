@@ -1,13 +1,15 @@
 """A tool result that reached the wrong server process, handed to the one that holds the run.
 
-Behind the nginx recipe (several ``clinvk serve`` sharing one CLINVK_HOME), the request that
-carries a tool result may land on another instance than the one whose run is parked: nothing in
-an OpenAI or Anthropic client's request says where the run is. The call id does
-(``call_<instance>_...``): the instance looks the holder up in the home's registry
-(``toolbridge.peers``) and forwards the request to it on 127.0.0.1, as it came (the client's
-own API key and headers, so the holder applies its guards), marked with the home's key so that
-it is never forwarded again, and relays the answer, streamed or whole. Only one hop, only to a
-registered live process of the same home, only on loopback.
+Behind a load balancer (several ``clinvk serve`` sharing one CLINVK_HOME, or nodes sharing one
+``server.store``), the request that carries a tool result may land on another instance than
+the one whose run is parked: nothing in an OpenAI or Anthropic client's request says where the
+run is. The call id does: the home's registry (``toolbridge.peers``: the id names the instance,
+reached on 127.0.0.1) or the store's (``toolbridge.peers_redis``: the node that parked the call,
+on its forward address) says where its run waits. The request is forwarded there as it came
+(the client's own API key and headers, so the holder applies its guards and sees whose call it
+is), marked with the shared forward key so that it is never forwarded again, and the answer is
+relayed, streamed or whole. Only one hop, only to a process registered by the same home or
+store.
 """
 
 from __future__ import annotations
@@ -34,23 +36,23 @@ _ANSWER_SKIP = {"connection", "keep-alive", "transfer-encoding", "content-length
 
 def forward(ctx: Context, call_ids: Iterable[str]) -> Optional[Any]:
     """The holder's answer when the calls were made by another live instance of this home
-    (None: handle the request here, as for an unknown id)."""
+    or node of this store (None: handle the request here, as for an unknown id)."""
     bridge = ctx.app.tool_bridge
     peers = getattr(bridge, "peers", None)
-    if peers is None or peers.forwarded(ctx.headers.get(FORWARDED_HEADER, "")):
+    ids = list(call_ids)
+    if peers is None or any(instance_of(i) in (None, bridge.instance) for i in ids) or \
+            peers.forwarded(ctx.headers.get(FORWARDED_HEADER, "")):
         return None
-    instances = {instance_of(i) for i in call_ids}
-    if len(instances) != 1 or None in instances or bridge.instance in instances:
+    addresses = {peers.address_of(i) for i in ids}
+    if len(addresses) != 1 or None in addresses:
         return None
-    port = peers.port_of(instances.pop())
-    if not port:
-        return None
-    return relay(ctx, port, peers.key)
+    host, port = addresses.pop()
+    return relay(ctx, host, port, peers.key)
 
 
-def relay(ctx: Context, port: int, key: str) -> Optional[Any]:
+def relay(ctx: Context, host: str, port: int, key: str) -> Optional[Any]:
     body = ctx.read_body()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=CONNECT_SECS)
+    conn = http.client.HTTPConnection(host, port, timeout=CONNECT_SECS)
     try:
         conn.putrequest(ctx.method, ctx.target, skip_host=True, skip_accept_encoding=True)
         for name, value in ctx.headers.items():

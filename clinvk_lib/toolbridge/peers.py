@@ -1,5 +1,6 @@
 """The serving processes that share one CLINVK_HOME (the nginx recipe runs several), so that a
-tool result reaching the wrong one can be handed to the one whose run waits for it.
+tool result reaching the wrong one can be handed to the one whose run waits for it. (With
+``server.store`` the nodes find each other in Redis instead: ``peers_redis``.)
 
 Each process registers ``<home>/tool-bridge/<instance>.json`` (``{"port", "pid"}``: it is
 reached on 127.0.0.1 only) while it serves, and every process of the home shares one random
@@ -14,14 +15,17 @@ import hmac
 import json
 import os
 import time
-from typing import Optional
+from typing import Iterable, Optional, Tuple
 
 KEY_FILE = "forward.key"
+LOOPBACK = "127.0.0.1"
 
 
 class Peers:
-    """This process's entry in the home's registry (``register``, ``unregister``), the
-    others' ports (``port_of``) and the shared ``key``."""
+    """This process's entry in the home's registry (``register``, ``unregister``), where the
+    run of another process's call waits (``address_of``; ``port_of`` by instance) and the
+    shared ``key``. ``parked`` (a run parked on calls) has nothing to record here: a call id
+    names its instance."""
 
     def __init__(self, home: str) -> None:
         self.directory = os.path.join(home, "tool-bridge")
@@ -49,9 +53,17 @@ class Peers:
                 pass
             self._registered = ""
 
+    def parked(self, call_ids: Iterable[str], ttl: float) -> None:
+        """Nothing to do: ``address_of`` reads the instance from the call id."""
+
+    def address_of(self, call_id: str) -> Optional[Tuple[str, int]]:
+        """(host, port) of the other live process of this home whose run made ``call_id``."""
+        port = self.port_of(instance_of(call_id) or "")
+        return (LOOPBACK, port) if port else None
+
     def port_of(self, instance: str) -> int:
         """The port another live process of this home serves ``instance`` on (0: none)."""
-        if not instance.isalnum():
+        if not instance or not instance.isalnum():
             return 0
         try:
             with open(os.path.join(self.directory, instance + ".json"), encoding="utf-8") as f:
