@@ -69,12 +69,20 @@ def task(backend, prompt, **kw):
 
 
 def test_parallel_results_follow_input_order_not_completion_order(cfg, monkeypatch, tmp_path):
-    use_per_backend(monkeypatch, tmp_path,
-                    claude={"FAKE_CLI_MODE": "slow", "FAKE_CLI_DELAY": "0.5"})
+    # claude answers only once the other two have finished (its gate opens then), whatever
+    # the machine's load.
+    gate = tmp_path / "gate"
+    use_per_backend(monkeypatch, tmp_path, claude={"FAKE_CLI_GATE": str(gate)})
     finished = []
+
+    def progress(kind, i, payload):
+        if kind == "finished":
+            finished.append(i)
+            if len(finished) == 2:
+                gate.write_text("")
     summary = orchestrate.run_parallel(
         [task("claude", "a"), task("codex", "b"), task("gemini", "c")], cfg, max_parallel=3,
-        on_progress=lambda kind, i, payload: finished.append(i) if kind == "finished" else None)
+        on_progress=progress)
     assert [r.output for r in summary.results] == ["echo: a", "echo: b", "echo: c"]
     assert [r.index for r in summary.results] == [0, 1, 2]
     assert finished[-1] == 0
