@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from .. import jsontext
 from ..redisclient import Client, RedisError, ReplyError, Script
@@ -48,7 +48,7 @@ class RedisResponseStore(ResponseStore):
     ``clock`` gives the Unix time a write is scored with (tests move it)."""
 
     def __init__(self, client: Client, max_stored: int, max_age_secs: float = 0,
-                 clock: Any = time.time) -> None:
+                 clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.dir = client.url.redacted()
         self.max_stored = max_stored
