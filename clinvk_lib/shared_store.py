@@ -1,6 +1,6 @@
 """The store several clinvk nodes share (``server.store``): a Redis client built from the
 settings, or None when the setting is empty and each process keeps its state to itself; and
-the job and session stores on it, or on ``CLINVK_HOME`` without it."""
+the job, session and stored-response stores on it, or on ``CLINVK_HOME`` without it."""
 
 from __future__ import annotations
 
@@ -54,6 +54,20 @@ def open_session_store(cfg: Config, shared: Optional[Client]) -> SessionStore:
         return SessionStore(cfg.home)
     return RedisSessionStore(shared, cfg.home, worker_name(cfg),
                              bool(cfg.get("server.shared_cli_homes")))
+
+
+def open_response_store(cfg: Config, shared: Optional[Client], home: str) -> Any:
+    """The Responses API's stored responses (a ``server.response_store.ResponseStore``),
+    bounded by ``server.responses_max_stored`` and ``server.responses_retention_days``: in
+    ``shared`` when given, else under ``home`` (the server's CLINVK_HOME)."""
+    # lazy: the command line opens this module's other stores and needs no server module.
+    from .server.response_store import ResponseStore
+    from .server.response_store_redis import RedisResponseStore
+    max_stored = cfg.get("server.responses_max_stored")
+    max_age = cfg.get("server.responses_retention_days") * 86400.0
+    if shared is None:
+        return ResponseStore(home, max_stored, max_age)
+    return RedisResponseStore(shared, max_stored, max_age)
 
 
 def worker_name(cfg: Config) -> str:

@@ -64,7 +64,8 @@ class Canary:
 @pytest.fixture(scope="module", params=["disk", "redis"])
 def fuzz_target(request, tmp_path_factory):
     """(server, canary): a server with an API key, metrics on, and a short request timeout;
-    its stores on its disk, or in Redis (server.store: sessions and jobs there)."""
+    its stores on its disk, or in Redis (server.store: sessions, jobs and stored
+    responses there)."""
     root = str(tmp_path_factory.mktemp("fuzz"))
     home = os.path.join(root, "clinvk-home")
     os.makedirs(home)

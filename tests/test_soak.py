@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import re
 import threading
@@ -210,8 +211,8 @@ def trouble(srv: ServeProcess) -> List[str]:
 @pytest.fixture(params=["disk", "redis"])
 def soak_server(request, tmp_path):
     """The server on its own disk, and on a Redis store (server.store: sessions, jobs,
-    idempotency keys and rate-limit buckets there; rate limits high enough never to
-    refuse)."""
+    stored responses, idempotency keys and rate-limit buckets there; rate limits high enough
+    never to refuse)."""
     settings = {"metrics_enabled": True, "max_concurrent_runs": 16, "queue_timeout_secs": 30}
     redis = None
     if request.param == "redis":
@@ -222,6 +223,8 @@ def soak_server(request, tmp_path):
     # Open files the server may keep after the load: on Redis, the client's pool keeps the
     # connections it opened for reuse, up to its bound.
     srv.kept_fds = Client.MAX_CONNECTIONS if redis is not None else 0
+    srv.responses_dir = os.path.join(str(tmp_path / "home"), "responses")
+    srv.on_redis = redis is not None
     yield srv
     srv.stop()
     if redis is not None:
@@ -263,3 +266,5 @@ def test_two_thousand_mixed_requests_leave_no_5xx_threads_files_or_children(soak
     assert wait_for(lambda: srv.threads() <= threads, 10), (srv.threads(), threads)
     assert wait_for(lambda: srv.open_fds() <= fds + srv.kept_fds, 10), (srv.open_fds(), fds)
     assert srv.get("/health").status == 200
+    if srv.on_redis:        # the stored responses went to Redis, none to the node's disk
+        assert not os.path.exists(srv.responses_dir)

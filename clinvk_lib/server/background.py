@@ -66,12 +66,21 @@ class BackgroundResponses:
         try:
             self.jobs.submit(job, run.prepared)
         except JobStoreError as exc:
-            self.store.delete(record.id)
+            self._unstore(record)
             raise errors.ApiError(503, "job_store_unavailable", str(exc))
         except BaseException:
-            self.store.delete(record.id)
+            self._unstore(record)
             raise
         return json_response(record.response, headers=compat.session_headers(record.session_id))
+
+    def _unstore(self, record: StoredResponse) -> None:
+        """Remove a response whose job was not submitted. Should the store fail too (one
+        Redis holds both), the response stays queued with no job, and its first read settles
+        it failed ("gone")."""
+        try:
+            self.store.delete(record.id)
+        except ResponseStoreError:
+            pass
 
     # -- the job ---------------------------------------------------------------------------
 

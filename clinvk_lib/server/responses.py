@@ -45,6 +45,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..schema import validate_query
+from ..shared_store import open_response_store
 from . import compat, errors, models, openapi, responses_tools, sse, structured, toolcalls
 from .responses_shapes import InputItemsQuery
 from .app import App
@@ -63,9 +64,7 @@ _ROUTES = ("openaiCreateResponse", "openaiGetResponse", "openaiDeleteResponse",
 def register(app: App) -> None:
     """Add the /openai/v1/responses routes (their errors are OpenAI's: ``openai.register``
     claims /openai/)."""
-    days = app.cfg.get("server.responses_retention_days")
-    store = ResponseStore(app.store.home, app.cfg.get("server.responses_max_stored"),
-                          days * 86400.0)
+    store = open_response_store(app.cfg, app.shared_store, app.store.home)
     api = ResponsesApi(store, BackgroundResponses(store, app.jobs, prepare_run))
     handlers = dict(zip(_ROUTES, (api.create, api.retrieve, api.delete, api.cancel,
                                   api.input_items)))
@@ -339,7 +338,10 @@ class ResponsesApi:
     def delete(self, ctx: Context) -> Response:
         """Remove the response (a background run of it is stopped first)."""
         record = self._load(ctx, ctx.params["id"])
-        self.store.delete(record.id)
+        try:
+            self.store.delete(record.id)
+        except ResponseStoreError as exc:
+            raise store_unavailable(exc)
         self.background.forget(record)
         return json_response({"id": record.id, "object": "response", "deleted": True})
 
