@@ -222,6 +222,7 @@ def soak_server(request, tmp_path):
     # Open files the server may keep after the load: on Redis, the client's pool keeps the
     # connections it opened for reuse, up to its bound.
     srv.kept_fds = Client.MAX_CONNECTIONS if redis is not None else 0
+    srv.on_redis = redis is not None
     yield srv
     srv.stop()
     if redis is not None:
@@ -263,3 +264,11 @@ def test_two_thousand_mixed_requests_leave_no_5xx_threads_files_or_children(soak
     assert wait_for(lambda: srv.threads() <= threads, 10), (srv.threads(), threads)
     assert wait_for(lambda: srv.open_fds() <= fds + srv.kept_fds, 10), (srv.open_fds(), fds)
     assert srv.get("/health").status == 200
+    if srv.on_redis:        # the shared usage counters kept up with the load
+        assert wait_for(lambda: cluster_requests(srv) >= TOTAL, 10), cluster_requests(srv)
+
+
+def cluster_requests(srv: ServeProcess) -> int:
+    usage = srv.get("/api/v1/usage").json()
+    assert usage["scope"] == "cluster", usage
+    return usage["http_requests"]
