@@ -97,6 +97,16 @@ def test_counts_made_while_redis_is_down_are_written_once_it_is_back(redis):
     assert any("takes them again" in line for line in node.log.lines)
 
 
+def test_closing_writes_what_was_still_in_memory(redis):
+    node = counters(redis)
+    for _ in range(50):
+        node.count_run("gemini", "success", Usage(output_tokens=2))
+    node.close()
+    node.count_run("gemini", "success", None)          # after close: not counted
+    assert counters(redis).read()["backends"]["gemini"]["output_tokens"] == 100
+    assert counters(redis).read()["backends"]["gemini"]["runs"] == 50
+
+
 def test_cluster_series_name_every_backend_and_key(redis):
     node = counters(redis)
     node.count_run("claude", "success", Usage(input_tokens=4, cost_usd=0.5), "k1")

@@ -88,9 +88,7 @@ class SharedUsage:
             if self._closed:
                 return
             for target in targets:
-                row = self._pending.setdefault(target, {})
-                for name, amount in fields.items():
-                    row[name] = row.get(name, 0) + amount
+                _add_to(self._pending, target, fields)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._write_loop,
                                                 name="clinvk-usage-writer", daemon=True)
@@ -111,8 +109,9 @@ class SharedUsage:
             ok = self._send(batch)
             with self._cond:
                 self._busy = False
-                if not ok:
-                    self._merge_back(batch)
+                if not ok:          # kept for the next attempt
+                    for target, fields in batch.items():
+                        _add_to(self._pending, target, fields)
                 self._cond.notify_all()
                 if self._closed and not ok:
                     return
@@ -157,12 +156,6 @@ class SharedUsage:
             self.log.error("usage counters: kept in memory until Redis answers (%s)" % reason)
         self.down = reason
         return False
-
-    def _merge_back(self, batch: Dict[Tuple[str, str], Dict[str, float]]) -> None:
-        for target, fields in batch.items():
-            row = self._pending.setdefault(target, {})
-            for name, amount in fields.items():
-                row[name] = row.get(name, 0) + amount
 
     def _hash_key(self, group: str, who: str) -> str:
         if not group:
@@ -215,6 +208,13 @@ class SharedUsage:
         out["http_requests"] = int(float(total.get("http_requests", "0")))
         out["since"] = total.get("since", "")
         return out
+
+
+def _add_to(pending: Dict[Tuple[str, str], Dict[str, float]], target: Tuple[str, str],
+            fields: Dict[str, float]) -> None:
+    row = pending.setdefault(target, {})
+    for name, amount in fields.items():
+        row[name] = row.get(name, 0) + amount
 
 
 def _pairs(flat: List[bytes]) -> Dict[str, str]:
