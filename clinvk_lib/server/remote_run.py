@@ -232,8 +232,7 @@ def run_job(ctx: Any) -> Response:
     r = outcome.result
     # Counted here, where it ran (the shared usage counters); the API node that waits on it
     # counts it in its own metrics only.
-    from .context import outcome_label      # lazy: context imports this module
-    ctx.app.record_run(r.backend, outcome_label(outcome), r.duration_ms, r.usage, ctx.key_id)
+    ctx.count_run(r.backend, outcome)
     return json_response({
         "backend": r.backend, "text": r.text, "backend_session_id": r.backend_session_id,
         "model": r.model, "usage": r.usage.to_dict(), "error": r.error,
