@@ -268,3 +268,11 @@ def test_two_thousand_mixed_requests_leave_no_5xx_threads_files_or_children(soak
     assert srv.get("/health").status == 200
     if srv.on_redis:        # the stored responses went to Redis, none to the node's disk
         assert not os.path.exists(srv.responses_dir)
+    if srv.on_redis:        # the shared usage counters kept up with the load
+        assert wait_for(lambda: cluster_requests(srv) >= TOTAL, 10), cluster_requests(srv)
+
+
+def cluster_requests(srv: ServeProcess) -> int:
+    usage = srv.get("/api/v1/usage").json()
+    assert usage["scope"] == "cluster", usage
+    return usage["http_requests"]

@@ -113,6 +113,7 @@ class App:
         self.jobs: Any = None                   # a job_runner.JobRunner, likewise
         self.tool_bridge: Any = None            # a toolcalls.Bridge, likewise
         self.shared_store: Any = None           # a redisclient.Client when server.store is set
+        self.shared_usage: Any = None           # a usage_shared.SharedUsage, likewise (metrics on)
         self.idempotency = IdempotencyKeys.from_config(cfg)
         self.runs = RunRegistry()               # the runs in flight (GET /api/v1/runs)
         self.watcher = DisconnectWatcher()
@@ -186,6 +187,8 @@ class App:
         for the API key (its id) that asked for it, when there is one."""
         if self.metrics is not None:
             self.metrics.run_finished(backend, outcome, duration_ms / 1000.0, usage, key_id)
+        if self.shared_usage is not None:
+            self.shared_usage.count_run(backend, outcome, usage, key_id)
 
     # -- requests in flight (for shutdown) ----------------------------------------------------
 
@@ -199,6 +202,8 @@ class App:
         seconds = time.monotonic() - ctx.started
         if self.metrics is not None:
             self.metrics.request_finished(ctx.method, ctx.route_template, status, seconds)
+        if self.shared_usage is not None:
+            self.shared_usage.count_request(ctx.key_id)
         self.log.request(ctx, status, seconds)
         with self._busy:
             self._in_flight.pop(ctx, None)

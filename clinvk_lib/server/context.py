@@ -187,8 +187,7 @@ class Context:
             raise errors.from_exception(exc) or exc
         finally:
             release()
-        self.app.record_run(prepared.backend.name, outcome_label(outcome),
-                            outcome.result.duration_ms, outcome.result.usage, self.key_id)
+        self.count_run(prepared.backend.name, outcome)
         if outcome.timed_out:
             raise errors.timeout(outcome.result.error, outcome.session_id)
         if outcome.cancelled:
@@ -254,8 +253,12 @@ class Context:
             release()
         if collected:
             outcome = collected[0]
-            self.app.record_run(prepared.backend.name, outcome_label(outcome),
-                                outcome.result.duration_ms, outcome.result.usage, self.key_id)
+            self.count_run(prepared.backend.name, outcome)
+
+    def count_run(self, backend: str, outcome: execute.Outcome) -> None:
+        """Count a finished run in the metrics, under the key that asked for it."""
+        self.app.record_run(backend, outcome_label(outcome), outcome.result.duration_ms,
+                            outcome.result.usage, self.key_id)
 
     def hold_run_slot(self, count: int = 1,
                       outlive_request: bool = False) -> Callable[[], None]:

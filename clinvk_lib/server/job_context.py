@@ -53,6 +53,11 @@ class JobContext(Context):
     def session_access(self) -> Access:
         return self.job.access
 
+    @property
+    def key_id(self) -> str:
+        """The id of the key that submitted the job: its runs count under it."""
+        return self.job.owner or ""
+
     def prepare(self, request: execute.Request, stream: bool = False) -> execute.Prepared:
         """``Context.prepare``, in streaming mode. A job that continues a session first waits,
         holding no run slot, until no other turn holds the session, then holds it for the rest

@@ -235,6 +235,7 @@ class ServerMetrics:
     def __init__(self, version: str, session_count: Optional[Callable[[], float]] = None,
                  python_version: str = platform.python_version()) -> None:
         r = self.registry = Registry()
+        self._sources: List[Callable[[], List[str]]] = []
         self.http_requests = r.register(Counter(
             "clinvk_http_requests_total", "HTTP requests answered, by route template and status.",
             ("method", "route", "status")))
@@ -287,6 +288,11 @@ class ServerMetrics:
         self.key_cost = r.register(Counter(
             "clinvk_key_cost_usd_total", "Cost in US dollars the backends reported, by API key "
             "id.", ("key_id",)))
+
+    def add_lines(self, source: Callable[[], List[str]]) -> None:
+        """Append ``source()``'s exposition lines to every render (series read elsewhere,
+        such as the shared store's ``clinvk_cluster_*``)."""
+        self._sources.append(source)
 
     def count_parked_runs(self, count: Callable[[], float]) -> None:
         """Serve ``clinvk_parked_runs``: runs waiting for a client's tool result."""
@@ -366,4 +372,9 @@ class ServerMetrics:
         self.webhook_deliveries.inc(outcome)
 
     def render(self) -> str:
-        return self.registry.render()
+        text = self.registry.render()
+        for source in self._sources:
+            lines = source()
+            if lines:
+                text += "\n".join(lines) + "\n"
+        return text

@@ -263,11 +263,12 @@ DEFAULT_ROUTES: Tuple[Operation, ...] = (
                           "SIGKILL after 2 s; its client gets the answer of a cancelled run. "
                           "Answers once the run has ended (ended: true) or after 5 s."
                           + _RUN_SCOPED),
-    Operation("GET", "/api/v1/usage", "getUsage", NATIVE, "Usage since start",
+    Operation("GET", "/api/v1/usage", "getUsage", NATIVE, "Usage",
               response=runs.Usage, errors=(401, 429),
-              description="Runs, tokens and cost per backend and per API key id since the "
-                          "server started, from the counters of /metrics (all zero unless "
-                          "server.metrics_enabled)."),
+              description="Runs, tokens and cost per backend and per API key id: every "
+                          "node's from the shared store with server.store (scope cluster), "
+                          "else this server's since it started, from the counters of "
+                          "/metrics (all zero unless server.metrics_enabled; scope node)."),
     Operation("GET", "/openai/v1/models", "openaiListModels", OPENAI, "List models",
               response=api.OpenAIModelList, errors=(401, 429),
               description="The backends as models, plus backend/model entries for configured "

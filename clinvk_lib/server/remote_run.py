@@ -230,6 +230,9 @@ def run_job(ctx: Any) -> Response:
     finally:
         release()
     r = outcome.result
+    # Counted here, where it ran (the shared usage counters); the API node that waits on it
+    # counts it in its own metrics only.
+    ctx.count_run(r.backend, outcome)
     return json_response({
         "backend": r.backend, "text": r.text, "backend_session_id": r.backend_session_id,
         "model": r.model, "usage": r.usage.to_dict(), "error": r.error,

@@ -1,5 +1,5 @@
-"""The runs in flight (``/api/v1/runs``: list, watch, cancel) and the usage since start
-(``/api/v1/usage``), over the App's ``runs`` registry and its metrics.
+"""The runs in flight (``/api/v1/runs``: list, watch, cancel) and the usage
+(``/api/v1/usage``: since start, or the cluster's with ``server.store``), over the App's ``runs`` registry and its metrics.
 
 Who sees what: without API keys, everyone sees every run (the server then listens on loopback
 only, or behind something that authenticates); with keys, a key sees and cancels the runs its
@@ -13,6 +13,7 @@ import datetime
 import time
 from typing import Any, Dict, Optional
 
+from ..redisclient import RedisError
 from ..schema import validate_query
 from ..textutil import rfc3339
 from . import errors, ndjson, openapi
@@ -78,16 +79,32 @@ def cancel_run(ctx: Context) -> Response:
 
 
 def usage(ctx: Context) -> Response:
-    """Runs, tokens and cost per backend and per key since start (the metrics' counters)."""
+    """Runs, tokens and cost per backend and per key: every node's, from the shared store,
+    when there is one that answers (``scope: cluster``); else this node's since it started
+    (``scope: node``, and ``store_error`` says why when the store did not answer)."""
     metrics = ctx.app.metrics
-    counted: Dict[str, Dict[str, Any]] = metrics.usage() if metrics is not None else \
+    counted: Dict[str, Any] = metrics.usage() if metrics is not None else \
         {"backends": {}, "keys": {}}
+    since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
+        seconds=time.monotonic() - ctx.app.started)
+    counted["since"] = rfc3339(since)
+    counted["http_requests"] = metrics.requests_answered() if metrics is not None else 0
+    scope, store_error = "node", ""
+    shared = ctx.app.shared_usage
+    if shared is not None:
+        try:
+            cluster = shared.read()
+        except RedisError as exc:
+            store_error = str(exc)
+        else:
+            scope = "cluster"
+            counted.update(cluster, since=cluster["since"] or counted["since"])
     own = visible_to(ctx)
     if own is not None:
         counted["keys"] = {k: v for k, v in counted["keys"].items() if k == own}
-    since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
-        seconds=time.monotonic() - ctx.app.started)
-    requests = metrics.requests_answered() if metrics is not None else 0
-    return json_response({"enabled": metrics is not None, "since": rfc3339(since),
-                          "http_requests": requests, "runs_in_flight": len(ctx.app.runs),
-                          "backends": counted["backends"], "keys": counted["keys"]})
+    body = {"enabled": metrics is not None, "scope": scope, "since": counted["since"],
+            "http_requests": counted["http_requests"], "runs_in_flight": len(ctx.app.runs),
+            "backends": counted["backends"], "keys": counted["keys"]}
+    if store_error:
+        body["store_error"] = store_error
+    return json_response(body)

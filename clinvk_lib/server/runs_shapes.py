@@ -82,21 +82,36 @@ UsageRow = Obj(
     Field("reasoning_tokens", Number()),
     Field("cost_usd", Number(), required=True,
           description="As the backends reported it (0 when none did)."),
+    Field("requests", Number(),
+          description="HTTP requests the key sent (a key's row, scope cluster only)."),
     name="UsageRow",
 )
 
 Usage = Obj(
     Field("enabled", Boolean(), required=True,
-          description="false unless server.metrics_enabled: then nothing is counted."),
-    Field("since", String(), required=True, description="When the server started (RFC 3339)."),
-    Field("http_requests", Number(), required=True, description="Requests answered."),
+          description="false unless server.metrics_enabled: then this node counts nothing "
+                      "of its own (scope node shows zeros; the cluster's figures, with "
+                      "server.store, are counted all the same)."),
+    Field("scope", String(enum=["cluster", "node"]), required=True,
+          description="cluster: the figures of every node sharing server.store (runs are "
+                      "counted by the node or worker that ran them); node: this server's "
+                      "own since it started (no server.store, or it did not answer: then "
+                      "store_error says why). runs_in_flight is always this node's."),
+    Field("store_error", String(),
+          description="Why the shared store's figures are missing (scope node with "
+                      "server.store set)."),
+    Field("since", String(), required=True,
+          description="When the server started, or (scope cluster) when the store got its "
+                      "first figure (RFC 3339)."),
+    Field("http_requests", Number(), required=True,
+          description="Requests answered (by every node, scope cluster)."),
     Field("runs_in_flight", _COUNT, required=True),
     Field("backends", Map(UsageRow), required=True, description="Per backend."),
     Field("keys", Map(UsageRow), required=True,
           description="Per API key id (empty without keys). A key that is not an admin key "
                       "sees only its own row, and the backends' totals of every key."),
     name="Usage",
-    example={"enabled": True, "since": "2025-01-27T10:00:00.000Z", "http_requests": 42,
+    example={"enabled": True, "scope": "node", "since": "2025-01-27T10:00:00.000Z", "http_requests": 42,
              "runs_in_flight": 1,
              "backends": {"claude": {"runs": 3, "success": 3, "input_tokens": 1200,
                                      "output_tokens": 300, "cost_usd": 0.02}},

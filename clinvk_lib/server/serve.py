@@ -49,6 +49,9 @@ def build_app(cfg: config.Config, store: Optional[SessionStore] = None,
         app.idempotency = SharedIdempotencyKeys.from_store(app.shared_store, cfg)
     app.guards = guards.install(app)
     app.jobs = job_runner(app)
+    if shared is not None:
+        from .usage_shared import install     # lazy: only a node on a shared store needs it
+        app.shared_usage = install(app)
     # Runs parked on a client tool call until the client's next request (toolcalls).
     app.tool_bridge = toolcalls.Bridge(cfg.get("server.tool_result_timeout_secs")
                                        or cfg.get("server.request_timeout_secs") or 0)
@@ -290,4 +293,6 @@ def drain(app: App, server: Optional[HttpServer],
     app.jobs.close(runner.DEFAULT_GRACE)
     # Nothing this process started may outlive it (a run that slipped past the cancel).
     runner.kill_all()
+    if app.shared_usage is not None:
+        app.shared_usage.close()    # the last counts go to the store
     app.log.info("stopped")

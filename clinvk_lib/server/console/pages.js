@@ -249,7 +249,7 @@
 
   c.pages.usage = function (main) {
     const out = h("div", {"aria-live": "polite"});
-    c.append(main, [h("h1", {text: "Usage since start"}),
+    c.append(main, [h("h1", {text: "Usage"}),
       h("div", {class: "row"}, h("button", {type: "button", text: "Refresh", onclick: load})),
       out]);
 
@@ -268,12 +268,18 @@
       c.clear(out);
       try {
         const u = await c.json("GET", "api/v1/usage");
-        if (!u.enabled) {
+        if (!u.enabled && u.scope !== "cluster") {
           out.appendChild(h("p", {class: "notice", text: "Nothing is counted: the server runs " +
             "with server.metrics_enabled off. Turn it on (CLINVK_METRICS_ENABLED=true or " +
             "server.metrics_enabled: true) to see usage here and at /metrics."}));
         }
+        if (u.store_error) {
+          out.appendChild(h("p", {class: "notice", text: "The shared store (server.store) " +
+            "did not answer, so these are this server's own figures: " + u.store_error}));
+        }
         c.append(out, [h("dl", {class: "kv"},
+          h("dt", {text: "figures of"}), h("dd", {text: u.scope === "cluster" ?
+            "every node on the shared store" : "this server"}),
           h("dt", {text: "since"}), h("dd", {text: u.since}),
           h("dt", {text: "requests answered"}), h("dd", {text: u.http_requests}),
           h("dt", {text: "runs in flight"}), h("dd", {text: u.runs_in_flight})),
