@@ -3,10 +3,10 @@
 Promises:
 - argv is a list (never a shell); the prompt is encoded (UTF-8, strict) before anything is
   started, so a prompt with no UTF-8 form is an ``InputError`` and no process;
-- the child runs under a supervisor (``supervisor.py``) that leads a process group of its
-  own (a new session) and exits with the child's status. When this process dies, even by
-  SIGKILL or the OOM killer, the supervisor SIGKILLs the whole group: no backend, and nothing
-  it started in its group, outlives us;
+- the child is started by this process's supervisor (``supervisor.py``, one per process) as
+  the leader of a process group of its own, and its exit status is reported as its own. When
+  this process dies, even by SIGKILL or the OOM killer, the supervisor SIGKILLs every group it
+  started: no backend, and nothing it started in its group, outlives us;
 - the prompt is written to the child's stdin, which is then closed;
 - stdout is yielded line by line as it arrives; stderr is collected apart, keeping at most
   ``stderr_limit`` bytes (the tail), and when ``on_stderr`` is given each stderr line is also
@@ -90,7 +90,7 @@ class Outcome:
 class Process:
     """A started child. Iterate ``lines()`` (or call ``wait()``) exactly once.
 
-    ``pid`` is the process group's id: its leader is the supervisor, the child's parent."""
+    ``pid`` is the child's, which leads its own process group (its parent is the supervisor)."""
 
     def __init__(self, argv: List[str], stdin_text: str = "", cwd: Optional[str] = None,
                  env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None,
