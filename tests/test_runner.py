@@ -71,13 +71,19 @@ def test_stderr_is_kept_apart_and_bounded_to_its_tail():
     assert outcome.stderr_truncated
 
 
-def test_timeout_kills_the_whole_process_group_including_grandchildren(tmp_path):
-    pidfile = tmp_path / "grandchild.pid"
-    code = ("import subprocess,sys,time\n"
+def with_a_grandchild(pidfile) -> str:
+    """A child's code: it starts a grandchild in its group, writes its pid to ``pidfile``,
+    prints 'started' and sleeps."""
+    return ("import subprocess,sys,time\n"
             "p=subprocess.Popen([sys.executable,'-c','import time; time.sleep(60)'])\n"
             "open(%r,'w').write(str(p.pid))\n"
             "print('started', flush=True)\n"
             "time.sleep(60)\n" % str(pidfile))
+
+
+def test_timeout_kills_the_whole_process_group_including_grandchildren(tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    code = with_a_grandchild(pidfile)
     proc = runner.Process([PY, "-c", code], timeout=1.0, grace=0.5)
     assert list(proc.lines()) == ["started"]
     outcome = proc.wait()
@@ -323,11 +329,7 @@ def test_a_supervisor_that_dies_ends_its_runs_as_killed_and_is_replaced(launched
                                                                        tmp_path):
     from clinvk_lib import supervisor
     pidfile = tmp_path / "grandchild.pid"
-    code = ("import subprocess,sys,time\n"
-            "p=subprocess.Popen([sys.executable,'-c','import time; time.sleep(60)'])\n"
-            "open(%r,'w').write(str(p.pid))\n"
-            "print('started', flush=True)\n"
-            "time.sleep(60)\n" % str(pidfile))
+    code = with_a_grandchild(pidfile)
     proc = runner.Process([PY, "-c", code])
     try:
         lines = proc.lines()
