@@ -4,7 +4,8 @@ Promises:
 - argv is a list (never a shell); the prompt is encoded (UTF-8, strict) before anything is
   started, so a prompt with no UTF-8 form is an ``InputError`` and no process;
 - the child is started by this process's supervisor (``supervisor.py``, one per process) as
-  the leader of a process group of its own, and its exit status is reported as its own. When
+  the leader of a session and process group of its own, and its exit status is reported as
+  its own. When
   this process dies, even by SIGKILL or the OOM killer, the supervisor SIGKILLs every group it
   started: no backend, and nothing it started in its group, outlives us;
 - the prompt is written to the child's stdin, which is then closed;
@@ -90,7 +91,8 @@ class Outcome:
 class Process:
     """A started child. Iterate ``lines()`` (or call ``wait()``) exactly once.
 
-    ``pid`` is the child's, which leads its own process group (its parent is the supervisor)."""
+    ``pid`` is the child's, which leads its own session and process group (its parent is the
+    supervisor)."""
 
     def __init__(self, argv: List[str], stdin_text: str = "", cwd: Optional[str] = None,
                  env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None,

@@ -4,15 +4,18 @@ The first ``start()`` (or ``launch_ahead()``) runs ``python -I -S -c SOURCE SOCK
 leader of a new session, connected to this process by a Unix socket pair: its lifeline. Each
 ``start()`` hands it one command (argv, workdir, environment) with the command's three standard
 streams, a report pipe and the run's own lifeline pipe (file descriptors passed with
-SCM_RIGHTS; nothing is relayed). The supervisor starts the command in a new process group of
-its own (with the default signal dispositions Popen would give it), writes ``S<pid>`` or
-``E<reason>`` to the report pipe and, when the command exits, kills what is left of its group,
+SCM_RIGHTS; nothing is relayed). The supervisor starts the command in a new session (so it
+leads its own process group) with the default signal dispositions Popen would give it, writes
+``S<pid>`` or ``E<reason>`` to the report pipe and, when the command exits, kills what is left
+of its group,
 writes ``X<wait status>`` and closes the report pipe, so the caller sees the exit as data
 followed by end of file. It SIGKILLs a run's group when that run's lifeline reaches end of file
 while the command lives, and every group it started when its own lifeline does: the caller
 closed it or died, SIGKILL and the OOM killer included. It relies on nothing Linux-only (no
 parent-death signal, no pidfd): sockets, pipes, process groups and ``posix_spawnp`` work the
-same on macOS and the BSDs.
+same on macOS and the BSDs. A session per run, not only a process group: where the kernel
+shares the CPU between sessions (Linux's autogroup), each run gets its own share, as it did
+when each had a supervisor of its own.
 
 One interpreter per process, not one per run: a Python start costs ~8 ms of CPU, which a
 server paid for every request. If the supervisor dies, the runs it held end as killed (their
@@ -44,7 +47,9 @@ START_TIMEOUT = 30.0      # seconds the supervisor may take to start the command
 # (argv, workdir, environment), with five descriptors: stdin, stdout, stderr, report, lifeline.
 # It is started with an empty environment (nothing of its caller's, whose secrets a command
 # may have been denied) and gives each command exactly the one it is handed: Python's start-up
-# may have set LC_CTYPE in its own (PEP 538). SIGCHLD wakes its loop through a wake-up pipe.
+# may have set LC_CTYPE in its own (PEP 538); only the command's PATH is put in its own, where
+# posix_spawnp looks. It enters each run's workdir to start it and returns to "/" (it holds no
+# workdir busy). SIGCHLD wakes its loop through a wake-up pipe.
 SOURCE = r"""# clinvk-supervisor
 import os, sys, marshal, select, _signal as signal, _socket
 sock = _socket.socket(fileno=int(sys.argv[1]))
@@ -124,7 +129,7 @@ def spawn(job, fds):
             os.environ["PATH"] = env["PATH"]
         else:
             os.environ.pop("PATH", None)
-        pid = os.posix_spawnp(argv[0], argv, env, setpgroup=0, setsigdef=default,
+        pid = os.posix_spawnp(argv[0], argv, env, setsid=True, setsigdef=default,
                               file_actions=[(os.POSIX_SPAWN_DUP2, stdin, 0),
                                             (os.POSIX_SPAWN_DUP2, stdout, 1),
                                             (os.POSIX_SPAWN_DUP2, stderr, 2)])

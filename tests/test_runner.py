@@ -307,6 +307,7 @@ def test_every_command_is_started_by_the_one_supervisor_launched_ahead(launched_
     try:
         assert [parent_of(run.pid) for run in runs] == [launched_ahead] * 2
         assert [os.getpgid(run.pid) for run in runs] == [run.pid for run in runs]
+        assert [os.getsid(run.pid) for run in runs] == [run.pid for run in runs]
     finally:
         assert [run.kill().exit_code for run in runs] == [-signal.SIGKILL] * 2
 
