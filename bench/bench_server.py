@@ -20,8 +20,8 @@ the prompt on stdin, the same workdir), each in its own session like clinvk's ru
    server's default limit (``max(4, 2 x CPUs)``, so requests beyond it queue). The requests
    run in a fresh directory outside any git repository (``server.default_workdir``); inside
    one, every run first reads the repository's git configuration (``backends/gitenv.py``),
-   recorded apart. Where the time goes: the CPU the server process and its children (each
-   run's supervisor and fake) spend per request, against the pool's children per spawn,
+   recorded apart. Where the time goes: the CPU the server process and its children (its
+   process supervisor and the fakes) spend per request, against the pool's children per spawn,
    from ``/proc/<pid>/stat`` and ``getrusage``.
 5. Start-up and idle memory (issue 20): from starting ``clinvk serve`` to its first ``200``
    on ``GET /health`` (polled every 2 ms on a port chosen beforehand), median of 10 starts,
@@ -304,7 +304,7 @@ def bench_throughput(slots: Optional[int] = None, width: int = 16, requests: int
         report_value(ISSUE_20, name, figures, 100.0 * server_rate / pool_rate, "%", 95.0,
                      at_least=True)
     n = requests * (rounds + 1)          # paired() adds one warm-up run of each side
-    record(ISSUE_20, "CPU per request, %s: server process / its children (supervisor and fake) / "
+    record(ISSUE_20, "CPU per request, %s: server process / its children (supervisor and fakes) / "
            "the pool's children per spawn" % limit,
            "%.1f ms / %.1f ms / %.1f ms (user+system)" % (served.own * 1000 / n,
                                                           served.children * 1000 / n,
@@ -323,10 +323,33 @@ class _Cpu:
 
 
 def cpu_of(pid: int) -> _Cpu:
+    """``pid``'s CPU; its children's includes its live process supervisor's, own and reaped
+    children's (the fakes it started are not yet counted as the server's children)."""
+    own, children = _stat_cpu(pid)
+    for child in _children(pid):
+        try:
+            with open("/proc/%d/cmdline" % child, "rb") as f:
+                if b"# clinvk-supervisor" not in f.read():
+                    continue
+            children += sum(_stat_cpu(child))
+        except OSError:
+            pass
+    return _Cpu(own, children)
+
+
+def _stat_cpu(pid: int) -> Tuple[float, float]:
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = [int(x) / os.sysconf("SC_CLK_TCK") for x in fields[11:15]]
-    return _Cpu(ticks[0] + ticks[1], ticks[2] + ticks[3])
+    return ticks[0] + ticks[1], ticks[2] + ticks[3]
+
+
+def _children(pid: int) -> List[int]:
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
 
 
 def children_cpu() -> float:

@@ -3,10 +3,11 @@
 Promises:
 - argv is a list (never a shell); the prompt is encoded (UTF-8, strict) before anything is
   started, so a prompt with no UTF-8 form is an ``InputError`` and no process;
-- the child runs under a supervisor (``supervisor.py``) that leads a process group of its
-  own (a new session) and exits with the child's status. When this process dies, even by
-  SIGKILL or the OOM killer, the supervisor SIGKILLs the whole group: no backend, and nothing
-  it started in its group, outlives us;
+- the child is started by this process's supervisor (``supervisor.py``, one per process) as
+  the leader of a session and process group of its own, and its exit status is reported as
+  its own. When
+  this process dies, even by SIGKILL or the OOM killer, the supervisor SIGKILLs every group it
+  started: no backend, and nothing it started in its group, outlives us;
 - the prompt is written to the child's stdin, which is then closed;
 - stdout is yielded line by line as it arrives; stderr is collected apart, keeping at most
   ``stderr_limit`` bytes (the tail), and when ``on_stderr`` is given each stderr line is also
@@ -15,8 +16,9 @@ Promises:
   runner's own: an exception it raises is ignored, so it can never stop the pipe's draining;
 - a timeout, a ``cancel()`` from another thread, or ``kill_all()`` (the CLI's Ctrl-C) sends
   SIGTERM to the whole group, then SIGKILL after ``grace`` seconds;
-- when the child exits, whatever is left of its group is killed and the child is reaped, so
-  nothing outlives a run (no orphans, no zombies); a descendant that left the group
+- when the child exits, whatever is left of its group is killed (by the supervisor, before it
+  reports the exit) and the child is reaped, so nothing outlives a run (no orphans, no
+  zombies); a descendant that left the group
   (``setsid``) and still holds the pipes cannot hold up the run either: they are read for at
   most ``PIPE_GRACE`` seconds after the exit;
 - nothing that can raise runs between starting a process and handing it to the code that
@@ -90,7 +92,8 @@ class Outcome:
 class Process:
     """A started child. Iterate ``lines()`` (or call ``wait()``) exactly once.
 
-    ``pid`` is the process group's id: its leader is the supervisor, the child's parent."""
+    ``pid`` is the child's, which leads its own session and process group (its parent is the
+    supervisor)."""
 
     def __init__(self, argv: List[str], stdin_text: str = "", cwd: Optional[str] = None,
                  env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None,
@@ -124,15 +127,31 @@ class Process:
     def _adopt(self, data: bytes, timeout: Optional[float]) -> None:
         with _live_lock:
             _live.add(self)
-        self._threads.append(_daemon(self._feed_stdin, data))
+        rest = self._write_stdin_at_once(data)
+        if rest:
+            self._threads.append(_daemon(self._feed_stdin, rest))
         self._threads.append(_daemon(self._drain_stderr))
-        self._threads.append(_daemon(self._reap_group))
         if timeout and timeout > 0:
             self._timer = threading.Timer(timeout, self._on_timeout)
             self._timer.daemon = True
             self._timer.start()
 
     # -- the child's three pipes -------------------------------------------------------------
+
+    def _write_stdin_at_once(self, data: bytes) -> bytes:
+        """Write what the pipe takes now (all of a usual prompt) and close stdin if that was
+        all; what is left, for ``_feed_stdin``."""
+        fd = self._proc.stdin.fileno()
+        os.set_blocking(fd, False)
+        try:
+            data = data[os.write(fd, data):] if data else data
+        except BlockingIOError:
+            return data
+        except OSError:             # EPIPE: the child closed its stdin
+            data = b""
+        if not data:
+            self._proc.stdin.close()
+        return data
 
     def _feed_stdin(self, data: bytes) -> None:
         # A thread, so a 1 MB prompt cannot deadlock against a child that writes before reading;
@@ -204,12 +223,6 @@ class Process:
                 if not chunk:
                     return
                 yield chunk
-
-    def _reap_group(self) -> None:
-        # When the child itself is gone, anything it left in its group (helpers, grandchildren
-        # holding our stdout open) is killed, so the run ends and nothing is orphaned.
-        self._proc.wait()
-        signal_group(self.pid, signal.SIGKILL)
 
     # -- stopping ------------------------------------------------------------------------------
 

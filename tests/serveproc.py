@@ -90,8 +90,15 @@ class ServeProcess(HttpClient):
         return len(os.listdir("/proc/%d/fd" % self.pid))
 
     def children(self) -> List[int]:
-        """Pids whose parent is the server, zombies included."""
-        return children_of(self.pid)
+        """Pids the server started, zombies included: its children and those of its process
+        supervisor (one per process, which starts every backend), not the supervisor itself."""
+        found = []
+        for pid in children_of(self.pid):
+            if is_supervisor(pid):
+                found.extend(children_of(pid))
+            else:
+                found.append(pid)
+        return found
 
     def rss_kb(self) -> int:
         with open("/proc/%d/status" % self.pid) as f:
@@ -116,6 +123,15 @@ class ServeProcess(HttpClient):
             code = self.proc.wait()
         self._reader.join(5)
         return code
+
+
+def is_supervisor(pid: int) -> bool:
+    """Whether ``pid`` is a clinvk process supervisor (``clinvk_lib/supervisor.py``)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return b"# clinvk-supervisor" in f.read()
+    except OSError:
+        return False
 
 
 def children_of(pid: int) -> List[int]:

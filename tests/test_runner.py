@@ -71,13 +71,19 @@ def test_stderr_is_kept_apart_and_bounded_to_its_tail():
     assert outcome.stderr_truncated
 
 
-def test_timeout_kills_the_whole_process_group_including_grandchildren(tmp_path):
-    pidfile = tmp_path / "grandchild.pid"
-    code = ("import subprocess,sys,time\n"
+def with_a_grandchild(pidfile) -> str:
+    """A child's code: it starts a grandchild in its group, writes its pid to ``pidfile``,
+    prints 'started' and sleeps."""
+    return ("import subprocess,sys,time\n"
             "p=subprocess.Popen([sys.executable,'-c','import time; time.sleep(60)'])\n"
             "open(%r,'w').write(str(p.pid))\n"
             "print('started', flush=True)\n"
             "time.sleep(60)\n" % str(pidfile))
+
+
+def test_timeout_kills_the_whole_process_group_including_grandchildren(tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    code = with_a_grandchild(pidfile)
     proc = runner.Process([PY, "-c", code], timeout=1.0, grace=0.5)
     assert list(proc.lines()) == ["started"]
     outcome = proc.wait()
@@ -180,6 +186,7 @@ def test_modules_in_the_working_directory_are_never_imported_by_the_supervisor(t
 
 def test_prompt_with_a_lone_surrogate_starts_no_process(tmp_path):
     marker = tmp_path / "started"
+    runner.supervisor.launch_ahead()       # this process's supervisor is no run's process
     before = set(children_of(os.getpid()))
     with pytest.raises(runner.InputError) as info:
         runner.Process([PY, "-c", "open(%r, 'w').close()" % str(marker)], "ok \ud800")
@@ -194,11 +201,13 @@ def test_a_failure_right_after_the_start_kills_and_reaps_the_child(monkeypatch):
     def no_threads(target, *args):
         raise RuntimeError("can't start new thread")
 
-    before = set(children_of(os.getpid()))
+    runner.supervisor.launch_ahead()       # this process's supervisor is no run's process
+    before = set(children_of(os.getpid()) + children_of(runner.supervisor._shared.proc.pid))
     monkeypatch.setattr(runner, "_daemon", no_threads)
     with pytest.raises(RuntimeError):
         runner.Process([PY, "-c", "import time; time.sleep(60)"])
-    assert set(children_of(os.getpid())) <= before    # killed and reaped: not even a zombie
+    after = children_of(os.getpid()) + children_of(runner.supervisor._shared.proc.pid)
+    assert set(after) <= before          # killed and reaped: not even a zombie
     assert runner.live_count() == 0
 
 
@@ -277,49 +286,87 @@ def kill_pids_in(path) -> None:
                 pass
 
 
-# -- a supervisor launched ahead (the command line: it starts while clinvk loads) ------------
+# -- one supervisor per process: launched ahead, shared, replaced when it dies --------------------
 
 
 @pytest.fixture
 def launched_ahead():
-    """A supervisor launched ahead of its command; its pid."""
+    """This process's supervisor, launched ahead of any command; its pid."""
     from clinvk_lib import supervisor
     supervisor.launch_ahead()
-    [(proc, _, _, _)] = supervisor._ahead
-    yield proc.pid
-    with supervisor._ahead_lock:
-        for proc, life, report, job in supervisor._ahead:    # not used by the test
-            supervisor.close_fds(life, report, job)
-            proc.wait()
-            for pipe in (proc.stdin, proc.stdout, proc.stderr):
-                pipe.close()
-        del supervisor._ahead[:]
+    return supervisor._shared.proc.pid
 
 
-def test_a_supervisor_launched_ahead_runs_the_next_command(launched_ahead):
-    proc = runner.Process(["/usr/bin/env"], env={"PATH": "/usr/bin:/bin", "ONLY": "1"})
-    assert proc.pid == launched_ahead
-    assert sorted(proc.lines()) == ["ONLY=1", "PATH=/usr/bin:/bin"]
-    assert proc.wait().exit_code == 0
+def parent_of(pid: int) -> int:
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[-1].split()[1])
 
 
-def test_a_supervisor_launched_ahead_holds_no_environment_of_its_own(launched_ahead):
+def test_every_command_is_started_by_the_one_supervisor_launched_ahead(launched_ahead):
+    runs = [runner.Process([PY, "-c", "import time; time.sleep(60)"]) for _ in range(2)]
+    try:
+        assert [parent_of(run.pid) for run in runs] == [launched_ahead] * 2
+        assert [os.getpgid(run.pid) for run in runs] == [run.pid for run in runs]
+        assert [os.getsid(run.pid) for run in runs] == [run.pid for run in runs]
+    finally:
+        assert [run.kill().exit_code for run in runs] == [-signal.SIGKILL] * 2
+
+
+def test_the_supervisor_holds_no_environment_of_its_own(launched_ahead):
     with open("/proc/%d/environ" % launched_ahead, "rb") as f:
         assert f.read() == b""
 
 
-def test_a_supervisor_launched_ahead_reports_a_command_that_cannot_start(launched_ahead,
-                                                                         tmp_path):
+def test_a_command_that_cannot_start_is_reported_and_the_supervisor_stays(launched_ahead,
+                                                                          tmp_path):
     with pytest.raises(runner.StartError) as info:
         runner.Process(["/bin/true"], cwd=str(tmp_path / "missing"))
     assert "No such file or directory" in str(info.value)
-    assert not alive(launched_ahead)
+    assert alive(launched_ahead)
+    assert runner.run(["/bin/sh", "-c", "exit 4"])[1].exit_code == 4
+
+
+def test_a_supervisor_that_dies_ends_its_runs_as_killed_and_is_replaced(launched_ahead,
+                                                                       tmp_path):
+    from clinvk_lib import supervisor
+    pidfile = tmp_path / "grandchild.pid"
+    code = with_a_grandchild(pidfile)
+    proc = runner.Process([PY, "-c", code])
+    try:
+        lines = proc.lines()
+        assert next(lines) == "started"
+        os.kill(launched_ahead, signal.SIGKILL)
+        assert list(lines) == []
+        assert proc.wait().exit_code == -signal.SIGKILL
+        assert wait_gone(proc.pid) and wait_gone(int(pidfile.read_text()))
+        out, outcome = runner.run(["/bin/echo", "again"])
+        assert (out, outcome.exit_code) == ("again", 0)
+        assert supervisor._shared.proc.pid != launched_ahead
+    finally:
+        kill_pids_in(pidfile)
+
+
+def test_a_run_whose_lifeline_closes_is_killed_by_the_supervisor(launched_ahead):
+    proc = runner.Process([PY, "-c", "import time; time.sleep(60)"])
+    runner.close_fds(proc._lifeline)        # what a caller that lost the run would leave
+    proc._lifeline = -1
+    assert proc.wait().exit_code == -signal.SIGKILL
+    assert alive(launched_ahead)
 
 
 def test_a_supervisor_launched_ahead_and_never_used_exits_with_its_caller():
     code = ("from clinvk_lib import supervisor\n"
             "supervisor.launch_ahead()\n"
-            "print(supervisor._ahead[0][0].pid, flush=True)\n")
+            "print(supervisor._shared.proc.pid, flush=True)\n")
     caller = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True,
                             timeout=60)
     assert wait_gone(int(caller.stdout))
+
+
+def test_the_command_is_found_on_the_path_it_is_given(tmp_path):
+    (tmp_path / "only-here").write_text("#!/bin/sh\necho found\n")
+    (tmp_path / "only-here").chmod(0o755)
+    out, outcome = runner.run(["only-here"], env={"PATH": "%s:/usr/bin:/bin" % tmp_path})
+    assert (out, outcome.exit_code) == ("found", 0)
+    with pytest.raises(runner.StartError):
+        runner.run(["only-here"], env={"PATH": "/usr/bin:/bin"})
