@@ -28,7 +28,7 @@ import pytest
 
 from clinvk_lib.redisclient import Client
 from tests.redisutil import RedisServer, WorkerProcess, free_port, require_redis_server
-from tests.serveproc import ServeProcess
+from tests.serveproc import ServeProcess, children_of
 from tests.serverutil import HttpClient, Reply, wait_for
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -388,7 +388,7 @@ def test_redis_restarting_with_sessions_in_flight_loses_no_turn_and_leaves_no_jo
         make_cluster):
     # A visibility timeout well above the outage: the runs in flight are not taken back.
     cluster = make_cluster(workers=2, worker_env=dict(RECALL, FAKE_CLI_MODE="slow",
-                                                      FAKE_CLI_DELAY="0.4"),
+                                                      FAKE_CLI_DELAY="0.2"),
                            job_visibility_timeout_secs=10)
     a, b = cluster.nodes
     nodes = (a, b, cluster.front)
@@ -423,6 +423,8 @@ def test_redis_restarting_with_sessions_in_flight_loses_no_turn_and_leaves_no_jo
         assert down.status == 503 and down.json()["error"] in (
             "session_store_unavailable", "job_store_unavailable"), down
         assert "Redis" in down.json()["message"], down
+    # The runs in flight end while Redis is down: their workers must keep what to record.
+    assert wait_for(lambda: not any(children_of(w.proc.pid) for w in cluster.workers), 30, 0.1)
     cluster.redis.start()
     flight.join()
     # The requests in flight followed their runs through the outage; each turn counted once.
@@ -445,6 +447,6 @@ def test_redis_restarting_with_sessions_in_flight_loses_no_turn_and_leaves_no_jo
     all_at_once(["third turn %d" % n for n in range(4)], sids)
     for n, sid in enumerate(sids):
         reply = replies["third turn %d" % n]
-        assert reply.status == 200, reply
+        assert reply.status == 200, reply   # 409 session_busy: a lock Redis restored
         assert "[recalled: the code is %d" % n in reply.json()["output"], reply
         assert turns(a, sid) == before[n] + 1
