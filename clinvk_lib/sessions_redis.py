@@ -21,7 +21,7 @@ import json
 import os
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
 from .jsontext import dumps_compact
 from .redisclient import Client, RedisError, ReplyError, Script
@@ -32,6 +32,8 @@ from .sessions import SessionStore
 
 LOCK_TTL_MS = 30000
 LOCK_POLL_SECS = 0.02
+# How often a lock whose release found Redis down is released again until Redis is back.
+RELEASE_RETRY_SECS = 0.2
 
 _UNLOCK = Script("if redis.call('GET', KEYS[1]) == ARGV[1] then "
                  "return redis.call('DEL', KEYS[1]) end return 0")
@@ -259,11 +261,15 @@ class HeldLocks:
     """The session locks this process holds in Redis: each a key set with a token of its
     own, reentrant for the thread holding it, renewed by a daemon thread every third of
     ``LOCK_TTL_MS`` while held (so a lock outlives no dead holder by more than that, and no
-    live one loses it however long its run)."""
+    live one loses it however long its run). A release that finds Redis down is tried again
+    by that thread until Redis is back: a Redis restored from a snapshot taken while the
+    lock was held would otherwise keep the session busy until the lock expired."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
         self._held: Dict[str, Tuple[str, int, int]] = {}  # key -> (token, thread, depth)
+        self._unreleased: Set[Tuple[str, str]] = set()    # (key, token) still to release
+        self._wake = threading.Event()                      # set: a release to try again
         self._guard = threading.Lock()
         self._renewer: Optional[threading.Thread] = None
 
@@ -292,7 +298,13 @@ class HeldLocks:
                 self._held[key] = (token, owner, depth - 1)
                 return
             del self._held[key]
-        self.client.run_script(_UNLOCK, [key], [token])
+        try:
+            self.client.run_script(_UNLOCK, [key], [token])
+        except RedisError:
+            with self._guard:
+                self._unreleased.add((key, token))
+                self._start_renewer()
+            self._wake.set()
 
     def _start_renewer(self) -> None:
         if self._renewer is None or not self._renewer.is_alive():
@@ -300,14 +312,34 @@ class HeldLocks:
                                              name="clinvk-session-locks")
             self._renewer.start()
 
+    def _release_again(self) -> None:
+        with self._guard:
+            pending = list(self._unreleased)
+        for key, token in pending:
+            try:
+                self.client.run_script(_UNLOCK, [key], [token])
+            except RedisError:
+                return                  # still down: the next round tries again
+            with self._guard:
+                self._unreleased.discard((key, token))
+
     def _renew(self) -> None:
+        renew_at = time.monotonic() + LOCK_TTL_MS / 3000.0
         while True:
-            time.sleep(LOCK_TTL_MS / 3000.0)
+            with self._guard:
+                pending = bool(self._unreleased)
+            self._wake.wait(RELEASE_RETRY_SECS if pending else
+                            max(0.0, renew_at - time.monotonic()))
+            self._wake.clear()
+            self._release_again()
             with self._guard:
                 held = [(key, token) for key, (token, _, _) in self._held.items()]
-                if not held:
+                if not held and not self._unreleased:
                     self._renewer = None
                     return
+            if time.monotonic() < renew_at:
+                continue
+            renew_at = time.monotonic() + LOCK_TTL_MS / 3000.0
             for key, token in held:
                 try:
                     self.client.run_script(_RENEW, [key], [token, LOCK_TTL_MS])

@@ -8,10 +8,9 @@ its own, as separate hosts would, and all of them append their runs to one recor
     cluster.nodes[0].post(...); cluster.front.get(...)  # a node directly, or through nginx
     cluster.add_worker(env={"FAKE_CLI_MODE": "hang"}); cluster.runs()
 
-To add "a prompt through node A resumed through node B" once sessions live in Redis and an
-API node sends synchronous routes to the workers: make_cluster(workers=1), post the first
-turn to cluster.nodes[0] and the second (its session_id) to cluster.nodes[1], and read the
-reply (FAKE_CLI_RECALL=1 in ``node_env`` makes the fake say what it remembers).
+Sessions live in Redis: a session's later turns, through either node, run on the worker
+whose fake CLI holds its transcript (each worker has a ``worker_name`` of its own), and
+FAKE_CLI_RECALL=1 (``RECALL``) makes the fake say what it remembers of earlier turns.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import pytest
 
 from clinvk_lib.redisclient import Client
 from tests.redisutil import RedisServer, WorkerProcess, free_port, require_redis_server
-from tests.serveproc import ServeProcess
+from tests.serveproc import ServeProcess, children_of
 from tests.serverutil import HttpClient, Reply, wait_for
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -108,9 +107,10 @@ class Cluster:
             raise
 
     def add_worker(self, env: Optional[Dict[str, str]] = None) -> WorkerProcess:
-        home = os.path.join(self.tmp, "worker-%d" % (len(self.workers) + 1))
-        worker = WorkerProcess(home, {"server": self.server}, dict(self.worker_env,
-                                                                    **(env or {})))
+        name = "worker-%d" % (len(self.workers) + 1)      # as separate hosts' names differ
+        worker = WorkerProcess(os.path.join(self.tmp, name),
+                               {"server": dict(self.server, worker_name=name)},
+                               dict(self.worker_env, **(env or {})))
         self.workers.append(worker)
         return worker
 
@@ -280,3 +280,173 @@ def test_one_idempotency_key_sent_to_both_nodes_at_once_starts_one_run(make_clus
     assert wait_for(lambda: all_final(cluster.nodes[0], list(ids)), 30, 0.2)
     assert cluster.runs().count("only once") == 1
     assert len(cluster.nodes[0].get("/api/v1/jobs").json()["jobs"]) == 1
+
+
+# -- sessions across the nodes ------------------------------------------------------------------
+
+RECALL = {"FAKE_CLI_RECALL": "1"}
+
+
+def prompt(srv: HttpClient, text: str, session_id: str = "", **fields: Any) -> Reply:
+    body = dict({"backend": "claude", "prompt": text}, **fields)
+    if session_id:
+        body["session_id"] = session_id
+    return srv.post("/api/v1/prompt", body, timeout=60)
+
+
+def chat(srv: HttpClient, text: str, session_id: str = "", model: str = "claude") -> Reply:
+    headers = {"X-Clinvk-Session-Id": session_id} if session_id else None
+    return srv.post("/openai/v1/chat/completions", {
+        "model": model, "messages": [{"role": "user", "content": text}]},
+        headers=headers, timeout=60)
+
+
+def turns(srv: HttpClient, session_id: str) -> int:
+    reply = srv.get("/api/v1/sessions/" + session_id)
+    assert reply.status == 200, reply
+    return reply.json()["turn_count"]
+
+
+def test_a_session_started_through_node_a_is_resumed_through_node_b(make_cluster):
+    cluster = make_cluster(workers=2, worker_env=RECALL)
+    a, b = cluster.nodes
+    first = prompt(a, "the code is 7")
+    assert first.status == 200, first
+    sid = first.json()["session_id"]
+    for n, srv in enumerate((b, cluster.front, a)):     # whichever worker each node reaches
+        later = prompt(srv, "which code? %d" % n, sid)
+        assert later.status == 200, later
+        assert later.json()["session_id"] == sid
+        assert "[recalled: the code is 7" in later.json()["output"], later
+    assert turns(b, sid) == turns(a, sid) == 4
+    # Only one worker's CLI ever saw the session: the one holding its transcript.
+    holders = [n for n, w in enumerate(cluster.workers)
+               if any("ended succeeded" in line for line in list(w.log_lines))]
+    assert len(holders) == 1, [w.log_lines for w in cluster.workers]
+
+    # The OpenAI route: the X-Clinvk-Session-Id its reply carries continues the session.
+    opened = chat(a, "the colour is teal")
+    assert opened.status == 200, opened
+    chat_sid = opened.headers["X-Clinvk-Session-Id"]
+    assert chat_sid and chat_sid != sid
+    again = chat(b, "which colour?", chat_sid)
+    assert again.status == 200, again
+    assert again.headers["X-Clinvk-Session-Id"] == chat_sid
+    assert "[recalled: the colour is teal" in \
+        again.json()["choices"][0]["message"]["content"], again
+    assert turns(a, chat_sid) == 2
+
+
+def test_a_chat_profile_request_through_an_api_node_runs_the_cli_with_the_chat_flags(
+        make_cluster):
+    from tests.conftest import records
+    cluster = make_cluster(workers=1)
+    a, b = cluster.nodes
+    assert chat(a, "plain hello", model="claude-chat").status == 200
+    assert b.post("/api/v1/prompt", {"backend": "claude", "prompt": "header hello"},
+                  headers={"X-Clinvk-Profile": "chat"}).status == 200
+    assert b.post("/api/v1/prompt", {"backend": "claude", "prompt": "agent hello"}
+                  ).status == 200
+    argv = {r["stdin"].strip(): r["argv"] for r in records(cluster.record)}
+    assert sorted(argv) == ["agent hello", "header hello", "plain hello"], argv
+    for chat_run in ("plain hello", "header hello"):
+        assert "--tools=" in argv[chat_run] and "--strict-mcp-config" in argv[chat_run] \
+            and "--max-turns=1" in argv[chat_run], argv[chat_run]
+    assert "--tools=" not in argv["agent hello"]        # the agent profile stays the default
+
+
+def test_a_node_running_prompts_itself_refuses_a_session_held_by_another_worker(
+        make_cluster, tmp_path):
+    cluster = make_cluster(workers=1, worker_env=RECALL)
+    a, _ = cluster.nodes
+    first = prompt(a, "the code is 8")
+    assert first.status == 200, first
+    sid = first.json()["session_id"]
+    both = ServeProcess(str(tmp_path / "node-all"), env=RECALL,
+                        config={"server": dict(cluster.server, role="all",
+                                               worker_name="node-all")})
+    try:
+        refused = prompt(both, "which code?", sid)
+        assert refused.status == 409, refused
+        error = refused.json()
+        assert error["error"] == "session_worker_elsewhere" and "'worker-1'" in \
+            error["message"], error
+        assert both.children() == []                    # nothing ran
+        # Its own sessions it continues itself; the refused turn left the session as it was.
+        own = prompt(both, "the colour is red")
+        assert own.status == 200, own
+        assert "[recalled: the colour is red" in prompt(
+            both, "which colour?", own.json()["session_id"]).json()["output"]
+    finally:
+        both.stop()
+    assert turns(a, sid) == 1
+    later = prompt(a, "which code?", sid)               # through the API node: its worker
+    assert later.status == 200 and "[recalled: the code is 8" in later.json()["output"]
+
+
+def test_redis_restarting_with_sessions_in_flight_loses_no_turn_and_leaves_no_job_running(
+        make_cluster):
+    # A visibility timeout well above the outage: the runs in flight are not taken back.
+    cluster = make_cluster(workers=2, worker_env=dict(RECALL, FAKE_CLI_MODE="slow",
+                                                      FAKE_CLI_DELAY="0.2"),
+                           job_visibility_timeout_secs=10)
+    a, b = cluster.nodes
+    nodes = (a, b, cluster.front)
+    replies: Dict[str, Reply] = {}
+
+    def turn(n: int, text: str, sid: str = "") -> None:
+        replies[text] = prompt(nodes[n % 3], text, sid)
+
+    def all_at_once(texts: List[str], sids: List[str]) -> None:
+        threads = [threading.Thread(target=turn, args=(n, text, sid))
+                   for n, (text, sid) in enumerate(zip(texts, sids))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    facts = ["the code is %d" % n for n in range(4)]
+    all_at_once(facts, [""] * 4)
+    assert all(replies[f].status == 200 for f in facts), replies
+    sids = [replies[f].json()["session_id"] for f in facts]
+
+    # Turn 2 of each session is running on a worker when Redis goes away.
+    second = ["second turn %d" % n for n in range(4)]
+    flight = threading.Thread(target=all_at_once, args=(second, sids))
+    flight.start()
+    assert wait_for(lambda: sum("running" == j["status"] for j in a.get(
+        "/api/v1/jobs?kind=run").json()["jobs"]) >= 2, 30, 0.1)
+    Client(cluster.redis.url).execute("SAVE")       # what Redis' persistence would keep
+    cluster.redis.stop()
+    for srv in nodes:
+        down = prompt(srv, "while Redis is down", sids[0])
+        assert down.status == 503 and down.json()["error"] in (
+            "session_store_unavailable", "job_store_unavailable"), down
+        assert "Redis" in down.json()["message"], down
+    # The runs in flight end while Redis is down: their workers must keep what to record.
+    assert wait_for(lambda: not any(children_of(w.proc.pid) for w in cluster.workers), 30, 0.1)
+    cluster.redis.start()
+    flight.join()
+    # The requests in flight followed their runs through the outage; each turn counted once.
+    # (One whose run was taken back after all, on a machine too slow to renew in time, is a
+    # clear 503 and counted at most once.)
+    for sid, text in zip(sids, second):
+        reply = replies[text]
+        assert reply.status in (200, 503), "\n".join(a.log_lines + b.log_lines)
+        if reply.status == 200:
+            assert "[recalled: the code is" in reply.json()["output"], reply
+            assert turns(a, sid) == 2, reply
+        else:
+            assert reply.json()["error"] in ("interrupted", "job_store_unavailable") and \
+                turns(a, sid) in (1, 2), reply
+    # Nothing stays queued or running.
+    assert wait_for(lambda: all(j["status"] in FINAL for j in a.get(
+        "/api/v1/jobs?kind=run").json()["jobs"]), 30, 0.5)
+    # Every session goes on, with its first turn remembered, and counts the new turn once.
+    before = [turns(b, sid) for sid in sids]
+    all_at_once(["third turn %d" % n for n in range(4)], sids)
+    for n, sid in enumerate(sids):
+        reply = replies["third turn %d" % n]
+        assert reply.status == 200, reply   # 409 session_busy: a lock Redis restored
+        assert "[recalled: the code is %d" % n in reply.json()["output"], reply
+        assert turns(a, sid) == before[n] + 1

@@ -125,6 +125,20 @@ def test_a_held_lock_is_renewed_past_its_time_to_live(redis, store, tmp_path, mo
                 pass
 
 
+def test_a_lock_released_while_redis_is_down_is_released_once_it_is_back(tmp_path):
+    """Redis restored from a snapshot taken while the lock was held would keep the session
+    busy until the lock expired (30 s): its holder releases it again once Redis is back."""
+    with RedisServer(str(tmp_path / "redis")) as server:
+        here = node(server, str(tmp_path))
+        s = here.create("claude", "/w")
+        with here.lock(s.id):
+            Client(server.url).execute("SAVE")      # the lock is in the snapshot
+            server.stop()
+        server.start()                              # the turn is over; the lock is back
+        with node(server, str(tmp_path), "w2").lock(s.id, timeout=10) as locked:
+            assert locked.id == s.id
+
+
 def test_a_turn_records_the_worker_that_ran_it_and_an_update_keeps_it(redis, store, tmp_path):
     s = store.create("claude", "/w")
     assert store.worker_of(s.id) == "w1"

@@ -36,6 +36,9 @@ from .http import Response, json_response
 
 # How long the record of a job whose final event was read may take to say it ended.
 RECORD_WAIT_SECS = 5.0
+# How often a request following its run on a worker tries the store again while it cannot
+# be reached.
+OUTAGE_RETRY_SECS = 0.2
 # The execute.Request fields a run job carries (what the client's request made them).
 _REQUEST_FIELDS = execute.Request.FIELDS + ("output_schema",)
 
@@ -145,14 +148,17 @@ def follow(ctx: Any, job: Job, final: List[Job]) -> Iterator[Dict[str, Any]]:
     finished = False
     try:
         ending = False
-        for event in runner.follow(job.id, 0, gone):
+        for event in through_outages(ctx, job.id, gone):
             if event["type"] != JOB:
                 yield event
                 continue
             status = event["content"].get("status")
             started[0] = started[0] or status == RUNNING
             ending = status in FINAL
-        last = ended_record(runner.store, job.id, ending)
+        try:
+            last = ended_record(runner.store, job.id, ending)
+        except JobStoreError as exc:
+            raise store_unavailable(exc) from None
         finished = last is not None and last.final
         if finished:
             final.append(last)
@@ -164,9 +170,46 @@ def follow(ctx: Any, job: Job, final: List[Job]) -> Iterator[Dict[str, Any]]:
                 headers={"Retry-After": "10"})
     finally:
         if not finished:
-            final.append(runner.cancel(job.id))
+            final.append(cancel(runner, job.id))
         if final and final[0] is not None and final[0].final:
             ctx.on_finish(lambda: forget(runner.store, job.id))
+
+
+def through_outages(ctx: Any, job_id: str, gone: Callable[[], bool]
+                    ) -> Iterator[Dict[str, Any]]:
+    """The job's events as ``runner.follow`` yields them, followed on after the last one
+    seen when the store cannot be reached (Redis restarting: the run goes on on its worker
+    meanwhile). Unreachable for ``server.job_visibility_timeout_secs`` since the last event:
+    503 ``job_store_unavailable``."""
+    runner = ctx.app.jobs
+    patience = ctx.app.cfg.get("server.job_visibility_timeout_secs")
+    seq = 0
+    last_heard = time.monotonic()
+    while True:
+        try:
+            for event in runner.follow(job_id, seq, gone):
+                seq = event.get("seq", seq)
+                last_heard = time.monotonic()
+                yield event
+            return
+        except (JobStoreError, OSError) as exc:
+            if gone() or time.monotonic() - last_heard >= patience:
+                raise store_unavailable(exc) from None
+            time.sleep(OUTAGE_RETRY_SECS)
+
+
+def store_unavailable(exc: Exception) -> errors.ApiError:
+    return errors.ApiError(503, "job_store_unavailable", "the run's job cannot be followed: "
+                           "%s" % exc, headers={"Retry-After": "1"})
+
+
+def cancel(runner: Any, job_id: str) -> Optional[Job]:
+    """Cancel the job; None when the store cannot be reached (the job then ends on its
+    worker, and its record goes with server.job_retention_days)."""
+    try:
+        return runner.cancel(job_id)
+    except JobStoreError:
+        return None
 
 
 def forget(store: Any, job_id: str) -> None:
