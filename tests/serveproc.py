@@ -90,15 +90,8 @@ class ServeProcess(HttpClient):
         return len(os.listdir("/proc/%d/fd" % self.pid))
 
     def children(self) -> List[int]:
-        """Pids the server started, zombies included: its children and those of its process
-        supervisor (one per process, which starts every backend), not the supervisor itself."""
-        found = []
-        for pid in children_of(self.pid):
-            if is_supervisor(pid):
-                found.extend(children_of(pid))
-            else:
-                found.append(pid)
-        return found
+        """Pids the server started (``started_by``)."""
+        return started_by(self.pid)
 
     def rss_kb(self) -> int:
         with open("/proc/%d/status" % self.pid) as f:
@@ -123,6 +116,19 @@ class ServeProcess(HttpClient):
             code = self.proc.wait()
         self._reader.join(5)
         return code
+
+
+def started_by(pid: int) -> List[int]:
+    """Pids clinvk process ``pid`` started, zombies included: its children and those of its
+    process supervisor (one per process, which starts every backend), not the supervisor
+    itself."""
+    found = []
+    for child in children_of(pid):
+        if is_supervisor(child):
+            found.extend(children_of(child))
+        else:
+            found.append(child)
+    return found
 
 
 def is_supervisor(pid: int) -> bool:

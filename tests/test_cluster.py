@@ -28,7 +28,7 @@ import pytest
 
 from clinvk_lib.redisclient import Client
 from tests.redisutil import RedisServer, WorkerProcess, free_port, require_redis_server
-from tests.serveproc import ServeProcess, children_of
+from tests.serveproc import ServeProcess, started_by
 from tests.serverutil import HttpClient, Reply, wait_for
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -424,7 +424,7 @@ def test_redis_restarting_with_sessions_in_flight_loses_no_turn_and_leaves_no_jo
             "session_store_unavailable", "job_store_unavailable"), down
         assert "Redis" in down.json()["message"], down
     # The runs in flight end while Redis is down: their workers must keep what to record.
-    assert wait_for(lambda: not any(children_of(w.proc.pid) for w in cluster.workers), 30, 0.1)
+    assert wait_for(lambda: not any(started_by(w.proc.pid) for w in cluster.workers), 30, 0.1)
     cluster.redis.start()
     flight.join()
     # The requests in flight followed their runs through the outage; each turn counted once.

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from tests.redisutil import RedisServer, WorkerProcess
-from tests.serveproc import CLINVK, ServeProcess, children_of, fake_cli_env
+from tests.serveproc import CLINVK, ServeProcess, fake_cli_env, started_by
 from tests.serverutil import HttpClient, encode_body, sse_events, wait_for
 
 pytestmark = pytest.mark.slow
@@ -193,7 +193,7 @@ def test_a_client_that_hangs_up_cancels_the_run_on_the_worker(tmp_path):
             with open(str(tmp_path / "fake.pid")) as f:
                 pid = int(f.read().strip())
             assert _alive(pid)
-            assert children_of(worker.proc.pid) and api.children() == []
+            assert started_by(worker.proc.pid) and api.children() == []
             runs = api.get("/api/v1/runs").json()["runs"]
             assert [r["backends"] for r in runs] == [["claude"]]
             conn.close()                 # the client hangs up
