@@ -28,6 +28,9 @@ RUN_ROUTES = [
     ("/api/v1/compare", {"prompt": "x", "backends": ["claude", "codex"]}, 2),
     CHAT + (1,),
     MESSAGES + (1,),
+    ("/openai/v1/responses", {"model": "claude", "input": "hi"}, 1),
+    ("/openai/v1/responses", {"model": "claude", "input": "hi", "stream": True}, 1),
+    ("/openai/v1/responses", {"model": "claude", "input": "hi", "store": False}, 1),
 ]
 
 

@@ -400,7 +400,18 @@ def test_responses_routes_need_an_api_key(keyed):
 # -- streaming -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["claude", "codex", "gemini"])
+@pytest.mark.parametrize("backend", ["qwen", "copilot", "opencode"])
+def test_the_newer_backends_answer_a_stored_response(server, backend):
+    made = create(server, model=backend, input="hello there")
+    assert made.status == 200, made
+    body = made.json()
+    assert body["status"] == "completed" and body["model"] == backend
+    assert "hello there" in body["output"][0]["content"][0]["text"]
+    assert call(server, "GET", "%s/%s" % (PATH, body["id"])).json()["status"] == "completed"
+
+
+@pytest.mark.parametrize("backend", ["claude", "codex", "gemini", "qwen", "copilot",
+                                     "opencode"])
 def test_stream_sends_the_full_event_sequence(server, backend):
     reply = create(server, model=backend, input="stream me", stream=True)
     assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/event-stream")

@@ -74,6 +74,39 @@ def test_openai_json_object_mode_gives_a_json_object(server):
     assert completion.choices[0].message.content.startswith("{")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_responses_parse_gives_the_parsed_model_on_each_backend(server, backend):
+    response = openai_client(server).responses.parse(model=backend, input="Describe a pet.",
+                                                     text_format=Pet)
+    assert isinstance(response.output_parsed, Pet)
+    assert Pet.model_validate_json(response.output_text) == response.output_parsed
+    assert response.text.format.type == "json_schema"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_responses_stream_helper_gives_the_parsed_model(server, backend):
+    with openai_client(server).responses.stream(model=backend, input="Describe a pet.",
+                                                text_format=Pet) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert len(deltas) == 1          # the JSON comes whole, once it was checked
+    assert isinstance(final.output_parsed, Pet)
+
+
+def test_responses_json_object_format_gives_a_json_object(server):
+    response = openai_client(server).responses.create(
+        model="gemini", input="Describe a pet.", text={"format": {"type": "json_object"}})
+    assert response.output_text.startswith("{")
+
+
+def test_responses_reply_that_does_not_match_raises_in_the_sdk(server, monkeypatch):
+    monkeypatch.setenv("FAKE_CLI_JSON", '{"name": "Rex"}')
+    with pytest.raises(openai.APIStatusError) as info:
+        openai_client(server).responses.parse(model="codex", input="x", text_format=Pet)
+    assert info.value.status_code == compat.backend_failed("x", "y").status
+    assert "legs" in info.value.message
+
+
 def test_openai_reply_that_does_not_match_raises_in_the_sdk(server, monkeypatch):
     monkeypatch.setenv("FAKE_CLI_JSON", '{"name": "Rex"}')
     with pytest.raises(openai.APIStatusError) as info:
