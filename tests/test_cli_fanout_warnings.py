@@ -8,9 +8,10 @@ import json
 
 import pytest
 
+from clinvk_lib import config, orchestrate
 from clinvk_lib.cli.main import main
 from clinvk_lib.cli.progress import Progress
-from clinvk_lib.fanout_results import Started
+from clinvk_lib.fanout_results import Note, Started
 
 STDERR_LINE = "fake backend: model API slow, retrying"
 WARNING = "codex: warning: Reconnecting... 1/1"
@@ -70,3 +71,18 @@ def test_a_note_on_a_terminal_clears_the_status_line_then_redraws_it():
     after = stream.getvalue()[drawn:]
     assert after.startswith("\r\x1b[Kclaude: retrying\n\r\x1b[K")
     assert "running claude" in after.splitlines()[-1]
+
+
+@pytest.mark.parametrize("item_stderr", [False, True])
+def test_the_engine_reports_stderr_lines_and_warnings_only_when_asked(env, item_stderr):
+    # The server's progress hooks know no "stderr" or "warning" kind: they must opt in.
+    reports = []
+    orchestrate.run_parallel([{"backend": "codex", "prompt": "p"}], config.load(),
+                             on_progress=lambda kind, i, p: reports.append((kind, p)),
+                             item_stderr=item_stderr)
+    notes = [(kind, p) for kind, p in reports if kind in ("stderr", "warning")]
+    if not item_stderr:
+        assert notes == []
+    else:
+        assert ("stderr", Note("codex", STDERR_LINE)) in notes
+        assert [p.text for kind, p in notes if kind == "warning"][0].startswith("Reconnecting")
