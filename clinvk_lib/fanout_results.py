@@ -142,7 +142,15 @@ class Skipped(NamedTuple):
         return {"backend": self.backend, "reason": self.reason}
 
 
-ProgressPayload = Union[Started, ItemResult, Skipped, Event]
+class Note(NamedTuple):
+    """The ``on_progress`` payload of a line an item's backend wrote on its stderr
+    (``"stderr"``) or of its warning, a non-fatal error event (``"warning"``)."""
+
+    backend: str
+    text: str
+
+
+ProgressPayload = Union[Started, ItemResult, Skipped, Event, Note]
 ProgressFn = Callable[[str, int, ProgressPayload], None]
 
 

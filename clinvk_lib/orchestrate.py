@@ -14,7 +14,10 @@ backend apply and no session is stored. A front end may pass:
   and, for compare, ``"skipped"`` (payload: a ``Skipped``), possibly from worker threads;
   with ``item_events``, also ``"event"`` (payload: an ``events.Event``) for each unified event
   of each item's backend as it comes (the items then run their CLIs in streaming mode; a dry
-  run still shows the commands a run without ``item_events`` would run).
+  run still shows the commands a run without ``item_events`` would run); with
+  ``item_stderr``, also ``"stderr"`` (payload: a ``Note``) for each line an item's backend
+  writes on its stderr, as it comes, and ``"warning"`` (a ``Note``) for each of its warnings
+  (non-fatal error events) once it is over.
   Every payload has a ``backend``. ``index`` is the item's position in the input (the task,
   the step, the backend in the list given).
 
@@ -36,7 +39,7 @@ from . import execute
 from .backends import base
 from .config import Config
 from .fanout_results import (CANCELLED, COMPLETED, FAILED, ChainSummary, CompareResult,
-                             CompareSummary, Ending, ParallelSummary, ProgressFn,
+                             CompareSummary, Ending, Note, ParallelSummary, ProgressFn,
                              ProgressPayload, Skipped, Started, StepResult, TaskResult)
 from .policy import Policy
 from .shapes import PREVIOUS
@@ -88,17 +91,27 @@ def _cancelled(reason: str, duration_ms: int = 0) -> Ending:
     return Ending(CANCELLED, -1, error=reason, duration_ms=duration_ms)
 
 
+_NoteFn = Callable[[str, str], None]
+
+
 def _execute(prepared: execute.Prepared, cancel: execute.Cancel,
-             on_event: Optional[Callable[[ev.Event], None]] = None) -> Ending:
+             on_event: Optional[Callable[[ev.Event], None]] = None,
+             on_note: Optional[_NoteFn] = None) -> Ending:
     """Run one prepared item and tell how it ended (a dry run only describes itself);
-    ``on_event`` gets each unified event of a streaming run as it comes."""
+    ``on_event`` gets each unified event of a streaming run as it comes, ``on_note(kind,
+    text)`` each stderr line as it comes and each warning once the run is over."""
     if prepared.dry_run:
         return Ending(COMPLETED, 0, dry_run=prepared.describe())
+    on_stderr = None if on_note is None else lambda line: on_note("stderr", line)
     try:
-        outcome = _outcome(prepared, cancel, on_event)
+        outcome = _outcome(prepared, cancel, on_event, on_stderr)
     except execute.ExecError as exc:
         return _failed_to_prepare(exc)
     r = outcome.result
+    if on_note is not None:
+        for e in r.events:
+            if e.type == ev.ERROR and not e.content.get("fatal", True):
+                on_note("warning", e.content.get("message", ""))
     if outcome.cancelled:
         return _cancelled(r.error or "cancelled", r.duration_ms)
     exit_code = r.exit_code if r.exit_code or r.ok else 1
@@ -107,11 +120,12 @@ def _execute(prepared: execute.Prepared, cancel: execute.Cancel,
 
 
 def _outcome(prepared: execute.Prepared, cancel: execute.Cancel,
-             on_event: Optional[Callable[[ev.Event], None]]) -> execute.Outcome:
+             on_event: Optional[Callable[[ev.Event], None]],
+             on_stderr: Optional[Callable[[str], None]]) -> execute.Outcome:
     if on_event is None:
-        return execute.run(prepared, cancel=cancel)
+        return execute.run(prepared, cancel=cancel, on_stderr=on_stderr)
     collected: List[execute.Outcome] = []
-    events = execute.stream(prepared, cancel=cancel, outcome=collected)
+    events = execute.stream(prepared, cancel=cancel, outcome=collected, on_stderr=on_stderr)
     try:
         for event in events:
             on_event(event)
@@ -126,6 +140,14 @@ def _events_of(on_progress: Optional[ProgressFn], item_events: bool,
     if on_progress is None or not item_events:
         return None
     return lambda event: on_progress("event", index, event)
+
+
+def _notes_of(on_progress: Optional[ProgressFn], item_stderr: bool, index: int,
+              backend: str) -> Optional[_NoteFn]:
+    """What reports item ``index``'s stderr lines and warnings, when they are asked for."""
+    if on_progress is None or not item_stderr:
+        return None
+    return lambda kind, text: on_progress(kind, index, Note(backend, text))
 
 
 def _notify(on_progress: Optional[ProgressFn], kind: str, index: int,
@@ -145,7 +167,7 @@ def run_parallel(tasks: Sequence[Dict[str, Any]], cfg: Config, max_parallel: int
                  fail_fast: bool = False, dry_run: bool = False,
                  policy: Optional[Policy] = None, cancel: Optional[execute.Cancel] = None,
                  on_progress: Optional[ProgressFn] = None,
-                 item_events: bool = False) -> ParallelSummary:
+                 item_events: bool = False, item_stderr: bool = False) -> ParallelSummary:
     """Run ``tasks`` (task dicts) with at most ``max_parallel`` at once (0 = config
     ``parallel.max_workers``), starting them in input order.
 
@@ -185,7 +207,8 @@ def run_parallel(tasks: Sequence[Dict[str, Any]], cfg: Config, max_parallel: int
         else:
             _notify(on_progress, "started", index,
                     Started(index, p.backend.name, task.get("name") or task.get("id") or ""))
-            ending = _execute(p, cancel, _events_of(on_progress, item_events, index))
+            ending = _execute(p, cancel, _events_of(on_progress, item_events, index),
+                              _notes_of(on_progress, item_stderr, index, p.backend.name))
             if ending.status == FAILED:
                 fail_fast_after(index)
             elif ending.status == CANCELLED and stop_reason:
@@ -209,7 +232,7 @@ def run_chain(steps: Sequence[Dict[str, Any]], cfg: Config, stop_on_failure: boo
               pass_working_dir: bool = False, dry_run: bool = False,
               policy: Optional[Policy] = None, cancel: Optional[execute.Cancel] = None,
               on_progress: Optional[ProgressFn] = None,
-              item_events: bool = False) -> ChainSummary:
+              item_events: bool = False, item_stderr: bool = False) -> ChainSummary:
     """Run ``steps`` one after another; ``{{previous}}`` in a prompt becomes the previous
     step's output, and with ``pass_working_dir`` a step without a workdir runs in the
     previous step's.
@@ -234,7 +257,8 @@ def run_chain(steps: Sequence[Dict[str, Any]], cfg: Config, stop_on_failure: boo
         backend = p.backend.name if p else task.get("backend", "")
         _notify(on_progress, "started", i, Started(i, backend, step.get("name", "")))
         ending = _failed_to_prepare(exc) if exc is not None else \
-            _execute(p, cancel, _events_of(on_progress, item_events, i))
+            _execute(p, cancel, _events_of(on_progress, item_events, i),
+                     _notes_of(on_progress, item_stderr, i, backend))
         result = StepResult(i + 1, step.get("name", ""), backend, ending)
         results.append(result)
         _notify(on_progress, "finished", i, result)
@@ -285,7 +309,8 @@ def run_compare(prompt: str, backends: Sequence[str], cfg: Config, model: str = 
                 options: Optional[Dict[str, Any]] = None, policy: Optional[Policy] = None,
                 cancel: Optional[execute.Cancel] = None,
                 on_progress: Optional[ProgressFn] = None,
-                max_parallel: int = 0, item_events: bool = False) -> CompareSummary:
+                max_parallel: int = 0, item_events: bool = False,
+                item_stderr: bool = False) -> CompareSummary:
     """Ask every backend in ``backends`` the same prompt, all at once unless ``sequential``
     (or, with ``max_parallel``, at most that many at once: the run slots a server holds).
 
@@ -313,7 +338,8 @@ def run_compare(prompt: str, backends: Sequence[str], cfg: Config, model: str = 
             ending = _cancelled("cancelled")
         else:
             _notify(on_progress, "started", position, Started(position, name, name))
-            ending = _execute(p, cancel, _events_of(on_progress, item_events, position))
+            ending = _execute(p, cancel, _events_of(on_progress, item_events, position),
+                              _notes_of(on_progress, item_stderr, position, name))
         results[index] = CompareResult(name, ending.model or (p.opts.model if p else model),
                                        ending)
         _notify(on_progress, "finished", position, results[index])

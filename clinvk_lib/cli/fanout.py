@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .. import execute, miniyaml, orchestrate, render
 from ..backends.base import NAMES
 from ..execute import ErrorKind
-from ..fanout_results import ParallelSummary, ProgressPayload
+from ..fanout_results import ParallelSummary, ProgressFn, ProgressPayload
 from ..fsutil import write_atomically
 from ..jsontext import dumps_pretty
 from ..schema import Obj, ValidationError, validate
@@ -26,7 +26,8 @@ from ..shapes import ChainFile, ChainStep, CompareRequest, ParallelFile, Paralle
 from .common import (EXIT_FAILED, EXIT_OK, Parser, UsageError, add_config_flag,
                      add_json_flags, add_run_flags, err, int_at_least, load_config, parse,
                      positive_seconds, read_prompt, wants_json, write, write_json)
-from .progress import progress_on_stderr, run_interruptibly
+from .live import pass_stderr_through
+from .progress import Progress, progress_on_stderr, run_interruptibly
 from .run import exec_error_exit
 
 TASK_FILE_HELP = """task file (JSON, or YAML in the config file's subset):
@@ -173,6 +174,29 @@ def _add_file_flags(p: argparse.ArgumentParser, what: str) -> None:
     add_config_flag(p)
 
 
+def _text_progress(progress: Optional[Progress]) -> ProgressFn:
+    """The ``on_progress`` of a fan-out in text mode: the live progress when there is one,
+    each backend's stderr lines and warnings on stderr named by backend (above the status
+    line), and, without a terminal, each backend compare skips."""
+
+    def on_progress(kind: str, index: int, payload: ProgressPayload) -> None:
+        if kind in ("stderr", "warning"):
+            if not payload.text.strip():
+                return
+            line = (render.backend_warning if kind == "warning"
+                    else render.backend_stderr_line)(payload.backend, payload.text)
+            if progress is not None:
+                progress.note(line)
+            else:
+                pass_stderr_through(line)
+        elif progress is not None:
+            progress.update(kind, index, payload)
+        elif kind == "skipped":
+            err("warning: skipping %s: %s" % (payload.backend, payload.reason))
+
+    return on_progress
+
+
 def _with_timeout(items: Sequence[Dict[str, Any]],
                   timeout: Optional[float]) -> List[Dict[str, Any]]:
     return [dict(item, timeout=timeout) if timeout else item for item in items]
@@ -219,7 +243,8 @@ def parallel_command(argv: List[str]) -> int:
             max_parallel=args.max_parallel or spec.get("max_parallel", 0),
             fail_fast=fail_fast,
             dry_run=args.dry_run or spec.get("dry_run", False), cancel=cancel,
-            on_progress=progress.update if progress else None),
+            on_progress=None if args.json or args.quiet else _text_progress(progress),
+            item_stderr=not (args.json or args.quiet)),
         cancel, progress)
     code = EXIT_FAILED if summary.failed else EXIT_OK
     if output_dir:
@@ -267,7 +292,8 @@ def chain_command(argv: List[str]) -> int:
             stop_on_failure=spec.get("stop_on_failure", True),
             pass_working_dir=spec["pass_working_dir"],
             dry_run=args.dry_run or spec.get("dry_run", False), cancel=cancel,
-            on_progress=progress.update if progress else None),
+            on_progress=None if args.json else _text_progress(progress),
+            item_stderr=not args.json),
         cancel, progress)
     if args.json:
         write_json(summary.to_dict())
@@ -328,19 +354,13 @@ def compare_command(argv: List[str]) -> int:
                if getattr(args, k)}
     cancel = execute.Cancel()
     progress = progress_on_stderr(not args.json, cfg, backends)
-
-    def on_progress(kind: str, index: int, payload: ProgressPayload) -> None:
-        if progress is not None:
-            progress.update(kind, index, payload)
-        elif kind == "skipped":
-            err("warning: skipping %s: %s" % (payload.backend, payload.reason))
-
     try:
         summary, interrupted = run_interruptibly(
             lambda: orchestrate.run_compare(
                 prompt, backends, cfg, model=args.model or "", workdir=args.workdir or "",
                 sequential=args.sequential, dry_run=bool(args.dry_run), options=options,
-                cancel=cancel, on_progress=on_progress),
+                cancel=cancel, on_progress=_text_progress(progress),
+                item_stderr=not args.json),
             cancel, progress)
     except execute.ExecError as exc:
         return exec_error_exit(exc)

@@ -53,6 +53,13 @@ class Progress:
                 self._finished(index, payload.status, payload.duration_ms, payload.error)
             self._draw()
 
+    def note(self, line: str) -> None:
+        """A line of its own (a backend's stderr line or warning) above the status line."""
+        with self.lock:
+            self._clear()
+            self.stream.write(line + "\n")
+            self._draw()
+
     def tick(self) -> None:
         with self.lock:
             self._draw()
