@@ -101,6 +101,29 @@ def test_ctrl_c_stops_the_running_answer_and_the_chat_goes_on(env, tmp_path, cli
     assert [s.turn_count for s in sessions(clinvk_home)] == [2]
 
 
+def test_each_answer_shows_the_live_status_line_while_it_runs(env, tmp_path):
+    pidfile = tmp_path / "pid"
+    chat = Chat(["chat", "-b", "claude"], dict(env, FAKE_CLI_MODE="slow", FAKE_CLI_DELAY="0.3",
+                                               FAKE_CLI_PIDFILE=str(pidfile)))
+    try:
+        for turn in ("first", "second"):
+            chat.prompt("claude")
+            seen_err = len(chat.t.err)
+            chat.say(turn)
+            # The init event of this turn's backend (it wrote its pid before it) is drawn...
+            chat.t.wait_for(r"claude \u00b7 waiting on the model \u00b7 \d+s", "err",
+                            after=seen_err)
+            # ... while that backend still has its reply to give (several lines, 0.3 s each).
+            os.kill(int(pidfile.read_text()), 0)
+            assert "echo: " + turn not in chat.t.out[chat.seen:]
+            chat.expect(r"echo: %s\r\n" % turn)
+        chat.prompt("claude")
+        chat.t.ctrl_d()
+        assert chat.t.wait() == common.EXIT_OK
+    finally:
+        chat.t.close()
+
+
 def test_ctrl_c_at_the_prompt_drops_the_line_and_keeps_the_chat(env, record):
     chat = Chat(["chat", "-b", "gemini"], env)
     try:

@@ -275,6 +275,22 @@ def test_other_commands_refuse_a_blank_prompt_too(env, capsys, argv):
     assert len(records(env["record"])) == 1
 
 
+@pytest.mark.parametrize("seeded", [True, False])
+@pytest.mark.parametrize("argv", [["resume", "--last", " "], ["resume", "--last", "--any-dir", ""],
+                                  ["-c", " "]])
+def test_a_blank_prompt_to_continue_is_refused_before_any_session_is_picked(env, capsys, argv,
+                                                                            seeded):
+    # The usage error comes first, the one line every command gives: no "continuing session"
+    # before it, and no "no resumable session" (exit 4) when there is none.
+    if seeded:
+        run(capsys, "-b", "claude", "first")
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (common.EXIT_USAGE, "")
+    assert len(err.splitlines()) == 1 and "the prompt is empty" in err
+    assert "continuing" not in err and "session" not in err
+    assert len(records(env["record"])) == int(seeded)
+
+
 def test_the_engine_refuses_a_blank_prompt_for_every_front_end(clinvk_home, fake_path):
     req = execute.Request(backend="gemini", prompt=" \n ")
     with pytest.raises(execute.ExecError) as caught:

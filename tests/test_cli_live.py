@@ -99,6 +99,16 @@ def test_status_line_names_backend_and_activity_with_a_timer_and_is_cleared(env)
     assert err.endswith("\r\x1b[K")       # the last thing written: the line cleared
 
 
+def test_status_line_says_thinking_while_the_model_thinks(env):
+    # claude's thinking block (streamed as thinking_delta, then whole in its message).
+    code, out, err = in_terminal(dict(env, FAKE_CLI_THINKING="weighing it up"),
+                                 ["-b", "claude", "hi"])
+    assert code == 0
+    assert any(re.search(r"claude \u00b7 thinking \u00b7 \d+s$", s)
+               for s in status_lines(err)), err
+    assert out == "echo: hi\r\n" and "weighing it up" not in err
+
+
 def test_tool_calls_and_results_are_one_line_each_on_stderr(env):
     code, out, err = in_terminal(dict(env, FAKE_CLI_TOOL="1"), ["-b", "claude", "hi"])
     assert code == 0

@@ -137,13 +137,6 @@ def resume_command(argv: List[str]) -> int:
     if args.last:
         if args.here and args.any_dir:
             raise UsageError("resume: give --here or --any-dir, not both")
-        here = os.path.realpath(args.workdir) if args.workdir else os.getcwd()
-        try:
-            session_id = pick_last(store, args.backend or "",
-                                   None if args.any_dir else here).id
-        except NoSession as exc:
-            err(str(exc))
-            return EXIT_SESSION
     else:
         if not words:
             raise UsageError("resume: give a session ID (see: clinvk sessions list) or --last")
@@ -153,7 +146,16 @@ def resume_command(argv: List[str]) -> int:
         session_id = words.pop(0)
     if len(words) > 1:
         raise UsageError("resume: too many arguments; quote the prompt as one argument")
+    # The prompt is checked before a session is picked: a usage error names no session.
     prompt = read_prompt(words[0] if words else None)
+    if args.last:
+        here = os.path.realpath(args.workdir) if args.workdir else os.getcwd()
+        try:
+            session_id = pick_last(store, args.backend or "",
+                                   None if args.any_dir else here).id
+        except NoSession as exc:
+            err(str(exc))
+            return EXIT_SESSION
     args.workdir = ""
     args.ephemeral = False
     # A session names its own backend: -b only filters --last.

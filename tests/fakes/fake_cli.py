@@ -30,6 +30,8 @@ Environment variables:
   FAKE_CLI_STDERR=<text>     write this line on stderr before any output
   FAKE_CLI_CHUNKS=<n>        stream the reply in n pieces where the CLI streams (default 3)
   FAKE_CLI_TOOL=1            make one tool call (and get its result) before replying
+  FAKE_CLI_THINKING=<text>   claude: a thinking block with this text (and its signature)
+                             before the reply's text, in the reply's message
   FAKE_CLI_PIDFILE=<path>    write the fake's pid there at start
   FAKE_CLI_CHILD=<path>      at start, leave a child that sleeps FAKE_CLI_CHILD_SECS (default
                              60) holding the fake's stdout and stderr; append its pid there
@@ -264,6 +266,7 @@ class Run:
         self.warnings = int(os.environ.get("FAKE_CLI_WARNINGS", "0"))
         self.chunks = max(1, int(os.environ.get("FAKE_CLI_CHUNKS", "3")))
         self.tool = os.environ.get("FAKE_CLI_TOOL") == "1"
+        self.thinking = os.environ.get("FAKE_CLI_THINKING", "")
         self.state_dir = os.environ.get("FAKE_CLI_STATE_DIR") or os.path.join(
             tempfile.gettempdir(), "clinvk-fake-cli-state")
         self.prompt = ""
@@ -522,9 +525,16 @@ def claude_messages(run, model, flags, fmt):
             "id": message_id, "type": "message", "role": "assistant", "model": model,
             "content": [], "usage": {"input_tokens": 1, "output_tokens": 1}}})
         for index, block in enumerate(blocks):
-            start = dict(block, text="") if block["type"] == "text" else dict(block, input={})
+            start = {"text": dict(block, text=""), "thinking": dict(block, thinking="",
+                                                                    signature="")}.get(
+                block["type"], dict(block, input={}))
             stream({"type": "content_block_start", "index": index, "content_block": start})
-            if block["type"] == "text":
+            if block["type"] == "thinking":
+                stream({"type": "content_block_delta", "index": index, "delta": {
+                    "type": "thinking_delta", "thinking": block["thinking"]}})
+                stream({"type": "content_block_delta", "index": index, "delta": {
+                    "type": "signature_delta", "signature": block["signature"]}})
+            elif block["type"] == "text":
                 for piece in run.pieces():
                     stream({"type": "content_block_delta", "index": index,
                             "delta": {"type": "text_delta", "text": piece}})
@@ -553,7 +563,9 @@ def claude_messages(run, model, flags, fmt):
         tool_call("toolu_fake_2", "StructuredOutput", run.structured(),
                   "Structured output provided successfully")
     else:
-        assistant("msg_fake_reply", [{"type": "text", "text": run.reply}])
+        thinking = [{"type": "thinking", "thinking": run.thinking,
+                     "signature": "fake-signature"}] if run.thinking else []
+        assistant("msg_fake_reply", thinking + [{"type": "text", "text": run.reply}])
     return out
 
 
