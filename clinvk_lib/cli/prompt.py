@@ -40,11 +40,8 @@ def prompt_command(argv: List[str]) -> int:
     session_id = ""
     here = os.path.realpath(args.workdir) if args.workdir else os.getcwd()
     if args.continue_last:
-        try:
-            session_id = pick_last(store, args.backend or "",
-                                   None if args.any_dir else here).id
-        except NoSession as exc:
-            err(str(exc))
+        session_id = _last_session_id(store, args, here)
+        if not session_id:
             return EXIT_SESSION
     elif cfg.get("session.auto_resume") and not args.ephemeral:
         # Only a session of the same backend and directory: never another project's.
@@ -149,15 +146,23 @@ def resume_command(argv: List[str]) -> int:
     # The prompt is checked before a session is picked: a usage error names no session.
     prompt = read_prompt(words[0] if words else None)
     if args.last:
-        here = os.path.realpath(args.workdir) if args.workdir else os.getcwd()
-        try:
-            session_id = pick_last(store, args.backend or "",
-                                   None if args.any_dir else here).id
-        except NoSession as exc:
-            err(str(exc))
+        session_id = _last_session_id(
+            store, args, os.path.realpath(args.workdir) if args.workdir else os.getcwd())
+        if not session_id:
             return EXIT_SESSION
     args.workdir = ""
     args.ephemeral = False
     # A session names its own backend: -b only filters --last.
     args.backend = ""
     return run_prompt(args, cfg, store, prompt, session_id)
+
+
+def _last_session_id(store: SessionStore, args: argparse.Namespace, here: str) -> str:
+    """The id of the session `-c` / `resume --last` continue: the newest of ``args.backend``
+    (any backend when none) in ``here``, or anywhere with ``--any-dir``; "" after saying on
+    stderr that there is none."""
+    try:
+        return pick_last(store, args.backend or "", None if args.any_dir else here).id
+    except NoSession as exc:
+        err(str(exc))
+        return ""
