@@ -57,3 +57,11 @@ def fake_path(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", FAKE_BIN + os.pathsep + "/usr/local/bin:/usr/bin:/bin")
     monkeypatch.setenv("FAKE_CLI_STATE_DIR", str(tmp_path / "fake-state"))
     return FAKE_BIN
+
+
+@pytest.fixture
+def redis(tmp_path):
+    """A throwaway ``redis-server`` on loopback for one test (tests/redisutil.py)."""
+    from tests.redisutil import RedisServer
+    with RedisServer(str(tmp_path / "redis")) as server:
+        yield server

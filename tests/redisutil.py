@@ -38,6 +38,12 @@ def require_redis_server() -> None:
     pytest.skip(message)
 
 
+def store_settings(redis: "RedisServer", **server: Any) -> Dict[str, Any]:
+    """A ``clinvk serve`` / ``clinvk worker`` config on ``redis``'s store, its jobs reclaimed
+    after 3 s unheard, with the other ``server.*`` settings given."""
+    return {"server": dict({"store": redis.url, "job_visibility_timeout_secs": 3}, **server)}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,15 +9,9 @@ import threading
 import pytest
 
 from tests.conftest import records
-from tests.redisutil import RedisServer
 from tests.serverutil import start_server  # noqa: F401 (a fixture)
 from tests.test_idempotency import CHAT, PROMPT, post, replayed
 
-
-@pytest.fixture
-def redis(tmp_path):
-    with RedisServer(str(tmp_path / "redis")) as server:
-        yield server
 
 
 @pytest.fixture

@@ -17,16 +17,10 @@ from clinvk_lib.job_queue_redis import JobQueue, RunnerHeartbeat, forget_dead_co
 from clinvk_lib.job_store import INTERRUPTED, QUEUED, RUNNING, Job, new_job_id
 from clinvk_lib.job_store_redis import RedisJobStore
 from clinvk_lib.redisclient import Client, ReplyError
-from tests.redisutil import RedisServer
 from tests.serverutil import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-@pytest.fixture
-def redis(tmp_path):
-    with RedisServer(str(tmp_path)) as server:
-        yield server
 
 
 def client(redis) -> Client:

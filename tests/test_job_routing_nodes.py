@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from tests.redisutil import RedisServer, WorkerProcess
+from tests.redisutil import WorkerProcess, store_settings as settings
 from tests.serveproc import FAKE_BIN, ServeProcess
 from tests.serverutil import wait_for
 from tests.test_jobs_durability import status
@@ -23,14 +23,6 @@ FINAL = ("succeeded", "failed", "cancelled", "interrupted")
 RECALL = {"FAKE_CLI_RECALL": "1"}
 
 
-@pytest.fixture
-def redis(tmp_path):
-    with RedisServer(str(tmp_path / "redis")) as server:
-        yield server
-
-
-def settings(redis, **server):
-    return {"server": dict({"store": redis.url, "job_visibility_timeout_secs": 3}, **server)}
 
 
 @pytest.fixture

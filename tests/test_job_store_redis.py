@@ -24,11 +24,6 @@ from tests.test_job_store import (  # noqa: F401 (the disk store's tests, run on
     test_the_final_event_is_written_before_the_record_says_final)
 
 
-@pytest.fixture
-def redis(tmp_path):
-    with RedisServer(str(tmp_path)) as server:
-        yield server
-
 
 def node(redis, events_max_bytes=1 << 20) -> RedisJobStore:
     """One node's store, with connections of its own."""

@@ -15,11 +15,6 @@ from tests.serveproc import ServeProcess
 from tests.serverutil import start_server  # noqa: F401  (a fixture)
 
 
-@pytest.fixture
-def redis(tmp_path):
-    with RedisServer(str(tmp_path)) as server:
-        yield server
-
 
 def node(redis, burst=5, rps=0.001, fail_open=False) -> SharedRateLimiter:
     """One node's limiter, with its own connections, as another process would have."""

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.redisutil import RedisServer, WorkerProcess
+from tests.redisutil import WorkerProcess, store_settings as settings
 from tests.serveproc import CLINVK, ServeProcess, fake_cli_env
 from tests.serverutil import wait_for
 from tests.test_jobs_durability import status, submit
@@ -22,14 +22,6 @@ pytestmark = pytest.mark.slow
 FINAL = ("succeeded", "failed", "cancelled", "interrupted")
 
 
-@pytest.fixture
-def redis(tmp_path):
-    with RedisServer(str(tmp_path / "redis")) as server:
-        yield server
-
-
-def settings(redis, **server):
-    return {"server": dict({"store": redis.url, "job_visibility_timeout_secs": 3}, **server)}
 
 
 @pytest.fixture

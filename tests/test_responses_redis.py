@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from tests.redisutil import RedisServer, WorkerProcess
+from tests.redisutil import WorkerProcess, store_settings as settings
 from tests.serveproc import ServeProcess
 from tests.serverutil import wait_for
 from tests.test_responses import ALICE, BOB, KEYED, PATH, call, create, poll
@@ -18,14 +18,6 @@ from tests.test_responses import ALICE, BOB, KEYED, PATH, call, create, poll
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def redis(tmp_path):
-    with RedisServer(str(tmp_path / "redis")) as server:
-        yield server
-
-
-def settings(redis, **server):
-    return {"server": dict({"store": redis.url, "job_visibility_timeout_secs": 3}, **server)}
 
 
 @pytest.fixture
