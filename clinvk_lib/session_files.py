@@ -29,7 +29,6 @@ rather than a bare OSError.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 from typing import (Any, Callable, ContextManager, Iterable, Iterator, List, Mapping,
@@ -40,7 +39,7 @@ from .fsutil import fsync_dir, unlink_quietly, write_atomically
 from .jsontext import dumps_pretty
 from .session_index import NO_INDEX, STAMP_RE, DamagedIndex, Index
 from .session_record import (ID_PATTERN, Session, SessionBusy, SessionError, SessionNotFound,
-                             StoreUnavailable)
+                             StoreUnavailable, decode_record)
 
 _SESSION_FILE_RE = re.compile(r"^(" + ID_PATTERN + r")\.json$", re.M)
 _MARKER_RE = re.compile(r"^\.(" + ID_PATTERN + r")\.pending$", re.M)
@@ -175,11 +174,8 @@ class SessionFiles:
         except OSError as exc:
             raise StoreUnavailable(self.dir, exc, "read") from None
         try:
-            data = json.loads(raw.decode("utf-8"))
-            if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
-            session = Session.from_dict(data)
-        except (ValueError, TypeError, AttributeError) as e:
+            session = decode_record(raw)[0]
+        except ValueError as e:
             raise SessionError("session %s: its file %s is damaged (%s); fix or delete that "
                                "file" % (sid, path, e),
                                "session %s is damaged (%s); delete it to remove it"

@@ -10,6 +10,7 @@ any id of 1-64 characters from ``[0-9a-f-]`` so older files keep working. Timest
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -299,3 +300,16 @@ class Session:
 
     def __repr__(self) -> str:
         return "Session(%s, %s, %s)" % (self.id, self.backend, self.status)
+
+
+def decode_record(raw: bytes) -> Tuple["Session", Dict[str, Any]]:
+    """The session a stored record holds, and the record's JSON object (a store may keep
+    fields of its own beside the session's). ValueError saying what is wrong when the record
+    is damaged: not UTF-8 JSON, not an object, or fields of the wrong type."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return Session.from_dict(data), data
+    except (TypeError, AttributeError) as exc:
+        raise ValueError(str(exc)) from None

@@ -27,7 +27,7 @@ from .jsontext import dumps_compact
 from .redisclient import Client, RedisError, ReplyError, Script
 from .session_index import NO_INDEX, Index
 from .session_record import (Session, SessionBusy, SessionElsewhere, SessionError,
-                             SessionNotFound, StoreUnavailable)
+                             SessionNotFound, StoreUnavailable, decode_record)
 from .sessions import SessionStore
 
 LOCK_TTL_MS = 30000
@@ -247,11 +247,8 @@ def _session_of(sid: str, raw: Optional[bytes]) -> Tuple[Session, str]:
     if raw is None:
         raise SessionNotFound(sid)
     try:
-        data = json.loads(raw.decode("utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        session = Session.from_dict(data)
-    except (ValueError, TypeError, AttributeError) as e:
+        session, data = decode_record(raw)
+    except ValueError as e:
         raise SessionError("session %s is damaged (%s); delete it to remove it" % (sid, e))
     session.id = sid
     return session, str(data.get("worker") or "")
