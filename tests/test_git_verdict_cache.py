@@ -62,20 +62,17 @@ def test_a_setting_appended_in_place_is_overridden_on_the_next_run(repo, plain_e
     assert ("core.pager", "cat") in settings
 
 
-def test_an_included_file_that_appears_is_read_on_the_next_run(repo, plain_env, monkeypatch):
-    plant(repo, plain_env, "include.path", "later.cfg")
-    _, _, settings = scanned_twice(
-        plain_env, repo, monkeypatch,
-        lambda: (repo / ".git" / "later.cfg").write_text("[core]\n\tpager = touch planted\n"))
-    assert ("core.pager", "cat") in settings
-
-
-def test_a_file_included_from_an_included_file_is_watched(repo, plain_env, monkeypatch):
+@pytest.mark.parametrize("included_from", ["the repository's config", "an included file"])
+def test_an_included_file_that_appears_is_read_on_the_next_run(included_from, repo, plain_env,
+                                                               monkeypatch):
     plant(repo, plain_env, "include.path", "one.cfg")
-    (repo / ".git" / "one.cfg").write_text("[include]\n\tpath = two.cfg\n")
+    later = repo / ".git" / "one.cfg"
+    if included_from == "an included file":
+        later.write_text("[include]\n\tpath = two.cfg\n")
+        later = repo / ".git" / "two.cfg"
     _, _, settings = scanned_twice(
         plain_env, repo, monkeypatch,
-        lambda: (repo / ".git" / "two.cfg").write_text("[diff]\n\texternal = touch planted\n"))
+        lambda: later.write_text("[diff]\n\texternal = touch planted\n"))
     assert ("diff.external", "") in settings
 
 
