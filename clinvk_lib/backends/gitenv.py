@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -94,7 +93,7 @@ def without_repository_git_commands(env: Dict[str, str], workdir: str) -> Dict[s
         # Nothing for git to read but the operator's own files: no overrides to find, and the
         # check that this git honours GIT_CONFIG_COUNT is kept per binary (no git call at all
         # once it passed: ~7 ms a run).
-        _check_honours_config_count(git, workdir, with_git_config(env, settings))
+        _check_honours_config_count(git, workdir, env, settings)
     elif git:
         overrides, variables = repository_verdict(git, workdir, with_git_config(env, settings))
         settings += overrides
@@ -170,11 +169,12 @@ def file_identity(path: str) -> Optional[Tuple[str, int, int]]:
     return os.path.realpath(path), st.st_size, st.st_mtime_ns
 
 
-def _check_honours_config_count(git: str, workdir: str, env: Dict[str, str]) -> None:
+def _check_honours_config_count(git: str, workdir: str, env: Dict[str, str],
+                                settings: List[Tuple[str, str]]) -> None:
     identity = file_identity(git)
     if identity is not None and identity in _HONOURING_GITS:
         return
-    git_config_entries(git, workdir, env)          # SetupError when it does not
+    git_config_entries(git, workdir, with_git_config(env, settings))   # SetupError if not
     if identity is not None:
         _HONOURING_GITS.add(identity)
 
@@ -186,7 +186,7 @@ def with_git_config(env: Dict[str, str], settings: List[Tuple[str, str]]) -> Dic
     GIT_CONFIG_PARAMETERS (what ``git -c`` hands to the commands it starts) comes after.
     SetupError when GIT_CONFIG_COUNT is not a count: git would refuse to run at all."""
     raw = env.get("GIT_CONFIG_COUNT", "")
-    if not re.fullmatch("[0-9]*", raw):
+    if raw and not (raw.isascii() and raw.isdigit()):
         raise SetupError("GIT_CONFIG_COUNT in the server's environment must be a number of "
                          "git settings (GIT_CONFIG_KEY_<n>/GIT_CONFIG_VALUE_<n>): got %r" % raw)
     count = int(raw or "0")
