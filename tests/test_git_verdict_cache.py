@@ -157,6 +157,15 @@ def test_another_environment_is_another_verdict(repo, plain_env, monkeypatch, tm
     assert calls
 
 
+def test_a_workdir_in_which_git_finds_no_repository_is_scanned_every_time(
+        repo, plain_env, monkeypatch):
+    workdir = repo / "sub"
+    workdir.mkdir()
+    env = dict(plain_env, GIT_CEILING_DIRECTORIES=str(repo))   # git stops above sub
+    first, second, _ = scanned_twice(env, workdir, monkeypatch)
+    assert first and second
+
+
 def test_a_file_written_within_the_racy_window_is_scanned_again(repo, plain_env, monkeypatch):
     monkeypatch.setattr(filestamps, "RACY_NS", 2 * 10**9)
     plant(repo, plain_env, "core.pager", "touch planted")      # just now

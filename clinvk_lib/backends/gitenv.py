@@ -284,14 +284,17 @@ def consulted_paths(workdir: str, env: Dict[str, str], entries: List[Tuple[str, 
     found ``entries`` and ``layout`` in ``workdir``: what tells git where the repository is,
     the configuration files it read or would read (their includes, conditional or not: HEAD
     decides "onbranch:"), and the sources of .gitmodules. None when one cannot be named
-    (an include git resolves against its install prefix or another user's home)."""
+    (git found no repository, or an include git resolves against its install prefix or
+    another user's home)."""
     git_dir, common, top = layout
+    if not (git_dir and common):
+        return None
     paths = [os.path.join(directory, name) for directory in _ancestors(workdir)
              for name in (".git", "HEAD", "objects", "refs")]
     paths += [os.path.join(git_dir, name) for name in ("HEAD", "commondir", "config.worktree",
-                                                       "index") if git_dir]
+                                                       "index")]
     paths += [os.path.join(common, name) for name in ("config", "packed-refs",
-                                                      "reftable/tables.list") if common]
+                                                      "reftable/tables.list")]
     paths += _head_ref(git_dir, common)
     if top:
         paths += [os.path.join(top, ".git"), os.path.join(top, ".gitmodules")]
