@@ -1,9 +1,9 @@
 """Start-up and CLI overhead (run: python3 bench/bench_cli.py).
 
 - start-up: `python3 dist/clinvk.pyz version` against `python3 -c pass`, median of 20 pairs,
-  target <= 1.1x (issue 20); for context, the floor of every zipapp (an empty one against
-  `python3 -c pass`), clinvk's own part (`clinvk version` against the empty zipapp) and the
-  source tree's `python3 clinvk.py version`.
+  target <= 1.1x (issue 20); for context, side by side in each of 30 rounds: `python3 -c
+  pass`, the floor of every zipapp (an empty one), `clinvk version` from the pyz and from the
+  source tree.
 - CLI added time: `clinvk -b claude -o json PROMPT` against running the same fake claude
   directly (the exact argv clinvk runs, from --dry-run), median of 20 pairs; targets (issue
   20): at most +40 ms with --ephemeral (no session written), +50 ms the default way (a
@@ -91,6 +91,34 @@ def compare(before: str, rounds: int = 30) -> None:
                % (wall[name], used[name], added))
 
 
+def version_floor(home: str, env: Dict[str, str], rounds: int = 30) -> None:
+    """What `clinvk version` costs against the floor of any zipapp, side by side: `python3 -c
+    pass`, an empty zipapp (its `__main__.py` is `pass`: CPython imports runpy, zipimport and
+    zlib to run a zip), `python3 dist/clinvk.pyz version` and the source tree's `python3
+    clinvk.py version`, each once per round in turn, median of ``rounds`` (RECORD lines)."""
+    empty = os.path.join(home, "empty.pyz")
+    with zipfile.ZipFile(empty, "w") as z:
+        z.writestr("__main__.py", "pass\n")
+    commands = {"python3 -c pass": [PY, "-c", "pass"],
+                "python3 empty.pyz": [PY, empty],
+                "python3 dist/clinvk.pyz version": [PY, PYZ, "version"],
+                "python3 clinvk.py version (source tree)": [PY, os.path.join(ROOT, "clinvk.py"),
+                                                            "version"]}
+    times: Dict[str, List[float]] = {name: [] for name in commands}
+    for round_ in range(rounds + 1):                 # round 0 warms up
+        for name, argv in commands.items():
+            took = time_command(argv, env=env)
+            if round_:
+                times[name].append(took)
+    ms = {name: statistics.median(t) * 1000 for name, t in times.items()}
+    floor = ms["python3 -c pass"]
+    for name in commands:
+        record(ISSUE, "`clinvk version` and its floor, interleaved: %s" % name,
+               "%.1f ms: %.2fx `python3 -c pass`, %+.1f ms over the empty zipapp (median of %d "
+               "rounds)" % (ms[name], ms[name] / floor, ms[name] - ms["python3 empty.pyz"],
+                            rounds))
+
+
 def children_cpu() -> float:
     """User and system seconds of this process's reaped children (and theirs)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -109,26 +137,7 @@ def main() -> None:
     if not report(ISSUE, "start-up: `clinvk version` vs `python3 -c pass`", r, 1.1,
                   "pyz version", "python -c pass"):
         import_profile([PYZ, "version"], env)
-    # The floor of any zipapp: an empty one (CPython imports runpy, zipimport and zlib to run
-    # a zip's __main__).
-    empty = os.path.join(home, "empty.pyz")
-    with zipfile.ZipFile(empty, "w") as z:
-        z.writestr("__main__.py", "pass\n")
-    r = paired(lambda: time_command([PY, empty], env=env),
-               lambda: time_command([PY, "-c", "pass"], env=env), 20)
-    record(ISSUE, "zipapp floor: `python3 empty.pyz` (`__main__.py` is `pass`) vs `python3 -c "
-           "pass`", "%.1f ms vs %.1f ms: %.2fx (median of %d pairs)"
-           % (r["a_ms"], r["b_ms"], r["ratio"], r["pairs"]))
-    r = paired(lambda: time_command([PY, PYZ, "version"], env=env),
-               lambda: time_command([PY, empty], env=env), 20)
-    record(ISSUE, "clinvk's own part: `clinvk version` vs `python3 empty.pyz`",
-           "%.1f ms vs %.1f ms: %.2fx, +%.1f ms (median of %d pairs)"
-           % (r["a_ms"], r["b_ms"], r["ratio"], r["diff_ms"], r["pairs"]))
-    r = paired(lambda: time_command([PY, os.path.join(ROOT, "clinvk.py"), "version"], env=env),
-               lambda: time_command([PY, "-c", "pass"], env=env), 20)
-    record(ISSUE, "source tree: `python3 clinvk.py version` vs `python3 -c pass`",
-           "%.1f ms vs %.1f ms: %.2fx (median of %d pairs)"
-           % (r["a_ms"], r["b_ms"], r["ratio"], r["pairs"]))
+    version_floor(home, env)
 
     for label, flags in (("--ephemeral", ["--ephemeral"]), ("with session", [])):
         argv = [PY, PYZ, "-b", "claude", "-o", "json"] + flags

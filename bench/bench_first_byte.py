@@ -9,8 +9,9 @@ native NDJSON stream has none before the backend's init). The client then hangs 
 stops the backend, and the next request waits until it is gone. Each route alternates with a
 `GET /health` on a fresh connection (the baseline: a request that does no work), median of
 ROUNDS pairs; target: headers within 5 ms of the request. Measured with the runs' workdir
-outside a git repository (the target) and inside one (recorded: preparing such a run reads
-the repository's git configuration first).
+outside a git repository and inside one (preparing such a run reads the repository's git
+configuration first, or only stats its files when they did not change since the last run).
+``--before OTHER.pyz``: the in-repository figures of another build beside this one instead.
 """
 
 from __future__ import annotations
@@ -118,8 +119,40 @@ def measure(server: Server, where: str, target: bool) -> bool:
     return ok
 
 
+def compare(before: str) -> None:
+    """Every route's first byte with the runs' workdir in this git repository, on a server of
+    ``before`` and one of dist/clinvk.pyz side by side: each round requests the route from
+    both, in turn (RECORD lines)."""
+    never = os.path.join(tempfile.mkdtemp(prefix="clinvk-bench-first-byte-"), "never")
+    os.chdir(ROOT)
+    servers = [("before", Server({"FAKE_CLI_GATE": never}, pyz=before)),
+               ("after", Server({"FAKE_CLI_GATE": never}))]
+    try:
+        for label, path, body in ROUTES:
+            heads: Dict[str, list] = {name: [] for name, _ in servers}
+            for _ in range(ROUNDS):
+                for name, server in servers:
+                    head, _, status = first_bytes(server.port, "POST", path, body,
+                                                  path != "/api/v1/prompt")
+                    if b" 200 " not in status:
+                        raise RuntimeError("%s answered %r" % (path, status))
+                    heads[name].append(head)
+                    wait_until_no_children(server)
+            record(ISSUE, "first byte of %s, workdir in a git repository, before/after" % label,
+                   "headers %s, median of %d interleaved rounds" % (
+                       " vs ".join("%s %.2f ms" % (name, statistics.median(heads[name]) * 1000)
+                                   for name, _ in servers), ROUNDS))
+    finally:
+        for _, server in servers:
+            server.stop()
+
+
 def main() -> None:
     need_pyz()
+    if sys.argv[1:2] == ["--before"]:
+        print(machine())
+        compare(os.path.abspath(sys.argv[2]))
+        return
     for name in [k for k in os.environ if k.startswith("CLINVK_")]:
         del os.environ[name]
     outside = tempfile.mkdtemp(prefix="clinvk-bench-first-byte-")
@@ -127,10 +160,11 @@ def main() -> None:
     print(machine())
     ok = True
     # The server's own directory is the runs' workdir. In a git repository, preparing a run
-    # reads the repository's configuration (backends/gitenv.py: 2-4 git calls) before the
-    # headers, since what it finds can refuse the run; outside one it calls no git.
+    # reads the repository's configuration (backends/gitenv.py: 2-4 git calls, or stat calls
+    # only while its files are unchanged) before the headers, since what it finds can refuse
+    # the run; outside one it calls no git.
     for where, workdir, target in (("workdir outside a git repository", outside, True),
-                                   ("workdir in a git repository", ROOT, False)):
+                                   ("workdir in a git repository", ROOT, True)):
         os.chdir(workdir)
         with Server({"FAKE_CLI_GATE": never}) as server:
             ok = measure(server, where, target) and ok

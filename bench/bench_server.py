@@ -258,14 +258,15 @@ def bench_concurrent_streams(clients: int = 500, hold: float = 5.0) -> None:
 
 
 def bench_throughput(slots: Optional[int] = None, width: int = 16, requests: int = 128,
-                     rounds: int = 3, in_repository: bool = False) -> None:
+                     rounds: int = 3, in_repository: bool = False, pyz: str = PYZ) -> None:
     """``slots``: server.max_concurrent_runs (None: the server's default). ``in_repository``:
-    the requests run in this checkout (a git repository) instead of a fresh directory."""
+    the requests run in this checkout (a git repository) instead of a fresh directory.
+    ``pyz``: the build served (another one's figures are recorded, not checked)."""
     body = {"backend": "claude", "prompt": PROMPT, "ephemeral": True}
     env = {"CLINVK_SERVER_MAX_CONCURRENT_RUNS": str(slots)} if slots else {}
     workdir = ROOT if in_repository else tempfile.mkdtemp(prefix="clinvk-bench-workdir-")
     env["CLINVK_SERVER_DEFAULT_WORKDIR"] = workdir
-    with Server(env) as server:
+    with Server(env, pyz=pyz) as server:
         conn = server.connect()
         command, workdir = dry_run_command(conn, body)
         conn.close()
@@ -294,18 +295,20 @@ def bench_throughput(slots: Optional[int] = None, width: int = 16, requests: int
              else "default max_concurrent_runs=max(4, 2 x CPUs)=%d"
              % max(4, 2 * (os.cpu_count() or 1)))
     where = "in a git repository" if in_repository else "outside any repository"
+    if pyz != PYZ:
+        where += ", %s" % os.path.basename(pyz)
     name = ("throughput at concurrency %d (%s, %s): server rate / %d-thread pool rate"
             % (width, limit, where, width))
     figures = ("server %.1f req/s vs pool %.1f spawns/s (%d requests per round, median of %d "
                "rounds)" % (server_rate, pool_rate, requests, rounds))
-    if in_repository:
+    if in_repository or pyz != PYZ:
         record(ISSUE_20, name, "%s: %.0f%%" % (figures, 100.0 * server_rate / pool_rate))
     else:
         report_value(ISSUE_20, name, figures, 100.0 * server_rate / pool_rate, "%", 95.0,
                      at_least=True)
     n = requests * (rounds + 1)          # paired() adds one warm-up run of each side
-    record(ISSUE_20, "CPU per request, %s: server process / its children (supervisor and fakes) / "
-           "the pool's children per spawn" % limit,
+    record(ISSUE_20, "CPU per request, %s, %s: server process / its children (supervisor and "
+           "fakes) / the pool's children per spawn" % (limit, where),
            "%.1f ms / %.1f ms / %.1f ms (user+system)" % (served.own * 1000 / n,
                                                           served.children * 1000 / n,
                                                           spawned * 1000 / n))
@@ -360,11 +363,11 @@ def children_cpu() -> float:
 # -- 5. start-up and idle memory -----------------------------------------------------------------
 
 
-def _start_to_health(port: int, env: Dict[str, str]) -> Tuple[float, float]:
-    """(seconds from starting ``clinvk serve`` to its first 200 on /health, its VmRSS in MiB
-    one second later)."""
+def _start_to_health(port: int, env: Dict[str, str], pyz: str = PYZ) -> Tuple[float, float]:
+    """(seconds from starting ``clinvk serve`` (``pyz``) to its first 200 on /health, its VmRSS
+    in MiB one second later)."""
     started = time.perf_counter()
-    proc = subprocess.Popen([PY, PYZ, "serve", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([PY, pyz, "serve", "--host", "127.0.0.1", "--port", str(port)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     try:
@@ -390,30 +393,68 @@ def _start_to_health(port: int, env: Dict[str, str]) -> Tuple[float, float]:
         proc.wait(15)
 
 
-def bench_start_and_idle_memory(starts: int = 10) -> None:
+def bench_start_and_idle_memory(starts: int = 10, before: str = "") -> None:
+    """Start-up and idle RSS of dist/clinvk.pyz; with ``before``, of that build too, the
+    starts of the two alternating (RECORD lines for both)."""
     env = fake_env({"CLINVK_HOME": tempfile.mkdtemp(prefix="clinvk-bench-home-")})
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    _start_to_health(port, env)                      # warm-up: page cache, unpacked copy
-    runs = [_start_to_health(port, env) for _ in range(starts)]
-    took = statistics.median(t for t, _ in runs)
-    rss = statistics.median(m for _, m in runs)
+    builds = [before, PYZ] if before else [PYZ]
+    for pyz in builds:
+        _start_to_health(port, env, pyz)                 # warm-up: page cache, unpacked copy
+    runs: Dict[str, List[Tuple[float, float]]] = {pyz: [] for pyz in builds}
+    for _ in range(starts):
+        for pyz in builds:
+            runs[pyz].append(_start_to_health(port, env, pyz))
+    if before:
+        for label, pyz in (("before", before), ("after", PYZ)):
+            record(ISSUE_20, "server start to its first /health and idle RSS, %s (%s)"
+                   % (label, os.path.basename(pyz)),
+                   "%.3f s, %.1f MiB (medians of %d alternating starts)"
+                   % (statistics.median(t for t, _ in runs[pyz]),
+                      statistics.median(m for _, m in runs[pyz]), starts))
+        return
+    took = statistics.median(t for t, _ in runs[PYZ])
+    rss = statistics.median(m for _, m in runs[PYZ])
     report_value(ISSUE_20, "server start to its first /health", "median of %d starts" % starts,
                  took, "s", 0.15, fmt="%.3f")
     report_value(ISSUE_20, "server idle RSS (VmRSS) one second after its first /health",
                  "median of %d starts" % starts, rss, "MiB", 25.0)
 
 
+PARTS = ("prompt", "first-event", "streams", "throughput", "startup")
+
+
 def main() -> None:
+    """``bench_server.py [PART...] [--before OTHER.pyz]``: every part (PARTS) or the ones
+    named; ``--before``: start-up, idle memory and in-repository throughput of another build
+    beside this one's."""
     need_pyz()
-    bench_prompt_overhead()
-    bench_first_event()
-    bench_concurrent_streams()
-    bench_throughput(slots=16)
-    bench_throughput()
-    bench_throughput(slots=16, in_repository=True)
-    bench_start_and_idle_memory()
+    args = sys.argv[1:]
+    before = ""
+    if "--before" in args:
+        at = args.index("--before")
+        before = os.path.abspath(args[at + 1])
+        del args[at:at + 2]
+    parts = args or list(PARTS)
+    if before:
+        bench_start_and_idle_memory(before=before)
+        for pyz in (before, PYZ):
+            bench_throughput(slots=16, in_repository=True, pyz=pyz)
+        return
+    if "prompt" in parts:
+        bench_prompt_overhead()
+    if "first-event" in parts:
+        bench_first_event()
+    if "streams" in parts:
+        bench_concurrent_streams()
+    if "throughput" in parts:
+        bench_throughput(slots=16)
+        bench_throughput()
+        bench_throughput(slots=16, in_repository=True)
+    if "startup" in parts:
+        bench_start_and_idle_memory()
 
 
 if __name__ == "__main__":

@@ -207,16 +207,38 @@ def raise_nofile() -> int:
 # -- a clinvk server under test ---------------------------------------------------------------
 
 
+def _descendants(pid: int) -> List[int]:
+    out: List[int] = []
+    for task in glob.glob("/proc/%d/task/*/children" % pid):
+        try:
+            with open(task) as f:
+                children = [int(child) for child in f.read().split()]
+        except OSError:
+            continue                    # a thread or process that just ended
+        for child in children:
+            out += [child] + _descendants(child)
+    return out
+
+
+def _is_supervisor(pid: int) -> bool:
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().split(b"\0")[1:4] == [b"-I", b"-S", b"-c"]
+    except OSError:
+        return False
+
+
 class Server:
     """``clinvk serve --port 0`` on loopback with a fresh CLINVK_HOME; a context manager.
 
-    ``env`` holds extra environment (CLINVK_SERVER_* settings, FAKE_CLI_* modes)."""
+    ``env`` holds extra environment (CLINVK_SERVER_* settings, FAKE_CLI_* modes); ``pyz``
+    another build to serve (another branch's, for a side-by-side run)."""
 
-    def __init__(self, env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(self, env: Optional[Dict[str, str]] = None, pyz: str = PYZ) -> None:
         self.home = tempfile.mkdtemp(prefix="clinvk-bench-home-")
         self.env = fake_env(dict({"CLINVK_HOME": self.home}, **(env or {})))
         self.log = open(os.path.join(self.home, "server.log"), "w+b")
-        self.proc = subprocess.Popen([PY, PYZ, "serve", "--host", "127.0.0.1", "--port", "0"],
+        self.proc = subprocess.Popen([PY, pyz, "serve", "--host", "127.0.0.1", "--port", "0"],
                                      stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=self.log, env=self.env,
                                      start_new_session=True)
@@ -246,15 +268,9 @@ class Server:
         return kb / 1024.0
 
     def running_children(self) -> int:
-        """How many child processes (backend runs) the server has right now."""
-        count = 0
-        for task in glob.glob("/proc/%d/task/*/children" % self.proc.pid):
-            try:
-                with open(task) as f:
-                    count += len(f.read().split())
-            except OSError:
-                pass                    # a thread that just ended
-        return count
+        """How many backend runs the server has right now: its descendants but the process
+        supervisor (``python -I -S -c``, which lives as long as the server once started)."""
+        return sum(1 for pid in _descendants(self.proc.pid) if not _is_supervisor(pid))
 
     def stop(self) -> None:
         if self.proc.poll() is None:

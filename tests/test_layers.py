@@ -15,13 +15,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIB = os.path.join(ROOT, "clinvk_lib")
 
 # Modules that know nothing above them: processes, events, policy, the YAML subset, the JSON
-# text helpers, the small text, file and lock utilities, the Redis client, the setting types
-# and the CLIs' own knowledge. They may import each other, and nothing else.
+# text helpers, the small text, file and lock utilities, the Redis client, deferred imports,
+# the setting types and the CLIs' own knowledge. They may import each other, and nothing else.
 LEAVES = ("clinvk_lib.events", "clinvk_lib.runner", "clinvk_lib.supervisor",
           "clinvk_lib.policy", "clinvk_lib.miniyaml", "clinvk_lib.yamledit",
           "clinvk_lib.jsontext", "clinvk_lib.textutil", "clinvk_lib.fsutil",
           "clinvk_lib.filelock", "clinvk_lib.config_types", "clinvk_lib.backends",
-          "clinvk_lib.redisclient")
+          "clinvk_lib.redisclient", "clinvk_lib.deferred")
 # What a leaf may import besides other leaves: the package root (its version string).
 LEAF_EXTRAS = ("clinvk_lib",)
 # Each front end is wired by one composition root that nothing imports; the CLI reaches the

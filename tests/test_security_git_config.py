@@ -423,7 +423,7 @@ def test_a_workdir_outside_any_repository_runs_git_once_per_binary(tmp_path, pla
     for name in ("one", "two"):
         (tmp_path / name).mkdir()
         assert ("core.fsmonitor", "false") in settings_of(server_env(plain_env, tmp_path / name))
-    assert calls == [["config", "--list", "--show-scope", "--name-only", "-z"]]
+    assert calls == [["config", "--list", "--show-scope", "--show-origin", "-z"]]
 
 
 def test_outside_a_repository_a_git_that_ignores_git_config_count_still_refuses_the_run(

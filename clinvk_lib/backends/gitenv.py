@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import re
 import shutil
 import subprocess
-from typing import Dict, List, Set, Tuple
+import time
+from typing import Dict, List, Optional, Set, Tuple
 
+from .filestamps import StampedCache
 from .options import SetupError
 from .parsing import error_line
 
@@ -92,19 +93,45 @@ def without_repository_git_commands(env: Dict[str, str], workdir: str) -> Dict[s
         # Nothing for git to read but the operator's own files: no overrides to find, and the
         # check that this git honours GIT_CONFIG_COUNT is kept per binary (no git call at all
         # once it passed: ~7 ms a run).
-        _check_honours_config_count(git, workdir, with_git_config(env, settings))
+        _check_honours_config_count(git, workdir, env, settings)
     elif git:
-        fixed = with_git_config(env, settings)
-        keys = repository_git_keys(git_config_scopes(git, workdir, fixed))
-        settings += repository_git_overrides(keys)
-        settings += [("submodule.%s.ignore" % name, "dirty")
-                     for name in git_submodule_names(git, workdir, fixed)]
-        variables = {name: value for key, (name, value)
-                     in GIT_REPOSITORY_COMMAND_VARIABLES.items() if key in keys}
+        overrides, variables = repository_verdict(git, workdir, with_git_config(env, settings))
+        settings += overrides
     out = with_git_config(env, list(dict.fromkeys(settings)))
     for name, value in variables.items():
         out.setdefault(name, value)     # the operator's own value already outranks the file
     return out
+
+
+# A repository's verdict: (settings, environment variables) that override what it configures.
+Verdict = Tuple[List[Tuple[str, str]], Dict[str, str]]
+# Verdicts kept per (git binary, workdir, environment) while every file the scan read, or
+# would read once it appears, keeps its stamp: a run then starts no git (the scan's 2-3 git
+# calls are ~8-14 ms before a stream's first byte).
+_VERDICTS = StampedCache(64)
+
+
+def repository_verdict(git: str, workdir: str, env: Dict[str, str]) -> Verdict:
+    """What overrides the configuration of the repository holding ``workdir`` as git reads it
+    under ``env``: the last scan's verdict while none of the files it consulted changed, else
+    a new scan (SetupError as ``git_config_entries``; a refusal is never kept)."""
+    key = (file_identity(git), os.path.realpath(workdir), tuple(sorted(env.items())))
+    kept = _VERDICTS.get(key)
+    if kept is not None:
+        return list(kept[0]), dict(kept[1])
+    started = time.time_ns()
+    entries = git_config_entries(git, workdir, env)
+    keys = repository_git_keys([(scope, key) for scope, _, key, _ in entries])
+    layout = repository_layout(git, workdir, env)
+    settings = repository_git_overrides(keys)
+    settings += [("submodule.%s.ignore" % name, "dirty")
+                 for name in git_submodule_names(git, workdir, env, layout[2])]
+    variables = {name: value for key, (name, value)
+                 in GIT_REPOSITORY_COMMAND_VARIABLES.items() if key in keys}
+    consulted = consulted_paths(workdir, env, entries, layout)
+    if consulted is not None:
+        _VERDICTS.put(key, consulted, (settings, variables), started)
+    return settings, variables
 
 
 # Environment variables that point git at a repository wherever the workdir is.
@@ -133,15 +160,21 @@ def in_repository(workdir: str, env: Dict[str, str]) -> bool:
         path = parent
 
 
-def _check_honours_config_count(git: str, workdir: str, env: Dict[str, str]) -> None:
+def file_identity(path: str) -> Optional[Tuple[str, int, int]]:
+    """(real path, size, mtime) of the file at ``path``; None when it cannot be read."""
     try:
-        st = os.stat(git)
-        identity = (os.path.realpath(git), st.st_size, st.st_mtime_ns)
+        st = os.stat(path)
     except OSError:
-        identity = None
+        return None
+    return os.path.realpath(path), st.st_size, st.st_mtime_ns
+
+
+def _check_honours_config_count(git: str, workdir: str, env: Dict[str, str],
+                                settings: List[Tuple[str, str]]) -> None:
+    identity = file_identity(git)
     if identity is not None and identity in _HONOURING_GITS:
         return
-    git_config_scopes(git, workdir, env)          # SetupError when it does not
+    git_config_entries(git, workdir, with_git_config(env, settings))   # SetupError if not
     if identity is not None:
         _HONOURING_GITS.add(identity)
 
@@ -153,7 +186,7 @@ def with_git_config(env: Dict[str, str], settings: List[Tuple[str, str]]) -> Dic
     GIT_CONFIG_PARAMETERS (what ``git -c`` hands to the commands it starts) comes after.
     SetupError when GIT_CONFIG_COUNT is not a count: git would refuse to run at all."""
     raw = env.get("GIT_CONFIG_COUNT", "")
-    if not re.fullmatch("[0-9]*", raw):
+    if raw and not (raw.isascii() and raw.isdigit()):
         raise SetupError("GIT_CONFIG_COUNT in the server's environment must be a number of "
                          "git settings (GIT_CONFIG_KEY_<n>/GIT_CONFIG_VALUE_<n>): got %r" % raw)
     count = int(raw or "0")
@@ -165,24 +198,34 @@ def with_git_config(env: Dict[str, str], settings: List[Tuple[str, str]]) -> Dic
     return out
 
 
-def git_config_scopes(git: str, workdir: str, env: Dict[str, str]) -> List[Tuple[str, str]]:
-    """(scope, key) of every setting git reads in ``workdir`` under ``env``, included files
-    too. SetupError when git cannot read them, or ignores the command-line-level settings
-    ``env`` holds (git before 2.31 reads no GIT_CONFIG_COUNT; before 2.26, no --show-scope)."""
-    code, out, err = _git(git, ["config", "--list", "--show-scope", "--name-only", "-z"],
+def git_config_entries(git: str, workdir: str,
+                       env: Dict[str, str]) -> List[Tuple[str, str, str, str]]:
+    """(scope, origin, key, value) of every setting git reads in ``workdir`` under ``env``,
+    included files too (origin as ``--show-origin`` prints it: ``file:<path>``, a relative
+    path relative to ``workdir``). SetupError when git cannot read them, or ignores the
+    command-line-level settings ``env`` holds (git before 2.31 reads no GIT_CONFIG_COUNT;
+    before 2.26, no --show-scope)."""
+    code, out, err = _git(git, ["config", "--list", "--show-scope", "--show-origin", "-z"],
                           workdir, env)
     if code != 0:
         raise SetupError("cannot read the git configuration of workdir %s (%s): fix it, or "
                          "set server.allow_project_config: true if every workdir's contents "
                          "are trusted" % (workdir, err or "git exited with code %d" % code))
     words = out.split("\0")
-    entries = list(zip(words[0::2], words[1::2]))
-    if not any(scope == "command" for scope, _ in entries):
+    # -z: scope, origin, then "key\nvalue" (a key without "=" has no "\n"), each NUL-ended.
+    entries = [(scope, origin) + _key_value(pair)
+               for scope, origin, pair in zip(words[0::3], words[1::3], words[2::3])]
+    if not any(scope == "command" for scope, _, _, _ in entries):
         raise SetupError("%s ignores GIT_CONFIG_COUNT, which keeps the workdir's repository "
                          "from naming programs git runs: install git 2.31 or later, or set "
                          "server.allow_project_config: true if every workdir's contents are "
                          "trusted" % git)
     return entries
+
+
+def _key_value(pair: str) -> Tuple[str, str]:
+    key, _, value = pair.partition("\n")
+    return key, value
 
 
 def repository_git_keys(entries: List[Tuple[str, str]]) -> List[str]:
@@ -201,14 +244,29 @@ def repository_git_overrides(keys: List[str]) -> List[Tuple[str, str]]:
     return out
 
 
-def git_submodule_names(git: str, workdir: str, env: Dict[str, str]) -> List[str]:
-    """The submodule names in the .gitmodules git reads for the work tree holding ``workdir``:
-    the work tree's file if it exists, else the index's, else HEAD's (git 2.39,
-    config_from_gitmodules). None outside a work tree: status and diff cannot run there."""
-    code, top, _ = _git(git, ["rev-parse", "--show-toplevel"], workdir, env)
-    if code != 0:
+# (git directory, common directory, top of the work tree or "" outside one), absolute.
+Layout = Tuple[str, str, str]
+
+
+def repository_layout(git: str, workdir: str, env: Dict[str, str]) -> Layout:
+    """Where the repository holding ``workdir`` keeps its files (see Layout); ("", "", "")
+    when git finds none."""
+    code, out, _ = _git(git, ["rev-parse", "--path-format=absolute", "--git-dir",
+                              "--git-common-dir", "--show-toplevel"], workdir, env)
+    # Outside a work tree (a bare repository, its .git directory) --show-toplevel fails
+    # after the two directories are printed.
+    lines = out.splitlines() + ["", "", ""]
+    return lines[0], lines[1], lines[2] if code == 0 else ""
+
+
+def git_submodule_names(git: str, workdir: str, env: Dict[str, str], top: str) -> List[str]:
+    """The submodule names in the .gitmodules git reads for the work tree ``top`` holding
+    ``workdir``: the work tree's file if it exists, else the index's, else HEAD's (git 2.39,
+    config_from_gitmodules). None outside a work tree (``top`` ""): status and diff cannot
+    run there."""
+    if not top:
         return []
-    path = os.path.join(top.rstrip("\n"), ".gitmodules")
+    path = os.path.join(top, ".gitmodules")
     sources = ([["--file", path]] if os.path.exists(path)
                else [["--blob", ":.gitmodules"], ["--blob", "HEAD:.gitmodules"]])
     for source in sources:
@@ -218,6 +276,78 @@ def git_submodule_names(git: str, workdir: str, env: Dict[str, str]) -> List[str
             return sorted({key.partition(".")[2].rpartition(".")[0]
                            for key in out.split("\0") if key.startswith("submodule.")} - {""})
     return []
+
+
+def consulted_paths(workdir: str, env: Dict[str, str], entries: List[Tuple[str, str, str, str]],
+                    layout: Layout) -> Optional[List[str]]:
+    """Every file whose change (appearing included) could change the verdict of a scan that
+    found ``entries`` and ``layout`` in ``workdir``: what tells git where the repository is,
+    the configuration files it read or would read (their includes, conditional or not: HEAD
+    decides "onbranch:"), and the sources of .gitmodules. None when one cannot be named
+    (git found no repository, or an include git resolves against its install prefix or
+    another user's home)."""
+    git_dir, common, top = layout
+    if not (git_dir and common):
+        return None
+    paths = [os.path.join(directory, name) for directory in _ancestors(workdir)
+             for name in (".git", "HEAD", "objects", "refs")]
+    paths += [os.path.join(git_dir, name) for name in ("HEAD", "commondir", "config.worktree",
+                                                       "index")]
+    paths += [os.path.join(common, name) for name in ("config", "packed-refs",
+                                                      "reftable/tables.list")]
+    paths += _head_ref(git_dir, common)
+    if top:
+        paths += [os.path.join(top, ".git"), os.path.join(top, ".gitmodules")]
+    paths += [os.path.join(workdir, env[name]) for name in ("GIT_INDEX_FILE", "GIT_CONFIG")
+              if env.get(name)]
+    paths += _operator_config_paths(env)
+    for _, origin, key, value in entries:
+        # git prints a relative origin from where it runs: the top of the work tree, else
+        # the workdir (a bare repository, a .git directory).
+        files = [os.path.join(base, origin[len("file:"):]) for base in (top, workdir)
+                 if base and origin.startswith("file:")]
+        paths += files
+        if key == "include.path" or (key.startswith("includeif.") and key.endswith(".path")):
+            if value.startswith("%(prefix)/") or (value.startswith("~")
+                                                   and not value.startswith("~/")):
+                return None
+            paths += [os.path.join(os.path.dirname(path), _expand_home(value, env))
+                      for path in files or [workdir + os.sep]]
+    return list(dict.fromkeys(paths))
+
+
+def _ancestors(workdir: str) -> List[str]:
+    path = os.path.realpath(workdir)
+    out = [path]
+    while os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+        out.append(path)
+    return out
+
+
+def _head_ref(git_dir: str, common: str) -> List[str]:
+    """The loose ref file HEAD names (HEAD:.gitmodules is read through it), if any."""
+    try:
+        with open(os.path.join(git_dir, "HEAD"), encoding="utf-8", errors="replace") as f:
+            head = f.read(4096)
+    except OSError:
+        return []
+    ref = head.strip()[len("ref:"):].strip() if head.startswith("ref:") else ""
+    return [os.path.join(common, ref)] if ref.startswith("refs/") else []
+
+
+def _operator_config_paths(env: Dict[str, str]) -> List[str]:
+    """The system and global configuration files git reads under ``env``, existing or not."""
+    home = env.get("HOME", "")
+    xdg = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    paths = [env.get("GIT_CONFIG_SYSTEM") or "/etc/gitconfig"]
+    if env.get("GIT_CONFIG_GLOBAL"):
+        return paths + [env["GIT_CONFIG_GLOBAL"]]
+    return paths + [os.path.join(xdg, "git", "config"), os.path.join(home, ".gitconfig")]
+
+
+def _expand_home(path: str, env: Dict[str, str]) -> str:
+    return os.path.join(env.get("HOME", ""), path[2:]) if path.startswith("~/") else path
 
 
 def _git(git: str, args: List[str], workdir: str, env: Dict[str, str]) -> Tuple[int, str, str]:
