@@ -7,7 +7,11 @@ import pytest
 
 from clinvk_lib import config
 from clinvk_lib.server import models, profiles
+from clinvk_lib.job_store import JobStore
+from clinvk_lib.job_store_redis import RedisJobStore
+from clinvk_lib.redisclient import Client
 from tests.conftest import records
+from tests.test_job_store import make
 from tests.serverutil import server, start_server  # noqa: F401 (fixtures)
 from tests.test_jobs import submit, wait_status
 from tests.test_responses import poll
@@ -230,30 +234,45 @@ def test_an_unknown_header_value_refuses_a_job_naming_the_header(server, record)
     assert records(record) == []
 
 
-def test_a_background_response_with_a_chat_model_runs_the_chat_profile(server, record):
-    made = server.post("/openai/v1/responses", {"model": "claude-chat", "input": "hi",
-                                                "background": True})
-    assert made.status == 200
-    assert poll(server, made.json()["id"])["status"] == "completed"
-    assert CHAT_FLAG in last_argv(record)
+def background(srv, model, headers=None):
+    return srv.post("/openai/v1/responses", {"model": model, "input": "hi", "background": True},
+                    headers=headers)
 
 
-def test_a_background_response_keeps_the_header_profile(server, record):
-    made = server.post("/openai/v1/responses", {"model": "claude", "input": "hi",
-                                                "background": True},
-                       headers={"X-Clinvk-Profile": "chat"})
+@pytest.mark.parametrize("model, headers", [("claude-chat", None),
+                                            ("claude", {"X-Clinvk-Profile": "chat"})])
+def test_a_background_response_runs_the_chat_profile_of_its_model_or_header(
+        server, record, model, headers):
+    made = background(server, model, headers)
     assert made.status == 200
     assert poll(server, made.json()["id"])["status"] == "completed"
     assert CHAT_FLAG in last_argv(record)
 
 
 def test_a_background_response_with_an_unknown_header_value_is_an_openai_400(server, record):
-    reply = server.post("/openai/v1/responses", {"model": "claude", "input": "hi",
-                                                 "background": True},
-                        headers={"X-Clinvk-Profile": "lean"})
+    reply = background(server, "claude", {"X-Clinvk-Profile": "lean"})
     assert reply.status == 400
     assert "X-Clinvk-Profile must be one of agent, chat" in reply.json()["error"]["message"]
     assert records(record) == []
+
+
+def test_a_job_read_back_from_the_disk_store_keeps_its_profile(tmp_path):
+    written = make(JobStore(str(tmp_path)), profile="chat")
+    assert JobStore(str(tmp_path)).get(written.id).profile == "chat"
+
+
+def test_a_job_read_back_from_the_redis_store_on_another_node_keeps_its_profile(redis):
+    def node():
+        return RedisJobStore(Client(redis.url, prefix="t:", connect_attempts=1))
+    written = make(node(), profile="chat")
+    assert node().get(written.id).profile == "chat"
+
+
+def test_a_job_stored_before_jobs_kept_a_profile_reads_as_none(tmp_path):
+    store = JobStore(str(tmp_path))
+    written = make(store)
+    assert store.get(written.id).profile == ""
+    assert "profile" not in store.get(written.id).public()
 
 
 def test_a_durable_job_runs_in_the_configured_default_profile(start_server, record):
