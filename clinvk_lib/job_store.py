@@ -93,11 +93,13 @@ class Job:
     may use every session, as the key that created it could), ``runner`` (the lease id of the
     server process that queued or runs it), ``cancel_requested``, ``webhook_url`` (where the
     finished job is sent; ``webhook`` is the public record of that delivery), ``attempt`` (1, and
-    one more each time a job whose worker died is run again: ``server.job_retries``)."""
+    one more each time a job whose worker died is run again: ``server.job_retries``), ``profile``
+    (the run profile it was submitted with, ``backends.options.PROFILES``; "": the running
+    server's ``server.default_profile``)."""
 
     __slots__ = ("id", "kind", "status", "created_at", "started_at", "finished_at", "request",
                  "result", "error", "metadata", "event_count", "owner", "owner_everything",
-                 "runner", "cancel_requested", "webhook_url", "webhook", "attempt")
+                 "runner", "cancel_requested", "webhook_url", "webhook", "attempt", "profile")
 
     def __init__(self, id: str, kind: str, request: Dict[str, Any], status: str = QUEUED,
                  created_at: str = "", started_at: Optional[str] = None,
@@ -106,7 +108,8 @@ class Job:
                  metadata: Optional[Dict[str, str]] = None, event_count: int = 0,
                  owner: str = "", owner_everything: bool = True, runner: str = "",
                  cancel_requested: bool = False, webhook_url: str = "",
-                 webhook: Optional[Dict[str, Any]] = None, attempt: int = 1) -> None:
+                 webhook: Optional[Dict[str, Any]] = None, attempt: int = 1,
+                 profile: str = "") -> None:
         self.id = id
         self.kind = kind
         self.request = request
@@ -125,6 +128,7 @@ class Job:
         self.webhook_url = webhook_url
         self.webhook = webhook
         self.attempt = attempt
+        self.profile = profile
 
     @property
     def final(self) -> bool:
@@ -137,7 +141,8 @@ class Job:
 
     def public(self, event_count: Optional[int] = None) -> Dict[str, Any]:
         """The job object of the API: id, kind, status, created_at, started_at, finished_at,
-        request, result, error, metadata, event_count, attempt, and webhook when it has one."""
+        request, result, error, metadata, event_count, attempt, and webhook and profile when it
+        has them."""
         out = {"id": self.id, "kind": self.kind, "status": self.status,
                "created_at": self.created_at, "started_at": self.started_at,
                "finished_at": self.finished_at, "request": self.request,
@@ -146,6 +151,8 @@ class Job:
                "attempt": self.attempt}
         if self.webhook is not None:
             out["webhook"] = self.webhook
+        if self.profile:
+            out["profile"] = self.profile
         return out
 
     def to_dict(self) -> Dict[str, Any]:

@@ -355,6 +355,25 @@ def test_a_chat_profile_request_through_an_api_node_runs_the_cli_with_the_chat_f
     assert "--tools=" not in argv["agent hello"]        # the agent profile stays the default
 
 
+def test_the_header_profile_of_a_job_and_a_fan_out_reaches_the_worker_that_runs_them(
+        make_cluster):
+    from tests.conftest import records
+    cluster = make_cluster(workers=1)
+    a, b = cluster.nodes
+    chat_header = {"X-Clinvk-Profile": "chat"}
+    made = a.post("/api/v1/jobs", {"kind": "prompt", "request": {
+        "backend": "claude", "prompt": "job hello"}}, headers=chat_header)
+    assert made.status == 202 and made.json()["profile"] == "chat", made
+    assert wait_for(lambda: all_final(b, [made.json()["id"]]), 30, 0.05)
+    assert job(b, made.json()["id"])["status"] == "succeeded"
+    assert b.post("/api/v1/parallel", {"tasks": [{"backend": "claude", "prompt": "task hello"}]},
+                  headers=chat_header, timeout=60).status == 200
+    argv = {r["stdin"].strip(): r["argv"] for r in records(cluster.record)}
+    assert sorted(argv) == ["job hello", "task hello"], argv
+    for run in argv.values():
+        assert "--tools=" in run and "--max-turns=1" in run, run
+
+
 def test_a_node_running_prompts_itself_refuses_a_session_held_by_another_worker(
         make_cluster, tmp_path):
     cluster = make_cluster(workers=1, worker_env=RECALL)

@@ -306,7 +306,7 @@ def test_prompt_schema_is_cut_from_the_http_schema_table(mcp):
     schema = tools["clinvk_prompt"]["inputSchema"]
     assert sorted(schema["properties"]) == sorted(
         ["backend", "prompt", "model", "workdir", "approval_mode", "sandbox_mode", "session_id",
-         "ephemeral"])
+         "ephemeral", "profile"])
     assert schema["required"] == ["backend", "prompt"]
     assert schema["properties"]["approval_mode"]["enum"] == list(APPROVAL_MODES)
     assert schema["properties"]["workdir"]["description"] == \

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from clinvk_lib import config, execute
-from clinvk_lib.backends import base, claude, codex, gemini, options
+from clinvk_lib.backends import base, claude, codex, gemini, options, qwen
 from clinvk_lib.policy import Policy
 from tests.backendutil import help_flags
 
@@ -94,6 +94,7 @@ def test_codex_chat_disables_tool_features_and_replaces_the_instructions():
     settings = [got[i + 1] for i, word in enumerate(got) if word == "-c"]
     assert settings == list(codex.CHAT_SETTINGS) + [
         'model_instructions_file="/run/chat-instructions.md"', "mcp_servers={}"]
+    assert 'web_search="disabled"' in settings
     assert got[-1] == "-"
 
 
@@ -149,7 +150,24 @@ def test_gemini_chat_takes_the_system_prompt_without_a_warning():
 def test_qwen_chat_runs_safe_mode_with_a_short_system_prompt_and_one_turn():
     got = argv("qwen", profile=CHAT, project_config=False)
     assert got[1:] == ["--output-format=json", "--max-session-turns=1",
+                       "--exclude-tools=" + ",".join(qwen.CHAT_EXCLUDED_TOOLS),
                        "--system-prompt=" + options.CHAT_SYSTEM_PROMPT, "--safe-mode"]
+
+
+def test_qwen_chat_excludes_every_built_in_tool_the_model_is_offered_first():
+    # The ten tools qwen-code 0.24.4 offers before any is excluded, and the twelve deferred
+    # ones it offers in their place when only those ten are.
+    offered = {"agent", "get_goal", "glob", "grep_search", "list_agents", "read_file", "skill",
+               "tool_call", "tool_search", "update_goal", "cron_create", "cron_delete",
+               "cron_list", "enter_worktree", "exit_worktree", "loop_wakeup",
+               "read_mcp_resource", "record_artifact", "report_findings", "send_message",
+               "task_stop", "web_fetch"}
+    assert offered <= set(qwen.CHAT_EXCLUDED_TOOLS)
+    assert len(set(qwen.CHAT_EXCLUDED_TOOLS)) == len(qwen.CHAT_EXCLUDED_TOOLS)
+
+
+def test_qwen_agent_profile_excludes_no_tool():
+    assert not any(w.startswith("--exclude-tools") for w in argv("qwen"))
 
 
 def test_copilot_chat_offers_no_tool_no_instructions_and_no_builtin_mcp():

@@ -7,9 +7,14 @@ import pytest
 
 from clinvk_lib import config
 from clinvk_lib.server import models, profiles
+from clinvk_lib.job_store import JobStore
+from clinvk_lib.job_store_redis import RedisJobStore
+from clinvk_lib.redisclient import Client
 from tests.conftest import records
+from tests.test_job_store import make
 from tests.serverutil import server, start_server  # noqa: F401 (fixtures)
 from tests.test_jobs import submit, wait_status
+from tests.test_responses import poll
 
 HI = [{"role": "user", "content": "hi"}]
 CHAT_FLAG = "--tools="          # what only claude's chat profile passes
@@ -181,6 +186,93 @@ def test_an_unknown_header_value_refuses_a_fan_out_before_any_run(server, record
                         headers={"X-Clinvk-Profile": "lean"})
     assert reply.status == 400 and reply.json()["field"] == "X-Clinvk-Profile"
     assert records(record) == []
+
+
+def submit_with(srv, headers, kind="prompt", request=None):
+    body = {"kind": kind, "request": request or {"backend": "claude", "prompt": "hello"}}
+    return srv.post("/api/v1/jobs", body, headers=headers)
+
+
+def test_a_durable_job_keeps_the_header_profile_it_was_submitted_with(server, record):
+    made = submit_with(server, {"X-Clinvk-Profile": "chat"})
+    assert made.status == 202 and made.json()["profile"] == "chat"
+    done = wait_status(server, made.json()["id"])
+    assert done["status"] == "succeeded" and done["profile"] == "chat"
+    assert CHAT_FLAG in last_argv(record)
+
+
+def test_a_durable_job_without_the_header_keeps_the_default_of_its_submission(server, record):
+    made = submit_with(server, {})
+    assert made.status == 202 and made.json()["profile"] == "agent"
+    assert wait_status(server, made.json()["id"])["status"] == "succeeded"
+    assert CHAT_FLAG not in last_argv(record)
+
+
+def test_an_agent_header_on_a_job_wins_over_a_chat_default(start_server, record):
+    srv = start_server(**{"server.default_profile": "chat"})
+    made = submit_with(srv, {"X-Clinvk-Profile": "agent"})
+    assert made.status == 202
+    assert wait_status(srv, made.json()["id"])["status"] == "succeeded"
+    assert CHAT_FLAG not in last_argv(record)
+
+
+def test_a_fan_out_job_runs_every_task_in_the_header_profile(server, record):
+    made = submit_with(server, {"X-Clinvk-Profile": "chat"}, "parallel",
+                       {"tasks": [{"backend": "claude", "prompt": "a"},
+                                  {"backend": "codex", "prompt": "b"}]})
+    assert made.status == 202
+    assert wait_status(server, made.json()["id"])["status"] == "succeeded"
+    runs = {r["backend"]: r["argv"] for r in records(record)}
+    assert CHAT_FLAG in runs["claude"] and "--ignore-rules" in runs["codex"]
+
+
+def test_an_unknown_header_value_refuses_a_job_naming_the_header(server, record):
+    reply = submit_with(server, {"X-Clinvk-Profile": "lean"})
+    assert reply.status == 400 and reply.json()["field"] == "X-Clinvk-Profile"
+    assert "X-Clinvk-Profile must be one of agent, chat" in reply.json()["message"]
+    assert server.get("/api/v1/jobs").json()["total"] == 0
+    assert records(record) == []
+
+
+def background(srv, model, headers=None):
+    return srv.post("/openai/v1/responses", {"model": model, "input": "hi", "background": True},
+                    headers=headers)
+
+
+@pytest.mark.parametrize("model, headers", [("claude-chat", None),
+                                            ("claude", {"X-Clinvk-Profile": "chat"})])
+def test_a_background_response_runs_the_chat_profile_of_its_model_or_header(
+        server, record, model, headers):
+    made = background(server, model, headers)
+    assert made.status == 200
+    assert poll(server, made.json()["id"])["status"] == "completed"
+    assert CHAT_FLAG in last_argv(record)
+
+
+def test_a_background_response_with_an_unknown_header_value_is_an_openai_400(server, record):
+    reply = background(server, "claude", {"X-Clinvk-Profile": "lean"})
+    assert reply.status == 400
+    assert "X-Clinvk-Profile must be one of agent, chat" in reply.json()["error"]["message"]
+    assert records(record) == []
+
+
+def test_a_job_read_back_from_the_disk_store_keeps_its_profile(tmp_path):
+    written = make(JobStore(str(tmp_path)), profile="chat")
+    assert JobStore(str(tmp_path)).get(written.id).profile == "chat"
+
+
+def test_a_job_read_back_from_the_redis_store_on_another_node_keeps_its_profile(redis):
+    def node():
+        return RedisJobStore(Client(redis.url, prefix="t:", connect_attempts=1))
+    written = make(node(), profile="chat")
+    assert node().get(written.id).profile == "chat"
+
+
+def test_a_job_stored_before_jobs_kept_a_profile_reads_as_none(tmp_path):
+    store = JobStore(str(tmp_path))
+    written = make(store)
+    assert store.get(written.id).profile == ""
+    assert "profile" not in store.get(written.id).public()
 
 
 def test_a_durable_job_runs_in_the_configured_default_profile(start_server, record):

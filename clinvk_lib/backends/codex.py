@@ -23,13 +23,15 @@ INSTRUCTIONS_FILE = "chat-instructions.md"
 # The chat profile on codex-cli 0.169.0: the features that offer the model a tool or load
 # configuration (`codex features list`; an unknown name makes codex exit 1), and the -c keys
 # that drop the skills, permissions, apps and environment sections and AGENTS.md from the
-# request.
+# request, and its hosted web_search tool. Nothing drops apply_patch (the model catalog's
+# apply_patch_tool_type offers it; -c include_apply_patch_tool is "ignored") nor
+# request_user_input (the collaboration_modes feature is removed, always on).
 CHAT_DISABLED_FEATURES = ("shell_tool", "unified_exec", "view_image", "goals", "plugins",
                           "apps", "hooks", "multi_agent", "image_generation", "skill_search",
                           "tool_suggest", "shell_snapshot", "sleep_tool")
 CHAT_SETTINGS = ("include_permissions_instructions=false", "include_environment_context=false",
                  "include_apps_instructions=false", "skills.include_instructions=false",
-                 "project_doc_max_bytes=0")
+                 "project_doc_max_bytes=0", 'web_search="disabled"')
 
 # One table for the approval and sandbox modes: mode -> (flags, what it really does).
 # codex-cli 0.169.0: `exec` forces approval policy "never" whatever the config or `-c` says,
@@ -315,11 +317,13 @@ class CodexBackend(base.Backend):
     option_notes = OPTION_NOTES
     chat_notes = ("--disable=<feature> for %s (no shell, image, goal, agent or plugin tools, no "
                   "hooks or apps), -c %s (no skills, permissions, apps or environment "
-                  "sections, no AGENTS.md), --ignore-rules, -c model_instructions_file=<the "
+                  "sections, no AGENTS.md, no web search tool), --ignore-rules, -c model_instructions_file=<the "
                   "client's system prompt, else a one-line one> (replaces codex's base "
                   "instructions) and, without client tools, -c mcp_servers={}. Not available: "
                   "apply_patch and request_user_input stay offered (codex-cli 0.169.0 has no "
-                  "switch for them); no turn limit (codex exec has none; without tools the "
+                  "switch for them: apply_patch comes with the model's catalog entry and "
+                  "ignores -c include_apply_patch_tool, request_user_input with the "
+                  "collaboration modes, which can no longer be disabled); no turn limit (codex exec has none; without tools the "
                   "model answers in one call)." % (", ".join(CHAT_DISABLED_FEATURES),
                                                      ", -c ".join(CHAT_SETTINGS)))
     # codex-cli 0.169.0, stderr: "Error: thread/resume: thread/resume failed: no rollout

@@ -16,6 +16,25 @@ from ..fsutil import private_cache_dir, write_if_changed
 from . import base, claude_dialect, options, parsing
 
 NAME = "qwen"
+# The chat profile on qwen-code 0.24.4: every built-in tool by name (ToolNames in its
+# packages/core/src/tools/tool-names.ts), for --exclude-tools. --core-tools keeps the deferred
+# tools, and excluding only the ten tools offered at first brings twelve deferred ones in
+# their place; a tool a later release adds is offered until it is listed here.
+CHAT_EXCLUDED_TOOLS = (
+    "exec", "edit", "write_file", "read_file", "zoom_image", "grep_search", "glob",
+    "run_shell_command", "todo_write", "save_memory", "agent", "skill", "exit_plan_mode",
+    "enter_plan_mode", "web_fetch", "web_search", "image_gen", "list_directory", "lsp",
+    "ask_user_question", "cron_create", "cron_list", "cron_delete", "loop_wakeup",
+    "create_sub_session", "list_agents", "task_stop", "task_create", "task_update",
+    "task_list", "team_create", "team_delete", "team_plan_approval", "request_shutdown",
+    "send_message", "structured_output", "monitor", "notebook_edit", "tool_call",
+    "tool_search", "read_mcp_resource", "enter_worktree", "exit_worktree", "workflow",
+    "artifact", "record_artifact", "record_source", "report_findings", "get_goal",
+    "update_goal", "omni_downsample_image", "omni_downscale_video", "omni_downsample_audio",
+    "omni_extract_keyframes", "omni_extract_audio", "omni_clip_video", "omni_convert_image",
+    "omni_transcribe_audio", "omni_clip_image", "omni_clip_audio", "omni_caption_image",
+    "omni_caption_audio", "omni_ocr_image", "omni_understand_video_segments",
+    "omni_recall_media_memory", "propose_goal", "display_image")
 
 # One table for the approval and sandbox modes: mode -> (flags, what it really does).
 # qwen-code 0.24.4 runs approval modes other than default and plan as "default" in a folder it
@@ -173,9 +192,9 @@ class QwenBackend(base.Backend):
     chat_notes = ("--safe-mode (no context files such as QWEN.md, hooks, extensions, skills "
                   "or MCP servers; chat runs never load the workdir's configuration), "
                   "--system-prompt (the client's, else a one-line one) and "
-                  "--max-session-turns=1. Not available: switching the built-in tools off "
-                  "(qwen-code 0.24.4 still offers its deferred tools with --core-tools or "
-                  "--exclude-tools), so the model request keeps about ten tool definitions.")
+                  "--max-session-turns=1 and --exclude-tools=<every built-in tool of "
+                  "qwen-code 0.24.4> (no tool is offered; a tool a later qwen release adds "
+                  "would be, until clinvk lists it).")
     # qwen-code 0.24.4, stderr, exit code 1: "No saved session found with ID <id>. Run
     # `qwen --resume` without an ID to choose from existing sessions."
     missing_session_markers = ("no saved session found with id",)
@@ -200,6 +219,8 @@ class QwenBackend(base.Backend):
             argv.append("--max-session-turns=%d" % opts.max_turns)
         elif opts.chat_without_tools:
             argv.append("--max-session-turns=1")
+        if opts.chat_without_tools:
+            argv.append("--exclude-tools=" + ",".join(CHAT_EXCLUDED_TOOLS))
         if opts.system_prompt_or_chat():
             argv.append("--system-prompt=" + opts.system_prompt_or_chat())
         if opts.allowed_tools:

@@ -17,7 +17,7 @@ from .. import argparser, config
 from ..argparser import UsageError
 from ..jsontext import dumps_pretty
 from ..backends.base import NAMES
-from ..backends.options import APPROVAL_MODES, OUTPUT_FORMATS, SANDBOX_MODES
+from ..backends.options import APPROVAL_MODES, OUTPUT_FORMATS, PROFILES, SANDBOX_MODES
 from .pager import page
 
 if TYPE_CHECKING:
@@ -186,6 +186,7 @@ def add_run_flags(p: argparse.ArgumentParser, backend: bool = True, workdir: boo
     p.add_argument("--max-turns", type=int_at_least(0), metavar="N",
                    help="maximum agentic turns (claude only; the others have no such limit)")
     p.add_argument("--system-prompt", metavar="TEXT", help="system prompt for the backend")
+    add_profile_flag(p)
     p.add_argument("--timeout", type=positive_seconds, metavar="SECONDS",
                    help="kill the backend after this many seconds (exit code 124)")
     p.add_argument("-v", "--verbose", action="store_true", default=None,
@@ -194,6 +195,15 @@ def add_run_flags(p: argparse.ArgumentParser, backend: bool = True, workdir: boo
     p.add_argument("--dry-run", action="store_true", default=None,
                    help="print the exact command that would run, run nothing")
     add_config_flag(p)
+
+
+def add_profile_flag(p: argparse.ArgumentParser) -> None:
+    """``--profile agent|chat``: how much of its agent the backend brings to each run."""
+    p.add_argument("--profile", choices=PROFILES,
+                   help="agent (default): the CLI as it runs by itself; chat: a model, not an "
+                        "agent: no tools, settings, project files, MCP servers or skills, a "
+                        "short system prompt, one turn (per backend: README, The chat "
+                        "profile)")
 
 
 def add_quiet_flag(p: argparse.ArgumentParser) -> None:
@@ -213,7 +223,7 @@ def add_output_flag(p: argparse.ArgumentParser) -> None:
 # `clinvk -m sessions hi` is a prompt, not the sessions command.
 ROOT_VALUE_FLAGS = {"-b", "--backend", "-m", "--model", "-w", "--workdir", "-o",
                     "--output-format", "--approval-mode", "--sandbox-mode", "--max-turns",
-                    "--system-prompt", "--timeout", "--config"}
+                    "--system-prompt", "--profile", "--timeout", "--config"}
 
 
 def root_parser() -> Parser:

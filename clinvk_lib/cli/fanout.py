@@ -24,8 +24,9 @@ from ..jsontext import dumps_pretty
 from ..schema import Obj, ValidationError, validate
 from ..shapes import ChainFile, ChainStep, CompareRequest, ParallelFile, ParallelTask
 from .common import (EXIT_FAILED, EXIT_OK, Parser, UsageError, add_config_flag,
-                     add_json_flags, add_run_flags, err, int_at_least, load_config, parse,
-                     positive_seconds, read_prompt, wants_json, write, write_json)
+                     add_json_flags, add_profile_flag, add_run_flags, err, int_at_least,
+                     load_config, parse, positive_seconds, read_prompt, wants_json, write,
+                     write_json)
 from .live import pass_stderr_through
 from .progress import Progress, progress_on_stderr, run_interruptibly
 from .run import exec_error_exit
@@ -169,6 +170,7 @@ def _add_file_flags(p: argparse.ArgumentParser, what: str) -> None:
     add_json_flags(p)
     p.add_argument("--timeout", type=positive_seconds, metavar="SECONDS",
                    help="kill a backend run after this many seconds")
+    add_profile_flag(p)
     p.add_argument("--dry-run", action="store_true",
                    help="print the exact commands that would run, run nothing")
     add_config_flag(p)
@@ -197,9 +199,12 @@ def _text_progress(progress: Optional[Progress]) -> ProgressFn:
     return on_progress
 
 
-def _with_timeout(items: Sequence[Dict[str, Any]],
-                  timeout: Optional[float]) -> List[Dict[str, Any]]:
-    return [dict(item, timeout=timeout) if timeout else item for item in items]
+def _with_run_flags(items: Sequence[Dict[str, Any]],
+                    args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """The tasks or steps of a file, each with the command line's --timeout and --profile
+    when given."""
+    flags = {k: getattr(args, k) for k in ("timeout", "profile") if getattr(args, k)}
+    return [dict(item, **flags) for item in items]
 
 
 def parallel_parser() -> Parser:
@@ -239,7 +244,7 @@ def parallel_command(argv: List[str]) -> int:
          for i, t in enumerate(tasks)])
     summary, interrupted = run_interruptibly(
         lambda: orchestrate.run_parallel(
-            _with_timeout(tasks, args.timeout), cfg,
+            _with_run_flags(tasks, args), cfg,
             max_parallel=args.max_parallel or spec.get("max_parallel", 0),
             fail_fast=fail_fast,
             dry_run=args.dry_run or spec.get("dry_run", False), cancel=cancel,
@@ -288,7 +293,7 @@ def chain_command(argv: List[str]) -> int:
          for i, s in enumerate(steps)])
     summary, interrupted = run_interruptibly(
         lambda: orchestrate.run_chain(
-            _with_timeout(steps, args.timeout), cfg,
+            _with_run_flags(steps, args), cfg,
             stop_on_failure=spec.get("stop_on_failure", True),
             pass_working_dir=spec["pass_working_dir"],
             dry_run=args.dry_run or spec.get("dry_run", False), cancel=cancel,
@@ -350,7 +355,7 @@ def compare_command(argv: List[str]) -> int:
     except ValidationError as exc:
         raise UsageError("compare: %s" % exc)
     options = {k: getattr(args, k) for k in ("approval_mode", "sandbox_mode", "max_turns",
-                                             "system_prompt", "verbose", "timeout")
+                                             "system_prompt", "verbose", "timeout", "profile")
                if getattr(args, k)}
     cancel = execute.Cancel()
     progress = progress_on_stderr(not args.json, cfg, backends)

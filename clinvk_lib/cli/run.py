@@ -68,6 +68,7 @@ def request_from_args(args: argparse.Namespace, prompt: str,
         session_id=session_id,
         dry_run=args.dry_run,
         timeout=args.timeout,
+        profile=getattr(args, "profile", "") or "",
     )
 
 

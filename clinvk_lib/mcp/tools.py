@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .. import execute, orchestrate, render
 from .. import schema as sc
+from ..backends.options import AGENT_PROFILE, PROFILES
 from ..backends.probe import probe_all
 from ..config import Config
 from ..fanout_results import ProgressPayload
@@ -45,6 +46,11 @@ class ToolContext:
         # parallel call may ask for any max_parallel.
         self.limiter = RunLimiter(cfg.get("server.max_concurrent_runs"),
                                   cfg.get("server.queue_timeout_secs"))
+
+    def profile(self, args: Dict[str, Any]) -> str:
+        """The run profile a call asks for (its ``profile`` argument), else the server's
+        default (server.default_profile)."""
+        return args.get("profile") or self.cfg.get("server.default_profile") or AGENT_PROFILE
 
 
 # -- schemas cut from the table ----------------------------------------------------------------
@@ -86,14 +92,22 @@ def plain_json_schema(node: Any) -> Any:
     return out
 
 
+# The X-Clinvk-Profile header of the HTTP API, as an argument of every tool that runs a backend.
+PROFILE_ARG = sc.Field(
+    "profile", sc.String(enum=PROFILES),
+    description="agent: the backend runs as its CLI runs by itself; chat: a model, not an "
+                "agent: no tools, settings, project files, MCP servers or skills, a short "
+                "system prompt, one turn. Default: server.default_profile (agent).")
 PROMPT_ARGS = sc.Obj(*pick(PromptRequest, "backend", "prompt", "model", "workdir",
-                           "approval_mode", "sandbox_mode", "session_id", "ephemeral"))
+                           "approval_mode", "sandbox_mode", "session_id", "ephemeral"),
+                     PROFILE_ARG)
 COMPARE_ARGS = sc.Obj(*pick(CompareRequest, "prompt", "backends", "model", "workdir",
-                            "sequential"))
+                            "sequential"), PROFILE_ARG)
 # Tasks and steps exactly as the HTTP API and the command line's files take them.
-PARALLEL_ARGS = sc.Obj(*pick(ParallelRequest, "tasks", "max_parallel", "fail_fast"))
+PARALLEL_ARGS = sc.Obj(*pick(ParallelRequest, "tasks", "max_parallel", "fail_fast"),
+                       PROFILE_ARG)
 CHAIN_ARGS = sc.Obj(*pick(ChainRequest, "steps", "stop_on_failure", "pass_working_dir",
-                          "pass_session_id", "persist_sessions"))
+                          "pass_session_id", "persist_sessions"), PROFILE_ARG)
 BACKENDS_ARGS = sc.Obj()
 SESSIONS_ARGS = sc.Obj(
     sc.Field("action", sc.String(enum=("list", "show")), default="list",
@@ -184,7 +198,8 @@ def run_prompt(ctx: ToolContext, args: Dict[str, Any], call: Call) -> Dict[str, 
     # A busy session fails after server.session_busy_wait_secs, as over HTTP: the call holds
     # a run slot meanwhile.
     req = execute.Request(timeout=ctx.timeout,
-                          session_wait=ctx.cfg.get("server.session_busy_wait_secs"), **args)
+                          session_wait=ctx.cfg.get("server.session_busy_wait_secs"),
+                          **dict(args, profile=ctx.profile(args)))
     try:
         prepared = execute.prepare(req, ctx.cfg, ctx.store, ctx.policy)
     except execute.ExecError as exc:
@@ -272,8 +287,10 @@ class _Progress:
                            total=self.total)
 
 
-def _with_timeout(ctx: ToolContext, items: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    return [dict(item, timeout=ctx.timeout) for item in items]
+def _served(ctx: ToolContext, items: Sequence[Dict[str, Any]],
+            args: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Tasks or steps with the server's request timeout and the call's run profile."""
+    return [dict(item, timeout=ctx.timeout, profile=ctx.profile(args)) for item in items]
 
 
 def compare_tool(ctx: ToolContext) -> Tool:
@@ -296,7 +313,8 @@ def _compare(ctx: ToolContext, args: Dict[str, Any], call: Call, width: int) -> 
         summary = orchestrate.run_compare(
             args["prompt"], args["backends"], ctx.cfg, model=args["model"],
             workdir=args["workdir"], sequential=args["sequential"],
-            options={"timeout": ctx.timeout}, policy=ctx.policy, cancel=call.cancel,
+            options={"timeout": ctx.timeout, "profile": ctx.profile(args)},
+            policy=ctx.policy, cancel=call.cancel,
             on_progress=_Progress(call, "backend", len(args["backends"])), max_parallel=width)
     except execute.ExecError as exc:
         return error_result(str(exc))
@@ -323,7 +341,7 @@ def run_parallel(ctx: ToolContext, args: Dict[str, Any], call: Call) -> Dict[str
 def _parallel(ctx: ToolContext, args: Dict[str, Any], call: Call, width: int) -> Dict[str, Any]:
     tasks = args["tasks"]
     summary = orchestrate.run_parallel(
-        _with_timeout(ctx, tasks), ctx.cfg, max_parallel=width,
+        _served(ctx, tasks, args), ctx.cfg, max_parallel=width,
         fail_fast=args["fail_fast"], policy=ctx.policy, cancel=call.cancel,
         on_progress=_Progress(call, "task", len(tasks)))
     text = render.format_parallel_text(summary, tasks, quiet=False, table=False)
@@ -346,7 +364,7 @@ def run_chain(ctx: ToolContext, args: Dict[str, Any], call: Call) -> Dict[str, A
 def _chain(ctx: ToolContext, args: Dict[str, Any], call: Call) -> Dict[str, Any]:
     steps = args["steps"]
     summary = orchestrate.run_chain(
-        _with_timeout(ctx, steps), ctx.cfg, stop_on_failure=args["stop_on_failure"],
+        _served(ctx, steps, args), ctx.cfg, stop_on_failure=args["stop_on_failure"],
         pass_working_dir=args["pass_working_dir"], policy=ctx.policy, cancel=call.cancel,
         on_progress=_Progress(call, "step", len(steps)))
     return tool_result(render.format_chain_text(summary), summary.to_dict(),

@@ -28,6 +28,7 @@ from .context import Context
 from .http import Response, json_response
 from .job_context import JobContext, Requeue
 from .job_runner import JobRunner, Kind
+from .profiles import requested_profile
 from .response_object import IN_PROGRESS, RUNNING, Draft
 from .response_store import ResponseStore, ResponseStoreError, StoredResponse, unavailable
 
@@ -55,7 +56,8 @@ class BackgroundResponses:
                                            "session_id": record.session_id,
                                            "ephemeral": ephemeral},
                   metadata=body.get("metadata") or {}, owner=access.key_id,
-                  owner_everything=access.everything)
+                  owner_everything=access.everything,
+                  profile=requested_profile(ctx.headers, ctx.app.cfg))
         run = self.prepare_run(JobContext(ctx.app, job), body, record.session_id, ephemeral)
         record.backend, record.job_id = run.backend, job.id
         record.response = dict(record.response, status=QUEUED)

@@ -19,7 +19,7 @@ from ..textutil import rfc3339
 from . import errors
 from .context import Context
 from .jobs_shapes import JOB_TARGETS
-from .profiles import requested_profile
+from .profiles import PROFILE_HEADER, requested_profile
 
 
 class Requeue(Exception):
@@ -35,7 +35,7 @@ class JobContext(Context):
 
     def __init__(self, app: Any, job: Job, writer: Optional[EventWriter] = None,
                  runner: Any = None) -> None:
-        super().__init__(app, None, "POST", JOB_TARGETS[job.kind], {}, "job")
+        super().__init__(app, None, "POST", JOB_TARGETS[job.kind], _stored_headers(job), "job")
         self.request_id = job.id
         self.job = job
         self.writer = writer
@@ -73,7 +73,7 @@ class JobContext(Context):
             request.timeout = self.app.request_timeout
         request.access = self.session_access()
         request.session_wait = None
-        if not request.profile:         # a job keeps no request header: the configured one
+        if not request.profile:
             request.profile = requested_profile(self.headers, self.app.cfg)
         # Checked before it is accepted, a job on a shared store (server.store) may run on
         # another worker: what only that worker can tell (its CLIs, its directories, that
@@ -177,6 +177,12 @@ class JobContext(Context):
 
     def unwatch_client(self) -> None:
         """See ``watch_client``."""
+
+
+def _stored_headers(job: Job) -> Dict[str, str]:
+    """The request headers a job keeps: X-Clinvk-Profile, the profile it was submitted with
+    (none for a job stored before jobs kept one: the running server's default)."""
+    return {PROFILE_HEADER: job.profile} if job.profile else {}
 
 
 def judge(kind: str, result: Dict[str, Any]) -> Tuple[str, Optional[Dict[str, Any]]]:

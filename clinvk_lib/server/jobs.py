@@ -26,6 +26,7 @@ from .app import App
 from .context import Context
 from .http import Response, StreamResponse, dump_json, json_response
 from .job_context import JobContext
+from .profiles import requested_profile
 from .jobs_shapes import KIND_ROUTES, JobEventsParams, JobPath, JobsQuery
 
 
@@ -63,6 +64,7 @@ def create_job(ctx: Context) -> Response:
     if url:
         webhooks.check_url(url, ctx.app.cfg)
     job = Job(new_job_id(), kind, validate_request(kind, body["request"]),
+              profile=requested_profile(ctx.headers, ctx.app.cfg),
               metadata=body["metadata"], owner=access.key_id,
               owner_everything=access.everything, webhook_url=url,
               webhook={"url": webhook_origin(url), "status": "pending", "delivery_id": "",

@@ -112,6 +112,11 @@ _JOB_TAIL = (
           description="1, and one more each time the job is run again because its worker "
                       "died while running it (server.job_retries, with server.store)."),
     Field("webhook", JobWebhook, description="Present when the job has a webhook_url."),
+    Field("profile", String(enum=["agent", "chat"]),
+          description="The run profile its runs use: the X-Clinvk-Profile header it was "
+                      "submitted with, else server.default_profile then (a <backend>-chat "
+                      "model of a background response runs the chat profile whatever this "
+                      "says)."),
 )
 
 Job = Obj(

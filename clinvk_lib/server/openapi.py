@@ -104,7 +104,8 @@ _PROFILE_PARAM = {
     "description": "chat: the backend runs without its agent tools, settings, project files, "
                    "MCP servers and skills, with a short system prompt and one turn; agent: "
                    "as the CLI runs by itself. Default: server.default_profile (a "
-                   "<backend>-chat model id always runs the chat profile)."}
+                   "<backend>-chat model id always runs the chat profile). A durable job "
+                   "or background response keeps the profile it was submitted with."}
 
 
 # The client tool flow (the tool bridge, README "Client tools"), per dialect: how the call

@@ -33,6 +33,7 @@ from ..job_store import (FAILED, FINAL, RUN, RUNNING, SUCCEEDED, Job, JobStoreEr
                          new_job_id)
 from . import errors
 from .http import Response, json_response
+from .profiles import requested_profile
 
 # How long the record of a job whose final event was read may take to say it ended.
 RECORD_WAIT_SECS = 5.0
@@ -122,10 +123,12 @@ def count_items(ctx: Any, answer: Dict[str, Any]) -> None:
 
 
 def submit(ctx: Any, kind: str, request: Dict[str, Any]) -> Job:
-    """Queue a job of ``kind`` owned by the caller's key (the shared runner routes it)."""
+    """Queue a job of ``kind`` owned by the caller's key, in the run profile the caller asked
+    for (the shared runner routes it)."""
     access = ctx.session_access()
     job = Job(new_job_id(), kind, request, owner=access.key_id,
               owner_everything=access.everything,
+              profile=requested_profile(ctx.headers, ctx.app.cfg),
               metadata={"request_id": ctx.request_id, "route": ctx.route_template})
     ctx.app.jobs.submit(job)
     return job

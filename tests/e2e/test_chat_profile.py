@@ -57,13 +57,22 @@ def model_requests(fake_api: FakeModelAPI, backend: str) -> List[Dict[str, objec
     return found
 
 
+def hosted_tool_types(body: Dict[str, object]) -> List[str]:
+    """The Responses API's hosted tools a request offers (codex: web_search), which have a
+    type and no name."""
+    return [t["type"] for t in body.get("tools") or []
+            if isinstance(t, dict) and t.get("type") not in (None, "function")
+            and not t.get("name")]
+
+
 def assert_lean(fake_api: FakeModelAPI, backend: str) -> None:
-    """No agent tool in any model turn, no project file in any request (side requests such
-    as gemini's router included), and the chat system prompt where the CLI takes one."""
-    if backend != "qwen":       # qwen-code 0.24.4 has no switch for its tools (chat_notes)
-        for request in model_requests(fake_api, backend):
-            tools = set(offered_tool_names(request["json"]))
-            assert tools <= KEPT_TOOLS.get(backend, set()), tools
+    """No agent tool in any model turn (hosted ones included), no project file in any request
+    (side requests such as gemini's router included), and the chat system prompt where the
+    CLI takes one."""
+    for request in model_requests(fake_api, backend):
+        tools = set(offered_tool_names(request["json"]))
+        assert tools <= KEPT_TOOLS.get(backend, set()), tools
+        assert hosted_tool_types(request["json"]) == []
     for request in fake_api.requests:
         assert MARKER not in json.dumps(request["json"]), request["kind"]
     if backend != "copilot":    # copilot has no system prompt flag
