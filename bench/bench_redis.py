@@ -15,6 +15,11 @@ Debian's redis-server on a free loopback port (nothing saved), the zero-work fak
 - the shared rate limit: one `GET /api/v1/backends` on a keep-alive connection with rate limiting on,
   buckets in Redis against buckets in the process; median of PAIRS alternating pairs, target
   at most +2 ms.
+
+``--before OLD.pyz``: instead, this build's job queue against OLD's, side by side on one
+redis-server (each under a key prefix of its own: an API node and two workers each): JOBS
+jobs through each, ROUNDS alternating rounds (median jobs per second), and job submission to
+its first event, median of PAIRS alternating pairs.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (PY, PYZ, Server, fake_env, need_pyz, paired, post, post_ok,  # noqa: E402
@@ -37,6 +43,7 @@ from common import (PY, PYZ, Server, fake_env, need_pyz, paired, post, post_ok, 
 ISSUE = "21"
 JOBS = 100
 PAIRS = 40
+ROUNDS = 5
 PROMPT = {"backend": "claude", "prompt": "hi", "ephemeral": True}
 LIMITED = {"CLINVK_SERVER_RATE_LIMIT_ENABLED": "true", "CLINVK_SERVER_RATE_LIMIT_RPS": "100000",
            "CLINVK_SERVER_RATE_LIMIT_BURST": "100000"}
@@ -74,14 +81,15 @@ class Redis:
 
 
 class Worker:
-    """``clinvk worker`` on ``store``, with a fresh CLINVK_HOME."""
+    """``clinvk worker`` on ``store``, with a fresh CLINVK_HOME (and ``env``), of ``pyz``."""
 
-    def __init__(self, store: str) -> None:
+    def __init__(self, store: str, pyz: str = PYZ, env: Optional[Dict[str, str]] = None
+                 ) -> None:
         self.home = tempfile.mkdtemp(prefix="clinvk-bench-worker-")
         self.log = open(os.path.join(self.home, "worker.log"), "w+b")
-        self.proc = subprocess.Popen([PY, PYZ, "worker", "--store", store],
+        self.proc = subprocess.Popen([PY, pyz, "worker", "--store", store],
                                      stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-                                     env=fake_env({"CLINVK_HOME": self.home}),
+                                     env=fake_env(dict({"CLINVK_HOME": self.home}, **(env or {}))),
                                      start_new_session=True)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -115,10 +123,11 @@ def finished(server: Server) -> int:
 
 def throughput(server: Server) -> float:
     """Jobs per second: JOBS submitted, from the first submission to the last end."""
+    done = finished(server) + JOBS
     start = time.perf_counter()
     for _ in range(JOBS):
         submit(server)
-    while finished(server) < JOBS:
+    while finished(server) < done:
         time.sleep(0.05)
     return JOBS / (time.perf_counter() - start)
 
@@ -157,11 +166,47 @@ def backends(conn) -> float:
     return time.perf_counter() - start
 
 
+def compare(before: str) -> None:
+    """This build's job queue against ``before``'s (see the module docstring)."""
+    redis = Redis()
+    started: List = []
+    try:
+        apis = {}
+        for label, pyz in (("before", before), ("after", PYZ)):
+            prefix = {"CLINVK_SERVER_STORE_KEY_PREFIX": label + ":"}
+            apis[label] = Server(dict(prefix, CLINVK_SERVER_STORE=redis.url,
+                                      CLINVK_SERVER_ROLE="api"), pyz=pyz)
+            started.append(apis[label])
+            started += [Worker(redis.url, pyz, prefix) for _ in range(2)]
+        rates: Dict[str, List[float]] = {"before": [], "after": []}
+        for _ in range(ROUNDS):
+            for label in rates:
+                rates[label].append(throughput(apis[label]))
+        record(ISSUE, "%d jobs, zero-work fake, API node + 2 workers: this build vs %s "
+               "(median of %d alternating rounds)" % (JOBS, os.path.basename(before), ROUNDS),
+               "%.1f vs %.1f jobs/s (%.2fx)" % (statistics.median(rates["after"]),
+                                               statistics.median(rates["before"]),
+                                               statistics.median(rates["after"]) /
+                                               statistics.median(rates["before"])))
+        r = paired(lambda: first_event(apis["after"]), lambda: first_event(apis["before"]),
+                   PAIRS)
+        record(ISSUE, "job submission to its first event, API node + worker: this build vs %s"
+               % os.path.basename(before), "%.1f ms vs %.1f ms (median of %d pairs, %+.1f ms)"
+               % (r["a_ms"], r["b_ms"], PAIRS, r["diff_ms"]))
+    finally:
+        for process in reversed(started):
+            process.stop()
+        redis.stop()
+
+
 def main() -> None:
     need_pyz()
     if not shutil.which("redis-server") and not os.path.exists("/usr/bin/redis-server"):
         print("SKIP | %s | redis-server is not installed (apt-get install redis-server)"
               % ISSUE)
+        return
+    if sys.argv[1:2] == ["--before"]:
+        compare(sys.argv[2])
         return
     redis = Redis()
     started: List = []

@@ -212,11 +212,11 @@ class Server:
 
     ``env`` holds extra environment (CLINVK_SERVER_* settings, FAKE_CLI_* modes)."""
 
-    def __init__(self, env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(self, env: Optional[Dict[str, str]] = None, pyz: str = PYZ) -> None:
         self.home = tempfile.mkdtemp(prefix="clinvk-bench-home-")
         self.env = fake_env(dict({"CLINVK_HOME": self.home}, **(env or {})))
         self.log = open(os.path.join(self.home, "server.log"), "w+b")
-        self.proc = subprocess.Popen([PY, PYZ, "serve", "--host", "127.0.0.1", "--port", "0"],
+        self.proc = subprocess.Popen([PY, pyz, "serve", "--host", "127.0.0.1", "--port", "0"],
                                      stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=self.log, env=self.env,
                                      start_new_session=True)

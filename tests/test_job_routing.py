@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from clinvk_lib.job_queue_redis import (JobQueue, RoutedQueues, RunnerHeartbeat, backends_queue,
-                                        queue_backends, worker_queue)
+from clinvk_lib.job_queue_redis import JobQueue, RunnerHeartbeat
+from clinvk_lib.job_routes_redis import RoutedQueues, backends_queue, queue_backends, worker_queue
 from clinvk_lib.redisclient import Client
 from clinvk_lib.server import errors
 from clinvk_lib.server.job_runner_shared import Route, check_route, job_backends

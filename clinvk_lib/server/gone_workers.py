@@ -1,4 +1,4 @@
-"""The jobs queued for a worker that is gone (``job_queue_redis.RoutedQueues.gone_workers``):
+"""The jobs queued for a worker that is gone (``job_routes_redis.RoutedQueues.gone_workers``):
 the later turns of its sessions, sent to its own queue because its CLIs' transcripts are on
 its disk. Without the worker they cannot run, so rather than wait until cancelled, each ends
 ``failed`` with the error a new request for such a session gets (409
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..job_queue_redis import settle, worker_queue
+from ..job_queue_redis import settle
+from ..job_routes_redis import worker_queue
 from ..job_store import FAILED
 from . import errors
 

@@ -5,7 +5,7 @@ with a free run slot runs it.
 What changes from one process on its own disk:
 
 - ``submit`` saves the job and pushes it where the processes that can run it pull
-  (``job_queue_redis.RoutedQueues``; ``route`` decides): a job continuing a session goes to
+  (``job_routes_redis.RoutedQueues``; ``route`` decides): a job continuing a session goes to
   the queue of the worker that ran the session's last turn (its CLI's transcript is there),
   409 ``session_worker_gone`` if no process of that worker is alive, unless
   ``server.shared_cli_homes``; any other job goes to the queue of the backends it names (a
@@ -42,7 +42,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from .. import execute
 from ..backends import probe
-from ..job_queue_redis import RoutedQueues, forget_dead_consumers, list_runners, settle
+from ..job_queue_redis import forget_dead_consumers, list_runners, settle
+from ..job_routes_redis import RoutedQueues
 from ..job_store import CANCELLED, RUN, Job, JobStoreError
 from ..job_store_redis import RedisJobStore
 from ..redisclient import RedisError, ReplyError
