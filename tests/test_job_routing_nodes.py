@@ -189,9 +189,9 @@ def test_a_job_queued_for_a_worker_that_is_gone_fails_naming_it_and_its_queue_go
 
 
 def test_with_shared_cli_homes_a_gone_workers_job_runs_on_another_worker(redis, tmp_path):
-    """The operator declares the CLIs' homes shared after a job was queued for a worker
-    that then died: another worker moves the job to the backends' queue and runs it, and the
-    model still sees the session's first turn."""
+    """The operator declares the CLIs' homes shared (on every node from now on) after a job
+    was queued for a worker that then died: the job moves to the backends' queue and runs on
+    another worker, and the model still sees the session's first turn."""
     api = ServeProcess(str(tmp_path / "api"), config=settings(redis, role="api"))
     try:
         later, worker = queue_held_by_its_worker(redis, tmp_path, api)
@@ -201,7 +201,8 @@ def test_with_shared_cli_homes_a_gone_workers_job_runs_on_another_worker(redis, 
     other = WorkerProcess(str(tmp_path / "gpu-2"), settings(
         redis, worker_name="gpu-2", shared_cli_homes=True),
         env=dict(RECALL, FAKE_CLI_STATE_DIR=str(tmp_path / "cli-homes")))
-    reader = ServeProcess(str(tmp_path / "reader"), config=settings(redis, role="api"))
+    reader = ServeProcess(str(tmp_path / "reader"), config=settings(
+        redis, role="api", shared_cli_homes=True))
     try:
         assert wait_for(lambda: status(reader, later) in FINAL, 60, 0.1)
         job = reader.get("/api/v1/jobs/" + later).json()
