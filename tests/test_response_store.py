@@ -15,13 +15,6 @@ from clinvk_lib.server.response_store import ResponseStore, ResponseStoreError, 
 from clinvk_lib.server.response_store_redis import RedisResponseStore
 from clinvk_lib.sessions import EVERYTHING, Access
 from clinvk_lib.shared_store import open_response_store
-from tests.redisutil import RedisServer
-
-
-@pytest.fixture
-def redis(tmp_path):
-    with RedisServer(str(tmp_path / "redis")) as server:
-        yield server
 
 
 def redis_store(redis, max_stored, max_age=0.0) -> RedisResponseStore:
