@@ -126,7 +126,7 @@ SETTINGS = (
     _S("server.store_ca_file",             STR,              "",       "PEM file of the certificate authorities a rediss:// store is checked against (empty = the system's)"),
     _S("server.forward_host",              STR,              "",       "with server.store: the host name or IP the other nodes reach this one on (at its port) to hand it the tool results of its parked runs (empty = the address it binds; its host name when it binds every address)"),
     _S("server.worker_name",               STR,              "",       "with server.store: the name a session records for the machine whose CLI ran its turns, where the CLI's transcript is (empty = the host name); later turns go to a worker of that name"),
-    _S("server.shared_cli_homes",          BOOL,             False,    "with server.store: every worker sees the same CLI homes (transcripts), so a session's later turns may run on any worker, not only on the one that ran it"),
+    _S("server.shared_cli_homes",          BOOL,             False,    "with server.store: every worker sees the same CLI homes (transcripts), so a session's later turns may run on any worker, not only on the one that ran it (and the jobs queued for a worker that is gone move to their backends' queue instead of failing)"),
     _S("server.trusted_proxies",           NetworkList(),    (),       "proxies whose X-Forwarded-For is believed (IPs or CIDRs)"),
     _S("server.max_request_body_bytes",    Int(1),           10 * 1024 * 1024, "largest request body accepted"),
     _S("server.cors_allowed_origins",      STR_LIST,         (),       "browser origins allowed to call the API (empty = none)"),

@@ -13,22 +13,15 @@ two workers at once for longer than one ``keep`` interval.
 ``RunnerHeartbeat`` is the liveness of one process: a key that exists while it renews it,
 holding what the process advertises (its worker name, backends, capacity, busy runs).
 
-Routing (``RoutedQueues``): besides the shared queue there is one queue per set of backends a
-job needs (``jobs:queue:backends:claude+codex``) and one per worker name
-(``jobs:queue:worker:<name>``, the jobs continuing a session whose CLI transcript is on that
-worker); the set ``jobs:queues`` names them all. A process pulls from its worker queue first,
-then from every backend queue whose backends it has (starting at another one each time, so
-none starves), then from the shared queue. A job is thus only ever delivered to a process
-that can run it: nothing is handed back, nothing loops.
+Which queue a job goes to, and the order a process pulls them in: ``job_routes_redis``.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .job_events import job_event
 from .job_store import INTERRUPTED, QUEUED, RUNNING, Job, interrupted_error
@@ -37,6 +30,12 @@ from .redisclient import Client, RedisError, ReplyError, Script
 GROUP = "workers"
 # The queue of jobs any process may run; the names of the others start with it.
 SHARED = "jobs:queue"
+# ``worker:<name>``: present while a process of worker <name> that runs jobs is alive, and
+# for one more heartbeat lifetime after the last of them stopped.
+WORKER_SEEN = "worker:"
+# The idle time (ms) an entry given back is marked with: past any visibility timeout, so the
+# next pull of any process reclaims it.
+GIVEN_BACK_IDLE_MS = 30 * 86400 * 1000
 
 # KEYS[1] the queue; ARGV group, consumer, then entry ids. Claims again (resetting the idle
 # time) each entry still pending for this consumer; returns the ids that are not.
@@ -129,21 +128,32 @@ class JobQueue:
     def _reclaim(self, count: int) -> List[Delivery]:
         reply = self.client.execute("XAUTOCLAIM", self.key, GROUP, self.consumer,
                                     self.visibility_ms, "0-0", "COUNT", count)
-        return [d for d in map(lambda e: _delivery(e, True), reply[1]) if d is not None]
+        return [d for d in map(lambda e: delivery_of(e, True), reply[1]) if d is not None]
+
+    def give_back(self, entry: str) -> None:
+        """Hand ``entry``, delivered to this worker and not started, to whichever process
+        pulls next (itself included): it stays pending, marked idle for long."""
+        self.client.execute("XCLAIM", self.key, GROUP, self.consumer, 0, entry,
+                            "IDLE", GIVEN_BACK_IDLE_MS, "JUSTID")
 
     def _read_new(self, count: int, block_secs: float) -> List[Delivery]:
-        block_ms = max(1, int(block_secs * 1000))
+        block = ("BLOCK", int(block_secs * 1000)) if block_secs > 0 else ()
         reply = self.client.execute("XREADGROUP", "GROUP", GROUP, self.consumer,
-                                    "COUNT", count, "BLOCK", block_ms, "STREAMS", self.key, ">",
+                                    "COUNT", count, *block, "STREAMS", self.key, ">",
                                     timeout=block_secs + self.client.read_timeout)
-        if not reply:
-            return []
-        streams = reply.values() if isinstance(reply, dict) else [s[1] for s in reply]
-        return [d for entries in streams for d in map(lambda e: _delivery(e, False), entries)
-                if d is not None]
+        return [d for _, d in read_reply(reply)]
 
 
-def _delivery(entry: Any, reclaimed: bool) -> Any:
+def read_reply(reply: Any) -> List[Tuple[bytes, Delivery]]:
+    """(stream key, delivery) of each entry of an XREADGROUP reply, in order."""
+    if not reply:
+        return []
+    streams = reply.items() if isinstance(reply, dict) else [(s[0], s[1]) for s in reply]
+    return [(key, d) for key, entries in streams
+            for d in map(lambda e: delivery_of(e, False), entries) if d is not None]
+
+
+def delivery_of(entry: Any, reclaimed: bool) -> Any:
     """A Delivery of an XAUTOCLAIM / XREADGROUP entry; None for one deleted meanwhile."""
     if not entry or entry[1] is None:
         return None
@@ -183,8 +193,12 @@ class RunnerHeartbeat:
     def _renew(self) -> None:
         fields = dict(self.describe(), seen=str(int(time.time())))
         flat = [item for pair in sorted(fields.items()) for item in pair]
-        self.client.pipeline([("HSET", self.key) + tuple(flat),
-                              ("PEXPIRE", self.key, self.ttl_ms)])
+        commands: List[Tuple[Any, ...]] = [("HSET", self.key) + tuple(flat),
+                                           ("PEXPIRE", self.key, self.ttl_ms)]
+        if fields.get("worker") and int(fields.get("capacity") or 0) > 0:
+            commands.append(("SET", self.client.key(WORKER_SEEN + fields["worker"]), self.id,
+                             "PX", 2 * self.ttl_ms))
+        self.client.pipeline(commands)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl_ms / 3000.0):
@@ -226,97 +240,6 @@ def _runner(key: bytes, reply: Any) -> Dict[str, Any]:
             "backends": [b for b in text.get("backends", "").split(",") if b],
             "capacity": int(text.get("capacity") or 0), "busy": int(text.get("busy") or 0),
             "seen": int(text.get("seen") or 0)}
-
-
-# -- routing: a queue per worker and per set of backends --------------------------------------
-
-
-def worker_queue(worker: str) -> str:
-    """The queue of the jobs only worker ``worker`` may run (they continue its sessions)."""
-    return SHARED + ":worker:" + worker
-
-
-def backends_queue(backends: Iterable[str]) -> str:
-    """The queue of the jobs that need exactly these backends; the shared one for none."""
-    names = sorted(set(backends))
-    return SHARED + ":backends:" + "+".join(names) if names else SHARED
-
-
-def queue_backends(name: str) -> Optional[frozenset]:
-    """The backends a job in queue ``name`` needs; None for a worker's own queue."""
-    if name == SHARED:
-        return frozenset()
-    prefix = SHARED + ":backends:"
-    return frozenset(name[len(prefix):].split("+")) if name.startswith(prefix) else None
-
-
-class RoutedQueues:
-    """Every queue as one process (``consumer``, of worker ``worker``) sees it: ``push`` a job
-    where the processes that can run it pull, ``pull`` from the queues this process can serve
-    (``backends()``: the backends it has now), ``queue(name)`` for keeping and acknowledging
-    an entry of one of them, ``waiting()`` across all of them."""
-
-    REGISTRY = "jobs:queues"
-
-    def __init__(self, client: Client, consumer: str, visibility_secs: float, worker: str,
-                 backends: Callable[[], Iterable[str]]) -> None:
-        self.client = client
-        self.consumer = consumer
-        self.visibility_secs = visibility_secs
-        self.worker = worker
-        self.backends = backends
-        self._queues: Dict[str, JobQueue] = {}
-        self._turn = itertools.count()
-
-    def queue(self, name: str) -> JobQueue:
-        found = self._queues.get(name)
-        if found is None:
-            found = self._queues[name] = JobQueue(self.client, self.consumer,
-                                                  self.visibility_secs, name)
-        return found
-
-    def push(self, job_id: str, backends: Iterable[str] = (), worker: str = "") -> str:
-        """Queue ``job_id`` for worker ``worker`` when given, else for any process with all
-        of ``backends``; the name of the queue."""
-        name = worker_queue(worker) if worker else backends_queue(backends)
-        self.client.execute("SADD", self.client.key(self.REGISTRY), name)
-        self.queue(name).push(job_id)
-        return name
-
-    def names(self) -> List[str]:
-        """Every queue jobs were pushed on (the shared one included)."""
-        found = self.client.execute("SMEMBERS", self.client.key(self.REGISTRY))
-        return sorted({SHARED} | {n.decode() if isinstance(n, bytes) else n for n in found})
-
-    def serving(self) -> List[str]:
-        """The queues this process pulls from, in the order it tries them: its worker's
-        own, the backend queues whose backends it has (from another one each time), then
-        the shared one."""
-        have = set(self.backends())
-        routed = [n for n in self.names() if queue_backends(n) and queue_backends(n) <= have]
-        if routed:
-            start = next(self._turn) % len(routed)
-            routed = routed[start:] + routed[:start]
-        own = worker_queue(self.worker)
-        return [own] + [n for n in routed if n != own] + [SHARED]
-
-    def pull(self, block_secs: float) -> List[Delivery]:
-        """One job for this process (reclaimed or new) from the first of its queues that
-        has one; if none has, wait up to ``block_secs`` for one to be pushed, and []. (A job
-        pushed between the look and the wait is found by the next pull.)"""
-        names = self.serving()
-        for name in names:
-            found = self.queue(name).pull(1, 0)
-            if found:
-                return [d._replace(queue=name) for d in found]
-        self.client.execute("XREAD", "COUNT", 1, "BLOCK", max(1, int(block_secs * 1000)),
-                            "STREAMS", *([self.client.key(n) for n in names] + ["$"] * len(names)),
-                            timeout=block_secs + self.client.read_timeout)
-        return []
-
-    def waiting(self) -> int:
-        """Jobs queued and not yet delivered to any process, in every queue."""
-        return sum(self.queue(name).waiting() for name in self.names())
 
 
 def settle(store: Any, queue: JobQueue, delivery: Delivery, runner: str,

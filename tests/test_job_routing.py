@@ -5,13 +5,17 @@ the queue bound counts every queue. A real redis-server for the module, emptied 
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
-from clinvk_lib.job_queue_redis import RoutedQueues, backends_queue, queue_backends
+from clinvk_lib.job_queue_redis import JobQueue, RunnerHeartbeat
+from clinvk_lib.job_routes_redis import RoutedQueues, backends_queue, queue_backends, worker_queue
 from clinvk_lib.redisclient import Client
 from clinvk_lib.server import errors
 from clinvk_lib.server.job_runner_shared import Route, check_route, job_backends
 from tests.redisutil import RedisServer
+from tests.serverutil import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +93,89 @@ def test_no_backend_queue_starves_another(redis):
         first_six.append(d.job_id.split("-")[0])
         both.queue(d.queue).done(d.entry)
     assert first_six.count("codex") == 3
+
+
+def test_a_pull_that_waits_gets_the_job_pushed_meanwhile_on_any_of_its_queues(redis):
+    both = process(redis, "both", "gpu-1", backends=["claude", "codex"])
+    for backend in ("claude", "codex"):          # the queues exist from now on
+        process(redis, "api").push("first-" + backend, [backend])
+    assert sorted(pulled(both)) == ["first-claude", "first-codex"]
+    got = []
+    waiting = threading.Thread(target=lambda: got.extend(both.pull(30)))
+    waiting.start()
+    assert wait_for(lambda: blocked_on_xreadgroup(redis), 10)
+    process(redis, "api").push("codex-job", ["codex"])
+    waiting.join()
+    assert [(d.job_id, d.queue) for d in got] == [("codex-job", backends_queue(["codex"]))]
+
+
+def blocked_on_xreadgroup(redis) -> bool:
+    lines = Client(redis.url).execute("CLIENT", "LIST").decode().splitlines()
+    return any("cmd=xreadgroup" in line and " flags=b " in line for line in lines)
+
+
+def test_an_entry_given_back_goes_to_the_next_pull_of_any_process(redis):
+    process(redis, "api").push("job-1")
+    mine = JobQueue(Client(redis.url, prefix="t:"), "p1", 60)
+    (delivery,) = mine.pull(1, 0.01)
+    other = JobQueue(Client(redis.url, prefix="t:"), "p2", 60)
+    assert other.pull(1, 0) == []                # held by p1
+    mine.give_back(delivery.entry)
+    assert [(d.job_id, d.reclaimed) for d in other.pull(1, 0)] == [("job-1", True)]
+
+
+def test_a_process_that_runs_jobs_keeps_its_worker_known_two_heartbeat_lifetimes(redis):
+    client = Client(redis.url, prefix="t:")
+    beats = [RunnerHeartbeat(client, 30, lambda: {"worker": "gpu-1", "capacity": "2"}),
+             RunnerHeartbeat(client, 30, lambda: {"worker": "api-1", "capacity": "0"})]
+    for beat in beats:
+        beat.take()
+    try:
+        assert 59000 < client.execute("PTTL", "t:worker:gpu-1") <= 60000
+        assert client.execute("EXISTS", "t:worker:api-1") == 0   # it runs no jobs
+    finally:
+        for beat in beats:
+            beat.release()
+
+
+def test_a_worker_whose_key_expired_is_gone_once_redis_has_been_up_that_long(redis):
+    api = process(redis, "api")
+    api.push("a", worker="gpu-1")
+    api.push("b", worker="gpu-2")
+    api.client.execute("SET", "t:worker:gpu-2", "x")
+    assert api.gone_workers(0) == ["gpu-1"]
+    assert api.gone_workers(3600) == []          # Redis restarted: the keys may come back
+
+
+def test_a_gone_workers_job_moves_to_its_backends_queue_in_one_step(redis):
+    api = process(redis, "api")
+    api.push("session-job", ["claude"], worker="gpu-1")
+    sweeper = process(redis, "sweeper")
+    own = worker_queue("gpu-1")
+    (delivery,) = sweeper.queue(own).pull(10, 0)
+    assert sweeper.move(delivery.entry, own, "session-job", ["claude"]) == \
+        backends_queue(["claude"])
+    assert api.client.execute("XLEN", "t:" + own) == 0
+    assert api.client.execute("XPENDING", "t:" + own, "workers")[0] == 0
+    assert pulled(process(redis, "p", backends=["claude"])) == ["session-job"]
+
+
+def test_a_workers_queue_is_dropped_only_once_nothing_is_queued_or_pending(redis):
+    api = process(redis, "api")
+    api.push("session-job", worker="gpu-1")
+    own = worker_queue("gpu-1")
+    assert api.drop_if_empty(own) is False       # queued
+    sweeper = process(redis, "sweeper")
+    (delivery,) = sweeper.queue(own).pull(1, 0)
+    assert api.drop_if_empty(own) is False       # pending
+    sweeper.queue(own).done(delivery.entry)
+    assert api.drop_if_empty(own) is True
+    assert own not in api.names() and api.client.execute("EXISTS", "t:" + own) == 0
+
+
+def test_a_pulling_process_registers_its_own_queue(redis):
+    assert process(redis, "p1", "gpu-1").pull(0.01) == []
+    assert worker_queue("gpu-1") in process(redis, "api").names()
 
 
 def test_waiting_counts_the_jobs_of_every_queue(redis):

@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+from clinvk_lib.redisclient import Client
 from tests.redisutil import WorkerProcess, store_settings as settings
 from tests.serveproc import FAKE_BIN, ServeProcess
 from tests.serverutil import wait_for
@@ -139,3 +140,76 @@ def test_the_command_line_on_the_store_shares_the_sessions_of_the_servers(redis,
     finally:
         node.stop()
     assert later.status == 200 and "[recalled: the code is 9" in later.json()["output"]
+
+
+def submit(node, request) -> str:
+    reply = node.post("/api/v1/jobs", {"kind": "prompt", "request": request})
+    assert reply.status == 202, reply
+    return reply.json()["id"]
+
+
+def queue_held_by_its_worker(redis, tmp_path, api, **worker_settings):
+    """A session whose last turn ran on worker gpu-1 (one run slot, busy), and a job
+    continuing it, queued for gpu-1: the job's id and the worker."""
+    worker = WorkerProcess(str(tmp_path / "gpu-1"), settings(
+        redis, worker_name="gpu-1", max_concurrent_runs=1, **worker_settings),
+        env=dict(RECALL, FAKE_CLI_STATE_DIR=str(tmp_path / "cli-homes")))
+    first = run_job(api, {"backend": "claude", "prompt": "remember 42"})
+    assert first["status"] == "succeeded", first
+    blocker = submit(api, {"backend": "claude", "prompt": "FAKE_SLEEP: 600", "ephemeral": True})
+    assert wait_for(lambda: status(api, blocker) == "running", 30, 0.05)
+    later = submit(api, {"backend": "claude", "prompt": "which number?",
+                         "session_id": first["result"]["session_id"]})
+    return later, worker
+
+
+def queues(redis) -> set:
+    return {n.decode() for n in Client(redis.url).execute("SMEMBERS", "clinvk:jobs:queues")}
+
+
+def test_a_job_queued_for_a_worker_that_is_gone_fails_naming_it_and_its_queue_goes(
+        redis, api, tmp_path):
+    later, worker = queue_held_by_its_worker(redis, tmp_path, api)
+    try:
+        assert "jobs:queue:worker:gpu-1" in queues(redis)
+        worker.kill()
+        assert wait_for(lambda: status(api, later) in FINAL, 60, 0.1)
+    finally:
+        worker.stop()
+    job = api.get("/api/v1/jobs/" + later).json()
+    assert job["status"] == "failed", job
+    error = job["error"]
+    assert (error["error"], error["status"], error["field"]) == (
+        "session_worker_gone", 409, "session_id")
+    assert "'gpu-1'" in error["message"] and "server.shared_cli_homes" in error["message"]
+    events = api.get("/api/v1/jobs/%s/events" % later).body.splitlines()
+    assert json.loads(events[-1])["content"]["status"] == "failed"
+    assert wait_for(lambda: "jobs:queue:worker:gpu-1" not in queues(redis), 10, 0.1)
+    assert any("worker 'gpu-1' is gone" in line for line in api.log_lines), api.log_lines
+
+
+def test_with_shared_cli_homes_a_gone_workers_job_runs_on_another_worker(redis, tmp_path):
+    """The operator declares the CLIs' homes shared (on every node from now on) after a job
+    was queued for a worker that then died: the job moves to the backends' queue and runs on
+    another worker, and the model still sees the session's first turn."""
+    api = ServeProcess(str(tmp_path / "api"), config=settings(redis, role="api"))
+    try:
+        later, worker = queue_held_by_its_worker(redis, tmp_path, api)
+        worker.kill()
+    finally:
+        api.stop()
+    other = WorkerProcess(str(tmp_path / "gpu-2"), settings(
+        redis, worker_name="gpu-2", shared_cli_homes=True),
+        env=dict(RECALL, FAKE_CLI_STATE_DIR=str(tmp_path / "cli-homes")))
+    reader = ServeProcess(str(tmp_path / "reader"), config=settings(
+        redis, role="api", shared_cli_homes=True))
+    try:
+        assert wait_for(lambda: status(reader, later) in FINAL, 60, 0.1)
+        job = reader.get("/api/v1/jobs/" + later).json()
+        assert job["status"] == "succeeded", job
+        assert "[recalled: remember 42" in job["result"]["output"]
+        assert ran_on(other, later)
+        assert "jobs:queue:worker:gpu-1" not in queues(redis)
+    finally:
+        reader.stop()
+        other.stop()

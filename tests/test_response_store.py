@@ -15,27 +15,18 @@ from clinvk_lib.server.response_store import ResponseStore, ResponseStoreError, 
 from clinvk_lib.server.response_store_redis import RedisResponseStore
 from clinvk_lib.sessions import EVERYTHING, Access
 from clinvk_lib.shared_store import open_response_store
-from tests.redisutil import RedisServer
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1.7e9
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def redis(tmp_path):
-    with RedisServer(str(tmp_path / "redis")) as server:
-        yield server
-
-
-def redis_store(redis, max_stored, max_age=0.0, clock=None) -> RedisResponseStore:
+def redis_store(redis, max_stored, max_age=0.0) -> RedisResponseStore:
     """One node's store, with connections of its own."""
     return RedisResponseStore(Client(redis.url, prefix="t:", connect_attempts=1), max_stored,
-                              max_age, clock or Clock())
+                              max_age)
+
+
+def redis_now(store: RedisResponseStore) -> float:
+    """Redis's clock, in seconds."""
+    secs, micros = store.client.execute("TIME")
+    return int(secs) + int(micros) / 1e6
 
 
 class Stores:
@@ -45,12 +36,11 @@ class Stores:
         self.kind = kind
         self.home = str(tmp_path / "home")
         self.redis = request.getfixturevalue("redis") if kind == "redis" else None
-        self.clock = Clock()
 
     def make(self, max_stored=100, max_age=0.0):
         if self.redis is None:
             return ResponseStore(self.home, max_stored, max_age)
-        return redis_store(self.redis, max_stored, max_age, self.clock)
+        return redis_store(self.redis, max_stored, max_age)
 
     def age(self, store, response_id, secs):
         """Make ``response_id`` look last written ``secs`` ago (and the next prune look
@@ -62,7 +52,7 @@ class Stores:
             store._last_age_sweep = 0.0
         else:
             store.client.execute("ZADD", store.client.key("responses:by_time"),
-                                 self.clock.now - secs, response_id)
+                                 repr(redis_now(store) - secs), response_id)
 
 
 @pytest.fixture(params=["disk", "redis"])
@@ -116,7 +106,6 @@ def test_a_malformed_id_names_no_response(stores, bad):
 def test_only_the_newest_are_kept_past_the_count_bound(stores):
     store = stores.make(max_stored=3)
     for n in range(5):
-        stores.clock.now += 1
         if stores.redis is None and n:
             stores.age(store, rid(n - 1), 10 * (5 - n))     # file times: older first
         store.add(record(n))
@@ -147,10 +136,8 @@ def test_a_response_stored_on_one_node_is_read_updated_and_deleted_on_another(re
 
 
 def test_the_count_bound_holds_across_nodes(redis):
-    clock = Clock()
-    nodes = [redis_store(redis, 4, clock=clock) for _ in range(2)]
+    nodes = [redis_store(redis, 4) for _ in range(2)]
     for n in range(10):
-        clock.now += 1
         nodes[n % 2].add(record(n))
     kept = [n for n in range(10) if nodes[0].get(rid(n), EVERYTHING) is not None]
     assert kept == [6, 7, 8, 9]
@@ -197,3 +184,49 @@ def test_the_server_opens_the_store_its_settings_name(redis, tmp_path):
     shared = open_response_store(cfg, Client(redis.url), str(tmp_path))
     assert isinstance(shared, RedisResponseStore)
     assert (shared.max_stored, shared.max_age) == (7, 2 * 86400.0)
+
+
+def test_a_write_is_scored_by_redis_clock_whatever_the_nodes_clock_says(redis, monkeypatch):
+    store = redis_store(redis, 10, max_age=3600)
+    monkeypatch.setattr("time.time", lambda: 4.0e9)        # a node far in the future
+    store.add(record(1))
+    store.add(record(2))
+    score = float(store.client.execute("ZSCORE", "t:responses:by_time", rid(1)))
+    assert abs(score - redis_now(store)) < 60
+    assert store.get(rid(1), EVERYTHING) is not None        # not taken for old by the next add
+
+
+def test_an_id_whose_record_is_gone_is_dropped_by_the_next_prune_and_nothing_else(redis):
+    """Half a removal done by hand (the record deleted, its id left): reads say not found,
+    and the next prune drops the id before any live response."""
+    store = redis_store(redis, 2)
+    store.add(record(1))
+    store.add(record(2))
+    store.client.execute("DEL", "t:response:" + rid(1))
+    assert store.get(rid(1), EVERYTHING) is None
+    store.add(record(3))
+    assert [store.get(rid(n), EVERYTHING) is not None for n in (2, 3)] == [True, True]
+    assert sorted(store.client.execute("ZRANGE", "t:responses:by_time", 0, -1)) == [
+        rid(2).encode(), rid(3).encode()]
+
+
+def test_a_record_whose_id_is_gone_is_read_until_the_next_sweep_removes_it(redis):
+    """The other half (the id taken off the set, the record left, as a two-step prune that
+    stopped halfway did): the record still reads, and the next sweep deletes it alone."""
+    store = redis_store(redis, 10)
+    store.add(record(1))
+    store.add(record(2))
+    store.client.execute("ZREM", "t:responses:by_time", rid(1))
+    assert store.get(rid(1), EVERYTHING) is not None
+    store.SWEEP_SECS = 0
+    store.add(record(3))
+    assert [store.get(rid(n), EVERYTHING) is not None for n in (1, 2, 3)] == [False, True, True]
+    assert store.client.execute("ZCARD", "t:responses:by_time") == 2
+
+
+def test_an_update_puts_back_the_id_of_a_record_that_lost_it(redis):
+    store = redis_store(redis, 10)
+    store.add(record(1, status="queued"))
+    store.client.execute("ZREM", "t:responses:by_time", rid(1))
+    assert store.update(record(1, status="completed"))
+    assert store.client.execute("ZSCORE", "t:responses:by_time", rid(1)) is not None

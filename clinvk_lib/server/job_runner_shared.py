@@ -5,7 +5,7 @@ with a free run slot runs it.
 What changes from one process on its own disk:
 
 - ``submit`` saves the job and pushes it where the processes that can run it pull
-  (``job_queue_redis.RoutedQueues``; ``route`` decides): a job continuing a session goes to
+  (``job_routes_redis.RoutedQueues``; ``route`` decides): a job continuing a session goes to
   the queue of the worker that ran the session's last turn (its CLI's transcript is there),
   409 ``session_worker_gone`` if no process of that worker is alive, unless
   ``server.shared_cli_homes``; any other job goes to the queue of the backends it names (a
@@ -25,8 +25,11 @@ What changes from one process on its own disk:
   was still queued; the process that lost it stops the run at its next keep, so a job never
   runs in two places at once for longer than one keep interval (and what the lost run still
   writes is refused: its next event's id is taken by the requeue's).
-- Every ``server.job_visibility_timeout_secs`` a pulling process also deletes from the
-  consumer group the consumers of processes long gone (``forget_dead_consumers``).
+- Every ``server.job_visibility_timeout_secs`` every process (an API node too) also deletes
+  from the consumer groups the consumers of processes long gone (``forget_dead_consumers``),
+  and settles the jobs queued for workers that are gone (``gone_workers``: they fail with
+  ``session_worker_gone``, or move to their backends' queue with
+  ``server.shared_cli_homes``), then removes those workers' queues.
 - A job that ends is acknowledged (its entry leaves the queue). One given back at shutdown
   before it started stays pending, and is reclaimed after the visibility timeout.
 """
@@ -39,7 +42,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from .. import execute
 from ..backends import probe
-from ..job_queue_redis import RoutedQueues, forget_dead_consumers, list_runners, settle
+from ..job_queue_redis import forget_dead_consumers, list_runners, settle
+from ..job_routes_redis import RoutedQueues
 from ..job_store import CANCELLED, RUN, Job, JobStoreError
 from ..job_store_redis import RedisJobStore
 from ..redisclient import RedisError, ReplyError
@@ -48,6 +52,7 @@ from ..shared_store import worker_name
 from ..sessions_redis import RedisSessionStore
 from . import errors
 from . import remote_run
+from .gone_workers import settle_gone_workers, worker_gone
 from .job_runner import JobRunner, Kind, RunningJob
 
 
@@ -151,6 +156,8 @@ class SharedJobRunner(JobRunner):
         """Nothing to do: a queued job stays in the shared queue until a process pulls it."""
 
     def _next_queued(self) -> Optional[str]:
+        if not self._stopping:
+            self._sweep_queues()
         if self._stopping or not self.pulls:
             with self._cond:
                 self._cond.wait(self.POLL_SECS)
@@ -161,7 +168,6 @@ class SharedJobRunner(JobRunner):
             self._warn_unreachable(exc)
             time.sleep(self.POLL_SECS)
             return None
-        self._sweep_consumers()
         for delivery in deliveries:
             job = settle(self.store, self.queues.queue(delivery.queue), delivery,
                          self.lease.id, self.retries)
@@ -171,20 +177,23 @@ class SharedJobRunner(JobRunner):
                 return job.id
         return None
 
-    def _sweep_consumers(self) -> None:
+    def _sweep_queues(self) -> None:
+        """Every visibility timeout: forget the consumers of processes long gone, settle
+        the jobs of workers that are gone."""
         now = time.monotonic()
         if now - self._swept_at < self.visibility_secs:
             return
         self._swept_at = now
         gone: List[str] = []
         try:
+            settle_gone_workers(self)
             for name in self.queues.names():
                 try:
                     gone += forget_dead_consumers(
                         self.queues.queue(name), self.visibility_secs * self.DEAD_AFTER_TIMEOUTS)
                 except ReplyError:
                     pass            # a queue no process has pulled from yet: no group
-        except RedisError as exc:
+        except (RedisError, JobStoreError) as exc:
             self._warn_unreachable(exc)
             return
         if gone:
@@ -300,11 +309,7 @@ def check_route(route: Route, runners: List[Dict[str, Any]]) -> str:
     pulling = [r for r in runners if r["capacity"] > 0]
     if route.worker:
         if not any(r["worker"] == route.worker for r in pulling):
-            raise errors.ApiError(409, "session_worker_gone", "the session's CLI transcript "
-                                  "is on worker %r, and no clinvk worker of that name is "
-                                  "alive: start it again (server.worker_name), or set "
-                                  "server.shared_cli_homes: true if every worker sees the "
-                                  "same CLI homes" % route.worker, "session_id")
+            raise worker_gone(route.worker)
         return ""
     needed = set(route.backends)
     if not needed or any(needed <= set(r["backends"]) for r in pulling):
