@@ -21,7 +21,7 @@ from clinvk_lib.redisclient import Client
 from clinvk_lib.server.cluster_metrics import metric_lines
 from clinvk_lib.server.keys import key_id
 from clinvk_lib.server.usage_shared import APPLY_BATCH, Batch, SharedUsage
-from tests.redisutil import WorkerProcess
+from tests.redisutil import WorkerProcess, free_port
 from tests.test_metrics import exposition_problems
 from tests.serveproc import ServeProcess
 from tests.serverutil import start_server, wait_for  # noqa: F401  (a fixture)
@@ -205,6 +205,26 @@ def test_a_batch_whose_reply_was_lost_is_sent_again_and_counted_once(redis):
         assert (row["runs"], row["success"], row["output_tokens"]) == (2, 2, 5)
     finally:
         proxy.close()
+
+
+def test_a_batch_a_read_only_replica_refused_is_kept_until_it_takes_writes(redis):
+    node, admin = counters(redis), Client(redis.url)
+    admin.execute("REPLICAOF", "127.0.0.1", str(free_port()))      # a primary that is not there
+    node.count_run("claude", "success", 1.0)
+    assert wait_for(lambda: node.down.startswith("READONLY"), 10)
+    admin.execute("REPLICAOF", "NO", "ONE")
+    assert wait_for(lambda: not node.down, 15) and written(node)
+    assert node.read()["backends"]["claude"]["runs"] == 1
+
+
+def test_a_batch_redis_refuses_for_good_is_dropped_and_said_so(redis):
+    node = counters(redis)
+    node.client.execute("SET", "t:usage:b:claude", "not a hash")
+    node.count_run("claude", "success", 1.0)
+    assert written(node)
+    assert any("refused a batch, dropped (WRONGTYPE" in line for line in node.log.lines)
+    node.count_run("codex", "success", 1.0)
+    assert written(node) and node.client.execute("HGET", "t:usage:b:codex", "runs") == b"1"
 
 
 # -- per node and histograms ---------------------------------------------------------------------
