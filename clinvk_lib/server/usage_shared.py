@@ -33,6 +33,7 @@ field per label values and bucket upper bound (a JSON list, e.g. ``["claude", "3
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import threading
@@ -340,9 +341,15 @@ class SharedUsage:
 def _observation(labels: Tuple[str, ...], buckets: Tuple[float, ...], seconds: float) -> \
         Dict[str, float]:
     """The histogram fields one observation adds to."""
-    bound = format_value(bucket_bound(buckets, seconds))
-    return {json.dumps(list(labels) + [bound]): 1,
-            json.dumps(list(labels) + ["sum"]): float(seconds)}
+    bucket, total = _histogram_fields(labels, bucket_bound(buckets, seconds))
+    return {bucket: 1, total: float(seconds)}
+
+
+@functools.lru_cache(maxsize=4096)
+def _histogram_fields(labels: Tuple[str, ...], bound: float) -> Tuple[str, str]:
+    """The fields of a series' bucket ``bound`` and of its sum (few: made once each)."""
+    return (json.dumps(list(labels) + [format_value(bound)]),
+            json.dumps(list(labels) + ["sum"]))
 
 
 def _observed(fields: Dict[str, str]) -> Dict[Tuple[str, ...], Observed]:
