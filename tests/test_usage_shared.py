@@ -169,8 +169,9 @@ class ReplyDropper:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.port))
-            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+            for source, sink, replies in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pipe, args=(source, sink, replies),
+                                 daemon=True).start()
 
     def _pipe(self, source, sink, replies: bool) -> None:
         try:
