@@ -403,12 +403,22 @@ def test_without_a_store_the_usage_is_the_nodes(start_server):
 
 @pytest.mark.slow
 def test_a_run_through_an_api_node_is_counted_once_by_the_worker_under_the_key(redis, tmp_path):
-    api = ServeProcess(str(tmp_path / "api"), config=node_settings(redis, role="api"))
-    worker = WorkerProcess(str(tmp_path / "w1"), {"server": {"store": redis.url}})
+    api = ServeProcess(str(tmp_path / "api"), config=node_settings(redis, role="api",
+                                                                    worker_name="api1"))
+    worker = WorkerProcess(str(tmp_path / "w1"), {"server": {
+        "store": redis.url, "worker_name": "w1", "max_concurrent_runs": 2}})
     try:
         assert api.post("/api/v1/prompt", {"backend": "claude", "prompt": "hi"},
                         headers=as_key(KEY)).status == 200
         assert wait_for(lambda: claude_runs(api) == 1, 15)
+        lines = api.get("/metrics", headers=as_key(ADMIN)).body.decode().splitlines()
+        for sample in ('clinvk_cluster_node_runs_total{node="w1",outcome="success"} 1',
+                       'clinvk_cluster_node_capacity_runs{node="w1"} 2',
+                       'clinvk_cluster_node_capacity_runs{node="api1"} 0',
+                       'clinvk_cluster_backend_run_duration_seconds_count{backend="claude"} 1'):
+            assert sample in lines, sample
+        assert not any(line.startswith('clinvk_cluster_node_runs_total{node="api1"')
+                       for line in lines)
     finally:
         worker.stop()           # writes what it had not yet
     try:
