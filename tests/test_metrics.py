@@ -12,7 +12,7 @@ import pytest
 
 from clinvk_lib.events import Usage
 from clinvk_lib.server.metrics import (Counter, Gauge, Histogram, Registry, ServerMetrics,
-                                       format_value)
+                                       bucket_bound, format_value)
 
 _PAIR = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:%s(?:,%s)*)?\})? (\S+)$' % (_PAIR, _PAIR))
@@ -140,6 +140,26 @@ def test_value_equal_to_a_bound_counts_in_that_bucket():
     registry = Registry()
     registry.register(Histogram("h", "H.", buckets=(1, 2))).observe(1)
     assert 'h_bucket{le="1"} 1\n' in registry.render()
+
+
+def test_counts_added_from_elsewhere_render_as_observations_would():
+    observed, added = Histogram("h", "H.", ("a",), (1, 2)), Histogram("h", "H.", ("a",), (1, 2))
+    for value in (0.5, 2, 7):
+        observed.observe(value, "x")
+    added.add_counts({1.0: 1, 2.0: 1, math.inf: 1}, 9.5, "x")
+    assert added.render() == observed.render()
+
+
+def test_added_counts_at_a_bound_the_histogram_lacks_go_to_the_next_one_above():
+    h = Histogram("h", "H.", buckets=(1, 5))
+    h.add_counts({3.0: 2, 99.0: 1}, 10.0)
+    assert h.render()[2:] == ['h_bucket{le="1"} 0', 'h_bucket{le="5"} 2',
+                              'h_bucket{le="+Inf"} 3', 'h_sum 10', 'h_count 3']
+
+
+def test_bucket_bound_is_the_first_bound_at_or_above_the_value():
+    assert [bucket_bound((1.0, 5.0), v) for v in (0.2, 1, 1.01, 5, 6)] == \
+        [1.0, 1.0, 5.0, 5.0, math.inf]
 
 
 def test_unlabelled_histogram_shows_zero_buckets_before_any_observation():

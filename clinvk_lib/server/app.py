@@ -188,7 +188,7 @@ class App:
         if self.metrics is not None:
             self.metrics.run_finished(backend, outcome, duration_ms / 1000.0, usage, key_id)
         if self.shared_usage is not None:
-            self.shared_usage.count_run(backend, outcome, usage, key_id)
+            self.shared_usage.count_run(backend, outcome, duration_ms / 1000.0, usage, key_id)
 
     # -- requests in flight (for shutdown) ----------------------------------------------------
 
@@ -203,7 +203,7 @@ class App:
         if self.metrics is not None:
             self.metrics.request_finished(ctx.method, ctx.route_template, status, seconds)
         if self.shared_usage is not None:
-            self.shared_usage.count_request(ctx.key_id)
+            self.shared_usage.count_request(ctx.method, ctx.route_template, seconds, ctx.key_id)
         self.log.request(ctx, status, seconds)
         with self._busy:
             self._in_flight.pop(ctx, None)

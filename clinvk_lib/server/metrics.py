@@ -174,14 +174,24 @@ class Histogram(_Metric):
             self._series[()] = [[0] * (len(bounds) + 1), 0.0]
 
     def observe(self, value: float, *labelvalues: object) -> None:
+        self._add_to(labelvalues, {bucket_bound(self.buckets, value): 1}, value)
+
+    def add_counts(self, counts: Dict[float, int], total: float, *labelvalues: object) -> None:
+        """Add observations counted elsewhere: ``counts`` by bucket upper bound (``math.inf``
+        for the last), ``total`` their sum. A bound this histogram lacks counts in the next
+        one above it, so the buckets stay cumulative and true."""
+        self._add_to(labelvalues, counts, total)
+
+    def _add_to(self, labelvalues: Sequence[object], counts: Dict[float, int],
+                total: float) -> None:
         key = self._key(labelvalues)
-        index = bisect.bisect_left(self.buckets, value)     # first bound >= value: le is <=
         with self._lock:
             series = self._series.get(key)
             if series is None:
                 series = self._series[key] = [[0] * (len(self.buckets) + 1), 0.0]
-            series[0][index] += 1
-            series[1] += value
+            for bound, count in counts.items():
+                series[0][bisect.bisect_left(self.buckets, bound)] += count
+            series[1] += total
 
     def _samples(self) -> List[str]:
         with self._lock:
@@ -198,6 +208,13 @@ class Histogram(_Metric):
             lines.append("%s_sum%s %s" % (self.name, labels, format_value(total)))
             lines.append("%s_count%s %d" % (self.name, labels, cumulative))
         return lines
+
+
+def bucket_bound(buckets: Sequence[float], value: float) -> float:
+    """The upper bound of the bucket of sorted ``buckets`` that ``value`` counts in (``le``
+    is <=): the first bound >= ``value``, else ``math.inf``."""
+    index = bisect.bisect_left(buckets, value)
+    return buckets[index] if index < len(buckets) else math.inf
 
 
 class Registry:
@@ -226,7 +243,14 @@ RUN_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 # Any other method string is counted as OTHER: a client must not be able to mint label values.
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+
+def method_label(method: str) -> str:
+    """The ``method`` label of an HTTP request: its method, or OTHER for any other string."""
+    return method if method in _METHODS else "OTHER"
+
 TOKEN_KINDS = ("input", "output", "cached", "reasoning")
+OUTCOMES = ("success", "failure", "timeout", "cancelled")
 
 
 class ServerMetrics:
@@ -307,7 +331,7 @@ class ServerMetrics:
         """Record a finished request. ``route`` is the matched template
         (``/api/v1/sessions/{id}``), never the raw path, so ids do not become series."""
         self.in_flight.dec()
-        method = method if method in _METHODS else "OTHER"
+        method = method_label(method)
         self.http_requests.inc(method, route, status)
         self.http_duration.observe(seconds, method, route)
 

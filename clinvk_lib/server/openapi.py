@@ -369,7 +369,10 @@ DEFAULT_ROUTES: Tuple[Operation, ...] = (
     Operation("GET", "/metrics", "getMetrics", META, "Prometheus metrics", errors=(401, 404, 429),
               media_type="text/plain",
               description="Prometheus text exposition format 0.0.4. 404 unless "
-                          "server.metrics_enabled; needs an API key unless server.metrics_public."),
+                          "server.metrics_enabled; needs an API key unless server.metrics_public. "
+                          "With server.store, also the clinvk_cluster_* series: every node's "
+                          "totals, each live node's (label node) and the duration histograms "
+                          "summed over the nodes."),
     Operation("GET", "/openapi.json", "getOpenAPI", META, "This OpenAPI document", errors=(429,),
               public=True),
     Operation("GET", "/docs", "getDocs", META, "API documentation (HTML)", errors=(429,),

@@ -50,7 +50,7 @@ def build_app(cfg: config.Config, store: Optional[SessionStore] = None,
     app.guards = guards.install(app)
     app.jobs = job_runner(app)
     if shared is not None:
-        from .usage_shared import install     # lazy: only a node on a shared store needs it
+        from .cluster_metrics import install  # lazy: only a node on a shared store needs it
         app.shared_usage = install(app)
     # Runs parked on a client tool call until the client's next request (toolcalls).
     app.tool_bridge = toolcalls.Bridge(cfg.get("server.tool_result_timeout_secs")
