@@ -47,7 +47,7 @@ from ..session_record import SessionError
 from ..shared_store import worker_name
 from ..sessions_redis import RedisSessionStore
 from . import errors
-from . import remote_run
+from . import remote_run, toolcalls
 from .job_runner import JobRunner, Kind, RunningJob
 
 
@@ -65,8 +65,9 @@ class SharedJobRunner(JobRunner):
                  pulls: bool = True, retries: int = 0) -> None:
         store.describe_runner = self.describe
         super().__init__(app, store)
-        # The runs API nodes hand the workers (server.role: api; remote_run).
-        self.add_kind(RUN, Kind(remote_run.run_job, remote_run.judge_run))
+        # The runs API nodes hand the workers (server.role: api; remote_run), bridged ones
+        # too (toolcalls).
+        self.add_kind(RUN, Kind(toolcalls.run_job, remote_run.judge_run))
         self.visibility_secs = visibility_secs
         self.pulls = pulls
         self.retries = retries
