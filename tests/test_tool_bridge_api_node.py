@@ -73,6 +73,9 @@ def test_chat_completions_results_sent_to_another_api_node_continue_the_run(node
     assert done.choices[0].message.content == "TOOL-RESULT-SEEN: sunny, 21 C"
     session = first.headers["X-Clinvk-Session-Id"]
     assert session and second.headers["X-Clinvk-Session-Id"] == session
+    # The session the API node named is the one the worker's run recorded.
+    assert wait_for(lambda: one.get("/api/v1/sessions/" + session, headers=AUTH).status
+                    == 200, 10)
     assert one.children() == [] and two.children() == []    # the worker ran it
     # The run ended: the job is gone from the store, and its calls with it.
     assert wait_for(lambda: one.get("/api/v1/jobs?kind=run", headers=AUTH).json()["jobs"]
@@ -183,6 +186,59 @@ def test_a_call_of_another_api_key_is_not_found_and_its_owner_continues_it(nodes
     assert owner.json()["choices"][0]["message"]["content"] == "TOOL-RESULT-SEEN: fog"
 
 
+def chat(node, messages, key=KEY):
+    return node.post("/openai/v1/chat/completions", {
+        "model": "claude", "messages": messages, "tools": TOOLS},
+        headers={"Authorization": "Bearer " + key})
+
+
+def test_a_run_of_several_rounds_goes_on_through_either_api_node(nodes):
+    one, two, _ = nodes
+    messages, call = parked_call(one)
+    again = 'CALL-TOOL: get_weather {"city": "Lyon"}'
+    second = chat(two, messages + [{"role": "tool", "tool_call_id": call["id"],
+                                    "content": again}])
+    assert second.status == 200, second.body
+    message = second.json()["choices"][0]["message"]
+    call2, = message["tool_calls"]
+    assert json.loads(call2["function"]["arguments"]) == {"city": "Lyon"}
+    assert call2["id"] != call["id"]
+    messages += [{"role": "tool", "tool_call_id": call["id"], "content": again}, message,
+                 {"role": "tool", "tool_call_id": call2["id"], "content": "cloudy"}]
+    third = chat(one, messages)
+    assert third.status == 200, third.body
+    assert third.json()["choices"][0]["message"]["content"] == "TOOL-RESULT-SEEN: cloudy"
+
+
+def test_every_call_of_a_round_needs_its_result_in_one_request(nodes):
+    one, two, _ = nodes
+    messages = [{"role": "user", "content": ASK + '\nCALL-TOOL: get_weather {"city": "Nice"}'}]
+    first = chat(one, messages)
+    message = first.json()["choices"][0]["message"]
+    a, b = message["tool_calls"]
+    messages.append(message)
+    partial = chat(two, messages + [{"role": "tool", "tool_call_id": a["id"], "content": "1"}])
+    assert partial.status == 400, partial.body
+    assert b["id"] in partial.json()["error"]["message"]
+    whole = chat(two, messages + [{"role": "tool", "tool_call_id": a["id"], "content": "1"},
+                                  {"role": "tool", "tool_call_id": b["id"], "content": "2"}])
+    assert whole.status == 200, whole.body
+    assert whole.json()["choices"][0]["message"]["content"] == "TOOL-RESULT-SEEN: 1 | 2"
+
+
+def test_results_of_two_runs_in_one_request_are_refused_and_each_run_goes_on(nodes):
+    one, two, _ = nodes
+    first, call1 = parked_call(one)
+    second, call2 = parked_call(two)
+    mixed = chat(one, first + [{"role": "tool", "tool_call_id": call1["id"], "content": "1"},
+                               {"role": "tool", "tool_call_id": call2["id"], "content": "2"}])
+    assert mixed.status == 400 and "different runs" in mixed.json()["error"]["message"]
+    for node, messages, call in ((two, first, call1), (one, second, call2)):
+        done = chat(node, messages + [{"role": "tool", "tool_call_id": call["id"],
+                                       "content": "ok"}])
+        assert done.status == 200, done.body
+
+
 def test_no_result_in_time_stops_the_run_on_the_worker(nodes):
     one, two, worker = nodes
     before = set(started_by(worker.proc.pid))
@@ -196,6 +252,9 @@ def test_no_result_in_time_stops_the_run_on_the_worker(nodes):
             {"role": "tool", "tool_call_id": call["id"], "content": "late"}]}, headers=AUTH)
     assert late.status == 404
     assert late.json()["error"]["code"] == "tool_call_not_found"
+    # Ended while parked, followed by no request: its job is gone from the store too.
+    assert wait_for(lambda: one.get("/api/v1/jobs?kind=run", headers=AUTH).json()["jobs"]
+                    == [], 10)
 
 
 def test_a_client_that_hangs_up_mid_round_cancels_the_run_on_the_worker(nodes):

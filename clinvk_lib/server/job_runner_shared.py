@@ -33,6 +33,7 @@ What changes from one process on its own disk:
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
@@ -67,7 +68,8 @@ class SharedJobRunner(JobRunner):
         super().__init__(app, store)
         # The runs API nodes hand the workers (server.role: api; remote_run), bridged ones
         # too (toolcalls).
-        self.add_kind(RUN, Kind(toolcalls.run_job, remote_run.judge_run))
+        self.add_kind(RUN, Kind(toolcalls.run_job, remote_run.judge_run,
+                                functools.partial(toolcalls.forget_unfollowed, store)))
         self.visibility_secs = visibility_secs
         self.pulls = pulls
         self.retries = retries

@@ -418,6 +418,9 @@ def complete(ctx: Context, run: Any, sent: str) -> Round:
 
 # How long a worker's parked run waits on the store at a time before it looks for a cancel.
 WAIT_SLICE_SECS = 1.0
+# How much longer than the run's own bound its calls stay routed in the store: the worker stops
+# the run and deletes them itself; the records only outlive a worker that died.
+ROUTED_MARGIN_SECS = 60.0
 
 
 def run_job(ctx: Any) -> Response:
@@ -447,70 +450,99 @@ def run_job(ctx: Any) -> Response:
                     ctx.job.owner or "", prepare, lambda run, prepared: ctx.hold_run_slot(),
                     False, collected, listed=False)
     try:
-        _rounds(ctx, run)
+        followed = _rounds(ctx, run)
     except execute.ExecError as exc:
         raise errors.from_exception(exc) or exc
     return json_response(dict(remote_run.outcome_result(collected[0]),
-                              stop_reason=run.stop_reason, stop_kind=run.stop_kind))
+                              stop_reason=run.stop_reason, stop_kind=run.stop_kind,
+                              unfollowed=not followed))
 
 
-def _rounds(ctx: Any, run: BridgedRun) -> None:
-    """Record the run's rounds until it ends; its calls forgotten in the store then."""
+def forget_unfollowed(store: Any, job: Any) -> None:
+    """A bridged run's job that ended while parked, its round taken by no request: nobody
+    follows it to delete it once answered (``remote_run.follow``), so it goes now."""
+    if isinstance(job.result, dict) and job.result.get("unfollowed"):
+        remote_run.forget(store, job.id)
+
+
+def _rounds(ctx: Any, run: BridgedRun) -> bool:
+    """Record the run's rounds until it ends, its calls forgotten in the store then; False
+    when it ended while parked, its round taken by no request."""
     calls = JobCalls(ctx.app.shared_store)
-    bridge: Bridge = ctx.app.tool_bridge
+    timeout = ctx.app.tool_bridge.result_timeout
     made: List[str] = []
+    followed = True
     try:
         while True:
             for event in run.round_events(lambda: ctx.cancel.fired):
                 ctx.record(event.to_dict())
             if not run.round_calls:
-                return
+                return followed
             made += [c.id for c in run.round_calls]
-            _park(ctx, calls, run, bridge.result_timeout)
-            results = _results(ctx, calls, run)
-            if results is None:
-                _quietly(lambda: calls.unpark(ctx.job.id))
-                run.stop("the job was cancelled", CANCELLED)
-            else:
+            if not _park(ctx, calls, run, timeout):
+                continue
+            results, followed = _results(ctx, calls, run, timeout)
+            if results is not None:
                 run.resume(results)
     finally:
         _quietly(lambda: calls.forget(ctx.job.id, made))
 
 
-def _park(ctx: Any, calls: JobCalls, run: BridgedRun, timeout: float) -> None:
+def _park(ctx: Any, calls: JobCalls, run: BridgedRun, timeout: float) -> bool:
     """Route the round's calls through the store, then tell them (a ``tool_calls`` event):
-    the request with their results may reach any API node. The run is stopped after
-    ``timeout`` without them, as a single process stops it."""
+    the request with their results may reach any API node. False (the run stopped) when
+    the store cannot be written."""
     round_calls = run.round_calls
     try:
         calls.park(ctx.job.id, ctx.job.owner or "", ctx.writer.count + 1,
-                   [c.id for c in round_calls], timeout or 86400, run.backend, run.session_id)
+                   [c.id for c in round_calls], (timeout or 86400) + ROUTED_MARGIN_SECS,
+                   run.backend, run.session_id)
     except RedisError as exc:
         run.stop("the tool calls cannot be routed through the job store: %s" % exc)
-        return
+        return False
     ctx.record({"type": remote_tools.TOOL_CALLS, "backend": run.backend,
                 "session_id": run.session_id, "content": {"calls": [
                     {"id": c.id, "name": c.name, "arguments": c.arguments}
                     for c in round_calls]}})
-    run.park_for(timeout)
+    return True
 
 
-def _results(ctx: Any, calls: JobCalls, run: BridgedRun) -> Optional[Dict[str, Tuple[str, bool]]]:
-    """The results handed over for the parked round; None when the job was cancelled first.
-    A run stopped or ended meanwhile (no result in time) is not waited for."""
-    while not ctx.cancel.fired and run.parked and not run.stop_reason and not run.ended:
+def _results(ctx: Any, calls: JobCalls, run: BridgedRun, timeout: float
+             ) -> Tuple[Optional[Dict[str, Tuple[str, bool]]], bool]:
+    """(the results a request handed over for the parked round, whether a request took
+    it). No results (the run is stopped) when none came within ``timeout`` (0: no bound) or
+    the job was cancelled first. Which came first is the store's to say: taking the round
+    back (``unpark``) and handing results over exclude each other, and the results come
+    with the taking, so a request that took the round in time continues the run."""
+    deadline = time.monotonic() + timeout if timeout else None
+    while not run.ended:
+        expired = deadline is not None and time.monotonic() >= deadline
+        if expired or ctx.cancel.fired:
+            try:
+                taken = not calls.unpark(ctx.job.id)
+                results = calls.wait_results(ctx.job.id, WAIT_SLICE_SECS) if taken else None
+            except RedisError:
+                taken, results = False, None
+            if results is not None and not ctx.cancel.fired:
+                return results, True
+            if expired:
+                run.expire(timeout)
+            else:
+                run.stop("the job was cancelled", CANCELLED)
+            return None, taken
+        left = WAIT_SLICE_SECS if deadline is None else deadline - time.monotonic()
         try:
-            results = calls.wait_results(ctx.job.id, WAIT_SLICE_SECS)
+            results = calls.wait_results(ctx.job.id, min(WAIT_SLICE_SECS, max(left, 0.0)))
         except RedisError:
             time.sleep(WAIT_SLICE_SECS)     # Redis restarting: the run waits on
             continue
         if results is not None:
-            return results
-    return None
+            return results, True
+    return None, False
 
 
 def _quietly(action: Callable[[], None]) -> None:
     try:
         action()
     except RedisError:
-        pass                # the keys expire with server.tool_result_timeout_secs
+        pass                # the keys expire (ROUTED_MARGIN_SECS)

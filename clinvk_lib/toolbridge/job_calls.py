@@ -1,7 +1,8 @@
 """The tool calls of bridged runs that run as jobs (an API node hands them to a worker), routed
 through the shared store, so that the request carrying a call's result may reach any API node.
 
-Keys, under the store's key prefix, each expiring with ``server.tool_result_timeout_secs``:
+Keys, under the store's key prefix, each expiring a minute after the worker would stop the run
+(``server.tool_result_timeout_secs``; it deletes them itself when the run ends):
 
 - ``tool-call-job:<call id>``: ``{"job", "owner"}``, the job whose run made the call and the
   API key that owns it (another key's request is told the call does not exist);
@@ -93,9 +94,10 @@ class JobCalls:
         data = json.loads(reply[1])
         return {call_id: (text, bool(is_error)) for call_id, (text, is_error) in data.items()}
 
-    def unpark(self, job: str) -> None:
-        """The round is over without its results (stopped): no request may take it now."""
-        self.client.execute("DEL", self.client.key(ROUND_PREFIX + job))
+    def unpark(self, job: str) -> bool:
+        """The round is over without its results (stopped): no request may take it now.
+        False when a request took it first (it follows the job)."""
+        return self.client.execute("DEL", self.client.key(ROUND_PREFIX + job)) == 1
 
     def forget(self, job: str, calls: Iterable[str]) -> None:
         """The run has ended: its calls, round and results are gone."""
