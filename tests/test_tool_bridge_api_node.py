@@ -39,7 +39,8 @@ def nodes(tmp_path_factory):
         one = ServeProcess(os.path.join(root, "one"), env=keys,
                            config=settings(redis, role="api", queue_timeout_secs=10))
         two = ServeProcess(os.path.join(root, "two"), env=keys,
-                           config=settings(redis, role="api", queue_timeout_secs=10))
+                           config=settings(redis, role="api", queue_timeout_secs=10,
+                                           metrics_enabled=True))
         worker = WorkerProcess(os.path.join(root, "worker"), settings(redis))
         try:
             yield one, two, worker
@@ -54,8 +55,18 @@ def openai_client(node, key=KEY):
                          max_retries=0, timeout=60)
 
 
+def runs_counted(node):
+    needle = 'clinvk_backend_runs_total{backend="claude",outcome="success"} '
+    for line in node.get("/metrics", headers=AUTH).body.decode().splitlines():
+        if line.startswith(needle):
+            return float(line[len(needle):])
+    return 0.0
+
+
 def test_chat_completions_results_sent_to_another_api_node_continue_the_run(nodes):
+    """And the node that followed the run to its end counts it in its metrics."""
     one, two, worker = nodes
+    counted = runs_counted(two)
     messages = [{"role": "user", "content": ASK}]
     first = openai_client(one).chat.completions.with_raw_response.create(
         model="claude", messages=messages, tools=TOOLS)
@@ -77,6 +88,7 @@ def test_chat_completions_results_sent_to_another_api_node_continue_the_run(node
     assert wait_for(lambda: one.get("/api/v1/sessions/" + session, headers=AUTH).status
                     == 200, 10)
     assert one.children() == [] and two.children() == []    # the worker ran it
+    assert runs_counted(two) == counted + 1
     # The run ended: the job is gone from the store, and its calls with it.
     assert wait_for(lambda: one.get("/api/v1/jobs?kind=run", headers=AUTH).json()["jobs"]
                     == [], 10)
@@ -272,3 +284,23 @@ def test_a_client_that_hangs_up_mid_round_cancels_the_run_on_the_worker(nodes):
     assert wait_for(lambda: not set(started_by(worker.proc.pid)) & running, 20)
     assert wait_for(lambda: any("(run) ended cancelled" in line
                                 for line in worker.log_lines), 20)
+
+
+def test_the_worker_prepares_the_run_again_with_its_own_policy(tmp_path):
+    """The API node lets claude run; the worker has it disabled: its refusal is the answer,
+    in the client's error shape, and no call is parked."""
+    with RedisServer(str(tmp_path / "redis")) as redis:
+        api = ServeProcess(str(tmp_path / "api"), config=settings(redis, role="api"))
+        worker = WorkerProcess(str(tmp_path / "w"), dict(
+            settings(redis), backends={"claude": {"enabled": False}}))
+        try:
+            reply = api.post("/openai/v1/chat/completions", {
+                "model": "claude", "tools": TOOLS,
+                "messages": [{"role": "user", "content": ASK}]})
+            assert reply.status == 503, reply.body
+            error = reply.json()["error"]
+            assert error["code"] == "backend_disabled" and "enabled: false" in error["message"]
+            assert worker.log_lines and api.children() == []
+        finally:
+            api.stop()
+            worker.stop()

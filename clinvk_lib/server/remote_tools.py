@@ -65,6 +65,8 @@ class RemoteBridgedRun:
         if self.round_calls:
             return
         result = remote_run.ended(final)
+        # Counted in this node's metrics too, as a run it followed to its end.
+        self.ctx.count_run(self.backend, remote_run.outcome_of(result, []))
         if not self.stop_reason:
             self.stop_reason = result.get("stop_reason") or ""
             self.stop_kind = result.get("stop_kind") or ""

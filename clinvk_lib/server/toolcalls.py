@@ -135,6 +135,8 @@ def self_command() -> List[str]:
     return [sys.executable, script, "tool-bridge"]
 
 
+# The prefixes of the ids the bridge gives calls: OpenAI's APIs, Anthropic's.
+ID_PREFIXES = ("call_", "toolu_")
 _BRIDGE_ID = re.compile(r"(call|toolu)_[0-9a-f]{8}_[0-9a-f]{20}\Z")
 
 
@@ -435,7 +437,13 @@ def run_job(ctx: Any) -> Response:
         return remote_run.run_job(ctx)
     request = execute.Request.from_dict(stored)
     request.output_schema = None
-    tools = [ToolSpec(t["name"], t["description"], t["parameters"]) for t in stored["tools"]]
+    tools = checked([tool_spec(t.get("name"), t.get("description"), t.get("parameters"),
+                               "tools[%d]" % i) for i, t in enumerate(stored["tools"])],
+                    stored.get("forced") or AUTO, "tools").tools
+    id_prefix = stored.get("id_prefix")
+    if id_prefix not in ID_PREFIXES:
+        raise errors.invalid("expected one of %s, got %r" % (", ".join(ID_PREFIXES),
+                                                             id_prefix), "id_prefix")
     new_session_id = stored.get("new_session_id") or ""
 
     def prepare(tool_bridge: options.ToolBridge) -> execute.Prepared:
@@ -446,7 +454,7 @@ def run_job(ctx: Any) -> Response:
             prepared.new_session_id = check_id(new_session_id)
         return prepared
     collected: List[execute.Outcome] = []
-    run, _ = launch(ctx, tools, stored.get("forced") or "", stored["id_prefix"],
+    run, _ = launch(ctx, tools, stored.get("forced") or "", id_prefix,
                     ctx.job.owner or "", prepare, lambda run, prepared: ctx.hold_run_slot(),
                     False, collected, listed=False)
     try:
