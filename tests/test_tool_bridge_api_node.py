@@ -131,15 +131,15 @@ def test_anthropic_messages_round_trip_through_two_api_nodes(nodes, streamed):
             return client(node).messages.create(**kw)
         with client(node).messages.stream(**kw) as stream:
             return stream.get_final_message()
-    messages = [{"role": "user", "content": ASK}]
-    first = create(one, messages)
+    first = create(one, [{"role": "user", "content": ASK}])
     assert first.stop_reason == "tool_use"
-    use, = [b for b in first.content if b.type == "tool_use"]
-    assert use.name == "get_weather" and use.input == {"city": "Paris"}
-    messages += [{"role": "assistant", "content": [b.model_dump() for b in first.content]},
-                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
-                                               "content": "windy"}]}]
-    done = create(two, messages)
+    use = next(b for b in first.content if b.type == "tool_use")
+    assert (use.name, use.input) == ("get_weather", {"city": "Paris"})
+    done = create(two, [
+        {"role": "user", "content": ASK},
+        {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": use.id, "content": "windy"}]}])
     assert done.stop_reason == "end_turn"
     assert done.content[0].text == "TOOL-RESULT-SEEN: windy"
 
