@@ -469,3 +469,27 @@ def test_redis_restarting_with_sessions_in_flight_loses_no_turn_and_leaves_no_jo
         assert reply.status == 200, reply   # 409 session_busy: a lock Redis restored
         assert "[recalled: the code is %d" % n in reply.json()["output"], reply
         assert turns(a, sid) == before[n] + 1
+
+
+def test_client_tool_rounds_through_nginx_reach_the_run_on_its_worker(make_cluster):
+    """Each request of a bridged run goes to whichever node nginx picks: a round trip of
+    three rounds, the results of each sent through nginx again, reaches the one worker
+    running it, and the API nodes start no process."""
+    cluster = make_cluster(workers=2)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    messages = [{"role": "user", "content": 'CALL-TOOL: get_weather {"city": "Paris"}'}]
+    for result in ('CALL-TOOL: get_weather {"city": "Lyon"}',
+                   'CALL-TOOL: get_weather {"city": "Nice"}', "sunny"):
+        reply = cluster.front.post("/openai/v1/chat/completions", {
+            "model": "claude", "messages": messages, "tools": tools}, timeout=60)
+        assert reply.status == 200, reply
+        message = reply.json()["choices"][0]["message"]
+        call, = message["tool_calls"]
+        messages += [message, {"role": "tool", "tool_call_id": call["id"], "content": result}]
+    done = cluster.front.post("/openai/v1/chat/completions", {
+        "model": "claude", "messages": messages, "tools": tools}, timeout=60)
+    assert done.status == 200, done
+    assert done.json()["choices"][0]["message"]["content"] == "TOOL-RESULT-SEEN: sunny"
+    assert len(cluster.runs()) == 1                 # one CLI run, all rounds in it
+    assert all(node.children() == [] for node in cluster.nodes)

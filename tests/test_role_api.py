@@ -162,15 +162,6 @@ def test_a_failed_run_fails_as_it_would_locally(cluster):
     assert remote.json()["field"] == local.json()["field"] == "workdir"
 
 
-def test_client_tools_are_refused_with_a_clear_501(cluster):
-    api, _, _ = cluster
-    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {
-        "type": "object", "properties": {}}}}]
-    reply = api.post("/openai/v1/chat/completions", dict(CHAT, tools=tools))
-    assert reply.status == 501
-    assert "server.role" in reply.json()["error"]["message"]
-
-
 def test_a_client_that_hangs_up_cancels_the_run_on_the_worker(tmp_path):
     """And while it runs, the API node's console lists it; a run killed by the API node's
     server.request_timeout_secs is its 504, as on a single process."""

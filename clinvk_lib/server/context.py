@@ -157,8 +157,6 @@ class Context:
         request.session_wait = self.app.cfg.get("server.session_busy_wait_secs")
         if not request.profile:
             request.profile = requested_profile(self.headers, self.app.cfg)
-        if request.tool_bridge is not None and remote_run.is_api_node(self.app):
-            raise remote_run.refuse_tool_bridge()
         try:
             return execute.prepare(request, self.app.cfg, self.app.store, self.app.policy,
                                    stream=stream, elsewhere=remote_run.is_api_node(self.app))

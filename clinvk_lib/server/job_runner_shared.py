@@ -36,6 +36,7 @@ What changes from one process on its own disk:
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
@@ -51,7 +52,7 @@ from ..session_record import SessionError
 from ..shared_store import worker_name
 from ..sessions_redis import RedisSessionStore
 from . import errors
-from . import remote_run
+from . import remote_run, toolcalls
 from .gone_workers import settle_gone_workers, worker_gone
 from .job_runner import JobRunner, Kind, RunningJob
 
@@ -70,8 +71,10 @@ class SharedJobRunner(JobRunner):
                  pulls: bool = True, retries: int = 0) -> None:
         store.describe_runner = self.describe
         super().__init__(app, store)
-        # The runs API nodes hand the workers (server.role: api; remote_run).
-        self.add_kind(RUN, Kind(remote_run.run_job, remote_run.judge_run))
+        # The runs API nodes hand the workers (server.role: api; remote_run), bridged ones
+        # too (toolcalls).
+        self.add_kind(RUN, Kind(toolcalls.run_job, remote_run.judge_run,
+                                functools.partial(toolcalls.forget_unfollowed, store)))
         self.visibility_secs = visibility_secs
         self.pulls = pulls
         self.retries = retries

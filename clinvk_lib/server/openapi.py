@@ -64,8 +64,6 @@ _ERROR_NOTES = {
          "backend also backend_rate_limited: the backend's model API refused the run for its "
          "rate or quota (Retry-After when the CLI said when to retry)",
     500: "Internal error",
-    501: "Client tools (the tool bridge) sent to an API node (server.role: api), which hands "
-         "every run to a worker: not_supported_on_api_node",
     503: "Backend CLI not installed, the server is at its concurrency limit, the session "
          "store cannot be written (session_store_unavailable), every Idempotency-Key the "
          "server holds is a request still running (idempotency_keys_full), or, on an API "
@@ -152,7 +150,7 @@ class Operation(NamedTuple):
 _EVERY_ROUTE = (403,)                           # the cross-site refusal guards every route
 _BODY = (400, 401, 413, 415, 429)               # every route with a JSON body
 _RUN = (503, 504)                               # every route that runs a backend
-_COMPAT = (400, 401, 404, 409, 413, 415, 424, 429, 500, 501, 503)
+_COMPAT = (400, 401, 404, 409, 413, 415, 424, 429, 500, 503)
 _STREAM_NOTE = (" With stream: true the headers (X-Clinvk-Session-Id included, a new "
                 "session's too) and the API's first event go out before the backend starts, "
                 "and a keep-alive after every server.sse_keepalive_secs of silence; from then "

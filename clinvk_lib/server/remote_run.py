@@ -16,8 +16,9 @@ from a local run.
   gets 503 ``no_worker``; a client that hangs up cancels its job (the worker kills the run's
   process group); an error the worker's route answered is answered with its status.
 
-Client tools (``tools`` with the tool bridge) need the run's MCP server on the same host as
-the parked request: an API node refuses them with 501 naming ``server.role``.
+- A bridged run (client tools, ``toolcalls``) is a ``run`` job whose request also carries the
+  tools: the worker runs the bridge and parks between rounds; the API nodes follow the job a
+  round at a time (``remote_tools``).
 """
 
 from __future__ import annotations
@@ -50,14 +51,6 @@ def is_api_node(app: Any) -> bool:
     return jobs is not None and getattr(jobs, "pulls", True) is False
 
 
-def refuse_tool_bridge() -> errors.ApiError:
-    return errors.ApiError(
-        501, "not_supported_on_api_node", "client tools (tools with the tool bridge) cannot "
-        "run through an API node (server.role: api): the run's tool calls come back to the "
-        "node that started it. Send such requests to a clinvk serve with server.role: all",
-        "tools")
-
-
 # -- the API node ---------------------------------------------------------------------------
 
 
@@ -74,14 +67,19 @@ def events(ctx: Any, prepared: execute.Prepared,
     job = submit(ctx, RUN, run_request(prepared.request))
     seen: List[ev.Event] = []
     final: List[Job] = []
-    for data in follow(ctx, job, final):
-        event = ev.Event(data["type"], data.get("backend", ""), data.get("content"),
-                         data.get("session_id", ""), data.get("timestamp", ""))
+    for data in follow(ctx, job.id, final):
+        event = event_of(data)
         seen.append(event)
         yield event
     result = ended(final)
     if outcome is not None:
         outcome.append(outcome_of(result, seen))
+
+
+def event_of(data: Dict[str, Any]) -> ev.Event:
+    """The unified event a job event of a run holds."""
+    return ev.Event(data["type"], data.get("backend", ""), data.get("content"),
+                    data.get("session_id", ""), data.get("timestamp", ""))
 
 
 def run(ctx: Any, prepared: execute.Prepared) -> execute.Outcome:
@@ -100,7 +98,7 @@ def fan_out(kind: str) -> Callable[[Any], Response]:
         release = ctx.hold_run_slot()
         try:
             final: List[Job] = []
-            for _ in follow(ctx, submit(ctx, kind, body), final):
+            for _ in follow(ctx, submit(ctx, kind, body).id, final):
                 pass
             answer = ended(final)
         finally:
@@ -134,15 +132,19 @@ def submit(ctx: Any, kind: str, request: Dict[str, Any]) -> Job:
     return job
 
 
-def follow(ctx: Any, job: Job, final: List[Job]) -> Iterator[Dict[str, Any]]:
-    """The job's events but its ``job`` ones, until it ends (then the job as it ended is
-    appended to ``final``). Not started by any worker within ``server.queue_timeout_secs``:
-    cancelled, and 503 ``no_worker``. The client gone or the follower closed before the job
-    ended: the job is cancelled."""
+def follow(ctx: Any, job_id: str, final: List[Job], after: int = 0,
+           pause: Optional[Callable[[Dict[str, Any]], bool]] = None
+           ) -> Iterator[Dict[str, Any]]:
+    """The job's events after seq ``after`` but its ``job`` ones, until it ends (then the job
+    as it ended is appended to ``final``), or until an event ``pause`` is true of (the job
+    goes on: another request follows it on from there). Not started by any worker within
+    ``server.queue_timeout_secs``: cancelled, and 503 ``no_worker``. The client gone or the
+    follower closed before the job ended or paused: the job is cancelled."""
     runner = ctx.app.jobs
     wait = ctx.app.cfg.get("server.queue_timeout_secs")
     deadline = time.monotonic() + wait
-    started = [False]
+    started = [after > 0]
+    paused = False
 
     # A shutdown does not stop following: in-flight requests get the grace period, then
     # ``app.cancel_all`` fires their cancel.
@@ -151,15 +153,18 @@ def follow(ctx: Any, job: Job, final: List[Job]) -> Iterator[Dict[str, Any]]:
     finished = False
     try:
         ending = False
-        for event in through_outages(ctx, job.id, gone):
+        for event in through_outages(ctx, job_id, gone, after):
             if event["type"] != JOB:
                 yield event
+                if pause is not None and pause(event):
+                    paused = True
+                    return
                 continue
             status = event["content"].get("status")
             started[0] = started[0] or status == RUNNING
             ending = status in FINAL
         try:
-            last = ended_record(runner.store, job.id, ending)
+            last = ended_record(runner.store, job_id, ending)
         except JobStoreError as exc:
             raise store_unavailable(exc) from None
         finished = last is not None and last.final
@@ -172,21 +177,21 @@ def follow(ctx: Any, job: Job, final: List[Job]) -> Iterator[Dict[str, Any]]:
                 "itself; start a clinvk worker on the same server.store" % wait,
                 headers={"Retry-After": "10"})
     finally:
-        if not finished:
-            final.append(cancel(runner, job.id))
+        if not finished and not paused:
+            final.append(cancel(runner, job_id))
         if final and final[0] is not None and final[0].final:
-            ctx.on_finish(lambda: forget(runner.store, job.id))
+            ctx.on_finish(lambda: forget(runner.store, job_id))
 
 
-def through_outages(ctx: Any, job_id: str, gone: Callable[[], bool]
+def through_outages(ctx: Any, job_id: str, gone: Callable[[], bool], after: int = 0
                     ) -> Iterator[Dict[str, Any]]:
-    """The job's events as ``runner.follow`` yields them, followed on after the last one
-    seen when the store cannot be reached (Redis restarting: the run goes on on its worker
-    meanwhile). Unreachable for ``server.job_visibility_timeout_secs`` since the last event:
-    503 ``job_store_unavailable``."""
+    """The job's events after seq ``after`` as ``runner.follow`` yields them, followed on
+    after the last one seen when the store cannot be reached (Redis restarting: the run goes
+    on on its worker meanwhile). Unreachable for ``server.job_visibility_timeout_secs`` since
+    the last event: 503 ``job_store_unavailable``."""
     runner = ctx.app.jobs
     patience = ctx.app.cfg.get("server.job_visibility_timeout_secs")
-    seq = 0
+    seq = after
     last_heard = time.monotonic()
     while True:
         try:
@@ -275,17 +280,22 @@ def run_job(ctx: Any) -> Response:
         raise errors.from_exception(exc) or exc
     finally:
         release()
-    r = outcome.result
     # Counted here, where it ran (the shared usage counters); the API node that waits on it
     # counts it in its own metrics only.
-    ctx.count_run(r.backend, outcome)
-    return json_response({
+    ctx.count_run(outcome.result.backend, outcome)
+    return json_response(outcome_result(outcome))
+
+
+def outcome_result(outcome: execute.Outcome) -> Dict[str, Any]:
+    """A run job's result: its Outcome as JSON (``outcome_of`` reads it back)."""
+    r = outcome.result
+    return {
         "backend": r.backend, "text": r.text, "backend_session_id": r.backend_session_id,
         "model": r.model, "usage": r.usage.to_dict(), "error": r.error,
         "exit_code": r.exit_code, "duration_ms": r.duration_ms, "structured": r.structured,
         "session_id": outcome.session_id, "timed_out": outcome.timed_out,
         "cancelled": outcome.cancelled, "timeout": outcome.timeout,
-        "error_kind": outcome.error_kind, "retry_after": outcome.retry_after})
+        "error_kind": outcome.error_kind, "retry_after": outcome.retry_after}
 
 
 def judge_run(result: Dict[str, Any]) -> Any:

@@ -19,6 +19,7 @@ import re
 import socket
 import sys
 import threading
+import time
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from .. import events as ev
@@ -28,9 +29,13 @@ from ..toolbridge.hub import Hub
 from ..redisclient import Client
 from ..toolbridge.peers import Peers
 from ..toolbridge.peers_redis import SharedPeers
-from ..toolbridge.runs import TIMED_OUT, BridgedRun, ParkedRuns, ToolCall, ToolSpec
-from . import compat, errors, guards, toolforward
+from ..redisclient import RedisError
+from ..session_record import check_id
+from ..toolbridge.job_calls import JobCalls
+from ..toolbridge.runs import CANCELLED, TIMED_OUT, BridgedRun, ParkedRuns, ToolCall, ToolSpec
+from . import compat, errors, guards, remote_run, remote_tools, toolforward
 from .context import Context
+from .http import Response, json_response
 from .models import resolve_model
 
 AUTO, NONE, REQUIRED = "auto", "none", "required"
@@ -130,6 +135,8 @@ def self_command() -> List[str]:
     return [sys.executable, script, "tool-bridge"]
 
 
+# The prefixes of the ids the bridge gives calls: OpenAI's APIs, Anthropic's.
+ID_PREFIXES = ("call_", "toolu_")
 _BRIDGE_ID = re.compile(r"(call|toolu)_[0-9a-f]{8}_[0-9a-f]{20}\Z")
 
 
@@ -177,50 +184,76 @@ def _instruction(request: ToolRequest) -> str:
 def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request: ToolRequest,
           id_prefix: str, metadata: Optional[Dict[str, str]] = None,
           session_id: Optional[str] = None, ephemeral: Optional[bool] = None,
-          stream: bool = False) -> Tuple[BridgedRun, str]:
+          stream: bool = False) -> Tuple[Any, str]:
     """Start a bridged run (its first round is read with ``pieces``); returns it and the text
     it sent (for token estimates). ``session_id`` and ``ephemeral`` as ``compat.prepare``
     takes them. 400 naming the backend when its CLI cannot be given tools. A ``stream`` takes
-    its run slot as ``Context.stream`` does (``Context.slot_waits_in_stream``)."""
+    its run slot as ``Context.stream`` does (``Context.slot_waits_in_stream``). On an API
+    node the run is a worker's (``remote_tools``)."""
     problem = _bridge_problem(ctx, model)
     if problem:
         raise errors.invalid(problem, "tools")
-    bridge: Bridge = ctx.app.tool_bridge
-    run = BridgedRun(request.tools, _owner(ctx), id_prefix, bridge.instance,
-                     forced=request.choice if request.choice in
-                     [t.name for t in request.tools] else "", cancel=execute.Cancel())
+    names = [t.name for t in request.tools]
+    forced = request.choice if request.choice in names else ""
     instruction = _instruction(request)
     if instruction:
         last = conv.turns[-1]
         conv = compat.Conversation(conv.system, conv.turns[:-1] + [
             compat.Turn(last.role, "%s\n\n%s" % (last.text, instruction), last.index)])
-    call_timeout = bridge.result_timeout + (ctx.app.request_timeout or 0) + 60
-    tool_bridge = options.ToolBridge(self_command(), [t.name for t in request.tools],
-                                     forced=run.forced, call_timeout=call_timeout,
-                                     ticket=bridge.hub.register(run))
-    held: List[Callable[[], None]] = []
+    if remote_run.is_api_node(ctx.app):
+        prepared_run = compat.prepare(ctx, api, model, conv, stream=True, metadata=metadata,
+                                      session_id=session_id, ephemeral=ephemeral)
+        return (remote_tools.start(ctx, prepared_run.prepared, request.tools, forced,
+                                   id_prefix), prepared_run.sent)
+    sent: List[str] = []
 
-    def hold_slot() -> None:
-        held.append(ctx.hold_run_slot(outlive_request=True))
+    def prepare(tool_bridge: options.ToolBridge) -> execute.Prepared:
+        prepared_run = compat.prepare(ctx, api, model, conv, stream=True, metadata=metadata,
+                                      session_id=session_id, ephemeral=ephemeral,
+                                      tool_bridge=tool_bridge)
+        sent.append(prepared_run.sent)
+        return prepared_run.prepared
+
+    def hold_slot(run: BridgedRun, prepared: execute.Prepared) -> Callable[[], None]:
+        release = ctx.hold_run_slot(outlive_request=True)
         if ctx.run_entry is not None:
             ctx.app.runs.outlives_request(ctx.run_entry, lambda: run.stop(
                 "cancelled by an operator (DELETE /api/v1/runs)"), lambda: run.parked)
             ctx.app.runs.add_backend(ctx.run_entry, prepared.backend.name)
+        return release
+    run, _ = launch(ctx, request.tools, forced, id_prefix, _owner(ctx), prepare, hold_slot,
+                    stream and ctx.slot_waits_in_stream(), [], listed=True)
+    return run, sent[0]
+
+
+def launch(ctx: Context, tools: List[ToolSpec], forced: str, id_prefix: str, owner: str,
+           prepare: Callable[[options.ToolBridge], execute.Prepared],
+           hold_slot: Callable[[BridgedRun, execute.Prepared], Callable[[], None]],
+           slot_in_stream: bool, collected: List[execute.Outcome], listed: bool
+           ) -> Tuple[BridgedRun, execute.Prepared]:
+    """Start a BridgedRun of ``tools`` here: registered on the hub (and, when ``listed``,
+    among this process's parked runs, which requests resume), its run prepared with the
+    bridge (``prepare``), its run slot held (``hold_slot``: now, or once its events are
+    first read when ``slot_in_stream``) until it ends; then it leaves the hub and the parked
+    runs and is counted, and its Outcome is appended to ``collected``."""
+    bridge: Bridge = ctx.app.tool_bridge
+    run = BridgedRun(tools, owner, id_prefix, bridge.instance, forced=forced,
+                     cancel=execute.Cancel())
+    call_timeout = bridge.result_timeout + (ctx.app.request_timeout or 0) + 60
+    tool_bridge = options.ToolBridge(self_command(), [t.name for t in tools],
+                                     forced=run.forced, call_timeout=call_timeout,
+                                     ticket=bridge.hub.register(run))
+    held: List[Callable[[], None]] = []
     try:
-        prepared_run = compat.prepare(ctx, api, model, conv, stream=True, metadata=metadata,
-                                      session_id=session_id, ephemeral=ephemeral,
-                                      tool_bridge=tool_bridge)
-        prepared = prepared_run.prepared
+        prepared = prepare(tool_bridge)
         # Rounds are timed by the bridge (request timeout while answering, tool result
         # timeout while parked), not the whole run.
         prepared.timeout = None
-        slot_in_stream = stream and ctx.slot_waits_in_stream()
         if not slot_in_stream:
-            hold_slot()
+            held.append(hold_slot(run, prepared))
     except BaseException:
         bridge.hub.unregister(run)
         raise
-    collected: List[execute.Outcome] = []
 
     def ended() -> None:
         for release in held:
@@ -235,13 +268,14 @@ def start(ctx: Context, api: str, model: str, conv: compat.Conversation, request
 
     def events() -> Iterator[ev.Event]:
         if slot_in_stream:
-            hold_slot()
+            held.append(hold_slot(run, prepared))
         yield from execute.stream(prepared, ctx.app.store, run.cancel, collected)
     run.backend = prepared.backend.name
-    bridge.runs.add(run)
+    if listed:
+        bridge.runs.add(run)
     run.start(events(), ended,
               prepared.session.id if prepared.session is not None else prepared.new_session_id)
-    return run, prepared_run.sent
+    return run, prepared
 
 
 def can_bridge(ctx: Context, model: str) -> bool:
@@ -260,7 +294,10 @@ def _owner(ctx: Context) -> str:
 
 def elsewhere(ctx: Context, results: Dict[str, Tuple[str, bool]]) -> Any:
     """The answer of the instance of this CLINVK_HOME (or node of this store) that made the
-    calls, when another one did (``toolforward``); None: ``resume`` here."""
+    calls, when another one did (``toolforward``); None: ``resume`` here (on an API node,
+    always: any API node follows a worker's run)."""
+    if remote_run.is_api_node(ctx.app):
+        return None
     return toolforward.forward(ctx, list(results))
 
 
@@ -274,20 +311,29 @@ def answer_results(ctx: Context, results: Dict[str, Tuple[str, bool]], field: st
     return answer(resume(ctx, results, field))
 
 
-def resume(ctx: Context, results: Dict[str, Tuple[str, bool]], field: str) -> BridgedRun:
-    """The parked run the results are for, resumed with them. 404 ``tool_call_not_found``
-    for an id no parked run (of this API key) waits for; 400 when results of the round are
-    missing or belong to two runs."""
+def resume(ctx: Context, results: Dict[str, Tuple[str, bool]], field: str) -> Any:
+    """The parked run the results are for, resumed with them (with a shared store, a
+    worker's run of a job: ``remote_tools``). 404 ``tool_call_not_found`` for an id no
+    parked run (of this API key) waits for; 400 when results of the round are missing or
+    belong to two runs; 409 when another request resumed it first."""
     bridge: Bridge = ctx.app.tool_bridge
+
+    def not_found(call_id: str) -> errors.ApiError:
+        return errors.ApiError(404, "tool_call_not_found", "no run is waiting for the result "
+                               "of tool call %s: the id is unknown, was answered already, "
+                               "or its run ended (a parked run is stopped after "
+                               "server.tool_result_timeout_secs, %gs here); send the "
+                               "conversation again without it to start a new run"
+                               % (call_id, bridge.result_timeout), field)
+    if ctx.app.shared_store is not None:
+        remote = remote_tools.resume(ctx, results, field, _owner(ctx), not_found,
+                                     bridge.result_timeout)
+        if remote is not None:
+            return remote
     found = {call_id: bridge.runs.find(call_id) for call_id in results}
     unknown = [i for i, run in found.items() if run is None or run.owner != _owner(ctx)]
     if unknown:
-        raise errors.ApiError(404, "tool_call_not_found", "no run is waiting for the result "
-                              "of tool call %s: the id is unknown, was answered already, or "
-                              "its run ended (a parked run is stopped after "
-                              "server.tool_result_timeout_secs, %gs here); send the "
-                              "conversation again without it to start a new run"
-                              % (unknown[0], bridge.result_timeout), field)
+        raise not_found(unknown[0])
     runs = set(found.values())
     if len(runs) != 1:
         raise errors.invalid("the tool results belong to different runs: send each run's "
@@ -308,7 +354,7 @@ def resume(ctx: Context, results: Dict[str, Tuple[str, bool]], field: str) -> Br
 # -- rounds ------------------------------------------------------------------------------------
 
 
-def pieces(ctx: Context, run: BridgedRun, sent: str) -> Iterator[Any]:
+def pieces(ctx: Context, run: Any, sent: str) -> Iterator[Any]:
     """One round as compat pieces: Delta..., then ToolCalls (the run is parked, its timer
     started) or Finished, or Failed."""
     ctx.watch_client()
@@ -335,7 +381,8 @@ def pieces(ctx: Context, run: BridgedRun, sent: str) -> Iterator[Any]:
                 bridge: Bridge = ctx.app.tool_bridge
                 run.park_for(bridge.result_timeout)
                 bridge.parked(run)
-                if bridge.draining:
+                # A worker's run (an API node's) waits on its worker, for any API node.
+                if bridge.draining and isinstance(run, BridgedRun):
                     run.stop(SHUTDOWN)
                 piece = ToolCalls(list(run.round_calls), piece.reply, piece.usage)
             yield piece
@@ -350,7 +397,7 @@ class Round(NamedTuple):
     usage: ev.Usage
 
 
-def complete(ctx: Context, run: BridgedRun, sent: str) -> Round:
+def complete(ctx: Context, run: Any, sent: str) -> Round:
     """A whole round (not streamed); a failed one raises its ApiError."""
     text: List[str] = []
     for piece in pieces(ctx, run, sent):
@@ -367,3 +414,143 @@ def complete(ctx: Context, run: BridgedRun, sent: str) -> Round:
         else:
             return Round(piece.reply, [], piece.usage)
     return Round("".join(text), [], ev.Usage())
+
+
+# -- a worker's bridged run (an API node's job: remote_tools) ----------------------------------
+
+# How long a worker's parked run waits on the store at a time before it looks for a cancel.
+WAIT_SLICE_SECS = 1.0
+# How much longer than the run's own bound its calls stay routed in the store: the worker stops
+# the run and deletes them itself; the records only outlive a worker that died.
+ROUTED_MARGIN_SECS = 60.0
+
+
+def run_job(ctx: Any) -> Response:
+    """A ``run`` job on the worker that runs it: a plain run (``remote_run.run_job``), or
+    one with the client's tools, run here as a single process runs it (prepared again with
+    this worker's policy), its rounds recorded as the job's events. A round that ends on
+    calls ends with a ``tool_calls`` event, once the calls are routed through the store; the
+    run then waits for the results an API node hands over (``toolbridge.job_calls``), or is
+    stopped after ``server.tool_result_timeout_secs`` or when the job is cancelled."""
+    stored = ctx.job.request
+    if "tools" not in stored:
+        return remote_run.run_job(ctx)
+    request = execute.Request.from_dict(stored)
+    request.output_schema = None
+    tools = checked([tool_spec(t.get("name"), t.get("description"), t.get("parameters"),
+                               "tools[%d]" % i) for i, t in enumerate(stored["tools"])],
+                    stored.get("forced") or AUTO, "tools").tools
+    id_prefix = stored.get("id_prefix")
+    if id_prefix not in ID_PREFIXES:
+        raise errors.invalid("expected one of %s, got %r" % (", ".join(ID_PREFIXES),
+                                                             id_prefix), "id_prefix")
+    new_session_id = stored.get("new_session_id") or ""
+
+    def prepare(tool_bridge: options.ToolBridge) -> execute.Prepared:
+        request.tool_bridge = tool_bridge
+        prepared = ctx.prepare(request, stream=True)
+        if new_session_id and prepared.session is None and prepared.new_session_id:
+            # The id the API node already answered with (X-Clinvk-Session-Id).
+            prepared.new_session_id = check_id(new_session_id)
+        return prepared
+    collected: List[execute.Outcome] = []
+    run, _ = launch(ctx, tools, stored.get("forced") or "", id_prefix,
+                    ctx.job.owner or "", prepare, lambda run, prepared: ctx.hold_run_slot(),
+                    False, collected, listed=False)
+    try:
+        followed = _rounds(ctx, run)
+    except execute.ExecError as exc:
+        raise errors.from_exception(exc) or exc
+    return json_response(dict(remote_run.outcome_result(collected[0]),
+                              stop_reason=run.stop_reason, stop_kind=run.stop_kind,
+                              unfollowed=not followed))
+
+
+def forget_unfollowed(store: Any, job: Any) -> None:
+    """A bridged run's job that ended while parked, its round taken by no request: nobody
+    follows it to delete it once answered (``remote_run.follow``), so it goes now."""
+    if isinstance(job.result, dict) and job.result.get("unfollowed"):
+        remote_run.forget(store, job.id)
+
+
+def _rounds(ctx: Any, run: BridgedRun) -> bool:
+    """Record the run's rounds until it ends, its calls forgotten in the store then; False
+    when it ended while parked, its round taken by no request."""
+    calls = JobCalls(ctx.app.shared_store)
+    timeout = ctx.app.tool_bridge.result_timeout
+    made: List[str] = []
+    followed = True
+    try:
+        while True:
+            for event in run.round_events(lambda: ctx.cancel.fired):
+                ctx.record(event.to_dict())
+            if not run.round_calls:
+                return followed
+            made += [c.id for c in run.round_calls]
+            if not _park(ctx, calls, run, timeout):
+                continue
+            results, followed = _results(ctx, calls, run, timeout)
+            if results is not None:
+                run.resume(results)
+    finally:
+        _quietly(lambda: calls.forget(ctx.job.id, made))
+
+
+def _park(ctx: Any, calls: JobCalls, run: BridgedRun, timeout: float) -> bool:
+    """Route the round's calls through the store, then tell them (a ``tool_calls`` event):
+    the request with their results may reach any API node. False (the run stopped) when
+    the store cannot be written."""
+    round_calls = run.round_calls
+    try:
+        calls.park(ctx.job.id, ctx.job.owner or "", ctx.writer.count + 1,
+                   [c.id for c in round_calls], (timeout or 86400) + ROUTED_MARGIN_SECS,
+                   run.backend, run.session_id)
+    except RedisError as exc:
+        run.stop("the tool calls cannot be routed through the job store: %s" % exc)
+        return False
+    ctx.record({"type": remote_tools.TOOL_CALLS, "backend": run.backend,
+                "session_id": run.session_id, "content": {"calls": [
+                    {"id": c.id, "name": c.name, "arguments": c.arguments}
+                    for c in round_calls]}})
+    return True
+
+
+def _results(ctx: Any, calls: JobCalls, run: BridgedRun, timeout: float
+             ) -> Tuple[Optional[Dict[str, Tuple[str, bool]]], bool]:
+    """(the results a request handed over for the parked round, whether a request took
+    it). No results (the run is stopped) when none came within ``timeout`` (0: no bound) or
+    the job was cancelled first. Which came first is the store's to say: taking the round
+    back (``unpark``) and handing results over exclude each other, and the results come
+    with the taking, so a request that took the round in time continues the run."""
+    deadline = time.monotonic() + timeout if timeout else None
+    while not run.ended:
+        expired = deadline is not None and time.monotonic() >= deadline
+        if expired or ctx.cancel.fired:
+            try:
+                taken = not calls.unpark(ctx.job.id)
+                results = calls.wait_results(ctx.job.id, WAIT_SLICE_SECS) if taken else None
+            except RedisError:
+                taken, results = False, None
+            if results is not None and not ctx.cancel.fired:
+                return results, True
+            if expired:
+                run.expire(timeout)
+            else:
+                run.stop("the job was cancelled", CANCELLED)
+            return None, taken
+        left = WAIT_SLICE_SECS if deadline is None else deadline - time.monotonic()
+        try:
+            results = calls.wait_results(ctx.job.id, min(WAIT_SLICE_SECS, max(left, 0.0)))
+        except RedisError:
+            time.sleep(WAIT_SLICE_SECS)     # Redis restarting: the run waits on
+            continue
+        if results is not None:
+            return results, True
+    return None, False
+
+
+def _quietly(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except RedisError:
+        pass                # the keys expire (ROUTED_MARGIN_SECS)

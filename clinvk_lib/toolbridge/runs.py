@@ -285,11 +285,12 @@ class BridgedRun:
         with self._lock:
             self._stop_timer()
             if self.parked and not self.ended and seconds > 0:
-                self._timer = threading.Timer(seconds, self._expire, args=(seconds,))
+                self._timer = threading.Timer(seconds, self.expire, args=(seconds,))
                 self._timer.daemon = True
                 self._timer.start()
 
-    def _expire(self, seconds: float) -> None:
+    def expire(self, seconds: float) -> None:
+        """Stop the run if it is still parked: no result came within ``seconds``."""
         with self._lock:
             if not self.parked:
                 return
