@@ -202,8 +202,8 @@ def add_profile_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=PROFILES,
                    help="agent (default): the CLI as it runs by itself; chat: a model, not an "
                         "agent: no tools, settings, project files, MCP servers or skills, a "
-                        "short system prompt, one turn (per backend: README, The chat "
-                        "profile)")
+                        "short system prompt, one turn, with each CLI's own flags (a "
+                        "tool a CLI cannot drop is left to it)")
 
 
 def add_quiet_flag(p: argparse.ArgumentParser) -> None:
