@@ -317,13 +317,15 @@ class CodexBackend(base.Backend):
     option_notes = OPTION_NOTES
     chat_notes = ("--disable=<feature> for %s (no shell, image, goal, agent or plugin tools, no "
                   "hooks or apps), -c %s (no skills, permissions, apps or environment "
-                  "sections, no AGENTS.md, no web search tool), --ignore-rules, -c model_instructions_file=<the "
+                  "sections, no AGENTS.md, no web search tool), --ignore-rules, "
+                  "-c model_instructions_file=<the "
                   "client's system prompt, else a one-line one> (replaces codex's base "
                   "instructions) and, without client tools, -c mcp_servers={}. Not available: "
                   "apply_patch and request_user_input stay offered (codex-cli 0.169.0 has no "
                   "switch for them: apply_patch comes with the model's catalog entry and "
                   "ignores -c include_apply_patch_tool, request_user_input with the "
-                  "collaboration modes, which can no longer be disabled); no turn limit (codex exec has none; without tools the "
+                  "collaboration modes, which can no longer be disabled); no turn limit "
+                  "(codex exec has none; without tools the "
                   "model answers in one call)." % (", ".join(CHAT_DISABLED_FEATURES),
                                                      ", -c ".join(CHAT_SETTINGS)))
     # codex-cli 0.169.0, stderr: "Error: thread/resume: thread/resume failed: no rollout
