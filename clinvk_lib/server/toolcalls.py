@@ -294,10 +294,8 @@ def _owner(ctx: Context) -> str:
 
 def elsewhere(ctx: Context, results: Dict[str, Tuple[str, bool]]) -> Any:
     """The answer of the instance of this CLINVK_HOME (or node of this store) that made the
-    calls, when another one did (``toolforward``); None: ``resume`` here (on an API node,
-    always: any API node follows a worker's run)."""
-    if remote_run.is_api_node(ctx.app):
-        return None
+    calls, when another one did (``toolforward``); None: ``resume`` here (a worker's run of
+    a job, whose calls have no forward record, is followed from any node)."""
     return toolforward.forward(ctx, list(results))
 
 
@@ -380,10 +378,12 @@ def pieces(ctx: Context, run: Any, sent: str) -> Iterator[Any]:
             elif isinstance(piece, compat.Finished) and run.round_calls:
                 bridge: Bridge = ctx.app.tool_bridge
                 run.park_for(bridge.result_timeout)
-                bridge.parked(run)
-                # A worker's run (an API node's) waits on its worker, for any API node.
-                if bridge.draining and isinstance(run, BridgedRun):
-                    run.stop(SHUTDOWN)
+                # A worker's run (an API node's) waits on its worker, for any node of the
+                # store (its calls are routed by ``toolbridge.job_calls``, not forwarded).
+                if isinstance(run, BridgedRun):
+                    bridge.parked(run)
+                    if bridge.draining:
+                        run.stop(SHUTDOWN)
                 piece = ToolCalls(list(run.round_calls), piece.reply, piece.usage)
             yield piece
     finally:
