@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Run every test: the unit tier under Python 3.8 and 3.13, then the whole suite (unit,
-# integration with the official SDKs, end-to-end with the real claude/codex/gemini CLIs
-# against a fake model API on 127.0.0.1) under the default python3.
+# Run every test: the unit tier under Python 3.8 and 3.13, then the rest of the whole suite
+# (integration with the official SDKs, load/proxy/browser tests, end-to-end with the real
+# CLIs against a fake model API on 127.0.0.1, and any unit test a unit tier skipped) under
+# the default python3.
 #
 # Installs what the tests need by itself, into a cache outside the clone
 # (${CLINVK_TEST_CACHE:-~/.cache/clinvk-test}): Python virtualenvs and the pinned CLIs from npm.
@@ -98,8 +99,15 @@ else
     echo "npm not found: the end-to-end tier will be SKIPPED (install Node.js + npm to run it)" >&2
 fi
 
+# Each unit tier writes the tests it skipped to $tiers/skipped-<version>; the whole-suite tier
+# then leaves out the unit tests both tiers ran, so each test runs once per tier it belongs to
+# (tests/tiers.py). A unit tier that cannot run leaves no file: then nothing is left out.
+tiers=$(mktemp -d)
+trap 'rm -rf "$tiers"' EXIT
+rest=""
 for v in 3.8.18 3.13.0; do
     py="$PYENV_ROOT/versions/$v/bin/python3"
+    rest="$rest${rest:+:}$tiers/skipped-$v"
     if [ ! -x "$py" ]; then
         echo "Python $v not found at $py" >&2
         [ "${CI:-}" = "true" ] && status=1
@@ -107,12 +115,13 @@ for v in 3.8.18 3.13.0; do
     fi
     log "unit tier under Python $v"
     vpy=$(venv "unit-$v" "$py" tests/requirements-unit.txt) || { status=1; continue; }
-    run_pytest "$vpy" -q -p no:cacheprovider --ignore=tests/e2e -m "not sdk and not slow" tests || status=1
+    TEST_TIER_SKIPS_OUT="$tiers/skipped-$v" \
+        run_pytest "$vpy" -q -p no:cacheprovider --ignore=tests/e2e -m "not sdk and not slow" tests || status=1
 done
 
-log "whole suite under $(python3 --version)"
+log "whole suite under $(python3 --version): what the unit tiers did not run (sdk, slow, end-to-end, their skips)"
 dpy=$(venv dev python3 tests/requirements-dev.txt) || { echo "installing dev requirements failed" >&2; exit 1; }
-run_pytest "$dpy" -q -p no:cacheprovider -rs tests "$@" || status=1
+TEST_TIER_REST="$rest" run_pytest "$dpy" -q -p no:cacheprovider -rs tests "$@" || status=1
 
 if [ "$status" -ne 0 ]; then log "FAILED"; else log "all tiers passed"; fi
 exit "$status"

@@ -14,6 +14,10 @@ FAKE_BIN = os.path.join(ROOT, "tests", "fakes", "bin")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from tests.tiers import (  # noqa: F401  (hooks: what the whole-suite tier still runs)
+    pytest_collection_modifyitems, pytest_collectreport, pytest_runtest_logreport,
+    pytest_sessionfinish)
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "sdk: needs the official openai/anthropic SDKs (dev venv)")
