@@ -181,7 +181,9 @@ def test_shutdown_stops_parked_runs_and_lets_a_round_being_answered_end_with_its
     slow = threading.Thread(target=lambda: got.update(reply=chat(
         srv, [{"role": "user", "content": "FAKE_SLEEP: 1\n" + ASK}])))
     slow.start()
-    assert wait_for(lambda: srv.app.in_flight == 1)
+    # The slow run holds the second run slot once its request is accepted and running (the
+    # first request may still count as in flight for a moment after its reply is read).
+    assert wait_for(lambda: srv.app.limiter.in_use == 2)
     srv.stop()                      # as SIGTERM: drain, then cancel what is left
     slow.join()
     reply = got["reply"]
