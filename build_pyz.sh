@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3}"
 mkdir -p dist
 "$PYTHON" - <<'PY'
-import io, pathlib, zipapp, zipfile
+import io, os, pathlib, zipapp, zipfile
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)   # the earliest time a zip entry can hold
 files = [("__main__.py", pathlib.Path("clinvk.py"))]
@@ -26,7 +26,15 @@ with zipfile.ZipFile(buf, "w") as z:
         info.external_attr = 0o644 << 16
         z.writestr(info, path.read_bytes(), compresslevel=9)
 buf.seek(0)
-zipapp.create_archive(buf, "dist/clinvk.pyz", interpreter="/usr/bin/env python3")
+# Written beside the target and renamed over it: a clinvk.pyz being run or copied meanwhile
+# (or a second build) never sees a half-written archive.
+tmp = pathlib.Path("dist/.clinvk.pyz.%d" % os.getpid())
+try:
+    zipapp.create_archive(buf, str(tmp), interpreter="/usr/bin/env python3")
+    tmp.chmod(0o755)
+    os.replace(str(tmp), "dist/clinvk.pyz")
+finally:
+    if tmp.exists():
+        tmp.unlink()
 PY
-chmod 755 dist/clinvk.pyz
 echo "built dist/clinvk.pyz ($(wc -c < dist/clinvk.pyz) bytes, sha256 $(sha256sum dist/clinvk.pyz | cut -c1-16)...)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every test: the unit tier under Python 3.8 and 3.13, then the rest of the whole suite
+# Run every test: the unit tier under Python 3.8 and 3.13 (side by side), then the rest of the whole suite
 # (integration with the official SDKs, load/proxy/browser tests, end-to-end with the real
 # CLIs against a fake model API on 127.0.0.1, and any unit test a unit tier skipped) under
 # the default python3.
@@ -102,9 +102,13 @@ fi
 # Each unit tier writes the tests it skipped to $tiers/skipped-<version>; the whole-suite tier
 # then leaves out the unit tests both tiers ran, so each test runs once per tier it belongs to
 # (tests/tiers.py). A unit tier that cannot run leaves no file: then nothing is left out.
+# The unit tiers run side by side (they wait on subprocesses more than they compute: two cores
+# finish both in little more than the time of one). The first shows its output live; the
+# others' output follows when they end. CLINVK_TEST_SERIAL=1 runs them one after the other.
 tiers=$(mktemp -d)
 trap 'rm -rf "$tiers"' EXIT
 rest=""
+ready=()        # VERSION=VENV_PYTHON of each unit tier that can run
 for v in 3.8.18 3.13.0; do
     py="$PYENV_ROOT/versions/$v/bin/python3"
     rest="$rest${rest:+:}$tiers/skipped-$v"
@@ -113,11 +117,43 @@ for v in 3.8.18 3.13.0; do
         [ "${CI:-}" = "true" ] && status=1
         continue
     fi
-    log "unit tier under Python $v"
     vpy=$(venv "unit-$v" "$py" tests/requirements-unit.txt) || { status=1; continue; }
-    TEST_TIER_SKIPS_OUT="$tiers/skipped-$v" \
-        run_pytest "$vpy" -q -p no:cacheprovider --ignore=tests/e2e -m "not sdk and not slow" tests || status=1
+    ready+=("$v=$vpy")
 done
+unit_tier() {   # VERSION=VENV_PYTHON
+    TEST_TIER_SKIPS_OUT="$tiers/skipped-${1%%=*}" run_pytest "${1#*=}" \
+        -q -p no:cacheprovider --ignore=tests/e2e -m "not sdk and not slow" tests
+}
+if [ "${CLINVK_TEST_SERIAL:-}" = "1" ]; then
+    for tier in "${ready[@]}"; do
+        log "unit tier under Python ${tier%%=*}"
+        unit_tier "$tier" || status=1
+    done
+elif [ "${#ready[@]}" -gt 0 ]; then
+    others=("${ready[@]:1}")
+    pids=""
+    for tier in "${others[@]}"; do
+        # In a process group of its own (set -m), so Ctrl-C reaches it through the trap
+        # below: a script's background job would otherwise ignore SIGINT and run on.
+        set -m
+        { unit_tier "$tier" > "$tiers/out-${tier%%=*}" 2>&1; echo $? > "$tiers/rc-${tier%%=*}"; } &
+        set +m
+        pids="$pids $!"
+    done
+    trap 'interrupted=1; for p in $pids; do kill -INT -- "-$p" 2>/dev/null; done' INT TERM
+    log "unit tier under Python ${ready[0]%%=*}"
+    unit_tier "${ready[0]}" || status=1
+    for p in $pids; do
+        while kill -0 "$p" 2>/dev/null; do wait "$p"; done
+    done
+    trap - INT TERM
+    for tier in "${others[@]}"; do
+        log "unit tier under Python ${tier%%=*} (it ran side by side with the one above)"
+        cat "$tiers/out-${tier%%=*}"
+        [ "$(cat "$tiers/rc-${tier%%=*}" 2>/dev/null)" = "0" ] || status=1
+    done
+    [ -z "${interrupted:-}" ] || { log "interrupted"; exit 130; }
+fi
 
 log "whole suite under $(python3 --version): what the unit tiers did not run (sdk, slow, end-to-end, their skips)"
 dpy=$(venv dev python3 tests/requirements-dev.txt) || { echo "installing dev requirements failed" >&2; exit 1; }
