@@ -493,6 +493,8 @@ def test_jobs_are_counted_in_metrics_by_kind_and_final_status(start_server, monk
     wait_status(srv, submit(srv)["id"])
     monkeypatch.setenv("FAKE_CLI_MODE", "fail")
     wait_status(srv, submit(srv)["id"])
+    # A job reads final a moment before its worker gives back the run slot it held.
+    assert wait_for(lambda: srv.app.jobs.counts() == (0, 0))
     text = srv.get("/metrics").body.decode()
     assert 'clinvk_jobs_submitted_total{kind="prompt"} 2\n' in text
     assert 'clinvk_jobs_finished_total{kind="prompt",status="succeeded"} 1\n' in text

@@ -317,6 +317,6 @@ def test_a_parked_run_shows_on_the_runs_page_and_an_operator_can_cancel_it(serve
     assert server.request("DELETE", "/api/v1/runs/" + listed["id"]).status == 200
     assert wait_for(lambda: server.app.tool_bridge.runs.parked_count() == 0, 15)
     assert wait_for(lambda: server.get("/api/v1/runs").json()["runs"] == [])
-    assert server.app.limiter.in_use == 0
+    assert wait_for(lambda: server.app.limiter.in_use == 0)
     r = chat(server, answered(messages, first, "too late"))
     assert r.status == 404 and r.json()["error"]["code"] == "tool_call_not_found"
