@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Run every test: the unit tier under Python 3.8 and 3.13 (side by side), then the rest of the whole suite
-# (integration with the official SDKs, load/proxy/browser tests, end-to-end with the real
-# CLIs against a fake model API on 127.0.0.1, and any unit test a unit tier skipped) under
-# the default python3.
+# Run every test: the unit tier under Python 3.8 and 3.13 (side by side), then the rest of the
+# whole suite (integration with the official SDKs, load/proxy/browser tests, end-to-end with
+# the real CLIs against a fake model API on 127.0.0.1, and any unit test a unit tier skipped)
+# under the default python3.
 #
 # Installs what the tests need by itself, into a cache outside the clone
 # (${CLINVK_TEST_CACHE:-~/.cache/clinvk-test}): Python virtualenvs and the pinned CLIs from npm.
